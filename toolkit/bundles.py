@@ -1,0 +1,214 @@
+"""Bundles and results: cloudpickled payloads in signed envelopes.
+
+The client pickles ``(fn, args, kwargs)``; the job pickles the outcome. Both
+travel through storage that other parties may be able to write, so each is an
+envelope of one JSON header line + payload. The header carries the payload's
+sha256 and an HMAC-SHA256 over the header made with a per-run key that reaches
+the job only as a Pulumi secret. Nothing is unpickled before both check out.
+
+This module runs inside jobs: standard library and cloudpickle only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import site
+import sys
+import sysconfig
+import threading
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import cloudpickle
+
+from toolkit.errors import BundleError, BundleVerificationError, RemoteError, RuntimeMismatchError
+
+MAGIC = b"TKB1\n"
+PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
+_PICKLE_LOCK = threading.Lock()
+"""cloudpickle's by-value registry is global; concurrent submissions must not interleave."""
+
+
+def _sign(key: str, header: dict[str, Any]) -> str:
+    canonical = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    return hmac.new(key.encode(), canonical, hashlib.sha256).hexdigest()
+
+
+def seal(kind: str, payload: bytes, key: str, **fields: Any) -> bytes:
+    """Wrap ``payload`` in a signed envelope of ``kind`` ('bundle' or 'result')."""
+    header = {"kind": kind, "python": PYTHON, "digest": hashlib.sha256(payload).hexdigest(), **fields}
+    header["signature"] = _sign(key, header)
+    return MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n" + payload
+
+
+def open_envelope(data: bytes, key: str, kind: str, source: str) -> tuple[dict[str, Any], bytes]:
+    """Verify an envelope and return ``(header, payload)``; never unpickles anything."""
+    if not data.startswith(MAGIC):
+        raise BundleVerificationError(f"{source} is not a toolkit {kind} (bad magic); refusing to load it")
+    line_end = data.find(b"\n", len(MAGIC))
+    if line_end < 0:
+        raise BundleVerificationError(f"{source} is truncated; refusing to load it")
+    try:
+        header = json.loads(data[len(MAGIC) : line_end])
+    except ValueError:
+        raise BundleVerificationError(f"{source} has a corrupt header; refusing to load it") from None
+    payload = data[line_end + 1 :]
+    signature = header.pop("signature", "")
+    if header.get("kind") != kind:
+        raise BundleVerificationError(f"{source} is a {header.get('kind')!r}, expected a {kind!r}")
+    if not hmac.compare_digest(_sign(key, header), str(signature)):
+        raise BundleVerificationError(
+            f"{source} failed its signature check (tampered with, or signed with another run's key); "
+            "it was not unpickled"
+        )
+    if not hmac.compare_digest(hashlib.sha256(payload).hexdigest(), str(header.get("digest"))):
+        raise BundleVerificationError(f"{source} failed its sha256 digest check; it was not unpickled")
+    return header, payload
+
+
+def _library_roots() -> tuple[str, ...]:
+    paths = sysconfig.get_paths()
+    roots = {paths["stdlib"], paths["platstdlib"], paths["purelib"], paths["platlib"], sys.prefix, sys.base_prefix}
+    roots.update(site.getsitepackages())
+    user = site.getusersitepackages()
+    if isinstance(user, str):
+        roots.add(user)
+    return tuple(sorted(root for root in roots if root))
+
+
+def _local_packages() -> set[str]:
+    """Top-level packages loaded from outside the interpreter's libraries (the user's code).
+
+    The job can't import these (it has only its image's libraries), so they go
+    by value. ``toolkit`` itself is installed in every runner image.
+    """
+    roots = _library_roots()
+    local: set[str] = set()
+    for name, module in list(sys.modules.items()):
+        top = name.partition(".")[0]
+        path = getattr(module, "__file__", None)
+        if not path or top in ("__main__", "toolkit", "cloudpickle") or top in local:
+            continue
+        if not path.startswith(roots) and top in sys.modules:
+            local.add(top)
+    return local
+
+
+def dump_call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+    """cloudpickle ``(fn, args, kwargs)``, the user's own modules by value.
+
+    On failure, names the argument that cannot be pickled.
+    """
+    with _PICKLE_LOCK:
+        registered = []
+        for package in sorted(_local_packages()):
+            try:
+                cloudpickle.register_pickle_by_value(sys.modules[package])
+                registered.append(package)
+            except (ValueError, KeyError):
+                continue
+        try:
+            return cloudpickle.dumps((fn, args, kwargs))
+        except Exception as exc:  # noqa: BLE001 - pickling raises anything
+            raise BundleError(_explain_unpicklable(fn, args, kwargs, exc)) from exc
+        finally:
+            for package in registered:
+                cloudpickle.unregister_pickle_by_value(sys.modules[package])
+
+
+def _explain_unpicklable(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], error: Exception) -> str:
+    name = getattr(fn, "__qualname__", repr(fn))
+    candidates: list[tuple[str, Any]] = [(f"the function {name}", fn)]
+    candidates += [(f"positional argument {i} of {name}", value) for i, value in enumerate(args)]
+    candidates += [(f"argument {key!r} of {name}", value) for key, value in kwargs.items()]
+    for label, value in candidates:
+        try:
+            cloudpickle.dumps(value)
+        except Exception as exc:  # noqa: BLE001
+            return (
+                f"{label} cannot be pickled ({type(value).__name__}: {type(exc).__name__}: {exc}). "
+                "Objects such as connections, locks and open files must be created inside the function"
+            )
+    return f"the call to {name} cannot be pickled: {type(error).__name__}: {error}"
+
+
+def load_call(payload: bytes) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
+    return cloudpickle.loads(payload)
+
+
+@dataclass
+class Outcome:
+    """What the job produced: a value, an exception, or a runner-level failure."""
+
+    kind: str  # "value" | "error" | "runner-error"
+    payload: bytes = b""
+    error_type: str = ""
+    message: str = ""
+    traceback: str = ""
+
+
+def outcome_of_value(value: Any) -> Outcome:
+    try:
+        return Outcome("value", cloudpickle.dumps(value))
+    except Exception as exc:  # noqa: BLE001
+        return Outcome(
+            "runner-error",
+            error_type="toolkit.errors.BundleError",
+            message=f"the function returned a {type(value).__name__} that cannot be pickled "
+            f"({type(exc).__name__}: {exc}); return plain data instead",
+        )
+
+
+def outcome_of_exception(exc: BaseException) -> Outcome:
+    text = "".join(traceback.format_exception(exc))
+    kind = f"{type(exc).__module__}.{type(exc).__qualname__}"
+    try:
+        payload = cloudpickle.dumps(exc)
+        cloudpickle.loads(payload)  # some exceptions pickle but cannot be rebuilt
+    except Exception:  # noqa: BLE001
+        payload = b""
+    return Outcome("error", payload, kind, str(exc), text)
+
+
+def seal_outcome(outcome: Outcome, key: str) -> bytes:
+    return seal(
+        "result",
+        outcome.payload,
+        key,
+        outcome=outcome.kind,
+        error_type=outcome.error_type,
+        message=outcome.message,
+        traceback=outcome.traceback,
+    )
+
+
+def unseal_result(data: bytes, key: str, source: str) -> Any:
+    """Verify a result envelope, then return the value or raise the remote exception.
+
+    The remote exception keeps its type; the remote traceback is attached as a
+    note and as ``remote_traceback``.
+    """
+    header, payload = open_envelope(data, key, "result", source)
+    outcome = header.get("outcome")
+    if outcome == "value":
+        return cloudpickle.loads(payload)
+    remote_tb = header.get("traceback", "")
+    if outcome == "error":
+        if payload:
+            exc = cloudpickle.loads(payload)
+            if isinstance(exc, BaseException):
+                exc.remote_traceback = remote_tb  # type: ignore[attr-defined]
+                exc.add_note("\nRemote traceback:\n" + remote_tb)
+                raise exc
+        raise RemoteError(header.get("error_type", "Exception"), header.get("message", ""), remote_tb)
+    message = header.get("message", "the job failed before calling the function")
+    error_type = header.get("error_type", "")
+    if error_type.endswith("RuntimeMismatchError"):
+        raise RuntimeMismatchError(message)
+    if error_type.endswith("BundleVerificationError"):
+        raise BundleVerificationError(message)
+    raise BundleError(message)

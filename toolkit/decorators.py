@@ -1,0 +1,112 @@
+"""Infrastructure decorators: ``@process``, ``@docker``, ``@kubernetes``, ...
+
+A decorator binds a function to a pool and job variables; it does nothing else
+until the function is called. Job-variable precedence, lowest first:
+
+    pool defaults  <  decorator kwargs  <  with_options(...)  <  Submitter.submit(job_variables=)
+
+``templating.merge_layers`` is the one function that applies it.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Generic, ParamSpec, TypeVar
+
+from toolkit.errors import ConfigError
+from toolkit.futures import RunFuture
+from toolkit.plan import Plan
+from toolkit.preview import preview_run
+from toolkit.submission import prepare
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class InfraFunction(Generic[P, R]):
+    """A function bound to a pool: call it, ``.submit`` it, ``.preview`` it or run it ``.local``ly."""
+
+    def __init__(
+        self,
+        fn: Callable[P, R],
+        target_type: str,
+        pool: str,
+        layers: Sequence[Mapping[str, Any]] = (),
+    ) -> None:
+        self.fn = fn
+        self.target_type = target_type
+        self.pool = pool
+        self.layers = tuple(dict(layer) for layer in layers)
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run remotely and block: the value, or the remote exception re-raised."""
+        return self._submit(args, kwargs, prefix_logs=False).result()
+
+    def submit(self, *args: P.args, **kwargs: P.kwargs) -> RunFuture:
+        """Start a run and return at once with its ``RunFuture``."""
+        return self._submit(args, kwargs, prefix_logs=True)
+
+    def preview(self, *args: P.args, **kwargs: P.kwargs) -> Plan:
+        """The infrastructure a call would create, without creating anything."""
+        return preview_run(prepare(self.fn, args, kwargs, self.pool, self.layers, self.target_type))
+
+    def local(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """A plain local call, no infrastructure."""
+        return self.fn(*args, **kwargs)
+
+    def with_options(self, *, pool: str | None = None, **job_variables: Any) -> InfraFunction[P, R]:
+        """A new bound function with more job variables (and optionally another pool)."""
+        return InfraFunction(self.fn, self.target_type, pool or self.pool, [*self.layers, job_variables])
+
+    def _submit(self, args: tuple[Any, ...], kwargs: dict[str, Any], prefix_logs: bool) -> RunFuture:
+        prepared = prepare(self.fn, args, kwargs, self.pool, self.layers, self.target_type)
+        return RunFuture(prepared, prefix_logs=prefix_logs)
+
+    def __repr__(self) -> str:
+        return f"<{self.target_type} function {self.__qualname__} on pool {self.pool!r}>"
+
+
+def resolve_pool(target_type: str, pool: str | None, work_pool_name: str | None, default: str | None) -> str:
+    if pool and work_pool_name and pool != work_pool_name:
+        raise ConfigError(
+            f"@{target_type} got pool={pool!r} and work_pool_name={work_pool_name!r}; they are aliases, pass one"
+        )
+    chosen = pool or work_pool_name or default
+    if not chosen:
+        raise ConfigError(f"@{target_type} needs a work pool: @{target_type}(pool='NAME'); `toolkit pool ls` lists pools")
+    return chosen
+
+
+def _decorator_factory(target_type: str, default_pool: str | None = None) -> Callable[..., Any]:
+    def decorator(
+        pool: str | Callable[..., Any] | None = None, *, work_pool_name: str | None = None, **job_variables: Any
+    ) -> Any:
+        if callable(pool):  # used bare: @process
+            return InfraFunction(pool, target_type, resolve_pool(target_type, None, None, default_pool))
+        chosen = resolve_pool(target_type, pool, work_pool_name, default_pool)
+
+        def bind(fn: Callable[P, R]) -> InfraFunction[P, R]:
+            if isinstance(fn, InfraFunction):
+                raise ConfigError(f"{fn!r} is already bound to infrastructure; decorate the plain function once")
+            return InfraFunction(fn, target_type, chosen, [job_variables])
+
+        return bind
+
+    decorator.__name__ = decorator.__qualname__ = target_type
+    decorator.__doc__ = (
+        f"Run the decorated function as a {target_type} job on a work pool.\n\n"
+        f"``@{target_type}(pool='NAME', **job_variables)``; ``work_pool_name=`` is an alias of ``pool=``."
+        + (f" The pool defaults to {default_pool!r}." if default_pool else "")
+    )
+    return decorator
+
+
+process = _decorator_factory("process", "local-process")
+docker = _decorator_factory("docker", "local-docker")
+kubernetes = _decorator_factory("kubernetes")
+ecs = _decorator_factory("ecs")
+cloud_run = _decorator_factory("cloud_run")
+vertex_ai = _decorator_factory("vertex_ai")
+azure_container_instance = _decorator_factory("azure_container_instance")

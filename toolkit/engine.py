@@ -1,0 +1,202 @@
+"""Ephemeral run stacks through the Pulumi Automation API.
+
+One stack per call: ``run-<id>`` in project ``toolkit-runs``, tagged with the
+pool, function, owner (host, pid, process start time), creation time and TTL so
+``toolkit gc`` can find and destroy stacks whose owner died. Each stack gets
+its own workspace directory, removed with the stack, so concurrent runs never
+share files and nothing is left on disk.
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from pulumi import automation as auto
+
+from toolkit import settings
+from toolkit.errors import ProvisionError, TeardownError, ToolchainError
+from toolkit.plan import ResourceChange
+from toolkit.progress import Progress
+
+TAG_POOL = "toolkit:pool"
+TAG_FUNCTION = "toolkit:function"
+TAG_OWNER = "toolkit:owner"
+TAG_CREATED = "toolkit:created"
+TAG_TTL = "toolkit:ttl"
+
+
+def stack_name(run_id: str) -> str:
+    return f"run-{run_id}"
+
+
+def process_start_time(pid: int) -> str:
+    """Start time of ``pid`` in clock ticks since boot ('' if unknown): tells a reused pid apart."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def owner_tag(pid: int) -> str:
+    return f"{socket.gethostname()}:{pid}:{process_start_time(pid)}"
+
+
+@functools.cache
+def pulumi_command() -> auto.PulumiCommand:
+    """The Pulumi CLI, checked once per process against the SDK's minimum version."""
+    binary = settings.pulumi_binary()
+    if binary is None or not binary.exists():
+        raise ToolchainError(
+            "the Pulumi CLI was not found (neither on PATH nor in the toolkit cache). "
+            "Run `toolkit toolchain install`"
+        )
+    return auto.PulumiCommand(root=str(binary.parent.parent))
+
+
+def workspace_options(backend_url: str, work_dir: Path) -> auto.LocalWorkspaceOptions:
+    return auto.LocalWorkspaceOptions(
+        work_dir=str(work_dir),
+        project_settings=auto.ProjectSettings(
+            name=settings.RUN_PROJECT, runtime="python", backend=auto.ProjectBackend(url=backend_url)
+        ),
+        secrets_provider="passphrase",
+        env_vars=settings.pulumi_env(backend_url),
+        pulumi_command=pulumi_command(),
+    )
+
+
+def ensure_local_backend(backend_url: str) -> None:
+    """A ``file://`` backend directory must exist before the CLI logs into it."""
+    if backend_url.startswith("file://"):
+        Path(backend_url[len("file://") :]).mkdir(parents=True, exist_ok=True)
+
+
+class RunStack:
+    """One run's stack: create, up, preview, destroy, remove."""
+
+    def __init__(self, run_id: str, backend_url: str, program: Callable[[], None], progress: Progress) -> None:
+        self.run_id = run_id
+        self.name = stack_name(run_id)
+        self.backend_url = backend_url
+        self.progress = progress
+        ensure_local_backend(backend_url)
+        self._work_dir = Path(tempfile.mkdtemp(prefix=f"toolkit-{run_id}-"))
+        try:
+            self.stack = auto.create_stack(
+                self.name,
+                project_name=settings.RUN_PROJECT,
+                program=program,
+                opts=workspace_options(backend_url, self._work_dir),
+            )
+        except BaseException:
+            shutil.rmtree(self._work_dir, ignore_errors=True)
+            raise
+        self.created = True
+
+    def tag(self, tags: dict[str, str]) -> None:
+        """Set stack tags in parallel: each is one CLI call, and gc depends on all of them."""
+        threads = [
+            threading.Thread(target=self.stack.set_tag, args=(key, value), daemon=True)
+            for key, value in tags.items()
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    def up(self) -> dict[str, Any]:
+        """``pulumi up``; returns plain output values. Raises ``ProvisionError`` with the engine's errors."""
+        self.progress.errors.clear()
+        try:
+            result = self.stack.up(on_event=self.progress.on_event, on_output=lambda _line: None)
+        except auto.errors.CommandError as exc:
+            detail = "; ".join(self.progress.errors) or str(exc).strip().splitlines()[-1]
+            raise ProvisionError(f"provisioning run {self.run_id} failed: {detail}") from None
+        return {key: output.value for key, output in result.outputs.items()}
+
+    def preview(self) -> list[ResourceChange]:
+        """``pulumi preview``: the steps it would take, from structured events."""
+        changes: list[ResourceChange] = []
+
+        def collect(event: auto.EngineEvent) -> None:
+            self.progress.on_event(event)
+            pre = event.resource_pre_event
+            if pre and pre.metadata.type != "pulumi:pulumi:Stack":
+                meta = pre.metadata
+                inputs = dict(meta.new.inputs) if meta.new and meta.new.inputs else {}
+                changes.append(ResourceChange.from_event(meta.op.value, meta.type, meta.urn, inputs))
+
+        self.progress.errors.clear()
+        try:
+            self.stack.preview(on_event=collect, on_output=lambda _line: None)
+        except auto.errors.CommandError as exc:
+            detail = "; ".join(self.progress.errors) or str(exc).strip().splitlines()[-1]
+            raise ProvisionError(f"preview of run {self.run_id} failed: {detail}") from None
+        return changes
+
+    def destroy_and_remove(self, attempts: int = 5) -> None:
+        """``pulumi destroy`` then remove the stack; retries a stack still locked by a finishing update."""
+        last: Exception | None = None
+        for attempt in range(attempts):
+            try:
+                self.stack.destroy(on_event=self.progress.on_event, on_output=lambda _line: None)
+                self.stack.workspace.remove_stack(self.name)
+                self._cleanup()
+                return
+            except auto.errors.StackNotFoundError:
+                self._cleanup()
+                return
+            except auto.errors.CommandError as exc:
+                last = exc
+                time.sleep(min(0.5 * 2**attempt, 5.0))
+        raise TeardownError(
+            f"could not destroy stack {self.name} in {self.backend_url}: {str(last).strip()[-400:]}. "
+            "`toolkit gc` will retry it"
+        )
+
+    def remove_unprovisioned(self) -> None:
+        """Remove a stack that never ran ``up`` (previews)."""
+        try:
+            self.stack.workspace.remove_stack(self.name)
+        finally:
+            self._cleanup()
+
+    def _cleanup(self) -> None:
+        shutil.rmtree(self._work_dir, ignore_errors=True)
+
+
+@contextmanager
+def selected_stack(name: str, backend_url: str) -> Iterator[auto.Stack]:
+    """An existing run stack, for gc and cancel from another process (program-less)."""
+    work_dir = Path(tempfile.mkdtemp(prefix="toolkit-gc-"))
+    try:
+        yield auto.select_stack(
+            name,
+            project_name=settings.RUN_PROJECT,
+            program=lambda: None,
+            opts=workspace_options(backend_url, work_dir),
+        )
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+
+
+def list_run_stacks(backend_url: str) -> list[tuple[str, dict[str, str]]]:
+    """Every run stack in ``backend_url`` with its tags."""
+    ensure_local_backend(backend_url)
+    work_dir = Path(tempfile.mkdtemp(prefix="toolkit-ls-"))
+    try:
+        workspace = auto.LocalWorkspace(**vars(workspace_options(backend_url, work_dir)))
+        names = [summary.name for summary in workspace.list_stacks()]
+        return [(name, workspace.list_tags(name)) for name in names]
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)

@@ -1,0 +1,278 @@
+"""``RunFuture``: one submitted call, from stack up to stack destroy.
+
+The lifecycle runs in a non-daemon thread: stack up -> watch the job (state,
+logs, timeout, cancel) -> collect the result -> destroy and remove the stack.
+The result is handed over as soon as it is collected; teardown goes on in the
+same thread and the interpreter cannot exit before it finishes. Teardown runs
+in a ``finally`` on every path: success, failure, timeout, ``cancel()``, and
+Ctrl-C in a thread blocked on ``result()`` (which cancels, waits for the
+teardown, then re-raises).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from concurrent.futures import TimeoutError as FutureTimeoutError
+from typing import Any
+
+import fsspec
+
+from toolkit import records
+from toolkit.bundles import unseal_result
+from toolkit.engine import TAG_CREATED, TAG_FUNCTION, TAG_OWNER, TAG_POOL, TAG_TTL, RunStack, owner_tag
+from toolkit.errors import JobFailedError, RunCancelledError, RunTimeoutError, TeardownError
+from toolkit.infra.base import JobStatus, JobWatcher
+from toolkit.progress import Progress
+from toolkit.runner import RESULT_NAME
+from toolkit.submission import PreparedRun
+
+DEFAULT_TTL = 24 * 3600
+"""Seconds after which ``toolkit gc`` may destroy a run stack even if its owner seems alive."""
+
+_LIVE: set[RunFuture] = set()
+_LIVE_LOCK = threading.Lock()
+
+
+def _wait_for_teardowns() -> None:
+    """Block interpreter shutdown until every run's stack is torn down.
+
+    Registered with ``threading._register_atexit`` *after* concurrent.futures
+    registered its own hook, so it runs first (they run in reverse order):
+    teardown still needs thread pools (the Automation API's gRPC server),
+    which refuse new work once concurrent.futures has shut down.
+    """
+    with _LIVE_LOCK:
+        pending = list(_LIVE)
+    for future in pending:
+        future.wait_teardown()
+
+
+_shutdown_hook_registered = False
+
+
+def _register_shutdown_hook() -> None:
+    global _shutdown_hook_registered
+    with _LIVE_LOCK:
+        if not _shutdown_hook_registered:
+            import concurrent.futures.thread  # noqa: F401 - its hook must be registered before ours
+
+            threading._register_atexit(_wait_for_teardowns)  # type: ignore[attr-defined]
+            _shutdown_hook_registered = True
+
+
+class RunFuture:
+    """Handle on a submitted run: ``result()``, ``wait()``, ``done()``, ``state``, ``cancel()``, ``logs()``."""
+
+    def __init__(self, prepared: PreparedRun, prefix_logs: bool = True) -> None:
+        self._prepared = prepared
+        self._prefix_logs = prefix_logs
+        self._cancel = threading.Event()
+        self._done = threading.Event()
+        self._torn_down = threading.Event()
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self.timings: dict[str, float] = dict(prepared.timings)
+        """Seconds per phase: render, bundle, stack_up, run, collect, destroy."""
+        self.teardown_error: TeardownError | None = None
+        self.progress = Progress(prepared.run_id)
+        self._record = records.RunRecord(
+            run_id=prepared.run_id,
+            function=prepared.function_name,
+            pool=prepared.pool.name,
+            target=prepared.target.name,
+            stack=f"run-{prepared.run_id}",
+            backend_url=prepared.backend_url,
+            created=time.time(),
+            owner_pid=os.getpid(),
+            owner=owner_tag(os.getpid()),
+        )
+        self._record.save()
+        _register_shutdown_hook()
+        with _LIVE_LOCK:
+            _LIVE.add(self)
+        self._thread = threading.Thread(target=self._lifecycle, name=f"toolkit-run-{prepared.run_id}")
+        self._thread.start()
+
+    # -- public API -----------------------------------------------------------------
+
+    @property
+    def run_id(self) -> str:
+        return self._prepared.run_id
+
+    @property
+    def state(self) -> str:
+        """pending, provisioning, running, collecting, completed, failed or cancelled."""
+        return self._record.state
+
+    def done(self) -> bool:
+        """True once the result (or the error) is available."""
+        return self._done.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until the result is available; returns ``done()``."""
+        return self._done.wait(timeout)
+
+    def result(self, timeout: float | None = None) -> Any:
+        """The function's return value, or its exception re-raised with the remote traceback.
+
+        Ctrl-C while waiting cancels the run and waits for its teardown.
+        """
+        try:
+            if not self._done.wait(timeout):
+                raise FutureTimeoutError(f"run {self.run_id} has no result after {timeout}s (still {self.state})")
+        except KeyboardInterrupt:
+            self.progress.say("[yellow]interrupted: cancelling and tearing down the stack...[/yellow]")
+            self.cancel()
+            raise
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        if not self._done.wait(timeout):
+            raise FutureTimeoutError(f"run {self.run_id} has no result after {timeout}s")
+        return self._error
+
+    def cancel(self, timeout: float | None = None) -> bool:
+        """Stop the job and tear its stack down; blocks until torn down. False if already done."""
+        if self._done.is_set():
+            self._torn_down.wait(timeout)
+            return False
+        self._cancel.set()
+        self._torn_down.wait(timeout)
+        return True
+
+    def logs(self) -> str:
+        """Everything the job printed so far."""
+        return self._record.logs()
+
+    def wait_teardown(self, timeout: float | None = None) -> bool:
+        """Wait until the run's stack is destroyed and removed."""
+        return self._torn_down.wait(timeout)
+
+    def __repr__(self) -> str:
+        return f"<RunFuture {self.run_id} {self._prepared.function_name} on {self._prepared.pool.name}: {self.state}>"
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def _set_state(self, state: str, error: str | None = None) -> None:
+        self._record.update(state=state, error=error)
+
+    def _cancelled(self) -> bool:
+        return self._cancel.is_set() or self._record.cancel_requested()
+
+    def _lifecycle(self) -> None:
+        prepared = self._prepared
+        stack: RunStack | None = None
+        self.progress.say(
+            f"{prepared.function_name} on pool [bold]{prepared.pool.name}[/bold] ({prepared.target.name})"
+        )
+        try:
+            self._set_state("provisioning")
+            started = time.perf_counter()
+            stack = RunStack(
+                prepared.run_id,
+                prepared.backend_url,
+                program=lambda: prepared.target.program(prepared.context),
+                progress=self.progress,
+            )
+            ttl = int(prepared.timeout + 3600) if prepared.timeout else DEFAULT_TTL
+            stack.tag(
+                {
+                    TAG_POOL: prepared.pool.name,
+                    TAG_FUNCTION: prepared.function_name,
+                    TAG_OWNER: self._record.owner,
+                    TAG_CREATED: str(int(self._record.created)),
+                    TAG_TTL: str(ttl),
+                }
+            )
+            if self._cancelled():
+                raise RunCancelledError(f"run {self.run_id} was cancelled before it started")
+            outputs = stack.up()
+            prepared.discard_bundle()
+            self.timings["stack_up"] = time.perf_counter() - started
+
+            self._set_state("running")
+            started = time.perf_counter()
+            status = self._watch(prepared.target.watcher(prepared.context, outputs))
+            self.timings["run"] = time.perf_counter() - started
+
+            self._set_state("collecting")
+            started = time.perf_counter()
+            self._value = self._collect(status)
+            self.timings["collect"] = time.perf_counter() - started
+            self._set_state("completed")
+        except BaseException as exc:  # noqa: BLE001 - delivered to the caller through result()
+            self._error = exc
+            state = "cancelled" if isinstance(exc, RunCancelledError) else "failed"
+            self._set_state(state, error=f"{type(exc).__name__}: {exc}")
+        finally:
+            self._done.set()
+            prepared.discard_bundle()
+            self._teardown(stack)
+
+    def _teardown(self, stack: RunStack | None) -> None:
+        started = time.perf_counter()
+        try:
+            if stack is not None:
+                stack.destroy_and_remove()
+            self._record.update(torn_down=True)
+        except TeardownError as exc:
+            self.teardown_error = exc
+            self.progress.say(f"[red]{exc}[/red]")
+        finally:
+            self.timings["destroy"] = time.perf_counter() - started
+            outcome = self.state if self._error is None else f"{self.state}: {type(self._error).__name__}"
+            self.progress.say(f"{outcome} ({sum(self.timings.values()):.1f}s)")
+            self._torn_down.set()
+            with _LIVE_LOCK:
+                _LIVE.discard(self)
+
+    def _watch(self, watcher: JobWatcher) -> JobStatus:
+        """Follow the job until it finishes, streaming logs; enforce timeout and cancel."""
+        timeout = self._prepared.timeout
+        started = time.monotonic()
+        interval = 0.05
+        while True:
+            self._forward_logs(watcher.read_logs())
+            status = watcher.status()
+            if status.finished:
+                self._forward_logs(watcher.read_logs())
+                return status
+            if self._cancelled():
+                raise RunCancelledError(f"run {self.run_id} was cancelled; its stack is being destroyed")
+            if timeout and time.monotonic() - started > timeout:
+                raise RunTimeoutError(
+                    f"run {self.run_id} exceeded its timeout of {timeout:g}s and was cancelled; "
+                    "raise the 'timeout' job variable if it needs longer"
+                )
+            time.sleep(interval)
+            interval = min(interval * 1.5, 1.0)
+
+    def _forward_logs(self, text: str) -> None:
+        if not text:
+            return
+        self._record.append_log(text)
+        if not self._prepared.stream_output or not self.progress.show:
+            return
+        if self._prefix_logs:
+            text = "".join(f"{self.run_id} | {line}\n" for line in text.splitlines())
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    def _collect(self, status: JobStatus) -> Any:
+        """Read, verify and unpickle the result; a missing result becomes a clear job error."""
+        context = self._prepared.context
+        fs, root = fsspec.core.url_to_fs(context.storage_url, **context.storage_options)
+        path = f"{root}/{RESULT_NAME}"
+        if not fs.exists(path):
+            reason = status.reason or f"the job exited with status {status.exit_code} without writing a result"
+            tail = "".join(self.logs().splitlines(keepends=True)[-20:])
+            raise JobFailedError(
+                f"run {self.run_id} ({self._prepared.function_name}) failed: {reason}."
+                + (f"\nLast job output:\n{tail}" if tail else "")
+            )
+        return unseal_result(fs.cat_file(path), context.run_key, f"{context.storage_url}/{RESULT_NAME}")

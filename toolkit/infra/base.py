@@ -1,0 +1,188 @@
+"""The contract every target implements.
+
+A target owns four things: its job-variables model (which *is* the JSON schema
+of its default template), its rendered job-configuration model, its Pulumi
+program (bucket + IAM + job resource) and a watcher that reports the job's
+state and logs. Teardown is always ``pulumi destroy`` of the run stack, so
+cancelling a job is deleting its resources; no target has a separate stop path.
+
+Abstract methods make an incomplete target fail when its class is created,
+not in the middle of a run.
+"""
+
+from __future__ import annotations
+
+import abc
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from toolkit.errors import ConfigError
+
+
+class JobVariables(BaseModel):
+    """Base of every ``<Target>Variables`` model: unknown names are errors.
+
+    ``timeout`` is common to all targets because the engine enforces it: a job
+    still running after that many seconds is cancelled and its stack destroyed.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    timeout: int | None = Field(
+        default=None, ge=1, description="Seconds the job may run before it is cancelled and torn down."
+    )
+
+
+class JobConfiguration(BaseModel):
+    """Base of every rendered job-configuration model."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+
+class JobStatus(BaseModel):
+    """What a watcher reports about the job at one moment."""
+
+    state: Literal["pending", "running", "succeeded", "failed"]
+    exit_code: int | None = None
+    reason: str | None = None
+    """Human-readable cause of a failure (OOM, image pull, start failure ...)."""
+
+    @property
+    def finished(self) -> bool:
+        return self.state in ("succeeded", "failed")
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Everything a target's program and watcher know about one run."""
+
+    run_id: str
+    pool_name: str
+    function_name: str
+    job: JobConfiguration
+    storage_url: str
+    """fsspec URL of this run's storage prefix: bundle and result live under it."""
+    storage_options: dict[str, Any]
+    bundle_path: Path
+    """The signed bundle, staged locally; the program uploads it into run storage."""
+    run_key: str = field(repr=False)
+    """Per-run signing key; programs must pass it on only as ``pulumi.Output.secret``."""
+    shared_storage: bool = False
+    """True when ``storage_url`` is a prefix of a pool's existing bucket (nothing to create)."""
+
+    @property
+    def labels(self) -> dict[str, str]:
+        """Labels/tags put on every resource, so leaked resources can be traced to a run."""
+        return {"toolkit-run": self.run_id, "toolkit-pool": self.pool_name}
+
+
+def runner_command(storage_url: str, python: str = "python3") -> list[str]:
+    """The command every job runs: fetch, verify and call the bundle, write the result."""
+    return [python, "-u", "-m", "toolkit.runner", "--storage", storage_url]
+
+
+class JobWatcher(abc.ABC):
+    """Follows one job after ``pulumi up`` created it."""
+
+    @abc.abstractmethod
+    def status(self) -> JobStatus:
+        """The job's state now; cheap enough to call a few times a second."""
+
+    @abc.abstractmethod
+    def read_logs(self) -> str:
+        """Log text produced since the previous call ('' if none)."""
+
+
+class Target(abc.ABC):
+    """One kind of infrastructure: ``toolkit/infra/<name>.py`` defines one subclass."""
+
+    name: ClassVar[str]
+    extra: ClassVar[str | None] = None
+    """pip extra that provides this target's SDKs (None: part of the core install)."""
+    variables_model: ClassVar[type[JobVariables]]
+    job_model: ClassVar[type[JobConfiguration]]
+    customization_root: ClassVar[str] = ""
+    """JSON pointer in the job configuration that ``customizations`` patches apply to."""
+    unsupported: ClassVar[dict[str, str]] = {}
+    """Job variables this target cannot honour, with the reason shown to the user."""
+    storage_schemes: ClassVar[tuple[str, ...]] = ()
+    """fsspec protocols a pool's ``storage.url`` may use (empty: the target provisions storage)."""
+
+    @classmethod
+    @abc.abstractmethod
+    def default_job_configuration(cls) -> dict[str, Any]:
+        """The job configuration of the default template, with ``{{ variable }}`` placeholders."""
+
+    @classmethod
+    def default_template(cls) -> dict[str, Any]:
+        """``{"job_configuration": ..., "variables": <schema of variables_model>}``."""
+        return {
+            "job_configuration": copy.deepcopy(cls.default_job_configuration()),
+            "variables": variables_schema(cls.variables_model),
+        }
+
+    @classmethod
+    def check_capabilities(cls, variables: dict[str, Any], pool_name: str) -> None:
+        """Turn a request for something this target cannot do into a clear error."""
+        for name, reason in cls.unsupported.items():
+            if variables.get(name) not in (None, False, 0, [], {}):
+                raise ConfigError(f"pool {pool_name!r} ({cls.name}) cannot honour {name!r}: {reason}")
+
+    def parse_job(self, config: dict[str, Any], pool_name: str) -> JobConfiguration:
+        """Validate a rendered job configuration against ``job_model``."""
+        from pydantic import ValidationError
+
+        try:
+            return self.job_model.model_validate(config)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+            )
+            raise ConfigError(
+                f"the job rendered for pool {pool_name!r} ({self.name}) is invalid: {problems}. "
+                "Check the pool's base job template and your job variables"
+            ) from None
+
+    def check_available(self) -> None:
+        """Raise ``TargetUnavailableError`` naming the fix if this target cannot run here.
+
+        Called before anything is provisioned. The default accepts: targets whose
+        needs are only Python packages are checked by the registry's import.
+        """
+
+    def storage_url(self, run_id: str, pool_storage_url: str | None) -> tuple[str, bool]:
+        """Where this run's bundle and result live: ``(url, shared)``.
+
+        With a pool ``storage.url`` in shared-prefix mode the run uses
+        ``<url>/<run-id>``; otherwise the target names its per-run storage.
+        """
+        if pool_storage_url:
+            return f"{pool_storage_url.rstrip('/')}/{run_id}", True
+        return self.per_run_storage_url(run_id), False
+
+    @abc.abstractmethod
+    def per_run_storage_url(self, run_id: str) -> str:
+        """URL of the storage the run stack provisions for ``run_id``."""
+
+    @abc.abstractmethod
+    def program(self, run: RunContext) -> None:
+        """The Pulumi program: bucket + IAM + job. Must ``pulumi.export`` what ``watcher`` needs."""
+
+    @abc.abstractmethod
+    def watcher(self, run: RunContext, outputs: dict[str, Any]) -> JobWatcher:
+        """A watcher for the job ``program`` created, from the stack's outputs."""
+
+
+def variables_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The JSON schema of a variables model, flattened so templates stay readable."""
+    schema = model.model_json_schema()
+    schema.pop("title", None)
+    schema.setdefault("type", "object")
+    schema.pop("additionalProperties", None)
+    for prop in schema.get("properties", {}).values():
+        prop.pop("title", None)
+    return schema

@@ -1,0 +1,215 @@
+"""The ``process`` target: the job is a local subprocess.
+
+Bucket = a per-run directory (0700) under ``$TOOLKIT_HOME/work``; IAM = the
+per-run signing key, handed to the process only through a Pulumi secret, and
+the directory permissions; job = a dynamic resource whose create starts the
+runner in its own session and whose delete kills the whole process group.
+The process outlives the provider that started it; a small ``sh`` wrapper
+records its exit status in the run directory so a crash is still observable.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pulumi
+from pulumi.dynamic import CreateResult, Resource, ResourceProvider
+from pydantic import Field
+
+from toolkit import settings
+from toolkit.infra.base import (
+    JobConfiguration,
+    JobStatus,
+    JobVariables,
+    JobWatcher,
+    RunContext,
+    Target,
+    runner_command,
+)
+from toolkit.infra.storage import RunStorage
+from toolkit.runner import RUN_KEY_ENV
+from toolkit.secretvalues import Secret
+
+LOG_NAME = "job.log"
+EXIT_NAME = "exit_code"
+_WRAPPER = '"$@" >>"$TOOLKIT_LOG" 2>&1; echo $? >"$TOOLKIT_EXIT.tmp" && mv "$TOOLKIT_EXIT.tmp" "$TOOLKIT_EXIT"'
+"""Runs the command with output to the log, then records its exit status atomically."""
+
+
+class ProcessVariables(JobVariables):
+    """Job variables of the process target."""
+
+    env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables for the process.")
+    python: str | None = Field(
+        default=None, description="Interpreter that runs the job (default: the client's own interpreter)."
+    )
+    working_dir: str | None = Field(
+        default=None, description="Working directory of the process (default: the run directory)."
+    )
+    command: list[str] | None = Field(
+        default=None,
+        description="Command prefix run before the runner, e.g. ['nice', '-n', '10'] or ['taskset', '-c', '0'].",
+    )
+    labels: dict[str, str] = Field(default_factory=dict, description="Labels recorded on the run (metadata only).")
+    stream_output: bool = Field(default=True, description="Stream the process output to the caller.")
+
+
+class ProcessJob(JobConfiguration):
+    env: dict[str, str | Secret] = {}
+    python: str | None = None
+    working_dir: str | None = None
+    command: list[str] = []
+    labels: dict[str, str] = {}
+    stream_output: bool = True
+
+
+def _process_env(extra: dict[str, str]) -> dict[str, str]:
+    """The job's environment: the caller's, minus the toolkit's and Pulumi's own settings."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("PULUMI_", "TOOLKIT_"))}
+    return {**base, **extra}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class _LocalProcessProvider(ResourceProvider):
+    """Starts the job process on create; kills its process group on delete."""
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        run_dir = Path(props["run_dir"])
+        env = _process_env(props["env"])
+        env["TOOLKIT_LOG"] = str(run_dir / LOG_NAME)
+        env["TOOLKIT_EXIT"] = str(run_dir / EXIT_NAME)
+        process = subprocess.Popen(
+            ["sh", "-c", _WRAPPER, "sh", *props["argv"]],
+            cwd=props.get("cwd") or str(run_dir),
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # survives the provider; Ctrl-C at the client doesn't reach it
+        )
+        outs = {"pid": process.pid, "run_dir": str(run_dir), "argv": props["argv"]}
+        return CreateResult(id_=str(process.pid), outs=outs)
+
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        pid = int(props["pid"])
+        for sig, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(pid, sig)
+            except ProcessLookupError:
+                return
+            deadline = time.monotonic() + grace
+            while time.monotonic() < deadline:
+                if not _alive(pid):
+                    return
+                time.sleep(0.05)
+
+
+class LocalProcess(Resource, module="toolkit", name="LocalProcess"):
+    """A job process started from the runner command."""
+
+    pid: pulumi.Output[int]
+
+    def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__(_LocalProcessProvider(), name, props, opts)
+
+
+class ProcessWatcher(JobWatcher):
+    """Reads the exit-status file and the log the wrapper writes in the run directory."""
+
+    def __init__(self, run_dir: Path, pid: int) -> None:
+        self._run_dir = run_dir
+        self._pid = pid
+        self._offset = 0
+
+    def status(self) -> JobStatus:
+        exit_file = self._run_dir / EXIT_NAME
+        if exit_file.exists():
+            code = int(exit_file.read_text().strip() or "1")
+            if code == 0:
+                return JobStatus(state="succeeded", exit_code=0)
+            reason = f"the job process exited with status {code}"
+            if code > 128:
+                name = signal.Signals(code - 128).name if code - 128 in signal.Signals._value2member_map_ else "?"
+                reason = f"the job process was killed by signal {code - 128} ({name})"
+                if code - 128 == signal.SIGKILL:
+                    reason += "; the kernel's OOM killer is a common cause"
+                elif code - 128 == signal.SIGSEGV:
+                    reason += "; the interpreter crashed (segmentation fault)"
+            return JobStatus(state="failed", exit_code=code, reason=reason)
+        if not _alive(self._pid):
+            return JobStatus(state="failed", reason="the job process disappeared without recording an exit status")
+        return JobStatus(state="running")
+
+    def read_logs(self) -> str:
+        log = self._run_dir / LOG_NAME
+        if not log.exists():
+            return ""
+        with log.open("rb") as handle:
+            handle.seek(self._offset)
+            data = handle.read()
+        self._offset += len(data)
+        return data.decode("utf-8", errors="replace")
+
+
+class ProcessTarget(Target):
+    """Run the function in a local subprocess."""
+
+    name = "process"
+    variables_model = ProcessVariables
+    job_model = ProcessJob
+    unsupported = {}
+
+    @classmethod
+    def default_job_configuration(cls) -> dict[str, Any]:
+        return {
+            "env": "{{ env }}",
+            "python": "{{ python }}",
+            "working_dir": "{{ working_dir }}",
+            "command": "{{ command }}",
+            "labels": "{{ labels }}",
+            "stream_output": "{{ stream_output }}",
+        }
+
+    def per_run_storage_url(self, run_id: str) -> str:
+        return str(settings.home() / "work" / run_id)
+
+    def program(self, run: RunContext) -> None:
+        job = run.job
+        assert isinstance(job, ProcessJob)
+        work = settings.home() / "work"
+        work.mkdir(parents=True, exist_ok=True)
+        os.chmod(work, 0o700)
+        storage = RunStorage(
+            "run-directory",
+            url=run.storage_url,
+            bundle_path=str(run.bundle_path),
+            options=run.storage_options,
+        )
+        env = {key: (pulumi.Output.secret(v.reveal()) if isinstance(v, Secret) else v) for key, v in job.env.items()}
+        env[RUN_KEY_ENV] = pulumi.Output.secret(run.run_key)
+        argv = [*job.command, *runner_command(run.storage_url, job.python or sys.executable)]
+        process = LocalProcess(
+            "job",
+            {"run_dir": run.storage_url, "argv": argv, "env": env, "cwd": job.working_dir, "pid": None},
+            opts=pulumi.ResourceOptions(depends_on=[storage], additional_secret_outputs=["env"]),
+        )
+        pulumi.export("pid", process.pid)
+        pulumi.export("run_dir", run.storage_url)
+
+    def watcher(self, run: RunContext, outputs: dict[str, Any]) -> JobWatcher:
+        return ProcessWatcher(Path(outputs["run_dir"]), int(outputs["pid"]))

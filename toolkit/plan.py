@@ -1,0 +1,67 @@
+"""``Plan``: what a preview would create, built from the engine's structured preview events."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from toolkit.secretvalues import mask
+
+SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
+"""Pulumi's marker for a secret value in serialized property maps."""
+
+
+def _scrub(value: Any) -> Any:
+    """Replace Pulumi secret envelopes (and toolkit secrets) by ``"[secret]"``."""
+    if isinstance(value, dict):
+        if value.get(SECRET_SIG) == SECRET_SIG or value.get("4dabf18193072939515e22adb298388d") == SECRET_SIG:
+            return "[secret]"
+        return {key: _scrub(item) for key, item in value.items() if key != "__provider"}
+    if isinstance(value, list):
+        return [_scrub(item) for item in value]
+    return mask(value)
+
+
+class ResourceChange(BaseModel):
+    """One step of a plan: ``op`` (create, update, delete, replace, same), resource type, name, inputs."""
+
+    op: str
+    type: str
+    name: str
+    inputs: dict[str, Any] = Field(default_factory=dict)
+
+    @classmethod
+    def from_event(cls, op: str, type_: str, urn: str, inputs: dict[str, Any] | None) -> ResourceChange:
+        return cls(op=op, type=type_, name=urn.rsplit("::", 1)[-1], inputs=_scrub(dict(inputs or {})))
+
+
+class Plan(BaseModel):
+    """The infrastructure one call would create; ``str(plan)`` is a readable table."""
+
+    run_id: str
+    pool: str
+    target: str
+    function: str
+    job: dict[str, Any] = Field(default_factory=dict, description="The rendered job configuration (secrets masked).")
+    changes: list[ResourceChange] = Field(default_factory=list)
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2)
+
+    def __str__(self) -> str:
+        header = f"Plan for {self.function} on pool {self.pool!r} ({self.target}), run {self.run_id}"
+        rows = [(change.op, change.type, change.name) for change in self.changes]
+        widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(("OP", "TYPE", "NAME"))]
+        lines = [header, "", "  ".join(h.ljust(w) for h, w in zip(("OP", "TYPE", "NAME"), widths))]
+        lines += ["  ".join(col.ljust(w) for col, w in zip(row, widths)) for row in rows]
+        for change in self.changes:
+            if change.inputs:
+                lines += ["", f"{change.name} ({change.type}):"]
+                lines += [f"    {key}: {json.dumps(value, default=str)}" for key, value in sorted(change.inputs.items())]
+        counts: dict[str, int] = {}
+        for change in self.changes:
+            counts[change.op] = counts.get(change.op, 0) + 1
+        lines += ["", "Resources: " + ", ".join(f"{n} to {op}" for op, n in sorted(counts.items()))]
+        return "\n".join(lines)

@@ -1,0 +1,89 @@
+"""Client-side run records: what ``toolkit runs ls/logs/cancel`` read.
+
+A run's stack and storage vanish at teardown, so the client keeps a small
+record (state, pool, stack, timings, error) and a copy of the job's logs under
+``$TOOLKIT_HOME/runs/<run-id>/``. A cancel request from another process is a
+file there that the owning client's watch loop notices.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from toolkit import settings
+
+TERMINAL_STATES = ("completed", "failed", "cancelled")
+
+
+class RunRecord(BaseModel):
+    run_id: str
+    function: str
+    pool: str
+    target: str
+    stack: str
+    backend_url: str
+    state: str = "pending"
+    created: float
+    finished: float | None = None
+    error: str | None = None
+    owner_pid: int
+    owner: str
+    torn_down: bool = False
+
+    @property
+    def directory(self) -> Path:
+        return settings.runs_dir() / self.run_id
+
+    def save(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        temporary = self.directory / "record.json.tmp"
+        temporary.write_text(self.model_dump_json(indent=2))
+        os.replace(temporary, self.directory / "record.json")
+
+    def update(self, **changes: object) -> None:
+        for key, value in changes.items():
+            setattr(self, key, value)
+        if changes.get("state") in TERMINAL_STATES and self.finished is None:
+            self.finished = time.time()
+        self.save()
+
+    def append_log(self, text: str) -> None:
+        with (self.directory / "logs.txt").open("a", encoding="utf-8") as handle:
+            handle.write(text)
+
+    def logs(self) -> str:
+        path = self.directory / "logs.txt"
+        return path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
+
+    def request_cancel(self) -> None:
+        (self.directory / "cancel").touch()
+
+    def cancel_requested(self) -> bool:
+        return (self.directory / "cancel").exists()
+
+
+def load(run_id: str) -> RunRecord:
+    path = settings.runs_dir() / run_id / "record.json"
+    if not path.exists():
+        from toolkit.errors import ConfigError
+
+        raise ConfigError(f"no run {run_id!r} in {settings.runs_dir()}; `toolkit runs ls` lists runs")
+    return RunRecord.model_validate_json(path.read_text())
+
+
+def all_records() -> list[RunRecord]:
+    root = settings.runs_dir()
+    if not root.exists():
+        return []
+    records = []
+    for path in root.glob("*/record.json"):
+        try:
+            records.append(RunRecord.model_validate_json(path.read_text()))
+        except ValueError:
+            continue  # a record being written right now
+    return sorted(records, key=lambda record: record.created)

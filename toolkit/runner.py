@@ -1,0 +1,92 @@
+"""The job side: ``python -m toolkit.runner --storage URL``.
+
+Fetches the bundle from run storage, refuses it unless digest and signature
+check out, calls the function and writes a signed result next to it. Imports
+only the standard library, cloudpickle and fsspec so runner images stay small.
+
+Exit code 0 means a result was written, whatever the function did (so job
+controllers do not retry a user's exception); non-zero means no result could
+be written, and the client reports the job's own failure instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import fsspec
+
+from toolkit.bundles import (
+    PYTHON,
+    Outcome,
+    load_call,
+    open_envelope,
+    outcome_of_exception,
+    outcome_of_value,
+    seal_outcome,
+)
+from toolkit.errors import BundleVerificationError
+
+BUNDLE_NAME = "bundle.tkb"
+RESULT_NAME = "result.tkb"
+RUN_KEY_ENV = "TOOLKIT_RUN_KEY"
+STORAGE_OPTIONS_ENV = "TOOLKIT_STORAGE_OPTIONS"
+
+
+def _runner_error(error_type: str, message: str) -> Outcome:
+    return Outcome("runner-error", error_type=error_type, message=message)
+
+
+def execute(bundle: bytes, key: str, source: str) -> Outcome:
+    """Verify and run one bundle; every failure becomes an ``Outcome``."""
+    try:
+        header, payload = open_envelope(bundle, key, "bundle", source)
+    except BundleVerificationError as exc:
+        return _runner_error("toolkit.errors.BundleVerificationError", str(exc))
+    if header.get("python") != PYTHON:
+        return _runner_error(
+            "toolkit.errors.RuntimeMismatchError",
+            f"the bundle was made by Python {header.get('python')} but the job runs Python {PYTHON}; "
+            f"use an image with Python {header.get('python')} (the toolkit runner image matches the "
+            "client it was built on) or run the client on the job's Python",
+        )
+    try:
+        fn, args, kwargs = load_call(payload)
+    except Exception as exc:  # noqa: BLE001 - unpickling raises anything
+        return _runner_error(
+            "toolkit.errors.BundleError",
+            f"the job could not load the function ({type(exc).__name__}: {exc}); a module it needs "
+            "is probably missing from the job's image: install it there",
+        )
+    try:
+        value = fn(*args, **kwargs)
+    except BaseException as exc:  # noqa: BLE001 - the user's exception is the result
+        return outcome_of_exception(exc)
+    return outcome_of_value(value)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="toolkit.runner", description=__doc__)
+    parser.add_argument("--storage", required=True, help="fsspec URL of the run's storage prefix")
+    options = parser.parse_args(argv)
+    key = os.environ.pop(RUN_KEY_ENV, None)
+    if not key:
+        print(f"toolkit runner: {RUN_KEY_ENV} is not set; refusing to run an unverifiable bundle", file=sys.stderr)
+        return 3
+    storage_options = json.loads(os.environ.get(STORAGE_OPTIONS_ENV) or "{}")
+    fs, root = fsspec.core.url_to_fs(options.storage, **storage_options)
+    source = f"{options.storage.rstrip('/')}/{BUNDLE_NAME}"
+    with fs.open(f"{root}/{BUNDLE_NAME}", "rb") as handle:
+        bundle = handle.read()
+    outcome = execute(bundle, key, source)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    with fs.open(f"{root}/{RESULT_NAME}", "wb") as handle:
+        handle.write(seal_outcome(outcome, key))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""``toolkit.secret``: a value that must only ever travel as a Pulumi secret.
+
+A ``Secret`` survives templating untouched; targets turn it into
+``pulumi.Output.secret`` so it is encrypted in state and masked in previews,
+and it is refused by the bundler so it never lands in a pickled bundle.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class Secret:
+    """A string that is masked everywhere except inside the job's environment."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        if not isinstance(value, str):
+            raise TypeError(f"toolkit.secret() takes a string, got {type(value).__name__}")
+        self._value = value
+
+    def reveal(self) -> str:
+        """The plaintext, for the one place that hands it to Pulumi as a secret."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('[secret]')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(("toolkit.Secret", self._value))
+
+    def __reduce__(self) -> Any:
+        raise TypeError(
+            "a toolkit.secret() value cannot be pickled into a bundle; pass it through "
+            "env={...} or a secret job variable so it travels as a Pulumi secret"
+        )
+
+
+def secret(value: str) -> Secret:
+    """Mark ``value`` as secret: ``env={"TOKEN": toolkit.secret("...")}``."""
+    return Secret(value)
+
+
+def mask(value: Any) -> Any:
+    """A copy of ``value`` with every ``Secret`` replaced by ``"[secret]"`` (for display)."""
+    if isinstance(value, Secret):
+        return "[secret]"
+    if isinstance(value, dict):
+        return {key: mask(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [mask(item) for item in value]
+    return value
+
+
+def contains_secret(value: Any) -> bool:
+    """Whether ``value`` holds a ``Secret`` anywhere inside."""
+    if isinstance(value, Secret):
+        return True
+    if isinstance(value, dict):
+        return any(contains_secret(item) for item in value.values())
+    if isinstance(value, list):
+        return any(contains_secret(item) for item in value)
+    return False

@@ -1,0 +1,102 @@
+"""Where the toolkit keeps things, and the environment every Pulumi call gets.
+
+One place decides paths (``TOOLKIT_HOME``, the cache, the state backend) so
+the CLI, the engine, the toolchain installer and ``doctor`` agree on them.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import sys
+from pathlib import Path
+
+RUN_PROJECT = "toolkit-runs"
+"""Pulumi project that holds every ephemeral run stack."""
+
+
+def home() -> Path:
+    """``TOOLKIT_HOME`` (default ``~/.toolkit``): pools, run records, local state."""
+    return Path(os.environ.get("TOOLKIT_HOME") or Path.home() / ".toolkit").expanduser().absolute()
+
+
+def cache_dir() -> Path:
+    """Built binaries and images' inputs (``~/.cache/toolkit``), reused across runs."""
+    explicit = os.environ.get("TOOLKIT_CACHE_DIR")
+    if explicit:
+        return Path(explicit).expanduser().absolute()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser().absolute() / "toolkit"
+
+
+def bin_dir() -> Path:
+    """Toolchain binaries built or installed by ``toolkit toolchain install``."""
+    return cache_dir() / "bin"
+
+
+def pools_url() -> str:
+    """fsspec URL of the pool registry (``TOOLKIT_POOLS_URL`` or ``$TOOLKIT_HOME/pools``)."""
+    return os.environ.get("TOOLKIT_POOLS_URL") or str(home() / "pools")
+
+
+def runs_dir() -> Path:
+    """Client-side run records and copied logs (``toolkit runs ls/logs``)."""
+    return home() / "runs"
+
+
+def default_backend_url() -> str:
+    """State backend for run stacks when the pool names none: local files, absolute URL."""
+    explicit = os.environ.get("TOOLKIT_BACKEND_URL")
+    if explicit:
+        return explicit
+    return "file://" + str(home() / "state")
+
+
+def _passphrase() -> str:
+    """The passphrase of the secrets provider: env if set, else a per-user random one.
+
+    Generated once and kept 0600 under ``TOOLKIT_HOME`` so local state is
+    encrypted without asking the user for anything.
+    """
+    explicit = os.environ.get("PULUMI_CONFIG_PASSPHRASE")
+    if explicit is not None:
+        return explicit
+    path = home() / "passphrase"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(32))
+    return path.read_text().strip()
+
+
+def pulumi_binary() -> Path | None:
+    """The Pulumi CLI to use: ``TOOLKIT_PULUMI``, the toolkit-built one, or ``pulumi`` on PATH."""
+    explicit = os.environ.get("TOOLKIT_PULUMI")
+    if explicit:
+        return Path(explicit)
+    built = bin_dir() / "pulumi"
+    if built.exists():
+        return built
+    found = shutil.which("pulumi")
+    return Path(found) if found else None
+
+
+def pulumi_env(backend_url: str | None = None) -> dict[str, str]:
+    """Environment for every Pulumi CLI call: offline, non-interactive, our binaries first."""
+    path = os.pathsep.join([str(bin_dir()), os.environ.get("PATH", "")])
+    env = {
+        "PATH": path,
+        "PULUMI_SKIP_UPDATE_CHECK": "true",
+        "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
+        "PULUMI_CONFIG_PASSPHRASE": _passphrase(),
+        # Dynamic providers run in this interpreter, so they see the same packages.
+        "PULUMI_PYTHON_CMD": sys.executable,
+        # Run stacks live for one call; backups of their checkpoints only leave files behind.
+        "PULUMI_DIY_BACKEND_DISABLE_CHECKPOINT_BACKUPS": "true",
+        "PULUMI_SKIP_CONFIRMATIONS": "true",
+    }
+    if backend_url:
+        env["PULUMI_BACKEND_URL"] = backend_url
+    return env

@@ -1,0 +1,144 @@
+"""Turning one call into a ready-to-provision run: steps 1-3 of a submission.
+
+Resolve the pool, render and validate the job, bundle and sign the call. All
+of it happens before any stack exists, so every input error surfaces here
+with nothing provisioned; ``preview`` and ``submit`` share it.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from toolkit import settings, templating
+from toolkit.bundles import dump_call, seal
+from toolkit.errors import ConfigError
+from toolkit.infra import get_target
+from toolkit.infra.base import RunContext, Target
+from toolkit.pools import PoolRegistry, WorkPool
+from toolkit.secretvalues import mask
+
+
+def function_name(fn: Callable[..., Any]) -> str:
+    inner = getattr(fn, "fn", fn)  # a Prefect flow keeps the user function in .fn
+    return getattr(inner, "__qualname__", None) or getattr(fn, "name", None) or type(fn).__name__
+
+
+def new_run_id() -> str:
+    """12 lowercase hex characters: valid in stack, bucket, container and Kubernetes names."""
+    return uuid.uuid4().hex[:12]
+
+
+@dataclass
+class PreparedRun:
+    """A call, resolved and validated, with its bundle staged; nothing provisioned yet."""
+
+    run_id: str
+    pool: WorkPool
+    target: Target
+    context: RunContext
+    variables: dict[str, Any]
+    job_config: dict[str, Any]
+    backend_url: str
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def function_name(self) -> str:
+        return self.context.function_name
+
+    @property
+    def timeout(self) -> float | None:
+        value = self.variables.get("timeout")
+        return float(value) if value else None
+
+    @property
+    def stream_output(self) -> bool:
+        return bool(self.variables.get("stream_output", True))
+
+    def masked_job(self) -> dict[str, Any]:
+        return mask(self.job_config)
+
+    def discard_bundle(self) -> None:
+        self.context.bundle_path.unlink(missing_ok=True)
+
+
+def _stage_bundle(run_id: str, envelope: bytes) -> Path:
+    staging = settings.home() / "staging"
+    staging.mkdir(parents=True, exist_ok=True)
+    os.chmod(staging, 0o700)
+    path = staging / f"{run_id}.tkb"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(envelope)
+    return path
+
+
+def prepare(
+    fn: Callable[..., Any],
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    pool_name: str,
+    layers: Sequence[Mapping[str, Any]],
+    expected_type: str | None = None,
+) -> PreparedRun:
+    """Resolve, render, validate and bundle one call. Raises before anything is provisioned.
+
+    ``layers`` are job-variable overrides, lowest precedence first (decorator
+    kwargs, ``with_options``, ``submit(job_variables=)``); the pool's defaults
+    sit under all of them.
+    """
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    pool = PoolRegistry().get(pool_name)
+    if expected_type and pool.type != expected_type:
+        raise ConfigError(
+            f"pool {pool.name!r} runs {pool.type!r} jobs, but {function_name(fn)} is decorated with "
+            f"@{expected_type}. Use a {expected_type} pool (`toolkit pool ls`) or the @{pool.type} decorator"
+        )
+    target = get_target(pool.type)
+    run_id = new_run_id()
+    name = function_name(fn)
+    runtime = {"run_id": run_id, "pool_name": pool.name, "function_name": name}
+    config, variables = templating.render(
+        pool.base_job_template, layers, runtime, pool.name, target.customization_root
+    )
+    target.check_capabilities(variables, pool.name)
+    job = target.parse_job(config, pool.name)
+    target.check_available()
+    timings["render"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    key = secrets.token_hex(32)
+    envelope = seal("bundle", dump_call(fn, tuple(args), dict(kwargs)), key, function=name)
+    bundle_path = _stage_bundle(run_id, envelope)
+    timings["bundle"] = time.perf_counter() - started
+
+    shared_url = pool.storage.url if pool.storage.mode == "shared-prefix" else None
+    storage_url, shared = target.storage_url(run_id, shared_url)
+    context = RunContext(
+        run_id=run_id,
+        pool_name=pool.name,
+        function_name=name,
+        job=job,
+        storage_url=storage_url,
+        storage_options=dict(pool.storage.options),
+        bundle_path=bundle_path,
+        run_key=key,
+        shared_storage=shared,
+    )
+    return PreparedRun(
+        run_id=run_id,
+        pool=pool,
+        target=target,
+        context=context,
+        variables=variables,
+        job_config=config,
+        backend_url=pool.backend_url or settings.default_backend_url(),
+        timings=timings,
+    )

@@ -1,0 +1,63 @@
+"""``Submitter``: the low-level API, as in the seed's worker API.
+
+``with Submitter("pool") as s: fut = s.submit(fn, 1, job_variables={...})``.
+Leaving the block waits for every run it submitted to finish and be torn
+down, like ``ThreadPoolExecutor``; leaving it by an exception (Ctrl-C
+included) cancels the runs still going first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from types import TracebackType
+from typing import Any
+
+from toolkit.decorators import InfraFunction, resolve_pool
+from toolkit.futures import RunFuture
+from toolkit.plan import Plan
+from toolkit.preview import preview_run
+from toolkit.submission import PreparedRun, prepare
+
+
+class Submitter:
+    """Submits any callable to one work pool."""
+
+    def __init__(self, pool: str | None = None, *, work_pool_name: str | None = None, **job_variables: Any) -> None:
+        self.pool = resolve_pool("Submitter", pool, work_pool_name, None)
+        self.job_variables = job_variables
+        self.futures: list[RunFuture] = []
+
+    def _prepare(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], job_variables: Mapping[str, Any] | None
+    ) -> PreparedRun:
+        layers: list[Mapping[str, Any]] = []
+        if isinstance(fn, InfraFunction):  # keep its decorator kwargs, run it on this pool
+            layers += fn.layers
+            fn = fn.fn
+        layers += [self.job_variables, job_variables or {}]
+        return prepare(fn, args, kwargs, self.pool, layers)
+
+    def submit(
+        self, fn: Callable[..., Any], *args: Any, job_variables: Mapping[str, Any] | None = None, **kwargs: Any
+    ) -> RunFuture:
+        future = RunFuture(self._prepare(fn, args, kwargs, job_variables))
+        self.futures.append(future)
+        return future
+
+    def preview(
+        self, fn: Callable[..., Any], *args: Any, job_variables: Mapping[str, Any] | None = None, **kwargs: Any
+    ) -> Plan:
+        return preview_run(self._prepare(fn, args, kwargs, job_variables))
+
+    def __enter__(self) -> Submitter:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is not None:
+            for future in self.futures:
+                if not future.done():
+                    future.cancel(timeout=0)
+        for future in self.futures:
+            future.wait_teardown()
