@@ -35,6 +35,12 @@ class Secret:
     def __hash__(self) -> int:
         return hash(("toolkit.Secret", self._value))
 
+    def __copy__(self) -> Secret:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Secret:
+        return self  # immutable; copying must not go through pickling, which is refused
+
     def __reduce__(self) -> Any:
         raise TypeError(
             "a toolkit.secret() value cannot be pickled into a bundle; pass it through "

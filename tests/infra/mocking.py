@@ -1,0 +1,127 @@
+"""Run a target's Pulumi program under ``pulumi.runtime.set_mocks`` and record what it registers.
+
+The recording keeps each resource's inputs twice: deserialized (for asserting
+values) and raw (for asserting which values travel as Pulumi secrets).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+from google.protobuf import json_format
+from pulumi.runtime.mocks import MockMonitor
+
+SECRET_SIG_KEY = "4dabf18193072939515e22adb298388d"
+SECRET_SIG_VALUE = "1b47061264138c4ac30d75fd1eb44270"
+
+
+def unwrap_secrets(node: Any) -> Any:
+    """Plain values: the deserializer wraps secret-containing values in secret envelopes."""
+    if isinstance(node, dict):
+        if node.get(SECRET_SIG_KEY) == SECRET_SIG_VALUE:
+            return unwrap_secrets(node.get("value"))
+        return {key: unwrap_secrets(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [unwrap_secrets(value) for value in node]
+    return node
+
+
+@dataclass
+class MockedResource:
+    type: str
+    name: str
+    inputs: dict[str, Any]
+    raw: dict[str, Any]
+    id: str = ""
+
+    def secret_paths(self) -> set[str]:
+        """Dotted paths of inputs that were registered as Pulumi secrets."""
+        found: set[str] = set()
+
+        def walk(node: Any, path: str) -> None:
+            if isinstance(node, dict):
+                if node.get(SECRET_SIG_KEY) == SECRET_SIG_VALUE:
+                    found.add(path)
+                    return
+                for key, value in node.items():
+                    walk(value, f"{path}.{key}" if path else key)
+            elif isinstance(node, list):
+                for index, value in enumerate(node):
+                    walk(value, f"{path}.{index}")
+
+        walk(self.raw, "")
+        return found
+
+
+@dataclass
+class RecordingMocks(pulumi.runtime.Mocks):
+    """Echoes inputs as outputs (plus fixed ids and per-type extras), records every registration."""
+
+    resources: list[MockedResource] = field(default_factory=list)
+    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Extra outputs by resource type (e.g. an ARN), merged into the echoed state."""
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+        resource_id = f"{args.name}-id"
+        self.resources.append(MockedResource(args.typ, args.name, unwrap_secrets(dict(args.inputs)), {}, resource_id))
+        return resource_id, {**args.inputs, **self.outputs.get(args.typ, {})}
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:
+        return {}
+
+
+class _RecordingMonitor(MockMonitor):
+    """Keeps each registration's raw property struct, where secrets are still marked."""
+
+    def __init__(self, mocks: RecordingMocks) -> None:
+        super().__init__(mocks)
+        self.raw: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def RegisterResource(self, request: Any) -> Any:  # noqa: N802 - gRPC name
+        self.raw[(request.type, request.name)] = json_format.MessageToDict(request.object)
+        return super().RegisterResource(request)
+
+
+@dataclass
+class ProgramRun:
+    resources: list[MockedResource]
+    exports: dict[str, Any]
+
+    def of_type(self, type_: str) -> list[MockedResource]:
+        return [r for r in self.resources if r.type == type_]
+
+    def one(self, type_: str) -> MockedResource:
+        found = self.of_type(type_)
+        assert len(found) == 1, f"expected one {type_}, got {[r.name for r in found]} of {self.types()}"
+        return found[0]
+
+    def types(self) -> list[str]:
+        return sorted(r.type for r in self.resources)
+
+
+def run_program(program: Any, outputs: dict[str, dict[str, Any]] | None = None) -> ProgramRun:
+    """Run ``program()`` under mocks; returns every registered resource and the stack exports."""
+    mocks = RecordingMocks(outputs=outputs or {})
+    monitor = _RecordingMonitor(mocks)
+    pulumi.runtime.set_mocks(mocks, preview=False, monitor=monitor)
+    exports: dict[str, Any] = {}
+    resolved: dict[str, Any] = {}
+    original_export = pulumi.export
+    pulumi.export = exports.__setitem__
+    try:
+
+        @pulumi.runtime.test
+        def run() -> Any:
+            program()
+            names = list(exports)
+            values = [pulumi.Output.from_input(exports[name]) for name in names]
+            return pulumi.Output.all(*values).apply(lambda vals: resolved.update(zip(names, vals)))
+
+        run()
+    finally:
+        pulumi.export = original_export
+    for resource in mocks.resources:
+        resource.raw = monitor.raw.get((resource.type, resource.name), {})
+    return ProgramRun(mocks.resources, resolved)
