@@ -150,7 +150,7 @@ class RunStack:
         for attempt in range(attempts):
             try:
                 self.stack.destroy(on_event=self.progress.on_event, on_output=lambda _line: None)
-                self.stack.workspace.remove_stack(self.name)
+                remove_stack(self.name, self.backend_url, self._work_dir)
                 self._cleanup()
                 return
             except auto.errors.StackNotFoundError:
@@ -167,12 +167,20 @@ class RunStack:
     def remove_unprovisioned(self) -> None:
         """Remove a stack that never ran ``up`` (previews)."""
         try:
-            self.stack.workspace.remove_stack(self.name)
+            remove_stack(self.name, self.backend_url, self._work_dir)
         finally:
             self._cleanup()
 
     def _cleanup(self) -> None:
         shutil.rmtree(self._work_dir, ignore_errors=True)
+
+
+def remove_stack(name: str, backend_url: str, work_dir: Path) -> None:
+    """``pulumi stack rm --remove-backups``: the Automation API's remove_stack keeps
+    checkpoint backups (``*.json.bak``), which would outlive every run stack."""
+    pulumi_command().run(
+        ["stack", "rm", "--yes", "--remove-backups", name], str(work_dir), settings.pulumi_env(backend_url)
+    )
 
 
 @contextmanager
@@ -195,7 +203,14 @@ def list_run_stacks(backend_url: str) -> list[tuple[str, dict[str, str]]]:
     ensure_local_backend(backend_url)
     work_dir = Path(tempfile.mkdtemp(prefix="toolkit-ls-"))
     try:
-        workspace = auto.LocalWorkspace(**vars(workspace_options(backend_url, work_dir)))
+        options = workspace_options(backend_url, work_dir)
+        workspace = auto.LocalWorkspace(
+            work_dir=options.work_dir,
+            env_vars=options.env_vars,
+            secrets_provider=options.secrets_provider,
+            project_settings=options.project_settings,
+            pulumi_command=options.pulumi_command,
+        )
         names = [summary.name for summary in workspace.list_stacks()]
         return [(name, workspace.list_tags(name)) for name in names]
     finally:

@@ -110,7 +110,7 @@ def prepare(
     )
     target.check_capabilities(variables, pool.name)
     job = target.parse_job(config, pool.name)
-    target.check_available()
+    target.preflight(job, pool.name)
     timings["render"] = time.perf_counter() - started
 
     started = time.perf_counter()

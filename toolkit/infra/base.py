@@ -147,11 +147,12 @@ class Target(abc.ABC):
                 "Check the pool's base job template and your job variables"
             ) from None
 
-    def check_available(self) -> None:
-        """Raise ``TargetUnavailableError`` naming the fix if this target cannot run here.
+    def preflight(self, job: JobConfiguration, pool_name: str) -> None:
+        """Checks that need this machine (engine running, image present), before anything is provisioned.
 
-        Called before anything is provisioned. The default accepts: targets whose
-        needs are only Python packages are checked by the registry's import.
+        Raise ``TargetUnavailableError`` or ``ConfigError`` naming the fix. The
+        default has nothing to check: a target whose needs are Python packages is
+        checked by the registry's import, and cloud credentials by the provider.
         """
 
     def storage_url(self, run_id: str, pool_storage_url: str | None) -> tuple[str, bool]:

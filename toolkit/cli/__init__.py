@@ -1,0 +1,1 @@
+"""The ``toolkit`` command line (typer): doctor, toolchain, pool, preview, run, runs, gc."""

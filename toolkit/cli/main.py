@@ -1,0 +1,312 @@
+"""``toolkit``: the command line. Thin: every command calls the library and formats its answer.
+
+Toolkit errors print as one red message (they already say what to do) and
+exit 1; ``--json`` prints machine-readable documents on stdout, with progress
+and job logs on stderr.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from toolkit.cli.loading import load_function, parse_args, parse_assignments
+from toolkit.errors import ToolkitError
+
+app = typer.Typer(
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help=__doc__.splitlines()[0]
+)
+pool_app = typer.Typer(no_args_is_help=True, help="Work pools: list, show, create, delete, default templates.")
+runs_app = typer.Typer(no_args_is_help=True, help="Runs of this machine: list, logs, cancel.")
+toolchain_app = typer.Typer(no_args_is_help=True, help="The Pulumi engine, plugins, Docker engine and runner image.")
+app.add_typer(pool_app, name="pool")
+app.add_typer(runs_app, name="runs")
+app.add_typer(toolchain_app, name="toolchain")
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print a JSON document for scripts.")]
+VarOption = Annotated[list[str], typer.Option("-v", "--var", help="Job variable key=value (JSON values keep their type).")]
+ArgOption = Annotated[list[str], typer.Option("--arg", help="Positional argument as JSON; repeat for more.")]
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
+
+
+def _print_json(document: Any) -> None:
+    sys.stdout.write(json.dumps(document, indent=2, default=repr) + "\n")
+
+
+def _duration(text: str) -> float:
+    match = _DURATION.match(text.strip())
+    if not match:
+        raise typer.BadParameter(f"{text!r} is not a duration like 30s, 15m, 1h or 2d")
+    return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+
+
+# -- toolchain and doctor -------------------------------------------------------------
+
+
+@toolchain_app.command("install")
+def toolchain_install(
+    docker: Annotated[bool, typer.Option("--docker/--no-docker", help="Also the Docker engine, plugin and image.")] = True,
+) -> None:
+    """Build or install everything missing (idempotent; cached under ~/.cache/toolkit)."""
+    from toolkit.toolchain.install import install
+
+    timeline = install(lambda line: err.print(line, markup=False), docker=docker)
+    err.print("\nToolchain:\n" + timeline.summary(), markup=False)
+
+
+@app.command()
+def doctor(as_json: JsonOption = False) -> None:
+    """What is installed and running, what is missing, and the command that fixes it."""
+    from toolkit.toolchain.doctor import checks, healthy
+
+    results = checks()
+    if as_json:
+        _print_json([check.model_dump() for check in results])
+    else:
+        for check in results:
+            status = "[green]OK     [/green]" if check.ok else ("[red]MISSING[/red]" if check.required else "[yellow]absent [/yellow]")
+            line = f"{status} {check.component:<24} {check.detail}"
+            if not check.ok and check.fix:
+                line += f"\n        fix: {check.fix}"
+            out.print(line)
+    raise typer.Exit(0 if healthy(results) else 1)
+
+
+# -- pools ----------------------------------------------------------------------------
+
+
+@pool_app.command("ls")
+def pool_ls(as_json: JsonOption = False) -> None:
+    """List work pools (built-in and registered)."""
+    from toolkit.pools import PoolRegistry
+
+    pools = PoolRegistry().list()
+    if as_json:
+        _print_json([pool.model_dump(exclude={"base_job_template"}) for pool in pools])
+        return
+    table = Table("NAME", "TYPE", "STORAGE", "DESCRIPTION", box=None)
+    for pool in pools:
+        table.add_row(pool.name, pool.type, pool.storage.url or "(per run)", pool.description)
+    out.print(table)
+
+
+@pool_app.command("show")
+def pool_show(name: str) -> None:
+    """Print a pool's full document (JSON)."""
+    from toolkit.pools import PoolRegistry
+
+    sys.stdout.write(PoolRegistry().get(name).to_document() + "\n")
+
+
+@pool_app.command("create")
+def pool_create(
+    name: str,
+    type_: Annotated[str, typer.Option("--type", help="Target type: process, docker, kubernetes, ecs, ...")],
+    template: Annotated[Path | None, typer.Option(help="Base job template JSON file (default: the type's).")] = None,
+    storage: Annotated[str | None, typer.Option(help="fsspec URL of shared run storage (s3://bucket/prefix).")] = None,
+    storage_mode: Annotated[str | None, typer.Option(help="per-run-bucket or shared-prefix (default: shared-prefix when --storage is given).")] = None,
+    backend_url: Annotated[str | None, typer.Option(help="Pulumi state backend for this pool's run stacks.")] = None,
+    description: str = "",
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing pool of that name.")] = False,
+) -> None:
+    """Register a work pool in the pool registry."""
+    from toolkit.pools import PoolRegistry, StorageConfig, WorkPool, parse_pool
+
+    document: dict[str, Any] = {"name": name, "type": type_, "description": description}
+    if template is not None:
+        document["base_job_template"] = json.loads(template.read_text())
+    if storage:
+        document["storage"] = StorageConfig(url=storage, mode=storage_mode or "shared-prefix").model_dump()
+    if backend_url:
+        document["backend_url"] = backend_url
+    pool: WorkPool = parse_pool(json.dumps(document), source="the command line")
+    registry = PoolRegistry()
+    registry.save(pool, overwrite=overwrite)
+    err.print(f"created pool {name!r} ({type_}) in {registry.url}")
+
+
+@pool_app.command("delete")
+def pool_delete(name: str) -> None:
+    """Remove a work pool from the registry."""
+    from toolkit.pools import PoolRegistry
+
+    PoolRegistry().delete(name)
+    err.print(f"deleted pool {name!r}")
+
+
+@pool_app.command("default-template")
+def pool_default_template(type_: Annotated[str, typer.Argument(metavar="TYPE")]) -> None:
+    """Print a target type's base job template (JSON), a starting point for --template."""
+    from toolkit.infra import get_target_class
+
+    _print_json(get_target_class(type_).default_template())
+
+
+# -- preview and run --------------------------------------------------------------------
+
+
+def _bind(spec: str, pool: str | None, variables: dict[str, Any]) -> Any:
+    """An InfraFunction for FILE.py:FUNC on ``pool`` with ``variables`` on top."""
+    from toolkit.decorators import InfraFunction
+    from toolkit.errors import ConfigError
+    from toolkit.infra import get_target_class
+    from toolkit.pools import PoolRegistry
+
+    fn = load_function(spec)
+    if isinstance(fn, InfraFunction):
+        if pool and PoolRegistry().get(pool).type != fn.target_type:
+            fn = InfraFunction(fn.fn, PoolRegistry().get(pool).type, pool, fn.layers)
+        return fn.with_options(pool=pool, **variables)
+    if not pool:
+        raise ConfigError(f"{spec} is not decorated with a target; pass --pool NAME (`toolkit pool ls`)")
+    target_type = PoolRegistry().get(pool).type
+    get_target_class(target_type)
+    return InfraFunction(fn, target_type, pool, [variables])
+
+
+@app.command()
+def preview(
+    spec: Annotated[str, typer.Argument(metavar="FILE.py:FUNC")],
+    pool: Annotated[str | None, typer.Option(help="Work pool (default: the decorator's).")] = None,
+    var: VarOption = [],  # noqa: B006 - typer reads the default
+    arg: ArgOption = [],  # noqa: B006
+    as_json: JsonOption = False,
+) -> None:
+    """Show the infrastructure a call would create; creates nothing."""
+    plan = _bind(spec, pool, parse_assignments(var)).preview(*parse_args(arg))
+    if as_json:
+        sys.stdout.write(plan.to_json() + "\n")
+    else:
+        out.print(str(plan), markup=False)
+
+
+@app.command()
+def run(
+    spec: Annotated[str, typer.Argument(metavar="FILE.py:FUNC")],
+    pool: Annotated[str | None, typer.Option(help="Work pool (default: the decorator's).")] = None,
+    var: VarOption = [],  # noqa: B006
+    arg: ArgOption = [],  # noqa: B006
+    as_json: JsonOption = False,
+) -> None:
+    """Run FUNC on its pool and print the result."""
+    bound = _bind(spec, pool, parse_assignments(var))
+    redirect = contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
+    with redirect:
+        future = bound.submit(*parse_args(arg))
+        try:
+            value = future.result()
+        except ToolkitError:
+            raise
+        except Exception as exc:  # the function's own exception, re-raised from the job
+            if as_json:
+                _print_json({"run_id": future.run_id, "state": future.state, "error": repr(exc),
+                             "traceback": getattr(exc, "remote_traceback", "")})
+            else:
+                err.print(getattr(exc, "remote_traceback", "") or repr(exc), markup=False)
+            raise typer.Exit(1) from None
+    if as_json:
+        _print_json({"run_id": future.run_id, "state": future.state, "result": value})
+    else:
+        out.print(repr(value), markup=False)
+
+
+# -- runs and gc --------------------------------------------------------------------------
+
+
+@runs_app.command("ls")
+def runs_ls(as_json: JsonOption = False) -> None:
+    """Runs started from this machine, oldest first."""
+    import datetime
+
+    from toolkit import records
+
+    found = records.all_records()
+    if as_json:
+        _print_json([record.model_dump() for record in found])
+        return
+    table = Table("RUN", "FUNCTION", "POOL", "STATE", "CREATED", "TORN DOWN", box=None)
+    for record in found:
+        created = datetime.datetime.fromtimestamp(record.created).strftime("%Y-%m-%d %H:%M:%S")
+        table.add_row(record.run_id, record.function, record.pool, record.state, created, "yes" if record.torn_down else "no")
+    out.print(table)
+
+
+@runs_app.command("logs")
+def runs_logs(run_id: str) -> None:
+    """Print a run's job output (kept after its stack is gone)."""
+    from toolkit import records
+
+    sys.stdout.write(records.load(run_id).logs())
+
+
+@runs_app.command("cancel")
+def runs_cancel(
+    run_id: str,
+    wait: Annotated[float, typer.Option(help="Seconds to wait for the teardown.")] = 300.0,
+) -> None:
+    """Cancel a run: its owner tears it down, or gc does if the owner is gone."""
+    import time
+
+    from toolkit import gc, records
+
+    record = records.load(run_id)
+    if record.torn_down:
+        err.print(f"run {run_id} is already {record.state} and torn down")
+        return
+    if gc.owner_alive(record.owner):
+        record.request_cancel()
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and not records.load(run_id).torn_down:
+            time.sleep(0.5)
+        final = records.load(run_id)
+        if not final.torn_down:
+            raise ToolkitError(f"run {run_id} was asked to cancel but is not torn down after {wait:g}s; retry or run `toolkit gc`")
+        err.print(f"run {run_id}: {final.state}, stack destroyed")
+        return
+    gc.destroy_stack(record.stack, record.backend_url)
+    err.print(f"run {run_id}: its owner was gone; stack {record.stack} destroyed")
+
+
+@app.command("gc")
+def gc_command(
+    older_than: Annotated[str | None, typer.Option(help="Only stacks older than this (30m, 1h, 2d).")] = None,
+    dry_run: Annotated[bool, typer.Option(help="List what would be destroyed, destroy nothing.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Destroy leaked run stacks (owner gone or TTL passed); live owners' stacks are never touched."""
+    from dataclasses import asdict
+
+    from toolkit import gc
+
+    leaks = gc.collect(_duration(older_than) if older_than else None, dry_run=dry_run)
+    if as_json:
+        _print_json([asdict(leak) for leak in leaks])
+    elif not leaks:
+        err.print("no leaked run stacks")
+    for leak in leaks if not as_json else []:
+        verb = "would destroy" if dry_run else ("destroyed" if leak.destroyed else f"FAILED ({leak.error})")
+        out.print(f"{verb} {leak.stack} in {leak.backend_url}: {leak.reason}", markup=False)
+    if any(leak.error for leak in leaks):
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    """Entry point: toolkit errors become one clear message and exit status 1."""
+    from rich.text import Text
+
+    try:
+        app()
+    except ToolkitError as exc:
+        err.print(Text("error: ", style="red") + Text(str(exc)))
+        sys.exit(1)

@@ -1,0 +1,162 @@
+"""``toolkit gc``: find and destroy run stacks whose owner is gone or whose TTL passed.
+
+Every run stack is tagged with its owner (host, pid, process start time),
+creation time and TTL. A stack is collectable when its owner process on this
+host no longer exists (or is another process that reused the pid), or when its
+TTL has passed. A live owner's stack is never touched: on a shared backend,
+owners on other hosts are judged by TTL only. A lock left by a dead process
+(``pulumi`` killed mid-update) is broken before the destroy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import fsspec
+from pulumi import automation as auto
+
+from toolkit import records, settings
+from toolkit.engine import (
+    TAG_CREATED,
+    TAG_OWNER,
+    TAG_TTL,
+    list_run_stacks,
+    process_start_time,
+    remove_stack,
+    selected_stack,
+)
+from toolkit.pools import PoolRegistry
+
+
+@dataclass
+class Leak:
+    stack: str
+    backend_url: str
+    reason: str
+    age_seconds: float | None
+    destroyed: bool = False
+    error: str | None = None
+
+
+def owner_alive(owner: str) -> bool | None:
+    """True/False for an owner on this host; None when it runs elsewhere (unknowable)."""
+    host, _, rest = owner.partition(":")
+    pid_text, _, started = rest.partition(":")
+    if host != socket.gethostname():
+        return None
+    try:
+        pid = int(pid_text)
+        os.kill(pid, 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        pass
+    return process_start_time(pid) == started
+
+
+def judge(tags: dict[str, str], now: float) -> tuple[str | None, float | None]:
+    """``(reason to collect or None, age in seconds)`` for one stack's tags."""
+    created = float(tags[TAG_CREATED]) if TAG_CREATED in tags else None
+    age = now - created if created is not None else None
+    owner = tags.get(TAG_OWNER)
+    if owner is None:
+        return "no owner tag (its client died while creating it)", age
+    alive = owner_alive(owner)
+    if alive is False:
+        return f"owner {owner} is gone", age
+    ttl = float(tags.get(TAG_TTL, "0") or 0)
+    if age is not None and ttl and age > ttl:
+        return f"TTL of {ttl:.0f}s passed (age {age:.0f}s)", age
+    return None, age
+
+
+def backend_urls() -> list[str]:
+    """Backends that may hold run stacks: the default, every pool's, every recorded run's."""
+    urls = {settings.default_backend_url()}
+    urls.update(pool.backend_url for pool in PoolRegistry().list() if pool.backend_url)
+    urls.update(record.backend_url for record in records.all_records())
+    return sorted(urls)
+
+
+def _stack_run_id(stack: str) -> str:
+    return stack.removeprefix("run-")
+
+
+def _record_says_live(stack: str) -> bool:
+    """A run record on this machine whose owner is alive protects a stack with no tags yet."""
+    try:
+        record = records.load(_stack_run_id(stack))
+    except Exception:  # noqa: BLE001 - no record: nothing protects it
+        return False
+    return not record.torn_down and owner_alive(record.owner) is True
+
+
+def find_leaks(older_than: float | None = None, urls: list[str] | None = None) -> list[Leak]:
+    now = time.time()
+    leaks: list[Leak] = []
+    for url in urls or backend_urls():
+        for name, tags in list_run_stacks(url):
+            reason, age = judge(tags, now)
+            if reason is None or (TAG_OWNER not in tags and _record_says_live(name)):
+                continue
+            if older_than is not None and (age is None or age < older_than):
+                continue
+            leaks.append(Leak(name, url, reason, age))
+    return leaks
+
+
+def break_stale_lock(stack: str, backend_url: str) -> list[str]:
+    """Remove lock files of ``stack`` held by processes that no longer exist; returns what it removed."""
+    fs, root = fsspec.core.url_to_fs(backend_url)
+    directory = f"{root.rstrip('/')}/.pulumi/locks/organization/{settings.RUN_PROJECT}/{stack}"
+    removed: list[str] = []
+    if not fs.exists(directory):
+        return removed
+    for path in fs.ls(directory, detail=False):
+        try:
+            lock = json.loads(fs.cat_file(path))
+        except (OSError, ValueError):
+            continue
+        owner = f"{lock.get('hostname')}:{lock.get('pid')}:{process_start_time(int(lock.get('pid', 0)))}"
+        if lock.get("hostname") == socket.gethostname() and owner_alive(owner) is not True:
+            fs.rm(path)
+            removed.append(path)
+    return removed
+
+
+def destroy_stack(stack: str, backend_url: str) -> None:
+    """Destroy and remove one run stack, breaking a dead process's lock if needed."""
+    with selected_stack(stack, backend_url) as selected:
+        try:
+            selected.destroy(on_output=lambda _line: None)
+        except auto.errors.ConcurrentUpdateError:
+            if not break_stale_lock(stack, backend_url):
+                raise
+            selected.destroy(on_output=lambda _line: None)
+        remove_stack(stack, backend_url, Path(selected.workspace.work_dir))
+    run_id = _stack_run_id(stack)
+    try:
+        record = records.load(run_id)
+    except Exception:  # noqa: BLE001 - stacks from other clients have no local record
+        return
+    if record.state not in records.TERMINAL_STATES:
+        record.update(state="failed", error="its client died; collected by toolkit gc")
+    record.update(torn_down=True)
+
+
+def collect(older_than: float | None = None, dry_run: bool = False, urls: list[str] | None = None) -> list[Leak]:
+    leaks = find_leaks(older_than, urls)
+    if dry_run:
+        return leaks
+    for leak in leaks:
+        try:
+            destroy_stack(leak.stack, leak.backend_url)
+            leak.destroyed = True
+        except Exception as exc:  # noqa: BLE001 - report per stack, keep collecting the others
+            leak.error = f"{type(exc).__name__}: {str(exc).strip()[-300:]}"
+    return leaks

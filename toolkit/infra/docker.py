@@ -1,0 +1,316 @@
+"""The ``docker`` target: the job is a container on the local Docker engine.
+
+Bucket = a per-run directory on the host, bind-mounted into the container at
+``/toolkit-run`` (bundle in, result out) and removed on destroy. IAM = the
+container's privileges: a non-root user, every capability dropped,
+``no-new-privileges``, a read-only root filesystem with only the run directory
+and a size-capped ``/tmp`` tmpfs writable, and the run's signing key handed
+over only as a Pulumi secret env value. Job = a ``pulumi_docker.Container``
+created by the real docker provider, started without waiting for it
+(``must_run=False``, ``attach=False``) so ``up`` returns at once; the watcher
+follows it through the Engine API (docker-py).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from typing import Any
+
+import pulumi
+import pulumi_docker
+from pydantic import Field, field_validator
+
+import toolkit
+from toolkit import settings
+from toolkit.errors import ConfigError, TargetUnavailableError
+from toolkit.infra.base import (
+    JobConfiguration,
+    JobStatus,
+    JobVariables,
+    JobWatcher,
+    RunContext,
+    Target,
+    runner_command,
+)
+from toolkit.infra.storage import RunStorage
+from toolkit.runner import RUN_KEY_ENV
+from toolkit.secretvalues import Secret
+
+CONTAINER_RUN_DIR = "/toolkit-run"
+DEFAULT_USER = "1000:1000"
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
+_VOLUME = re.compile(r"^(?P<host>[^:]+):(?P<container>/[^:]*)(?::(?P<mode>ro|rw))?$")
+
+
+def default_image() -> str:
+    """The runner image ``toolkit toolchain install`` builds for this toolkit version."""
+    return f"toolkit-runner:{toolkit.__version__}"
+
+
+def size_in_mb(value: str, variable: str) -> int:
+    """'512m', '2g', '1.5G', '256Mi' -> MB, as the docker provider's ``memory`` expects."""
+    match = _SIZE.match(value)
+    if not match:
+        raise ValueError(f"{variable} {value!r} is not a size like '512m' or '2g'")
+    number, unit = float(match.group(1)), match.group(2).lower()
+    factor = {"": 1 / (1024 * 1024), "k": 1 / 1024, "m": 1, "g": 1024, "t": 1024 * 1024}[unit]
+    megabytes = int(number * factor)
+    if megabytes < 6:
+        raise ValueError(f"{variable} {value!r} is below Docker's minimum of 6m")
+    return megabytes
+
+
+class DockerVariables(JobVariables):
+    """Job variables of the docker target, named as ``docker run`` users know them."""
+
+    image: str = Field(default=default_image(), description="Image to run; must contain python3 and the toolkit.")
+    command: list[str] = Field(
+        default_factory=list,
+        description="Command prefix run before the runner inside the container, e.g. ['nice', '-n', '5'].",
+    )
+    env: dict[str, str] = Field(default_factory=dict, description="Environment variables of the container.")
+    volumes: list[str] = Field(
+        default_factory=list, description="Bind mounts 'host_path:container_path[:ro|rw]'."
+    )
+    networks: list[str] = Field(default_factory=list, description="Existing Docker networks to attach.")
+    network_mode: str | None = Field(default=None, description="Network mode (bridge, host, none, container:NAME).")
+    mem_limit: str | None = Field(default=None, description="Memory limit, e.g. '512m' or '2g' (the OOM killer acts above it).")
+    memswap_limit: str | None = Field(default=None, description="Memory + swap limit, e.g. '1g'.")
+    cpus: float | None = Field(default=None, gt=0, description="CPUs the container may use, e.g. 1.5.")
+    gpus: str | None = Field(default=None, description="GPUs to pass through, as `docker run --gpus`: 'all' or 'device=0'.")
+    user: str = Field(default=DEFAULT_USER, description="User (uid:gid) the job runs as; root is refused unless privileged.")
+    labels: dict[str, str] = Field(default_factory=dict, description="Container labels.")
+    privileged: bool = Field(default=False, description="Run privileged (disables the hardening; avoid).")
+    cap_add: list[str] = Field(default_factory=list, description="Capabilities to add back after dropping all.")
+    tmp_size: str = Field(default="256m", description="Size of the writable /tmp tmpfs.")
+    auto_remove: bool = Field(
+        default=False,
+        description="Let Docker delete the container the moment it exits (`--rm`). Teardown removes it "
+        "anyway; with this on, an OOM kill can no longer be told apart from other failures.",
+    )
+    stream_output: bool = Field(default=True, description="Stream the container's output to the caller.")
+
+    @field_validator("volumes")
+    @classmethod
+    def _volumes_have_two_paths(cls, volumes: list[str]) -> list[str]:
+        for volume in volumes:
+            if not _VOLUME.match(volume):
+                raise ValueError(f"volume {volume!r} must be 'host_path:/container/path[:ro|rw]'")
+        return volumes
+
+
+class DockerJob(JobConfiguration):
+    image: str
+    command: list[str] = []
+    env: dict[str, str | Secret] = {}
+    volumes: list[str] = []
+    networks: list[str] = []
+    network_mode: str | None = None
+    mem_limit: str | None = None
+    memswap_limit: str | None = None
+    cpus: float | None = None
+    gpus: str | None = None
+    user: str = DEFAULT_USER
+    labels: dict[str, str] = {}
+    privileged: bool = False
+    cap_add: list[str] = []
+    tmp_size: str = "256m"
+    auto_remove: bool = False
+    stream_output: bool = True
+
+    @field_validator("mem_limit", "memswap_limit")
+    @classmethod
+    def _sizes_parse(cls, value: str | None) -> str | None:
+        if value is not None:
+            size_in_mb(value, "mem_limit")
+        return value
+
+    @field_validator("user")
+    @classmethod
+    def _not_root(cls, user: str) -> str:
+        if user.split(":")[0] in ("0", "root"):
+            raise ValueError("user must not be root (uid 0); jobs run unprivileged. Use e.g. '1000:1000'")
+        return user
+
+
+def _docker_client() -> Any:
+    import docker  # docker-py: the Engine API client
+
+    return docker.from_env()
+
+
+def _explain_exit(code: int, oom: bool, job: DockerJob, logs_tail: str) -> str:
+    if oom:
+        return (
+            f"the container was killed for exceeding its memory limit (mem_limit={job.mem_limit!r}); "
+            "raise mem_limit or use less memory"
+        )
+    if code == 127 or "python3: not found" in logs_tail or "executable file not found" in logs_tail:
+        return (
+            f"the image {job.image!r} has no python3. Use the toolkit runner image (`toolkit toolchain "
+            "install` builds it) or build an image FROM it with your dependencies"
+        )
+    if "No module named toolkit" in logs_tail or "No module named 'toolkit'" in logs_tail:
+        return (
+            f"the image {job.image!r} lacks the toolkit. Build your image FROM {default_image()!r}, or "
+            "`pip install toolkit cloudpickle fsspec` into it"
+        )
+    if code == 137:
+        return "the container was killed (SIGKILL, exit 137)"
+    if code == 139:
+        return "the interpreter crashed (segmentation fault, exit 139)"
+    return f"the container exited with status {code}"
+
+
+class DockerWatcher(JobWatcher):
+    """Follows the container's state and streams its output through the Engine API."""
+
+    def __init__(self, container_id: str, job: DockerJob) -> None:
+        self._job = job
+        self._client = _docker_client()
+        self._container_id = container_id
+        self._buffer: list[bytes] = []
+        self._tail = b""
+        self._lock = threading.Lock()
+        self._reader = threading.Thread(target=self._follow, daemon=True, name=f"logs-{container_id[:12]}")
+        self._reader.start()
+
+    def _follow(self) -> None:
+        import docker.errors
+
+        try:
+            for chunk in self._client.api.logs(self._container_id, stream=True, follow=True):
+                with self._lock:
+                    self._buffer.append(chunk)
+                    self._tail = (self._tail + chunk)[-4096:]
+        except (docker.errors.NotFound, docker.errors.APIError):
+            return  # the container is gone (teardown); nothing more to read
+
+    def read_logs(self) -> str:
+        with self._lock:
+            data, self._buffer = b"".join(self._buffer), []
+        return data.decode("utf-8", errors="replace")
+
+    def status(self) -> JobStatus:
+        import docker.errors
+
+        try:
+            state = self._client.api.inspect_container(self._container_id)["State"]
+        except docker.errors.NotFound:
+            return JobStatus(state="failed", reason="the container disappeared (removed by auto_remove or by hand)")
+        if state.get("Status") in ("created", "running", "restarting", "paused"):
+            return JobStatus(state="running" if state.get("Status") != "created" else "pending")
+        self._reader.join(timeout=2)  # the output ends with the container
+        code = int(state.get("ExitCode", -1))
+        if code == 0 and not state.get("OOMKilled"):
+            return JobStatus(state="succeeded", exit_code=0)
+        with self._lock:
+            tail = self._tail.decode("utf-8", errors="replace")
+        return JobStatus(
+            state="failed", exit_code=code, reason=_explain_exit(code, bool(state.get("OOMKilled")), self._job, tail)
+        )
+
+
+class DockerTarget(Target):
+    """Run the function in a container on the local Docker engine."""
+
+    name = "docker"
+    variables_model = DockerVariables
+    job_model = DockerJob
+
+    @classmethod
+    def default_job_configuration(cls) -> dict[str, Any]:
+        names = [name for name in DockerVariables.model_fields if name != "timeout"]
+        return {name: "{{ " + name + " }}" for name in names}
+
+    def preflight(self, job: JobConfiguration, pool_name: str) -> None:
+        """The engine must answer and the image must be local: nothing is ever pulled."""
+        import docker.errors
+
+        assert isinstance(job, DockerJob)
+        try:
+            client = _docker_client()
+            client.ping()
+        except docker.errors.DockerException as exc:
+            raise TargetUnavailableError(
+                f"the Docker engine is not reachable ({exc}). Start it (`toolkit toolchain install` starts "
+                "dockerd) or set DOCKER_HOST; `toolkit doctor` shows what is missing"
+            ) from None
+        try:
+            client.images.get(job.image)
+        except docker.errors.ImageNotFound:
+            hint = (
+                "`toolkit toolchain install` builds it"
+                if job.image == default_image()
+                else f"build it with `docker build -t {job.image} .` FROM {default_image()!r} (no registry is used)"
+            )
+            raise ConfigError(
+                f"image {job.image!r} of pool {pool_name!r} is not in the local Docker engine; {hint}"
+            ) from None
+
+    def per_run_storage_url(self, run_id: str) -> str:
+        return str(settings.home() / "work" / run_id)
+
+    def program(self, run: RunContext) -> None:
+        job = run.job
+        assert isinstance(job, DockerJob)
+        work = settings.home() / "work"
+        work.mkdir(parents=True, exist_ok=True)
+        os.chmod(work, 0o700)  # the private parent is what keeps the 0777 run directory private
+        storage = RunStorage(
+            "run-directory",
+            url=run.storage_url,
+            bundle_path=str(run.bundle_path),
+            options=run.storage_options,
+            mode="777",  # writable by the container's unprivileged user, whatever its uid
+        )
+        envs: list[Any] = [
+            pulumi.Output.secret(f"{key}={value.reveal()}") if isinstance(value, Secret) else f"{key}={value}"
+            for key, value in job.env.items()
+        ]
+        envs.append(pulumi.Output.secret(f"{RUN_KEY_ENV}={run.run_key}"))
+        volumes = [pulumi_docker.ContainerVolumeArgs(host_path=run.storage_url, container_path=CONTAINER_RUN_DIR)]
+        for spec in job.volumes:
+            parts = _VOLUME.match(spec)
+            assert parts is not None
+            volumes.append(
+                pulumi_docker.ContainerVolumeArgs(
+                    host_path=parts["host"], container_path=parts["container"], read_only=parts["mode"] == "ro"
+                )
+            )
+        labels = {**job.labels, **run.labels}
+        container = pulumi_docker.Container(
+            "job",
+            name=f"toolkit-{run.run_id}",
+            image=job.image,
+            command=[*job.command, *runner_command(CONTAINER_RUN_DIR)],
+            envs=envs,
+            volumes=volumes,
+            user=job.user,
+            read_only=not job.privileged,
+            privileged=job.privileged,
+            capabilities=None if job.privileged else pulumi_docker.ContainerCapabilitiesArgs(drops=["ALL"], adds=job.cap_add or None),
+            security_opts=None if job.privileged else ["no-new-privileges"],
+            tmpfs={"/tmp": f"rw,nosuid,nodev,size={job.tmp_size}"},
+            memory=size_in_mb(job.mem_limit, "mem_limit") if job.mem_limit else None,
+            memory_swap=size_in_mb(job.memswap_limit, "memswap_limit") if job.memswap_limit else None,
+            cpus=str(job.cpus) if job.cpus else None,
+            gpus=job.gpus,
+            network_mode=job.network_mode,
+            networks_advanced=[pulumi_docker.ContainerNetworksAdvancedArgs(name=n) for n in job.networks] or None,
+            labels=[pulumi_docker.ContainerLabelArgs(label=k, value=v) for k, v in sorted(labels.items())],
+            rm=job.auto_remove,
+            must_run=False,  # a quick job may already have exited when the provider checks
+            attach=False,
+            logs=False,
+            destroy_grace_seconds=2,
+            opts=pulumi.ResourceOptions(depends_on=[storage], delete_before_replace=True),
+        )
+        pulumi.export("container_id", container.id)
+        pulumi.export("run_dir", run.storage_url)
+
+    def watcher(self, run: RunContext, outputs: dict[str, Any]) -> JobWatcher:
+        assert isinstance(run.job, DockerJob)
+        return DockerWatcher(outputs["container_id"], run.job)

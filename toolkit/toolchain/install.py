@@ -1,0 +1,109 @@
+"""``toolkit toolchain install``: everything the toolkit runs on, built offline and cached.
+
+Idempotent: each step first checks what is there (a binary at the right
+version, a plugin in Pulumi's plugin cache, an image with the right content
+hash) and builds only what is missing, so a second run takes seconds. Go
+builds reuse Go's module and build caches; built binaries live in
+``~/.cache/toolkit/bin``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from importlib.metadata import version as package_version
+from pathlib import Path
+
+from toolkit import settings
+from toolkit.toolchain import docker_engine, pulumi_cli, runner_image
+from toolkit.toolchain.docker_provider import build_docker_provider
+from toolkit.toolchain.shim import install_shim
+from toolkit.toolchain.steps import Log, Timeline, read_stamp, run, write_stamp
+
+
+def cli_version(binary: Path) -> str:
+    """``pulumi version`` without the leading 'v' ('' if it does not run)."""
+    try:
+        result = subprocess.run([str(binary), "version"], capture_output=True, text=True, timeout=60,
+                                env={**os.environ, **settings.pulumi_env()})
+    except OSError:
+        return ""
+    return result.stdout.strip().removeprefix("v") if result.returncode == 0 else ""
+
+
+def installed_plugins() -> dict[str, set[str]]:
+    """Resource plugins in Pulumi's plugin cache: name -> versions."""
+    binary = settings.pulumi_binary()
+    if binary is None:
+        return {}
+    result = subprocess.run([str(binary), "plugin", "ls", "--json"], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, **settings.pulumi_env()})
+    if result.returncode != 0:
+        return {}
+    plugins: dict[str, set[str]] = {}
+    for plugin in json.loads(result.stdout or "[]") or []:
+        if plugin.get("kind") == "resource":
+            plugins.setdefault(plugin["name"], set()).add(str(plugin.get("version", "")).removeprefix("v"))
+    return plugins
+
+
+def _ensure_pulumi_cli(outcome: list[str], log: Log) -> None:
+    wanted = pulumi_cli.required_version()
+    existing = settings.pulumi_binary()
+    if existing is not None and cli_version(existing) == wanted:
+        outcome.append(f"v{wanted} present ({existing})")
+        return
+    target = settings.bin_dir() / "pulumi"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    pulumi_cli.build_pulumi_cli(wanted, settings.cache_dir() / "build" / "pulumi-cli", target, log)
+    outcome.append(f"built v{wanted} -> {target}")
+
+
+def _ensure_docker_plugin(outcome: list[str], log: Log) -> None:
+    wanted = package_version("pulumi_docker")
+    if wanted in installed_plugins().get("docker", set()):
+        outcome.append(f"docker v{wanted} present in the plugin cache")
+        return
+    binary = settings.bin_dir() / "pulumi-resource-docker"
+    stamp = binary.with_name(binary.name + ".version")
+    if not binary.exists() or read_stamp(stamp) != wanted:
+        built = build_docker_provider(wanted, settings.cache_dir() / "build" / "docker-provider", log)
+        binary.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(built, binary)
+        write_stamp(stamp, wanted)
+        outcome.append(f"built docker v{wanted} and installed it")
+    else:
+        outcome.append(f"installed cached docker v{wanted}")
+    pulumi = settings.pulumi_binary()
+    assert pulumi is not None
+    run([str(pulumi), "plugin", "install", "resource", "docker", wanted, "--file", str(binary)],
+        "pulumi plugin install docker", env={**os.environ, **settings.pulumi_env()})
+
+
+def install(log: Log, docker: bool = True) -> Timeline:
+    """Install or build every component; returns the timeline (what was done, how long)."""
+    timeline = Timeline(log)
+    with timeline.step("Pulumi CLI") as outcome:
+        _ensure_pulumi_cli(outcome, log)
+    with timeline.step("dynamic provider shim") as outcome:
+        path, changed = install_shim(settings.bin_dir())
+        outcome.append(f"{'installed' if changed else 'present'} {path}")
+    with timeline.step("state backend") as outcome:
+        backend = settings.default_backend_url()
+        if backend.startswith("file://"):
+            Path(backend.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
+        outcome.append(backend)
+    if not docker:
+        return timeline
+    with timeline.step("Docker engine") as outcome:
+        installed = docker_engine.ensure_installed(log)
+        running = docker_engine.ensure_running(log, settings.cache_dir() / "dockerd.log")
+        outcome.append(f"{installed}, {running}")
+    with timeline.step("docker provider plugin") as outcome:
+        _ensure_docker_plugin(outcome, log)
+    with timeline.step("runner image") as outcome:
+        images = settings.cache_dir() / "images"
+        base = runner_image.ensure_base_image(images, log)
+        outcome.append(f"base {base}; {runner_image.ensure_runner_image(images, log)}")
+    return timeline

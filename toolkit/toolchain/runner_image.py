@@ -1,0 +1,145 @@
+"""The runner image for the docker target, built with no registry.
+
+Base: a Debian root filesystem from Debian's own packages (``debootstrap
+--variant=minbase`` with python3), imported into the engine as
+``toolkit-base:bookworm`` and cached as a tarball. On top: a venv holding the
+toolkit and its job-side dependencies (cloudpickle, fsspec) installed from
+wheels built on the host (the containers here don't trust the host's TLS
+proxy, so nothing is downloaded inside them), and a non-root ``toolkit`` user.
+Tagged ``toolkit-runner:<toolkit version>``; a content hash label says when
+the toolkit's sources changed and the image must be rebuilt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from importlib.metadata import version as package_version
+from pathlib import Path
+
+import toolkit
+from toolkit.errors import ToolchainError
+from toolkit.toolchain.steps import Log, run
+
+BASE_IMAGE = "toolkit-base:bookworm"
+RUNNER_REPOSITORY = "toolkit-runner"
+HASH_LABEL = "toolkit.content-hash"
+RUNNER_UID = 1000
+JOB_DEPENDENCIES = ("cloudpickle", "fsspec")
+DEBIAN_MIRROR = "http://deb.debian.org/debian"
+
+DOCKERFILE = f"""\
+FROM {BASE_IMAGE}
+COPY wheels /tmp/wheels
+RUN python3 -m venv /opt/toolkit \\
+ && /opt/toolkit/bin/pip install --no-index --no-deps --no-cache-dir --disable-pip-version-check /tmp/wheels/*.whl \\
+ && rm -rf /tmp/wheels \\
+ && useradd --uid {RUNNER_UID} --user-group --no-create-home --home-dir /tmp --shell /usr/sbin/nologin toolkit
+ENV PATH=/opt/toolkit/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \\
+    PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 HOME=/tmp
+USER {RUNNER_UID}:{RUNNER_UID}
+WORKDIR /tmp
+"""
+
+
+def runner_image_name() -> str:
+    return f"{RUNNER_REPOSITORY}:{toolkit.__version__}"
+
+
+def _source_root() -> Path | None:
+    """The toolkit's source tree when installed from one (editable or checkout), else None."""
+    root = Path(toolkit.__file__).resolve().parent.parent
+    return root if (root / "pyproject.toml").exists() else None
+
+
+def content_hash() -> str:
+    """Hash of everything that goes into the image: sources, dependency versions, Dockerfile."""
+    digest = hashlib.sha256(DOCKERFILE.encode())
+    package = Path(toolkit.__file__).resolve().parent
+    for path in sorted(package.rglob("*.py")):
+        digest.update(str(path.relative_to(package)).encode())
+        digest.update(path.read_bytes())
+    for name in JOB_DEPENDENCIES:
+        digest.update(f"{name}=={package_version(name)}".encode())
+    return digest.hexdigest()[:16]
+
+
+def _image_label(image: str) -> str | None:
+    result = subprocess.run(
+        ["docker", "image", "inspect", "--format", f'{{{{ index .Config.Labels "{HASH_LABEL}" }}}}', image],
+        capture_output=True,
+        text=True,
+    )
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def image_exists(image: str) -> bool:
+    return subprocess.run(["docker", "image", "inspect", image], capture_output=True).returncode == 0
+
+
+def runner_image_status() -> tuple[str, bool]:
+    """``(image name, up to date)`` for doctor."""
+    image = runner_image_name()
+    return image, _image_label(image) == content_hash()
+
+
+def ensure_base_image(cache: Path, log: Log) -> str:
+    """Import the Debian base image, running debootstrap only when no cached tarball exists."""
+    if image_exists(BASE_IMAGE):
+        return "present"
+    tarball = cache / "bookworm-minbase.tar"
+    outcome = "imported cached root filesystem"
+    if not tarball.exists():
+        if shutil.which("debootstrap") is None:
+            if os.geteuid() != 0:
+                raise ToolchainError("building the base image needs debootstrap: apt-get install -y debootstrap (as root)")
+            run(["apt-get", "install", "-y", "-qq", "debootstrap"], "apt-get install debootstrap",
+                env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        cache.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="toolkit-rootfs-", dir=cache) as rootfs:
+            log("debootstrap bookworm (minbase + python3), about a minute")
+            run(
+                ["debootstrap", "--variant=minbase", "--include=python3,python3-venv", "bookworm", rootfs, DEBIAN_MIRROR],
+                "debootstrap",
+            )
+            run(["tar", "-C", rootfs, "-cf", str(tarball) + ".tmp", "."], "tar root filesystem")
+            os.replace(str(tarball) + ".tmp", tarball)
+        outcome = "debootstrapped and imported"
+    with tarball.open("rb") as handle:
+        result = subprocess.run(["docker", "import", "-", BASE_IMAGE], stdin=handle, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise ToolchainError(f"docker import of the base image failed: {result.stderr.strip()}")
+    return outcome
+
+
+def build_wheels(target: Path, log: Log) -> None:
+    """Wheels of the toolkit (no deps) and of its job-side dependencies, built on the host."""
+    source = _source_root()
+    toolkit_spec = str(source) if source else f"toolkit=={toolkit.__version__}"
+    pip = [sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check", "-w", str(target)]
+    log("building wheels: toolkit, " + ", ".join(JOB_DEPENDENCIES))
+    run([*pip, "--no-deps", toolkit_spec], "pip wheel toolkit")
+    pinned = [f"{name}=={package_version(name)}" for name in JOB_DEPENDENCIES]
+    run([*pip, "--no-deps", *pinned], "pip wheel " + " ".join(pinned))
+
+
+def ensure_runner_image(cache: Path, log: Log) -> str:
+    """Build ``toolkit-runner:<version>`` unless an image with the same content hash exists."""
+    image = runner_image_name()
+    wanted = content_hash()
+    if _image_label(image) == wanted:
+        return f"{image} up to date"
+    with tempfile.TemporaryDirectory(prefix="toolkit-image-") as context:
+        build_wheels(Path(context) / "wheels", log)
+        (Path(context) / "Dockerfile").write_text(DOCKERFILE)
+        log(f"docker build {image}")
+        run(
+            ["docker", "build", "--quiet", "--force-rm", "--label", f"{HASH_LABEL}={wanted}", "-t", image, context],
+            f"docker build {image}",
+            env={**os.environ, "DOCKER_BUILDKIT": "0"},
+        )
+    return f"built {image}"

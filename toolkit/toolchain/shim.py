@@ -1,0 +1,26 @@
+"""The ``pulumi-resource-pulumi-python`` shim that Python dynamic providers need.
+
+The engine starts dynamic providers as a plugin named ``pulumi-python``; the
+Python SDK ships the provider (``python -m pulumi.dynamic``) but not the
+executable the engine looks for on PATH. It runs the interpreter named by
+``PULUMI_PYTHON_CMD`` (set by the toolkit to its own interpreter).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+SHIM_NAME = "pulumi-resource-pulumi-python"
+SHIM_TEXT = '#!/bin/sh\nexec "${PULUMI_PYTHON_CMD:-python3}" -u -m pulumi.dynamic "$@"\n'
+
+
+def install_shim(bin_dir: Path) -> tuple[Path, bool]:
+    """Write the shim into ``bin_dir``; returns ``(path, changed)``."""
+    path = bin_dir / SHIM_NAME
+    if path.exists() and path.read_text() == SHIM_TEXT and os.access(path, os.X_OK):
+        return path, False
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(SHIM_TEXT)
+    path.chmod(0o755)
+    return path, True
