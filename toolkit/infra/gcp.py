@@ -10,6 +10,7 @@ Also the Cloud Logging reader both watchers use for job output.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import time
@@ -192,10 +193,7 @@ class CloudLogReader:
 
     def __init__(self, project: str, log_filter: str, client: RestClient | None = None,
                  min_interval: float = LOG_POLL_SECONDS) -> None:
-        if client is None:
-            base = endpoint(LOGGING_ENDPOINT_ENV, LOGGING_ENDPOINT)
-            client = RestClient(base, google_session(base))
-        self._client = client
+        self._given_client = client
         self._project = project
         self._filter = log_filter
         self._min_interval = min_interval
@@ -203,6 +201,13 @@ class CloudLogReader:
         self._since: str | None = None
         self._seen: set[str] = set()
         self._failure_reported = False
+
+    @functools.cached_property
+    def _client(self) -> RestClient:
+        if self._given_client is not None:
+            return self._given_client
+        base = endpoint(LOGGING_ENDPOINT_ENV, LOGGING_ENDPOINT)
+        return RestClient(base, google_session(base))
 
     def read(self, force: bool = False) -> str:
         now = time.monotonic()

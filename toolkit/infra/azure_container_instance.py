@@ -1,0 +1,375 @@
+"""The ``azure_container_instance`` target: the job is an Azure Container Instances container group.
+
+Program: a storage account ``tkrun<run-id>`` with one private blob container
+``run`` holding the bundle; a user-assigned identity with Storage Blob Data
+Contributor on exactly that container (and the deploying principal with
+Storage Blob Data Reader on it, so the client can read the result with its own
+Azure AD credentials); and a ``containerinstance.ContainerGroup`` with restart
+policy ``Never`` running the runner as that identity. The run key and
+``toolkit.secret`` env values are ``secure_value`` environment variables
+(never returned by the ACI API) and travel as Pulumi secrets.
+
+Run storage is ``az://run@tkrun<run-id>.blob.core.windows.net``: the URL names
+the account, so adlfs (fsspec) finds it from the URL alone and authenticates
+with ``DefaultAzureCredential``, on the client and in the job (where
+``AZURE_CLIENT_ID`` selects the run's identity).
+
+The watcher reads the container group's instance view (state, exit code,
+events) and the container's logs from Azure Resource Manager; its endpoint can
+be replaced through ``TOOLKIT_AZURE_MANAGEMENT_ENDPOINT`` (tests use a fake).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import inspect
+import json
+import sys
+import time
+from typing import Any, Literal
+
+import pulumi
+import pulumi_azure_native as azure
+from pydantic import Field, model_validator
+
+from toolkit.infra.base import (
+    JobConfiguration,
+    JobStatus,
+    JobVariables,
+    JobWatcher,
+    RunContext,
+    Target,
+    runner_command,
+)
+from toolkit.infra.requirements import require
+from toolkit.infra.rest import RestClient, azure_session, endpoint
+from toolkit.runner import BUNDLE_NAME, RUN_KEY_ENV, STORAGE_OPTIONS_ENV
+from toolkit.secretvalues import Secret
+
+MANAGEMENT_ENDPOINT_ENV = "TOOLKIT_AZURE_MANAGEMENT_ENDPOINT"
+MANAGEMENT_ENDPOINT = "https://management.azure.com"
+ACI_API_VERSION = "2023-05-01"
+CONTAINER = "run"
+RUNNER = "runner"
+BLOB_DATA_CONTRIBUTOR = "ba92f5b4-2d11-453d-a403-e96b0029c9fe"
+BLOB_DATA_READER = "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1"
+STATUS_POLL_SECONDS = 2.0
+RESERVED_ENV = (RUN_KEY_ENV, STORAGE_OPTIONS_ENV, "AZURE_CLIENT_ID")
+IMAGE_PULL_STATES = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName")
+PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
+_GROUP_ARGUMENTS = frozenset(inspect.signature(azure.containerinstance.ContainerGroupArgs.__init__).parameters) - {
+    "__self__"
+}
+
+
+class AzureContainerInstanceVariables(JobVariables):
+    """Job variables of the Azure Container Instances target."""
+
+    subscription: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-fA-F-]{36}$",
+        description="Subscription ID (default: the Azure provider's, e.g. ARM_SUBSCRIPTION_ID or `az account`).",
+    )
+    resource_group: str | None = Field(
+        default=None, description="Existing resource group the run's resources are created in (required)."
+    )
+    location: str | None = Field(default=None, description="Azure region (default: the resource group's).")
+    image: str | None = Field(
+        default=None,
+        description=f"Container image with Python {PYTHON}, toolkit, cloudpickle and adlfs installed (required).",
+    )
+    cpu: float = Field(default=1.0, gt=0, le=4, description="CPU cores requested for the container.")
+    memory: float = Field(default=1.5, gt=0, le=16, description="Memory requested for the container, in GB.")
+    gpu_sku: Literal["K80", "P100", "V100"] | None = Field(default=None, description="GPU model, if any.")
+    gpu_count: int | None = Field(default=None, ge=1, le=4, description="Number of GPUs (default 1 with gpu_sku).")
+    identities: list[str] = Field(
+        default_factory=list,
+        description="Resource IDs of further user-assigned identities to attach (e.g. one that may pull from ACR).",
+    )
+    subnet_ids: list[str] = Field(
+        default_factory=list, description="Resource IDs of delegated subnets to run the container group in."
+    )
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        description="Environment variables; toolkit.secret(...) values become secure environment variables.",
+    )
+    client_principal_type: Literal["User", "ServicePrincipal", "Group"] = Field(
+        default="User",
+        description="What the principal submitting runs is (ServicePrincipal in CI): it is granted read access "
+        "to the run's container so it can read the result.",
+    )
+    labels: dict[str, str] = Field(default_factory=dict, description="Tags on every resource of the run.")
+    customizations: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="JSON-6902 patches applied to the containerinstance.ContainerGroup arguments (snake_case), "
+        "e.g. [{'op': 'add', 'path': '/priority', 'value': 'Spot'}].",
+    )
+
+
+class AzureContainerInstanceJob(JobConfiguration):
+    subscription: str | None = None
+    resource_group: str | None = None
+    identities: list[str] = []
+    subnet_ids: list[str] = []
+    client_principal_type: str = "User"
+    env: dict[str, str | Secret] = {}
+    labels: dict[str, str] = {}
+    container_group: dict[str, Any]
+    """Arguments of ``containerinstance.ContainerGroup`` (snake_case); the runner is the first container."""
+
+    @model_validator(mode="after")
+    def _check(self) -> AzureContainerInstanceJob:
+        group = self.container_group
+        unknown = sorted(set(group) - _GROUP_ARGUMENTS)
+        if unknown:
+            raise ValueError(
+                f"container_group: ContainerGroup takes no argument {unknown[0]!r}; fix the pool's "
+                f"'customizations'. Arguments: {', '.join(sorted(_GROUP_ARGUMENTS))}"
+            )
+        if group.get("restart_policy", "Never") != "Never":
+            raise ValueError("container_group.restart_policy must be 'Never': a run's result is collected once")
+        containers = group.get("containers")
+        if not isinstance(containers, list) or not containers or not isinstance(containers[0], dict):
+            raise ValueError("container_group.containers must list the runner container first")
+        requests = containers[0].setdefault("resources", {}).setdefault("requests", {})
+        gpu = requests.get("gpu")
+        if gpu == {}:
+            del requests["gpu"]
+        elif isinstance(gpu, dict):
+            if "sku" not in gpu:
+                raise ValueError("gpu_count is set without gpu_sku; set both")
+            gpu.setdefault("count", 1)
+        for name in self.env:
+            if name in RESERVED_ENV:
+                raise ValueError(f"environment variable {name!r} is set by the toolkit; use another name")
+        return self
+
+    @property
+    def runner_container(self) -> dict[str, Any]:
+        return self.container_group["containers"][0]
+
+
+def account_name(run_id: str) -> str:
+    """Storage account names are 3-24 lowercase letters and digits, globally unique."""
+    return f"tkrun{run_id}"
+
+
+def management_api() -> RestClient:
+    base = endpoint(MANAGEMENT_ENDPOINT_ENV, MANAGEMENT_ENDPOINT)
+    return RestClient(base, azure_session(base))
+
+
+def container_group_status(group: dict[str, Any]) -> JobStatus:
+    """Map a container group (GET, with instance views) to a ``JobStatus``."""
+    properties = group.get("properties", {})
+    containers = properties.get("containers", [])
+    runner = next((c for c in containers if c.get("name") == RUNNER), containers[0] if containers else {})
+    view = runner.get("properties", {}).get("instanceView") or {}
+    current = view.get("currentState") or {}
+    if current.get("state") == "Terminated":
+        code = current.get("exitCode")
+        if code == 0:
+            return JobStatus(state="succeeded", exit_code=0)
+        detail = current.get("detailStatus") or "no detail"
+        reason = f"the container exited with status {code} ({detail})"
+        if code == 137 or "oom" in detail.lower():
+            reason += "; it was killed, most likely for running out of memory: raise the 'memory' job variable"
+        return JobStatus(state="failed", exit_code=code, reason=reason)
+    warnings = [e for e in view.get("events", []) if e.get("type") == "Warning"]
+    if current.get("detailStatus") in IMAGE_PULL_STATES:
+        detail = warnings[-1].get("message") if warnings else current.get("detailStatus")
+        return JobStatus(state="failed", reason=f"the container's image could not be pulled: {detail}")
+    group_state = (properties.get("instanceView") or {}).get("state")
+    if group_state == "Failed" or properties.get("provisioningState") == "Failed":
+        events = warnings or (properties.get("instanceView") or {}).get("events", [])
+        detail = "; ".join(str(e.get("message")) for e in events) or "no events"
+        return JobStatus(state="failed", reason=f"the container group failed to start: {detail}")
+    if current.get("state") == "Running":
+        return JobStatus(state="running")
+    return JobStatus(state="pending")
+
+
+class AzureContainerInstanceWatcher(JobWatcher):
+    """Reads the container group's instance view and the runner container's logs."""
+
+    def __init__(
+        self, group_id: str, client: RestClient | None = None, min_interval: float = STATUS_POLL_SECONDS
+    ) -> None:
+        self._group_id = group_id
+        self._given_client = client
+        self._min_interval = min_interval
+        self._last: tuple[float, JobStatus] | None = None
+        self._log_offset = 0
+        self._last_log_read = float("-inf")
+
+    @functools.cached_property
+    def _client(self) -> RestClient:
+        return self._given_client or management_api()
+
+    def status(self) -> JobStatus:
+        now = time.monotonic()
+        if self._last and not self._last[1].finished and now - self._last[0] < self._min_interval:
+            return self._last[1]
+        group = self._client.call("GET", self._group_id, params={"api-version": ACI_API_VERSION})
+        status = container_group_status(group)
+        self._last = (now, status)
+        return status
+
+    def read_logs(self) -> str:
+        """The log text added since the last read (ACI returns the whole log each time)."""
+        now = time.monotonic()
+        finished = bool(self._last and self._last[1].finished)
+        if not finished and now - self._last_log_read < self._min_interval:
+            return ""
+        self._last_log_read = now
+        content = self._client.call(
+            "GET", f"{self._group_id}/containers/{RUNNER}/logs", params={"api-version": ACI_API_VERSION}
+        ).get("content") or ""
+        if len(content) < self._log_offset:  # the log was truncated or restarted: show it again
+            self._log_offset = 0
+        text = content[self._log_offset :]
+        self._log_offset = len(content)
+        return text
+
+
+class AzureContainerInstanceTarget(Target):
+    """Run the function in an Azure Container Instances container group."""
+
+    name = "azure_container_instance"
+    extra = "azure"
+    variables_model = AzureContainerInstanceVariables
+    job_model = AzureContainerInstanceJob
+    customization_root = "/container_group"
+
+    @classmethod
+    def default_job_configuration(cls) -> dict[str, Any]:
+        return {
+            "subscription": "{{ subscription }}",
+            "resource_group": "{{ resource_group }}",
+            "identities": "{{ identities }}",
+            "subnet_ids": "{{ subnet_ids }}",
+            "client_principal_type": "{{ client_principal_type }}",
+            "env": "{{ env }}",
+            "labels": "{{ labels }}",
+            "container_group": {
+                "location": "{{ location }}",
+                "os_type": "Linux",
+                "restart_policy": "Never",
+                "sku": "Standard",
+                "containers": [
+                    {
+                        "name": RUNNER,
+                        "image": "{{ image }}",
+                        "resources": {
+                            "requests": {
+                                "cpu": "{{ cpu }}",
+                                "memory_in_gb": "{{ memory }}",
+                                "gpu": {"sku": "{{ gpu_sku }}", "count": "{{ gpu_count }}"},
+                            }
+                        },
+                    }
+                ],
+            },
+        }
+
+    @classmethod
+    def check_capabilities(cls, variables: dict[str, Any], pool_name: str) -> None:
+        super().check_capabilities(variables, pool_name)
+        require(cls.name, variables, pool_name, _REQUIRED)
+
+    def per_run_storage_url(self, run_id: str) -> str:
+        return f"az://{CONTAINER}@{account_name(run_id)}.blob.core.windows.net"
+
+    def program(self, run: RunContext) -> None:
+        job = run.job
+        assert isinstance(job, AzureContainerInstanceJob)
+        require(self.name, {"image": job.runner_container.get("image"), "resource_group": job.resource_group},
+                run.pool_name, _REQUIRED)
+        provider = azure.Provider("azure", subscription_id=job.subscription) if job.subscription else None
+        opts = pulumi.ResourceOptions(provider=provider)
+        client = azure.authorization.get_client_config_output(opts=pulumi.InvokeOutputOptions(provider=provider))
+        subscription = job.subscription or client.subscription_id
+        group_args = copy.deepcopy(job.container_group)
+        location = group_args.get("location")
+        tags = {**job.labels, **run.labels}
+        rg = job.resource_group
+
+        account = azure.storage.StorageAccount(
+            "storage",
+            account_name=account_name(run.run_id),
+            resource_group_name=rg,
+            location=location,
+            kind="StorageV2",
+            sku={"name": "Standard_LRS"},
+            allow_blob_public_access=False,
+            minimum_tls_version="TLS1_2",
+            enable_https_traffic_only=True,
+            tags=tags,
+            opts=opts,
+        )
+        container = azure.storage.BlobContainer(
+            "container", account_name=account.name, resource_group_name=rg, container_name=CONTAINER,
+            public_access="None", opts=opts,
+        )
+        bundle = azure.storage.Blob(
+            "bundle", account_name=account.name, resource_group_name=rg, container_name=container.name,
+            blob_name=BUNDLE_NAME, type="Block", source=pulumi.FileAsset(str(run.bundle_path)), opts=opts,
+        )
+        identity = azure.managedidentity.UserAssignedIdentity(
+            "job-identity", resource_name_=f"toolkit-run-{run.run_id}", resource_group_name=rg,
+            location=location, tags=tags, opts=opts,
+        )
+        grants = [
+            azure.authorization.RoleAssignment(
+                "job-blob-access", principal_id=identity.principal_id, principal_type="ServicePrincipal",
+                role_definition_id=_role(subscription, BLOB_DATA_CONTRIBUTOR), scope=container.id, opts=opts,
+            ),
+            azure.authorization.RoleAssignment(
+                "client-blob-read", principal_id=client.object_id, principal_type=job.client_principal_type,
+                role_definition_id=_role(subscription, BLOB_DATA_READER), scope=container.id, opts=opts,
+            ),
+        ]
+
+        env: list[dict[str, Any]] = [
+            {"name": k, "value": v} for k, v in job.env.items() if not isinstance(v, Secret)
+        ]
+        if run.storage_options:
+            env.append({"name": STORAGE_OPTIONS_ENV, "value": json.dumps(run.storage_options)})
+        env.append({"name": "AZURE_CLIENT_ID", "value": identity.client_id})
+        secure = {RUN_KEY_ENV: run.run_key, **{k: v.reveal() for k, v in job.env.items() if isinstance(v, Secret)}}
+        env += [{"name": k, "secure_value": pulumi.Output.secret(v)} for k, v in secure.items()]
+
+        containers = group_args.pop("containers")
+        containers[0] = {
+            **containers[0],
+            "command": runner_command(run.storage_url),
+            "environment_variables": [*containers[0].get("environment_variables", []), *env],
+        }
+        group_args.update(
+            container_group_name=f"toolkit-{run.run_id}",
+            resource_group_name=rg,
+            restart_policy="Never",
+            tags=tags,
+            identity={"type": "UserAssigned", "user_assigned_identities": [identity.id, *job.identities]},
+        )
+        if job.subnet_ids:
+            group_args["subnet_ids"] = [{"id": subnet} for subnet in job.subnet_ids]
+        group = azure.containerinstance.ContainerGroup(
+            "job", containers=containers, **group_args,
+            opts=pulumi.ResourceOptions(provider=provider, depends_on=[bundle, *grants]),
+        )
+        pulumi.export("container_group", group.id)
+
+    def watcher(self, run: RunContext, outputs: dict[str, Any]) -> JobWatcher:
+        return AzureContainerInstanceWatcher(outputs["container_group"])
+
+
+_REQUIRED = {
+    "image": AzureContainerInstanceVariables.model_fields["image"].description or "",
+    "resource_group": "the existing resource group to create the run's resources in",
+}
+
+
+def _role(subscription: pulumi.Input[str], role: str) -> pulumi.Output[str]:
+    return pulumi.Output.concat("/subscriptions/", subscription, "/providers/Microsoft.Authorization/roleDefinitions/", role)
