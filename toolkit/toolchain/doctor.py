@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from toolkit import settings
 from toolkit.toolchain import docker_engine, pulumi_cli, runner_image
 from toolkit.toolchain.install import cli_version, installed_plugins
+from toolkit.toolchain.language_host import HOST_NAME
 from toolkit.toolchain.shim import SHIM_NAME
 
 INSTALL = "toolkit toolchain install"
@@ -129,6 +130,7 @@ def _registry() -> Check:
 def checks() -> list[Check]:
     return [
         _pulumi(),
+        _on_path(HOST_NAME, "Python language host", required=True),
         _on_path(SHIM_NAME, "dynamic provider shim", required=True),
         *_plugins(),
         *_docker(),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from importlib.metadata import version as package_version
 from pathlib import Path
@@ -18,6 +19,7 @@ from pathlib import Path
 from toolkit import settings
 from toolkit.toolchain import docker_engine, pulumi_cli, runner_image
 from toolkit.toolchain.docker_provider import build_docker_provider
+from toolkit.toolchain.language_host import HOST_NAME, install_language_host
 from toolkit.toolchain.shim import install_shim
 from toolkit.toolchain.steps import Log, Timeline, read_stamp, run, write_stamp
 
@@ -81,11 +83,38 @@ def _ensure_docker_plugin(outcome: list[str], log: Log) -> None:
         "pulumi plugin install docker", env={**os.environ, **settings.pulumi_env()})
 
 
+def _pulumis_own_language_host() -> Path | None:
+    """Pulumi's ``pulumi-language-python`` where the engine would find it, if one is installed."""
+    pulumi = settings.pulumi_binary()
+    ours = settings.bin_dir() / HOST_NAME
+    on_path = shutil.which(HOST_NAME)
+    candidates = [pulumi.parent / HOST_NAME if pulumi else None, Path(on_path) if on_path else None]
+    for candidate in candidates:
+        if candidate is None or not candidate.is_file() or candidate.absolute() == ours:
+            continue
+        with candidate.open("rb") as handle:
+            if b"toolkit.toolchain.language_host" not in handle.read(512):  # not a toolkit shim elsewhere
+                return candidate
+    return None
+
+
+def _ensure_language_host(outcome: list[str]) -> None:
+    """Pulumi's own host when the user has it (the normal case); else the toolkit's."""
+    existing = _pulumis_own_language_host()
+    if existing is not None:
+        outcome.append(f"Pulumi's own present ({existing})")
+        return
+    path, changed = install_language_host(settings.bin_dir())
+    outcome.append(f"{'installed' if changed else 'present'} {path}")
+
+
 def install(log: Log, docker: bool = True) -> Timeline:
     """Install or build every component; returns the timeline (what was done, how long)."""
     timeline = Timeline(log)
     with timeline.step("Pulumi CLI") as outcome:
         _ensure_pulumi_cli(outcome, log)
+    with timeline.step("Python language host") as outcome:
+        _ensure_language_host(outcome)
     with timeline.step("dynamic provider shim") as outcome:
         path, changed = install_shim(settings.bin_dir())
         outcome.append(f"{'installed' if changed else 'present'} {path}")
