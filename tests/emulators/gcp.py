@@ -1,0 +1,399 @@
+"""Google Cloud stand-ins on loopback: fake-gcs-server, and fakes of the REST methods the targets call.
+
+``fake_gcs``: the real fake-gcs-server (github.com/fsouza/fake-gcs-server),
+built from its Go module with ``go install`` into
+``~/.cache/toolkit/emulators/`` on first use and started in memory mode on a
+free port. If Go, the module proxy or the server fails, the fixture fails
+with the reason: it never skips.
+
+``google_apis``: one local HTTP server with the documented request/response
+shapes of the methods the targets use, and their state rules:
+
+* Vertex AI ``projects.locations.customJobs`` create/get/cancel/delete and
+  ``projects.locations.operations.get``: names use the project *number*, jobs
+  start ``JOB_STATE_PENDING``; cancel of a final job is ``FAILED_PRECONDITION``,
+  otherwise the job goes ``JOB_STATE_CANCELLING`` then ``JOB_STATE_CANCELLED``
+  (error code 1, CANCELLED); delete of a non-final job is
+  ``FAILED_PRECONDITION``, otherwise it returns a long-running Operation
+  (``DeleteOperationMetadata``) that is done on its next read.
+* Cloud Run v2 ``jobs.run`` (an Operation whose metadata is the Execution),
+  ``executions.get``/``cancel`` and ``executions.tasks.list``.
+* Cloud Logging ``entries.list`` with the filter clauses the watchers send.
+* Secret Manager ``versions.access`` and the metadata server's token, for the
+  job-side secret bootstrap.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import os
+import re
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tests.emulators.fakehttp import FakeHttpServer, Request, google_error
+
+FAKE_GCS_MODULE = "github.com/fsouza/fake-gcs-server"
+FAKE_GCS_VERSION = "v1.56.1"
+PROJECT_NUMBER = "123456789012"
+
+# gcsfs (2026.x) first asks the Storage Control API over gRPC+TLS for a bucket's layout; a plain-http
+# emulator cannot answer, so every client would wait 60 s before falling back. Set before gcsfs is
+# imported (test collection imports this module first); the runner subprocesses inherit it.
+os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
+TOKEN = "fake-access-token"
+VERTEX_FINAL = {"JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED"}
+
+
+def emulator_cache() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "toolkit" / "emulators"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until_serving(url: str, process: subprocess.Popen[bytes], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            output = process.stdout.read().decode(errors="replace") if process.stdout else ""
+            pytest.fail(f"{what} exited with status {process.returncode} before serving:\n{output}")
+        try:
+            requests.get(url, timeout=1)
+            return
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    process.kill()
+    pytest.fail(f"{what} did not serve {url} within {timeout:g}s")
+
+
+def fake_gcs_binary() -> Path:
+    """Build fake-gcs-server from its Go module once; later runs reuse the binary."""
+    bin_dir = emulator_cache() / f"fake-gcs-server-{FAKE_GCS_VERSION}"
+    binary = bin_dir / "fake-gcs-server"
+    if binary.exists():
+        return binary
+    go = shutil.which("go")
+    if go is None:
+        pytest.fail("the GCS emulator needs Go to build fake-gcs-server; install Go (e.g. apt-get install golang)")
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    build = subprocess.run(
+        [go, "install", f"{FAKE_GCS_MODULE}@{FAKE_GCS_VERSION}"],
+        env={**os.environ, "GOBIN": str(bin_dir), "GOFLAGS": "-mod=mod", "CGO_ENABLED": "0"},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    if build.returncode != 0 or not binary.exists():
+        pytest.fail(
+            f"building {FAKE_GCS_MODULE}@{FAKE_GCS_VERSION} failed (is the Go module proxy reachable?):\n"
+            f"{build.stderr[-3000:]}"
+        )
+    return binary
+
+
+@dataclass
+class FakeGcs:
+    endpoint: str
+
+    @property
+    def storage_options(self) -> dict[str, Any]:
+        """fsspec (gcsfs) options that reach the emulator."""
+        return {"endpoint_url": self.endpoint, "token": "anon"}
+
+    def create_bucket(self, name: str) -> None:
+        response = requests.post(f"{self.endpoint}/storage/v1/b", params={"project": "test"}, json={"name": name})
+        response.raise_for_status()
+
+    def upload(self, bucket: str, name: str, data: bytes) -> None:
+        """A media upload through the JSON API, as the Pulumi provider's BucketObject does."""
+        response = requests.post(
+            f"{self.endpoint}/upload/storage/v1/b/{bucket}/o",
+            params={"uploadType": "media", "name": name},
+            data=data,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        response.raise_for_status()
+
+
+@pytest.fixture(scope="session")
+def fake_gcs() -> Iterator[FakeGcs]:
+    binary = fake_gcs_binary()
+    port = free_port()
+    process = subprocess.Popen(
+        [str(binary), "-scheme", "http", "-host", "127.0.0.1", "-port", str(port), "-backend", "memory",
+         "-public-host", f"127.0.0.1:{port}", "-log-level", "error"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_serving(f"{endpoint}/storage/v1/b", process, "fake-gcs-server")
+        yield FakeGcs(endpoint)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+# -- fakes of the REST APIs -----------------------------------------------------------------------
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())
+
+
+@dataclass
+class FakeGoogleApis:
+    server: FakeHttpServer
+    custom_jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    cancel_polls: int = 1
+    """GETs of a cancelling job before it reads JOB_STATE_CANCELLED (Vertex) / cancelled (Cloud Run)."""
+    executions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    tasks: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    log_entries: list[dict[str, Any]] = field(default_factory=list)
+    secrets: dict[str, str] = field(default_factory=dict)
+    operations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _cancelling: dict[str, int] = field(default_factory=dict)
+    _ids: Iterator[int] = field(default_factory=lambda: itertools.count(4001))
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def install(self) -> None:
+        s = self.server
+        jobs = r"/v1/(projects/[^/]+/locations/[^/]+)/customJobs"
+        s.route("POST", jobs, self._create_custom_job)
+        s.route("GET", jobs + r"/(\d+)", self._get_custom_job)
+        s.route("POST", jobs + r"/(\d+):cancel", self._cancel_custom_job)
+        s.route("DELETE", jobs + r"/(\d+)", self._delete_custom_job)
+        s.route("GET", r"/v1/(projects/[^/]+/locations/[^/]+/operations/\d+)", self._get_operation)
+        run_jobs = r"/v2/(projects/[^/]+/locations/[^/]+)/jobs/([a-z0-9-]+)"
+        s.route("POST", run_jobs + ":run", self._run_job)
+        s.route("GET", run_jobs + r"/executions/([a-z0-9-]+)", self._get_execution)
+        s.route("POST", run_jobs + r"/executions/([a-z0-9-]+):cancel", self._cancel_execution)
+        s.route("GET", run_jobs + r"/executions/([a-z0-9-]+)/tasks", self._list_tasks)
+        s.route("POST", r"/v2/entries:list", self._list_entries)
+        s.route("GET", r"/v1/(projects/[^/]+/secrets/[^/]+/versions/[^/:]+):access", self._access_secret)
+        s.route("GET", r"/computeMetadata/v1/instance/service-accounts/default/token", self._token)
+
+    # Vertex AI ------------------------------------------------------------------------------------
+
+    def _create_custom_job(self, match: re.Match[str], request: Request) -> tuple[int, dict[str, Any]]:
+        body = request.body
+        pools = (body.get("jobSpec") or {}).get("workerPoolSpecs") or []
+        if not body.get("displayName"):
+            return google_error(400, "INVALID_ARGUMENT", "CustomJob.display_name is required.")
+        if not pools or not all(p.get("machineSpec", {}).get("machineType") for p in pools):
+            return google_error(400, "INVALID_ARGUMENT", "worker_pool_specs[0].machine_spec.machine_type is required.")
+        if not all(p.get("containerSpec", {}).get("imageUri") for p in pools):
+            return google_error(400, "INVALID_ARGUMENT", "container_spec.image_uri is required.")
+        location = match.group(1).split("/")[3]
+        name = f"projects/{PROJECT_NUMBER}/locations/{location}/customJobs/{next(self._ids)}"
+        job = {**body, "name": name, "state": "JOB_STATE_PENDING", "createTime": _now(), "updateTime": _now()}
+        self.custom_jobs[name] = job
+        return 200, job
+
+    def _job(self, match: re.Match[str]) -> dict[str, Any] | None:
+        name = f"{match.group(1)}/customJobs/{match.group(2)}"
+        return self.custom_jobs.get(name)
+
+    def _get_custom_job(self, match: re.Match[str], _request: Request) -> tuple[int, dict[str, Any]]:
+        job = self._job(match)
+        if job is None:
+            return google_error(404, "NOT_FOUND", f"The CustomJob does not exist: {match.group(0)}")
+        if job["name"] in self._cancelling:
+            self._cancelling[job["name"]] -= 1
+            if self._cancelling[job["name"]] < 0:
+                del self._cancelling[job["name"]]
+                job.update(state="JOB_STATE_CANCELLED", error={"code": 1, "message": "CANCELED"}, endTime=_now())
+        return 200, job
+
+    def _cancel_custom_job(self, match: re.Match[str], _request: Request) -> tuple[int, dict[str, Any]]:
+        job = self._job(match)
+        if job is None:
+            return google_error(404, "NOT_FOUND", "The CustomJob does not exist.")
+        if job["state"] in VERTEX_FINAL:
+            return google_error(400, "FAILED_PRECONDITION", f"Cannot cancel a CustomJob in state {job['state']}.")
+        job["state"] = "JOB_STATE_CANCELLING"
+        self._cancelling[job["name"]] = self.cancel_polls
+        return 200, {}
+
+    def _delete_custom_job(self, match: re.Match[str], _request: Request) -> tuple[int, dict[str, Any]]:
+        job = self._job(match)
+        if job is None:
+            return google_error(404, "NOT_FOUND", "The CustomJob does not exist.")
+        if job["state"] not in VERTEX_FINAL:
+            return google_error(
+                400, "FAILED_PRECONDITION", f"The CustomJob cannot be deleted while in state {job['state']}."
+            )
+        del self.custom_jobs[job["name"]]
+        location = job["name"].split("/")[3]
+        name = f"projects/{PROJECT_NUMBER}/locations/{location}/operations/{next(self._ids)}"
+        operation = {
+            "name": name,
+            "metadata": {
+                "@type": "type.googleapis.com/google.cloud.aiplatform.v1.DeleteOperationMetadata",
+                "genericMetadata": {"createTime": _now(), "updateTime": _now()},
+            },
+            "done": False,
+        }
+        self.operations[name] = operation
+        return 200, operation
+
+    def _get_operation(self, match: re.Match[str], _request: Request) -> tuple[int, dict[str, Any]]:
+        operation = self.operations.get(match.group(1))
+        if operation is None:
+            return google_error(404, "NOT_FOUND", "Operation not found.")
+        operation.update(done=True, response={"@type": "type.googleapis.com/google.protobuf.Empty"})
+        return 200, operation
+
+    def set_job_state(self, name: str, state: str, error: dict[str, Any] | None = None) -> None:
+        self.custom_jobs[name]["state"] = state
+        if error:
+            self.custom_jobs[name]["error"] = error
+
+    # Cloud Run ------------------------------------------------------------------------------------
+
+    def _run_job(self, match: re.Match[str], _request: Request) -> tuple[int, dict[str, Any]]:
+        parent, job = match.group(1), match.group(2)
+        short = f"{job}-{uuid.uuid4().hex[:5]}"
+        name = f"{parent}/jobs/{job}/executions/{short}"
+        execution = {
+            "name": name,
+            "uid": str(uuid.uuid4()),
+            "job": job,
+            "createTime": _now(),
+            "launchStage": "GA",
+            "parallelism": 1,
+            "taskCount": 1,
+            "reconciling": True,
+            "conditions": [
+                {"type": "Completed", "state": "CONDITION_PENDING", "lastTransitionTime": _now()},
+                {"type": "ResourcesAvailable", "state": "CONDITION_PENDING", "lastTransitionTime": _now()},
+            ],
+            "logUri": f"https://console.cloud.google.com/logs/viewer?execution={short}",
+        }
+        self.executions[name] = execution
+        operation = {
+            "name": f"{parent}/operations/{uuid.uuid4()}",
+            "metadata": {"@type": "type.googleapis.com/google.cloud.run.v2.Execution", **execution},
+            "done": False,
+        }
+        return 200, operation
+
+    def _execution_name(self, match: re.Match[str]) -> str:
+        return f"{match.group(1)}/jobs/{match.group(2)}/executions/{match.group(3)}"
+
+    def _get_execution(self, match: re.Match[str], _request: Request) -> tuple[int, dict[str, Any]]:
+        name = self._execution_name(match)
+        execution = self.executions.get(name)
+        if execution is None:
+            return google_error(404, "NOT_FOUND", f"Resource '{match.group(3)}' of kind 'EXECUTION' was not found.")
+        if name in self._cancelling:
+            self._cancelling[name] -= 1
+            if self._cancelling[name] < 0:
+                del self._cancelling[name]
+                execution.update(
+                    cancelledCount=1, runningCount=0, completionTime=_now(), reconciling=False,
+                    conditions=[{"type": "Completed", "state": "CONDITION_FAILED", "executionReason": "CANCELLED",
+                                 "message": "The execution was cancelled.", "lastTransitionTime": _now()}],
+                )
+        return 200, execution
+
+    def _cancel_execution(self, match: re.Match[str], _request: Request) -> tuple[int, dict[str, Any]]:
+        name = self._execution_name(match)
+        execution = self.executions.get(name)
+        if execution is None:
+            return google_error(404, "NOT_FOUND", "Execution not found.")
+        if execution.get("completionTime"):
+            return google_error(400, "FAILED_PRECONDITION", "The execution has already completed.")
+        self._cancelling[name] = self.cancel_polls
+        return 200, {"name": f"{match.group(1)}/operations/{uuid.uuid4()}",
+                     "metadata": {"@type": "type.googleapis.com/google.cloud.run.v2.Execution", **execution},
+                     "done": False}
+
+    def _list_tasks(self, match: re.Match[str], _request: Request) -> tuple[int, dict[str, Any]]:
+        return 200, {"tasks": self.tasks.get(self._execution_name(match), [])}
+
+    # Cloud Logging --------------------------------------------------------------------------------
+
+    def _list_entries(self, _match: re.Match[str], request: Request) -> tuple[int, dict[str, Any]]:
+        body = request.body
+        clauses = [c.strip() for c in body.get("filter", "").split(" AND ")]
+        tests = []
+        for clause in clauses:
+            parsed = re.fullmatch(r'([\w.]+(?:\."[^"]+")?)\s*(>=|=)\s*"([^"]*)"', clause)
+            if not parsed:
+                return google_error(400, "INVALID_ARGUMENT", f"Unparseable filter clause: {clause}")
+            tests.append(parsed.groups())
+        matching = [e for e in self.log_entries if all(_matches(e, *t) for t in tests)]
+        matching.sort(key=lambda e: e["timestamp"])
+        start = int(body.get("pageToken") or 0)
+        size = int(body.get("pageSize") or 50)
+        page = matching[start : start + size]
+        result: dict[str, Any] = {"entries": page}
+        if start + size < len(matching):
+            result["nextPageToken"] = str(start + size)
+        return 200, result
+
+    def add_log(self, text: str, resource: dict[str, Any], labels: dict[str, str] | None = None,
+                timestamp: str | None = None) -> None:
+        self.log_entries.append({
+            "insertId": uuid.uuid4().hex[:16],
+            "timestamp": timestamp or _now(),
+            "resource": resource,
+            "labels": labels or {},
+            "textPayload": text,
+            "logName": "projects/p/logs/run.googleapis.com%2Fstdout",
+        })
+
+    # Secret Manager and the metadata server --------------------------------------------------------
+
+    def _access_secret(self, match: re.Match[str], request: Request) -> tuple[int, dict[str, Any]]:
+        if request.headers.get("Authorization") != f"Bearer {TOKEN}":
+            return google_error(401, "UNAUTHENTICATED", "Request had invalid authentication credentials.")
+        value = self.secrets.get(match.group(1))
+        if value is None:
+            return google_error(404, "NOT_FOUND", f"Secret Version [{match.group(1)}] not found.")
+        return 200, {"name": match.group(1), "payload": {"data": base64.b64encode(value.encode()).decode()}}
+
+    def _token(self, _match: re.Match[str], request: Request) -> tuple[int, dict[str, Any]]:
+        if request.headers.get("Metadata-Flavor") != "Google":
+            return 403, {"error": "Missing Metadata-Flavor:Google header."}
+        return 200, {"access_token": TOKEN, "expires_in": 3599, "token_type": "Bearer"}
+
+
+def _matches(entry: dict[str, Any], key: str, op: str, value: str) -> bool:
+    quoted = re.fullmatch(r'labels\."([^"]+)"', key)
+    if quoted:
+        actual = entry.get("labels", {}).get(quoted.group(1))
+    else:
+        actual: Any = entry
+        for part in key.split("."):
+            actual = actual.get(part) if isinstance(actual, dict) else None
+    if actual is None:
+        return False
+    return actual >= value if op == ">=" else actual == value
+
+
+@pytest.fixture
+def google_apis() -> Iterator[FakeGoogleApis]:
+    with FakeHttpServer() as server:
+        fake = FakeGoogleApis(server)
+        fake.install()
+        yield fake
