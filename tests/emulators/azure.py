@@ -54,10 +54,14 @@ def azurite_binary() -> Path:
     prefix.mkdir(parents=True, exist_ok=True)
     install = subprocess.run(
         [npm, "install", "--prefix", str(prefix), "--no-audit", "--no-fund", AZURITE_PACKAGE],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     if install.returncode != 0 or not binary.exists():
-        pytest.fail(f"`npm install {AZURITE_PACKAGE}` failed (is the npm registry reachable?):\n{install.stderr[-3000:]}")
+        pytest.fail(
+            f"`npm install {AZURITE_PACKAGE}` failed (is the npm registry reachable?):\n{install.stderr[-3000:]}"
+        )
     return binary
 
 
@@ -81,8 +85,17 @@ def azurite(request: pytest.FixtureRequest) -> Iterator[Azurite]:
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="azurite-") as location:
         process = subprocess.Popen(
-            [str(binary), "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location", location,
-             "--skipApiVersionCheck", "--silent"],
+            [
+                str(binary),
+                "--blobHost",
+                "127.0.0.1",
+                "--blobPort",
+                str(port),
+                "--location",
+                location,
+                "--skipApiVersionCheck",
+                "--silent",
+            ],
             env={**os.environ, "AZURITE_ACCOUNTS": keys},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -110,26 +123,45 @@ class FakeArm:
         return self.server.url
 
     def install(self) -> None:
-        group = r"(/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.ContainerInstance/containerGroups/[^/]+)"
+        group = (
+            r"(/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.ContainerInstance/containerGroups/[^/]+)"
+        )
         self.server.route("GET", group, self._get_group)
         self.server.route("GET", group + r"/containers/([^/]+)/logs", self._get_logs)
 
     def _get_group(self, match: re.Match[str], request: Request) -> tuple[int, dict[str, Any]]:
         if "api-version" not in request.query:
-            return 400, {"error": {"code": "MissingApiVersionParameter", "message": "The api-version query parameter is required."}}
+            return 400, {
+                "error": {
+                    "code": "MissingApiVersionParameter",
+                    "message": "The api-version query parameter is required.",
+                }
+            }
         group = self.groups.get(match.group(1))
         if group is None:
-            return 404, {"error": {"code": "ResourceNotFound", "message": f"The Resource '{match.group(1)}' was not found."}}
+            return 404, {
+                "error": {"code": "ResourceNotFound", "message": f"The Resource '{match.group(1)}' was not found."}
+            }
         return 200, group
 
     def _get_logs(self, match: re.Match[str], request: Request) -> tuple[int, dict[str, Any]]:
         if "api-version" not in request.query:
-            return 400, {"error": {"code": "MissingApiVersionParameter", "message": "The api-version query parameter is required."}}
+            return 400, {
+                "error": {
+                    "code": "MissingApiVersionParameter",
+                    "message": "The api-version query parameter is required.",
+                }
+            }
         return 200, {"content": self.logs.get(f"{match.group(1)}/{match.group(2)}", "")}
 
 
-def container_group(group_id: str, state: dict[str, Any], group_state: str, events: list[dict[str, Any]] | None = None,
-                    provisioning: str = "Succeeded") -> dict[str, Any]:
+def container_group(
+    group_id: str,
+    state: dict[str, Any],
+    group_state: str,
+    events: list[dict[str, Any]] | None = None,
+    provisioning: str = "Succeeded",
+) -> dict[str, Any]:
     """A container group as ``GET .../containerGroups/{name}`` returns it (api-version 2023-05-01)."""
     name = group_id.rsplit("/", 1)[-1]
     return {
@@ -143,17 +175,26 @@ def container_group(group_id: str, state: dict[str, Any], group_state: str, even
             "sku": "Standard",
             "osType": "Linux",
             "restartPolicy": "Never",
-            "containers": [{
-                "name": "runner",
-                "properties": {
-                    "image": "registry.example/runner:1",
-                    "command": ["python3", "-u", "-m", "toolkit.runner", "--storage", "az://run@x.blob.core.windows.net"],
-                    "ports": [],
-                    "environmentVariables": [{"name": "TOOLKIT_RUN_KEY"}],
-                    "resources": {"requests": {"memoryInGB": 1.5, "cpu": 1.0}},
-                    "instanceView": {"restartCount": 0, "currentState": state, "events": events or []},
-                },
-            }],
+            "containers": [
+                {
+                    "name": "runner",
+                    "properties": {
+                        "image": "registry.example/runner:1",
+                        "command": [
+                            "python3",
+                            "-u",
+                            "-m",
+                            "toolkit.runner",
+                            "--storage",
+                            "az://run@x.blob.core.windows.net",
+                        ],
+                        "ports": [],
+                        "environmentVariables": [{"name": "TOOLKIT_RUN_KEY"}],
+                        "resources": {"requests": {"memoryInGB": 1.5, "cpu": 1.0}},
+                        "instanceView": {"restartCount": 0, "currentState": state, "events": events or []},
+                    },
+                }
+            ],
             "instanceView": {"events": [], "state": group_state},
         },
     }

@@ -135,8 +135,21 @@ def fake_gcs() -> Iterator[FakeGcs]:
     binary = fake_gcs_binary()
     port = free_port()
     process = subprocess.Popen(
-        [str(binary), "-scheme", "http", "-host", "127.0.0.1", "-port", str(port), "-backend", "memory",
-         "-public-host", f"127.0.0.1:{port}", "-log-level", "error"],
+        [
+            str(binary),
+            "-scheme",
+            "http",
+            "-host",
+            "127.0.0.1",
+            "-port",
+            str(port),
+            "-backend",
+            "memory",
+            "-public-host",
+            f"127.0.0.1:{port}",
+            "-log-level",
+            "error",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
@@ -309,9 +322,19 @@ class FakeGoogleApis:
             if self._cancelling[name] < 0:
                 del self._cancelling[name]
                 execution.update(
-                    cancelledCount=1, runningCount=0, completionTime=_now(), reconciling=False,
-                    conditions=[{"type": "Completed", "state": "CONDITION_FAILED", "executionReason": "CANCELLED",
-                                 "message": "The execution was cancelled.", "lastTransitionTime": _now()}],
+                    cancelledCount=1,
+                    runningCount=0,
+                    completionTime=_now(),
+                    reconciling=False,
+                    conditions=[
+                        {
+                            "type": "Completed",
+                            "state": "CONDITION_FAILED",
+                            "executionReason": "CANCELLED",
+                            "message": "The execution was cancelled.",
+                            "lastTransitionTime": _now(),
+                        }
+                    ],
                 )
         return 200, execution
 
@@ -323,9 +346,11 @@ class FakeGoogleApis:
         if execution.get("completionTime"):
             return google_error(400, "FAILED_PRECONDITION", "The execution has already completed.")
         self._cancelling[name] = self.cancel_polls
-        return 200, {"name": f"{match.group(1)}/operations/{uuid.uuid4()}",
-                     "metadata": {"@type": "type.googleapis.com/google.cloud.run.v2.Execution", **execution},
-                     "done": False}
+        return 200, {
+            "name": f"{match.group(1)}/operations/{uuid.uuid4()}",
+            "metadata": {"@type": "type.googleapis.com/google.cloud.run.v2.Execution", **execution},
+            "done": False,
+        }
 
     def _list_tasks(self, match: re.Match[str], _request: Request) -> tuple[int, dict[str, Any]]:
         return 200, {"tasks": self.tasks.get(self._execution_name(match), [])}
@@ -351,16 +376,19 @@ class FakeGoogleApis:
             result["nextPageToken"] = str(start + size)
         return 200, result
 
-    def add_log(self, text: str, resource: dict[str, Any], labels: dict[str, str] | None = None,
-                timestamp: str | None = None) -> None:
-        self.log_entries.append({
-            "insertId": uuid.uuid4().hex[:16],
-            "timestamp": timestamp or _now(),
-            "resource": resource,
-            "labels": labels or {},
-            "textPayload": text,
-            "logName": "projects/p/logs/run.googleapis.com%2Fstdout",
-        })
+    def add_log(
+        self, text: str, resource: dict[str, Any], labels: dict[str, str] | None = None, timestamp: str | None = None
+    ) -> None:
+        self.log_entries.append(
+            {
+                "insertId": uuid.uuid4().hex[:16],
+                "timestamp": timestamp or _now(),
+                "resource": resource,
+                "labels": labels or {},
+                "textPayload": text,
+                "logName": "projects/p/logs/run.googleapis.com%2Fstdout",
+            }
+        )
 
     # Secret Manager and the metadata server --------------------------------------------------------
 

@@ -1,15 +1,18 @@
 """Cloud Run target: conformance under mocks, plus IAM scope, secrets, overrides, the execution
 resource against a fake Cloud Run API, the watcher on recorded shapes, and storage on fake-gcs-server."""
 
+# ruff: noqa: F401, F811 - emulator fixtures are imported by name and requested as parameters
+
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
 
-from tests.emulators.gcp import FakeGcs, FakeGoogleApis, fake_gcs, google_apis  # noqa: F401 - fixtures
+from tests.emulators.gcp import FakeGcs, FakeGoogleApis, fake_gcs, google_apis
 from tests.infra.conformance import RUN_KEY, SECRET_ENV, TargetConformance
 from tests.infra.storage_roundtrip import round_trip
+from toolkit import settings
 from toolkit.errors import ConfigError
 from toolkit.infra.cloud_run import (
     RUN_ENDPOINT_ENV,
@@ -21,7 +24,9 @@ from toolkit.infra.cloud_run import (
 )
 from toolkit.infra.gcp import LOGGING_ENDPOINT_ENV, CloudLogReader
 from toolkit.infra.rest import CloudApiError, RestClient
+from toolkit.pools import PoolRegistry, WorkPool
 from toolkit.runner import BUNDLE_NAME
+from toolkit.submission import prepare
 
 JOB = "gcp:cloudrunv2/job:Job"
 RUN_ID = "0123abcd4567"
@@ -71,7 +76,10 @@ class TestCloudRunTarget(TargetConformance):
     def test_defaults_leave_cloud_runs_own_timeout(self) -> None:
         job = self.program({"image": "img", "project": "proj-1"}).one(JOB).inputs
         assert "timeout" not in job["template"]["template"]
-        assert job["template"]["template"]["containers"][0]["resources"]["limits"] == {"cpu": "1000m", "memory": "512Mi"}
+        assert job["template"]["template"]["containers"][0]["resources"]["limits"] == {
+            "cpu": "1000m",
+            "memory": "512Mi",
+        }
 
     def test_iam_is_scoped_to_exactly_the_runs_bucket(self) -> None:
         run = self.program(self.sample())
@@ -114,8 +122,10 @@ class TestCloudRunTarget(TargetConformance):
         assert members == {"serviceAccount:runner@proj-1.iam.gserviceaccount.com"}
 
     def test_customizations_patch_the_job_arguments(self) -> None:
-        patch = [{"op": "add", "path": "/template/template/execution_environment", "value": "EXECUTION_ENVIRONMENT_GEN2"},
-                 {"op": "add", "path": "/launch_stage", "value": "BETA"}]
+        patch = [
+            {"op": "add", "path": "/template/template/execution_environment", "value": "EXECUTION_ENVIRONMENT_GEN2"},
+            {"op": "add", "path": "/launch_stage", "value": "BETA"},
+        ]
         job = self.program({**self.sample(), "customizations": patch}).one(JOB).inputs
         assert job["template"]["template"]["executionEnvironment"] == "EXECUTION_ENVIRONMENT_GEN2"
         assert job["launchStage"] == "BETA"
@@ -152,7 +162,10 @@ class TestCloudRunTarget(TargetConformance):
         [
             ({"env": {"TOOLKIT_RUN_KEY": "x"}}, "set by the toolkit"),
             ({"env": {"A": "1"}, "secrets": {"A": "s"}}, "both in 'env' and in 'secrets'"),
-            ({"customizations": [{"op": "add", "path": "/no_such_argument", "value": 1}]}, "no argument 'no_such_argument'"),
+            (
+                {"customizations": [{"op": "add", "path": "/no_such_argument", "value": 1}]},
+                "no argument 'no_such_argument'",
+            ),
         ],
     )
     def test_inconsistent_jobs_are_rejected_when_parsed(self, override: dict[str, Any], message: str) -> None:
@@ -173,7 +186,7 @@ JOB_NAME = f"projects/proj-1/locations/europe-west4/jobs/toolkit-{RUN_ID}"
 
 
 @pytest.fixture
-def cloud_run_api(google_apis: FakeGoogleApis, monkeypatch: pytest.MonkeyPatch) -> FakeGoogleApis:  # noqa: F811
+def cloud_run_api(google_apis: FakeGoogleApis, monkeypatch: pytest.MonkeyPatch) -> FakeGoogleApis:
     monkeypatch.setenv(RUN_ENDPOINT_ENV, google_apis.url)
     monkeypatch.setenv(LOGGING_ENDPOINT_ENV, google_apis.url)
     return google_apis
@@ -235,36 +248,92 @@ def _task(exit_code: int, message: str) -> dict[str, Any]:
     }
 
 
-FAILED = _cond("Completed", "CONDITION_FAILED", message="Task toolkit-x-task0 failed with message: see logs.",
-               executionReason="NON_ZERO_EXIT_CODE")
+FAILED = _cond(
+    "Completed",
+    "CONDITION_FAILED",
+    message="Task toolkit-x-task0 failed with message: see logs.",
+    executionReason="NON_ZERO_EXIT_CODE",
+)
 
 
 @pytest.mark.parametrize(
     ("execution", "tasks", "state", "exit_code", "reason_words"),
     [
-        (_execution([_cond("Completed", "CONDITION_PENDING"), _cond("ResourcesAvailable", "CONDITION_PENDING")]),
-         [], "pending", None, []),
-        (_execution([_cond("Completed", "CONDITION_PENDING"), _cond("Started", "CONDITION_SUCCEEDED")], runningCount=1),
-         [], "running", None, []),
-        (_execution([_cond("Completed", "CONDITION_SUCCEEDED")], succeededCount=1, completionTime="t"),
-         [], "succeeded", 0, []),
-        (_execution([FAILED], failedCount=1, completionTime="t"),
-         [_task(1, "The container exited with an error.")], "failed", 1, ["task 0", "exit code 1"]),
-        (_execution([FAILED], failedCount=1, completionTime="t"),
-         [_task(137, "Memory limit of 512 MiB exceeded with 530 MiB used. Consider increasing the memory limit.")],
-         "failed", 137, ["Memory limit", "raise the 'memory' job variable"]),
-        (_execution([_cond("Completed", "CONDITION_PENDING"),
-                     _cond("ResourcesAvailable", "CONDITION_FAILED", reason="CONTAINER_MISSING",
-                           message="Image 'gcr.io/p/missing:1' not found.")]),
-         [], "failed", None, ["could not start", "not found"]),
-        (_execution([_cond("Completed", "CONDITION_FAILED", executionReason="CANCELLED")], cancelledCount=1,
-                    completionTime="t"), [], "failed", None, ["cancelled"]),
+        (
+            _execution([_cond("Completed", "CONDITION_PENDING"), _cond("ResourcesAvailable", "CONDITION_PENDING")]),
+            [],
+            "pending",
+            None,
+            [],
+        ),
+        (
+            _execution(
+                [_cond("Completed", "CONDITION_PENDING"), _cond("Started", "CONDITION_SUCCEEDED")], runningCount=1
+            ),
+            [],
+            "running",
+            None,
+            [],
+        ),
+        (
+            _execution([_cond("Completed", "CONDITION_SUCCEEDED")], succeededCount=1, completionTime="t"),
+            [],
+            "succeeded",
+            0,
+            [],
+        ),
+        (
+            _execution([FAILED], failedCount=1, completionTime="t"),
+            [_task(1, "The container exited with an error.")],
+            "failed",
+            1,
+            ["task 0", "exit code 1"],
+        ),
+        (
+            _execution([FAILED], failedCount=1, completionTime="t"),
+            [_task(137, "Memory limit of 512 MiB exceeded with 530 MiB used. Consider increasing the memory limit.")],
+            "failed",
+            137,
+            ["Memory limit", "raise the 'memory' job variable"],
+        ),
+        (
+            _execution(
+                [
+                    _cond("Completed", "CONDITION_PENDING"),
+                    _cond(
+                        "ResourcesAvailable",
+                        "CONDITION_FAILED",
+                        reason="CONTAINER_MISSING",
+                        message="Image 'gcr.io/p/missing:1' not found.",
+                    ),
+                ]
+            ),
+            [],
+            "failed",
+            None,
+            ["could not start", "not found"],
+        ),
+        (
+            _execution(
+                [_cond("Completed", "CONDITION_FAILED", executionReason="CANCELLED")],
+                cancelledCount=1,
+                completionTime="t",
+            ),
+            [],
+            "failed",
+            None,
+            ["cancelled"],
+        ),
     ],
     ids=["pending", "running", "succeeded", "exit-1", "oom", "image-missing", "cancelled"],
 )
 def test_watcher_maps_execution_states(
-    cloud_run_api: FakeGoogleApis, execution: dict[str, Any], tasks: list[dict[str, Any]], state: str,
-    exit_code: int | None, reason_words: list[str],
+    cloud_run_api: FakeGoogleApis,
+    execution: dict[str, Any],
+    tasks: list[dict[str, Any]],
+    state: str,
+    exit_code: int | None,
+    reason_words: list[str],
 ) -> None:
     cloud_run_api.executions[EXECUTION] = execution
     cloud_run_api.tasks[EXECUTION] = tasks
@@ -277,7 +346,9 @@ def test_watcher_maps_execution_states(
 def test_watcher_reads_each_log_entry_once(cloud_run_api: FakeGoogleApis) -> None:
     resource = {"type": "cloud_run_job", "labels": {"job_name": f"toolkit-{RUN_ID}", "location": "europe-west4"}}
     mine = {"run.googleapis.com/execution_name": f"toolkit-{RUN_ID}-x7k2p"}
-    cloud_run_api.add_log("other execution", resource, {"run.googleapis.com/execution_name": "other"}, "2026-11-24T10:00:00Z")
+    cloud_run_api.add_log(
+        "other execution", resource, {"run.googleapis.com/execution_name": "other"}, "2026-11-24T10:00:00Z"
+    )
     cloud_run_api.add_log("line 1", resource, mine, "2026-11-24T10:00:01Z")
     cloud_run_api.add_log("line 2", resource, mine, "2026-11-24T10:00:01Z")
     client = RestClient(cloud_run_api.url, __import__("requests").Session())
@@ -301,7 +372,7 @@ def test_log_failures_are_reported_once_and_never_fail_the_run(cloud_run_api: Fa
 # -- storage: the per-run bucket on fake-gcs-server ------------------------------------------------------
 
 
-def test_bundle_and_result_travel_through_the_runs_bucket(fake_gcs: FakeGcs) -> None:  # noqa: F811
+def test_bundle_and_result_travel_through_the_runs_bucket(fake_gcs: FakeGcs) -> None:
     target = CloudRunTarget()
     suite = TestCloudRunTarget()
     bundle = suite.program(suite.sample()).one("gcp:storage/bucketObject:BucketObject").inputs
@@ -312,3 +383,20 @@ def test_bundle_and_result_travel_through_the_runs_bucket(fake_gcs: FakeGcs) -> 
         url, fake_gcs.storage_options, lambda data: fake_gcs.upload(bundle["bucket"], bundle["name"], data), RUN_KEY
     )
     assert result == 42
+
+
+# -- the whole submission path -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("layer", "message"),
+    [({"memory": "lots"}, "job variable 'memory'"), ({"project": "p"}, "needs the job variable 'image'")],
+)
+def test_prepare_refuses_bad_input_before_staging_anything(layer: dict[str, Any], message: str) -> None:
+    registry = PoolRegistry()
+    registry.save(WorkPool(name="cloud-run-checks", type="cloud_run"), overwrite=True)
+    staging = settings.home() / "staging"
+    before = set(staging.glob("*")) if staging.exists() else set()
+    with pytest.raises(ConfigError, match=message):
+        prepare(lambda: 1, (), {}, "cloud-run-checks", [layer], expected_type="cloud_run")
+    assert (set(staging.glob("*")) if staging.exists() else set()) == before

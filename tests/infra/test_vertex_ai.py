@@ -2,6 +2,8 @@
 Vertex REST surface, the watcher on recorded shapes, and the job side (secret bootstrap + runner)
 against the fake Secret Manager and fake-gcs-server."""
 
+# ruff: noqa: F401, F811 - emulator fixtures are imported by name and requested as parameters
+
 from __future__ import annotations
 
 import json
@@ -9,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.emulators.gcp import PROJECT_NUMBER, FakeGcs, FakeGoogleApis, fake_gcs, google_apis  # noqa: F401
+from tests.emulators.gcp import PROJECT_NUMBER, FakeGcs, FakeGoogleApis, fake_gcs, google_apis
 from tests.infra.conformance import RUN_KEY, SECRET_ENV, SECRET_VALUE, TargetConformance
 from tests.infra.storage_roundtrip import round_trip, run_job
 from toolkit.errors import ConfigError
@@ -64,14 +66,20 @@ class TestVertexAiTarget(TargetConformance):
         spec = body["jobSpec"]
         pool = spec["workerPoolSpecs"][0]
         assert pool["machineSpec"] == {
-            "machineType": "a2-highgpu-1g", "acceleratorType": "NVIDIA_TESLA_A100", "acceleratorCount": 1
+            "machineType": "a2-highgpu-1g",
+            "acceleratorType": "NVIDIA_TESLA_A100",
+            "acceleratorCount": 1,
         }
         assert pool["diskSpec"] == {"bootDiskType": "pd-standard", "bootDiskSizeGb": 200}
         assert pool["replicaCount"] == 1
         assert pool["containerSpec"]["imageUri"] == self.sample_variables["image"]
         assert spec["network"] == "projects/123/global/networks/training"
-        assert spec["scheduling"] == {"timeout": "21600s", "restartJobOnWorkerRestart": True, "strategy": "SPOT",
-                                      "disableRetries": False}
+        assert spec["scheduling"] == {
+            "timeout": "21600s",
+            "restartJobOnWorkerRestart": True,
+            "strategy": "SPOT",
+            "disableRetries": False,
+        }
         assert spec["serviceAccount"] == EMAIL
         assert body["labels"] == {"team": "ml", "toolkit-run": RUN_ID, "toolkit-pool": "test-pool"}
         assert body["displayName"] == f"toolkit-{RUN_ID}-train"
@@ -96,7 +104,14 @@ class TestVertexAiTarget(TargetConformance):
         split = command.index("--")
         assert command[:3] == ["python3", "-m", "toolkit.gcp_secret_env"]
         assert command[3:split] == [f"TOOLKIT_RUN_KEY={VERSION}", f"{SECRET_ENV}={VERSION}"]
-        assert command[split + 1 :] == ["python3", "-u", "-m", "toolkit.runner", "--storage", f"gs://toolkit-run-{RUN_ID}"]
+        assert command[split + 1 :] == [
+            "python3",
+            "-u",
+            "-m",
+            "toolkit.runner",
+            "--storage",
+            f"gs://toolkit-run-{RUN_ID}",
+        ]
         assert container["env"] == [{"name": "MODE", "value": "fast"}]
         versions = run.of_type("gcp:secretmanager/secretVersion:SecretVersion")
         assert {v.inputs["secretData"] for v in versions} == {RUN_KEY, SECRET_VALUE}
@@ -116,8 +131,10 @@ class TestVertexAiTarget(TargetConformance):
         assert custom_job["parent"] == "projects/proj-1/locations/us-central1" and custom_job["region"] == "us-central1"
 
     def test_customizations_patch_the_job_spec(self) -> None:
-        patch = [{"op": "add", "path": "/enableWebAccess", "value": True},
-                 {"op": "replace", "path": "/workerPoolSpecs/0/replicaCount", "value": 1}]
+        patch = [
+            {"op": "add", "path": "/enableWebAccess", "value": True},
+            {"op": "replace", "path": "/workerPoolSpecs/0/replicaCount", "value": 1},
+        ]
         assert self.body({**self.sample(), "customizations": patch})["jobSpec"]["enableWebAccess"] is True
 
     @pytest.mark.parametrize(
@@ -151,7 +168,7 @@ class TestVertexAiTarget(TargetConformance):
 
 
 @pytest.fixture
-def vertex(google_apis: FakeGoogleApis, monkeypatch: pytest.MonkeyPatch) -> FakeGoogleApis:  # noqa: F811
+def vertex(google_apis: FakeGoogleApis, monkeypatch: pytest.MonkeyPatch) -> FakeGoogleApis:
     monkeypatch.setenv(VERTEX_ENDPOINT_ENV, google_apis.url)
     monkeypatch.setenv(LOGGING_ENDPOINT_ENV, google_apis.url)
     return google_apis
@@ -169,7 +186,9 @@ def test_create_submits_the_custom_job(vertex: FakeGoogleApis) -> None:
     sent = vertex.server.calls("POST")[0]
     assert sent.path == "/v1/projects/proj-1/locations/us-central1/customJobs"
     assert sent.body == props["body"]
-    assert result.id == result.outs["name"] and result.id.startswith(f"projects/{PROJECT_NUMBER}/locations/us-central1/customJobs/")
+    assert result.id == result.outs["name"] and result.id.startswith(
+        f"projects/{PROJECT_NUMBER}/locations/us-central1/customJobs/"
+    )
     assert vertex.custom_jobs[result.id]["state"] == "JOB_STATE_PENDING"
 
 
@@ -220,10 +239,14 @@ def test_a_job_that_will_not_stop_fails_the_delete_loudly(vertex: FakeGoogleApis
 
 # -- the watcher on recorded CustomJob shapes ---------------------------------------------------------------
 
-OOM = ("The replica workerpool0-0 ran out-of-memory and exited with a non-zero status of 137. "
-       "To find out more about why your job exited please check the logs: https://console.cloud.google.com/logs")
-EXIT_1 = ("The replica workerpool0-0 exited with a non-zero status of 1. To find out more about why your job "
-          "exited please check the logs: https://console.cloud.google.com/logs")
+OOM = (
+    "The replica workerpool0-0 ran out-of-memory and exited with a non-zero status of 137. "
+    "To find out more about why your job exited please check the logs: https://console.cloud.google.com/logs"
+)
+EXIT_1 = (
+    "The replica workerpool0-0 exited with a non-zero status of 1. To find out more about why your job "
+    "exited please check the logs: https://console.cloud.google.com/logs"
+)
 
 
 @pytest.mark.parametrize(
@@ -236,14 +259,23 @@ EXIT_1 = ("The replica workerpool0-0 exited with a non-zero status of 1. To find
         ("JOB_STATE_SUCCEEDED", None, "succeeded", 0, []),
         ("JOB_STATE_FAILED", {"code": 3, "message": EXIT_1}, "failed", 1, ["non-zero status of 1"]),
         ("JOB_STATE_FAILED", {"code": 3, "message": OOM}, "failed", 137, ["larger 'machine_type'"]),
-        ("JOB_STATE_FAILED", {"code": 8, "message": "The resources required for the job are not available "
-                                                     "in us-central1."}, "failed", None, ["not available"]),
+        (
+            "JOB_STATE_FAILED",
+            {"code": 8, "message": "The resources required for the job are not available in us-central1."},
+            "failed",
+            None,
+            ["not available"],
+        ),
         ("JOB_STATE_CANCELLED", {"code": 1, "message": "CANCELED"}, "failed", None, ["cancelled"]),
         ("JOB_STATE_EXPIRED", {"code": 4, "message": "Job expired."}, "failed", None, ["expired"]),
     ],
 )
 def test_watcher_maps_job_states(
-    vertex: FakeGoogleApis, state: str, error: dict[str, Any] | None, expected: str, exit_code: int | None,
+    vertex: FakeGoogleApis,
+    state: str,
+    error: dict[str, Any] | None,
+    expected: str,
+    exit_code: int | None,
     words: list[str],
 ) -> None:
     name = _CustomJobProvider().create(_props()).id
@@ -256,7 +288,9 @@ def test_watcher_maps_job_states(
 def test_watcher_reads_the_jobs_log_entries(vertex: FakeGoogleApis) -> None:
     name = _CustomJobProvider().create(_props()).id
     job_id = name.rsplit("/", 1)[-1]
-    vertex.add_log("hello from the replica", {"type": "ml_job", "labels": {"job_id": job_id, "task_name": "workerpool0-0"}})
+    vertex.add_log(
+        "hello from the replica", {"type": "ml_job", "labels": {"job_id": job_id, "task_name": "workerpool0-0"}}
+    )
     vertex.add_log("another job", {"type": "ml_job", "labels": {"job_id": "999"}})
     watcher = VertexAiWatcher(name, "us-central1", min_interval=0)
     assert watcher.read_logs() == "hello from the replica\n"
@@ -267,7 +301,8 @@ def test_watcher_reads_the_jobs_log_entries(vertex: FakeGoogleApis) -> None:
 
 
 def test_the_jobs_command_reads_its_secrets_and_runs_the_bundle(
-    google_apis: FakeGoogleApis, fake_gcs: FakeGcs  # noqa: F811
+    google_apis: FakeGoogleApis,
+    fake_gcs: FakeGcs,
 ) -> None:
     suite = TestVertexAiTarget()
     run = suite.program(suite.sample())
@@ -278,17 +313,20 @@ def test_the_jobs_command_reads_its_secrets_and_runs_the_bundle(
     host = google_apis.url.removeprefix("http://")
     env = {METADATA_HOST_ENV: host, SECRET_MANAGER_ENDPOINT_ENV: google_apis.url}
     result = round_trip(
-        VertexAiTarget().per_run_storage_url(RUN_ID), fake_gcs.storage_options,
-        lambda data: fake_gcs.upload(bundle["bucket"], bundle["name"], data), RUN_KEY, argv=command, env=env,
+        VertexAiTarget().per_run_storage_url(RUN_ID),
+        fake_gcs.storage_options,
+        lambda data: fake_gcs.upload(bundle["bucket"], bundle["name"], data),
+        RUN_KEY,
+        argv=command,
+        env=env,
     )
     assert result == 42
     accessed = google_apis.server.calls("GET", ":access")
     assert [r.path for r in accessed] == [f"/v1/{VERSION}:access"] * 2
 
 
-def test_the_bootstrap_refuses_to_start_without_its_secret(google_apis: FakeGoogleApis) -> None:  # noqa: F811
+def test_the_bootstrap_refuses_to_start_without_its_secret(google_apis: FakeGoogleApis) -> None:
     env = {METADATA_HOST_ENV: google_apis.url.removeprefix("http://"), SECRET_MANAGER_ENDPOINT_ENV: google_apis.url}
     done = run_job(["python3", "-m", "toolkit.gcp_secret_env", f"TOOLKIT_RUN_KEY={VERSION}", "--", "true"], env)
     assert done.returncode == 3
     assert "could not read TOOLKIT_RUN_KEY" in done.stderr and "secretAccessor" in done.stderr
-

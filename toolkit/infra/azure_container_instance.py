@@ -223,9 +223,12 @@ class AzureContainerInstanceWatcher(JobWatcher):
         if not finished and now - self._last_log_read < self._min_interval:
             return ""
         self._last_log_read = now
-        content = self._client.call(
-            "GET", f"{self._group_id}/containers/{RUNNER}/logs", params={"api-version": ACI_API_VERSION}
-        ).get("content") or ""
+        content = (
+            self._client.call(
+                "GET", f"{self._group_id}/containers/{RUNNER}/logs", params={"api-version": ACI_API_VERSION}
+            ).get("content")
+            or ""
+        )
         if len(content) < self._log_offset:  # the log was truncated or restarted: show it again
             self._log_offset = 0
         text = content[self._log_offset :]
@@ -284,8 +287,12 @@ class AzureContainerInstanceTarget(Target):
     def program(self, run: RunContext) -> None:
         job = run.job
         assert isinstance(job, AzureContainerInstanceJob)
-        require(self.name, {"image": job.runner_container.get("image"), "resource_group": job.resource_group},
-                run.pool_name, _REQUIRED)
+        require(
+            self.name,
+            {"image": job.runner_container.get("image"), "resource_group": job.resource_group},
+            run.pool_name,
+            _REQUIRED,
+        )
         provider = azure.Provider("azure", subscription_id=job.subscription) if job.subscription else None
         opts = pulumi.ResourceOptions(provider=provider)
         client = azure.authorization.get_client_config_output(opts=pulumi.InvokeOutputOptions(provider=provider))
@@ -309,31 +316,51 @@ class AzureContainerInstanceTarget(Target):
             opts=opts,
         )
         container = azure.storage.BlobContainer(
-            "container", account_name=account.name, resource_group_name=rg, container_name=CONTAINER,
-            public_access="None", opts=opts,
+            "container",
+            account_name=account.name,
+            resource_group_name=rg,
+            container_name=CONTAINER,
+            public_access="None",
+            opts=opts,
         )
         bundle = azure.storage.Blob(
-            "bundle", account_name=account.name, resource_group_name=rg, container_name=container.name,
-            blob_name=BUNDLE_NAME, type="Block", source=pulumi.FileAsset(str(run.bundle_path)), opts=opts,
+            "bundle",
+            account_name=account.name,
+            resource_group_name=rg,
+            container_name=container.name,
+            blob_name=BUNDLE_NAME,
+            type="Block",
+            source=pulumi.FileAsset(str(run.bundle_path)),
+            opts=opts,
         )
         identity = azure.managedidentity.UserAssignedIdentity(
-            "job-identity", resource_name_=f"toolkit-run-{run.run_id}", resource_group_name=rg,
-            location=location, tags=tags, opts=opts,
+            "job-identity",
+            resource_name_=f"toolkit-run-{run.run_id}",
+            resource_group_name=rg,
+            location=location,
+            tags=tags,
+            opts=opts,
         )
         grants = [
             azure.authorization.RoleAssignment(
-                "job-blob-access", principal_id=identity.principal_id, principal_type="ServicePrincipal",
-                role_definition_id=_role(subscription, BLOB_DATA_CONTRIBUTOR), scope=container.id, opts=opts,
+                "job-blob-access",
+                principal_id=identity.principal_id,
+                principal_type="ServicePrincipal",
+                role_definition_id=_role(subscription, BLOB_DATA_CONTRIBUTOR),
+                scope=container.id,
+                opts=opts,
             ),
             azure.authorization.RoleAssignment(
-                "client-blob-read", principal_id=client.object_id, principal_type=job.client_principal_type,
-                role_definition_id=_role(subscription, BLOB_DATA_READER), scope=container.id, opts=opts,
+                "client-blob-read",
+                principal_id=client.object_id,
+                principal_type=job.client_principal_type,
+                role_definition_id=_role(subscription, BLOB_DATA_READER),
+                scope=container.id,
+                opts=opts,
             ),
         ]
 
-        env: list[dict[str, Any]] = [
-            {"name": k, "value": v} for k, v in job.env.items() if not isinstance(v, Secret)
-        ]
+        env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in job.env.items() if not isinstance(v, Secret)]
         if run.storage_options:
             env.append({"name": STORAGE_OPTIONS_ENV, "value": json.dumps(run.storage_options)})
         env.append({"name": "AZURE_CLIENT_ID", "value": identity.client_id})
@@ -356,7 +383,9 @@ class AzureContainerInstanceTarget(Target):
         if job.subnet_ids:
             group_args["subnet_ids"] = [{"id": subnet} for subnet in job.subnet_ids]
         group = azure.containerinstance.ContainerGroup(
-            "job", containers=containers, **group_args,
+            "job",
+            containers=containers,
+            **group_args,
             opts=pulumi.ResourceOptions(provider=provider, depends_on=[bundle, *grants]),
         )
         pulumi.export("container_group", group.id)
@@ -372,4 +401,6 @@ _REQUIRED = {
 
 
 def _role(subscription: pulumi.Input[str], role: str) -> pulumi.Output[str]:
-    return pulumi.Output.concat("/subscriptions/", subscription, "/providers/Microsoft.Authorization/roleDefinitions/", role)
+    return pulumi.Output.concat(
+        "/subscriptions/", subscription, "/providers/Microsoft.Authorization/roleDefinitions/", role
+    )

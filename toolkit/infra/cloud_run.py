@@ -138,9 +138,7 @@ def run_api() -> RestClient:
     return RestClient(base, google_session(base))
 
 
-def cancel_execution(
-    client: RestClient, execution: str, poll_seconds: float, wait_seconds: float
-) -> None:
+def cancel_execution(client: RestClient, execution: str, poll_seconds: float, wait_seconds: float) -> None:
     """Cancel ``execution`` and wait until Cloud Run reports it finished (or gone)."""
     try:
         if client.call("GET", f"/v2/{execution}").get("completionTime"):
@@ -161,7 +159,10 @@ def cancel_execution(
             raise
         time.sleep(poll_seconds)
     raise CloudApiError(
-        "POST", f"/v2/{execution}:cancel", 504, "DEADLINE_EXCEEDED",
+        "POST",
+        f"/v2/{execution}:cancel",
+        504,
+        "DEADLINE_EXCEEDED",
         f"the execution was still running {wait_seconds:g}s after it was cancelled; "
         "cancel it in the console, then run `toolkit gc`",
     )
@@ -391,4 +392,3 @@ class CloudRunTarget(Target):
 
     def watcher(self, run: RunContext, outputs: dict[str, Any]) -> JobWatcher:
         return CloudRunWatcher(outputs["execution"], outputs["project"])
-

@@ -191,8 +191,9 @@ class CloudLogReader:
     quota; a failed read is reported once in the log text and never fails the run.
     """
 
-    def __init__(self, project: str, log_filter: str, client: RestClient | None = None,
-                 min_interval: float = LOG_POLL_SECONDS) -> None:
+    def __init__(
+        self, project: str, log_filter: str, client: RestClient | None = None, min_interval: float = LOG_POLL_SECONDS
+    ) -> None:
         self._given_client = client
         self._project = project
         self._filter = log_filter

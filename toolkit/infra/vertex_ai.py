@@ -52,8 +52,13 @@ STATUS_POLL_SECONDS = 5.0
 CANCEL_WAIT_SECONDS = 900.0
 """Vertex may take minutes to stop a job's VMs; the job cannot be deleted before."""
 FINAL_STATES = frozenset(
-    {"JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED",
-     "JOB_STATE_PARTIALLY_SUCCEEDED"}
+    {
+        "JOB_STATE_SUCCEEDED",
+        "JOB_STATE_FAILED",
+        "JOB_STATE_CANCELLED",
+        "JOB_STATE_EXPIRED",
+        "JOB_STATE_PARTIALLY_SUCCEEDED",
+    }
 )
 RESERVED_ENV = (RUN_KEY_ENV, STORAGE_OPTIONS_ENV)
 PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -182,7 +187,10 @@ def _wait_final(client: RestClient, name: str, poll_seconds: float, wait_seconds
     while client.call("GET", f"/v1/{name}").get("state") not in FINAL_STATES:
         if time.monotonic() > deadline:
             raise CloudApiError(
-                "POST", f"{name}:cancel", 504, "DEADLINE_EXCEEDED",
+                "POST",
+                f"{name}:cancel",
+                504,
+                "DEADLINE_EXCEEDED",
                 f"the job was not cancelled after {wait_seconds:g}s; cancel it in the console, then run `toolkit gc`",
             )
         time.sleep(poll_seconds)
@@ -207,7 +215,11 @@ class CustomJob(Resource, module="toolkit", name="VertexCustomJob"):
     name: pulumi.Output[str]
 
     def __init__(
-        self, resource_name: str, region: str, parent: pulumi.Input[str], body: dict[str, Any],
+        self,
+        resource_name: str,
+        region: str,
+        parent: pulumi.Input[str],
+        body: dict[str, Any],
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         props = {
@@ -231,9 +243,7 @@ def custom_job_status(job: dict[str, Any]) -> JobStatus:
         if state == "JOB_STATE_CANCELLED":
             return JobStatus(state="failed", reason=f"the Vertex AI job was cancelled ({message})")
         if state == "JOB_STATE_EXPIRED":
-            return JobStatus(
-                state="failed", reason=f"the Vertex AI job expired before it got resources ({message})"
-            )
+            return JobStatus(state="failed", reason=f"the Vertex AI job expired before it got resources ({message})")
         found = re.search(r"non-zero status of (\d+)", message)
         exit_code = int(found.group(1)) if found else None
         reason = f"the Vertex AI job failed: {message}"
@@ -308,7 +318,10 @@ class VertexAiTarget(Target):
                             "acceleratorType": "{{ accelerator_type }}",
                             "acceleratorCount": "{{ accelerator_count }}",
                         },
-                        "diskSpec": {"bootDiskType": "{{ boot_disk_type }}", "bootDiskSizeGb": "{{ boot_disk_size_gb }}"},
+                        "diskSpec": {
+                            "bootDiskType": "{{ boot_disk_type }}",
+                            "bootDiskSizeGb": "{{ boot_disk_size_gb }}",
+                        },
                         "containerSpec": {"imageUri": "{{ image }}"},
                     }
                 ],
@@ -353,7 +366,10 @@ class VertexAiTarget(Target):
         pool["containerSpec"] = {
             **pool.get("containerSpec", {}),
             "command": ["python3", "-m", "toolkit.gcp_secret_env", *references, "--", *runner_command(run.storage_url)],
-            "env": [*pool.get("containerSpec", {}).get("env", []), *({"name": k, "value": v} for k, v in plain.items())],
+            "env": [
+                *pool.get("containerSpec", {}).get("env", []),
+                *({"name": k, "value": v} for k, v in plain.items()),
+            ],
         }
         spec["serviceAccount"] = identity.email
         spec.setdefault("scheduling", {})["timeout"] = f"{job.maximum_run_time_hours * 3600}s"

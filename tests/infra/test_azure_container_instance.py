@@ -1,0 +1,323 @@
+"""Azure Container Instances target: conformance under mocks, role assignments scoped to the run's
+container, secure env, overrides, the watcher against a fake of the ARM API, and storage on Azurite."""
+
+# ruff: noqa: F401, F811 - emulator fixtures are imported by name and requested as parameters
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from azure.storage.blob import BlobServiceClient
+
+from tests.emulators.azure import Azurite, FakeArm, azurite, container_group, fake_arm
+from tests.infra.conformance import RUN_KEY, SECRET_ENV, TargetConformance
+from tests.infra.storage_roundtrip import round_trip
+from toolkit.errors import ConfigError
+from toolkit.infra.azure_container_instance import (
+    BLOB_DATA_CONTRIBUTOR,
+    BLOB_DATA_READER,
+    MANAGEMENT_ENDPOINT_ENV,
+    AzureContainerInstanceTarget,
+    AzureContainerInstanceWatcher,
+)
+from toolkit.runner import BUNDLE_NAME
+
+GROUP = "azure-native:containerinstance:ContainerGroup"
+ROLE = "azure-native:authorization:RoleAssignment"
+RUN_ID = "0123abcd4567"
+SUBSCRIPTION = "00000000-0000-0000-0000-0000000000aa"
+AZURITE_ACCOUNTS = (f"tkrun{RUN_ID}",)
+"""Azurite serves the storage account a run provisions, under its real name."""
+GROUP_ID = (
+    f"/subscriptions/{SUBSCRIPTION}/resourceGroups/ml/providers/Microsoft.ContainerInstance/"
+    f"containerGroups/toolkit-{RUN_ID}"
+)
+
+
+class TestAzureContainerInstanceTarget(TargetConformance):
+    target_cls = AzureContainerInstanceTarget
+    run_id = RUN_ID
+    sample_variables = {
+        "subscription": SUBSCRIPTION,
+        "resource_group": "ml",
+        "location": "westeurope",
+        "image": "mlregistry.azurecr.io/toolkit-runner:3.11",
+        "cpu": 2,
+        "memory": 8,
+        "gpu_sku": "V100",
+        "gpu_count": 2,
+        "identities": [
+            "/subscriptions/x/resourceGroups/ml/providers/Microsoft.ManagedIdentity/userAssignedIdentities/acr-pull"
+        ],
+        "subnet_ids": ["/subscriptions/x/resourceGroups/ml/providers/Microsoft.Network/virtualNetworks/v/subnets/aci"],
+        "env": {"MODE": "fast"},
+        "labels": {"team": "ml"},
+    }
+    mock_outputs = {
+        # The provider returns the identity map it was given as a list; the mocks echo inputs otherwise.
+        GROUP: {"identity": {"type": "UserAssigned", "userAssignedIdentities": {}}},
+        "azure-native:managedidentity:UserAssignedIdentity": {"principalId": "principal-1", "clientId": "client-1"},
+    }
+
+    def group(self, *layers: dict[str, Any]) -> dict[str, Any]:
+        return self.program(*layers).one(GROUP).inputs
+
+    def test_overrides_reach_the_container_group(self) -> None:
+        group = self.group(self.sample())
+        runner = group["containers"][0]
+        assert runner["image"] == self.sample_variables["image"]
+        assert runner["resources"]["requests"] == {"cpu": 2, "memoryInGB": 8, "gpu": {"sku": "V100", "count": 2}}
+        assert runner["command"] == [
+            "python3",
+            "-u",
+            "-m",
+            "toolkit.runner",
+            "--storage",
+            f"az://run@tkrun{RUN_ID}.blob.core.windows.net",
+        ]
+        assert group["restartPolicy"] == "Never" and group["osType"] == "Linux"
+        assert group["location"] == "westeurope" and group["resourceGroupName"] == "ml"
+        assert group["subnetIds"] == [{"id": self.sample_variables["subnet_ids"][0]}]
+        assert group["identity"]["userAssignedIdentities"] == [
+            "job-identity-id",
+            self.sample_variables["identities"][0],
+        ]
+        assert group["tags"] == {"team": "ml", "toolkit-run": RUN_ID, "toolkit-pool": "test-pool"}
+
+    def test_defaults_request_one_cpu_and_no_gpu(self) -> None:
+        requests = self.group({"subscription": SUBSCRIPTION, "resource_group": "ml", "image": "img"})["containers"][0][
+            "resources"
+        ]["requests"]
+        assert requests == {"cpu": 1.0, "memoryInGB": 1.5}
+
+    def test_the_subscription_selects_an_explicit_provider(self) -> None:
+        run = self.program(self.sample())
+        assert run.one("pulumi:providers:azure-native").inputs["subscriptionId"] == SUBSCRIPTION
+
+    def test_role_assignments_are_scoped_to_exactly_the_runs_container(self) -> None:
+        run = self.program(self.sample())
+        account = run.one("azure-native:storage:StorageAccount")
+        assert account.inputs["accountName"] == f"tkrun{RUN_ID}" and account.inputs["allowBlobPublicAccess"] is False
+        container = run.one("azure-native:storage:BlobContainer")
+        assert container.inputs["containerName"] == "run" and container.inputs["publicAccess"] == "None"
+        roles = {r.name: r.inputs for r in run.of_type(ROLE)}
+        assert set(roles) == {"job-blob-access", "client-blob-read"}
+        assert {r["scope"] for r in roles.values()} == {container.id}
+        prefix = f"/subscriptions/{SUBSCRIPTION}/providers/Microsoft.Authorization/roleDefinitions/"
+        assert roles["job-blob-access"]["roleDefinitionId"] == prefix + BLOB_DATA_CONTRIBUTOR
+        assert roles["job-blob-access"]["principalId"] == "principal-1"
+        assert roles["job-blob-access"]["principalType"] == "ServicePrincipal"
+        assert roles["client-blob-read"]["roleDefinitionId"] == prefix + BLOB_DATA_READER
+        bundle = run.one("azure-native:storage:Blob").inputs
+        assert bundle["blobName"] == BUNDLE_NAME and bundle["type"] == "Block"
+
+    def test_the_client_principal_type_can_be_a_service_principal(self) -> None:
+        run = self.program({**self.sample(), "client_principal_type": "ServicePrincipal"})
+        roles = {r.name: r.inputs for r in run.of_type(ROLE)}
+        assert roles["client-blob-read"]["principalType"] == "ServicePrincipal"
+
+    def test_secrets_are_secure_environment_variables(self) -> None:
+        run = self.program(self.sample())
+        group = run.one(GROUP)
+        env = {e["name"]: e for e in group.inputs["containers"][0]["environmentVariables"]}
+        assert env["MODE"] == {"name": "MODE", "value": "fast"}
+        assert env["AZURE_CLIENT_ID"] == {"name": "AZURE_CLIENT_ID", "value": "client-1"}
+        assert env["TOOLKIT_RUN_KEY"] == {"name": "TOOLKIT_RUN_KEY", "secureValue": RUN_KEY}
+        assert set(env[SECRET_ENV]) == {"name", "secureValue"}
+        index = {name: i for i, name in enumerate(env)}
+        assert {
+            f"containers.0.environmentVariables.{index['TOOLKIT_RUN_KEY']}.secureValue",
+            f"containers.0.environmentVariables.{index[SECRET_ENV]}.secureValue",
+        } <= group.secret_paths()
+
+    def test_customizations_patch_the_container_group(self) -> None:
+        patch = [{"op": "add", "path": "/priority", "value": "Spot"}]
+        assert self.group({**self.sample(), "customizations": patch})["priority"] == "Spot"
+
+    @pytest.mark.parametrize(
+        ("override", "words"),
+        [
+            ({"gpu_sku": "A100"}, ["'gpu_sku'", "'A100'", "V100"]),
+            ({"memory": 0}, ["'memory'", "0"]),
+            ({"cpu": "two"}, ["'cpu'", "number"]),
+            ({"subscription": "my-sub"}, ["'subscription'", "'my-sub'"]),
+            ({"subnet_ids": "subnet-1"}, ["'subnet_ids'", "array"]),
+            ({"client_principal_type": "Robot"}, ["'client_principal_type'", "ServicePrincipal"]),
+        ],
+    )
+    def test_bad_overrides_are_rejected_before_rendering(self, override: dict[str, Any], words: list[str]) -> None:
+        with pytest.raises(ConfigError) as info:
+            self.render(override)
+        assert all(word in str(info.value) for word in words), str(info.value)
+
+    @pytest.mark.parametrize(
+        ("override", "message"),
+        [
+            (
+                {"customizations": [{"op": "replace", "path": "/restart_policy", "value": "OnFailure"}]},
+                "must be 'Never'",
+            ),
+            (
+                {"customizations": [{"op": "add", "path": "/not_an_argument", "value": 1}]},
+                "no argument 'not_an_argument'",
+            ),
+            ({"gpu_count": 1}, "gpu_count is set without gpu_sku"),
+            ({"env": {"AZURE_CLIENT_ID": "x"}}, "set by the toolkit"),
+        ],
+    )
+    def test_inconsistent_jobs_are_rejected_when_parsed(self, override: dict[str, Any], message: str) -> None:
+        config, _ = self.render({"image": "img", "resource_group": "ml", **override})
+        with pytest.raises(ConfigError, match=message):
+            self.target.parse_job(config, "test-pool")
+
+    @pytest.mark.parametrize("missing", ["image", "resource_group"])
+    def test_runs_without_image_or_resource_group_are_refused_before_provisioning(self, missing: str) -> None:
+        given = {"image": "img", "resource_group": "ml"}
+        del given[missing]
+        _, variables = self.render(given)
+        with pytest.raises(ConfigError, match=f"needs the job variable '{missing}'"):
+            self.target.check_capabilities(variables, "test-pool")
+
+
+# -- the watcher against a fake Azure Resource Manager ------------------------------------------------------
+
+PULL_FAILED = [
+    {
+        "count": 3,
+        "name": "Failed",
+        "type": "Warning",
+        "message": 'Failed to pull image "mlregistry.azurecr.io/missing:1": manifest unknown',
+    }
+]
+
+
+@pytest.mark.parametrize(
+    ("state", "group_state", "events", "provisioning", "expected", "exit_code", "words"),
+    [
+        ({}, "Pending", [], "Creating", "pending", None, []),
+        ({"state": "Waiting", "detailStatus": "ContainerCreating"}, "Pending", [], "Succeeded", "pending", None, []),
+        (
+            {"state": "Running", "startTime": "2026-11-24T10:00:00Z", "detailStatus": ""},
+            "Running",
+            [],
+            "Succeeded",
+            "running",
+            None,
+            [],
+        ),
+        (
+            {"state": "Terminated", "exitCode": 0, "detailStatus": "Completed"},
+            "Succeeded",
+            [],
+            "Succeeded",
+            "succeeded",
+            0,
+            [],
+        ),
+        (
+            {"state": "Terminated", "exitCode": 2, "detailStatus": "Error"},
+            "Failed",
+            [],
+            "Succeeded",
+            "failed",
+            2,
+            ["status 2", "Error"],
+        ),
+        (
+            {"state": "Terminated", "exitCode": 137, "detailStatus": "OOMKilled"},
+            "Failed",
+            [],
+            "Succeeded",
+            "failed",
+            137,
+            ["raise the 'memory' job variable"],
+        ),
+        (
+            {"state": "Waiting", "detailStatus": "ImagePullBackOff"},
+            "Pending",
+            PULL_FAILED,
+            "Succeeded",
+            "failed",
+            None,
+            ["could not be pulled", "manifest unknown"],
+        ),
+        (
+            {},
+            "Failed",
+            [
+                {
+                    "name": "Failed",
+                    "type": "Warning",
+                    "message": "The requested resource is not available in the location 'westeurope'.",
+                }
+            ],
+            "Failed",
+            "failed",
+            None,
+            ["failed to start", "not available"],
+        ),
+    ],
+    ids=["creating", "container-creating", "running", "succeeded", "exit-2", "oom", "image-pull", "group-failed"],
+)
+def test_watcher_maps_instance_views(
+    fake_arm: FakeArm,
+    monkeypatch: pytest.MonkeyPatch,
+    state: dict[str, Any],
+    group_state: str,
+    events: list[dict[str, Any]],
+    provisioning: str,
+    expected: str,
+    exit_code: int | None,
+    words: list[str],
+) -> None:
+    monkeypatch.setenv(MANAGEMENT_ENDPOINT_ENV, fake_arm.url)
+    fake_arm.groups[GROUP_ID] = container_group(GROUP_ID, state, group_state, events, provisioning)
+    status = AzureContainerInstanceTarget().watcher(None, {"container_group": GROUP_ID}).status()  # type: ignore[arg-type]
+    assert (status.state, status.exit_code) == (expected, exit_code)
+    assert all(word in (status.reason or "") for word in words), status.reason
+    assert fake_arm.server.requests[-1].query == {"api-version": ["2023-05-01"]}
+
+
+def test_watcher_returns_only_new_log_text(fake_arm: FakeArm, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(MANAGEMENT_ENDPOINT_ENV, fake_arm.url)
+    watcher = AzureContainerInstanceWatcher(GROUP_ID, min_interval=0)
+    key = f"{GROUP_ID}/runner"
+    fake_arm.logs[key] = "starting\n"
+    assert watcher.read_logs() == "starting\n"
+    assert watcher.read_logs() == ""
+    fake_arm.logs[key] = "starting\nworking\n"
+    assert watcher.read_logs() == "working\n"
+    fake_arm.logs[key] = "restarted\n"
+    assert watcher.read_logs() == "restarted\n"
+
+
+def test_watcher_throttles_reads_while_the_job_runs(fake_arm: FakeArm, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(MANAGEMENT_ENDPOINT_ENV, fake_arm.url)
+    fake_arm.groups[GROUP_ID] = container_group(GROUP_ID, {"state": "Running"}, "Running")
+    watcher = AzureContainerInstanceWatcher(GROUP_ID, min_interval=60)
+    assert watcher.status().state == watcher.status().state == "running"
+    assert len(fake_arm.server.calls("GET")) == 1
+
+
+# -- storage: the run's storage account on Azurite ---------------------------------------------------------
+
+
+def test_bundle_and_result_travel_through_the_runs_container(azurite: Azurite) -> None:
+    suite = TestAzureContainerInstanceTarget()
+    run = suite.program(suite.sample())
+    account = run.one("azure-native:storage:StorageAccount").inputs["accountName"]
+    container = run.one("azure-native:storage:BlobContainer").inputs["containerName"]
+    blob = run.one("azure-native:storage:Blob").inputs["blobName"]
+    connection = azurite.connection_string(account)
+    service = BlobServiceClient.from_connection_string(connection)
+    service.create_container(container)
+
+    def upload(data: bytes) -> None:  # as the provider's Blob resource does, with the account's key
+        service.get_blob_client(container, blob).upload_blob(data)
+
+    url = AzureContainerInstanceTarget().per_run_storage_url(RUN_ID)
+    assert url == f"az://{container}@{account}.blob.core.windows.net"
+    result = round_trip(url, {"connection_string": connection}, upload, RUN_KEY)
+    assert result == 42
+    assert {b.name for b in service.get_container_client(container).list_blobs()} == {BUNDLE_NAME, "result.tkb"}
