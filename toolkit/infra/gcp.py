@@ -23,7 +23,7 @@ import pulumi_gcp as gcp
 from toolkit.errors import ConfigError
 from toolkit.infra.base import RunContext
 from toolkit.infra.rest import CloudApiError, RestClient, endpoint, google_session
-from toolkit.runner import BUNDLE_NAME
+from toolkit.runner import BUNDLE_NAME, STORAGE_OPTIONS_ENV
 
 LOGGING_ENDPOINT_ENV = "TOOLKIT_CLOUD_LOGGING_ENDPOINT"
 LOGGING_ENDPOINT = "https://logging.googleapis.com"
@@ -177,8 +177,6 @@ def grant_secret_access(name: str, reference: str, project: str, identity: RunId
 
 def storage_options_env(run: RunContext) -> dict[str, str]:
     """``TOOLKIT_STORAGE_OPTIONS`` for the job when the pool sets fsspec options (never credentials)."""
-    from toolkit.runner import STORAGE_OPTIONS_ENV
-
     return {STORAGE_OPTIONS_ENV: json.dumps(run.storage_options)} if run.storage_options else {}
 
 
