@@ -9,7 +9,8 @@ resource declarations run at import time, on every preview and update.
 Exit status is the contract with the host: 0 = success; ``EXIT_REPORTED`` = the
 error was already sent to the engine as a diagnostic (the host answers with
 ``bail``, so the engine prints nothing more); anything else is unexpected and
-the host reports it.
+the host reports it. SIGINT (the engine cancelling the run after an error
+elsewhere, or Ctrl-C) ends the program at once, without a traceback.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import asyncio
 import logging
 import os
 import runpy
+import signal
 import sys
 import traceback
 from concurrent.futures import ThreadPoolExecutor
@@ -63,6 +65,7 @@ def main(argv: list[str]) -> int:
     import pulumi
     import pulumi.runtime
 
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # the engine reports why it stopped the run
     args = _parse(argv)
     program = Path(args.program).absolute()
     entry = _entry(program)
