@@ -26,6 +26,7 @@ _EXPORTS = {
     "ResourceChange": "toolkit.plan",
     "WorkPool": "toolkit.pools",
     "PoolRegistry": "toolkit.pools",
+    "WorkPoolResource": "toolkit.pools_as_code",
     "secret": "toolkit.secretvalues",
 }
 
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from toolkit.futures import RunFuture
     from toolkit.plan import Plan, ResourceChange
     from toolkit.pools import PoolRegistry, WorkPool
+    from toolkit.pools_as_code import WorkPoolResource
     from toolkit.secretvalues import secret
     from toolkit.submitter import Submitter
 

@@ -24,7 +24,7 @@ from toolkit.errors import ToolkitError
 app = typer.Typer(
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help=__doc__.splitlines()[0]
 )
-pool_app = typer.Typer(no_args_is_help=True, help="Work pools: list, show, create, delete, default templates.")
+pool_app = typer.Typer(no_args_is_help=True, help="Work pools: list, show, create, delete, diff, export, default templates.")
 runs_app = typer.Typer(no_args_is_help=True, help="Runs of this machine: list, logs, cancel.")
 toolchain_app = typer.Typer(no_args_is_help=True, help="The Pulumi engine, plugins, Docker engine and runner image.")
 app.add_typer(pool_app, name="pool")
@@ -143,6 +143,42 @@ def pool_delete(name: str) -> None:
 
     PoolRegistry().delete(name)
     err.print(f"deleted pool {name!r}")
+
+
+@pool_app.command("diff")
+def pool_diff(
+    name: str,
+    template: Annotated[Path, typer.Option(help="The new base job template (JSON file).")],
+    as_json: JsonOption = False,
+) -> None:
+    """Preview replacing a pool's base job template: the fields that would change. Writes nothing."""
+    from dataclasses import asdict
+
+    from toolkit.pool_diff import preview_template_change
+    from toolkit.pools import PoolRegistry
+
+    registry = PoolRegistry()
+    _, changes = preview_template_change(registry, name, template)
+    if as_json:
+        _print_json([asdict(change) for change in changes])
+        return
+    out.print(f"pool {name!r} in {registry.url}: {len(changes) or 'no'} field change(s)", markup=False)
+    for change in changes:
+        out.print(f"  {change}", markup=False)
+
+
+@pool_app.command("export")
+def pool_export(
+    out_dir: Annotated[Path, typer.Option("--out", help="Program directory to write into.")] = Path("stacks"),
+    force: Annotated[bool, typer.Option(help="Overwrite an earlier export.")] = False,
+) -> None:
+    """Write the registry's pools as a pools-as-code program (WorkPoolResource declarations)."""
+    from toolkit.pool_export import export_program
+    from toolkit.pools import PoolRegistry
+
+    for path in export_program(PoolRegistry(), out_dir, force=force):
+        err.print(f"wrote {path}", markup=False)
+    err.print(f"next: `pulumi preview` in the project whose Pulumi.yaml has `main: {out_dir}/`", markup=False)
 
 
 @pool_app.command("default-template")

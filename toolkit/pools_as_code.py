@@ -1,0 +1,187 @@
+"""Pools as code: a work pool declared as a Pulumi resource, published to the pool registry.
+
+``WorkPoolResource("gpu", type="docker", base_job_template=..., storage=...)`` in
+a Pulumi program (the top-level ``Pulumi.yaml`` + ``stacks/``) makes
+``pulumi preview`` validate the pool and show the template fields that change,
+``pulumi up`` write the pool document into the registry, and ``pulumi destroy``
+remove it.
+
+Why a Python dynamic provider: the pool registry is the toolkit's own fsspec
+store, written by ``PoolRegistry``, and validation is ``parse_pool`` and
+``check_template``; a dynamic provider runs exactly that code in the engine's
+check/diff/create/update/delete calls, with no provider plugin to build or ship.
+A component resource could not validate at preview time or delete on destroy.
+The provider class is pickled into the state by reference (it lives in an
+importable module), so state written by one toolkit version is handled by the
+code of the next.
+
+The registry URL comes from the stack's ``toolkit:registryUrl`` config (default:
+the registry of whoever runs Pulumi, ``TOOLKIT_POOLS_URL`` or
+``$TOOLKIT_HOME/pools``); a relative local path is relative to the project root.
+Changing it moves the pool: publish to the new registry, remove from the old.
+
+The Python dynamic-provider protocol carries no detailed diff (``DiffResult``
+has no field for it), so ``diff`` prints one line per changed field, e.g.
+``pool 'gpu': ~ base_job_template.variables.properties.memory.default: '8Gi' ->
+'16Gi'``, which the engine shows as a message of the preview; ``pulumi preview
+--diff`` also renders the nested change from the old and new inputs.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import jsonschema
+import pulumi
+from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, Resource, ResourceProvider, UpdateResult
+from pulumi.runtime.rpc import UNKNOWN
+
+from toolkit import settings
+from toolkit.errors import ConfigError
+from toolkit.pool_diff import document, field_changes
+from toolkit.pools import PoolRegistry, StorageConfig, WorkPool, parse_pool
+from toolkit.templating import check_template
+
+CONFIG_NAMESPACE = "toolkit"
+REGISTRY_URL_KEY = "registryUrl"
+DOCUMENT_FIELDS = ("name", "type", "base_job_template", "storage", "backend_url", "description")
+"""The inputs that make up the published pool document (the rest say where it is published)."""
+
+
+def template_with_defaults(type_: str, template: Mapping[str, Any] | None = None, **defaults: Any) -> dict[str, Any]:
+    """``template`` (default: the type's default template) with these variables' defaults replaced.
+
+    The usual way to tailor a pool: ``template_with_defaults("docker", mem_limit="8g")``.
+    """
+    from toolkit.infra import get_target_class  # late: the target modules are heavy
+
+    result = copy.deepcopy(dict(template)) if template is not None else get_target_class(type_).default_template()
+    properties = result.get("variables", {}).get("properties", {})
+    unknown = sorted(set(defaults) - set(properties))
+    if unknown:
+        raise ConfigError(
+            f"cannot set defaults for {', '.join(map(repr, unknown))}: the {type_!r} template has no such "
+            f"variable. Valid: {', '.join(sorted(properties))}"
+        )
+    for name, value in defaults.items():
+        error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(properties[name]).iter_errors(value))
+        if error is not None:
+            raise ConfigError(f"default {value!r} for {type_!r} variable {name!r} is invalid: {error.message}. Pass a valid value")
+        properties[name]["default"] = copy.deepcopy(value)
+    return result
+
+
+def registry_url_from_config() -> str:
+    """The stack's ``toolkit:registryUrl`` (relative paths from the project root), else the user's registry."""
+    url = pulumi.Config(CONFIG_NAMESPACE).get(REGISTRY_URL_KEY) or settings.pools_url()
+    protocol, location = fsspec.core.split_protocol(url)
+    if protocol in (None, "file", "local"):
+        path = Path(location).expanduser()
+        return str(path if path.is_absolute() else Path(pulumi.get_root_directory()) / path)
+    return url
+
+
+def _has_unknowns(value: Any) -> bool:
+    if value == UNKNOWN:
+        return True
+    if isinstance(value, Mapping):
+        return any(_has_unknowns(item) for item in value.values())
+    if isinstance(value, list):
+        return any(_has_unknowns(item) for item in value)
+    return False
+
+
+def pool_from_inputs(props: Mapping[str, Any]) -> WorkPool:
+    """The pool a resource's inputs describe; ``ConfigError`` naming the problem if they are invalid."""
+    name = props.get("name")
+    template = props.get("base_job_template")
+    if template is not None:
+        check_template(template, where=f"pool {name!r}")
+    fields = {key: props[key] for key in DOCUMENT_FIELDS if props.get(key) is not None}
+    return parse_pool(json.dumps(fields), source=f"WorkPoolResource {name!r}")
+
+
+class _WorkPoolProvider(ResourceProvider):
+    """Validates at check, compares published documents at diff, writes and removes them in the registry."""
+
+    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
+        if _has_unknowns({key: news.get(key) for key in DOCUMENT_FIELDS}):
+            return CheckResult(news, [])  # computed from other resources: checked at create/update
+        try:
+            pool = pool_from_inputs(news)
+        except ConfigError as exc:
+            # No property name: the engine would print the property's whole value before the reason.
+            return CheckResult(news, [CheckFailure("", str(exc))])
+        # Inputs as published: defaults filled in (the type's template when none was given).
+        return CheckResult({**news, **document(pool)}, [])
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        changes = field_changes(*({key: props.get(key) for key in DOCUMENT_FIELDS} for props in (olds, news)))
+        moved = olds.get("registry_url") != news.get("registry_url")
+        # The engine shows a provider's output as messages: one line per changed field, readable
+        # without `--diff`'s rendering of the whole template.
+        lines = [f"pool {news.get('name')!r}: {change}" for change in changes]
+        if moved:
+            lines.append(f"pool {news.get('name')!r}: moves from {olds.get('registry_url')} to {news.get('registry_url')}")
+        if lines:
+            print("\n".join(lines), file=sys.stderr, flush=True)
+        return DiffResult(changes=bool(lines), replaces=["registry_url"] if moved else [], delete_before_replace=False)
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        pool = pool_from_inputs(props)
+        registry = PoolRegistry(props["registry_url"])
+        registry.save(pool, overwrite=True)  # adopts a pool created by hand (`toolkit pool export` migration)
+        return CreateResult(id_=f"{registry.url}/{pool.name}", outs=props)
+
+    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        PoolRegistry(news["registry_url"]).save(pool_from_inputs(news), overwrite=True)
+        return UpdateResult(outs=news)
+
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        try:
+            PoolRegistry(props["registry_url"]).delete(props["name"])
+        except ConfigError:
+            pass  # already gone (deleted by hand): the goal of delete is met
+
+
+class WorkPoolResource(Resource, module="toolkit", name="WorkPool"):
+    """A work pool published to the pool registry by ``pulumi up`` and removed by ``pulumi destroy``.
+
+    The resource name is the pool name. ``base_job_template`` defaults to the
+    type's default template; ``template_with_defaults`` tailors either.
+    """
+
+    name: pulumi.Output[str]
+    type: pulumi.Output[str]
+    base_job_template: pulumi.Output[dict[str, Any]]
+    storage: pulumi.Output[dict[str, Any]]
+    registry_url: pulumi.Output[str]
+
+    def __init__(
+        self,
+        resource_name: str,
+        *,
+        type: pulumi.Input[str],  # noqa: A002 - the pool field's name
+        base_job_template: pulumi.Input[Mapping[str, Any]] | None = None,
+        storage: StorageConfig | pulumi.Input[Mapping[str, Any]] | None = None,
+        description: pulumi.Input[str] = "",
+        backend_url: pulumi.Input[str] | None = None,
+        registry_url: pulumi.Input[str] | None = None,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        props = {
+            "name": resource_name,
+            "type": type,
+            "base_job_template": base_job_template,
+            "storage": storage.model_dump(exclude_none=True) if isinstance(storage, StorageConfig) else storage,
+            "description": description,
+            "backend_url": backend_url,
+            "registry_url": registry_url or registry_url_from_config(),
+        }
+        super().__init__(_WorkPoolProvider(), resource_name, props, opts)
