@@ -36,7 +36,7 @@ _LIVE: set[RunFuture] = set()
 _LIVE_LOCK = threading.Lock()
 
 
-def _wait_for_teardowns() -> None:
+def wait_for_teardowns() -> None:
     """Block interpreter shutdown until every run's stack is torn down.
 
     Registered with ``threading._register_atexit`` *after* concurrent.futures
@@ -59,7 +59,7 @@ def _register_shutdown_hook() -> None:
         if not _shutdown_hook_registered:
             import concurrent.futures.thread  # noqa: F401 - its hook must be registered before ours
 
-            threading._register_atexit(_wait_for_teardowns)  # type: ignore[attr-defined]
+            threading._register_atexit(wait_for_teardowns)  # type: ignore[attr-defined]
             _shutdown_hook_registered = True
 
 

@@ -18,7 +18,8 @@ def _scrub(value: Any) -> Any:
     if isinstance(value, dict):
         if value.get(SECRET_SIG) == SECRET_SIG or value.get("4dabf18193072939515e22adb298388d") == SECRET_SIG:
             return "[secret]"
-        return {key: _scrub(item) for key, item in value.items() if key != "__provider"}
+        # "__provider", "__defaults", "__internal": engine bookkeeping, not the user's inputs
+        return {key: _scrub(item) for key, item in value.items() if not key.startswith("__")}
     if isinstance(value, list):
         return [_scrub(item) for item in value]
     return mask(value)
@@ -54,7 +55,9 @@ class Plan(BaseModel):
         header = f"Plan for {self.function} on pool {self.pool!r} ({self.target}), run {self.run_id}"
         rows = [(change.op, change.type, change.name) for change in self.changes]
         widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(("OP", "TYPE", "NAME"))]
-        lines = [header, "", "  ".join(h.ljust(w) for h, w in zip(("OP", "TYPE", "NAME"), widths))]
+        lines = [header, "", "Job configuration (secrets masked):"]
+        lines += [f"    {key}: {json.dumps(value, default=str)}" for key, value in sorted(self.job.items())]
+        lines += ["", "  ".join(h.ljust(w) for h, w in zip(("OP", "TYPE", "NAME"), widths))]
         lines += ["  ".join(col.ljust(w) for col, w in zip(row, widths)) for row in rows]
         for change in self.changes:
             if change.inputs:
