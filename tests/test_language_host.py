@@ -56,7 +56,8 @@ def _project(tmp_path: Path, program: str = PROGRAM, yaml_extra: str = "", main_
     """A project named after the test (the tests share one backend) in ``tmp_path/proj``."""
     root = tmp_path / "proj"
     root.mkdir()
-    (root / "Pulumi.yaml").write_text(f"name: {tmp_path.name}\nruntime:\n  name: python\n{yaml_extra}" + (f"main: {main_dir}\n" if main_dir else ""))
+    main = f"main: {main_dir}\n" if main_dir else ""
+    (root / "Pulumi.yaml").write_text(f"name: {tmp_path.name}\nruntime:\n  name: python\n{yaml_extra}{main}")
     (root / main_dir / "__main__.py").parent.mkdir(parents=True, exist_ok=True)
     (root / main_dir / "__main__.py").write_text(program)
     return root

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from tests.leaks import run_stacks
 from tests.pulumi_cli import PulumiCli, make_cli
 from toolkit import process
 from toolkit.errors import ConfigError
@@ -72,7 +73,8 @@ def test_top_level_project_previews_publishes_updates_and_destroys_pools(
     properties = batch.base_job_template["variables"]["properties"]
     assert properties["timeout"]["default"] == 900  # stacks/Pulumi.dev.yaml's override
     assert properties["env"]["default"] == {"OMP_NUM_THREADS": "4"}
-    assert PoolRegistry(str(registry)).get("docker-small").base_job_template["variables"]["properties"]["mem_limit"]["default"] == "1g"
+    small = PoolRegistry(str(registry)).get("docker-small")
+    assert small.base_job_template["variables"]["properties"]["mem_limit"]["default"] == "1g"
 
     _edit(project / "stacks" / "batch.py", '"OMP_NUM_THREADS": "4"', '"OMP_NUM_THREADS": "8"')
     preview = cli.run("preview", cwd=project).output
@@ -90,6 +92,7 @@ def test_top_level_project_previews_publishes_updates_and_destroys_pools(
     base_niceness = os.nice(0)
     assert probe() == ("8", min(base_niceness + 10, 19))
     wait_for_teardowns()
+    assert run_stacks() == []
 
     # Another registry for the stack moves the pools: published there, removed here.
     cli.run("config", "set", "toolkit:registryUrl", str(tmp_path / "moved"), cwd=project)
@@ -134,7 +137,8 @@ def test_a_broken_template_fails_preview_and_publishes_nothing(
     project = _copy_project(REPO, tmp_path / "project")
     stacks = project / "stacks"
     (stacks / "containers.py").write_text((stacks / "containers.py").read_text() + module_text)
-    _edit(stacks / "__main__.py", "*containers.declare(config)]", "*containers.declare(config), *containers.broken(config)]")
+    _edit(stacks / "__main__.py", "*containers.declare(config)]",
+          "*containers.declare(config), *containers.broken(config)]")
     cli.run("stack", "init", stack, cwd=project)
     cli.run("config", "set", "toolkit:registryUrl", str(tmp_path / "registry"), cwd=project)
 
@@ -223,7 +227,9 @@ def test_pool_diff_previews_a_template_change_without_writing(tmp_path: Path) ->
     template_file.write_text(json.dumps(template_with_defaults("process", timeout=600)))
 
     _, changes = preview_template_change(registry, "batch", template_file)
-    assert [str(change) for change in changes] == ["~ base_job_template.variables.properties.timeout.default: None -> 600"]
+    assert [str(change) for change in changes] == [
+        "~ base_job_template.variables.properties.timeout.default: None -> 600"
+    ]
     assert (tmp_path / "registry" / "batch.json").read_text() == before
 
     cli = Path(sys.executable).parent / "toolkit"

@@ -76,7 +76,9 @@ def load_template(path: Path, pool_name: str) -> dict[str, Any]:
     return template
 
 
-def preview_template_change(registry: PoolRegistry, name: str, template_file: Path) -> tuple[WorkPool, list[FieldChange]]:
+def preview_template_change(
+    registry: PoolRegistry, name: str, template_file: Path
+) -> tuple[WorkPool, list[FieldChange]]:
     """What replacing pool ``name``'s base job template with ``template_file`` would change; writes nothing."""
     current = registry.get(name)
     template = load_template(template_file, name)

@@ -19,6 +19,8 @@ The registry URL comes from the stack's ``toolkit:registryUrl`` config (default:
 the registry of whoever runs Pulumi, ``TOOLKIT_POOLS_URL`` or
 ``$TOOLKIT_HOME/pools``); a relative local path is relative to the project root.
 Changing it moves the pool: publish to the new registry, remove from the old.
+Pulumi does not carry ``null`` map entries, so a published template has no
+``"default": null`` lines; templating treats a missing default the same way.
 
 The Python dynamic-provider protocol carries no detailed diff (``DiffResult``
 has no field for it), so ``diff`` prints one line per changed field, e.g.
@@ -72,7 +74,9 @@ def template_with_defaults(type_: str, template: Mapping[str, Any] | None = None
     for name, value in defaults.items():
         error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(properties[name]).iter_errors(value))
         if error is not None:
-            raise ConfigError(f"default {value!r} for {type_!r} variable {name!r} is invalid: {error.message}. Pass a valid value")
+            raise ConfigError(
+                f"default {value!r} for {type_!r} variable {name!r} is invalid: {error.message}. Pass a valid value"
+            )
         properties[name]["default"] = copy.deepcopy(value)
     return result
 
@@ -126,9 +130,10 @@ class _WorkPoolProvider(ResourceProvider):
         moved = olds.get("registry_url") != news.get("registry_url")
         # The engine shows a provider's output as messages: one line per changed field, readable
         # without `--diff`'s rendering of the whole template.
-        lines = [f"pool {news.get('name')!r}: {change}" for change in changes]
+        name = news.get("name")
+        lines = [f"pool {name!r}: {change}" for change in changes]
         if moved:
-            lines.append(f"pool {news.get('name')!r}: moves from {olds.get('registry_url')} to {news.get('registry_url')}")
+            lines.append(f"pool {name!r}: moves from {olds.get('registry_url')} to {news.get('registry_url')}")
         if lines:
             print("\n".join(lines), file=sys.stderr, flush=True)
         return DiffResult(changes=bool(lines), replaces=["registry_url"] if moved else [], delete_before_replace=False)

@@ -173,11 +173,14 @@ def pool_export(
     force: Annotated[bool, typer.Option(help="Overwrite an earlier export.")] = False,
 ) -> None:
     """Write the registry's pools as a pools-as-code program (WorkPoolResource declarations)."""
-    from toolkit.pool_export import export_program
+    from toolkit.pool_export import MAIN, MODULE, export_program
     from toolkit.pools import PoolRegistry
 
-    for path in export_program(PoolRegistry(), out_dir, force=force):
+    written = export_program(PoolRegistry(), out_dir, force=force)
+    for path in written:
         err.print(f"wrote {path}", markup=False)
+    if out_dir / MAIN not in written:
+        err.print(f"{out_dir / MAIN} exists: add `import {MODULE.removesuffix('.py')}` to it", markup=False)
     err.print(f"next: `pulumi preview` in the project whose Pulumi.yaml has `main: {out_dir}/`", markup=False)
 
 
