@@ -14,11 +14,8 @@ from google.protobuf import struct_pb2
 from pulumi.runtime.proto import language_pb2
 
 from tests.pulumi_cli import PulumiCli, make_cli
-from toolkit.toolchain.language_host import (
-    ProgramSetupError,
-    install_language_host,
-    program_interpreter,
-)
+from toolkit.errors import ConfigError
+from toolkit.toolchain.language_host import install_language_host, program_interpreter
 
 PROGRAM = '''
 import os
@@ -167,7 +164,7 @@ def test_interpreter_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     uv_python.parent.mkdir(parents=True)
     uv_python.touch()
     assert program_interpreter(_info(tmp_path, toolchain="uv")) == str(uv_python)
-    with pytest.raises(ProgramSetupError, match="toolchain to 'poetry'.*Set runtime.options.virtualenv"):
+    with pytest.raises(ConfigError, match="toolchain to 'poetry'.*Set runtime.options.virtualenv"):
         program_interpreter(_info(tmp_path, toolchain="poetry"))
 
 

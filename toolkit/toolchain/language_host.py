@@ -55,14 +55,11 @@ from google.protobuf import empty_pb2
 from google.protobuf.json_format import MessageToDict
 from pulumi.runtime.proto import language_pb2, language_pb2_grpc, plugin_pb2
 
+from toolkit.errors import ConfigError
 from toolkit.toolchain.program_exec import EXIT_REPORTED
 
 HOST_NAME = "pulumi-language-python"
 EXEC_SCRIPT = Path(__file__).with_name("program_exec.py")
-
-
-class ProgramSetupError(Exception):
-    """The project's interpreter cannot be found; the message says what to change."""
 
 
 def shim_text(python: str) -> str:
@@ -89,7 +86,7 @@ def program_interpreter(info: language_pb2.ProgramInfo) -> str:
     options: dict[str, Any] = MessageToDict(info.options) if info.HasField("options") else {}
     toolchain = options.get("toolchain", "pip")
     if toolchain not in ("pip", "uv"):
-        raise ProgramSetupError(
+        raise ConfigError(
             f"Pulumi.yaml sets runtime.options.toolchain to {toolchain!r}, which the toolkit's language host "
             "does not support. Set runtime.options.virtualenv to that environment's directory instead"
         )
@@ -99,7 +96,7 @@ def program_interpreter(info: language_pb2.ProgramInfo) -> str:
         venv = Path(virtualenv) if Path(virtualenv).is_absolute() else root / virtualenv
         python = venv / "bin" / "python"
         if not python.exists():
-            raise ProgramSetupError(
+            raise ConfigError(
                 f"Pulumi.yaml's virtualenv {virtualenv!r} has no interpreter at {python}. Create it "
                 f"(python3 -m venv {venv} && {venv}/bin/pip install -r requirements.txt) or remove the option"
             )
@@ -174,7 +171,7 @@ class LanguageHost(language_pb2_grpc.LanguageRuntimeServicer):
         try:
             python = program_interpreter(request.info)
             found = subprocess.run([python, "--version"], capture_output=True, text=True, timeout=30)
-        except (ProgramSetupError, OSError, subprocess.SubprocessError) as exc:
+        except (ConfigError, OSError, subprocess.SubprocessError) as exc:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         return language_pb2.AboutResponse(
             executable=python, version=found.stdout.strip().removeprefix("Python "),
@@ -184,7 +181,7 @@ class LanguageHost(language_pb2_grpc.LanguageRuntimeServicer):
     def InstallDependencies(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         try:
             python = program_interpreter(request.info)
-        except ProgramSetupError as exc:
+        except ConfigError as exc:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         yield language_pb2.InstallDependenciesResponse(
             stdout=f"The program runs on {python}; the toolkit's language host installs nothing. "
@@ -194,7 +191,7 @@ class LanguageHost(language_pb2_grpc.LanguageRuntimeServicer):
     def Run(self, request: Any, context: grpc.ServicerContext) -> Any:
         try:
             python = program_interpreter(request.info)
-        except ProgramSetupError as exc:
+        except ConfigError as exc:
             return language_pb2.RunResponse(error=str(exc))
         env = {
             **os.environ,
