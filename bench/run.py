@@ -1,0 +1,159 @@
+"""Benchmarks: the toolkit's overhead as ratios against a raw baseline measured in the same run.
+
+    .venv/bin/python bench/run.py [--repeats 5] [--targets process docker] [--out bench/results.md]
+
+Per target, a trivial function is called through the toolkit and the same
+trivial work is run the plain way (``python -c`` for process, ``docker run``
+of the same image for docker), alternating, so both see the same machine
+load. Reported: submit->result latency (min/median/max) and its ratio to the
+baseline, the per-phase breakdown from ``RunFuture.timings``, the teardown
+that follows the result, throughput at 1/4/10 concurrent runs, and the
+client's peak memory. Times are never asserted anywhere: machines here are
+noisy, ratios from one run are what to compare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+PHASES = ("render", "bundle", "stack_up", "run", "collect", "destroy")
+TRIVIAL = "print(1 + 1)"
+
+
+def _stats(samples: list[float]) -> dict[str, float]:
+    return {"min": min(samples), "median": statistics.median(samples), "max": max(samples)}
+
+
+def _baseline_command(target: str) -> list[str]:
+    if target == "process":
+        return [sys.executable, "-c", TRIVIAL]
+    from toolkit.infra.docker import default_image
+
+    return ["docker", "run", "--rm", default_image(), "python3", "-c", TRIVIAL]
+
+
+def _timed(command: list[str]) -> float:
+    started = time.perf_counter()
+    subprocess.run(command, check=True, capture_output=True)
+    return time.perf_counter() - started
+
+
+def bench_target(target: str, repeats: int, concurrency: list[int]) -> dict:
+    """Runs inside a fresh interpreter per target (see main) so peak memory is the target's own."""
+    import toolkit
+
+    decorator = getattr(toolkit, target)
+
+    @decorator
+    def trivial() -> int:
+        print(1 + 1)
+        return 2
+
+    trivial()  # warm-up: first import of the provider and plugin paths
+    latency, baseline, teardown = [], [], []
+    phases: dict[str, list[float]] = {phase: [] for phase in PHASES}
+    for _ in range(repeats):
+        baseline.append(_timed(_baseline_command(target)))
+        started = time.perf_counter()
+        future = trivial.submit()
+        assert future.result() == 2
+        latency.append(time.perf_counter() - started)
+        returned = time.perf_counter()
+        future.wait_teardown()
+        teardown.append(time.perf_counter() - returned)
+        for phase in PHASES:
+            phases[phase].append(future.timings.get(phase, 0.0))
+    throughput = {}
+    for n in concurrency:
+        started = time.perf_counter()
+        futures = [trivial.submit() for _ in range(n)]
+        assert [f.result() for f in futures] == [2] * n
+        for future in futures:
+            future.wait_teardown()
+        wall = time.perf_counter() - started
+        base_started = time.perf_counter()
+        procs = [subprocess.Popen(_baseline_command(target), stdout=subprocess.DEVNULL) for _ in range(n)]
+        for proc in procs:
+            proc.wait()
+        base_wall = time.perf_counter() - base_started
+        throughput[n] = {"wall": wall, "runs_per_min": 60 * n / wall, "baseline_wall": base_wall}
+    return {
+        "target": target,
+        "latency": _stats(latency),
+        "baseline": _stats(baseline),
+        "ratio": statistics.median(latency) / statistics.median(baseline),
+        "teardown_after_result": _stats(teardown),
+        "phases": {phase: statistics.median(values) for phase, values in phases.items()},
+        "throughput": throughput,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def render(results: list[dict], repeats: int) -> str:
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Produced by `.venv/bin/python bench/run.py --repeats {repeats}` on {platform.node()} "
+        f"({os.cpu_count()} cores, Python {platform.python_version()}), {time.strftime('%Y-%m-%d %H:%M')}.",
+        "A trivial function through the toolkit vs the same work run the plain way, alternating in the same run.",
+        "",
+        "| target | baseline | baseline median | toolkit submit→result (min / median / max) | ratio (median) | teardown after result (median) | client peak RSS |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        base = "`python -c`" if r["target"] == "process" else "`docker run --rm` same image"
+        lat = r["latency"]
+        lines.append(
+            f"| {r['target']} | {base} | {r['baseline']['median']:.2f}s | {lat['min']:.2f} / {lat['median']:.2f} / {lat['max']:.2f}s "
+            f"| **{r['ratio']:.1f}x** | {r['teardown_after_result']['median']:.2f}s | {r['peak_rss_mb']:.0f} MB |"
+        )
+    lines += ["", "Per-phase medians (seconds; destroy runs after the result is returned):", ""]
+    lines += ["| target | " + " | ".join(PHASES) + " |", "|---|" + "---|" * len(PHASES)]
+    for r in results:
+        lines.append(f"| {r['target']} | " + " | ".join(f"{r['phases'][p]:.2f}" for p in PHASES) + " |")
+    lines += ["", "Throughput (all runs submitted at once, until every stack is destroyed):", ""]
+    lines += ["| target | concurrent | wall | runs/min | baseline wall (same n) |", "|---|---|---|---|---|"]
+    for r in results:
+        for n, t in r["throughput"].items():
+            lines.append(f"| {r['target']} | {n} | {t['wall']:.1f}s | {t['runs_per_min']:.0f} | {t['baseline_wall']:.2f}s |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--targets", nargs="+", default=["process", "docker"])
+    parser.add_argument("--concurrency", nargs="+", type=int, default=[1, 4, 10])
+    parser.add_argument("--out", type=Path, default=HERE / "results.md")
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: bench one target, print JSON
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(bench_target(args.one, args.repeats, args.concurrency)))
+        return
+    env = {**os.environ, "TOOLKIT_PROGRESS": "0", "TOOLKIT_HOME": tempfile.mkdtemp(prefix="toolkit-bench-")}
+    results = []
+    for target in args.targets:
+        print(f"benchmarking {target} ...", file=sys.stderr, flush=True)
+        output = subprocess.run(
+            [sys.executable, __file__, "--one", target, "--repeats", str(args.repeats),
+             "--concurrency", *map(str, args.concurrency)],
+            env=env, check=True, capture_output=True, text=True,
+        ).stdout
+        results.append(json.loads(output.strip().splitlines()[-1]))
+    args.out.write_text(render(results, args.repeats))
+    print(args.out.read_text())
+
+
+if __name__ == "__main__":
+    main()
