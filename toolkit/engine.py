@@ -13,7 +13,6 @@ import functools
 import shutil
 import socket
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,17 +20,34 @@ from pathlib import Path
 from typing import Any
 
 from pulumi import automation as auto
+from pydantic import BaseModel
 
 from toolkit import settings
 from toolkit.errors import ProvisionError, TeardownError, ToolchainError
 from toolkit.plan import ResourceChange
 from toolkit.progress import Progress
 
-TAG_POOL = "toolkit:pool"
-TAG_FUNCTION = "toolkit:function"
-TAG_OWNER = "toolkit:owner"
-TAG_CREATED = "toolkit:created"
-TAG_TTL = "toolkit:ttl"
+RUN_TAG = "toolkit:run"
+"""One stack tag holding ``RunTag`` as JSON: one CLI call to set, instead of one per field."""
+
+
+class RunTag(BaseModel):
+    """What ``toolkit gc`` needs to know about a run stack without its client."""
+
+    pool: str
+    function: str
+    owner: str
+    """``host:pid:process-start-time`` of the client that owns the stack."""
+    created: float
+    ttl: float
+    """Seconds after ``created`` when gc may collect the stack even if its owner seems alive."""
+
+    @classmethod
+    def from_tags(cls, tags: dict[str, str]) -> RunTag | None:
+        try:
+            return cls.model_validate_json(tags[RUN_TAG])
+        except (KeyError, ValueError):
+            return None
 
 
 def stack_name(run_id: str) -> str:
@@ -103,16 +119,9 @@ class RunStack:
             raise
         self.created = True
 
-    def tag(self, tags: dict[str, str]) -> None:
-        """Set stack tags in parallel: each is one CLI call, and gc depends on all of them."""
-        threads = [
-            threading.Thread(target=self.stack.set_tag, args=(key, value), daemon=True)
-            for key, value in tags.items()
-        ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+    def tag(self, run: RunTag) -> None:
+        """Record owner, creation time and TTL on the stack, for ``toolkit gc``."""
+        self.stack.set_tag(RUN_TAG, run.model_dump_json())
 
     def up(self) -> dict[str, Any]:
         """``pulumi up``; returns plain output values. Raises ``ProvisionError`` with the engine's errors."""

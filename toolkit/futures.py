@@ -22,7 +22,7 @@ import fsspec
 
 from toolkit import records
 from toolkit.bundles import unseal_result
-from toolkit.engine import TAG_CREATED, TAG_FUNCTION, TAG_OWNER, TAG_POOL, TAG_TTL, RunStack, owner_tag
+from toolkit.engine import RunStack, RunTag, owner_tag
 from toolkit.errors import JobFailedError, RunCancelledError, RunTimeoutError, TeardownError
 from toolkit.infra.base import JobStatus, JobWatcher
 from toolkit.progress import Progress
@@ -179,15 +179,14 @@ class RunFuture:
                 program=lambda: prepared.target.program(prepared.context),
                 progress=self.progress,
             )
-            ttl = int(prepared.timeout + 3600) if prepared.timeout else DEFAULT_TTL
             stack.tag(
-                {
-                    TAG_POOL: prepared.pool.name,
-                    TAG_FUNCTION: prepared.function_name,
-                    TAG_OWNER: self._record.owner,
-                    TAG_CREATED: str(int(self._record.created)),
-                    TAG_TTL: str(ttl),
-                }
+                RunTag(
+                    pool=prepared.pool.name,
+                    function=prepared.function_name,
+                    owner=self._record.owner,
+                    created=self._record.created,
+                    ttl=prepared.timeout + 3600 if prepared.timeout else DEFAULT_TTL,
+                )
             )
             if self._cancelled():
                 raise RunCancelledError(f"run {self.run_id} was cancelled before it started")

@@ -22,9 +22,7 @@ from pulumi import automation as auto
 
 from toolkit import records, settings
 from toolkit.engine import (
-    TAG_CREATED,
-    TAG_OWNER,
-    TAG_TTL,
+    RunTag,
     list_run_stacks,
     process_start_time,
     remove_stack,
@@ -61,17 +59,14 @@ def owner_alive(owner: str) -> bool | None:
 
 def judge(tags: dict[str, str], now: float) -> tuple[str | None, float | None]:
     """``(reason to collect or None, age in seconds)`` for one stack's tags."""
-    created = float(tags[TAG_CREATED]) if TAG_CREATED in tags else None
-    age = now - created if created is not None else None
-    owner = tags.get(TAG_OWNER)
-    if owner is None:
-        return "no owner tag (its client died while creating it)", age
-    alive = owner_alive(owner)
-    if alive is False:
-        return f"owner {owner} is gone", age
-    ttl = float(tags.get(TAG_TTL, "0") or 0)
-    if age is not None and ttl and age > ttl:
-        return f"TTL of {ttl:.0f}s passed (age {age:.0f}s)", age
+    run = RunTag.from_tags(tags)
+    if run is None:
+        return "no owner tag (its client died while creating it)", None
+    age = now - run.created
+    if owner_alive(run.owner) is False:
+        return f"owner {run.owner} is gone", age
+    if age > run.ttl:
+        return f"TTL of {run.ttl:.0f}s passed (age {age:.0f}s)", age
     return None, age
 
 
@@ -102,7 +97,7 @@ def find_leaks(older_than: float | None = None, urls: list[str] | None = None) -
     for url in urls or backend_urls():
         for name, tags in list_run_stacks(url):
             reason, age = judge(tags, now)
-            if reason is None or (TAG_OWNER not in tags and _record_says_live(name)):
+            if reason is None or (RunTag.from_tags(tags) is None and _record_says_live(name)):
                 continue
             if older_than is not None and (age is None or age < older_than):
                 continue

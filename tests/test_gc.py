@@ -1,0 +1,80 @@
+"""``toolkit gc``: collects stacks whose owner is gone or whose TTL passed, never a live owner's."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.leaks import assert_nothing_left, run_stacks
+from toolkit import gc, process
+from toolkit.engine import RUN_TAG, RunTag, owner_tag
+from toolkit.futures import wait_for_teardowns
+
+
+def _tags(owner: str, age: float, ttl: float) -> dict[str, str]:
+    run = RunTag(pool="p", function="f", owner=owner, created=time.time() - age, ttl=ttl)
+    return {RUN_TAG: run.model_dump_json()}
+
+
+def _dead_owner() -> str:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return f"{socket.gethostname()}:{child.pid}:0"
+
+
+def test_live_owner_within_ttl_is_kept():
+    reason, age = gc.judge(_tags(owner_tag(os.getpid()), age=10, ttl=3600), time.time())
+    assert reason is None and 9 < age < 12
+
+
+def test_dead_owner_is_collected():
+    reason, _ = gc.judge(_tags(_dead_owner(), age=10, ttl=3600), time.time())
+    assert reason is not None and "is gone" in reason
+
+
+def test_reused_pid_is_not_mistaken_for_the_owner():
+    host, pid, _start = owner_tag(os.getpid()).split(":")
+    reason, _ = gc.judge(_tags(f"{host}:{pid}:1", age=10, ttl=3600), time.time())
+    assert reason is not None and "is gone" in reason
+
+
+def test_expired_ttl_is_collected_even_for_a_live_owner():
+    reason, _ = gc.judge(_tags(owner_tag(os.getpid()), age=7200, ttl=3600), time.time())
+    assert reason is not None and "TTL of 3600s passed" in reason
+
+
+def test_owner_on_another_host_is_judged_by_ttl_only():
+    other = "some-other-host:1:1"
+    assert gc.judge(_tags(other, age=10, ttl=3600), time.time())[0] is None
+    assert "TTL" in gc.judge(_tags(other, age=7200, ttl=3600), time.time())[0]
+
+
+def test_untagged_stack_is_collectable():
+    reason, age = gc.judge({}, time.time())
+    assert reason is not None and "no owner tag" in reason and age is None
+
+
+@pytest.mark.engine
+def test_gc_never_destroys_a_live_clients_running_stack():
+    @process
+    def slow():
+        time.sleep(600)
+
+    future = slow.submit()
+    try:
+        deadline = time.monotonic() + 60
+        while future.state != "running" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert future.state == "running"
+        assert gc.collect() == []
+        assert run_stacks() == [f"run-{future.run_id}"]
+        assert future.state == "running"
+    finally:
+        future.cancel(timeout=120)
+    wait_for_teardowns()
+    assert_nothing_left()
