@@ -1,0 +1,443 @@
+"""Kubernetes target: conformance under mocks, manifests against the official schemas, the watcher, S3 storage.
+
+Evidence by kind: the Pulumi program under ``set_mocks`` (resources, inputs,
+secrets); every manifest it would send validated with ``kubernetes-validate``
+(the Kubernetes OpenAPI schemas, strict) for two Kubernetes versions; the
+watcher's decisions on Job and Pod objects in the shape the API returns them
+(``data/kubernetes_api_objects.json``), deserialized by the kubernetes client
+itself; and ``RunStorage`` plus the runner on ``s3://`` against an AWS emulator.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import boto3
+import fsspec
+import kubernetes_validate
+import pytest
+from kubernetes.client import ApiClient
+from kubernetes.client.exceptions import ApiException
+
+from tests.emulators.aws import REGION, aws, aws_emulator  # noqa: F401 - fixtures
+from tests.infra.conformance import RUN_KEY, SECRET_ENV, SECRET_VALUE, TargetConformance
+from tests.infra.mocking import ProgramRun
+from tests.infra.storage_roundtrip import round_trip
+from toolkit.errors import ConfigError, TargetUnavailableError
+from toolkit.infra.kubernetes import KubernetesTarget, KubernetesWatcher, connect
+from toolkit.infra.storage import _RunStorageProvider
+from toolkit.runner import BUNDLE_NAME, RUN_KEY_ENV, STORAGE_OPTIONS_ENV
+
+KUBERNETES_VERSIONS = ("1.30", "1.33")
+IRSA = {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/toolkit-runs"}
+JOB = "kubernetes:batch/v1:Job"
+OBJECTS = json.loads((Path(__file__).parent / "data" / "kubernetes_api_objects.json").read_text())
+
+
+def _integral(node: Any) -> Any:
+    """Whole numbers back to ints: Pulumi's wire format (protobuf Struct) carries every number as a double."""
+    if isinstance(node, float) and node.is_integer():
+        return int(node)
+    if isinstance(node, dict):
+        return {key: _integral(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_integral(value) for value in node]
+    return node
+
+
+def manifests(run: ProgramRun) -> list[dict[str, Any]]:
+    """Every Kubernetes object the program sends to the cluster, as the provider receives it."""
+    return [_integral(r.inputs) for r in run.resources if r.type.startswith("kubernetes:")]
+
+
+def _container(run: ProgramRun) -> dict[str, Any]:
+    return run.one(JOB).inputs["spec"]["template"]["spec"]["containers"][0]
+
+
+def _env(run: ProgramRun) -> dict[str, dict[str, Any]]:
+    return {entry["name"]: entry for entry in _container(run)["env"]}
+
+
+class TestKubernetesTarget(TargetConformance):
+    target_cls = KubernetesTarget
+    pool_storage_url = "s3://pool-bucket/runs"
+    sample_variables = {
+        "image": "reg.example.com/train:1",
+        "namespace": "ml",
+        "memory": "64Gi",
+        "cpu": "8",
+        "gpu": 1,
+        "image_pull_policy": "Always",
+        "image_pull_secrets": ["regcred"],
+        "service_account_annotations": IRSA,
+        "node_selector": {"cloud.google.com/gke-accelerator": "nvidia-l4"},
+        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        "labels": {"team": "ml"},
+        "annotations": {"owner": "ml-platform"},
+        "backoff_limit": 1,
+        "active_deadline_seconds": 7200,
+        "ttl_seconds_after_finished": 600,
+        "env": {"MODE": "fast"},
+        "secret_env": {"DB_PASSWORD": "db-credentials/password"},
+        "customizations": [{"op": "add", "path": "/spec/template/spec/priorityClassName", "value": "batch-low"}],
+    }
+
+    # -- what the program creates ------------------------------------------------------------
+
+    def test_overrides_reach_the_job_manifest(self) -> None:
+        run = self.program(self.sample())
+        job = _integral(run.one(JOB).inputs)
+        container = job["spec"]["template"]["spec"]["containers"][0]
+        assert container["resources"]["limits"] == {"cpu": "8", "memory": "64Gi", "nvidia.com/gpu": 1}
+        assert container["resources"]["requests"] == {}  # Kubernetes copies limits into unset requests
+        assert container["image"] == "reg.example.com/train:1" and container["imagePullPolicy"] == "Always"
+        pod = job["spec"]["template"]["spec"]
+        assert pod["nodeSelector"] == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
+        assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+        assert pod["imagePullSecrets"] == [{"name": "regcred"}]
+        assert pod["priorityClassName"] == "batch-low" and pod["restartPolicy"] == "Never"
+        spec = job["spec"]
+        assert (spec["backoffLimit"], spec["activeDeadlineSeconds"], spec["ttlSecondsAfterFinished"]) == (1, 7200, 600)
+        run_labels = {"toolkit-run": self.run_id, "toolkit-pool": "test-pool"}
+        assert job["metadata"]["labels"] == {"team": "ml", **run_labels}
+        assert job["spec"]["template"]["metadata"]["labels"] == {"team": "ml", **run_labels}
+        assert job["metadata"]["annotations"] == {"owner": "ml-platform", "pulumi.com/skipAwait": "true"}
+        assert container["command"][-3:] == ["toolkit.runner", "--storage", f"s3://pool-bucket/runs/{self.run_id}"]
+        assert {m["metadata"]["namespace"] for m in manifests(run)} == {"ml"}
+
+    def test_separate_requests_are_honoured(self) -> None:
+        run = self.program(self.sample(), {"cpu_request": "2", "memory_request": "32Gi"})
+        assert _container(run)["resources"]["requests"] == {"cpu": "2", "memory": "32Gi"}
+
+    def test_bundle_goes_to_the_pools_storage_prefix(self) -> None:
+        storage = self.program(self.sample()).one("pulumi-python:dynamic/toolkit:RunStorage").inputs
+        assert storage["url"] == f"s3://pool-bucket/runs/{self.run_id}"
+
+    def test_identity_is_a_run_service_account_that_may_read_only_its_secret(self) -> None:
+        run = self.program(self.sample())
+        name = f"toolkit-{self.run_id}"
+        account = run.one("kubernetes:core/v1:ServiceAccount").inputs
+        assert account["metadata"]["name"] == name and account["metadata"]["annotations"] == IRSA
+        assert account["automountServiceAccountToken"] is False
+        role = run.one("kubernetes:rbac.authorization.k8s.io/v1:Role").inputs
+        assert role["rules"] == [
+            {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [name], "verbs": ["get"]}
+        ]
+        binding = run.one("kubernetes:rbac.authorization.k8s.io/v1:RoleBinding").inputs
+        assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name}
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": name, "namespace": "ml"}]
+        pod = run.one(JOB).inputs["spec"]["template"]["spec"]
+        assert pod["serviceAccountName"] == name and pod["automountServiceAccountToken"] is False
+        assert run.one("kubernetes:core/v1:Secret").inputs["metadata"]["name"] == name
+
+    def test_an_existing_service_account_is_used_not_created(self) -> None:
+        variables = {**self.sample(), "service_account_annotations": {}, "service_account_name": "trainer"}
+        run = self.program(variables)
+        assert not run.of_type("kubernetes:core/v1:ServiceAccount")
+        assert run.one(JOB).inputs["spec"]["template"]["spec"]["serviceAccountName"] == "trainer"
+        subjects = run.one("kubernetes:rbac.authorization.k8s.io/v1:RoleBinding").inputs["subjects"]
+        assert subjects == [{"kind": "ServiceAccount", "name": "trainer", "namespace": "ml"}]
+
+    def test_run_key_and_secret_env_reach_the_pod_only_through_the_run_secret(self) -> None:
+        run = self.program(self.sample())
+        secret = run.one("kubernetes:core/v1:Secret")
+        assert secret.secret_paths() == {"stringData"}
+        assert secret.inputs["stringData"] == {"run-key": RUN_KEY, f"env.{SECRET_ENV}": SECRET_VALUE}
+        env = _env(run)
+        name = f"toolkit-{self.run_id}"
+        assert env[RUN_KEY_ENV] == {
+            "name": RUN_KEY_ENV,
+            "valueFrom": {"secretKeyRef": {"name": name, "key": "run-key"}},
+        }
+        assert env[SECRET_ENV]["valueFrom"] == {"secretKeyRef": {"name": name, "key": f"env.{SECRET_ENV}"}}
+        assert env["DB_PASSWORD"]["valueFrom"] == {"secretKeyRef": {"name": "db-credentials", "key": "password"}}
+        assert env["MODE"] == {"name": "MODE", "value": "fast"}
+        assert json.loads(env[STORAGE_OPTIONS_ENV]["value"]) == {}
+        job = json.dumps(run.one(JOB).inputs)
+        assert RUN_KEY not in job and SECRET_VALUE not in job
+
+    def test_provider_uses_the_named_kubeconfig_context(self) -> None:
+        run = self.program(self.sample(), {"context": "gke_ml_us-central1_training"})
+        assert run.one("pulumi:providers:kubernetes").inputs == {"context": "gke_ml_us-central1_training"}
+        assert {r.type for r in run.resources if r.type.startswith("kubernetes:")} == {
+            "kubernetes:core/v1:Secret",
+            "kubernetes:core/v1:ServiceAccount",
+            "kubernetes:rbac.authorization.k8s.io/v1:Role",
+            "kubernetes:rbac.authorization.k8s.io/v1:RoleBinding",
+            JOB,
+        }
+
+    # -- the official schemas ---------------------------------------------------------------
+
+    @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+    def test_every_manifest_validates_against_the_kubernetes_schema(self, version: str) -> None:
+        for variables in (
+            self.sample(),
+            {"image": "train:1"},
+            {**self.sample(), "service_account_name": "trainer", "service_account_annotations": {}},
+        ):
+            run = self.program(variables)
+            found = manifests(run)
+            assert len(found) >= 4
+            for manifest in found:
+                kubernetes_validate.validate(manifest, version, strict=True)
+
+    @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+    def test_schema_validation_catches_a_misspelled_field(self, version: str) -> None:
+        typo = [{"op": "add", "path": "/spec/template/spec/containers/0/imagePullPolicyy", "value": "Always"}]
+        run = self.program({**self.sample(), "customizations": typo})
+        with pytest.raises(kubernetes_validate.ValidationError, match="imagePullPolicyy"):
+            kubernetes_validate.validate(_integral(run.one(JOB).inputs), version, strict=True)
+
+    # -- bad input fails before anything is provisioned --------------------------------------
+
+    @pytest.mark.parametrize(
+        ("override", "variable"),
+        [
+            ({"memory": "64gi"}, "memory"),
+            ({"memory": "lots"}, "memory"),
+            ({"cpu": "eight"}, "cpu"),
+            ({"gpu": 0}, "gpu"),
+            ({"image_pull_policy": "Sometimes"}, "image_pull_policy"),
+            ({"namespace": "ML_Team"}, "namespace"),
+            ({"tolerations": [{"key": "gpu", "operater": "Exists"}]}, "tolerations.0"),
+            ({"tolerations": [{"key": "gpu", "effect": "NoRun"}]}, "tolerations.0.effect"),
+            ({"backoff_limit": -1}, "backoff_limit"),
+        ],
+    )
+    def test_bad_overrides_fail_before_rendering(self, override: dict[str, Any], variable: str) -> None:
+        with pytest.raises(ConfigError, match=f"job variable '{variable}'"):
+            self.render(self.sample(), override)
+
+    @pytest.mark.parametrize(
+        ("override", "message"),
+        [
+            ({"env": {RUN_KEY_ENV: "x"}}, "is set by the toolkit"),
+            ({"env": {"1BAD": "x"}}, "not a valid environment variable name"),
+            ({"env": {"DB_PASSWORD": "x"}}, "set in both env and secret_env"),
+            ({"secret_env": {"TOKEN": "no-key-given"}}, "must be 'secret-name/key'"),
+            ({"service_account_name": "trainer"}, "annotate your existing ServiceAccount 'trainer'"),
+            ({"customizations": [{"op": "replace", "path": "/kind", "value": "CronJob"}]}, "must be a batch/v1 Job"),
+            ({"customizations": [{"op": "remove", "path": "/spec/template/spec/containers/0"}]}, "runner container"),
+        ],
+    )
+    def test_inconsistent_jobs_fail_before_provisioning(self, override: dict[str, Any], message: str) -> None:
+        config, _ = self.render(self.sample(), override)
+        with pytest.raises(ConfigError, match=message):
+            self.target.parse_job(config, "test-pool")
+
+    def test_customizations_that_do_not_apply_are_rejected(self) -> None:
+        with pytest.raises(ConfigError, match="does not apply to the job at /job_manifest"):
+            self.render(self.sample(), {"customizations": [{"op": "replace", "path": "/spec/nope/x", "value": 1}]})
+
+    def test_image_is_required_before_provisioning(self) -> None:
+        _, variables = self.render({})
+        with pytest.raises(ConfigError, match="needs the job variable 'image'"):
+            self.target.check_capabilities(variables, "test-pool")
+        _, variables = self.render({"image": "train:1"})
+        self.target.check_capabilities(variables, "test-pool")
+
+    def test_pool_object_storage_is_required(self) -> None:
+        with pytest.raises(ConfigError, match="mode 'shared-prefix'.*--storage s3://bucket/prefix"):
+            self.target.storage_url("abc", None)
+        with pytest.raises(ConfigError, match="cannot be reached from a Kubernetes pod"):
+            self.target.storage_url("abc", "/srv/toolkit")
+        for url in ("s3://b/p", "gs://b/p", "az://c/p"):
+            assert self.target.storage_url("abc", url) == (f"{url}/abc", True)
+
+
+# -- the watcher, on objects as the Kubernetes API returns them ---------------------------------
+
+
+class _Response:
+    def __init__(self, data: Any) -> None:
+        self.data = json.dumps(data)
+
+
+def _api(data: dict[str, Any], kind: str) -> Any:
+    """Deserialize recorded JSON with the kubernetes client, exactly as it does an API answer."""
+    return ApiClient().deserialize(_Response(data), kind)
+
+
+class FakeCluster:
+    """The calls of CoreV1Api and BatchV1Api the watcher makes, answered from recorded objects."""
+
+    def __init__(self, job: str | None, pods: list[str], logs: dict[str, str] | None = None) -> None:
+        self.job, self.pods, self.logs = job, pods, logs or {}
+        self.log_reads: list[str] = []
+
+    def read_namespaced_job_status(self, name: str, namespace: str) -> Any:
+        assert (name, namespace) == ("toolkit-0123abcd4567", "ml")
+        if self.job is None:
+            raise ApiException(status=404, reason="Not Found")
+        return _api(OBJECTS["jobs"][self.job], "V1Job")
+
+    def list_namespaced_pod(self, namespace: str, label_selector: str) -> Any:
+        assert (namespace, label_selector) == ("ml", "job-name=toolkit-0123abcd4567")
+        return _api(
+            {"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": [OBJECTS["pods"][p] for p in self.pods]},
+            "V1PodList",
+        )
+
+    def read_namespaced_pod_log(self, name: str, namespace: str, container: str) -> str:
+        assert (namespace, container) == ("ml", "runner")
+        self.log_reads.append(name)
+        if name not in self.logs:
+            raise ApiException(status=400, reason='container "runner" in pod is waiting to start: ContainerCreating')
+        return self.logs[name]
+
+
+def _watcher(cluster: FakeCluster) -> KubernetesWatcher:
+    return KubernetesWatcher("ml", "toolkit-0123abcd4567", "runner", lambda: (cluster, cluster))
+
+
+def test_watcher_follows_a_job_from_unschedulable_to_success() -> None:
+    cluster = FakeCluster("active", [])
+    watcher = _watcher(cluster)
+    assert watcher.status().state == "pending"
+    cluster.pods = ["unschedulable"]
+    status = watcher.status()
+    assert status.state == "pending" and "Insufficient nvidia.com/gpu" in str(status.reason)
+    cluster.pods = ["creating"]
+    assert watcher.status().state == "pending"
+    cluster.pods = ["running"]
+    assert watcher.status().state == "running"
+    cluster.pods = ["succeeded"]
+    assert watcher.status().model_dump() == {"state": "succeeded", "exit_code": 0, "reason": None}
+    cluster.job = "complete"
+    assert watcher.status().state == "succeeded"
+
+
+FAILURES = {
+    "oomkilled": (
+        "backoff-exceeded",
+        ["oomkilled"],
+        137,
+        "killed for exceeding its memory limit (OOMKilled); raise the 'memory'",
+    ),
+    "exit-code": ("backoff-exceeded", ["error-exit"], 3, "the container exited with code 3 (Error)"),
+    "evicted": ("backoff-exceeded", ["evicted"], 137, "the pod failed (Evicted: The node was low on resource: memory."),
+    "image-pull": (
+        "active",
+        ["image-pull-backoff"],
+        None,
+        "could not pull its image 'reg.example.com/train:404' (ImagePullBackOff",
+    ),
+    "missing-secret": (
+        "active",
+        ["config-error"],
+        None,
+        '(CreateContainerConfigError: secret "db-credentials" not found). A Secret or key named in secret_env',
+    ),
+    "deadline": (
+        "deadline-exceeded",
+        [],
+        None,
+        "the Job failed (DeadlineExceeded: Job was active longer than specified deadline); raise active_deadline_seconds",
+    ),
+    "deleted": (None, [], None, "the Job ml/toolkit-0123abcd4567 was deleted before it finished"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FAILURES))
+def test_watcher_explains_failures(case: str) -> None:
+    job, pods, exit_code, reason = FAILURES[case]
+    status = _watcher(FakeCluster(job, pods)).status()
+    assert status.state == "failed" and status.exit_code == exit_code
+    assert reason in str(status.reason)
+
+
+def test_watcher_waits_for_a_retry_and_fails_once_retries_are_exhausted() -> None:
+    cluster = FakeCluster("retrying", ["error-exit"])
+    status = _watcher(cluster).status()
+    assert status.state == "pending" and "retrying after: the container exited with code 3" in str(status.reason)
+    cluster.pods = ["error-exit", "retry-running"]
+    assert _watcher(cluster).status().state == "running"
+    cluster.job, cluster.pods = "retries-exhausted-pending-condition", ["error-exit"]
+    status = _watcher(cluster).status()
+    assert (status.state, status.exit_code) == ("failed", 3)
+
+
+def test_watcher_streams_each_pods_log_once() -> None:
+    pod = OBJECTS["pods"]["running"]["metadata"]["name"]
+    cluster = FakeCluster("active", ["creating"])
+    watcher = _watcher(cluster)
+    assert watcher.read_logs() == ""  # container still being created: the API answers 400
+    cluster.pods, cluster.logs = ["running"], {pod: "epoch 1\n"}
+    assert watcher.read_logs() == "epoch 1\n"
+    cluster.logs[pod] = "epoch 1\nepoch 2\n"
+    assert watcher.read_logs() == "epoch 2\n"
+    cluster.pods, cluster.logs[pod] = ["succeeded"], "epoch 1\nepoch 2\ndone\n"
+    assert watcher.read_logs() == "done\n"
+    reads = len(cluster.log_reads)
+    assert watcher.read_logs() == "" and len(cluster.log_reads) == reads  # a finished pod's log is complete
+
+
+KUBECONFIG = """
+apiVersion: v1
+kind: Config
+clusters:
+- name: lab
+  cluster: {server: "https://10.0.0.1:6443", insecure-skip-tls-verify: true}
+users:
+- name: lab-user
+  user: {token: not-a-real-token}
+contexts:
+- name: lab
+  context: {cluster: lab, user: lab-user, namespace: ml}
+current-context: lab
+"""
+
+
+def test_connect_uses_the_kubeconfig_context(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "config"
+    path.write_text(KUBECONFIG)
+    monkeypatch.setenv("KUBECONFIG", str(path))
+    core, batch = connect("lab")
+    assert core.api_client.configuration.host == "https://10.0.0.1:6443"
+    assert batch.api_client is core.api_client
+    with pytest.raises(TargetUnavailableError, match="context 'staging' cannot be loaded"):
+        connect("staging")
+
+
+def test_connect_without_any_cluster_says_how_to_configure_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    with pytest.raises(TargetUnavailableError, match="Set KUBECONFIG or the 'context' job variable"):
+        connect(None)
+
+
+def test_target_watcher_connects_lazily() -> None:
+    suite = TestKubernetesTarget()
+    context = suite.context(suite.sample())
+    outputs = {"namespace": "ml", "job_name": "toolkit-0123abcd4567", "container": "runner"}
+    watcher = KubernetesTarget().watcher(context, outputs)
+    assert isinstance(watcher, KubernetesWatcher)
+
+
+# -- pool storage on S3, against the emulator ---------------------------------------------------------
+
+
+@pytest.mark.usefixtures("aws")
+def test_run_storage_on_an_s3_prefix_carries_bundle_and_result(tmp_path: Path) -> None:
+    """Upload as the program's RunStorage does, run the job side, collect the result, destroy the prefix."""
+    boto3.client("s3", region_name=REGION).create_bucket(Bucket="pool-bucket")
+    fs = fsspec.filesystem("s3")
+    fs.pipe_file("pool-bucket/runs/other-run/bundle.tkb", b"another run's data")
+    url, shared = KubernetesTarget().storage_url("0123abcd4567", "s3://pool-bucket/runs")
+    assert shared
+    props = {"url": url, "bundle_path": str(tmp_path / "bundle.tkb"), "options": {}, "mode": "700"}
+    provider = _RunStorageProvider()
+
+    def upload(bundle: bytes) -> None:
+        Path(props["bundle_path"]).write_bytes(bundle)
+        provider.create(dict(props))
+        assert fs.cat_file(f"pool-bucket/runs/0123abcd4567/{BUNDLE_NAME}") == bundle
+
+    assert round_trip(url, {}, upload, "k" * 64) == 42
+    provider.delete(url, props)
+    fs.invalidate_cache()
+    assert not fs.exists("pool-bucket/runs/0123abcd4567")
+    assert fs.cat_file("pool-bucket/runs/other-run/bundle.tkb") == b"another run's data"

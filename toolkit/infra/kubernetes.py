@@ -1,0 +1,587 @@
+"""The ``kubernetes`` target: the job is a ``batch/v1`` Job on a Kubernetes cluster.
+
+Bucket = a prefix of the pool's object storage (``s3://``, ``gs://``, ``az://``):
+``RunStorage`` uploads the bundle into ``<pool url>/<run-id>`` and removes the
+prefix on destroy. IAM = a per-run ServiceAccount whose annotations carry the
+cloud identity that may use that storage (IRSA's role ARN, GKE workload
+identity ...), and a Role/RoleBinding that lets it read exactly the run's own
+Secret. The run key and ``toolkit.secret`` env values live in that Secret
+(written from ``pulumi.Output.secret``) and reach the container only through
+``secretKeyRef``; storage credentials never travel at all, the pod gets them
+from its identity. Job = the pool's Job manifest (placeholders filled, JSON-6902
+``customizations`` applied) with the runner as its first container, created
+with ``pulumi.com/skipAwait`` so ``up`` returns once the Job exists.
+
+The watcher follows the Job and its pods through the Kubernetes API: the Job's
+conditions decide success and failure, the newest pod explains it (exit code,
+OOMKilled, an image that cannot be pulled, a missing Secret) and supplies logs.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+from collections.abc import Callable
+from typing import Any, Literal
+
+import fsspec
+import pulumi
+import pulumi_kubernetes as k8s
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.json_schema import SkipJsonSchema
+
+from toolkit.errors import ConfigError, TargetUnavailableError
+from toolkit.infra.base import (
+    JobConfiguration,
+    JobStatus,
+    JobVariables,
+    JobWatcher,
+    RunContext,
+    Target,
+    runner_command,
+)
+from toolkit.infra.storage import RunStorage
+from toolkit.runner import RUN_KEY_ENV, STORAGE_OPTIONS_ENV
+from toolkit.secretvalues import Secret
+
+SKIP_AWAIT = "pulumi.com/skipAwait"
+RUN_KEY_DATA = "run-key"
+RESERVED_ENV = (RUN_KEY_ENV, STORAGE_OPTIONS_ENV)
+STORAGE_SCHEMES = ("s3", "gs", "gcs", "az", "abfs", "abfss")
+CPU_QUANTITY = r"^(\d+(\.\d{1,3})?|\d+m)$"
+MEMORY_QUANTITY = r"^\d+(\.\d+)?(k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
+_ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+_SECRET_REF = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[-._a-zA-Z0-9]+$")
+
+_IMAGE_WAITING_REASONS = ("ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName")
+_CONFIG_WAITING_REASONS = ("CreateContainerConfigError", "CreateContainerError")
+"""Waiting reasons the kubelet never recovers from by itself: the run fails at once."""
+
+
+class Toleration(BaseModel):
+    """One pod toleration, in the Kubernetes API's own field names."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: str | SkipJsonSchema[None] = None
+    operator: Literal["Exists", "Equal"] | SkipJsonSchema[None] = None
+    value: str | SkipJsonSchema[None] = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | SkipJsonSchema[None] = None
+    tolerationSeconds: int | SkipJsonSchema[None] = None
+
+
+class KubernetesVariables(JobVariables):
+    """Job variables of the Kubernetes target."""
+
+    image: str | None = Field(
+        default=None,
+        description="Container image with the job's Python, the toolkit, cloudpickle and the fsspec "
+        "driver of the pool's storage (s3fs, gcsfs or adlfs) installed (required).",
+    )
+    namespace: str = Field(
+        default="default",
+        pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$",
+        description="Namespace of the Job and its ServiceAccount, Role and Secret.",
+    )
+    context: str | None = Field(
+        default=None, description="kubeconfig context of the cluster (default: the current context, or in-cluster)."
+    )
+    service_account_name: str | None = Field(
+        default=None,
+        description="An existing ServiceAccount to run as, which must be able to use the pool's storage "
+        "(default: a per-run one carrying service_account_annotations).",
+    )
+    service_account_annotations: dict[str, str] = Field(
+        default_factory=dict,
+        description="Annotations of the per-run ServiceAccount that give the pod access to the pool's storage, "
+        "e.g. {'eks.amazonaws.com/role-arn': 'arn:aws:iam::123456789012:role/toolkit-runs'} (IRSA) or "
+        "{'iam.gke.io/gcp-service-account': 'runs@project.iam.gserviceaccount.com'} (GKE workload identity).",
+    )
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = Field(
+        default=None, description="Image pull policy of the container (default: Kubernetes' own rule)."
+    )
+    image_pull_secrets: list[str] = Field(
+        default_factory=list, description="Names of Secrets in the namespace holding private registry credentials."
+    )
+    cpu: str | None = Field(
+        default=None,
+        pattern=CPU_QUANTITY,
+        description="CPU limit of the container, e.g. '8' or '500m'; also its request unless cpu_request is set.",
+    )
+    memory: str | None = Field(
+        default=None,
+        pattern=MEMORY_QUANTITY,
+        description="Memory limit of the container, e.g. '64Gi'; also its request unless memory_request is set.",
+    )
+    cpu_request: str | None = Field(
+        default=None, pattern=CPU_QUANTITY, description="CPU request of the container when it differs from cpu."
+    )
+    memory_request: str | None = Field(
+        default=None,
+        pattern=MEMORY_QUANTITY,
+        description="Memory request of the container when it differs from memory.",
+    )
+    gpu: int | None = Field(default=None, ge=1, description="NVIDIA GPUs for the container (nvidia.com/gpu).")
+    node_selector: dict[str, str] = Field(
+        default_factory=dict,
+        description="Node labels the pod must run on, e.g. {'cloud.google.com/gke-nodepool': 'gpu'}.",
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list,
+        description="Pod tolerations, e.g. [{'key': 'nvidia.com/gpu', 'operator': 'Exists', 'effect': 'NoSchedule'}].",
+    )
+    labels: dict[str, str] = Field(default_factory=dict, description="Labels of the Job and its pod.")
+    annotations: dict[str, str] = Field(default_factory=dict, description="Annotations of the Job and its pod.")
+    backoff_limit: int = Field(
+        default=0,
+        ge=0,
+        description="Pod retries after an infrastructure failure (a Python exception is a result, never retried).",
+    )
+    active_deadline_seconds: int | None = Field(
+        default=None, ge=1, description="Seconds after which Kubernetes itself stops the Job."
+    )
+    ttl_seconds_after_finished: int | None = Field(
+        default=3600,
+        ge=0,
+        description="Seconds Kubernetes keeps a finished Job before deleting it, should the run's client die.",
+    )
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        description="Environment variables of the container; toolkit.secret() values go through a Kubernetes Secret.",
+    )
+    secret_env: dict[str, str] = Field(
+        default_factory=dict,
+        description="Environment variables read from existing Kubernetes Secrets: NAME -> 'secret-name/key'.",
+    )
+    python: str = Field(default="python3", description="The Python interpreter in the image.")
+    customizations: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="JSON-6902 patches applied to the Job manifest, e.g. [{'op': 'add', "
+        "'path': '/spec/template/spec/priorityClassName', 'value': 'batch-low'}].",
+    )
+
+
+class KubernetesJob(JobConfiguration):
+    context: str | None = None
+    service_account_annotations: dict[str, str] = {}
+    image_pull_secrets: list[str] = []
+    env: dict[str, str | Secret] = {}
+    secret_env: dict[str, str] = {}
+    python: str = "python3"
+    job_manifest: dict[str, Any]
+    """A ``batch/v1`` Job; its first container runs the runner."""
+
+    @property
+    def namespace(self) -> str:
+        return str(self.job_manifest.get("metadata", {}).get("namespace") or "default")
+
+    @property
+    def pod_spec(self) -> dict[str, Any]:
+        return self.job_manifest["spec"]["template"]["spec"]
+
+    @model_validator(mode="after")
+    def _check(self) -> KubernetesJob:
+        manifest = self.job_manifest
+        if manifest.get("apiVersion") != "batch/v1" or manifest.get("kind") != "Job":
+            raise ValueError("job_manifest must be a batch/v1 Job")
+        containers = manifest.get("spec", {}).get("template", {}).get("spec", {}).get("containers")
+        if not isinstance(containers, list) or not containers or not isinstance(containers[0], dict):
+            raise ValueError("job_manifest.spec.template.spec.containers must list the runner container first")
+        for name in [*self.env, *self.secret_env]:
+            if name in RESERVED_ENV:
+                raise ValueError(f"environment variable {name!r} is set by the toolkit; use another name")
+            if not _ENV_NAME.match(name):
+                raise ValueError(f"{name!r} is not a valid environment variable name")
+        both = sorted(set(self.env) & set(self.secret_env))
+        if both:
+            raise ValueError(f"{both} are set in both env and secret_env; keep one")
+        for name, ref in self.secret_env.items():
+            if not _SECRET_REF.match(ref):
+                raise ValueError(f"secret_env[{name!r}] = {ref!r} must be 'secret-name/key'")
+        if self.service_account_annotations and self.pod_spec.get("serviceAccountName"):
+            raise ValueError(
+                "service_account_annotations apply to the per-run ServiceAccount only; annotate your "
+                f"existing ServiceAccount {self.pod_spec['serviceAccountName']!r} instead"
+            )
+        return self
+
+
+def _run_name(run_id: str) -> str:
+    return f"toolkit-{run_id}"
+
+
+def _container_env(job: KubernetesJob, run: RunContext, secret_name: str) -> list[dict[str, Any]]:
+    """The runner's environment: plain values inline, secrets only as ``secretKeyRef``."""
+
+    def from_secret(name: str, secret: str, key: str) -> dict[str, Any]:
+        return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+
+    env: list[dict[str, Any]] = []
+    for name, value in job.env.items():
+        env.append(
+            from_secret(name, secret_name, f"env.{name}")
+            if isinstance(value, Secret)
+            else {"name": name, "value": value}
+        )
+    for name, ref in job.secret_env.items():
+        secret, _, key = ref.partition("/")
+        env.append(from_secret(name, secret, key))
+    env.append({"name": STORAGE_OPTIONS_ENV, "value": json.dumps(run.storage_options, sort_keys=True)})
+    env.append(from_secret(RUN_KEY_ENV, secret_name, RUN_KEY_DATA))
+    return env
+
+
+def run_manifest(job: KubernetesJob, run: RunContext, service_account: str) -> dict[str, Any]:
+    """The pool's Job manifest completed for this run: names, labels, identity, runner command, env."""
+    manifest = copy.deepcopy(job.job_manifest)
+    metadata = manifest.setdefault("metadata", {})
+    metadata.setdefault("name", _run_name(run.run_id))
+    metadata["namespace"] = job.namespace
+    metadata["labels"] = {**metadata.get("labels", {}), **run.labels}
+    metadata["annotations"] = {**metadata.get("annotations", {}), SKIP_AWAIT: "true"}
+    template = manifest["spec"]["template"]
+    template_metadata = template.setdefault("metadata", {})
+    template_metadata["labels"] = {**template_metadata.get("labels", {}), **run.labels}
+    pod = template["spec"]
+    pod["serviceAccountName"] = service_account
+    if job.image_pull_secrets:
+        pod["imagePullSecrets"] = [*pod.get("imagePullSecrets", []), *({"name": n} for n in job.image_pull_secrets)]
+    runner = pod["containers"][0]
+    runner["command"] = runner_command(run.storage_url, job.python)
+    runner["env"] = [*runner.get("env", []), *_container_env(job, run, _run_name(run.run_id))]
+    return manifest
+
+
+# -- watching ---------------------------------------------------------------------------
+
+
+def _failure_of_pod(pod: Any, container: str) -> tuple[int | None, str] | None:
+    """``(exit code, reason)`` if the pod's runner container ended badly or can never start."""
+    status = pod.status
+    for state in [*(status.init_container_statuses or []), *(status.container_statuses or [])]:
+        waiting = state.state.waiting if state.state else None
+        if waiting and waiting.reason in _IMAGE_WAITING_REASONS:
+            return None, (
+                f"the pod could not pull its image {state.image!r} ({waiting.reason}: {waiting.message}). "
+                "Check the image name and tag, that the cluster can reach the registry, and image_pull_secrets "
+                "for a private one"
+            )
+        if waiting and waiting.reason in _CONFIG_WAITING_REASONS:
+            return None, (
+                f"the container {state.name!r} could not be created ({waiting.reason}: {waiting.message}). "
+                f"A Secret or key named in secret_env is probably missing from namespace {pod.metadata.namespace!r}"
+            )
+    runner = next((c for c in status.container_statuses or [] if c.name == container), None)
+    terminated = runner.state.terminated if runner and runner.state else None
+    code = terminated.exit_code if terminated else None
+    if status.phase == "Failed" and status.reason:  # the kubelet's verdict (Evicted, DeadlineExceeded ...)
+        return code, f"the pod failed ({status.reason}: {status.message})"
+    if terminated and code != 0:
+        if terminated.reason == "OOMKilled":
+            return (
+                code,
+                "the container was killed for exceeding its memory limit (OOMKilled); raise the 'memory' job variable",
+            )
+        detail = f"{terminated.reason}: {terminated.message}" if terminated.message else terminated.reason
+        return code, f"the container exited with code {code} ({detail})"
+    if status.phase == "Failed":
+        return code, "the pod failed without a reason from the kubelet"
+    return None
+
+
+def _pending_reason(pod: Any) -> str | None:
+    for condition in pod.status.conditions or []:
+        if condition.type == "PodScheduled" and condition.status == "False":
+            return f"{condition.reason}: {condition.message}"
+    return None
+
+
+def job_status(job: Any, pods: list[Any], container: str) -> JobStatus:
+    """The run's state from the Job and its pods as the API returns them (``V1Job``, ``V1Pod``).
+
+    ``container`` names the runner container: only its exit decides the outcome.
+    """
+    pods = sorted(pods, key=lambda pod: pod.metadata.creation_timestamp)
+    latest = pods[-1] if pods else None
+    failure = _failure_of_pod(latest, container) if latest is not None else None
+    conditions = {c.type: c for c in job.status.conditions or [] if c.status == "True"}
+    if "Complete" in conditions:
+        return JobStatus(state="succeeded", exit_code=0)
+    if "Failed" in conditions:
+        if failure:
+            return JobStatus(state="failed", exit_code=failure[0], reason=failure[1])
+        condition = conditions["Failed"]
+        hint = "; raise active_deadline_seconds" if condition.reason == "DeadlineExceeded" else ""
+        return JobStatus(state="failed", reason=f"the Job failed ({condition.reason}: {condition.message}){hint}")
+    if latest is None:
+        return JobStatus(state="pending")
+    if failure and latest.status.phase != "Failed":
+        return JobStatus(state="failed", exit_code=failure[0], reason=failure[1])  # never recovers by itself
+    phase = latest.status.phase
+    if phase == "Succeeded":
+        return JobStatus(state="succeeded", exit_code=0)
+    if phase == "Failed":
+        if (job.status.failed or 0) > (job.spec.backoff_limit or 0):
+            assert failure is not None
+            return JobStatus(state="failed", exit_code=failure[0], reason=failure[1])
+        return JobStatus(state="pending", reason=f"retrying after: {failure[1] if failure else phase}")
+    if phase == "Running":
+        return JobStatus(state="running")
+    return JobStatus(state="pending", reason=_pending_reason(latest))
+
+
+class KubernetesWatcher(JobWatcher):
+    """Follows one Job and its pods; ``connect`` builds the API clients on first use."""
+
+    def __init__(
+        self,
+        namespace: str,
+        job_name: str,
+        container: str,
+        connect: Callable[[], tuple[Any, Any]],
+    ) -> None:
+        self._namespace = namespace
+        self._job_name = job_name
+        self._container = container
+        self._connect = connect
+        self._apis: tuple[Any, Any] | None = None
+        self._log_offsets: dict[str, int] = {}
+        self._logs_complete: set[str] = set()
+
+    def _clients(self) -> tuple[Any, Any]:
+        if self._apis is None:
+            self._apis = self._connect()
+        return self._apis
+
+    def _pods(self) -> list[Any]:
+        core, _ = self._clients()
+        pods = core.list_namespaced_pod(self._namespace, label_selector=f"job-name={self._job_name}").items
+        return sorted(pods, key=lambda pod: pod.metadata.creation_timestamp)
+
+    def status(self) -> JobStatus:
+        from kubernetes.client.exceptions import ApiException
+
+        _, batch = self._clients()
+        try:
+            job = batch.read_namespaced_job_status(self._job_name, self._namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return JobStatus(
+                    state="failed",
+                    reason=f"the Job {self._namespace}/{self._job_name} was deleted before it finished",
+                )
+            raise
+        return job_status(job, self._pods(), self._container)
+
+    def read_logs(self) -> str:
+        from kubernetes.client.exceptions import ApiException
+
+        core, _ = self._clients()
+        chunks = []
+        for pod in self._pods():
+            name = pod.metadata.name
+            if name in self._logs_complete:
+                continue
+            finished = pod.status.phase in ("Succeeded", "Failed")
+            try:
+                text = core.read_namespaced_pod_log(name, self._namespace, container=self._container)
+            except ApiException as exc:
+                if exc.status in (400, 404):  # container not started yet, or pod gone
+                    continue
+                raise
+            offset = self._log_offsets.get(name, 0)
+            chunks.append(text[offset:])
+            self._log_offsets[name] = len(text)
+            if finished:
+                self._logs_complete.add(name)
+        return "".join(chunks)
+
+
+def connect(context: str | None) -> tuple[Any, Any]:
+    """CoreV1Api and BatchV1Api for ``context`` of the kubeconfig, or the in-cluster config."""
+    from kubernetes import client, config
+
+    try:  # KUBECONFIG is read now, not when the kubernetes package was imported
+        api = config.new_client_from_config(config_file=os.environ.get("KUBECONFIG"), context=context)
+    except config.ConfigException as exc:
+        if context:
+            raise TargetUnavailableError(
+                f"kubeconfig context {context!r} cannot be loaded ({exc}). Check KUBECONFIG and "
+                "`kubectl config get-contexts`"
+            ) from None
+        configuration = client.Configuration()
+        try:
+            config.load_incluster_config(client_configuration=configuration)
+        except config.ConfigException:
+            raise TargetUnavailableError(
+                f"no Kubernetes cluster is configured ({exc}). Set KUBECONFIG or the 'context' job variable"
+            ) from None
+        api = client.ApiClient(configuration)
+    return client.CoreV1Api(api), client.BatchV1Api(api)
+
+
+# -- the target ---------------------------------------------------------------------------
+
+
+class KubernetesTarget(Target):
+    """Run the function as a Kubernetes Job."""
+
+    name = "kubernetes"
+    extra = "kubernetes"
+    variables_model = KubernetesVariables
+    job_model = KubernetesJob
+    customization_root = "/job_manifest"
+    storage_schemes = STORAGE_SCHEMES
+    unsupported = {}
+
+    @classmethod
+    def default_job_configuration(cls) -> dict[str, Any]:
+        return {
+            "context": "{{ context }}",
+            "service_account_annotations": "{{ service_account_annotations }}",
+            "image_pull_secrets": "{{ image_pull_secrets }}",
+            "env": "{{ env }}",
+            "secret_env": "{{ secret_env }}",
+            "python": "{{ python }}",
+            "job_manifest": {
+                "apiVersion": "batch/v1",
+                "kind": "Job",
+                "metadata": {
+                    "name": "toolkit-{{ run_id }}",
+                    "namespace": "{{ namespace }}",
+                    "labels": "{{ labels }}",
+                    "annotations": "{{ annotations }}",
+                },
+                "spec": {
+                    "backoffLimit": "{{ backoff_limit }}",
+                    "activeDeadlineSeconds": "{{ active_deadline_seconds }}",
+                    "ttlSecondsAfterFinished": "{{ ttl_seconds_after_finished }}",
+                    "template": {
+                        "metadata": {"labels": "{{ labels }}", "annotations": "{{ annotations }}"},
+                        "spec": {
+                            "restartPolicy": "Never",
+                            "serviceAccountName": "{{ service_account_name }}",
+                            "automountServiceAccountToken": False,
+                            "nodeSelector": "{{ node_selector }}",
+                            "tolerations": "{{ tolerations }}",
+                            "containers": [
+                                {
+                                    "name": "runner",
+                                    "image": "{{ image }}",
+                                    "imagePullPolicy": "{{ image_pull_policy }}",
+                                    "resources": {
+                                        "requests": {"cpu": "{{ cpu_request }}", "memory": "{{ memory_request }}"},
+                                        "limits": {
+                                            "cpu": "{{ cpu }}",
+                                            "memory": "{{ memory }}",
+                                            "nvidia.com/gpu": "{{ gpu }}",
+                                        },
+                                    },
+                                    "securityContext": {
+                                        "allowPrivilegeEscalation": False,
+                                        "capabilities": {"drop": ["ALL"]},
+                                    },
+                                }
+                            ],
+                        },
+                    },
+                },
+            },
+        }
+
+    @classmethod
+    def check_capabilities(cls, variables: dict[str, Any], pool_name: str) -> None:
+        super().check_capabilities(variables, pool_name)
+        if not variables.get("image"):
+            raise ConfigError(
+                f"pool {pool_name!r} (kubernetes) needs the job variable 'image': "
+                f"{KubernetesVariables.model_fields['image'].description} Set it in the pool's template "
+                "or pass image=... to the decorator or submit()"
+            )
+
+    def storage_url(self, run_id: str, pool_storage_url: str | None) -> tuple[str, bool]:
+        if pool_storage_url:
+            scheme = fsspec.core.split_protocol(pool_storage_url)[0]
+            if scheme not in STORAGE_SCHEMES:
+                raise ConfigError(
+                    f"pool storage {pool_storage_url!r} cannot be reached from a Kubernetes pod; use object "
+                    f"storage ({', '.join(s + '://' for s in STORAGE_SCHEMES)}) as the pool's storage.url"
+                )
+        return super().storage_url(run_id, pool_storage_url)
+
+    def per_run_storage_url(self, run_id: str) -> str:
+        raise ConfigError(
+            "the kubernetes target provisions no storage of its own: its pool needs storage.url with "
+            "mode 'shared-prefix', an object-storage prefix the pods can read and write (s3://, gs:// "
+            "or az://). Recreate the pool with it, e.g. `toolkit pool create gpu --type kubernetes "
+            "--storage s3://bucket/prefix`"
+        )
+
+    def program(self, run: RunContext) -> None:
+        job = run.job
+        assert isinstance(job, KubernetesJob)
+        name = _run_name(run.run_id)
+        namespace = job.namespace
+        provider = k8s.Provider("cluster", context=job.context)
+        in_cluster = pulumi.ResourceOptions(provider=provider)
+
+        def metadata(**extra: Any) -> dict[str, Any]:
+            return {"name": name, "namespace": namespace, "labels": run.labels, **extra}
+
+        storage = RunStorage(
+            "run-storage", url=run.storage_url, bundle_path=str(run.bundle_path), options=run.storage_options
+        )
+        secret_data = {RUN_KEY_DATA: pulumi.Output.secret(run.run_key)}
+        for env_name, value in job.env.items():
+            if isinstance(value, Secret):
+                secret_data[f"env.{env_name}"] = pulumi.Output.secret(value.reveal())
+        secret = k8s.core.v1.Secret(
+            "run-secret", metadata=metadata(), type="Opaque", string_data=secret_data, opts=in_cluster
+        )
+
+        needs: list[pulumi.Resource] = [storage, secret]
+        account = job.pod_spec.get("serviceAccountName")
+        if not account:
+            account = name
+            needs.append(
+                k8s.core.v1.ServiceAccount(
+                    "service-account",
+                    metadata=metadata(annotations=job.service_account_annotations),
+                    automount_service_account_token=False,
+                    opts=in_cluster,
+                )
+            )
+        role = k8s.rbac.v1.Role(
+            "run-role",
+            metadata=metadata(),
+            rules=[{"apiGroups": [""], "resources": ["secrets"], "resourceNames": [name], "verbs": ["get"]}],
+            opts=in_cluster,
+        )
+        needs.append(
+            k8s.rbac.v1.RoleBinding(
+                "run-role-binding",
+                metadata=metadata(),
+                role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+                subjects=[{"kind": "ServiceAccount", "name": account, "namespace": namespace}],
+                opts=pulumi.ResourceOptions(provider=provider, depends_on=[role]),
+            )
+        )
+        manifest = run_manifest(job, run, account)
+        k8s.batch.v1.Job(
+            "job",
+            metadata=manifest["metadata"],
+            spec=manifest["spec"],
+            opts=pulumi.ResourceOptions(provider=provider, depends_on=needs),
+        )
+        pulumi.export("namespace", namespace)
+        pulumi.export("job_name", manifest["metadata"]["name"])
+        pulumi.export("container", manifest["spec"]["template"]["spec"]["containers"][0]["name"])
+
+    def watcher(self, run: RunContext, outputs: dict[str, Any]) -> JobWatcher:
+        job = run.job
+        assert isinstance(job, KubernetesJob)
+        return KubernetesWatcher(
+            outputs["namespace"], outputs["job_name"], outputs["container"], lambda: connect(job.context)
+        )
