@@ -102,7 +102,8 @@ class TestEcsTarget(TargetConformance):
         assert launch["tags"] == {"team": "ml", "toolkit-run": self.run_id, "toolkit-pool": "test-pool"}
 
     def test_gpus_go_to_the_container_on_ec2(self) -> None:
-        run = self.program(self.sample(), {"launch_type": "EC2", "gpu": 2, "platform_version": None})
+        ec2 = {"launch_type": "EC2", "gpu": 2, "platform_version": None, "ephemeral_storage": None}
+        run = self.program(self.sample(), ec2)
         assert _containers(run)[0]["resourceRequirements"] == [{"type": "GPU", "value": "2"}]
 
     def test_per_run_bucket_is_private_force_destroyed_and_holds_the_bundle(self) -> None:
@@ -228,7 +229,8 @@ class TestEcsTarget(TargetConformance):
             ({"cpu": 3000}, "FARGATE cpu must be one of"),
             ({"network_mode": "bridge"}, "FARGATE tasks need network_mode 'awsvpc'"),
             ({"gpu": 1}, "FARGATE tasks cannot have GPUs"),
-            ({"launch_type": "EC2"}, "platform_version applies to the FARGATE launch type only"),
+            ({"launch_type": "EC2", "ephemeral_storage": None}, "platform_version and ephemeral_storage apply to"),
+            ({"launch_type": "EC2", "platform_version": None}, "platform_version and ephemeral_storage apply to"),
             ({"env": {RUN_KEY_ENV: "x"}}, "is set by the toolkit"),
             ({"env": {"DB_PASSWORD": "x"}}, "set in both env and secrets"),
             ({"customizations": [{"op": "add", "path": "/volumes", "value": []}]}, "not supported"),
@@ -427,7 +429,6 @@ def test_fargate_launch_request_is_valid_for_the_ecs_api() -> None:
         "launchType": "FARGATE",
         "count": 1,
         "startedBy": "toolkit",
-        "propagateTags": "TASK_DEFINITION",
         "enableECSManagedTags": True,
         "tags": [{"key": "toolkit-run", "value": "0123abcd4567"}],
         "platformVersion": "1.4.0",

@@ -103,7 +103,11 @@ class TestKubernetesTarget(TargetConformance):
         run_labels = {"toolkit-run": self.run_id, "toolkit-pool": "test-pool"}
         assert job["metadata"]["labels"] == {"team": "ml", **run_labels}
         assert job["spec"]["template"]["metadata"]["labels"] == {"team": "ml", **run_labels}
-        assert job["metadata"]["annotations"] == {"owner": "ml-platform", "pulumi.com/skipAwait": "true"}
+        assert job["metadata"]["annotations"] == {
+            "owner": "ml-platform",
+            "pulumi.com/skipAwait": "true",
+            "pulumi.com/deletionPropagationPolicy": "foreground",
+        }
         assert container["command"][-3:] == ["toolkit.runner", "--storage", f"s3://pool-bucket/runs/{self.run_id}"]
         assert {m["metadata"]["namespace"] for m in manifests(run)} == {"ml"}
 

@@ -213,8 +213,8 @@ class EcsJob(JobConfiguration):
             raise ValueError(f"{both} are set in both env and secrets; keep one")
         if self.launch_type == "FARGATE":
             self._check_fargate(spec)
-        elif self.platform_version:
-            raise ValueError("platform_version applies to the FARGATE launch type only")
+        elif self.platform_version or spec.get("ephemeralStorage"):
+            raise ValueError("platform_version and ephemeral_storage apply to the FARGATE launch type only")
         return self
 
     def _check_fargate(self, spec: dict[str, Any]) -> None:
@@ -360,7 +360,6 @@ def run_task(
         "launchType": props["launch_type"],
         "count": 1,
         "startedBy": "toolkit",
-        "propagateTags": "TASK_DEFINITION",
         "enableECSManagedTags": True,
         "tags": [{"key": k, "value": v} for k, v in sorted(props["tags"].items())],
     }

@@ -5,7 +5,8 @@ Bucket = a prefix of the pool's object storage (``s3://``, ``gs://``, ``az://``)
 prefix on destroy. IAM = a per-run ServiceAccount whose annotations carry the
 cloud identity that may use that storage (IRSA's role ARN, GKE workload
 identity ...), and a Role/RoleBinding that lets it read exactly the run's own
-Secret. The run key and ``toolkit.secret`` env values live in that Secret
+Secret and nothing else in the cluster (the pod mounts no API token at all; the
+Role bounds the identity should a customization mount one). The run key and ``toolkit.secret`` env values live in that Secret
 (written from ``pulumi.Output.secret``) and reach the container only through
 ``secretKeyRef``; storage credentials never travel at all, the pod gets them
 from its identity. Job = the pool's Job manifest (placeholders filled, JSON-6902
@@ -47,6 +48,8 @@ from toolkit.runner import RUN_KEY_ENV, STORAGE_OPTIONS_ENV
 from toolkit.secretvalues import Secret
 
 SKIP_AWAIT = "pulumi.com/skipAwait"
+DELETION_POLICY = "pulumi.com/deletionPropagationPolicy"
+"""Foreground: destroying the Job deletes its pods first, so a cancelled run stops running."""
 RUN_KEY_DATA = "run-key"
 RESERVED_ENV = (RUN_KEY_ENV, STORAGE_OPTIONS_ENV)
 STORAGE_SCHEMES = ("s3", "gs", "gcs", "az", "abfs", "abfss")
@@ -240,7 +243,7 @@ def run_manifest(job: KubernetesJob, run: RunContext, service_account: str) -> d
     metadata.setdefault("name", _run_name(run.run_id))
     metadata["namespace"] = job.namespace
     metadata["labels"] = {**metadata.get("labels", {}), **run.labels}
-    metadata["annotations"] = {**metadata.get("annotations", {}), SKIP_AWAIT: "true"}
+    metadata["annotations"] = {**metadata.get("annotations", {}), SKIP_AWAIT: "true", DELETION_POLICY: "foreground"}
     template = manifest["spec"]["template"]
     template_metadata = template.setdefault("metadata", {})
     template_metadata["labels"] = {**template_metadata.get("labels", {}), **run.labels}
