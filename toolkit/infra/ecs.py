@@ -162,7 +162,8 @@ class EcsVariables(JobVariables):
     secrets: dict[str, Annotated[str, StringConstraints(pattern=SECRET_ARN)]] = Field(
         default_factory=dict,
         description="Environment variables read from existing secrets: NAME -> ARN of a Secrets Manager "
-        "secret or SSM parameter (the execution role may read exactly these).",
+        "secret or SSM parameter (the per-run execution role may read exactly these; one encrypted with a "
+        "customer-managed KMS key also needs kms:Decrypt, so pass an execution_role_arn that has it).",
     )
     tags: dict[str, str] = Field(default_factory=dict, description="Tags on every resource of the run and the task.")
     python: str = Field(default="python3", description="The Python interpreter in the image.")
@@ -598,7 +599,7 @@ class EcsTarget(Target):
         secret_arns: dict[str, pulumi.Output[str]] = {}
         values = {RUN_KEY_ENV: run.run_key, **{k: v.reveal() for k, v in job.env.items() if isinstance(v, Secret)}}
         for env_name, value in values.items():
-            logical = f"secret-{env_name.lower().replace('_', '-')}"
+            logical = f"secret-{env_name}"
             secret = aws.secretsmanager.Secret(
                 logical, name=f"toolkit/{run.run_id}/{env_name}", recovery_window_in_days=0, opts=opts
             )
