@@ -167,11 +167,11 @@ class RunStack:
                 return
             except auto.errors.CommandError as exc:
                 last = exc
+                if corrupted_state(exc):
+                    break  # retrying cannot repair a file
                 time.sleep(min(0.5 * 2**attempt, 5.0))
-        raise TeardownError(
-            f"could not destroy stack {self.name} in {self.backend_url}: {str(last).strip()[-400:]}. "
-            "`toolkit gc` will retry it"
-        )
+        assert last is not None
+        raise TeardownError(describe_failure(last, self.name, self.backend_url) + " `toolkit gc` will retry it")
 
     def remove_unprovisioned(self) -> None:
         """Remove a stack that never ran ``up`` (previews)."""
@@ -182,6 +182,28 @@ class RunStack:
 
     def _cleanup(self) -> None:
         shutil.rmtree(self._work_dir, ignore_errors=True)
+
+
+def checkpoint_location(stack: str, backend_url: str) -> str:
+    """Where a DIY backend keeps a stack's state file (a path for file://, else a URL)."""
+    location = f"{backend_url.rstrip('/')}/.pulumi/stacks/{settings.RUN_PROJECT}/{stack}.json"
+    return location.removeprefix("file://")
+
+
+def corrupted_state(error: Exception) -> bool:
+    return "load checkpoint" in str(error)
+
+
+def describe_failure(error: Exception, stack: str, backend_url: str) -> str:
+    """A one-paragraph account of a failed CLI operation on a run stack."""
+    text = str(error).strip()
+    detail = text.rsplit("stderr:", 1)[-1].strip().removeprefix("error:").strip() or text[-400:]
+    if corrupted_state(error):
+        return (
+            f"the state file {checkpoint_location(stack, backend_url)} of stack {stack} is corrupted ({detail}). "
+            "Restore it from a backup, or delete it and remove the run's resources by hand."
+        )
+    return f"could not destroy stack {stack} in {backend_url}: {detail[-400:]}."
 
 
 def remove_stack(name: str, backend_url: str, work_dir: Path) -> None:

@@ -221,6 +221,7 @@ class RunFuture:
             self._record.update(torn_down=True)
         except TeardownError as exc:
             self.teardown_error = exc
+            self._record.update(teardown_failed=True)
             self.progress.say(f"[red]{exc}[/red]")
         finally:
             self.timings["destroy"] = time.perf_counter() - started

@@ -23,11 +23,13 @@ from pulumi import automation as auto
 from toolkit import records, settings
 from toolkit.engine import (
     RunTag,
+    describe_failure,
     list_run_stacks,
     process_start_time,
     remove_stack,
     selected_stack,
 )
+from toolkit.errors import ConfigError
 from toolkit.pools import PoolRegistry
 
 
@@ -82,22 +84,28 @@ def _stack_run_id(stack: str) -> str:
     return stack.removeprefix("run-")
 
 
-def _record_says_live(stack: str) -> bool:
-    """A run record on this machine whose owner is alive protects a stack with no tags yet."""
+def _local_record(stack: str) -> records.RunRecord | None:
     try:
-        record = records.load(_stack_run_id(stack))
-    except Exception:  # noqa: BLE001 - no record: nothing protects it
-        return False
-    return not record.torn_down and owner_alive(record.owner) is True
+        return records.load(_stack_run_id(stack))
+    except ConfigError:
+        return None  # a stack of another machine's client
 
 
 def find_leaks(older_than: float | None = None, urls: list[str] | None = None) -> list[Leak]:
+    """Collectable stacks. A local run record refines the tags: it protects a live client's
+    stack that has no tags yet, and gives up one whose client's own teardown failed."""
     now = time.time()
     leaks: list[Leak] = []
     for url in urls or backend_urls():
         for name, tags in list_run_stacks(url):
             reason, age = judge(tags, now)
-            if reason is None or (RunTag.from_tags(tags) is None and _record_says_live(name)):
+            record = _local_record(name)
+            if record is not None and record.teardown_failed and not record.torn_down:
+                reason = reason or "its client's teardown failed"
+            elif reason is not None and RunTag.from_tags(tags) is None and record is not None:
+                if not record.torn_down and owner_alive(record.owner) is True:
+                    continue
+            if reason is None:
                 continue
             if older_than is not None and (age is None or age < older_than):
                 continue
@@ -153,5 +161,5 @@ def collect(older_than: float | None = None, dry_run: bool = False, urls: list[s
             destroy_stack(leak.stack, leak.backend_url)
             leak.destroyed = True
         except Exception as exc:  # noqa: BLE001 - report per stack, keep collecting the others
-            leak.error = f"{type(exc).__name__}: {str(exc).strip()[-300:]}"
+            leak.error = f"{type(exc).__name__}: {describe_failure(exc, leak.stack, leak.backend_url)}"
     return leaks

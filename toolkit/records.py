@@ -34,6 +34,8 @@ class RunRecord(BaseModel):
     owner_pid: int
     owner: str
     torn_down: bool = False
+    teardown_failed: bool = False
+    """The client's own destroy failed; ``toolkit gc`` may collect the stack despite a live owner."""
 
     @property
     def directory(self) -> Path:

@@ -113,14 +113,15 @@ def prepare(
     target.preflight(job, pool.name)
     timings["render"] = time.perf_counter() - started
 
+    shared_url = pool.storage.url if pool.storage.mode == "shared-prefix" else None
+    storage_url, shared = target.storage_url(run_id, shared_url)
+
     started = time.perf_counter()
     key = secrets.token_hex(32)
     envelope = seal("bundle", dump_call(fn, tuple(args), dict(kwargs)), key, function=name)
     bundle_path = _stage_bundle(run_id, envelope)
     timings["bundle"] = time.perf_counter() - started
 
-    shared_url = pool.storage.url if pool.storage.mode == "shared-prefix" else None
-    storage_url, shared = target.storage_url(run_id, shared_url)
     context = RunContext(
         run_id=run_id,
         pool_name=pool.name,

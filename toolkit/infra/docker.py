@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+import time
 from typing import Any
 
 import pulumi
@@ -39,6 +40,8 @@ from toolkit.runner import RUN_KEY_ENV
 from toolkit.secretvalues import Secret
 
 CONTAINER_RUN_DIR = "/toolkit-run"
+ENGINE_GRACE_SECONDS = 30.0
+"""How long the watcher waits for an unreachable Docker engine (a restart) before failing the run."""
 DEFAULT_USER = "1000:1000"
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
 _VOLUME = re.compile(r"^(?P<host>[^:]+):(?P<container>/[^:]*)(?::(?P<mode>ro|rw))?$")
@@ -158,7 +161,12 @@ def _explain_exit(code: int, oom: bool, job: DockerJob, logs_tail: str) -> str:
             "`pip install toolkit cloudpickle fsspec` into it"
         )
     if code == 137:
-        return "the container was killed (SIGKILL, exit 137)"
+        return (
+            "the container was killed (SIGKILL, exit 137) from outside: `docker kill`, or a stop or "
+            "restart of the Docker engine that outlasted the stop timeout"
+        )
+    if code == 143:
+        return "the container was stopped (SIGTERM, exit 143): `docker stop`, or a stop of the Docker engine"
     if code == 139:
         return "the interpreter crashed (segmentation fault, exit 139)"
     return f"the container exited with status {code}"
@@ -174,6 +182,8 @@ class DockerWatcher(JobWatcher):
         self._buffer: list[bytes] = []
         self._tail = b""
         self._lock = threading.Lock()
+        self._engine_lost_since: float | None = None
+        self._engine_was_lost = False
         self._reader = threading.Thread(target=self._follow, daemon=True, name=f"logs-{container_id[:12]}")
         self._reader.start()
 
@@ -195,11 +205,15 @@ class DockerWatcher(JobWatcher):
 
     def status(self) -> JobStatus:
         import docker.errors
+        import requests
 
         try:
             state = self._client.api.inspect_container(self._container_id)["State"]
         except docker.errors.NotFound:
             return JobStatus(state="failed", reason="the container disappeared (removed by auto_remove or by hand)")
+        except (docker.errors.DockerException, requests.RequestException) as exc:
+            return self._engine_unreachable(exc)
+        self._engine_lost_since = None  # reachable (again)
         if state.get("Status") in ("created", "running", "restarting", "paused"):
             return JobStatus(state="running" if state.get("Status") != "created" else "pending")
         self._reader.join(timeout=2)  # the output ends with the container
@@ -208,8 +222,23 @@ class DockerWatcher(JobWatcher):
             return JobStatus(state="succeeded", exit_code=0)
         with self._lock:
             tail = self._tail.decode("utf-8", errors="replace")
+        reason = _explain_exit(code, bool(state.get("OOMKilled")), self._job, tail)
+        if self._engine_was_lost:
+            reason += "; the Docker engine restarted while the job ran, which stops its containers"
+        return JobStatus(state="failed", exit_code=code, reason=reason)
+
+    def _engine_unreachable(self, error: Exception) -> JobStatus:
+        """A restarting engine is waited for; one gone for longer than the grace is a failure."""
+        now = time.monotonic()
+        self._engine_was_lost = True
+        if self._engine_lost_since is None:
+            self._engine_lost_since = now
+        if now - self._engine_lost_since < ENGINE_GRACE_SECONDS:
+            return JobStatus(state="running")
         return JobStatus(
-            state="failed", exit_code=code, reason=_explain_exit(code, bool(state.get("OOMKilled")), self._job, tail)
+            state="failed",
+            reason=f"the Docker engine stopped answering for {ENGINE_GRACE_SECONDS:.0f}s while the job ran "
+            f"({type(error).__name__}); its stack is torn down when the engine is back (or by `toolkit gc`)",
         )
 
 

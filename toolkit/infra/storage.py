@@ -29,12 +29,18 @@ class _RunStorageProvider(ResourceProvider):
     def create(self, props: dict[str, Any]) -> CreateResult:
         url, options = props["url"], props.get("options") or {}
         fs, root = fsspec.core.url_to_fs(url, **options)
-        if _is_local(url):
-            os.makedirs(root, mode=0o700, exist_ok=True)
-            os.chmod(root, int(props.get("mode") or "700", 8))
-        else:
-            fs.makedirs(root, exist_ok=True)
-        fs.put_file(props["bundle_path"], f"{root}/{BUNDLE_NAME}")
+        try:
+            if _is_local(url):
+                os.makedirs(root, mode=0o700, exist_ok=True)
+                os.chmod(root, int(props.get("mode") or "700", 8))
+            else:
+                fs.makedirs(root, exist_ok=True)
+            fs.put_file(props["bundle_path"], f"{root}/{BUNDLE_NAME}")
+        except BaseException:
+            # A failed create is not recorded in state, so destroy would never remove it.
+            if fs.exists(root):
+                fs.rm(root, recursive=True)
+            raise
         return CreateResult(id_=url, outs=dict(props))
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:

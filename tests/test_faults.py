@@ -1,0 +1,215 @@
+"""Faults: killed clients, a restarted Docker engine, crashes, full or read-only storage,
+corrupted state, stale locks. Each ends in a clear error and nothing left behind
+(after ``toolkit gc`` where the client itself died)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import toolkit
+from tests.leaks import assert_nothing_left, run_stacks
+from toolkit import docker, gc, process, settings
+from toolkit.errors import JobFailedError, ProvisionError, TeardownError
+from toolkit.futures import wait_for_teardowns
+from toolkit.pools import PoolRegistry, StorageConfig, WorkPool
+from toolkit.toolchain import docker_engine
+
+pytestmark = pytest.mark.engine
+
+
+@pytest.fixture(autouse=True)
+def _nothing_left():
+    yield
+    wait_for_teardowns()
+    assert_nothing_left()
+
+
+def _segfault():
+    import ctypes
+
+    ctypes.string_at(0)
+
+
+@pytest.mark.parametrize(
+    ("decorator", "expected"),
+    [(process, r"killed by signal 11 \(SIGSEGV\)"), (docker, r"segmentation fault, exit 139")],
+    ids=["process", "docker"],
+)
+def test_interpreter_crash_is_a_clear_error(decorator, expected):
+    with pytest.raises(JobFailedError, match=expected):
+        decorator(_segfault)()
+
+
+CLIENT = textwrap.dedent(
+    """
+    import sys, time
+    import toolkit
+
+    decorator = getattr(toolkit, sys.argv[1])
+
+    @decorator
+    def sleeper():
+        time.sleep(600)
+
+    future = sleeper.submit()
+    while future.state != "running":
+        time.sleep(0.1)
+    print(future.run_id, flush=True)
+    time.sleep(600)
+    """
+)
+
+
+def _start_client_and_kill_it(tmp_path: Path, target: str) -> str:
+    script = tmp_path / "client.py"
+    script.write_text(CLIENT)
+    client = subprocess.Popen([sys.executable, str(script), target], stdout=subprocess.PIPE, text=True)
+    run_id = client.stdout.readline().strip()
+    client.send_signal(signal.SIGKILL)
+    client.wait()
+    assert run_id, "the client never reached the running state"
+    return run_id
+
+
+def test_killed_docker_client_is_recovered_by_gc(tmp_path):
+    run_id = _start_client_and_kill_it(tmp_path, "docker")
+    assert run_stacks() == [f"run-{run_id}"]
+    assert subprocess.run(["docker", "inspect", f"toolkit-{run_id}"], capture_output=True).returncode == 0
+    leaks = gc.collect()
+    assert [(leak.stack, leak.destroyed) for leak in leaks] == [(f"run-{run_id}", True)]
+
+
+def _lock_dir(run_id: str) -> Path:
+    state = Path(settings.default_backend_url().removeprefix("file://"))
+    return state / ".pulumi" / "locks" / "organization" / settings.RUN_PROJECT / f"run-{run_id}"
+
+
+def test_stack_locked_by_a_dead_process_is_unlocked_and_destroyed_by_gc(tmp_path):
+    run_id = _start_client_and_kill_it(tmp_path, "process")
+    # As if the client's `pulumi` had been killed mid-operation: its lock outlives it.
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    lock = {"pid": dead.pid, "username": "root", "hostname": socket.gethostname(), "timestamp": "2026-01-01T00:00:00Z"}
+    _lock_dir(run_id).mkdir(parents=True, exist_ok=True)
+    (_lock_dir(run_id) / f"{uuid.uuid4()}.json").write_text(json.dumps(lock))
+    leaks = gc.collect()
+    assert [(leak.stack, leak.destroyed, leak.error) for leak in leaks] == [(f"run-{run_id}", True, None)]
+    assert not any(_lock_dir(run_id).glob("*.json"))
+
+
+def test_lock_of_a_live_process_is_respected(tmp_path):
+    run_id = _start_client_and_kill_it(tmp_path, "process")
+    lock = {"pid": os.getpid(), "username": "root", "hostname": socket.gethostname(), "timestamp": "2026-01-01T00:00:00Z"}
+    lock_file = _lock_dir(run_id) / f"{uuid.uuid4()}.json"
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    lock_file.write_text(json.dumps(lock))
+    try:
+        leaks = gc.collect()
+        assert len(leaks) == 1 and not leaks[0].destroyed
+        assert leaks[0].error.startswith("ConcurrentUpdateError") and "currently locked" in leaks[0].error
+        assert lock_file.exists()
+    finally:
+        lock_file.unlink()
+    assert [leak.destroyed for leak in gc.collect()] == [True]
+
+
+@pytest.fixture
+def tiny_mount(tmp_path: Path) -> Iterator[Path]:
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+def _pool_on(name: str, url: Path) -> str:
+    PoolRegistry().save(
+        WorkPool(name=name, type="process", storage=StorageConfig(url=str(url), mode="shared-prefix")), overwrite=True
+    )
+    return name
+
+
+def test_full_storage_is_a_clear_error(tiny_mount):
+    pool = _pool_on("tiny-storage", tiny_mount)
+    try:
+        with pytest.raises(ProvisionError, match="No space left on device"):
+            process(pool=pool)(len)(b"x" * 2 * 1024 * 1024)
+        assert list(tiny_mount.iterdir()) == []
+    finally:
+        PoolRegistry().delete(pool)
+
+
+def test_unwritable_storage_is_a_clear_error(tiny_mount):
+    subprocess.run(["mount", "-o", "remount,ro", str(tiny_mount)], check=True)
+    pool = _pool_on("readonly-storage", tiny_mount)
+    try:
+        with pytest.raises(ProvisionError, match="Read-only file system"):
+            process(pool=pool)(len)(b"x")
+    finally:
+        PoolRegistry().delete(pool)
+
+
+def test_corrupted_state_file_is_a_clear_error_naming_it(tmp_path):
+    release = tmp_path / "release"
+
+    @process
+    def waits(path):
+        while not os.path.exists(path):
+            time.sleep(0.05)
+        return "ok"
+
+    future = waits.submit(str(release))
+    state = Path(settings.default_backend_url().removeprefix("file://"))
+    stack_file = state / ".pulumi" / "stacks" / settings.RUN_PROJECT / f"run-{future.run_id}.json"
+    deadline = time.monotonic() + 60
+    while future.state != "running" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    good = stack_file.read_bytes()
+    stack_file.write_text("{ this is not a checkpoint")
+    release.touch()
+    assert future.result(timeout=120) == "ok"  # the result does not depend on the state file
+    assert future.wait_teardown(120)
+    assert isinstance(future.teardown_error, TeardownError)
+    assert str(stack_file) in str(future.teardown_error) and "toolkit gc" in str(future.teardown_error)
+    stack_file.write_bytes(good)  # repaired, the leftover stack is collectable as usual
+    assert [leak.destroyed for leak in gc.collect()] == [True]
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_docker_engine_restart_mid_run_is_a_clear_error():
+    @docker
+    def sleeper():
+        print("started", flush=True)
+        time.sleep(600)
+
+    future = sleeper.submit()
+    deadline = time.monotonic() + 120
+    while "started" not in future.logs() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert future.state == "running"
+    pid = int(subprocess.run(["pidof", "dockerd"], capture_output=True, text=True, check=True).stdout.split()[0])
+    os.kill(pid, signal.SIGTERM)
+    while subprocess.run(["pidof", "dockerd"], capture_output=True).returncode == 0:
+        time.sleep(0.2)
+    docker_engine.ensure_running(lambda _line: None, settings.cache_dir() / "dockerd.log")
+    with pytest.raises(JobFailedError, match="Docker engine"):
+        future.result(timeout=180)
+    future.wait_teardown(180)
+    if future.teardown_error is not None:  # the engine came back after the teardown's retries
+        assert [leak.destroyed for leak in gc.collect()] == [True]
+    assert toolkit.process  # the rest of the suite still has an engine
