@@ -115,7 +115,9 @@ def find_leaks(older_than: float | None = None, urls: list[str] | None = None) -
 
 def break_stale_lock(stack: str, backend_url: str) -> list[str]:
     """Remove lock files of ``stack`` held by processes that no longer exist; returns what it removed."""
-    fs, root = fsspec.core.url_to_fs(backend_url)
+    # Backend URLs carry gocloud query options (?endpoint=...&region=...) that fsspec does not
+    # understand; fsspec clients take those from the environment (AWS_ENDPOINT_URL, ...).
+    fs, root = fsspec.core.url_to_fs(backend_url.split("?", 1)[0])
     directory = f"{root.rstrip('/')}/.pulumi/locks/organization/{settings.RUN_PROJECT}/{stack}"
     removed: list[str] = []
     if not fs.exists(directory):
