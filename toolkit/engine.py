@@ -13,6 +13,7 @@ import functools
 import shutil
 import socket
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -119,18 +120,33 @@ class RunStack:
             raise
         self.created = True
 
-    def tag(self, run: RunTag) -> None:
-        """Record owner, creation time and TTL on the stack, for ``toolkit gc``."""
-        self.stack.set_tag(RUN_TAG, run.model_dump_json())
+    def up(self, run: RunTag) -> dict[str, Any]:
+        """Tag the stack for ``toolkit gc`` and ``pulumi up`` it; returns plain output values.
 
-    def up(self) -> dict[str, Any]:
-        """``pulumi up``; returns plain output values. Raises ``ProvisionError`` with the engine's errors."""
+        The tag (owner, creation time, TTL) is written while ``up`` runs: the two
+        CLI calls overlap instead of queueing. Raises ``ProvisionError`` with the
+        engine's own error diagnostics.
+        """
+        tag_errors: list[Exception] = []
+
+        def tag() -> None:
+            try:
+                self.stack.set_tag(RUN_TAG, run.model_dump_json())
+            except auto.errors.CommandError as exc:
+                tag_errors.append(exc)
+
+        tagger = threading.Thread(target=tag, name=f"tag-{self.name}")
+        tagger.start()
         self.progress.errors.clear()
         try:
             result = self.stack.up(on_event=self.progress.on_event, on_output=lambda _line: None)
         except auto.errors.CommandError as exc:
             detail = "; ".join(self.progress.errors) or str(exc).strip().splitlines()[-1]
             raise ProvisionError(f"provisioning run {self.run_id} failed: {detail}") from None
+        finally:
+            tagger.join()
+        if tag_errors:
+            raise ProvisionError(f"tagging stack {self.name} for `toolkit gc` failed: {tag_errors[0]}")
         return {key: output.value for key, output in result.outputs.items()}
 
     def preview(self) -> list[ResourceChange]:

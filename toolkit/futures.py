@@ -179,7 +179,9 @@ class RunFuture:
                 program=lambda: prepared.target.program(prepared.context),
                 progress=self.progress,
             )
-            stack.tag(
+            if self._cancelled():
+                raise RunCancelledError(f"run {self.run_id} was cancelled before it started")
+            outputs = stack.up(
                 RunTag(
                     pool=prepared.pool.name,
                     function=prepared.function_name,
@@ -188,9 +190,6 @@ class RunFuture:
                     ttl=prepared.timeout + 3600 if prepared.timeout else DEFAULT_TTL,
                 )
             )
-            if self._cancelled():
-                raise RunCancelledError(f"run {self.run_id} was cancelled before it started")
-            outputs = stack.up()
             prepared.discard_bundle()
             self.timings["stack_up"] = time.perf_counter() - started
 
