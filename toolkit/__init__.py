@@ -30,7 +30,25 @@ _EXPORTS = {
     "secret": "toolkit.secretvalues",
 }
 
-__all__ = [*_EXPORTS, "__version__"]
+__all__ = [
+    "process",
+    "docker",
+    "kubernetes",
+    "ecs",
+    "cloud_run",
+    "vertex_ai",
+    "azure_container_instance",
+    "InfraFunction",
+    "Submitter",
+    "RunFuture",
+    "Plan",
+    "ResourceChange",
+    "WorkPool",
+    "PoolRegistry",
+    "WorkPoolResource",
+    "secret",
+    "__version__",
+]
 
 if TYPE_CHECKING:
     from toolkit.decorators import (

@@ -8,7 +8,6 @@ file there that the owning client's watch loop notices.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path

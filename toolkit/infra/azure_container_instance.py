@@ -40,9 +40,9 @@ from toolkit.infra.base import (
     JobWatcher,
     RunContext,
     Target,
+    placeholders,
     runner_command,
 )
-from toolkit.infra.requirements import require
 from toolkit.infra.rest import RestClient, azure_session, endpoint
 from toolkit.runner import BUNDLE_NAME, RUN_KEY_ENV, STORAGE_OPTIONS_ENV
 from toolkit.secretvalues import Secret
@@ -244,17 +244,20 @@ class AzureContainerInstanceTarget(Target):
     variables_model = AzureContainerInstanceVariables
     job_model = AzureContainerInstanceJob
     customization_root = "/container_group"
+    required = ("image", "resource_group")
 
     @classmethod
     def default_job_configuration(cls) -> dict[str, Any]:
         return {
-            "subscription": "{{ subscription }}",
-            "resource_group": "{{ resource_group }}",
-            "identities": "{{ identities }}",
-            "subnet_ids": "{{ subnet_ids }}",
-            "client_principal_type": "{{ client_principal_type }}",
-            "env": "{{ env }}",
-            "labels": "{{ labels }}",
+            **placeholders(
+                "subscription",
+                "resource_group",
+                "identities",
+                "subnet_ids",
+                "client_principal_type",
+                "env",
+                "labels",
+            ),
             "container_group": {
                 "location": "{{ location }}",
                 "os_type": "Linux",
@@ -276,22 +279,16 @@ class AzureContainerInstanceTarget(Target):
             },
         }
 
-    @classmethod
-    def check_capabilities(cls, variables: dict[str, Any], pool_name: str) -> None:
-        super().check_capabilities(variables, pool_name)
-        require(cls.name, variables, pool_name, _REQUIRED)
-
     def per_run_storage_url(self, run_id: str) -> str:
         return f"az://{CONTAINER}@{account_name(run_id)}.blob.core.windows.net"
 
     def program(self, run: RunContext) -> None:
         job = run.job
         assert isinstance(job, AzureContainerInstanceJob)
-        require(
-            self.name,
+        self.require(  # again: customizations may have dropped them
             {"image": job.runner_container.get("image"), "resource_group": job.resource_group},
             run.pool_name,
-            _REQUIRED,
+            self.required,
         )
         provider = azure.Provider("azure", subscription_id=job.subscription) if job.subscription else None
         opts = pulumi.ResourceOptions(provider=provider)
@@ -394,10 +391,6 @@ class AzureContainerInstanceTarget(Target):
         return AzureContainerInstanceWatcher(outputs["container_group"])
 
 
-_REQUIRED = {
-    "image": AzureContainerInstanceVariables.model_fields["image"].description or "",
-    "resource_group": "the existing resource group to create the run's resources in",
-}
 
 
 def _role(subscription: pulumi.Input[str], role: str) -> pulumi.Output[str]:

@@ -109,6 +109,9 @@ class Target(abc.ABC):
     """JSON pointer in the job configuration that ``customizations`` patches apply to."""
     unsupported: ClassVar[dict[str, str]] = {}
     """Job variables this target cannot honour, with the reason shown to the user."""
+    required: ClassVar[tuple[str, ...]] = ()
+    """Job variables a run cannot go without. Their schema defaults stay empty so a pool's
+    template renders before a platform team fills them in (e.g. an image from its registry)."""
     storage_schemes: ClassVar[tuple[str, ...]] = ()
     """fsspec protocols a pool's ``storage.url`` may use (empty: the target provisions storage)."""
 
@@ -127,10 +130,23 @@ class Target(abc.ABC):
 
     @classmethod
     def check_capabilities(cls, variables: dict[str, Any], pool_name: str) -> None:
-        """Turn a request for something this target cannot do into a clear error."""
+        """Turn a missing required variable, or a request for something this target cannot do,
+        into a clear error."""
+        cls.require(variables, pool_name, cls.required)
         for name, reason in cls.unsupported.items():
             if variables.get(name) not in (None, False, 0, [], {}):
                 raise ConfigError(f"pool {pool_name!r} ({cls.name}) cannot honour {name!r}: {reason}")
+
+    @classmethod
+    def require(cls, variables: dict[str, Any], pool_name: str, names: tuple[str, ...]) -> None:
+        """Raise ``ConfigError`` for the first of ``names`` left unset, saying what it must be."""
+        for name in names:
+            if variables.get(name) in (None, ""):
+                what = cls.variables_model.model_fields[name].description or ""
+                raise ConfigError(
+                    f"pool {pool_name!r} ({cls.name}) needs the job variable {name!r}: {what.rstrip('.')}. "
+                    f"Set it in the pool's template or pass {name}=... to the decorator or submit()"
+                )
 
     def parse_job(self, config: dict[str, Any], pool_name: str) -> JobConfiguration:
         """Validate a rendered job configuration against ``job_model``."""
@@ -176,6 +192,11 @@ class Target(abc.ABC):
     @abc.abstractmethod
     def watcher(self, run: RunContext, outputs: dict[str, Any]) -> JobWatcher:
         """A watcher for the job ``program`` created, from the stack's outputs."""
+
+
+def placeholders(*names: str) -> dict[str, str]:
+    """``{"env": "{{ env }}", ...}``: the flat part of a default job configuration."""
+    return {name: "{{ " + name + " }}" for name in names}
 
 
 def variables_schema(model: type[BaseModel]) -> dict[str, Any]:

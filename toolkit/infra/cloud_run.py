@@ -38,9 +38,9 @@ from toolkit.infra.base import (
     JobWatcher,
     RunContext,
     Target,
+    placeholders,
     runner_command,
 )
-from toolkit.infra.requirements import require
 from toolkit.infra.rest import CloudApiError, RestClient, endpoint, google_session
 from toolkit.runner import RUN_KEY_ENV, STORAGE_OPTIONS_ENV
 from toolkit.secretvalues import Secret
@@ -299,18 +299,21 @@ class CloudRunTarget(Target):
     extra = "gcp"
     variables_model = CloudRunVariables
     job_model = CloudRunJob
+    required = ("image",)
     customization_root = "/job"
 
     @classmethod
     def default_job_configuration(cls) -> dict[str, Any]:
         return {
-            "region": "{{ region }}",
-            "project": "{{ project }}",
-            "service_account": "{{ service_account }}",
-            "vpc_connector": "{{ vpc_connector }}",
-            "env": "{{ env }}",
-            "secrets": "{{ secrets }}",
-            "labels": "{{ labels }}",
+            **placeholders(
+                "region",
+                "project",
+                "service_account",
+                "vpc_connector",
+                "env",
+                "secrets",
+                "labels",
+            ),
             "job": {
                 "template": {
                     "task_count": 1,
@@ -330,19 +333,14 @@ class CloudRunTarget(Target):
             },
         }
 
-    @classmethod
-    def check_capabilities(cls, variables: dict[str, Any], pool_name: str) -> None:
-        super().check_capabilities(variables, pool_name)
-        require(cls.name, variables, pool_name, {"image": CloudRunVariables.model_fields["image"].description or ""})
-
     def per_run_storage_url(self, run_id: str) -> str:
         return shared.storage_url(run_id)
 
     def program(self, run: RunContext) -> None:
         job = run.job
         assert isinstance(job, CloudRunJob)
-        if not job.runner_container.get("image"):
-            require(self.name, {}, run.pool_name, {"image": CloudRunVariables.model_fields["image"].description or ""})
+        # again: customizations may have dropped it
+        self.require({"image": job.runner_container.get("image")}, run.pool_name, ("image",))
         project = shared.resolve_project(job.project, self.name)
         labels = shared.gcp_labels(job.labels, run.labels)
         identity = shared.run_identity(run, project, job.service_account)

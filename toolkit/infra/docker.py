@@ -33,6 +33,7 @@ from toolkit.infra.base import (
     JobWatcher,
     RunContext,
     Target,
+    placeholders,
     runner_command,
 )
 from toolkit.infra.storage import RunStorage
@@ -251,8 +252,7 @@ class DockerTarget(Target):
 
     @classmethod
     def default_job_configuration(cls) -> dict[str, Any]:
-        names = [name for name in DockerVariables.model_fields if name != "timeout"]
-        return {name: "{{ " + name + " }}" for name in names}
+        return placeholders(*(name for name in DockerVariables.model_fields if name != "timeout"))
 
     def preflight(self, job: JobConfiguration, pool_name: str) -> None:
         """The engine must answer and the image must be local: nothing is ever pulled."""

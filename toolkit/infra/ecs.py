@@ -43,6 +43,7 @@ from toolkit.infra.base import (
     JobWatcher,
     RunContext,
     Target,
+    placeholders,
     runner_command,
 )
 from toolkit.infra.storage import RunStorage
@@ -520,28 +521,31 @@ class EcsTarget(Target):
     variables_model = EcsVariables
     job_model = EcsJob
     customization_root = "/task_definition"
+    required = ("image",)
     storage_schemes = ("s3",)
     unsupported = {}
 
     @classmethod
     def default_job_configuration(cls) -> dict[str, Any]:
         return {
-            "region": "{{ region }}",
-            "cluster": "{{ cluster }}",
-            "launch_type": "{{ launch_type }}",
-            "gpu": "{{ gpu }}",
-            "subnets": "{{ subnets }}",
-            "security_groups": "{{ security_groups }}",
-            "assign_public_ip": "{{ assign_public_ip }}",
-            "platform_version": "{{ platform_version }}",
-            "task_role_arn": "{{ task_role_arn }}",
-            "execution_role_arn": "{{ execution_role_arn }}",
-            "log_group": "{{ log_group }}",
-            "log_retention_days": "{{ log_retention_days }}",
-            "env": "{{ env }}",
-            "secrets": "{{ secrets }}",
-            "tags": "{{ tags }}",
-            "python": "{{ python }}",
+            **placeholders(
+                "region",
+                "cluster",
+                "launch_type",
+                "gpu",
+                "subnets",
+                "security_groups",
+                "assign_public_ip",
+                "platform_version",
+                "task_role_arn",
+                "execution_role_arn",
+                "log_group",
+                "log_retention_days",
+                "env",
+                "secrets",
+                "tags",
+                "python",
+            ),
             "task_definition": {
                 "family": "toolkit-{{ run_id }}",
                 "cpu": "{{ cpu }}",
@@ -565,12 +569,6 @@ class EcsTarget(Target):
     @classmethod
     def check_capabilities(cls, variables: dict[str, Any], pool_name: str) -> None:
         super().check_capabilities(variables, pool_name)
-        if not variables.get("image"):
-            raise ConfigError(
-                f"pool {pool_name!r} (ecs) needs the job variable 'image': "
-                f"{EcsVariables.model_fields['image'].description} Set it in the pool's template or pass "
-                "image=... to the decorator or submit()"
-            )
         if variables.get("network_mode", "awsvpc") == "awsvpc" and not variables.get("subnets"):
             raise ConfigError(
                 f"pool {pool_name!r} (ecs) runs tasks in 'awsvpc' network mode, which needs the job variable "

@@ -41,6 +41,7 @@ from toolkit.infra.base import (
     JobWatcher,
     RunContext,
     Target,
+    placeholders,
     runner_command,
 )
 from toolkit.infra.storage import RunStorage
@@ -436,18 +437,21 @@ class KubernetesTarget(Target):
     variables_model = KubernetesVariables
     job_model = KubernetesJob
     customization_root = "/job_manifest"
+    required = ("image",)
     storage_schemes = STORAGE_SCHEMES
     unsupported = {}
 
     @classmethod
     def default_job_configuration(cls) -> dict[str, Any]:
         return {
-            "context": "{{ context }}",
-            "service_account_annotations": "{{ service_account_annotations }}",
-            "image_pull_secrets": "{{ image_pull_secrets }}",
-            "env": "{{ env }}",
-            "secret_env": "{{ secret_env }}",
-            "python": "{{ python }}",
+            **placeholders(
+                "context",
+                "service_account_annotations",
+                "image_pull_secrets",
+                "env",
+                "secret_env",
+                "python",
+            ),
             "job_manifest": {
                 "apiVersion": "batch/v1",
                 "kind": "Job",
@@ -493,16 +497,6 @@ class KubernetesTarget(Target):
                 },
             },
         }
-
-    @classmethod
-    def check_capabilities(cls, variables: dict[str, Any], pool_name: str) -> None:
-        super().check_capabilities(variables, pool_name)
-        if not variables.get("image"):
-            raise ConfigError(
-                f"pool {pool_name!r} (kubernetes) needs the job variable 'image': "
-                f"{KubernetesVariables.model_fields['image'].description} Set it in the pool's template "
-                "or pass image=... to the decorator or submit()"
-            )
 
     def storage_url(self, run_id: str, pool_storage_url: str | None) -> tuple[str, bool]:
         if pool_storage_url:

@@ -30,6 +30,7 @@ from toolkit.infra.base import (
     JobWatcher,
     RunContext,
     Target,
+    placeholders,
     runner_command,
 )
 from toolkit.infra.storage import RunStorage
@@ -176,14 +177,7 @@ class ProcessTarget(Target):
 
     @classmethod
     def default_job_configuration(cls) -> dict[str, Any]:
-        return {
-            "env": "{{ env }}",
-            "python": "{{ python }}",
-            "working_dir": "{{ working_dir }}",
-            "command": "{{ command }}",
-            "labels": "{{ labels }}",
-            "stream_output": "{{ stream_output }}",
-        }
+        return placeholders("env", "python", "working_dir", "command", "labels", "stream_output")
 
     def per_run_storage_url(self, run_id: str) -> str:
         return str(settings.home() / "work" / run_id)

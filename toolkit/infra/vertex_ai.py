@@ -39,9 +39,9 @@ from toolkit.infra.base import (
     JobWatcher,
     RunContext,
     Target,
+    placeholders,
     runner_command,
 )
-from toolkit.infra.requirements import require
 from toolkit.infra.rest import CloudApiError, RestClient, endpoint, google_session
 from toolkit.runner import RUN_KEY_ENV, STORAGE_OPTIONS_ENV
 from toolkit.secretvalues import Secret
@@ -298,17 +298,13 @@ class VertexAiTarget(Target):
     extra = "gcp"
     variables_model = VertexAiVariables
     job_model = VertexAiJob
+    required = ("image",)
     customization_root = "/job_spec"
 
     @classmethod
     def default_job_configuration(cls) -> dict[str, Any]:
         return {
-            "region": "{{ region }}",
-            "project": "{{ project }}",
-            "service_account": "{{ service_account }}",
-            "maximum_run_time_hours": "{{ maximum_run_time_hours }}",
-            "env": "{{ env }}",
-            "labels": "{{ labels }}",
+            **placeholders("region", "project", "service_account", "maximum_run_time_hours", "env", "labels"),
             "job_spec": {
                 "workerPoolSpecs": [
                     {
@@ -334,19 +330,14 @@ class VertexAiTarget(Target):
             },
         }
 
-    @classmethod
-    def check_capabilities(cls, variables: dict[str, Any], pool_name: str) -> None:
-        super().check_capabilities(variables, pool_name)
-        require(cls.name, variables, pool_name, {"image": VertexAiVariables.model_fields["image"].description or ""})
-
     def per_run_storage_url(self, run_id: str) -> str:
         return shared.storage_url(run_id)
 
     def program(self, run: RunContext) -> None:
         job = run.job
         assert isinstance(job, VertexAiJob)
-        if not job.image:
-            require(self.name, {}, run.pool_name, {"image": VertexAiVariables.model_fields["image"].description or ""})
+        # again: customizations may have dropped it
+        self.require({"image": job.image}, run.pool_name, ("image",))
         project = shared.resolve_project(job.project, self.name)
         labels = shared.gcp_labels(job.labels, run.labels)
         identity = shared.run_identity(run, project, job.service_account)

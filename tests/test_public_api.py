@@ -1,0 +1,44 @@
+"""The public surface the design fixes, and the dependency rule that keeps job images small."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import toolkit
+
+
+def test_design_names_are_importable_from_the_package():
+    from toolkit import (  # noqa: F401 - the import is the test
+        Plan,
+        RunFuture,
+        Submitter,
+        WorkPool,
+        azure_container_instance,
+        cloud_run,
+        docker,
+        ecs,
+        kubernetes,
+        process,
+        secret,
+        vertex_ai,
+    )
+
+    assert sorted(toolkit.__all__) == sorted(set(toolkit.__all__))
+    for name in toolkit.__all__:
+        assert getattr(toolkit, name) is not None
+
+
+def test_the_runner_imports_only_the_standard_library_cloudpickle_and_fsspec():
+    probe = (
+        "import sys, toolkit.runner; "
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('pulumi', 'pydantic', 'grpc', 'rich', 'typer') "
+        "or m.startswith(('toolkit.infra', 'toolkit.engine', 'toolkit.decorators'))); print(heavy)"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_work_pool_name_is_an_alias_of_pool():
+    bound = toolkit.process(work_pool_name="local-process")(print)
+    assert bound.pool == "local-process"
