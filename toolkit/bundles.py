@@ -88,7 +88,7 @@ def _local_packages() -> set[str]:
     """
     roots = _library_roots()
     local: set[str] = set()
-    for name, module in list(sys.modules.items()):
+    for name, module in sys.modules.copy().items():  # copy() is atomic; other threads import meanwhile
         top = name.partition(".")[0]
         path = getattr(module, "__file__", None)
         if not path or top in ("__main__", "toolkit", "cloudpickle") or top in local:

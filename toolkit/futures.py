@@ -255,7 +255,7 @@ class RunFuture:
         if not text:
             return
         self._record.append_log(text)
-        if not self._prepared.stream_output or not self.progress.show:
+        if not self._prepared.stream_output:
             return
         if self._prefix_logs:
             text = "".join(f"{self.run_id} | {line}\n" for line in text.splitlines())

@@ -139,8 +139,9 @@ def validate_variables(values: Mapping[str, Any], schema: Mapping[str, Any], poo
     unknown = sorted(set(values) - set(properties))
     if unknown:
         name = unknown[0]
-        close = difflib.get_close_matches(name, list(properties), n=1, cutoff=0.6)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
+        head, dot, rest = name.partition(".")  # 'evn.X' is meant as 'env.X'
+        close = difflib.get_close_matches(head, list(properties), n=1, cutoff=0.6)
+        hint = f" Did you mean {close[0] + dot + rest!r}?" if close else ""
         raise ConfigError(
             f"unknown job variable {name!r} for pool {pool_name!r}.{hint} "
             f"Valid: {', '.join(sorted(properties))}"

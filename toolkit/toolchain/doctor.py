@@ -11,16 +11,15 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from toolkit import settings
-from toolkit.toolchain import docker_engine, pulumi_cli, runner_image
+from toolkit.toolchain import docker_engine, kubernetes_provider, pulumi_cli, runner_image
 from toolkit.toolchain.install import cli_version, installed_plugins
 from toolkit.toolchain.language_host import HOST_NAME
 from toolkit.toolchain.shim import SHIM_NAME
 
 INSTALL = "toolkit toolchain install"
 
-#: Provider plugins of the optional targets: Python package -> plugin name.
+#: Provider plugins of the optional targets that the toolkit cannot build: Python package -> plugin name.
 OPTIONAL_PLUGINS = {
-    "pulumi_kubernetes": "kubernetes",
     "pulumi_aws": "aws",
     "pulumi_gcp": "gcp",
     "pulumi_azure_native": "azure-native",
@@ -71,6 +70,9 @@ def _plugins() -> list[Check]:
             fix="" if wanted in have else INSTALL,
         )
     )
+    kubernetes = _kubernetes_plugin(plugins)
+    if kubernetes is not None:
+        checks.append(kubernetes)
     for package, plugin in OPTIONAL_PLUGINS.items():
         try:
             version = package_version(package)
@@ -87,6 +89,20 @@ def _plugins() -> list[Check]:
             )
         )
     return checks
+
+
+def _kubernetes_plugin(plugins: dict[str, set[str]]) -> Check | None:
+    """Built by ``toolkit toolchain install`` whenever pulumi_kubernetes is installed, so required then."""
+    try:
+        wanted = package_version("pulumi_kubernetes")
+    except PackageNotFoundError:
+        return None
+    have = plugins.get("kubernetes", set())
+    if wanted not in have:
+        return Check(component="plugin kubernetes", ok=False,
+                     detail=f"v{wanted} not in the plugin cache (have: {sorted(have) or 'none'})", fix=INSTALL)
+    source = kubernetes_provider.read_source_note(settings.bin_dir() / kubernetes_provider.BINARY_NAME)
+    return Check(component="plugin kubernetes", ok=True, detail=f"v{wanted}" + (f" (built from {source})" if source else ""))
 
 
 def _docker() -> list[Check]:
@@ -110,8 +126,11 @@ def _backend() -> Check:
     url = settings.default_backend_url()
     if url.startswith("file://"):
         path = Path(url.removeprefix("file://"))
-        ok = path.is_dir() and os.access(path, os.W_OK)
-        return Check(component="state backend", ok=ok, detail=url, fix="" if ok else INSTALL)
+        existing = next(p for p in (path, *path.parents) if p.exists())  # created on first use
+        ok = existing.is_dir() and os.access(existing, os.W_OK)
+        detail = url if path.exists() else f"{url} (created on first run)"
+        return Check(component="state backend", ok=ok, detail=detail if ok else f"{url}: {existing} is not writable",
+                     fix="" if ok else f"make {existing} writable or set TOOLKIT_HOME / TOOLKIT_BACKEND_URL")
     return Check(component="state backend", ok=True, detail=f"{url} (not checked: remote)")
 
 
