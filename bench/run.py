@@ -1,6 +1,6 @@
 """Benchmarks: the toolkit's overhead as ratios against a raw baseline measured in the same run.
 
-    .venv/bin/python bench/run.py [--repeats 5] [--targets process docker] [--out bench/results.md]
+    .venv/bin/python bench/run.py [--repeats 5] [--targets process docker] [--no-prefect]
 
 Per target, a trivial function is called through the toolkit and the same
 trivial work is run the plain way (``python -c`` for process, ``docker run``
@@ -8,8 +8,9 @@ of the same image for docker), alternating, so both see the same machine
 load. Reported: submit->result latency (min/median/max) and its ratio to the
 baseline, the per-phase breakdown from ``RunFuture.timings``, the teardown
 that follows the result, throughput at 1/4/10 concurrent runs, and the
-client's peak memory. Times are never asserted anywhere: machines here are
-noisy, ratios from one run are what to compare.
+client's peak memory; then the same trivial job through Prefect 3's ``@docker``
+on the same engine (bench/prefect_docker.py). Times are never asserted
+anywhere: machines here are noisy, ratios from one run are what to compare.
 """
 
 from __future__ import annotations
@@ -130,12 +131,44 @@ def render(results: list[dict], repeats: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def run_prefect(repeats: int) -> dict:
+    """Prefect 3's ``@docker`` on the same engine (bench/prefect_docker.py prints one JSON document)."""
+    result = subprocess.run(
+        [sys.executable, str(HERE / "prefect_docker.py"), "--repeats", str(repeats)], capture_output=True, text=True
+    )
+    return json.loads(result.stdout)
+
+
+def render_prefect(prefect: dict, toolkit_docker: dict | None) -> str:
+    lines = ["", "## Prefect 3 `@docker` on the same engine, offline", ""]
+    if not prefect.get("ok"):
+        return "\n".join(lines + [f"Could not run: step {prefect.get('step')!r} failed: {prefect.get('error')}", ""])
+    lat = prefect["prefect_latency"]
+    lines += [
+        f"`bench/prefect_docker.py` ({prefect['method']}).",
+        "",
+        "| | submit→value (min / median / max) | baseline `docker run --rm` median | ratio (median) |",
+        "|---|---|---|---|",
+        f"| Prefect `@docker` | {lat['min']:.2f} / {lat['median']:.2f} / {lat['max']:.2f}s "
+        f"| {prefect['baseline']['median']:.2f}s | **{prefect['ratio']:.1f}x** |",
+    ]
+    if toolkit_docker:
+        tk = toolkit_docker["latency"]
+        lines.append(
+            f"| toolkit `@docker` (table above) | {tk['min']:.2f} / {tk['median']:.2f} / {tk['max']:.2f}s "
+            f"| {toolkit_docker['baseline']['median']:.2f}s | **{toolkit_docker['ratio']:.1f}x** |"
+        )
+    lines += ["", "The two baselines run different images (Prefect's image carries Prefect), so compare the ratios.", ""]
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--targets", nargs="+", default=["process", "docker"])
     parser.add_argument("--concurrency", nargs="+", type=int, default=[1, 4, 10])
     parser.add_argument("--out", type=Path, default=HERE / "results.md")
+    parser.add_argument("--no-prefect", action="store_true", help="Skip the Prefect @docker comparison.")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: bench one target, print JSON
     args = parser.parse_args()
     if args.one:
@@ -151,7 +184,12 @@ def main() -> None:
             env=env, check=True, capture_output=True, text=True,
         ).stdout
         results.append(json.loads(output.strip().splitlines()[-1]))
-    args.out.write_text(render(results, args.repeats))
+    report = render(results, args.repeats)
+    if not args.no_prefect:
+        print("benchmarking Prefect @docker ...", file=sys.stderr, flush=True)
+        docker_result = next((r for r in results if r["target"] == "docker"), None)
+        report += render_prefect(run_prefect(args.repeats), docker_result)
+    args.out.write_text(report)
     print(args.out.read_text())
 
 
