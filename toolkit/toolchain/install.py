@@ -13,11 +13,13 @@ import json
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 from pathlib import Path
 
 from toolkit import settings
-from toolkit.toolchain import docker_engine, pulumi_cli, runner_image
+from toolkit.toolchain import docker_engine, kubernetes_provider, pulumi_cli, runner_image
 from toolkit.toolchain.docker_provider import build_docker_provider
 from toolkit.toolchain.language_host import HOST_NAME, install_language_host
 from toolkit.toolchain.shim import install_shim
@@ -62,25 +64,50 @@ def _ensure_pulumi_cli(outcome: list[str], log: Log) -> None:
     outcome.append(f"built v{wanted} -> {target}")
 
 
-def _ensure_docker_plugin(outcome: list[str], log: Log) -> None:
-    wanted = package_version("pulumi_docker")
-    if wanted in installed_plugins().get("docker", set()):
-        outcome.append(f"docker v{wanted} present in the plugin cache")
+def _ensure_plugin(name: str, wanted: str, build: Callable[[Path], str], outcome: list[str]) -> None:
+    """Install resource plugin ``name`` v``wanted`` into Pulumi's plugin cache, building it if needed.
+
+    ``build(binary)`` writes the plugin to ``binary`` and returns what it built;
+    the binary is cached in ``bin_dir()`` with a version stamp next to it.
+    """
+    if wanted in installed_plugins().get(name, set()):
+        outcome.append(f"{name} v{wanted} present in the plugin cache")
         return
-    binary = settings.bin_dir() / "pulumi-resource-docker"
+    binary = settings.bin_dir() / f"pulumi-resource-{name}"
     stamp = binary.with_name(binary.name + ".version")
     if not binary.exists() or read_stamp(stamp) != wanted:
-        built = build_docker_provider(wanted, settings.cache_dir() / "build" / "docker-provider", log)
         binary.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(built, binary)
+        built = build(binary)
         write_stamp(stamp, wanted)
-        outcome.append(f"built docker v{wanted} and installed it")
+        outcome.append(f"built {name} v{wanted} ({built}) and installed it")
     else:
-        outcome.append(f"installed cached docker v{wanted}")
+        outcome.append(f"installed cached {name} v{wanted}")
     pulumi = settings.pulumi_binary()
     assert pulumi is not None
-    run([str(pulumi), "plugin", "install", "resource", "docker", wanted, "--file", str(binary)],
-        "pulumi plugin install docker", env={**os.environ, **settings.pulumi_env()})
+    run([str(pulumi), "plugin", "install", "resource", name, wanted, "--file", str(binary)],
+        f"pulumi plugin install {name}", env={**os.environ, **settings.pulumi_env()})
+
+
+def _ensure_docker_plugin(outcome: list[str], log: Log) -> None:
+    wanted = package_version("pulumi_docker")
+
+    def build(binary: Path) -> str:
+        os.replace(build_docker_provider(wanted, settings.cache_dir() / "build" / "docker-provider", log), binary)
+        return "from the upstream Terraform provider"
+
+    _ensure_plugin("docker", wanted, build, outcome)
+
+
+def _ensure_kubernetes_plugin(outcome: list[str], log: Log) -> None:
+    wanted = package_version("pulumi_kubernetes")
+
+    def build(binary: Path) -> str:
+        work_dir = settings.cache_dir() / "build" / "kubernetes-provider"
+        source = kubernetes_provider.build_kubernetes_provider(wanted, work_dir, binary, log)
+        kubernetes_provider.write_source_note(binary, source)
+        return source.describe()
+
+    _ensure_plugin("kubernetes", wanted, build, outcome)
 
 
 def _pulumis_own_language_host() -> Path | None:
@@ -108,6 +135,14 @@ def _ensure_language_host(outcome: list[str]) -> None:
     outcome.append(f"{'installed' if changed else 'present'} {path}")
 
 
+def _has_package(name: str) -> bool:
+    try:
+        package_version(name)
+    except PackageNotFoundError:
+        return False
+    return True
+
+
 def install(log: Log, docker: bool = True) -> Timeline:
     """Install or build every component; returns the timeline (what was done, how long)."""
     timeline = Timeline(log)
@@ -123,6 +158,9 @@ def install(log: Log, docker: bool = True) -> Timeline:
         if backend.startswith("file://"):
             Path(backend.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
         outcome.append(backend)
+    if _has_package("pulumi_kubernetes"):
+        with timeline.step("kubernetes provider plugin") as outcome:
+            _ensure_kubernetes_plugin(outcome, log)
     if not docker:
         return timeline
     with timeline.step("Docker engine") as outcome:

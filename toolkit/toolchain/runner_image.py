@@ -8,16 +8,23 @@ wheels built on the host (the containers here don't trust the host's TLS
 proxy, so nothing is downloaded inside them), and a non-root ``toolkit`` user.
 Tagged ``toolkit-runner:<toolkit version>``; a content hash label says when
 the toolkit's sources changed and the image must be rebuilt.
+
+Variants for object storage: jobs whose run storage is a bucket (the
+kubernetes target's pools) need that storage's fsspec driver too.
+``toolkit-runner:<version>-s3`` adds ``s3fs`` and its installed dependency
+closure, pinned to the host's versions, from the same host-built wheels.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
+from importlib.metadata import PackageNotFoundError, requires
 from importlib.metadata import version as package_version
 from pathlib import Path
 
@@ -30,6 +37,10 @@ RUNNER_REPOSITORY = "toolkit-runner"
 HASH_LABEL = "toolkit.content-hash"
 RUNNER_UID = 1000
 JOB_DEPENDENCIES = ("cloudpickle", "fsspec")
+JOB_MODULES = ("__init__.py", "runner.py", "bundles.py", "errors.py", "gcp_secret_env.py")
+"""The toolkit modules a job imports (tests/test_public_api.py checks the runner needs no others)."""
+STORAGE_DRIVERS = {"s3": "s3fs", "gs": "gcsfs", "az": "adlfs"}
+"""Storage scheme -> the fsspec driver a runner image variant adds (tag suffix: the scheme)."""
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 
 DOCKERFILE = f"""\
@@ -46,8 +57,57 @@ WORKDIR /tmp
 """
 
 
-def runner_image_name() -> str:
-    return f"{RUNNER_REPOSITORY}:{toolkit.__version__}"
+def runner_image_name(storage: str | None = None) -> str:
+    """``toolkit-runner:<version>``, or ``...-<scheme>`` for the variant with that storage driver."""
+    return f"{RUNNER_REPOSITORY}:{toolkit.__version__}" + (f"-{storage}" if storage else "")
+
+
+def _requirement_names(distribution: str) -> list[str]:
+    """Names a distribution requires unconditionally or by environment marker (extras' needs excluded)."""
+    names = []
+    for requirement in requires(distribution) or []:
+        if re.search(r"\bextra\s*==", requirement):
+            continue
+        match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", requirement)
+        if match:
+            names.append(match.group(1))
+    return names
+
+
+def installed_closure(distribution: str) -> list[str]:
+    """``name==version`` of ``distribution`` and everything it needs, as installed here.
+
+    A requirement that is not installed is one whose environment marker excluded
+    it on this (same platform, same Python) host, so it is left out.
+    """
+    pins: dict[str, str] = {}
+    pending = [distribution]
+    while pending:
+        name = pending.pop()
+        key = re.sub(r"[-_.]+", "-", name).lower()
+        if key in pins:
+            continue
+        try:
+            pins[key] = f"{name}=={package_version(name)}"
+        except PackageNotFoundError:
+            continue
+        pending.extend(_requirement_names(name))
+    return sorted(pins.values())
+
+
+def _driver_pins(storage: str | None) -> list[str]:
+    if storage is None:
+        return []
+    if storage not in STORAGE_DRIVERS:
+        raise ToolchainError(f"no runner image variant for storage {storage!r}; known: {', '.join(STORAGE_DRIVERS)}")
+    try:
+        package_version(STORAGE_DRIVERS[storage])
+    except PackageNotFoundError:
+        raise ToolchainError(
+            f"the {storage!r} runner image needs {STORAGE_DRIVERS[storage]!r} installed here (its wheels are "
+            f"built from this environment): pip install {STORAGE_DRIVERS[storage]}"
+        ) from None
+    return installed_closure(STORAGE_DRIVERS[storage])
 
 
 def _source_root() -> Path | None:
@@ -56,13 +116,19 @@ def _source_root() -> Path | None:
     return root if (root / "pyproject.toml").exists() else None
 
 
-def content_hash() -> str:
-    """Hash of everything that goes into the image: sources, dependency versions, Dockerfile."""
+def content_hash(storage: str | None = None) -> str:
+    """Hash of what the job side runs: its modules, dependency versions, Dockerfile.
+
+    Only the modules a job imports count: the rest of the package is in the
+    image too but never runs there, so changing it must not force a rebuild.
+    """
     digest = hashlib.sha256(DOCKERFILE.encode())
+    for pin in _driver_pins(storage):
+        digest.update(pin.encode())
     package = Path(toolkit.__file__).resolve().parent
-    for path in sorted(package.rglob("*.py")):
-        digest.update(str(path.relative_to(package)).encode())
-        digest.update(path.read_bytes())
+    for name in JOB_MODULES:
+        digest.update(name.encode())
+        digest.update((package / name).read_bytes())
     for name in JOB_DEPENDENCIES:
         digest.update(f"{name}=={package_version(name)}".encode())
     return digest.hexdigest()[:16]
@@ -116,8 +182,8 @@ def ensure_base_image(cache: Path, log: Log) -> str:
     return outcome
 
 
-def build_wheels(target: Path, log: Log) -> None:
-    """Wheels of the toolkit (no deps) and of its job-side dependencies, built on the host."""
+def build_wheels(target: Path, log: Log, storage: str | None = None) -> None:
+    """Wheels of the toolkit (no deps), its job-side dependencies and a storage driver, built on the host."""
     source = _source_root()
     toolkit_spec = str(source) if source else f"toolkit=={toolkit.__version__}"
     pip = [sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check", "-w", str(target)]
@@ -125,16 +191,20 @@ def build_wheels(target: Path, log: Log) -> None:
     run([*pip, "--no-deps", toolkit_spec], "pip wheel toolkit")
     pinned = [f"{name}=={package_version(name)}" for name in JOB_DEPENDENCIES]
     run([*pip, "--no-deps", *pinned], "pip wheel " + " ".join(pinned))
+    drivers = [pin for pin in _driver_pins(storage) if pin.split("==")[0] not in JOB_DEPENDENCIES]
+    if drivers:
+        log(f"building wheels for {storage} storage: " + ", ".join(drivers))
+        run([*pip, "--no-deps", *drivers], f"pip wheel of the {storage} storage driver")
 
 
-def ensure_runner_image(cache: Path, log: Log) -> str:
-    """Build ``toolkit-runner:<version>`` unless an image with the same content hash exists."""
-    image = runner_image_name()
-    wanted = content_hash()
+def ensure_runner_image(cache: Path, log: Log, storage: str | None = None) -> str:
+    """Build ``toolkit-runner:<version>[-<storage>]`` unless an image with the same content hash exists."""
+    image = runner_image_name(storage)
+    wanted = content_hash(storage)
     if _image_label(image) == wanted:
         return f"{image} up to date"
     with tempfile.TemporaryDirectory(prefix="toolkit-image-") as context:
-        build_wheels(Path(context) / "wheels", log)
+        build_wheels(Path(context) / "wheels", log, storage)
         (Path(context) / "Dockerfile").write_text(DOCKERFILE)
         log(f"docker build {image}")
         run(
