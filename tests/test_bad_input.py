@@ -105,3 +105,11 @@ def test_non_utf8_output_is_kept_readable():
     assert future.result() == "done"
     assert future.logs() == "caf\ufffd \ufffd\ufffd ok\n"
     assert json.dumps(future.logs())  # storable as JSON / printable
+
+
+def test_pool_storage_its_jobs_cannot_reach_is_refused_at_creation():
+    document = json.dumps(
+        {"name": "k8s", "type": "kubernetes", "storage": {"url": "/srv/runs", "mode": "shared-prefix"}}
+    )
+    with pytest.raises(ConfigError, match=r"storage '/srv/runs' cannot be reached by kubernetes jobs"):
+        parse_pool(document, "k8s.json")

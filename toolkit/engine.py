@@ -118,7 +118,6 @@ class RunStack:
         except BaseException:
             shutil.rmtree(self._work_dir, ignore_errors=True)
             raise
-        self.created = True
 
     def up(self, run: RunTag) -> dict[str, Any]:
         """Tag the stack for ``toolkit gc`` and ``pulumi up`` it; returns plain output values.

@@ -92,6 +92,8 @@ class WorkPool(BaseModel):
         if not self.base_job_template:
             self.base_job_template = target.default_template()
         check_template(self.base_job_template, where=f"pool {self.name!r}")
+        if self.storage.url and self.storage.mode == "shared-prefix":
+            target.check_storage_url(self.storage.url)
         return self
 
     def to_document(self) -> str:

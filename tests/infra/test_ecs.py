@@ -258,7 +258,7 @@ class TestEcsTarget(TargetConformance):
     def test_storage_is_a_per_run_bucket_or_an_s3_prefix(self) -> None:
         assert self.target.storage_url("abc", None) == ("s3://toolkit-run-abc", False)
         assert self.target.storage_url("abc", "s3://pool/runs") == ("s3://pool/runs/abc", True)
-        with pytest.raises(ConfigError, match="not S3"):
+        with pytest.raises(ConfigError, match=r"cannot be reached by ecs jobs.*\(s3://\)"):
             self.target.storage_url("abc", "gs://pool/runs")
 
 

@@ -246,7 +246,7 @@ class TestKubernetesTarget(TargetConformance):
     def test_pool_object_storage_is_required(self) -> None:
         with pytest.raises(ConfigError, match="mode 'shared-prefix'.*--storage s3://bucket/prefix"):
             self.target.storage_url("abc", None)
-        with pytest.raises(ConfigError, match="cannot be reached from a Kubernetes pod"):
+        with pytest.raises(ConfigError, match=r"cannot be reached by kubernetes jobs; use object storage they can reach \(s3://, gs://"):
             self.target.storage_url("abc", "/srv/toolkit")
         for url in ("s3://b/p", "gs://b/p", "az://c/p"):
             assert self.target.storage_url("abc", url) == (f"{url}/abc", True)

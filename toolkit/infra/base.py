@@ -113,7 +113,8 @@ class Target(abc.ABC):
     """Job variables a run cannot go without. Their schema defaults stay empty so a pool's
     template renders before a platform team fills them in (e.g. an image from its registry)."""
     storage_schemes: ClassVar[tuple[str, ...]] = ()
-    """fsspec protocols a pool's ``storage.url`` may use (empty: the target provisions storage)."""
+    """fsspec protocols a pool's ``storage.url`` may use, because its jobs can reach them
+    (empty: any, e.g. a local path for local targets)."""
 
     @classmethod
     @abc.abstractmethod
@@ -178,8 +179,20 @@ class Target(abc.ABC):
         ``<url>/<run-id>``; otherwise the target names its per-run storage.
         """
         if pool_storage_url:
+            self.check_storage_url(pool_storage_url)
             return f"{pool_storage_url.rstrip('/')}/{run_id}", True
         return self.per_run_storage_url(run_id), False
+
+    @classmethod
+    def check_storage_url(cls, url: str) -> None:
+        """Refuse pool storage this target's jobs cannot reach (checked at pool creation too)."""
+        scheme = url.split("://", 1)[0] if "://" in url else "file"
+        if cls.storage_schemes and scheme not in cls.storage_schemes:
+            reachable = ", ".join(f"{s}://" for s in cls.storage_schemes)
+            raise ConfigError(
+                f"storage {url!r} cannot be reached by {cls.name} jobs; use object storage they can "
+                f"reach ({reachable}), e.g. `--storage {cls.storage_schemes[0]}://bucket/prefix`"
+            )
 
     @abc.abstractmethod
     def per_run_storage_url(self, run_id: str) -> str:

@@ -28,7 +28,6 @@ import time
 from typing import Annotated, Any, Literal
 
 import boto3
-import fsspec
 import pulumi
 import pulumi_aws as aws
 from botocore.exceptions import ClientError
@@ -574,14 +573,6 @@ class EcsTarget(Target):
                 f"pool {pool_name!r} (ecs) runs tasks in 'awsvpc' network mode, which needs the job variable "
                 "'subnets' (subnet IDs of the cluster's VPC). Set it in the pool's template or pass subnets=[...]"
             )
-
-    def storage_url(self, run_id: str, pool_storage_url: str | None) -> tuple[str, bool]:
-        if pool_storage_url and fsspec.core.split_protocol(pool_storage_url)[0] != "s3":
-            raise ConfigError(
-                f"pool storage {pool_storage_url!r} is not S3, the only storage an ECS task role is "
-                "scoped to; use an s3:// prefix, or no storage.url for a per-run bucket"
-            )
-        return super().storage_url(run_id, pool_storage_url)
 
     def per_run_storage_url(self, run_id: str) -> str:
         return f"s3://{bucket_name(run_id)}"

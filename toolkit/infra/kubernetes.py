@@ -498,16 +498,6 @@ class KubernetesTarget(Target):
             },
         }
 
-    def storage_url(self, run_id: str, pool_storage_url: str | None) -> tuple[str, bool]:
-        if pool_storage_url:
-            scheme = fsspec.core.split_protocol(pool_storage_url)[0]
-            if scheme not in STORAGE_SCHEMES:
-                raise ConfigError(
-                    f"pool storage {pool_storage_url!r} cannot be reached from a Kubernetes pod; use object "
-                    f"storage ({', '.join(s + '://' for s in STORAGE_SCHEMES)}) as the pool's storage.url"
-                )
-        return super().storage_url(run_id, pool_storage_url)
-
     def per_run_storage_url(self, run_id: str) -> str:
         raise ConfigError(
             "the kubernetes target provisions no storage of its own: its pool needs storage.url with "
