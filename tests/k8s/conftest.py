@@ -1,0 +1,155 @@
+"""Fixtures for the kubernetes target on the local cluster (``tests/k8s/cluster.py``).
+
+``k8s_cluster`` uses a cluster that is already up (``scripts/k8s-cluster up``)
+and leaves it running, or brings one up for the session and takes it down at
+the end. Each test gets its own namespace (holding a copy of the S3
+emulator's credentials Secret) and a pool whose runs land there; after the
+test the namespace must hold nothing of the run's and no run stack may remain,
+then the namespace is deleted and must disappear.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import s3fs
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from tests.k8s import cluster
+from tests.k8s import layout as L
+from tests.k8s.layout import ClusterInfo, Layout
+from tests.leaks import assert_nothing_left
+from toolkit.futures import wait_for_teardowns
+from toolkit.infra.kubernetes import KubernetesTarget
+from toolkit.pools import PoolRegistry, WorkPool
+
+NAMESPACE_GONE_SECONDS = 60
+OBJECTS_GONE_SECONDS = 60
+"""The Job is deleted with skipAwait, so the engine does not wait for it: Kubernetes finishes the
+deletion (pods first, each within its 30 s termination grace period) after the stack is gone."""
+
+
+@pytest.fixture(scope="session")
+def k8s_cluster() -> Iterator[ClusterInfo]:
+    """The running cluster; started if needed, and stopped by the last test session using it.
+
+    Sessions hold a shared lock on ``sessions.lock`` while they use the cluster.
+    A cluster a test session started is marked; the session that ends last (it
+    gets the lock exclusively) takes a marked cluster down. One started by hand
+    (``scripts/k8s-cluster up``) stays up.
+    """
+    where = Layout.default()
+    where.cache.mkdir(parents=True, exist_ok=True)
+    marker = where.state / "started-by-tests"
+    with (where.cache / "sessions.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if cluster.is_up(where):
+            info = ClusterInfo.load(where.info)
+        else:
+            info = cluster.up(where=where)
+            marker.touch()
+        fcntl.flock(lock, fcntl.LOCK_SH)
+        try:
+            yield info
+        finally:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pass  # another session still uses it; the last one out takes it down
+            else:
+                if marker.exists():
+                    cluster.down(where=where)
+
+
+@pytest.fixture(scope="session")
+def kube(k8s_cluster: ClusterInfo) -> Iterator[tuple[client.CoreV1Api, client.BatchV1Api, client.RbacAuthorizationV1Api]]:
+    """API clients as the cluster admin; KUBECONFIG and S3 credentials set for the toolkit and its providers."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("KUBECONFIG", k8s_cluster.kubeconfig)
+        patch.setenv("AWS_ACCESS_KEY_ID", L.S3_CREDENTIALS["access-key"])
+        patch.setenv("AWS_SECRET_ACCESS_KEY", L.S3_CREDENTIALS["secret-key"])
+        patch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
+            patch.delenv(name, raising=False)
+        api = config.new_client_from_config(config_file=k8s_cluster.kubeconfig)
+        yield client.CoreV1Api(api), client.BatchV1Api(api), client.RbacAuthorizationV1Api(api)
+        s3fs.S3FileSystem.clear_instance_cache()
+
+
+def run_objects(kube: tuple, namespace: str) -> dict[str, list[str]]:
+    """Objects labelled as a toolkit run's in ``namespace``, by kind."""
+    core, batch, rbac = kube
+    selector = "toolkit-run"
+    found = {
+        "jobs": batch.list_namespaced_job(namespace, label_selector=selector).items,
+        "pods": core.list_namespaced_pod(namespace, label_selector=selector).items,
+        "service accounts": core.list_namespaced_service_account(namespace, label_selector=selector).items,
+        "secrets": core.list_namespaced_secret(namespace, label_selector=selector).items,
+        "roles": rbac.list_namespaced_role(namespace, label_selector=selector).items,
+        "role bindings": rbac.list_namespaced_role_binding(namespace, label_selector=selector).items,
+    }
+    return {kind: [item.metadata.name for item in items] for kind, items in found.items() if items}
+
+
+def objects_left_after(kube: tuple, namespace: str, seconds: float) -> dict[str, list[str]]:
+    """The run objects still in ``namespace`` once they are all gone or ``seconds`` have passed."""
+    deadline = time.monotonic() + seconds
+    left = run_objects(kube, namespace)
+    while left and time.monotonic() < deadline:
+        time.sleep(0.5)
+        left = run_objects(kube, namespace)
+    return left
+
+
+@pytest.fixture
+def namespace(kube: tuple, k8s_cluster: ClusterInfo) -> Iterator[str]:
+    core = kube[0]
+    name = f"tk-{uuid.uuid4().hex[:8]}"
+    core.create_namespace({"metadata": {"name": name}})
+    source = core.read_namespaced_secret(L.S3_SECRET, "default")
+    core.create_namespaced_secret(name, {"metadata": {"name": L.S3_SECRET}, "data": source.data})
+    yield name
+    wait_for_teardowns()
+    left = objects_left_after(kube, name, OBJECTS_GONE_SECONDS)
+    assert not left, f"the run left objects in namespace {name!r} {OBJECTS_GONE_SECONDS} s after teardown: {left}"
+    assert_nothing_left()
+    core.delete_namespace(name)
+    deadline = time.monotonic() + NAMESPACE_GONE_SECONDS
+    while time.monotonic() < deadline:
+        try:
+            core.read_namespace(name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return
+            raise
+        time.sleep(1)
+    pytest.fail(f"namespace {name!r} still exists {NAMESPACE_GONE_SECONDS} s after its deletion")
+
+
+@pytest.fixture
+def pool(k8s_cluster: ClusterInfo, namespace: str, toolkit_home) -> str:
+    """A kubernetes pool: the runner image, the test's namespace, S3 storage with credentials from a Secret."""
+    template = KubernetesTarget.default_template()
+    defaults = {
+        "image": k8s_cluster.runner_image,
+        "namespace": namespace,
+        "context": k8s_cluster.context,
+        "secret_env": {"AWS_ACCESS_KEY_ID": f"{L.S3_SECRET}/access-key",
+                       "AWS_SECRET_ACCESS_KEY": f"{L.S3_SECRET}/secret-key"},
+        "env": {"AWS_DEFAULT_REGION": "us-east-1"},
+    }
+    for variable, value in defaults.items():
+        template["variables"]["properties"][variable]["default"] = value
+    name = f"k8s-{namespace}"
+    PoolRegistry().save(WorkPool(
+        name=name, type="kubernetes", base_job_template=template,
+        storage={"url": f"s3://{k8s_cluster.bucket}/{namespace}", "mode": "shared-prefix",
+                 "options": {"endpoint_url": k8s_cluster.s3_endpoint}},
+    ))
+    return name
+

@@ -1,0 +1,129 @@
+"""The kubernetes target on a real cluster: real pulumi-kubernetes provider, real Jobs, pods, kubelet.
+
+Each run goes through ``@kubernetes``: the run stack creates the Secret,
+ServiceAccount, Role, RoleBinding and Job on the local cluster
+(``tests/k8s/cluster.py``); the pod (the toolkit's runner image with s3fs)
+fetches the bundle from the S3 emulator over the node's network and writes the
+result there; the watcher follows the Job through the Kubernetes API. After
+each test the ``namespace`` fixture checks that nothing of the run is left.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.k8s.conftest import OBJECTS_GONE_SECONDS, objects_left_after, run_objects
+from toolkit import kubernetes
+from toolkit.errors import JobFailedError, RunCancelledError
+
+pytestmark = [pytest.mark.engine, pytest.mark.k8s]
+
+RUN_SECONDS = 300
+IMAGE_ERROR_SECONDS = 120
+"""Bound on how long a run with an unpullable image may take to be reported (pull, back-off, teardown)."""
+
+
+def _result(future, timeout: float = RUN_SECONDS):
+    """The run's result; a run still going after ``timeout`` is cancelled, so the test fails instead of hanging."""
+    try:
+        return future.result(timeout=timeout)
+    except TimeoutError:
+        future.cancel(timeout=180)
+        raise
+
+
+def _pods(kube: tuple, namespace: str, run_id: str) -> list:
+    return kube[0].list_namespaced_pod(namespace, label_selector=f"toolkit-run={run_id}").items
+
+
+def _wait_for_pod(kube: tuple, namespace: str, run_id: str, phase: str | None = None, timeout: float = 180):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pods = _pods(kube, namespace, run_id)
+        if pods and (phase is None or pods[0].status.phase == phase):
+            return pods[0]
+        time.sleep(0.2)
+    raise AssertionError(f"no pod of run {run_id} reached phase {phase or 'any'} within {timeout} s")
+
+
+def test_success_returns_the_value_computed_in_the_pod(pool, kube, namespace):
+    @kubernetes(pool=pool)
+    def where_am_i(a, b):
+        import os
+        import socket
+
+        print(f"adding {a} and {b}", flush=True)
+        return {"sum": a + b, "host": socket.gethostname(), "uid": os.getuid(),
+                "run_key_in_env": "TOOLKIT_RUN_KEY" in os.environ,
+                "s3_key_from_secret": os.environ.get("AWS_ACCESS_KEY_ID")}
+
+    future = where_am_i.submit(2, 3)
+    value = _result(future)
+    assert value["sum"] == 5
+    assert value["host"].startswith(f"toolkit-{future.run_id}")  # the Job's pod, not this machine
+    assert value["uid"] == 1000 and value["run_key_in_env"] is False
+    assert value["s3_key_from_secret"] == "toolkit-local"  # secret_env from the namespace's Secret
+    assert "adding 2 and 3" in future.logs()
+
+
+def test_remote_exception_is_reraised_with_its_type_and_traceback(pool):
+    @kubernetes(pool=pool)
+    def fail():
+        raise KeyError("missing-key")
+
+    with pytest.raises(KeyError, match="missing-key") as info:
+        _result(fail.submit())
+    assert "in fail" in info.value.remote_traceback
+
+
+def test_memory_override_reaches_the_pod_and_oom_kill_is_reported(pool, kube, namespace):
+    @kubernetes(pool=pool, memory="256Mi")
+    def hog():
+        chunks = []
+        while True:
+            chunks.append(bytearray(16 * 1024 * 1024))
+
+    future = hog.submit()
+    pod = _wait_for_pod(kube, namespace, future.run_id)
+    resources = pod.spec.containers[0].resources
+    assert resources.limits["memory"] == "256Mi" and resources.requests["memory"] == "256Mi"
+    with pytest.raises(JobFailedError, match=r"OOMKilled.*raise the 'memory' job variable"):
+        _result(future)
+
+
+def test_unpullable_image_is_reported_as_an_image_pull_error_in_bounded_time(pool):
+    @kubernetes(pool=pool, image="registry.invalid/toolkit/no-such-image:1")
+    def never_runs():
+        return 1
+
+    started = time.monotonic()
+    with pytest.raises(JobFailedError, match=r"could not pull its image 'registry.invalid/toolkit/no-such-image:1' "
+                                             r"\(ImagePullBackOff"):
+        _result(never_runs.submit(), IMAGE_ERROR_SECONDS)
+    assert time.monotonic() - started < IMAGE_ERROR_SECONDS
+
+
+def test_cancel_deletes_the_job_and_its_pods(pool, kube, namespace):
+    @kubernetes(pool=pool)
+    def forever():
+        import time
+
+        print("started", flush=True)
+        time.sleep(3600)
+
+    future = forever.submit()
+    try:
+        _wait_for_pod(kube, namespace, future.run_id, phase="Running")
+        deadline = time.monotonic() + 120
+        while "started" not in future.logs() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "started" in future.logs()
+        assert run_objects(kube, namespace)["jobs"] == [f"toolkit-{future.run_id}"]
+    finally:
+        assert future.cancel(timeout=180)
+    with pytest.raises(RunCancelledError):
+        future.result()
+    # Job, pod, account, role, binding, secret: all deleted (the pod within its termination grace period)
+    assert objects_left_after(kube, namespace, OBJECTS_GONE_SECONDS) == {}
