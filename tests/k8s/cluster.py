@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -246,7 +247,7 @@ def up(log: Log = _say, where: Layout | None = None) -> ClusterInfo:
     if os.geteuid() != 0:
         raise ClusterError("the local cluster needs root (containerd, kubelet, cgroups, network bridge)")
     if is_up(where):
-        log(f"cluster already up (KUBECONFIG={where.kubeconfig})")
+        log(f"cluster already up; for clients: source {where.env_file}")
         return ClusterInfo.load(where.info)
     if where.pids.exists() or where.state.exists():
         log("==> cleaning up a previous cluster that was not shut down")
@@ -289,11 +290,12 @@ def up(log: Log = _say, where: Layout | None = None) -> ClusterInfo:
         with _step(log, f"storage: bucket {L.BUCKET!r}, Secret default/{L.S3_SECRET}"):
             _storage_setup(creds, info)
         info.save(where.info)
+        where.env_file.write_text("".join(f"export {k}={shlex.quote(v)}\n" for k, v in info.client_env().items()))
     except BaseException:
         log("==> start failed: stopping what was started (logs kept in " + str(where.logs) + ")")
         down(log, where)
         raise
-    log(f"cluster up in {time.monotonic() - started:.0f} s: export KUBECONFIG={creds.admin}")
+    log(f"cluster up in {time.monotonic() - started:.0f} s; for clients: source {where.env_file}")
     return info
 
 

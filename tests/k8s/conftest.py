@@ -67,18 +67,21 @@ def k8s_cluster() -> Iterator[ClusterInfo]:
 
 
 @pytest.fixture(scope="session")
-def kube(k8s_cluster: ClusterInfo) -> Iterator[tuple[client.CoreV1Api, client.BatchV1Api, client.RbacAuthorizationV1Api]]:
-    """API clients as the cluster admin; KUBECONFIG and S3 credentials set for the toolkit and its providers."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("KUBECONFIG", k8s_cluster.kubeconfig)
-        patch.setenv("AWS_ACCESS_KEY_ID", L.S3_CREDENTIALS["access-key"])
-        patch.setenv("AWS_SECRET_ACCESS_KEY", L.S3_CREDENTIALS["secret-key"])
-        patch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
-            patch.delenv(name, raising=False)
-        api = config.new_client_from_config(config_file=k8s_cluster.kubeconfig)
-        yield client.CoreV1Api(api), client.BatchV1Api(api), client.RbacAuthorizationV1Api(api)
-        s3fs.S3FileSystem.clear_instance_cache()
+def kube(k8s_cluster: ClusterInfo) -> tuple[client.CoreV1Api, client.BatchV1Api, client.RbacAuthorizationV1Api]:
+    """API clients as the cluster admin."""
+    api = config.new_client_from_config(config_file=k8s_cluster.kubeconfig)
+    return client.CoreV1Api(api), client.BatchV1Api(api), client.RbacAuthorizationV1Api(api)
+
+
+@pytest.fixture
+def client_env(k8s_cluster: ClusterInfo, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """KUBECONFIG and the emulator's S3 keys for the toolkit and its providers, for one test only."""
+    for name, value in k8s_cluster.client_env().items():
+        monkeypatch.setenv(name, value)
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(name, raising=False)
+    yield
+    s3fs.S3FileSystem.clear_instance_cache()
 
 
 def run_objects(kube: tuple, namespace: str) -> dict[str, list[str]]:
@@ -107,7 +110,7 @@ def objects_left_after(kube: tuple, namespace: str, seconds: float) -> dict[str,
 
 
 @pytest.fixture
-def namespace(kube: tuple, k8s_cluster: ClusterInfo) -> Iterator[str]:
+def namespace(kube: tuple, client_env: None) -> Iterator[str]:
     core = kube[0]
     name = f"tk-{uuid.uuid4().hex[:8]}"
     core.create_namespace({"metadata": {"name": name}})

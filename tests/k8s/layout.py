@@ -108,6 +108,11 @@ class Layout:
         return self.state / "pids.json"
 
     @property
+    def env_file(self) -> Path:
+        """``source`` it to point kubectl, the toolkit and S3 clients at the cluster and its emulator."""
+        return self.state / "env.sh"
+
+    @property
     def info(self) -> Path:
         """What ``up`` started: endpoints a client needs (see ``ClusterInfo``)."""
         return self.state / "cluster.json"
@@ -127,6 +132,11 @@ class ClusterInfo:
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(self.__dict__, indent=2) + "\n")
+
+    def client_env(self) -> dict[str, str]:
+        """What a client on this machine needs: the kubeconfig, and the emulator's (dummy) S3 keys."""
+        return {"KUBECONFIG": self.kubeconfig, "AWS_ACCESS_KEY_ID": S3_CREDENTIALS["access-key"],
+                "AWS_SECRET_ACCESS_KEY": S3_CREDENTIALS["secret-key"], "AWS_DEFAULT_REGION": "us-east-1"}
 
     @classmethod
     def load(cls, path: Path) -> ClusterInfo:
