@@ -153,7 +153,7 @@ def ensure_binaries(cache: Path, log: Log) -> Path:
     bin_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     log(f"building Kubernetes {KUBERNETES_VERSION}, etcd and pause from the Go module proxy into {bin_dir} "
-        "(once; 20 minutes or more on 2 cores and a cold Go cache)")
+        "(once; about 7 minutes on 2 cores with cold Go caches)")
     _write_module(work_dir, _staging_modules(go))
     log("  resolving modules (go mod tidy)")
     run([go, "mod", "tidy"], "go mod tidy for the cluster binaries", cwd=work_dir, env=go_env())
