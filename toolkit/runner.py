@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 
 import fsspec
@@ -67,7 +68,15 @@ def execute(bundle: bytes, key: str, source: str) -> Outcome:
     return outcome_of_value(value)
 
 
+def _terminated(signum: int, _frame: object) -> None:
+    """Stop at once on SIGTERM (a cancel): as a container's PID 1, the default action is to ignore it."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _terminated)
     parser = argparse.ArgumentParser(prog="toolkit.runner", description=__doc__)
     parser.add_argument("--storage", required=True, help="fsspec URL of the run's storage prefix")
     options = parser.parse_args(argv)
