@@ -43,7 +43,7 @@ from toolkit.infra.base import (
     placeholders,
     runner_command,
 )
-from toolkit.infra.rest import RestClient, azure_session, endpoint
+from toolkit.infra.rest import PolledWatcher, RestClient, azure_session, endpoint
 from toolkit.runner import BUNDLE_NAME, RUN_KEY_ENV, STORAGE_OPTIONS_ENV
 from toolkit.secretvalues import Secret
 
@@ -190,16 +190,15 @@ def container_group_status(group: dict[str, Any]) -> JobStatus:
     return JobStatus(state="pending")
 
 
-class AzureContainerInstanceWatcher(JobWatcher):
+class AzureContainerInstanceWatcher(PolledWatcher):
     """Reads the container group's instance view and the runner container's logs."""
 
     def __init__(
         self, group_id: str, client: RestClient | None = None, min_interval: float = STATUS_POLL_SECONDS
     ) -> None:
+        super().__init__(min_interval)
         self._group_id = group_id
         self._given_client = client
-        self._min_interval = min_interval
-        self._last: tuple[float, JobStatus] | None = None
         self._log_offset = 0
         self._last_log_read = float("-inf")
 
@@ -207,20 +206,14 @@ class AzureContainerInstanceWatcher(JobWatcher):
     def _client(self) -> RestClient:
         return self._given_client or management_api()
 
-    def status(self) -> JobStatus:
-        now = time.monotonic()
-        if self._last and not self._last[1].finished and now - self._last[0] < self._min_interval:
-            return self._last[1]
+    def fetch_status(self) -> JobStatus:
         group = self._client.call("GET", self._group_id, params={"api-version": ACI_API_VERSION})
-        status = container_group_status(group)
-        self._last = (now, status)
-        return status
+        return container_group_status(group)
 
     def read_logs(self) -> str:
         """The log text added since the last read (ACI returns the whole log each time)."""
         now = time.monotonic()
-        finished = bool(self._last and self._last[1].finished)
-        if not finished and now - self._last_log_read < self._min_interval:
+        if not self.finished and now - self._last_log_read < self._min_interval:
             return ""
         self._last_log_read = now
         content = (

@@ -41,7 +41,7 @@ from toolkit.infra.base import (
     placeholders,
     runner_command,
 )
-from toolkit.infra.rest import CloudApiError, RestClient, endpoint, google_session
+from toolkit.infra.rest import CloudApiError, PolledWatcher, RestClient, endpoint, google_session
 from toolkit.runner import RUN_KEY_ENV, STORAGE_OPTIONS_ENV
 from toolkit.secretvalues import Secret
 
@@ -248,7 +248,7 @@ def _task_failed(task: dict[str, Any]) -> bool:
     return _condition(task, "Completed").get("state") == "CONDITION_FAILED"
 
 
-class CloudRunWatcher(JobWatcher):
+class CloudRunWatcher(PolledWatcher):
     """Reads the execution (and its tasks on failure) and its Cloud Logging entries."""
 
     def __init__(
@@ -268,28 +268,22 @@ class CloudRunWatcher(JobWatcher):
             f'AND labels."run.googleapis.com/execution_name"="{short}"'
         )
         self._logs = logs or shared.CloudLogReader(project, log_filter)
-        self._min_interval = min_interval
-        self._last: tuple[float, JobStatus] | None = None
+        super().__init__(min_interval)
 
     @functools.cached_property
     def _client(self) -> RestClient:
         """Built on first use: looking up credentials is the caller's first API call, not construction."""
         return self._given_client or run_api()
 
-    def status(self) -> JobStatus:
-        now = time.monotonic()
-        if self._last and not self._last[1].finished and now - self._last[0] < self._min_interval:
-            return self._last[1]
+    def fetch_status(self) -> JobStatus:
         execution = self._client.call("GET", f"/v2/{self._execution}")
-        status = execution_status(
+        return execution_status(
             execution, lambda: self._client.call("GET", f"/v2/{self._execution}/tasks").get("tasks", [])
         )
-        self._last = (now, status)
-        return status
 
     def read_logs(self) -> str:
         # The engine reads logs once more after the job finished: read past the throttle then.
-        return self._logs.read(force=bool(self._last and self._last[1].finished))
+        return self._logs.read(force=self.finished)
 
 
 class CloudRunTarget(Target):

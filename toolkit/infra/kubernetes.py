@@ -27,7 +27,6 @@ import re
 from collections.abc import Callable
 from typing import Any, Literal
 
-import fsspec
 import pulumi
 import pulumi_kubernetes as k8s
 from pydantic import BaseModel, ConfigDict, Field, model_validator

@@ -12,12 +12,15 @@ by definition: no credentials are looked up or sent to it.
 
 from __future__ import annotations
 
+import abc
 import os
+import time
 from typing import Any
 
 import requests
 
 from toolkit.errors import ToolkitError
+from toolkit.infra.base import JobStatus, JobWatcher
 
 GOOGLE_SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
 ARM_SCOPE = "https://management.azure.com/.default"
@@ -111,3 +114,33 @@ def _error_of(response: requests.Response) -> tuple[str, str]:
     if not isinstance(error, dict):
         return "", str(error)[:500]
     return str(error.get("status") or error.get("code") or ""), str(error.get("message") or "")
+
+
+class PolledWatcher(JobWatcher):
+    """A watcher over a cloud REST API: asks for the job's state at most every ``min_interval``.
+
+    The engine polls several times a second and cloud APIs have quotas, so an
+    unfinished state is reused until the interval has passed; a finished one is
+    final.
+    """
+
+    def __init__(self, min_interval: float) -> None:
+        self._min_interval = min_interval
+        self._last: tuple[float, JobStatus] | None = None
+
+    @abc.abstractmethod
+    def fetch_status(self) -> JobStatus:
+        """Ask the API for the job's state now."""
+
+    @property
+    def finished(self) -> bool:
+        """The job's last known state is final (the engine then reads logs once more)."""
+        return bool(self._last and self._last[1].finished)
+
+    def status(self) -> JobStatus:
+        now = time.monotonic()
+        if self._last and not self._last[1].finished and now - self._last[0] < self._min_interval:
+            return self._last[1]
+        status = self.fetch_status()
+        self._last = (now, status)
+        return status

@@ -42,7 +42,7 @@ from toolkit.infra.base import (
     placeholders,
     runner_command,
 )
-from toolkit.infra.rest import CloudApiError, RestClient, endpoint, google_session
+from toolkit.infra.rest import CloudApiError, PolledWatcher, RestClient, endpoint, google_session
 from toolkit.runner import RUN_KEY_ENV, STORAGE_OPTIONS_ENV
 from toolkit.secretvalues import Secret
 
@@ -255,7 +255,7 @@ def custom_job_status(job: dict[str, Any]) -> JobStatus:
     return JobStatus(state="running")  # RUNNING, CANCELLING, PAUSED, UPDATING
 
 
-class VertexAiWatcher(JobWatcher):
+class VertexAiWatcher(PolledWatcher):
     """Reads the CustomJob's state and its Cloud Logging entries (resource type ``ml_job``)."""
 
     def __init__(
@@ -272,23 +272,17 @@ class VertexAiWatcher(JobWatcher):
         project, job_id = name.split("/")[1], name.rsplit("/", 1)[-1]
         log_filter = f'resource.type="ml_job" AND resource.labels.job_id="{job_id}"'
         self._logs = logs or shared.CloudLogReader(project, log_filter)
-        self._min_interval = min_interval
-        self._last: tuple[float, JobStatus] | None = None
+        super().__init__(min_interval)
 
     @functools.cached_property
     def _client(self) -> RestClient:
         return self._given_client or vertex_api(self._region)
 
-    def status(self) -> JobStatus:
-        now = time.monotonic()
-        if self._last and not self._last[1].finished and now - self._last[0] < self._min_interval:
-            return self._last[1]
-        status = custom_job_status(self._client.call("GET", f"/v1/{self._name}"))
-        self._last = (now, status)
-        return status
+    def fetch_status(self) -> JobStatus:
+        return custom_job_status(self._client.call("GET", f"/v1/{self._name}"))
 
     def read_logs(self) -> str:
-        return self._logs.read(force=bool(self._last and self._last[1].finished))
+        return self._logs.read(force=self.finished)
 
 
 class VertexAiTarget(Target):
