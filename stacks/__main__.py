@@ -5,10 +5,10 @@ stack's config (``stacks/Pulumi.<stack>.yaml``) selects the registry
 (``toolkit:registryUrl``) and the per-environment values the modules read.
 """
 
-import batch
-import containers
 import pulumi
 
+import batch
+import containers
 from toolkit.pools_as_code import registry_url_from_config
 
 config = pulumi.Config()

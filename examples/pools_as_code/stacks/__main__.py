@@ -10,9 +10,10 @@ The registry is the stack's `toolkit:registryUrl` (a path relative to this
 directory, or s3://, gs://, az:// ...); without it, your own registry.
 """
 
+import pulumi
+
 import etl
 import ml
-import pulumi
 
 config = pulumi.Config()
 pools = [*etl.declare(config), *ml.declare(config)]
