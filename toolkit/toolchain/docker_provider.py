@@ -31,7 +31,6 @@ the same tokens, inputs and outputs as pulumi_docker 5.2.0.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import time
@@ -39,6 +38,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from toolkit.errors import ToolchainError
+from toolkit.toolchain.pulumi_cli import go_binary, go_env
 
 #: The pulumi_docker version whose token mapping and upstream pin the Go
 #: sources reproduce; building any other version would be a lie.
@@ -85,12 +85,7 @@ def build_docker_provider(
             f"sources in {str(GO_SOURCES)!r} reproduce pulumi_docker {SUPPORTED_VERSION!r} "
             f"only. Install pulumi-docker=={SUPPORTED_VERSION} or update those sources."
         )
-    go = shutil.which("go") or shutil.which("go", path="/usr/local/go/bin")
-    if go is None:
-        raise DockerProviderBuildError(
-            "cannot build the docker provider plugin: no 'go' on PATH or in /usr/local/go/bin. "
-            "Install Go 1.25.11 or newer."
-        )
+    go = go_binary()
     if not (GO_SOURCES / "go.mod").is_file():
         raise DockerProviderBuildError(
             f"the Go sources of the docker provider are missing: {str(GO_SOURCES)!r} has no go.mod."
@@ -109,10 +104,7 @@ def build_docker_provider(
     # A fresh, empty metadata file: the tfgen build embeds it, tfgen rewrites it.
     (src / "bridge-metadata.json").write_text("{}\n")
 
-    step_env = dict(os.environ)
-    # Never try to download another Go toolchain: only the module proxy is reachable.
-    step_env.setdefault("GOTOOLCHAIN", "local")
-    step_env.update(env or {})
+    step_env = {**go_env(), **(env or {})}
     ldflags = f"-X main.Version={version}"
     tfgen = bin_dir / TFGEN_NAME
     binary = bin_dir / BINARY_NAME
