@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import signal
-import subprocess
-import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -15,7 +11,7 @@ import pytest
 
 import toolkit
 from tests.leaks import assert_nothing_left, run_stacks
-from toolkit import gc, process, records, settings
+from toolkit import process, records
 from toolkit.errors import ConfigError, JobFailedError, RunCancelledError, RunTimeoutError
 from toolkit.futures import wait_for_teardowns
 
@@ -171,39 +167,3 @@ def test_preview_leaves_nothing_behind_and_masks_secrets():
     assert job.inputs["env"]["TOKEN"] == "[secret]" and job.inputs["env"]["MODE"] == "x"
     assert "hunter2" not in str(plan) and "hunter2" not in plan.to_json()
     assert "OP" in str(plan) and "pulumi-python:dynamic/toolkit:LocalProcess" in str(plan)
-
-
-CLIENT = textwrap.dedent(
-    """
-    import sys, time
-    from toolkit import process
-
-    @process
-    def sleeper():
-        time.sleep(600)
-
-    future = sleeper.submit()
-    while future.state != "running":
-        time.sleep(0.1)
-    print(future.run_id, flush=True)
-    time.sleep(600)
-    """
-)
-
-
-def test_killed_client_leaves_a_stack_that_gc_destroys(tmp_path):
-    script = tmp_path / "client.py"
-    script.write_text(CLIENT)
-    client = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env=os.environ.copy())
-    run_id = client.stdout.readline().strip()
-    assert run_id, "the client never reached the running state"
-    client.send_signal(signal.SIGKILL)
-    client.wait()
-    assert run_stacks() == [f"run-{run_id}"]
-    assert gc.find_leaks(older_than=3600) == []  # too young for that filter
-    leaks = gc.collect()
-    assert [(leak.stack, leak.destroyed) for leak in leaks] == [(f"run-{run_id}", True)]
-    assert "is gone" in leaks[0].reason
-    record = records.load(run_id)
-    assert record.torn_down and record.state == "failed"
-    assert not (settings.home() / "work" / run_id).exists()
