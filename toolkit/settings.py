@@ -71,6 +71,19 @@ def _passphrase() -> str:
     return path.read_text().strip()
 
 
+def runner_image(storage: str | None = None) -> str:
+    """The runner image jobs start from: ``TOOLKIT_RUNNER_IMAGE`` or ``toolkit-runner:<version>``.
+
+    ``-<scheme>`` names the variant carrying that storage's fsspec driver. The
+    override lets a team (or a second checkout on one engine) keep its own build
+    beside the default one; ``toolkit toolchain install`` builds whatever it names.
+    """
+    from toolkit import __version__
+
+    base = os.environ.get("TOOLKIT_RUNNER_IMAGE") or f"toolkit-runner:{__version__}"
+    return base + (f"-{storage}" if storage else "")
+
+
 def pulumi_binary() -> Path | None:
     """The Pulumi CLI to use: ``TOOLKIT_PULUMI``, the toolkit-built one, or ``pulumi`` on PATH."""
     explicit = os.environ.get("TOOLKIT_PULUMI")

@@ -23,7 +23,6 @@ import pulumi
 import pulumi_docker
 from pydantic import Field, field_validator
 
-import toolkit
 from toolkit import settings
 from toolkit.errors import ConfigError, TargetUnavailableError
 from toolkit.infra.base import (
@@ -50,7 +49,7 @@ _VOLUME = re.compile(r"^(?P<host>[^:]+):(?P<container>/[^:]*)(?::(?P<mode>ro|rw)
 
 def default_image() -> str:
     """The runner image ``toolkit toolchain install`` builds for this toolkit version."""
-    return f"toolkit-runner:{toolkit.__version__}"
+    return settings.runner_image()
 
 
 def size_in_mb(value: str, variable: str) -> int:

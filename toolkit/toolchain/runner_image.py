@@ -29,11 +29,11 @@ from importlib.metadata import version as package_version
 from pathlib import Path
 
 import toolkit
+from toolkit import settings
 from toolkit.errors import ToolchainError
 from toolkit.toolchain.steps import Log, run
 
 BASE_IMAGE = "toolkit-base:bookworm"
-RUNNER_REPOSITORY = "toolkit-runner"
 HASH_LABEL = "toolkit.content-hash"
 RUNNER_UID = 1000
 JOB_DEPENDENCIES = ("cloudpickle", "fsspec")
@@ -59,7 +59,7 @@ WORKDIR /tmp
 
 def runner_image_name(storage: str | None = None) -> str:
     """``toolkit-runner:<version>``, or ``...-<scheme>`` for the variant with that storage driver."""
-    return f"{RUNNER_REPOSITORY}:{toolkit.__version__}" + (f"-{storage}" if storage else "")
+    return settings.runner_image(storage)
 
 
 def _requirement_names(distribution: str) -> list[str]:
