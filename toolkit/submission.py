@@ -106,7 +106,7 @@ def prepare(
     name = function_name(fn)
     runtime = {"run_id": run_id, "pool_name": pool.name, "function_name": name}
     config, variables = templating.render(
-        pool.base_job_template, layers, runtime, pool.name, target.customization_root
+        pool.base_job_template, layers, runtime, pool.name, target.customization_root, target.synonyms
     )
     target.check_capabilities(variables, pool.name)
     job = target.parse_job(config, pool.name)
