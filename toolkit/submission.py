@@ -22,6 +22,7 @@ from toolkit.errors import ConfigError
 from toolkit.infra import get_target
 from toolkit.infra.base import RunContext, Target
 from toolkit.pools import PoolRegistry, WorkPool
+from toolkit.prefect.flows import flow_job_env
 from toolkit.secretvalues import mask
 
 
@@ -102,6 +103,9 @@ def prepare(
             f"@{expected_type}. Use a {expected_type} pool (`toolkit pool ls`) or the @{pool.type} decorator"
         )
     target = get_target(pool.type)
+    flow_env = flow_job_env(fn)
+    if flow_env:  # a Prefect flow: its engine runs in the job, reporting where the caller's Prefect does
+        layers = [{"env": flow_env}, *layers]
     run_id = new_run_id()
     name = function_name(fn)
     runtime = {"run_id": run_id, "pool_name": pool.name, "function_name": name}
