@@ -81,20 +81,32 @@ def prefect_server(prefect_venv: PrefectVenv, tmp_path_factory: pytest.TempPathF
         assert sink.attempts == [], f"something tried to reach the network: {sink.attempts}"
 
 
+@dataclass(frozen=True)
+class ClientRun:
+    outcome: Any
+    """The JSON document the script printed as its last line."""
+    stdout: str
+
+
 def run_client(
     venv: PrefectVenv, script: str, tmp_path: Path, env: dict[str, str] | None = None, timeout: float = 900
-) -> dict[str, Any]:
-    """Run ``script`` with the Prefect venv's python; it prints one JSON document as its last line."""
+) -> ClientRun:
+    """Run ``script`` with the Prefect venv's python; it prints one JSON document as its last line.
+
+    ``env`` is the Prefect environment (a server's); without it the client
+    has no Prefect API at all and a Prefect home of its own.
+    """
     path = tmp_path / "client.py"
     path.write_text(script)
-    environment = {**(env or harness.venv_env(venv.path)), "PYTHONPATH": str(ROOT)}
+    if env is None:
+        env = {**harness.venv_env(venv.path), "PREFECT_HOME": str(tmp_path / "prefect-home")}
+        env.pop("PREFECT_API_URL", None)
+    environment = {**env, "PYTHONPATH": str(ROOT)}
     for name in ("TOOLKIT_HOME", "TOOLKIT_PROGRESS", "TOOLKIT_RUNNER_IMAGE"):
         if name in os.environ:
             environment[name] = os.environ[name]
-    if env is None:
-        environment.pop("PREFECT_API_URL", None)
     done = subprocess.run(
         [str(venv.python), str(path)], cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=timeout
     )
     assert done.returncode == 0, f"client failed ({done.returncode}):\n{done.stdout[-4000:]}\n{done.stderr[-6000:]}"
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return ClientRun(json.loads(done.stdout.strip().splitlines()[-1]), done.stdout)

@@ -36,7 +36,7 @@ from toolkit.infra.base import (
     runner_command,
 )
 from toolkit.infra.storage import RunStorage
-from toolkit.infra.synonyms import PREFECT_COMMON, no_counterpart, renamed
+from toolkit.infra.synonyms import PREFECT_COMMON, docker_memory, no_counterpart, renamed
 from toolkit.runner import RUN_KEY_ENV
 from toolkit.secretvalues import Secret
 
@@ -249,7 +249,9 @@ class DockerTarget(Target):
     name = "docker"
     synonyms = {
         **PREFECT_COMMON,
-        "memory": renamed("mem_limit", "memory limit with a unit, e.g. '512m' or '2g'"),
+        "memory": renamed(
+            "mem_limit", "memory limit with a unit, e.g. '512m' or '2g'; an integer is MiB", docker_memory
+        ),
         "memory_limit": renamed("mem_limit", "memory limit with a unit, e.g. '512m' or '2g'"),
         "cpu": renamed("cpus", "CPUs as a number, e.g. 1.5"),
         "cpu_limit": renamed("cpus", "CPUs as a number, e.g. 1.5"),

@@ -88,6 +88,13 @@ def kubernetes_cpu(value: Any, _given: Mapping[str, Any]) -> Any:
     return value
 
 
+def docker_memory(value: Any, _given: Mapping[str, Any]) -> Any:
+    """An integer is MiB, as Prefect's examples write memory (``64000`` -> ``'64000m'``)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value}m"
+    return value
+
+
 _ECS_CPU = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(vcpus?)?\s*$", re.I)
 _ECS_MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(gb|gib|mb|mib)?\s*$", re.I)
 
