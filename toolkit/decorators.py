@@ -38,7 +38,8 @@ class InfraFunction(Generic[P, R]):
         self.target_type = target_type
         self.pool = pool
         self.layers = tuple(dict(layer) for layer in layers)
-        functools.update_wrapper(self, fn)
+        # Name and docs only: merging fn's __dict__ would let a Prefect Flow's own `fn` replace ours.
+        functools.update_wrapper(self, fn, updated=())
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run remotely and block: the value, or the remote exception re-raised."""
