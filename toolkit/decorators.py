@@ -38,7 +38,8 @@ class InfraFunction(Generic[P, R]):
         self.target_type = target_type
         self.pool = pool
         self.layers = tuple(dict(layer) for layer in layers)
-        functools.update_wrapper(self, fn)
+        # Name and docs only: merging fn's __dict__ would let a Prefect Flow's own `fn` replace ours.
+        functools.update_wrapper(self, fn, updated=())
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run remotely and block: the value, or the remote exception re-raised."""
@@ -50,7 +51,7 @@ class InfraFunction(Generic[P, R]):
 
     def preview(self, *args: P.args, **kwargs: P.kwargs) -> Plan:
         """The infrastructure a call would create, without creating anything."""
-        return preview_run(prepare(self.fn, args, kwargs, self.pool, self.layers, self.target_type))
+        return preview_run(prepare(self.fn, args, kwargs, self.pool, self.job_layers(), self.target_type))
 
     def local(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """A plain local call, no infrastructure."""
@@ -60,8 +61,12 @@ class InfraFunction(Generic[P, R]):
         """A new bound function with more job variables (and optionally another pool)."""
         return InfraFunction(self.fn, self.target_type, pool or self.pool, [*self.layers, job_variables])
 
+    def job_layers(self) -> list[dict[str, Any]]:
+        """The job-variable layers a call passes on, lowest precedence first."""
+        return list(self.layers)
+
     def _submit(self, args: tuple[Any, ...], kwargs: dict[str, Any], prefix_logs: bool) -> RunFuture:
-        prepared = prepare(self.fn, args, kwargs, self.pool, self.layers, self.target_type)
+        prepared = prepare(self.fn, args, kwargs, self.pool, self.job_layers(), self.target_type)
         return RunFuture(prepared, prefix_logs=prefix_logs)
 
     def __repr__(self) -> str:

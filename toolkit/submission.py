@@ -22,6 +22,7 @@ from toolkit.errors import ConfigError
 from toolkit.infra import get_target
 from toolkit.infra.base import RunContext, Target
 from toolkit.pools import PoolRegistry, WorkPool
+from toolkit.prefect.flows import flow_job_env
 from toolkit.secretvalues import mask
 
 
@@ -102,11 +103,14 @@ def prepare(
             f"@{expected_type}. Use a {expected_type} pool (`toolkit pool ls`) or the @{pool.type} decorator"
         )
     target = get_target(pool.type)
+    flow_env = flow_job_env(fn)
+    if flow_env:  # a Prefect flow: its engine runs in the job, reporting where the caller's Prefect does
+        layers = [{"env": flow_env}, *layers]
     run_id = new_run_id()
     name = function_name(fn)
     runtime = {"run_id": run_id, "pool_name": pool.name, "function_name": name}
     config, variables = templating.render(
-        pool.base_job_template, layers, runtime, pool.name, target.customization_root
+        pool.base_job_template, layers, runtime, pool.name, target.customization_root, target.synonyms
     )
     target.check_capabilities(variables, pool.name)
     job = target.parse_job(config, pool.name)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Any
+from typing import Any, ClassVar
 
 from toolkit.decorators import InfraFunction, resolve_pool
 from toolkit.futures import RunFuture
@@ -27,15 +27,23 @@ class Submitter:
         self.job_variables = job_variables
         self.futures: list[RunFuture] = []
 
+    target_type: ClassVar[str | None] = None
+    """When set, the pool must run jobs of this type (a ``KubernetesWorker`` takes kubernetes pools)."""
+
+    def job_layers(self, fn: Callable[..., Any], job_variables: Mapping[str, Any] | None) -> list[Mapping[str, Any]]:
+        """Job-variable layers of one submission, lowest precedence first."""
+        layers: list[Mapping[str, Any]] = []
+        if isinstance(fn, InfraFunction):  # keep its decorator kwargs, run it on this pool
+            layers += fn.job_layers()
+        return [*layers, self.job_variables, job_variables or {}]
+
     def _prepare(
         self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], job_variables: Mapping[str, Any] | None
     ) -> PreparedRun:
-        layers: list[Mapping[str, Any]] = []
-        if isinstance(fn, InfraFunction):  # keep its decorator kwargs, run it on this pool
-            layers += fn.layers
+        layers = self.job_layers(fn, job_variables)
+        if isinstance(fn, InfraFunction):
             fn = fn.fn
-        layers += [self.job_variables, job_variables or {}]
-        return prepare(fn, args, kwargs, self.pool, layers)
+        return prepare(fn, args, kwargs, self.pool, layers, self.target_type)
 
     def submit(
         self, fn: Callable[..., Any], *args: Any, job_variables: Mapping[str, Any] | None = None, **kwargs: Any

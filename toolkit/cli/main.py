@@ -24,7 +24,7 @@ from toolkit.errors import ToolkitError
 app = typer.Typer(
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help=__doc__.splitlines()[0]
 )
-pool_app = typer.Typer(no_args_is_help=True, help="Work pools: list, show, create, delete, diff, export, default templates.")
+pool_app = typer.Typer(no_args_is_help=True, help="Work pools: list, show, create, import, delete, diff, export, default templates.")
 runs_app = typer.Typer(no_args_is_help=True, help="Runs of this machine: list, logs, cancel.")
 toolchain_app = typer.Typer(no_args_is_help=True, help="The Pulumi engine, plugins, Docker engine and runner image.")
 app.add_typer(pool_app, name="pool")
@@ -134,6 +134,58 @@ def pool_create(
     registry = PoolRegistry()
     registry.save(pool, overwrite=overwrite)
     err.print(f"created pool {name!r} ({type_}) in {registry.url}")
+
+
+@pool_app.command("import")
+def pool_import(
+    file: Annotated[Path, typer.Argument(help="A Prefect base job template or `prefect work-pool inspect -o json` output.")],
+    name: Annotated[str, typer.Option(help="Name of the pool to create.")],
+    type_: Annotated[str | None, typer.Option("--type", help="Prefect work pool type (default: detected).")] = None,
+    storage: Annotated[str | None, typer.Option(help="fsspec URL of shared run storage (default: the pool's bundle storage).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only print the report; create nothing.")] = False,
+    allow_lossy: Annotated[bool, typer.Option("--allow-lossy", help="Import even if settings cannot be carried over.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing pool of that name.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Create a pool from a Prefect work pool's base job template, reporting what became of each variable."""
+    from toolkit.pools import PoolRegistry
+    from toolkit.prefect.pool_import import LossyImportError, import_pool
+
+    try:
+        pool, report = import_pool(
+            file.read_text(), name, str(file), prefect_type=type_, storage=storage, allow_lossy=allow_lossy or dry_run
+        )
+    except LossyImportError as exc:
+        _print_import_report(exc.report, as_json)
+        raise
+    _print_import_report(report, as_json)
+    if dry_run:
+        err.print(f"dry run: pool {name!r} ({pool.type}) not created", markup=False)
+        return
+    registry = PoolRegistry()
+    registry.save(pool, overwrite=overwrite)
+    err.print(f"created pool {name!r} ({pool.type}) in {registry.url}", markup=False)
+
+
+def _print_import_report(report: Any, as_json: bool) -> None:
+    if as_json:
+        _print_json({**report.model_dump(), "lost": report.lost})
+        return
+    versions = ", ".join(f"{k} {v}" for k, v in report.reference.items() if k != "worker")
+    out.print(f"Prefect {report.prefect_type} template -> {report.target} pool (compared with {versions})", markup=False)
+    for row in report.variables:
+        what = f"{row.name} -> {row.ours}" if row.outcome in ("renamed", "combined") else row.name
+        default = "" if row.default is None else f" = {row.default!r}"
+        note = f"  ({row.note})" if row.note else ""
+        outcome = f"{row.outcome}, LOST" if row.lost else row.outcome
+        out.print(f"  {outcome:<20} {what}{default}{note}", markup=False)
+    for setting in report.settings:
+        outcome = f"{setting.outcome}, LOST" if setting.lost else setting.outcome
+        out.print(f"  {outcome:<20} job_configuration: {setting.op} {setting.path}  ({setting.note})", markup=False)
+    if report.storage:
+        out.print(f"storage: {report.storage}", markup=False)
+    lost = report.lost
+    out.print(f"{len(lost)} setting(s) cannot be carried over" + (f": {', '.join(lost)}" if lost else ""), markup=False)
 
 
 @pool_app.command("delete")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import abc
 import copy
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -21,6 +22,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from toolkit.errors import ConfigError
+from toolkit.infra.synonyms import Synonym
 
 
 class JobVariables(BaseModel):
@@ -109,6 +111,10 @@ class Target(abc.ABC):
     """JSON pointer in the job configuration that ``customizations`` patches apply to."""
     unsupported: ClassVar[dict[str, str]] = {}
     """Job variables this target cannot honour, with the reason shown to the user."""
+    synonyms: ClassVar[Mapping[str, Synonym]] = {}
+    """Other names for this target's job variables (Prefect's, habitual ones) with their units, or
+    why nothing here corresponds: the one table behind "did you mean", ``toolkit.prefect`` and
+    ``toolkit pool import`` (see ``toolkit.infra.synonyms``)."""
     required: ClassVar[tuple[str, ...]] = ()
     """Job variables a run cannot go without. Their schema defaults stay empty so a pool's
     template renders before a platform team fills them in (e.g. an image from its registry)."""

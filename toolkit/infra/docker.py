@@ -36,6 +36,7 @@ from toolkit.infra.base import (
     runner_command,
 )
 from toolkit.infra.storage import RunStorage
+from toolkit.infra.synonyms import PREFECT_COMMON, docker_memory, no_counterpart, renamed
 from toolkit.runner import RUN_KEY_ENV
 from toolkit.secretvalues import Secret
 
@@ -246,6 +247,24 @@ class DockerTarget(Target):
     """Run the function in a container on the local Docker engine."""
 
     name = "docker"
+    synonyms = {
+        **PREFECT_COMMON,
+        "memory": renamed(
+            "mem_limit", "memory limit with a unit, e.g. '512m' or '2g'; an integer is MiB", docker_memory
+        ),
+        "memory_limit": renamed("mem_limit", "memory limit with a unit, e.g. '512m' or '2g'"),
+        "cpu": renamed("cpus", "CPUs as a number, e.g. 1.5"),
+        "cpu_limit": renamed("cpus", "CPUs as a number, e.g. 1.5"),
+        "gpu": renamed("gpus", "as `docker run --gpus`: 'all' or 'device=0'"),
+        "registry_credentials": no_counterpart(
+            "images come from the caller's Docker engine, which uses its own `docker login` credentials"
+        ),
+        "image_pull_policy": no_counterpart("the image must be on the local engine: build or `docker pull` it first"),
+        "container_create_kwargs": no_counterpart(
+            "the toolkit creates the container from its variables (mem_limit, cpus, gpus, cap_add, user, tmp_size, "
+            "networks, volumes ...); ask for a missing one"
+        ),
+    }
     variables_model = DockerVariables
     job_model = DockerJob
 

@@ -34,6 +34,7 @@ from toolkit.infra.base import (
     runner_command,
 )
 from toolkit.infra.storage import RunStorage
+from toolkit.infra.synonyms import PREFECT_COMMON, renamed
 from toolkit.runner import RUN_KEY_ENV
 from toolkit.secretvalues import Secret
 
@@ -171,6 +172,11 @@ class ProcessTarget(Target):
     """Run the function in a local subprocess."""
 
     name = "process"
+    synonyms = {
+        **PREFECT_COMMON,
+        "cwd": renamed("working_dir"),
+        "interpreter": renamed("python"),
+    }
     variables_model = ProcessVariables
     job_model = ProcessJob
     unsupported = {}
