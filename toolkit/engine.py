@@ -80,11 +80,13 @@ def pulumi_command() -> auto.PulumiCommand:
     return auto.PulumiCommand(root=str(binary.parent.parent))
 
 
-def workspace_options(backend_url: str, work_dir: Path) -> auto.LocalWorkspaceOptions:
+def workspace_options(
+    backend_url: str, work_dir: Path, project: str = settings.RUN_PROJECT
+) -> auto.LocalWorkspaceOptions:
     return auto.LocalWorkspaceOptions(
         work_dir=str(work_dir),
         project_settings=auto.ProjectSettings(
-            name=settings.RUN_PROJECT, runtime="python", backend=auto.ProjectBackend(url=backend_url)
+            name=project, runtime="python", backend=auto.ProjectBackend(url=backend_url)
         ),
         secrets_provider="passphrase",
         env_vars=settings.pulumi_env(backend_url),

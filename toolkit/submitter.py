@@ -28,14 +28,19 @@ class Submitter:
         self.futures: list[RunFuture] = []
 
     def _prepare(
-        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], job_variables: Mapping[str, Any] | None
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        job_variables: Mapping[str, Any] | None,
+        build: bool = True,
     ) -> PreparedRun:
         layers: list[Mapping[str, Any]] = []
         if isinstance(fn, InfraFunction):  # keep its decorator kwargs, run it on this pool
             layers += fn.layers
             fn = fn.fn
         layers += [self.job_variables, job_variables or {}]
-        return prepare(fn, args, kwargs, self.pool, layers)
+        return prepare(fn, args, kwargs, self.pool, layers, build=build)
 
     def submit(
         self, fn: Callable[..., Any], *args: Any, job_variables: Mapping[str, Any] | None = None, **kwargs: Any
@@ -47,7 +52,7 @@ class Submitter:
     def preview(
         self, fn: Callable[..., Any], *args: Any, job_variables: Mapping[str, Any] | None = None, **kwargs: Any
     ) -> Plan:
-        return preview_run(self._prepare(fn, args, kwargs, job_variables))
+        return preview_run(self._prepare(fn, args, kwargs, job_variables, build=False))
 
     def __enter__(self) -> Submitter:
         return self
