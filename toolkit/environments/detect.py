@@ -75,6 +75,8 @@ class _Walker:
     def _children(self, obj: Any) -> list[Any]:
         if isinstance(obj, types.ModuleType):
             self._module(obj.__name__)
+            if _is_local_module(obj.__name__):  # the caller's module travels whole, by value
+                return [value for key, value in vars(obj).items() if not key.startswith("__")]
             return []
         if isinstance(obj, types.CodeType):
             return self._code(obj)

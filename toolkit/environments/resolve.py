@@ -116,9 +116,11 @@ def resolve(requested: list[Requested], base: Base, say: Say) -> list[Pin]:
         built = work / "built"
         built.mkdir()
         for _attempt in range(_MAX_SOURCE_BUILDS + 1):
-            failure = _download(work, base, built, say)
+            failure = _resolve(work, base, built)
             if failure is None:
-                return _pins(work / "report.json", requested, base)
+                pins = _pins(work / "report.json", requested, base)
+                _download(pins, work, base, built, say)
+                return [pin.model_copy(update={"size": (wheelhouse() / pin.wheel).stat().st_size}) for pin in pins]
             missing = re.search(r"No matching distribution found for (\S+)", failure)
             if not missing:
                 raise _explain(failure, requested, base)
@@ -127,23 +129,44 @@ def resolve(requested: list[Requested], base: Base, say: Say) -> list[Pin]:
                                "provide wheels for them in a wheelhouse (PIP_FIND_LINKS)")
 
 
-def _download(work: Path, base: Base, built: Path, say: Say) -> str | None:
-    """Run ``pip download``; stream its progress lines; return pip's error text, or None on success."""
+def _resolve(work: Path, base: Base, built: Path) -> str | None:
+    """``pip install --dry-run --report``: the resolution alone (PEP 658 metadata, no wheels fetched
+    where the index serves it); returns pip's error text, or None on success."""
     command = [
-        *_pip(), "download", "--progress-bar", "off", "--only-binary=:all:",
-        "-d", str(wheelhouse()), "--report", str(work / "report.json"),
-        "--find-links", str(built),
+        *_pip(), "install", "--dry-run", "--ignore-installed", "--quiet", "--only-binary=:all:",
+        "--report", str(work / "report.json"), "--find-links", str(built),
         "-r", str(work / "requirements.txt"), "-c", str(work / "constraints.txt"),
+        *_target_options(base),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True)
+    return None if result.returncode == 0 else result.stderr or result.stdout
+
+
+def _download(pins: list[Pin], work: Path, base: Base, built: Path, say: Say) -> None:
+    """``pip download`` of exactly the resolved wheels (hash-checked), streaming pip's progress lines."""
+    wanted = [pin for pin in pins if not (wheelhouse() / pin.wheel).exists()]
+    if not wanted:
+        say(f"all {len(pins)} wheel(s) already downloaded")
+        return
+    (work / "pins.txt").write_text("".join(f"{pin.name}=={pin.version} --hash=sha256:{pin.sha256}\n" for pin in wanted))
+    command = [
+        *_pip(), "download", "--no-deps", "--progress-bar", "off", "--only-binary=:all:",
+        "-d", str(wheelhouse()), "--find-links", str(built), "-r", str(work / "pins.txt"),
         *_target_options(base),
     ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert process.stdout is not None and process.stderr is not None
     for line in process.stdout:
         text = line.strip()
-        if text.startswith(("Collecting", "Downloading", "File was already downloaded", "Using cached")):
+        if text.startswith(("Downloading", "File was already downloaded", "Using cached")):
             say(_shorten(text))
     errors = process.stderr.read()
-    return None if process.wait() == 0 else errors
+    if process.wait() != 0:
+        raise RequirementError(f"downloading the resolved wheels failed: {errors.strip()[-800:]}")
+    for pin in wanted:
+        if not (wheelhouse() / pin.wheel).exists():
+            raise RequirementError(f"pip downloaded no {pin.wheel} for {pin.name}=={pin.version}; retry, or "
+                                   "check the index serves that file")
 
 
 def _shorten(line: str) -> str:
@@ -152,6 +175,7 @@ def _shorten(line: str) -> str:
 
 
 def _pins(report_path: Path, requested: list[Requested], base: Base) -> list[Pin]:
+    """The wheels the resolution chose that the base lacks, from pip's installation report."""
     report = json.loads(report_path.read_text())
     sources = {item.name: item for item in requested}
     pins: list[Pin] = []
@@ -162,12 +186,9 @@ def _pins(report_path: Path, requested: list[Requested], base: Base) -> list[Pin
             continue  # the base has it (a constraint kept it there)
         info = entry["download_info"]
         filename = urllib.parse.unquote(info["url"].rsplit("/", 1)[-1])
-        path = wheelhouse() / filename
-        if not path.exists():  # a wheel built from source sits next to the report
-            source = report_path.parent / "built" / filename
-            shutil.copy2(source, path)
         hashes = info.get("archive_info", {}).get("hashes") or {}
-        sha256 = hashes.get("sha256") or _sha256(path)
+        local = Path(urllib.parse.unquote(urllib.parse.urlparse(info["url"]).path))
+        sha256 = hashes.get("sha256") or (_sha256(local) if info["url"].startswith("file:") else "")
         item = sources.get(name)
         pins.append(
             Pin(
@@ -175,7 +196,7 @@ def _pins(report_path: Path, requested: list[Requested], base: Base) -> list[Pin
                 version=version,
                 wheel=filename,
                 sha256=sha256,
-                size=path.stat().st_size,
+                size=0,  # known once downloaded
                 source=item.source if item else "dependency",
                 origin=item.origin if item else "",
             )
