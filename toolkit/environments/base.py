@@ -27,24 +27,29 @@ from toolkit.errors import ConfigError, RuntimeMismatchError, TargetUnavailableE
 BaseKind = Literal["image", "interpreter"]
 
 PROBE = r"""
-import importlib.metadata as m, json, platform, sys, sysconfig
+import importlib.metadata as m, json, os, platform, sys, sysconfig
 try:
     from packaging import markers, tags
 except ImportError:
-    from pip._vendor.packaging import markers, tags
-supported = list(tags.sys_tags())
+    try:
+        from pip._vendor.packaging import markers, tags
+    except ImportError:
+        markers = tags = None
+supported = list(tags.sys_tags()) if tags else []
 print(json.dumps({
     "python": "%d.%d" % sys.version_info[:2],
     "python_full": platform.python_version(),
-    "implementation": tags.interpreter_name(),
+    "implementation": tags.interpreter_name() if tags else sys.implementation.name[:2],
     "platforms": list(dict.fromkeys(t.platform for t in supported)),
     "abis": list(dict.fromkeys(t.abi for t in supported)),
-    "marker_environment": markers.default_environment(),
+    "marker_environment": markers.default_environment() if markers else {},
     "purelib": sysconfig.get_paths()["purelib"],
     "distributions": {d.metadata["Name"]: d.version for d in m.distributions() if d.metadata["Name"]},
 }))
 """
-"""Runs inside the base with its own interpreter; needs only the standard library and pip."""
+"""Runs inside the base with its own interpreter. Only the standard library is required; the wheel
+tags come from ``packaging`` or pip's copy of it (a base without either can run jobs but not
+have packages added: ``Base.check_installable`` says so)."""
 
 
 class Base(BaseModel):
@@ -74,6 +79,14 @@ class Base(BaseModel):
     def has(self, name: str) -> str | None:
         """The installed version of distribution ``name`` in the base, if any."""
         return self.distributions.get(canonicalize_name(name))
+
+    def check_installable(self) -> None:
+        """Packages are added with the base's own pip, for the tags it reports."""
+        if not self.platforms:
+            raise ConfigError(
+                f"the {self.kind} {self.reference!r} has no pip (nor packaging), so packages cannot be added to it. "
+                f"Build it FROM the toolkit runner image ({settings.runner_image()!r}) or install pip into it"
+            )
 
     def describe(self) -> str:
         platform = next((p for p in self.platforms if p != "any"), "any")
@@ -183,7 +196,7 @@ def _probe_image(image: str, pool_name: str) -> dict[str, Any]:
     except (docker.errors.ContainerError, docker.errors.APIError, ValueError) as exc:
         raise ConfigError(
             f"could not ask image {image!r} of pool {pool_name!r} for its Python and platform "
-            f"({type(exc).__name__}: {str(exc).strip()[-300:]}). Its python3 must run and have pip; build it "
+            f"({type(exc).__name__}: {str(exc).strip()[-300:]}). Its python3 must run; build it "
             f"FROM the toolkit runner image ({settings.runner_image()!r})"
         ) from None
 
@@ -202,10 +215,7 @@ def describe_interpreter(python: str | None) -> Base:
     if answer is None:
         result = subprocess.run([path, "-c", PROBE], capture_output=True, text=True)
         if result.returncode != 0:
-            raise ConfigError(
-                f"interpreter {path!r} could not describe itself: {result.stderr.strip()[-300:]}. "
-                "It needs pip (or packaging) installed"
-            )
+            raise ConfigError(f"interpreter {path!r} could not describe itself: {result.stderr.strip()[-300:]}")
         answer = json.loads(result.stdout)
         _store_probe(identity, answer)
     return _from_probe("interpreter", path, identity, dict(answer))

@@ -172,6 +172,7 @@ def _resolve(
             "environments for another interpreter are not built. Install them into it, or drop the 'python' "
             "job variable so the job runs (a virtualenv over) the caller's interpreter"
         )
+    base.check_installable()
     reporter("resolving", f"{len(missing)} requirement(s) for {base.describe()}: "
              + ", ".join(item.requirement for item in missing[:6]) + (" ..." if len(missing) > 6 else ""))
     pins = resolve.resolve(missing, base, lambda line: reporter("downloading", line))
