@@ -175,7 +175,9 @@ def _resolve(
     base.check_installable()
     reporter("resolving", f"{len(missing)} requirement(s) for {base.describe()}: "
              + ", ".join(item.requirement for item in missing[:6]) + (" ..." if len(missing) > 6 else ""))
-    pins = resolve.resolve(missing, base, lambda line: reporter("downloading", line))
+    pins = resolve.resolve(
+        missing, base, lambda line: reporter("resolving" if line.startswith("Collecting") else "downloading", line)
+    )
     environment = Environment(
         kind="image" if kind == "image" else "virtualenv",
         base=base.reference,

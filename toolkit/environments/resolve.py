@@ -116,7 +116,7 @@ def resolve(requested: list[Requested], base: Base, say: Say) -> list[Pin]:
         built = work / "built"
         built.mkdir()
         for _attempt in range(_MAX_SOURCE_BUILDS + 1):
-            failure = _resolve(work, base, built)
+            failure = _resolve(work, base, built, say)
             if failure is None:
                 pins = _pins(work / "report.json", requested, base)
                 _download(pins, work, base, built, say)
@@ -129,17 +129,28 @@ def resolve(requested: list[Requested], base: Base, say: Say) -> list[Pin]:
                                "provide wheels for them in a wheelhouse (PIP_FIND_LINKS)")
 
 
-def _resolve(work: Path, base: Base, built: Path) -> str | None:
+def _resolve(work: Path, base: Base, built: Path, say: Say) -> str | None:
     """``pip install --dry-run --report``: the resolution alone (PEP 658 metadata, no wheels fetched
-    where the index serves it); returns pip's error text, or None on success."""
+    where the index serves it); returns pip's output on failure (its explanations go to stdout)."""
     command = [
-        *_pip(), "install", "--dry-run", "--ignore-installed", "--quiet", "--only-binary=:all:",
+        *_pip(), "install", "--dry-run", "--ignore-installed", "--progress-bar", "off", "--only-binary=:all:",
         "--report", str(work / "report.json"), "--find-links", str(built),
         "-r", str(work / "requirements.txt"), "-c", str(work / "constraints.txt"),
         *_target_options(base),
     ]
-    result = subprocess.run(command, capture_output=True, text=True)
-    return None if result.returncode == 0 else result.stderr or result.stdout
+    return _run_pip(command, ("Collecting",), say)
+
+
+def _run_pip(command: list[str], shown: tuple[str, ...], say: Say) -> str | None:
+    """Run pip, passing the lines starting with ``shown`` to ``say`` as they come; its full output on failure."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert process.stdout is not None
+    output: list[str] = []
+    for line in process.stdout:
+        output.append(line)
+        if line.startswith(shown):
+            say(_shorten(line.strip()))
+    return None if process.wait() == 0 else "".join(output)
 
 
 def _download(pins: list[Pin], work: Path, base: Base, built: Path, say: Say) -> None:
@@ -154,14 +165,8 @@ def _download(pins: list[Pin], work: Path, base: Base, built: Path, say: Say) ->
         "-d", str(wheelhouse()), "--find-links", str(built), "-r", str(work / "pins.txt"),
         *_target_options(base),
     ]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert process.stdout is not None and process.stderr is not None
-    for line in process.stdout:
-        text = line.strip()
-        if text.startswith(("Downloading", "File was already downloaded", "Using cached")):
-            say(_shorten(text))
-    errors = process.stderr.read()
-    if process.wait() != 0:
+    errors = _run_pip(command, ("Downloading", "File was already downloaded", "Using cached"), say)
+    if errors is not None:
         raise RequirementError(f"downloading the resolved wheels failed: {errors.strip()[-800:]}")
     for pin in wanted:
         if not (wheelhouse() / pin.wheel).exists():
