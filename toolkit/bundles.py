@@ -115,7 +115,8 @@ def unpack_files(data: bytes, expected: dict[str, Any], destination: Path, sourc
     return count
 
 
-def _library_roots() -> tuple[str, ...]:
+def library_roots() -> tuple[str, ...]:
+    """Directories of installed code (stdlib, site-packages): a module outside them is the user's own."""
     paths = sysconfig.get_paths()
     roots = {paths["stdlib"], paths["platstdlib"], paths["purelib"], paths["platlib"], sys.prefix, sys.base_prefix}
     roots.update(site.getsitepackages())
@@ -131,7 +132,7 @@ def _local_packages() -> set[str]:
     The job can't import these (it has only its image's libraries), so they go
     by value. ``toolkit`` itself is installed in every runner image.
     """
-    roots = _library_roots()
+    roots = library_roots()
     local: set[str] = set()
     for name, module in sys.modules.copy().items():  # copy() is atomic; other threads import meanwhile
         top = name.partition(".")[0]

@@ -30,6 +30,7 @@ from typing import Any
 from packaging.utils import canonicalize_name
 
 from toolkit import settings
+from toolkit.bundles import library_roots
 
 RUNNER_DISTRIBUTIONS = frozenset({"toolkit", "cloudpickle", "fsspec"})
 """The runner's own dependencies: every runner image has them, at the toolkit's pins."""
@@ -38,17 +39,11 @@ _MAX_OBJECTS = 20_000
 _MAX_CONTAINER_ITEMS = 200
 
 
-def _library_roots() -> tuple[str, ...]:
-    from toolkit.bundles import _library_roots as roots  # one definition of "installed code"
-
-    return roots()
-
-
 def _is_installed_module(module: types.ModuleType) -> bool:
     path = getattr(module, "__file__", None)
     if not path:
         return False  # builtin or namespace; the name decides
-    return os.path.abspath(path).startswith(_library_roots())
+    return os.path.abspath(path).startswith(library_roots())
 
 
 class _Walker:

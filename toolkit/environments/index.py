@@ -14,7 +14,7 @@ import fcntl
 import os
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -96,10 +96,14 @@ def forget(hash_: str) -> None:
             path.unlink(missing_ok=True)
 
 
+def locked(name: str) -> AbstractContextManager[None]:
+    """The lock of one environment (its build and its prune)."""
+    return file_lock(_root() / "locks" / f"{name}.lock")
+
+
 @contextmanager
-def locked(name: str) -> Iterator[None]:
-    """An exclusive lock across threads and processes (``flock`` on a file per name)."""
-    path = _root() / "locks" / f"{name}.lock"
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock across threads and processes (``flock`` on ``path``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)

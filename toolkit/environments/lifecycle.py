@@ -63,11 +63,10 @@ class EnvironmentPlan:
             if item.name not in installed and version:
                 packages.append(PackageLine(name=item.name, version=version, source=item.source, origin=item.origin,
                                             state="in base"))
-        reference = self.record.reference if self.record else (
-            self.environment.image_name if self.environment and self.kind == "image"
-            else str(stack.venvs_dir() / self.environment.hash / "bin" / "python") if self.environment
-            else self.base.reference
-        )
+        if self.record:
+            reference = self.record.reference
+        else:
+            reference = stack.planned_reference(self.environment) if self.environment else self.base.reference
         return EnvironmentSummary(
             status=self.status,
             base=self.base.describe(),
@@ -215,7 +214,7 @@ def ensure(prepared: EnvironmentPlan, backend_url: str | None = None, reporter: 
         tag = stack.EnvTag(
             hash=environment.hash,
             kind=environment.kind,
-            reference=environment.image_name if environment.kind == "image" else str(stack.venvs_dir() / environment.hash),
+            reference=stack.planned_reference(environment),
             base=prepared.base.reference,
             python=environment.python,
             packages=[f"{pin.name}=={pin.version} ({pin.source})" for pin in environment.pins],

@@ -18,7 +18,6 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Literal
 
-from packaging.markers import Marker
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
@@ -179,8 +178,3 @@ def satisfied_by(item: Requested, installed_version: str | None, environment: Ma
         return requirement.specifier.contains(Version(installed_version), prereleases=True)
     except InvalidVersion:
         return False
-
-
-def applies(item: Requested, environment: Mapping[str, str]) -> bool:
-    marker = Requirement(item.requirement).marker
-    return marker is None or Marker(str(marker)).evaluate({**environment, "extra": ""})

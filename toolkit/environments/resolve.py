@@ -18,7 +18,6 @@ names from what is installed here), no version matching, conflicting pins.
 from __future__ import annotations
 
 import difflib
-import fcntl
 import json
 import re
 import shutil
@@ -27,14 +26,13 @@ import sys
 import tempfile
 import urllib.parse
 from collections.abc import Callable
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
 from toolkit import settings
+from toolkit.environments import index
 from toolkit.environments.base import Base
 from toolkit.environments.detect import RUNNER_DISTRIBUTIONS, module_distributions
 from toolkit.environments.requirements import Requested
@@ -59,19 +57,6 @@ _OTHER_PLATFORMS = (
 def wheelhouse() -> Path:
     """Downloaded wheels, shared by every environment (pip skips files it already has)."""
     return settings.cache_dir() / "wheels"
-
-
-@contextmanager
-def _wheelhouse_lock() -> Iterator[None]:
-    """pip writes into the shared wheelhouse; concurrent resolutions take turns."""
-    path = wheelhouse() / ".lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _pip() -> list[str]:
@@ -109,7 +94,8 @@ def _constraints(base: Base, requested: list[Requested]) -> list[str]:
 
 def resolve(requested: list[Requested], base: Base, say: Say) -> list[Pin]:
     """Resolve ``requested`` for ``base`` and download its wheels; one ``Pin`` per wheel the base lacks."""
-    with _wheelhouse_lock(), tempfile.TemporaryDirectory(prefix="toolkit-resolve-") as scratch:
+    # pip writes into the shared wheelhouse: concurrent resolutions take turns.
+    with index.file_lock(wheelhouse() / ".lock"), tempfile.TemporaryDirectory(prefix="toolkit-resolve-") as scratch:
         work = Path(scratch)
         (work / "requirements.txt").write_text("".join(f"{item.requirement}\n" for item in requested))
         (work / "constraints.txt").write_text("".join(f"{line}\n" for line in _constraints(base, requested)))

@@ -74,6 +74,13 @@ def venvs_dir() -> Path:
     return settings.environments_dir() / "venvs"
 
 
+def planned_reference(environment: Environment) -> str:
+    """What jobs will run once the environment is built: its image, or its virtualenv's interpreter."""
+    if environment.kind == "image":
+        return environment.image_name
+    return str(venvs_dir() / environment.hash / "bin" / "python")
+
+
 # -- the process target's virtualenv, as a resource ---------------------------------------
 
 
