@@ -37,6 +37,7 @@ from toolkit.environments.events import Reporter
 from toolkit.environments.resolve import wheelhouse
 from toolkit.environments.spec import ENV_LABEL, Environment
 from toolkit.errors import EnvironmentBuildError, TeardownError
+from toolkit.gc import break_stale_lock
 
 ENV_TAG = "toolkit:env"
 ENV_SITE = "/opt/toolkit-env"
@@ -209,7 +210,14 @@ def build(environment: Environment, tag: EnvTag, backend_url: str, reporter: Rep
         reporter.errors.clear()
         started = time.monotonic()
         try:
-            result = stack.up(on_event=reporter.on_event, on_output=lambda _line: None, refresh=True)
+            try:
+                result = stack.up(on_event=reporter.on_event, on_output=lambda _line: None, refresh=True)
+            except auto.errors.ConcurrentUpdateError:
+                # Builds of one environment are serialised by its lock, so this is the lock file
+                # of a build whose process died (Ctrl-C, kill): break it and build.
+                if not break_stale_lock(environment.stack_name, backend_url, settings.ENV_PROJECT):
+                    raise
+                result = stack.up(on_event=reporter.on_event, on_output=lambda _line: None, refresh=True)
         except auto.errors.CommandError as exc:
             detail = "; ".join(reporter.errors) or str(exc).strip().splitlines()[-1]
             raise EnvironmentBuildError(
