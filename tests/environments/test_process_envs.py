@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import sys
 
 import pytest
@@ -74,6 +77,26 @@ def test_prune_removes_the_virtualenv_and_its_stack():
     pruned = manage.prune()
     assert any(result.environment.reference == python and result.destroyed for result in pruned)
     assert env_stacks() == []
-    import os
-
     assert not os.path.exists(python)
+
+
+def test_cli_json_consumers_get_the_build_as_events(tmp_path):
+    script = tmp_path / "jobs.py"
+    script.write_text(
+        "from toolkit import process\n\n"
+        "@process(packages=['six==1.16.0'])\n"
+        "def six_version():\n"
+        "    import six\n"
+        "    return six.__version__\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "toolkit", "run", f"{script}:six_version", "--json"],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "TOOLKIT_PROGRESS": "1"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["result"] == "1.16.0"
+    events = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    stages = [event["stage"] for event in events if event.get("event") == "environment"]
+    assert stages[0] == "resolving" and "downloading" in stages and stages[-2:] == ["building", "built"]
+    sizes = [event["bytes"] for event in events if event.get("stage") == "building"]
+    assert sizes and sizes[0] > 0

@@ -190,7 +190,6 @@ def _probe_image(image: str, pool_name: str) -> dict[str, Any]:
             remove=True,
             network_disabled=True,
             labels={"toolkit-probe": "1"},
-            stderr=True,
         )
         return json.loads(output)
     except (docker.errors.ContainerError, docker.errors.APIError, ValueError) as exc:
