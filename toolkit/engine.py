@@ -248,10 +248,15 @@ def selected_stack(name: str, backend_url: str) -> Iterator[auto.Stack]:
 
 def list_run_stacks(backend_url: str) -> list[tuple[str, dict[str, str]]]:
     """Every run stack in ``backend_url`` with its tags."""
+    return list_stacks(backend_url, settings.RUN_PROJECT)
+
+
+def list_stacks(backend_url: str, project: str) -> list[tuple[str, dict[str, str]]]:
+    """Every stack of ``project`` in ``backend_url`` with its tags."""
     ensure_local_backend(backend_url)
     work_dir = Path(tempfile.mkdtemp(prefix="toolkit-ls-"))
     try:
-        options = workspace_options(backend_url, work_dir)
+        options = workspace_options(backend_url, work_dir, project)
         workspace = auto.LocalWorkspace(
             work_dir=options.work_dir,
             env_vars=options.env_vars,

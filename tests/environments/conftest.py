@@ -33,7 +33,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def env_stacks() -> list[str]:
-    return [name for name, _tag, _updated in stack.list_stacks(settings.default_backend_url())]
+    return [name for name, _tag in stack.list_stacks(settings.default_backend_url())]
 
 
 def updates(environment_stack: str) -> int:

@@ -59,7 +59,7 @@ def _present(tag: stack.EnvTag) -> bool:
 def list_environments(backend_url: str | None = None) -> list[EnvironmentInfo]:
     backend = backend_url or settings.default_backend_url()
     found = []
-    for name, tag, _last_update in stack.list_stacks(backend):
+    for name, tag in stack.list_stacks(backend):
         record = index.load(tag.hash) if tag else None
         found.append(
             EnvironmentInfo(

@@ -31,7 +31,7 @@ from pulumi import automation as auto
 from pulumi.dynamic import CreateResult, Resource, ResourceProvider
 from pydantic import BaseModel
 
-from toolkit import settings
+from toolkit import engine, settings
 from toolkit.engine import ensure_local_backend, remove_stack, workspace_options
 from toolkit.environments.events import Reporter
 from toolkit.environments.resolve import wheelhouse
@@ -259,24 +259,12 @@ def updates(name: str, backend_url: str) -> int:
         return sum(1 for entry in stack.history() if entry.kind == "update")
 
 
-def list_stacks(backend_url: str) -> list[tuple[str, EnvTag | None, str | None]]:
-    """Every environment stack with its tag and last update time (ISO), if readable."""
-    ensure_local_backend(backend_url)
-    with _workspace() as work_dir:
-        options = workspace_options(backend_url, work_dir, settings.ENV_PROJECT)
-        workspace = auto.LocalWorkspace(
-            work_dir=options.work_dir,
-            env_vars=options.env_vars,
-            secrets_provider=options.secrets_provider,
-            project_settings=options.project_settings,
-            pulumi_command=options.pulumi_command,
-        )
-        found: list[tuple[str, EnvTag | None, str | None]] = []
-        for summary in workspace.list_stacks():
-            tags = workspace.list_tags(summary.name)
-            try:
-                tag = EnvTag.model_validate_json(tags[ENV_TAG])
-            except (KeyError, ValueError):
-                tag = None
-            found.append((summary.name, tag, summary.last_update))
-        return found
+def list_stacks(backend_url: str) -> list[tuple[str, EnvTag | None]]:
+    """Every environment stack with its tag (None if unreadable)."""
+    found: list[tuple[str, EnvTag | None]] = []
+    for name, tags in engine.list_stacks(backend_url, settings.ENV_PROJECT):
+        try:
+            found.append((name, EnvTag.model_validate_json(tags[ENV_TAG])))
+        except (KeyError, ValueError):
+            found.append((name, None))
+    return found
