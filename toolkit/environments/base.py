@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any, Literal
 
@@ -134,12 +135,18 @@ def _store_probe(identity: str, answer: dict[str, Any]) -> None:
     os.replace(temporary, path)
 
 
-@functools.cache
-def docker_client() -> Any:
-    """One Engine API client per process (creating one costs a few milliseconds)."""
-    import docker
+_clients = threading.local()
 
-    return docker.from_env()
+
+def docker_client() -> Any:
+    """One Engine API client per thread (creating one costs milliseconds; a requests session is
+    not meant to be shared between threads)."""
+    client = getattr(_clients, "client", None)
+    if client is None:
+        import docker
+
+        client = _clients.client = docker.from_env()
+    return client
 
 
 def image_id(image: str) -> str | None:
