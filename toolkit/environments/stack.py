@@ -126,7 +126,11 @@ class Virtualenv(Resource, module="toolkit", name="Virtualenv"):
 
 
 def _context(environment: Environment, directory: Path) -> Path:
-    """The image's build context: the Dockerfile, the ``.pth`` and hard links to the wheels."""
+    """The image's build context: the Dockerfile, the ``.pth`` and hard links to the wheels.
+
+    FROM names the base image as the pool does (BuildKit resolves a local image by name, not by
+    ID); the environment's hash holds the ID the plan saw, so a rebuilt base gets a new environment.
+    """
     wheels = directory / "wheels"
     wheels.mkdir(parents=True)
     for pin in environment.pins:
@@ -138,7 +142,7 @@ def _context(environment: Environment, directory: Path) -> Path:
     (directory / PTH_NAME).write_text(ENV_SITE + "\n")
     (directory / "Dockerfile").write_text(
         DOCKERFILE.format(
-            base=environment.base_identity, site=ENV_SITE, pth=PTH_NAME, purelib=environment.purelib,
+            base=environment.base, site=ENV_SITE, pth=PTH_NAME, purelib=environment.purelib,
             label=ENV_LABEL, hash=environment.hash,
         )
     )
