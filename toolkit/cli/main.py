@@ -283,7 +283,7 @@ def _when(moment: float | None) -> str:
 
 @env_app.command("ls")
 def env_ls(as_json: JsonOption = False) -> None:
-    """Environment stacks: the image or virtualenv, packages, size, created, last used."""
+    """Environments (stack env-HASH, image toolkit-env:HASH or a virtualenv): packages, size, last use."""
     from toolkit.environments.manage import list_environments
     from toolkit.environments.summary import human_size
 
@@ -294,12 +294,13 @@ def env_ls(as_json: JsonOption = False) -> None:
     if not found:
         err.print("no environments")
         return
-    table = Table("STACK", "KIND", "REFERENCE", "PACKAGES", "SIZE", "CREATED", "LAST USED", "PRESENT", box=None)
+    table = Table("ENVIRONMENT", "KIND", "PACKAGES", "SIZE", "LAST USED", "PRESENT", box=None)
     for info in found:
-        packages = ", ".join(p.split(" ")[0] for p in info.packages[:4]) + (" ..." if len(info.packages) > 4 else "")
-        table.add_row(info.stack, info.kind or "?", info.reference or "?", packages,
-                      human_size(info.size) if info.size is not None else "-", _when(info.created),
-                      _when(info.last_used), "yes" if info.present else "no")
+        names = [package.split("==")[0] for package in info.packages]
+        packages = f"{len(names)}: " + ", ".join(names[:3]) + (" ..." if len(names) > 3 else "")
+        table.add_row(info.hash or info.stack, info.kind or "?", packages,
+                      human_size(info.size) if info.size is not None else "-",
+                      _when(info.last_used or info.created), "yes" if info.present else "no")
     out.print(table)
 
 

@@ -44,13 +44,20 @@ class EnvironmentPlan:
     key: str = ""
 
     @property
+    def reference(self) -> str | None:
+        """What the job runs instead of its base: the built environment, or the one a preview
+        would build (None: the base as is)."""
+        if self.record is not None:
+            return self.record.reference
+        return stack.planned_reference(self.environment) if self.environment else None
+
+    @property
     def image(self) -> str | None:
-        """The image the job runs instead of its own (None: the base as is)."""
-        return self.record.reference if self.record and self.kind == "image" else None
+        return self.reference if self.kind == "image" else None
 
     @property
     def python(self) -> str | None:
-        return self.record.reference if self.record and self.kind == "interpreter" else None
+        return self.reference if self.kind == "interpreter" else None
 
     def summary(self) -> EnvironmentSummary:
         packages: list[PackageLine] = []
@@ -63,14 +70,10 @@ class EnvironmentPlan:
             if item.name not in installed and version:
                 packages.append(PackageLine(name=item.name, version=version, source=item.source, origin=item.origin,
                                             state="in base"))
-        if self.record:
-            reference = self.record.reference
-        else:
-            reference = stack.planned_reference(self.environment) if self.environment else self.base.reference
         return EnvironmentSummary(
             status=self.status,
             base=self.base.describe(),
-            reference=reference,
+            reference=self.reference or self.base.reference,
             hash=self.environment.hash if self.environment else None,
             stack=self.environment.stack_name if self.environment else None,
             packages=sorted(packages, key=lambda line: (line.state, line.name)),

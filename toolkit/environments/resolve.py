@@ -134,7 +134,7 @@ def _run_pip(command: list[str], shown: tuple[str, ...], say: Say) -> str | None
     output: list[str] = []
     for line in process.stdout:
         output.append(line)
-        if line.startswith(shown):
+        if line.strip().startswith(shown):
             say(_shorten(line.strip()))
     return None if process.wait() == 0 else "".join(output)
 
@@ -161,7 +161,8 @@ def _download(pins: list[Pin], work: Path, base: Base, built: Path, say: Say) ->
 
 
 def _shorten(line: str) -> str:
-    """pip's lines name cache paths and URLs; keep the file name and size."""
+    """pip's lines name cache paths, URLs and our scratch files; keep the file name and size."""
+    line = re.sub(r" \(from -r \S+ \(line \d+\)\)", "", line)
     return re.sub(r"\S*/([^/\s]+)", r"\1", line)
 
 
