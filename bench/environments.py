@@ -89,6 +89,8 @@ def measure(repeats: int) -> dict:
         "plain_environment_phase": statistics.median(base_env),
         "cached_environment_phase_max": max(cached_env),
         "repeats": repeats,
+        "load_average": os.getloadavg()[1],
+        "measured": time.strftime("%Y-%m-%d %H:%M"),
     }
 
 
@@ -101,7 +103,9 @@ def render(result: dict) -> str:
         "",
         f"`@docker(packages={result['packages']})`: {len(result['wheels'])} pure-Python wheels, "
         f"{size / 1000:.0f} kB, on a cold start (no index entry, stack, image or downloaded wheel; pip's HTTP "
-        f"cache as a user has it). Medians of {result['repeats']} alternating calls in the same run.",
+        f"cache as a user has it). Medians of {result['repeats']} alternating calls in the same run, "
+        f"{result['measured']}, 5-minute load average {result['load_average']:.1f} on {os.cpu_count()} cores "
+        "(other work on the machine inflates every absolute time alike; compare within the table).",
         "",
         "| | submit→result | environment phase |",
         "|---|---|---|",
