@@ -53,6 +53,45 @@ def fake_wheel(directory: Path, name: str, version: str, tag: str) -> Path:
     return path
 
 
+def fake_sdist(directory: Path, name: str, version: str, c_extension: bool = False) -> Path:
+    """A setuptools source distribution of ``name`` (pure Python, or with a C extension)."""
+    import io
+    import tarfile
+
+    module = name.replace("-", "_")
+    root = f"{module}-{version}"
+    files = {
+        "pyproject.toml": textwrap.dedent(f"""
+            [build-system]
+            requires = ["setuptools>=61"]
+            build-backend = "setuptools.build_meta"
+
+            [project]
+            name = "{name}"
+            version = "{version}"
+        """),
+        "PKG-INFO": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+        f"{module}/__init__.py": "VALUE = 'built from source'\n",
+    }
+    if c_extension:
+        files["setup.py"] = (
+            "from setuptools import Extension, setup\n"
+            f"setup(ext_modules=[Extension('{module}._speed', ['{module}/speed.c'])])\n"
+        )
+        files[f"{module}/speed.c"] = (
+            "#include <Python.h>\nstatic struct PyModuleDef m = {PyModuleDef_HEAD_INIT, \"_speed\"};\n"
+            "PyMODINIT_FUNC PyInit__speed(void) { return PyModule_Create(&m); }\n"
+        )
+    path = directory / f"{root}.tar.gz"
+    with tarfile.open(path, "w:gz") as archive:
+        for relative, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(f"{root}/{relative}")
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return path
+
+
 @pytest.fixture
 def wheelhouse(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A directory pip searches as well as the index (``PIP_FIND_LINKS``), as a team's wheelhouse would be."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.environments.conftest import env_stacks, fake_wheel
+from tests.environments.conftest import env_stacks, fake_sdist, fake_wheel
 from tests.leaks import assert_nothing_left
 from toolkit import docker, process
 from toolkit.environments import base as environment_base
@@ -89,6 +89,14 @@ def test_no_wheel_for_the_images_platform_and_no_source(wheelhouse):
     message = str(info.value)
     assert "has no wheel for" in message and "manylinux" in message and "Python 3.11" in message
     assert "no source distribution to build one" in message and "PIP_FIND_LINKS" in message
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_a_source_distribution_that_builds_only_a_platform_wheel_here(wheelhouse):
+    fake_sdist(wheelhouse, "toolkit-test-c-demo", "1.0", c_extension=True)
+    with pytest.raises(NoCompatibleWheelError, match=r"its source builds a platform-specific wheel here \(toolkit_test_c_demo-1\.0-cp311-cp311-linux_x86_64\.whl\)"):
+        docker(packages=["toolkit-test-c-demo"])(job).submit()
 
 
 @pytest.mark.docker

@@ -17,7 +17,7 @@ import threading
 import humanize
 import pytest
 
-from tests.environments.conftest import env_stacks, updates
+from tests.environments.conftest import env_stacks, fake_sdist, updates
 from tests.leaks import assert_nothing_left
 from toolkit import docker
 from toolkit.errors import BundleVerificationError
@@ -130,6 +130,19 @@ def test_two_concurrent_first_calls_build_once():
         thread.join(timeout=600)
     assert not errors and results == ["1.15.0", "1.15.0"]
     assert updates(six_version.preview().environment.stack) == 1
+
+
+@pytest.mark.slow
+def test_a_pure_python_source_distribution_is_built_into_a_wheel_here(wheelhouse):
+    fake_sdist(wheelhouse, "toolkit-test-pure-demo", "1.0")
+
+    @docker(packages=["toolkit-test-pure-demo==1.0"], auto_packages=False)
+    def from_source() -> str:
+        import toolkit_test_pure_demo
+
+        return toolkit_test_pure_demo.VALUE
+
+    assert from_source() == "built from source"
 
 
 def test_a_tampered_file_archive_is_refused(project):

@@ -120,7 +120,7 @@ def _resolve(work: Path, base: Base, built: Path, say: Say) -> str | None:
     where the index serves it); returns pip's output on failure (its explanations go to stdout)."""
     command = [
         *_pip(), "install", "--dry-run", "--ignore-installed", "--progress-bar", "off", "--only-binary=:all:",
-        "--report", str(work / "report.json"), "--find-links", str(built),
+        "--report", str(work / "report.json"), "--find-links", str(built), "--find-links", str(wheelhouse()),
         "-r", str(work / "requirements.txt"), "-c", str(work / "constraints.txt"),
         *_target_options(base),
     ]
