@@ -51,7 +51,7 @@ class InfraFunction(Generic[P, R]):
 
     def preview(self, *args: P.args, **kwargs: P.kwargs) -> Plan:
         """The infrastructure a call would create, without creating anything."""
-        return preview_run(prepare(self.fn, args, kwargs, self.pool, self.job_layers(), self.target_type))
+        return preview_run(prepare(self.fn, args, kwargs, self.pool, self.job_layers(), self.target_type, build=False))
 
     def local(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """A plain local call, no infrastructure."""

@@ -80,11 +80,13 @@ def pulumi_command() -> auto.PulumiCommand:
     return auto.PulumiCommand(root=str(binary.parent.parent))
 
 
-def workspace_options(backend_url: str, work_dir: Path) -> auto.LocalWorkspaceOptions:
+def workspace_options(
+    backend_url: str, work_dir: Path, project: str = settings.RUN_PROJECT
+) -> auto.LocalWorkspaceOptions:
     return auto.LocalWorkspaceOptions(
         work_dir=str(work_dir),
         project_settings=auto.ProjectSettings(
-            name=settings.RUN_PROJECT, runtime="python", backend=auto.ProjectBackend(url=backend_url)
+            name=project, runtime="python", backend=auto.ProjectBackend(url=backend_url)
         ),
         secrets_provider="passphrase",
         env_vars=settings.pulumi_env(backend_url),
@@ -246,10 +248,15 @@ def selected_stack(name: str, backend_url: str) -> Iterator[auto.Stack]:
 
 def list_run_stacks(backend_url: str) -> list[tuple[str, dict[str, str]]]:
     """Every run stack in ``backend_url`` with its tags."""
+    return list_stacks(backend_url, settings.RUN_PROJECT)
+
+
+def list_stacks(backend_url: str, project: str) -> list[tuple[str, dict[str, str]]]:
+    """Every stack of ``project`` in ``backend_url`` with its tags."""
     ensure_local_backend(backend_url)
     work_dir = Path(tempfile.mkdtemp(prefix="toolkit-ls-"))
     try:
-        options = workspace_options(backend_url, work_dir)
+        options = workspace_options(backend_url, work_dir, project)
         workspace = auto.LocalWorkspace(
             work_dir=options.work_dir,
             env_vars=options.env_vars,

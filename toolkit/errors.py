@@ -47,8 +47,32 @@ class RuntimeMismatchError(BundleError):
     """The job's Python version cannot load a bundle made by the client's Python."""
 
 
+class RequirementError(ConfigError):
+    """A job's packages cannot be resolved into a set of wheels for its environment."""
+
+
+class RequirementNotFoundError(RequirementError, LookupError):
+    """A requirement names a distribution the package index does not have."""
+
+
+class RequirementConflictError(RequirementError):
+    """Requirements pin incompatible versions (of each other or of the base image)."""
+
+
+class NoCompatibleWheelError(RequirementError):
+    """A distribution has no wheel for the job's platform and none can be built for it."""
+
+
+class IncludeFilesError(ConfigError):
+    """``include_files`` matched nothing, too much, something outside the working directory or a secret."""
+
+
 class ProvisionError(ToolkitError):
     """``pulumi up`` of a run stack failed; the stack has been torn down."""
+
+
+class EnvironmentBuildError(ProvisionError):
+    """Building an environment's image or virtualenv failed; nothing of the run was provisioned."""
 
 
 class JobFailedError(ToolkitError):

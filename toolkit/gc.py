@@ -113,12 +113,12 @@ def find_leaks(older_than: float | None = None, urls: list[str] | None = None) -
     return leaks
 
 
-def break_stale_lock(stack: str, backend_url: str) -> list[str]:
+def break_stale_lock(stack: str, backend_url: str, project: str = settings.RUN_PROJECT) -> list[str]:
     """Remove lock files of ``stack`` held by processes that no longer exist; returns what it removed."""
     # Backend URLs carry gocloud query options (?endpoint=...&region=...) that fsspec does not
     # understand; fsspec clients take those from the environment (AWS_ENDPOINT_URL, ...).
     fs, root = fsspec.core.url_to_fs(backend_url.split("?", 1)[0])
-    directory = f"{root.rstrip('/')}/.pulumi/locks/organization/{settings.RUN_PROJECT}/{stack}"
+    directory = f"{root.rstrip('/')}/.pulumi/locks/organization/{project}/{stack}"
     removed: list[str] = []
     if not fs.exists(directory):
         return removed

@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from toolkit.environments.summary import EnvironmentSummary
 from toolkit.secretvalues import mask
 
 SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
@@ -47,6 +48,9 @@ class Plan(BaseModel):
     function: str
     job: dict[str, Any] = Field(default_factory=dict, description="The rendered job configuration (secrets masked).")
     changes: list[ResourceChange] = Field(default_factory=list)
+    environment: EnvironmentSummary | None = Field(
+        default=None, description="The call's environment: cached or to be built, and each package's source."
+    )
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2)
@@ -57,6 +61,8 @@ class Plan(BaseModel):
         widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(("OP", "TYPE", "NAME"))]
         lines = [header, "", "Job configuration (secrets masked):"]
         lines += [f"    {key}: {json.dumps(value, default=str)}" for key, value in sorted(self.job.items())]
+        if self.environment is not None:
+            lines += ["", *self.environment.lines()]
         lines += ["", "  ".join(h.ljust(w) for h, w in zip(("OP", "TYPE", "NAME"), widths))]
         lines += ["  ".join(col.ljust(w) for col, w in zip(row, widths)) for row in rows]
         for change in self.changes:

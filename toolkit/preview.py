@@ -34,4 +34,5 @@ def preview_run(prepared: PreparedRun) -> Plan:
         function=prepared.function_name,
         job=prepared.masked_job(),
         changes=changes,
+        environment=prepared.environment.summary() if prepared.environment else None,
     )

@@ -2,17 +2,21 @@
 
 Built from the Automation API's structured engine events (``on_event``), never
 from scraping CLI text. Goes to stderr so a function's own output and
-``--json`` documents on stdout stay clean. ``TOOLKIT_PROGRESS=0`` silences it.
+``--json`` documents on stdout stay clean. ``TOOLKIT_PROGRESS=0`` silences it;
+``TOOLKIT_PROGRESS=json`` turns each message into a JSON line for scripts.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 import threading
 import time
 
 from pulumi.automation import EngineEvent
 from rich.console import Console
+from rich.text import Text
 
 _SYMBOLS = {"create": "+", "delete": "-", "update": "~", "replace": "+-", "same": " ", "read": ">"}
 _VERBS = {
@@ -26,6 +30,17 @@ _VERBS = {
 
 def enabled() -> bool:
     return os.environ.get("TOOLKIT_PROGRESS", "1").lower() not in ("0", "false", "off", "no")
+
+
+def json_mode() -> bool:
+    """``TOOLKIT_PROGRESS=json`` (set by the CLI's ``--json``): one JSON object per line on stderr."""
+    return os.environ.get("TOOLKIT_PROGRESS", "").lower() == "json"
+
+
+def emit_json(document: dict[str, object]) -> None:
+    with Progress._lock:
+        sys.stderr.write(json.dumps(document, default=str) + "\n")
+        sys.stderr.flush()
 
 
 class Progress:
@@ -42,7 +57,9 @@ class Progress:
         self._started: dict[str, float] = {}
 
     def say(self, message: str) -> None:
-        if self.show:
+        if self.show and json_mode():
+            emit_json({"run": self.run_id, "message": Text.from_markup(message).plain})
+        elif self.show:
             with self._lock:
                 self._console.print(f"[dim]{self.run_id}[/dim] {message}", soft_wrap=True)
 

@@ -1,8 +1,10 @@
 """Turning one call into a ready-to-provision run: steps 1-3 of a submission.
 
-Resolve the pool, render and validate the job, bundle and sign the call. All
-of it happens before any stack exists, so every input error surfaces here
-with nothing provisioned; ``preview`` and ``submit`` share it.
+Resolve the pool, render and validate the job, plan the call's environment
+(packages and include_files, ``toolkit.environments``), bundle and sign the
+call. All of it happens before any run stack exists, so every input error
+surfaces here with nothing provisioned; ``preview`` and ``submit`` share it.
+A submission (not a preview) also builds a missing environment here.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from typing import Any
 
 from toolkit import settings, templating
 from toolkit.bundles import dump_call, seal
+from toolkit.environments import files, lifecycle
+from toolkit.environments.variables import EnvironmentSettings
 from toolkit.errors import ConfigError
 from toolkit.infra import get_target
 from toolkit.infra.base import RunContext, Target
@@ -48,6 +52,7 @@ class PreparedRun:
     job_config: dict[str, Any]
     backend_url: str
     timings: dict[str, float] = field(default_factory=dict)
+    environment: lifecycle.EnvironmentPlan | None = None
 
     @property
     def function_name(self) -> str:
@@ -67,13 +72,19 @@ class PreparedRun:
 
     def discard_bundle(self) -> None:
         self.context.bundle_path.unlink(missing_ok=True)
+        if self.context.files_path:
+            self.context.files_path.unlink(missing_ok=True)
 
 
-def _stage_bundle(run_id: str, envelope: bytes) -> Path:
+def _staging() -> Path:
     staging = settings.home() / "staging"
     staging.mkdir(parents=True, exist_ok=True)
     os.chmod(staging, 0o700)
-    path = staging / f"{run_id}.tkb"
+    return staging
+
+
+def _stage_bundle(run_id: str, envelope: bytes) -> Path:
+    path = _staging() / f"{run_id}.tkb"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as handle:
         handle.write(envelope)
@@ -87,12 +98,14 @@ def prepare(
     pool_name: str,
     layers: Sequence[Mapping[str, Any]],
     expected_type: str | None = None,
+    build: bool = True,
 ) -> PreparedRun:
-    """Resolve, render, validate and bundle one call. Raises before anything is provisioned.
+    """Resolve, render, validate and bundle one call. Raises before any run stack exists.
 
     ``layers`` are job-variable overrides, lowest precedence first (decorator
     kwargs, ``with_options``, ``submit(job_variables=)``); the pool's defaults
-    sit under all of them.
+    sit under all of them. ``build=False`` (previews) plans the environment
+    without building it.
     """
     timings: dict[str, float] = {}
     started = time.perf_counter()
@@ -121,10 +134,30 @@ def prepare(
     storage_url, shared = target.storage_url(run_id, shared_url)
 
     started = time.perf_counter()
-    key = secrets.token_hex(32)
-    envelope = seal("bundle", dump_call(fn, tuple(args), dict(kwargs)), key, function=name)
-    bundle_path = _stage_bundle(run_id, envelope)
-    timings["bundle"] = time.perf_counter() - started
+    environment, archive = None, None
+    if target.environment is not None:
+        wanted = EnvironmentSettings.from_variables(variables)
+        cwd = Path.cwd()
+        base = target.environment_base(job)
+        environment = lifecycle.plan(fn, tuple(args), dict(kwargs), wanted, target.environment, base, pool.name, cwd)
+        if wanted.include_files:
+            selected = files.select(wanted.include_files, cwd, wanted.include_files_max_mb)
+            archive = files.pack(selected, _staging() / f"{run_id}.files.tgz")
+    try:
+        if build and environment is not None:
+            environment = lifecycle.ensure(environment)
+        timings["environment"] = time.perf_counter() - started
+
+        started = time.perf_counter()
+        key = secrets.token_hex(32)
+        header = {"files": archive.header} if archive else {}
+        envelope = seal("bundle", dump_call(fn, tuple(args), dict(kwargs)), key, function=name, **header)
+        bundle_path = _stage_bundle(run_id, envelope)
+        timings["bundle"] = time.perf_counter() - started
+    except BaseException:
+        if archive is not None:
+            archive.path.unlink(missing_ok=True)
+        raise
 
     context = RunContext(
         run_id=run_id,
@@ -136,6 +169,9 @@ def prepare(
         bundle_path=bundle_path,
         run_key=key,
         shared_storage=shared,
+        image=environment.image if environment else None,
+        python=environment.python if environment else None,
+        files_path=archive.path if archive else None,
     )
     return PreparedRun(
         run_id=run_id,
@@ -146,4 +182,5 @@ def prepare(
         job_config=config,
         backend_url=pool.backend_url or settings.default_backend_url(),
         timings=timings,
+        environment=environment,
     )

@@ -38,12 +38,17 @@ class Submitter:
         return [*layers, self.job_variables, job_variables or {}]
 
     def _prepare(
-        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], job_variables: Mapping[str, Any] | None
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        job_variables: Mapping[str, Any] | None,
+        build: bool = True,
     ) -> PreparedRun:
         layers = self.job_layers(fn, job_variables)
         if isinstance(fn, InfraFunction):
             fn = fn.fn
-        return prepare(fn, args, kwargs, self.pool, layers, self.target_type)
+        return prepare(fn, args, kwargs, self.pool, layers, self.target_type, build=build)
 
     def submit(
         self, fn: Callable[..., Any], *args: Any, job_variables: Mapping[str, Any] | None = None, **kwargs: Any
@@ -55,7 +60,7 @@ class Submitter:
     def preview(
         self, fn: Callable[..., Any], *args: Any, job_variables: Mapping[str, Any] | None = None, **kwargs: Any
     ) -> Plan:
-        return preview_run(self._prepare(fn, args, kwargs, job_variables))
+        return preview_run(self._prepare(fn, args, kwargs, job_variables, build=False))
 
     def __enter__(self) -> Submitter:
         return self

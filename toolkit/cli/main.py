@@ -8,7 +8,9 @@ and job logs on stderr.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -27,7 +29,9 @@ app = typer.Typer(
 pool_app = typer.Typer(no_args_is_help=True, help="Work pools: list, show, create, import, delete, diff, export, default templates.")
 runs_app = typer.Typer(no_args_is_help=True, help="Runs of this machine: list, logs, cancel.")
 toolchain_app = typer.Typer(no_args_is_help=True, help="The Pulumi engine, plugins, Docker engine and runner image.")
+env_app = typer.Typer(no_args_is_help=True, help="Environments (packages built into images or virtualenvs): list, prune.")
 app.add_typer(pool_app, name="pool")
+app.add_typer(env_app, name="env")
 app.add_typer(runs_app, name="runs")
 app.add_typer(toolchain_app, name="toolchain")
 
@@ -42,6 +46,14 @@ _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
 
 def _print_json(document: Any) -> None:
     sys.stdout.write(json.dumps(document, indent=2, default=repr) + "\n")
+
+
+def _json_progress(as_json: bool) -> None:
+    """With --json, progress (environment builds included) becomes JSON lines on stderr."""
+    from toolkit import progress
+
+    if as_json and progress.enabled():
+        os.environ["TOOLKIT_PROGRESS"] = "json"
 
 
 def _duration(text: str) -> float:
@@ -274,7 +286,8 @@ def preview(
     arg: ArgOption = [],  # noqa: B006
     as_json: JsonOption = False,
 ) -> None:
-    """Show the infrastructure a call would create; creates nothing."""
+    """Show the infrastructure a call would create, and whether its environment is cached; creates nothing."""
+    _json_progress(as_json)
     plan = _bind(spec, pool, parse_assignments(var)).preview(*parse_args(arg))
     if as_json:
         sys.stdout.write(plan.to_json() + "\n")
@@ -291,6 +304,7 @@ def run(
     as_json: JsonOption = False,
 ) -> None:
     """Run FUNC on its pool and print the result."""
+    _json_progress(as_json)
     bound = _bind(spec, pool, parse_assignments(var))
     redirect = contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
     with redirect:
@@ -312,14 +326,65 @@ def run(
         out.print(repr(value), markup=False)
 
 
+# -- environments -------------------------------------------------------------------------
+
+
+def _when(moment: float | None) -> str:
+    return datetime.datetime.fromtimestamp(moment).strftime("%Y-%m-%d %H:%M") if moment else "-"
+
+
+@env_app.command("ls")
+def env_ls(as_json: JsonOption = False) -> None:
+    """Environments (stack env-HASH, image toolkit-env:HASH or a virtualenv): packages, size, last use."""
+    from toolkit.environments.manage import list_environments
+    from toolkit.environments.summary import human_size
+
+    found = list_environments()
+    if as_json:
+        _print_json([info.model_dump() for info in found])
+        return
+    if not found:
+        err.print("no environments")
+        return
+    table = Table("ENVIRONMENT", "KIND", "PACKAGES", "SIZE", "LAST USED", "PRESENT", box=None)
+    for info in found:
+        names = [package.split("==")[0] for package in info.packages]
+        packages = f"{len(names)}: " + ", ".join(names[:3]) + (" ..." if len(names) > 3 else "")
+        table.add_row(info.hash or info.stack, info.kind or "?", packages,
+                      human_size(info.size) if info.size is not None else "-",
+                      _when(info.last_used or info.created), "yes" if info.present else "no")
+    out.print(table)
+
+
+@env_app.command("prune")
+def env_prune(
+    older_than: Annotated[str | None, typer.Option(help="Only environments unused for this long (7d, 12h).")] = None,
+    dry_run: Annotated[bool, typer.Option(help="List what would be destroyed, destroy nothing.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Destroy environment stacks and their images or virtualenvs (all, or those unused for --older-than)."""
+    from toolkit.environments.manage import prune
+
+    results = prune(_duration(older_than) if older_than else None, dry_run=dry_run)
+    if as_json:
+        _print_json([result.model_dump() for result in results])
+    elif not results:
+        err.print("nothing to prune")
+    for result in results if not as_json else []:
+        verb = "would destroy" if dry_run else ("destroyed" if result.destroyed else f"FAILED ({result.error})")
+        info = result.environment
+        out.print(f"{verb} {info.stack} ({info.reference}, last used {_when(info.last_used or info.created)})",
+                  markup=False)
+    if any(result.error for result in results):
+        raise typer.Exit(1)
+
+
 # -- runs and gc --------------------------------------------------------------------------
 
 
 @runs_app.command("ls")
 def runs_ls(as_json: JsonOption = False) -> None:
     """Runs started from this machine, oldest first."""
-    import datetime
-
     from toolkit import records
 
     found = records.all_records()

@@ -75,6 +75,12 @@ class RunContext:
     """Per-run signing key; programs must pass it on only as ``pulumi.Output.secret``."""
     shared_storage: bool = False
     """True when ``storage_url`` is a prefix of a pool's existing bucket (nothing to create)."""
+    image: str | None = None
+    """The call's environment image (``toolkit.environments``), replacing the job's ``image``; None: as is."""
+    python: str | None = None
+    """The call's environment interpreter (process target), replacing the job's; None: as is."""
+    files_path: Path | None = None
+    """The signed bundle's ``include_files`` archive, staged locally; uploaded next to the bundle."""
 
     @property
     def labels(self) -> dict[str, str]:
@@ -118,6 +124,9 @@ class Target(abc.ABC):
     required: ClassVar[tuple[str, ...]] = ()
     """Job variables a run cannot go without. Their schema defaults stay empty so a pool's
     template renders before a platform team fills them in (e.g. an image from its registry)."""
+    environment: ClassVar[Literal["image", "interpreter"] | None] = None
+    """How this target receives a call's environment (packages, include_files): as an image built
+    FROM ``environment_base(job)``, or as an interpreter; None: the target takes no environment."""
     storage_schemes: ClassVar[tuple[str, ...]] = ()
     """fsspec protocols a pool's ``storage.url`` may use, because its jobs can reach them
     (empty: any, e.g. a local path for local targets)."""
@@ -177,6 +186,10 @@ class Target(abc.ABC):
         default has nothing to check: a target whose needs are Python packages is
         checked by the registry's import, and cloud credentials by the provider.
         """
+
+    def environment_base(self, job: JobConfiguration) -> str | None:
+        """The image (or interpreter; None: the caller's) a call's environment builds on."""
+        return None
 
     def storage_url(self, run_id: str, pool_storage_url: str | None) -> tuple[str, bool]:
         """Where this run's bundle and result live: ``(url, shared)``.

@@ -24,11 +24,11 @@ import pulumi_docker
 from pydantic import Field, field_validator
 
 from toolkit import settings
+from toolkit.environments.variables import ENVIRONMENT_VARIABLES, EnvironmentVariables
 from toolkit.errors import ConfigError, TargetUnavailableError
 from toolkit.infra.base import (
     JobConfiguration,
     JobStatus,
-    JobVariables,
     JobWatcher,
     RunContext,
     Target,
@@ -66,7 +66,7 @@ def size_in_mb(value: str, variable: str) -> int:
     return megabytes
 
 
-class DockerVariables(JobVariables):
+class DockerVariables(EnvironmentVariables):
     """Job variables of the docker target, named as ``docker run`` users know them."""
 
     image: str = Field(default=default_image(), description="Image to run; must contain python3 and the toolkit.")
@@ -270,7 +270,14 @@ class DockerTarget(Target):
 
     @classmethod
     def default_job_configuration(cls) -> dict[str, Any]:
-        return placeholders(*(name for name in DockerVariables.model_fields if name != "timeout"))
+        skip = {"timeout", *ENVIRONMENT_VARIABLES}
+        return placeholders(*(name for name in DockerVariables.model_fields if name not in skip))
+
+    environment = "image"
+
+    def environment_base(self, job: JobConfiguration) -> str | None:
+        assert isinstance(job, DockerJob)
+        return job.image
 
     def preflight(self, job: JobConfiguration, pool_name: str) -> None:
         """The engine must answer and the image must be local: nothing is ever pulled."""
@@ -312,6 +319,7 @@ class DockerTarget(Target):
             bundle_path=str(run.bundle_path),
             options=run.storage_options,
             mode="777",  # writable by the container's unprivileged user, whatever its uid
+            files_path=str(run.files_path) if run.files_path else None,
         )
         envs: list[Any] = [
             pulumi.Output.secret(f"{key}={value.reveal()}") if isinstance(value, Secret) else f"{key}={value}"
@@ -331,7 +339,7 @@ class DockerTarget(Target):
         container = pulumi_docker.Container(
             "job",
             name=f"toolkit-{run.run_id}",
-            image=job.image,
+            image=run.image or job.image,
             command=[*job.command, *runner_command(CONTAINER_RUN_DIR)],
             envs=envs,
             volumes=volumes,

@@ -23,10 +23,10 @@ from pulumi.dynamic import CreateResult, Resource, ResourceProvider
 from pydantic import Field
 
 from toolkit import settings
+from toolkit.environments.variables import EnvironmentVariables
 from toolkit.infra.base import (
     JobConfiguration,
     JobStatus,
-    JobVariables,
     JobWatcher,
     RunContext,
     Target,
@@ -44,7 +44,7 @@ _WRAPPER = '"$@" >>"$TOOLKIT_LOG" 2>&1; echo $? >"$TOOLKIT_EXIT.tmp" && mv "$TOO
 """Runs the command with output to the log, then records its exit status atomically."""
 
 
-class ProcessVariables(JobVariables):
+class ProcessVariables(EnvironmentVariables):
     """Job variables of the process target."""
 
     env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables for the process.")
@@ -180,10 +180,15 @@ class ProcessTarget(Target):
     variables_model = ProcessVariables
     job_model = ProcessJob
     unsupported = {}
+    environment = "interpreter"
 
     @classmethod
     def default_job_configuration(cls) -> dict[str, Any]:
         return placeholders("env", "python", "working_dir", "command", "labels", "stream_output")
+
+    def environment_base(self, job: JobConfiguration) -> str | None:
+        assert isinstance(job, ProcessJob)
+        return job.python
 
     def per_run_storage_url(self, run_id: str) -> str:
         return str(settings.home() / "work" / run_id)
@@ -199,10 +204,11 @@ class ProcessTarget(Target):
             url=run.storage_url,
             bundle_path=str(run.bundle_path),
             options=run.storage_options,
+            files_path=str(run.files_path) if run.files_path else None,
         )
         env = {key: (pulumi.Output.secret(v.reveal()) if isinstance(v, Secret) else v) for key, v in job.env.items()}
         env[RUN_KEY_ENV] = pulumi.Output.secret(run.run_key)
-        argv = [*job.command, *runner_command(run.storage_url, job.python or sys.executable)]
+        argv = [*job.command, *runner_command(run.storage_url, run.python or job.python or sys.executable)]
         process = LocalProcess(
             "job",
             {"run_dir": run.storage_url, "argv": argv, "env": env, "cwd": job.working_dir, "pid": None},
