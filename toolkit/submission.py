@@ -19,6 +19,9 @@ from typing import Any
 from toolkit import settings, templating
 from toolkit.bundles import dump_call, seal
 from toolkit.errors import ConfigError
+from toolkit.guardrails.policy import resolve_packs
+from toolkit.guardrails.secrets import selected_provider
+from toolkit.guardrails.store import BackendStore
 from toolkit.infra import get_target
 from toolkit.infra.base import RunContext, Target
 from toolkit.pools import PoolRegistry, WorkPool
@@ -46,6 +49,11 @@ class PreparedRun:
     variables: dict[str, Any]
     job_config: dict[str, Any]
     backend_url: str
+    secrets_provider: str = "passphrase"
+    policy_packs: list[str] = field(default_factory=list)
+    """Local directories of the pool's policy packs (published ones fetched)."""
+    block: bool = True
+    """Wait for a slot when the pool is at ``max_concurrent_runs``; False fails at once."""
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -95,7 +103,8 @@ def prepare(
     """
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    pool = PoolRegistry().get(pool_name)
+    registry = PoolRegistry()
+    pool = registry.get(pool_name)
     if expected_type and pool.type != expected_type:
         raise ConfigError(
             f"pool {pool.name!r} runs {pool.type!r} jobs, but {function_name(fn)} is decorated with "
@@ -111,6 +120,11 @@ def prepare(
     target.check_capabilities(variables, pool.name)
     job = target.parse_job(config, pool.name)
     target.preflight(job, pool.name)
+    policy_packs = resolve_packs(pool.policy_packs, registry.url, pool.name)
+    secrets_provider = selected_provider(pool.secrets_provider)
+    backend_url = pool.backend_url or settings.default_backend_url()
+    if pool.max_concurrent_runs:
+        BackendStore(backend_url)  # slots need a self-managed backend: say so before anything exists
     timings["render"] = time.perf_counter() - started
 
     shared_url = pool.storage.url if pool.storage.mode == "shared-prefix" else None
@@ -140,6 +154,8 @@ def prepare(
         context=context,
         variables=variables,
         job_config=config,
-        backend_url=pool.backend_url or settings.default_backend_url(),
+        backend_url=backend_url,
+        secrets_provider=secrets_provider,
+        policy_packs=policy_packs,
         timings=timings,
     )
