@@ -116,6 +116,9 @@ class PolicyResult(BaseModel):
     resource: str | None = None
     resource_type: str | None = None
     message: str
+    """What the policy reported about this resource."""
+    description: str = ""
+    """What the policy is for (the pack's description of it)."""
 
     @classmethod
     def from_event(cls, event: PolicyEvent) -> PolicyResult:
@@ -124,13 +127,16 @@ class PolicyResult(BaseModel):
             # urn:pulumi:<stack>::<project>::<parent$...$type>::<name>
             parts = event.resource_urn.split("::")
             resource_type, resource = parts[-2].rsplit("$", 1)[-1], parts[-1]
+        # pulumi-policy reports "<policy description>\n<violation message>"
+        description, _, detail = event.message.strip().partition("\n")
         return cls(
             pack=event.policy_pack_name,
             policy=event.policy_name,
             enforcement=event.enforcement_level,
             resource=resource,
             resource_type=resource_type,
-            message=event.message.strip(),
+            message=detail.strip() or description.strip(),
+            description=description.strip() if detail.strip() else "",
         )
 
     @property
