@@ -95,4 +95,6 @@ def prune(store: BackendStore, older_than: float, now: float | None = None) -> i
                 if document.get("finished", cutoff) < cutoff:
                     store.remove(f"{HISTORY}/{day}/{document['run_id']}.json")
                     removed += 1
+            if not store.names(f"{HISTORY}/{day}"):
+                store.remove_tree(f"{HISTORY}/{day}")
     return removed
