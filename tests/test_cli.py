@@ -58,7 +58,8 @@ def test_doctor_reports_every_component_and_exits_zero_when_healthy():
     assert result.returncode == 0, result.stdout
     components = {check["component"]: check for check in json.loads(result.stdout)}
     for name in ("Pulumi CLI", "Python language host", "dynamic provider shim", "plugin docker",
-                 "plugin kubernetes", "Docker engine", "runner image", "state backend", "pool registry"):
+                 "plugin kubernetes", "Docker engine", "runner image", "state backend", "pool registry",
+                 "policy packs"):
         assert components[name]["ok"], components[name]
 
 

@@ -12,6 +12,7 @@ toolkit reads the verdicts from the engine's structured ``PolicyEvent``s.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import shutil
 import tempfile
@@ -102,6 +103,11 @@ def resolve_packs(references: list[str], registry_url: str, pool_name: str) -> l
             check_pack_directory(directory)
         except ValueError as exc:
             raise ConfigError(f"pool {pool_name!r}: {exc}. Fix the pack or the pool's policy_packs") from None
+        if not (directory / "venv").is_dir() and importlib.util.find_spec("pulumi_policy") is None:
+            raise ConfigError(
+                f"pool {pool_name!r} enforces the policy pack {reference!r}, which needs pulumi-policy: "
+                "pip install 'toolkit[policy]' (or give the pack its own venv with its requirements)"
+            )
         directories.append(str(directory))
     return directories
 
