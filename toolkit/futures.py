@@ -25,6 +25,7 @@ from toolkit.bundles import unseal_result
 from toolkit.engine import RunStack, RunTag, owner_tag
 from toolkit.errors import JobFailedError, RunCancelledError, RunTimeoutError, TeardownError
 from toolkit.guardrails.guard import RunGuard
+from toolkit.guardrails.policy import PolicyResult
 from toolkit.infra.base import JobStatus, JobWatcher
 from toolkit.progress import Progress
 from toolkit.runner import RESULT_NAME
@@ -156,6 +157,11 @@ class RunFuture:
     def logs(self) -> str:
         """Everything the job printed so far."""
         return self._record.logs()
+
+    @property
+    def policy_results(self) -> list[PolicyResult]:
+        """Verdicts of the pool's policy packs on this run (advisory ones; a mandatory one raises)."""
+        return list(self.progress.policy_results)
 
     def wait_teardown(self, timeout: float | None = None) -> bool:
         """Wait until the run's stack is destroyed and removed."""
