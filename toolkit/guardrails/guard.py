@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 
 from toolkit.engine import RunStack
-from toolkit.errors import ConfigError, PolicyViolationError
+from toolkit.errors import ConfigError, PolicyViolationError, RemoteError, ToolkitError
 from toolkit.guardrails import history
 from toolkit.guardrails.slots import Slot, SlotMarker
 from toolkit.guardrails.store import BackendStore
@@ -27,6 +27,17 @@ def _store(backend_url: str) -> BackendStore | None:
         return BackendStore(backend_url)
     except ConfigError:
         return None  # a Pulumi Cloud backend: no slots (refused at prepare) and no history
+
+
+def _audit_error(error: BaseException | None) -> str | None:
+    """One line for the shared audit trail: the toolkit's own message, but only the type of the
+    function's exception (its message is the user's data and may hold anything)."""
+    if error is None:
+        return None
+    if isinstance(error, ToolkitError) and not isinstance(error, RemoteError):
+        return f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}"
+    name = error.type_name if isinstance(error, RemoteError) else type(error).__name__
+    return f"{name} raised by the function"
 
 
 class RunGuard:
@@ -85,7 +96,7 @@ class RunGuard:
             owner=self.owner,
             resources=len(self.progress.resources),
             outcome=outcome,
-            error=f"{type(error).__name__}: {str(error).splitlines()[0]}" if error is not None else None,
+            error=_audit_error(error),
             created=self.created,
             finished=time.time(),
         )
