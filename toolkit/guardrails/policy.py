@@ -17,15 +17,17 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import fsspec
 import yaml
-from pulumi.automation import PolicyEvent
 from pydantic import BaseModel
 
 from toolkit import settings
 from toolkit.errors import ConfigError, PolicyViolationError
+
+if TYPE_CHECKING:
+    from pulumi.automation import PolicyEvent
 
 PUBLISHED = "registry:"
 PUBLISHED_DIR = "policy-packs"
@@ -91,6 +93,25 @@ def _fetch_published(name: str, registry_url: str) -> Path:
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def _check_pack_environment(directory: Path, reference: str, pool_name: str) -> None:
+    """The interpreter the pack will run on can import pulumi-policy (see ``language_host.plugin_interpreter``)."""
+    from toolkit.toolchain.language_host import pulumis_own_language_host  # late: gRPC and protos
+
+    if (directory / "venv").is_dir():
+        return
+    if pulumis_own_language_host() is not None:
+        raise ConfigError(
+            f"pool {pool_name!r} enforces the policy pack {reference!r}, and Pulumi's own Python language host "
+            f"runs packs from their venv: python3 -m venv {directory}/venv && {directory}/venv/bin/pip install "
+            f"-r {directory}/requirements.txt"
+        )
+    if importlib.util.find_spec("pulumi_policy") is None:
+        raise ConfigError(
+            f"pool {pool_name!r} enforces the policy pack {reference!r}, which needs pulumi-policy: "
+            "pip install 'toolkit[policy]' (or give the pack its own venv with its requirements)"
+        )
+
+
 def resolve_packs(references: list[str], registry_url: str, pool_name: str) -> list[str]:
     """Local directories for the engine's ``--policy-pack``, checked before anything is provisioned."""
     directories = []
@@ -103,11 +124,7 @@ def resolve_packs(references: list[str], registry_url: str, pool_name: str) -> l
             check_pack_directory(directory)
         except ValueError as exc:
             raise ConfigError(f"pool {pool_name!r}: {exc}. Fix the pack or the pool's policy_packs") from None
-        if not (directory / "venv").is_dir() and importlib.util.find_spec("pulumi_policy") is None:
-            raise ConfigError(
-                f"pool {pool_name!r} enforces the policy pack {reference!r}, which needs pulumi-policy: "
-                "pip install 'toolkit[policy]' (or give the pack its own venv with its requirements)"
-            )
+        _check_pack_environment(directory, reference, pool_name)
         directories.append(str(directory))
     return directories
 

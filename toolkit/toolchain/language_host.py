@@ -50,6 +50,7 @@ import json
 import os
 import queue
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -66,6 +67,7 @@ from google.protobuf import empty_pb2
 from google.protobuf.json_format import MessageToDict
 from pulumi.runtime.proto import language_pb2, language_pb2_grpc, plugin_pb2
 
+from toolkit import settings
 from toolkit.errors import ConfigError
 from toolkit.toolchain.program_exec import EXIT_REPORTED
 
@@ -90,6 +92,21 @@ def install_language_host(bin_dir: Path) -> tuple[Path, bool]:
     temporary.chmod(0o755)
     os.replace(temporary, path)  # an engine starting the host never sees half a script
     return path, True
+
+
+def pulumis_own_language_host() -> Path | None:
+    """Pulumi's ``pulumi-language-python`` where the engine would find it, if one is installed."""
+    pulumi = settings.pulumi_binary()
+    ours = settings.bin_dir() / HOST_NAME
+    on_path = shutil.which(HOST_NAME)
+    candidates = [pulumi.parent / HOST_NAME if pulumi else None, Path(on_path) if on_path else None]
+    for candidate in candidates:
+        if candidate is None or not candidate.is_file() or candidate.absolute() == ours:
+            continue
+        with candidate.open("rb") as handle:
+            if b"toolkit.toolchain.language_host" not in handle.read(512):  # not a toolkit shim elsewhere
+                return candidate
+    return None
 
 
 def program_interpreter(info: language_pb2.ProgramInfo) -> str:
