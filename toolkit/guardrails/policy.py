@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import fsspec
-import yaml
 from pydantic import BaseModel
 
 from toolkit import settings
@@ -54,6 +53,8 @@ def check_pack_reference(reference: str) -> str:
 
 def check_pack_directory(directory: Path) -> None:
     """A directory the engine can run as a Python policy pack."""
+    import yaml  # late: only pools with packs need it
+
     manifest = directory / "PulumiPolicy.yaml"
     if not manifest.is_file():
         raise ValueError(f"policy pack directory {str(directory)!r} has no PulumiPolicy.yaml")
