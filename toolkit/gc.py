@@ -167,8 +167,9 @@ def _record_collected(backend_url: str, run_id: str, run: RunTag | None, resourc
 @dataclass
 class Pruned:
     backend_url: str
-    history_entries: int
-    slot_markers: int
+    history_entries: int = 0
+    slot_markers: int = 0
+    error: str | None = None
 
 
 def prune_records(
@@ -180,11 +181,14 @@ def prune_records(
         try:
             store = BackendStore(url)
         except ConfigError:
-            continue
-        stale = stale_markers(store)
-        for relative in stale:
-            store.remove(relative)
-        pruned.append(Pruned(url, history.prune(store, history_older_than), len(stale)))
+            continue  # a Pulumi Cloud backend holds neither
+        try:
+            stale = stale_markers(store)
+            for relative in stale:
+                store.remove(relative)
+            pruned.append(Pruned(url, history.prune(store, history_older_than), len(stale)))
+        except Exception as exc:  # noqa: BLE001 - report per backend, keep pruning the others
+            pruned.append(Pruned(url, error=f"{type(exc).__name__}: {exc}"))
     return pruned
 
 

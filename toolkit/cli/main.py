@@ -389,7 +389,9 @@ def gc_command(
     elif not leaks:
         err.print("no leaked run stacks")
     for entry in pruned if not as_json else []:
-        if entry.history_entries or entry.slot_markers:
+        if entry.error:
+            err.print(f"could not prune {entry.backend_url}: {entry.error}", markup=False)
+        elif entry.history_entries or entry.slot_markers:
             err.print(f"pruned {entry.history_entries} audit entries and {entry.slot_markers} slot markers "
                       f"in {entry.backend_url}", markup=False)
     for leak in leaks if not as_json else []:
