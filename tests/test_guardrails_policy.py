@@ -143,7 +143,7 @@ def test_preview_lists_policy_results_and_whether_the_call_is_allowed(guarded_po
         ("required-labels", "advisory", "job"),
     }
     text = str(blocked)
-    assert "Policies (1 pack(s)): BLOCKED" in text and "above the pool's maximum of 4096 MB" in text
+    assert "Policies (1 pack(s)): BLOCKED" in text and "Memory limit 8192 MB is above the pool's maximum of 4096 MB" in text
     assert json.loads(blocked.to_json())["allowed"] is False
 
     allowed = add_one.with_options(labels={"team": "ml"}).preview(1)

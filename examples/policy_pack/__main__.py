@@ -75,17 +75,17 @@ def memory_limit(args: ResourceValidationArgs, report_violation: ReportViolation
     if args.resource_type == DOCKER_CONTAINER:
         memory = args.props.get("memory")
         if not memory:
-            report_violation(f"Set a memory limit (mem_limit) of at most {limit} MB.")
+            report_violation(f"Set a memory limit (mem_limit) of at most {limit:g} MB.")
         elif memory > limit:
-            report_violation(f"Memory limit {memory} MB is above the pool's maximum of {limit} MB.")
+            report_violation(f"Memory limit {memory:g} MB is above the pool's maximum of {limit:g} MB.")
     elif args.resource_type == KUBERNETES_JOB:
         for container in _pod_containers(args.props):
             quantity = container.get("resources", {}).get("limits", {}).get("memory")
             memory = _memory_mb(quantity) if quantity else None
             if memory is None:
-                report_violation(f"Container {container.get('name')!r} needs a memory limit of at most {limit} MB.")
+                report_violation(f"Container {container.get('name')!r} needs a memory limit of at most {limit:g} MB.")
             elif memory > limit:
-                report_violation(f"Container {container.get('name')!r} asks for {quantity}, above {limit} MB.")
+                report_violation(f"Container {container.get('name')!r} asks for {quantity}, above {limit:g} MB.")
 
 
 def required_labels(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
