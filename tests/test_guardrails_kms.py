@@ -13,10 +13,8 @@ from __future__ import annotations
 import base64
 import json
 import os
-import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -24,6 +22,7 @@ import boto3
 import pytest
 
 import toolkit
+from tests.clients import kill_holding_client
 from tests.emulators.aws import REGION, aws_emulator  # noqa: F401 - fixture
 from tests.test_secret_hygiene import SECRET, _grep_tree
 from toolkit import process, settings
@@ -101,50 +100,18 @@ def test_kms_encrypted_state_holds_only_ciphertext(kms_pool, tmp_path):
     assert list_run_stacks(f"file://{backend_dir}") == []
 
 
-HOLD = textwrap.dedent(
-    f"""
-    import time
-    from toolkit import process
-
-    @process(pool="{POOL}")
-    def hold():
-        time.sleep(600)
-
-    future = hold.submit()
-    while future.state != "running":
-        time.sleep(0.1)
-    print(future.run_id, flush=True)
-    time.sleep(600)
-    """
-)
-
-
-def _killed_client(script: Path) -> str:
-    """Start a client that holds a run on the KMS pool, then kill it: its stack is left to others."""
-    holder = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
-    try:
-        run_id = holder.stdout.readline().strip()
-    finally:
-        holder.send_signal(signal.SIGKILL)
-        holder.wait()
-    assert run_id
-    return run_id
-
-
 def test_gc_and_runs_cancel_from_other_processes_destroy_kms_stacks(kms_pool, tmp_path):
     backend_dir, _ = kms_pool
     backend = f"file://{backend_dir}"
-    script = tmp_path / "hold.py"
-    script.write_text(HOLD)
     env = dict(os.environ)  # the same setting: the emulator's endpoint and credentials
 
-    cancelled = _killed_client(script)
+    cancelled = kill_holding_client(tmp_path, "process", POOL)
     cancel = subprocess.run([sys.executable, "-m", "toolkit", "runs", "cancel", cancelled],
                             capture_output=True, text=True, timeout=300, env=env)
     assert cancel.returncode == 0, cancel.stderr
     assert f"run-{cancelled}" not in [name for name, _ in list_run_stacks(backend)]
 
-    collected = _killed_client(script)
+    collected = kill_holding_client(tmp_path, "process", POOL)
     assert [name for name, _ in list_run_stacks(backend)] == [f"run-{collected}"]
     gc = subprocess.run([sys.executable, "-m", "toolkit", "gc", "--json"], capture_output=True, text=True,
                         timeout=300, env=env)
