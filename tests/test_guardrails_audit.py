@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from toolkit import process
+from toolkit import gc, process
 from toolkit.futures import wait_for_teardowns
 from toolkit.guardrails import history
 from toolkit.guardrails.audit import audit_rows
@@ -74,7 +74,7 @@ def test_runs_ls_all_lists_completed_failed_and_cancelled_runs_then_gc_prunes_th
     table = _toolkit("runs", "ls", "--all").stdout
     assert "cancelled" in table and "completed" in table and "failed" in table
 
-    _toolkit("gc", "--history-older-than", "1h")  # recent entries stay
+    assert [pruned.history_entries for pruned in gc.prune_records(3600, urls=[backend])] == [0]  # recent: kept
     assert len(history.entries(BackendStore(backend))) == 3
     _toolkit("gc", "--history-older-than", "0s")
     assert history.entries(BackendStore(backend)) == []
