@@ -7,6 +7,8 @@ Pulumi's own typed errors are wrapped, never parsed out of CLI text.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class ToolkitError(Exception):
     """Base class of every error raised by the toolkit."""
@@ -25,6 +27,22 @@ class PoolNotFoundError(ConfigError, LookupError):
 
 class TemplateError(ConfigError):
     """A base job template is inconsistent (placeholder without variable, bad schema)."""
+
+
+class PolicyViolationError(ConfigError):
+    """A pool's policy pack rejected the call (a mandatory violation); nothing was created.
+
+    ``results`` holds every policy result of the check, advisory ones included.
+    """
+
+    def __init__(self, message: str, results: list[Any], changes: list[Any] | None = None) -> None:
+        super().__init__(message)
+        self.results = results
+        self.changes = changes or []
+
+
+class PoolBusyError(ToolkitError):
+    """The pool already runs ``max_concurrent_runs`` calls and the call was submitted with ``block=False``."""
 
 
 class TargetUnavailableError(ToolkitError):

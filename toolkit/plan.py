@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from toolkit.environments.summary import EnvironmentSummary
+from toolkit.guardrails.policy import PolicyResult
 from toolkit.secretvalues import mask
 
 SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
@@ -51,9 +52,16 @@ class Plan(BaseModel):
     environment: EnvironmentSummary | None = Field(
         default=None, description="The call's environment: cached or to be built, and each package's source."
     )
+    policy_packs: list[str] = Field(default_factory=list, description="The pool's policy packs the preview ran.")
+    policy_results: list[PolicyResult] = Field(default_factory=list)
+
+    @property
+    def allowed(self) -> bool:
+        """False when a mandatory policy would stop the call."""
+        return not any(result.mandatory for result in self.policy_results)
 
     def to_json(self) -> str:
-        return self.model_dump_json(indent=2)
+        return json.dumps({**self.model_dump(mode="json"), "allowed": self.allowed}, indent=2)
 
     def __str__(self) -> str:
         header = f"Plan for {self.function} on pool {self.pool!r} ({self.target}), run {self.run_id}"
@@ -73,4 +81,8 @@ class Plan(BaseModel):
         for change in self.changes:
             counts[change.op] = counts.get(change.op, 0) + 1
         lines += ["", "Resources: " + ", ".join(f"{n} to {op}" for op, n in sorted(counts.items()))]
+        if self.policy_packs:
+            verdict = "passed" if not self.policy_results else ("allowed" if self.allowed else "BLOCKED")
+            lines += ["", f"Policies ({len(self.policy_packs)} pack(s)): {verdict}"]
+            lines += [f"    {result}" for result in self.policy_results]
         return "\n".join(lines)

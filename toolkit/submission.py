@@ -23,6 +23,9 @@ from toolkit.bundles import dump_call, seal
 from toolkit.environments import files, lifecycle
 from toolkit.environments.variables import EnvironmentSettings
 from toolkit.errors import ConfigError
+from toolkit.guardrails.policy import resolve_packs
+from toolkit.guardrails.secrets import selected_provider
+from toolkit.guardrails.store import BackendStore
 from toolkit.infra import get_target
 from toolkit.infra.base import RunContext, Target
 from toolkit.pools import PoolRegistry, WorkPool
@@ -51,6 +54,11 @@ class PreparedRun:
     variables: dict[str, Any]
     job_config: dict[str, Any]
     backend_url: str
+    secrets_provider: str = "passphrase"
+    policy_packs: list[str] = field(default_factory=list)
+    """Local directories of the pool's policy packs (published ones fetched)."""
+    block: bool = True
+    """Wait for a slot when the pool is at ``max_concurrent_runs``; False fails at once."""
     timings: dict[str, float] = field(default_factory=dict)
     environment: lifecycle.EnvironmentPlan | None = None
 
@@ -109,7 +117,8 @@ def prepare(
     """
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    pool = PoolRegistry().get(pool_name)
+    registry = PoolRegistry()
+    pool = registry.get(pool_name)
     if expected_type and pool.type != expected_type:
         raise ConfigError(
             f"pool {pool.name!r} runs {pool.type!r} jobs, but {function_name(fn)} is decorated with "
@@ -128,6 +137,11 @@ def prepare(
     target.check_capabilities(variables, pool.name)
     job = target.parse_job(config, pool.name)
     target.preflight(job, pool.name)
+    policy_packs = resolve_packs(pool.policy_packs, registry.url, pool.name)
+    secrets_provider = selected_provider(pool.secrets_provider)
+    backend_url = pool.backend_url or settings.default_backend_url()
+    if pool.max_concurrent_runs:
+        BackendStore(backend_url)  # slots need a self-managed backend: say so before anything exists
     timings["render"] = time.perf_counter() - started
 
     shared_url = pool.storage.url if pool.storage.mode == "shared-prefix" else None
@@ -180,7 +194,9 @@ def prepare(
         context=context,
         variables=variables,
         job_config=config,
-        backend_url=pool.backend_url or settings.default_backend_url(),
+        backend_url=backend_url,
+        secrets_provider=secrets_provider,
+        policy_packs=policy_packs,
         timings=timings,
         environment=environment,
     )

@@ -22,8 +22,12 @@ from toolkit.submission import PreparedRun, prepare
 class Submitter:
     """Submits any callable to one work pool."""
 
-    def __init__(self, pool: str | None = None, *, work_pool_name: str | None = None, **job_variables: Any) -> None:
+    def __init__(
+        self, pool: str | None = None, *, work_pool_name: str | None = None, block: bool = True, **job_variables: Any
+    ) -> None:
         self.pool = resolve_pool("Submitter", pool, work_pool_name, None)
+        self.block = block
+        """False: ``submit`` raises ``PoolBusyError`` at once when the pool is at ``max_concurrent_runs``."""
         self.job_variables = job_variables
         self.futures: list[RunFuture] = []
 
@@ -48,7 +52,9 @@ class Submitter:
         layers = self.job_layers(fn, job_variables)
         if isinstance(fn, InfraFunction):
             fn = fn.fn
-        return prepare(fn, args, kwargs, self.pool, layers, self.target_type, build=build)
+        prepared = prepare(fn, args, kwargs, self.pool, layers, self.target_type, build=build)
+        prepared.block = self.block
+        return prepared
 
     def submit(
         self, fn: Callable[..., Any], *args: Any, job_variables: Mapping[str, Any] | None = None, **kwargs: Any

@@ -204,10 +204,32 @@ def _describe_error(error: jsonschema.ValidationError, properties: Mapping[str, 
     if isinstance(given, str) and error.validator != "type":
         given = "[secret]" if properties.get(str(path[0]), {}).get("writeOnly") else given
     expected = _expected(error)
+    if error.validator == "enum":
+        fix = "Pass one of the pool's allowed values"
+    elif error.validator in _BOUNDS:
+        fix = "Pass a value within the pool's bound"
+    else:
+        fix = "Pass a value of that type"
     return (
         f"job variable {variable!r} for pool {pool_name!r} expects {expected}, "
-        f"got {given!r} ({type(given).__name__}). Pass a value of that type"
+        f"got {given!r} ({type(given).__name__}). {fix}"
     )
+
+
+_BOUNDS = {
+    "maximum": "at most {}",
+    "minimum": "at least {}",
+    "exclusiveMaximum": "less than {}",
+    "exclusiveMinimum": "more than {}",
+    "maxLength": "at most {} characters",
+    "minLength": "at least {} characters",
+    "maxItems": "at most {} items",
+    "minItems": "at least {} items",
+    "multipleOf": "a multiple of {}",
+    "pattern": "a string matching {!r}",
+    "const": "exactly {!r}",
+}
+"""Schema bounds a pool sets on its variables, phrased as the bound itself ("at most 64 (maximum)")."""
 
 
 def _expected(error: jsonschema.ValidationError) -> str:
@@ -224,7 +246,9 @@ def _expected(error: jsonschema.ValidationError) -> str:
                 types.append("one of " + ", ".join(repr(v) for v in option["enum"]))
         return " or ".join(dict.fromkeys(t for t in types if t != "null")) or error.message
     if error.validator == "enum":
-        return "one of " + ", ".join(repr(v) for v in error.validator_value)
+        return "one of " + ", ".join(repr(v) for v in error.validator_value) + " (enum)"
+    if error.validator in _BOUNDS:
+        return _BOUNDS[str(error.validator)].format(error.validator_value) + f" ({error.validator})"
     return f"a value matching {error.validator} {error.validator_value!r} ({error.message})"
 
 

@@ -130,12 +130,33 @@ def pool_create(
     storage_mode: Annotated[str | None, typer.Option(help="per-run-bucket or shared-prefix (default: shared-prefix when --storage is given).")] = None,
     backend_url: Annotated[str | None, typer.Option(help="Pulumi state backend for this pool's run stacks.")] = None,
     description: str = "",
+    policy_pack: Annotated[list[str], typer.Option(help="Policy pack enforced on every run: a directory or registry:NAME; repeat for more.")] = [],  # noqa: B006
+    max_concurrent_runs: Annotated[int | None, typer.Option(help="Live runs the pool allows at once (all clients of its backend).")] = None,
+    secrets_provider: Annotated[str | None, typer.Option(help="Run stacks' secrets provider: passphrase, awskms://..., gcpkms://..., azurekeyvault://..., hashivault://...")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing pool of that name.")] = False,
 ) -> None:
     """Register a work pool in the pool registry."""
+    from toolkit.errors import ConfigError
+    from toolkit.guardrails.policy import PUBLISHED, check_pack_directory
     from toolkit.pools import PoolRegistry, StorageConfig, WorkPool, parse_pool
 
+    packs = []
+    for pack in policy_pack:
+        if not pack.startswith(PUBLISHED):
+            directory = Path(pack).expanduser().absolute()
+            try:
+                check_pack_directory(directory)
+            except ValueError as exc:
+                raise ConfigError(f"--policy-pack: {exc}") from None
+            pack = str(directory)
+        packs.append(pack)
     document: dict[str, Any] = {"name": name, "type": type_, "description": description}
+    if packs:
+        document["policy_packs"] = packs
+    if max_concurrent_runs is not None:
+        document["max_concurrent_runs"] = max_concurrent_runs
+    if secrets_provider:
+        document["secrets_provider"] = secrets_provider
     if template is not None:
         document["base_job_template"] = json.loads(template.read_text())
     if storage:
@@ -293,6 +314,9 @@ def preview(
         sys.stdout.write(plan.to_json() + "\n")
     else:
         out.print(str(plan), markup=False)
+    if not plan.allowed:
+        err.print("[red]a mandatory policy would stop this call[/red]")
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -301,11 +325,12 @@ def run(
     pool: Annotated[str | None, typer.Option(help="Work pool (default: the decorator's).")] = None,
     var: VarOption = [],  # noqa: B006
     arg: ArgOption = [],  # noqa: B006
+    block: Annotated[bool, typer.Option("--block/--no-block", help="Wait for a slot when the pool is at its concurrency limit, or fail at once.")] = True,
     as_json: JsonOption = False,
 ) -> None:
     """Run FUNC on its pool and print the result."""
     _json_progress(as_json)
-    bound = _bind(spec, pool, parse_assignments(var))
+    bound = _bind(spec, pool, parse_assignments(var)).with_options(block=block)
     redirect = contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
     with redirect:
         future = bound.submit(*parse_args(arg))
@@ -382,11 +407,38 @@ def env_prune(
 # -- runs and gc --------------------------------------------------------------------------
 
 
+def _runs_ls_all(as_json: bool) -> None:
+    """Live run stacks and the audit trail of every known backend (all clients of them)."""
+    import datetime
+
+    from toolkit.guardrails.audit import audit_rows
+
+    rows = audit_rows()
+    if as_json:
+        _print_json([row.model_dump() for row in rows])
+        return
+    table = Table("RUN", "WHO", "POOL", "FUNCTION", "RESOURCES", "OUTCOME", "STARTED", "DURATION", box=None)
+    for row in rows:
+        started = datetime.datetime.fromtimestamp(row.created).strftime("%Y-%m-%d %H:%M:%S")
+        resources = "-" if row.resources is None else str(row.resources)
+        duration = "-" if row.duration is None else f"{row.duration:.1f}s"
+        table.add_row(row.run_id, row.user, row.pool, row.function, resources, row.outcome, started, duration)
+    out.print(table)
+
+
 @runs_app.command("ls")
-def runs_ls(as_json: JsonOption = False) -> None:
-    """Runs started from this machine, oldest first."""
+def runs_ls(
+    all_runs: Annotated[bool, typer.Option("--all", help="Every client's runs: live stacks and the backends' audit trail.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Runs started from this machine, oldest first (--all: everyone's, from the backends)."""
+    import datetime
+
     from toolkit import records
 
+    if all_runs:
+        _runs_ls_all(as_json)
+        return
     found = records.all_records()
     if as_json:
         _print_json([record.model_dump() for record in found])
@@ -437,19 +489,30 @@ def runs_cancel(
 @app.command("gc")
 def gc_command(
     older_than: Annotated[str | None, typer.Option(help="Only stacks older than this (30m, 1h, 2d).")] = None,
+    history_older_than: Annotated[str, typer.Option(help="Drop audit-trail entries of runs that finished longer ago.")] = "30d",
     dry_run: Annotated[bool, typer.Option(help="List what would be destroyed, destroy nothing.")] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Destroy leaked run stacks (owner gone or TTL passed); live owners' stacks are never touched."""
+    """Destroy leaked run stacks (owner gone or TTL passed); live owners' stacks are never touched.
+
+    Also prunes the audit trail (runs ls --all) and dead runs' slot markers in each backend.
+    """
     from dataclasses import asdict
 
     from toolkit import gc
 
     leaks = gc.collect(_duration(older_than) if older_than else None, dry_run=dry_run)
+    pruned = [] if dry_run else gc.prune_records(_duration(history_older_than))
     if as_json:
         _print_json([asdict(leak) for leak in leaks])
     elif not leaks:
         err.print("no leaked run stacks")
+    for entry in pruned if not as_json else []:
+        if entry.error:
+            err.print(f"could not prune {entry.backend_url}: {entry.error}", markup=False)
+        elif entry.history_entries or entry.slot_markers:
+            err.print(f"pruned {entry.history_entries} audit entries and {entry.slot_markers} slot markers "
+                      f"in {entry.backend_url}", markup=False)
     for leak in leaks if not as_json else []:
         verb = "would destroy" if dry_run else ("destroyed" if leak.destroyed else f"FAILED ({leak.error})")
         out.print(f"{verb} {leak.stack} in {leak.backend_url}: {leak.reason}", markup=False)
