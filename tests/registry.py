@@ -5,16 +5,19 @@
 Two registries serve on 127.0.0.1 (plain HTTP, which Docker and containerd
 allow for loopback): ``open`` (no authentication, deletion enabled, so
 ``toolkit env prune`` can delete pushed images) and ``locked`` (htpasswd
-authentication with a generated password, for the credential paths). ``up``
+authentication with a generated password, for the credential paths, and
+deletion disabled, as distribution ships: the registry refuses a prune). ``up``
 installs the Debian package when it is missing, writes each registry's
 configuration and starts it (the package's systemd unit is not used), and
 waits for ``/v2/`` to answer; a registry already running is left as it is.
 ``down`` stops the processes ``up`` recorded (their PIDs, nothing else) and
 removes the registries' storage. Needs root for apt (only when installing).
 
-The local cluster's nodes are this machine, so its containerd reaches the
-registries on 127.0.0.1 as well; ``tests.k8s.cluster`` tells containerd to
-use plain HTTP for them.
+The local cluster's node is this machine, so its containerd reaches the
+registries on 127.0.0.1 too, and pulls from them over plain HTTP with no
+configuration: containerd's CRI plugin uses HTTP for ``localhost``,
+``127.0.0.1`` and ``::1`` registries by default (checked by the remote
+environment tests on the cluster's unmodified containerd configuration).
 """
 
 from __future__ import annotations
@@ -141,7 +144,7 @@ def _write_config(name: str, port: int) -> Path:
     config: dict[str, object] = {
         "version": 0.1,
         "log": {"level": "info", "fields": {"service": f"toolkit-test-{name}"}},
-        "storage": {"filesystem": {"rootdirectory": str(state / "data")}, "delete": {"enabled": True}},
+        "storage": {"filesystem": {"rootdirectory": str(state / "data")}, "delete": {"enabled": name == "open"}},
         "http": {"addr": f"127.0.0.1:{port}", "headers": {"X-Content-Type-Options": ["nosniff"]}},
     }
     if name == "locked":

@@ -5,16 +5,21 @@ container, secure env, overrides, the watcher against a fake of the ARM API, and
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from typing import Any
 
 import pytest
 from azure.storage.blob import BlobServiceClient
 
 from tests.emulators.azure import Azurite, FakeArm, azurite, container_group, fake_arm
-from tests.infra.conformance import RUN_KEY, SECRET_ENV, TargetConformance
+from tests.infra.conformance import DIGEST, RUN_KEY, SECRET_ENV, RemoteEnvironmentConformance
+from tests.infra.mocking import ProgramRun, run_program
 from tests.infra.storage_roundtrip import round_trip
+from toolkit.environments.registry import ImageRegistry
 from toolkit.errors import ConfigError
 from toolkit.infra.azure_container_instance import (
+    ACR_PULL,
     BLOB_DATA_CONTRIBUTOR,
     BLOB_DATA_READER,
     MANAGEMENT_ENDPOINT_ENV,
@@ -35,7 +40,7 @@ GROUP_ID = (
 )
 
 
-class TestAzureContainerInstanceTarget(TargetConformance):
+class TestAzureContainerInstanceTarget(RemoteEnvironmentConformance):
     target_cls = AzureContainerInstanceTarget
     run_id = RUN_ID
     sample_variables = {
@@ -60,8 +65,54 @@ class TestAzureContainerInstanceTarget(TargetConformance):
         "azure-native:managedidentity:UserAssignedIdentity": {"principalId": "principal-1", "clientId": "client-1"},
     }
 
+    pull_registry = {"url": "mlregistry.azurecr.io/ml"}
+
     def group(self, *layers: dict[str, Any]) -> dict[str, Any]:
         return self.program(*layers).one(GROUP).inputs
+
+    def job_image(self, run: ProgramRun) -> str:
+        return run.one(GROUP).inputs["containers"][0]["image"]
+
+    def uploaded_names(self, run: ProgramRun) -> set[str]:
+        return {r.inputs["blobName"] for r in run.of_type("azure-native:storage:Blob")}
+
+    # -- pulling the environment image ------------------------------------------------------
+
+    def test_the_pools_first_identity_pulls_from_the_acr(self) -> None:
+        run = self.environment_program(self.sample())
+        identity = self.sample_variables["identities"][0]
+        assert run.one(GROUP).inputs["imageRegistryCredentials"] == [
+            {"server": "mlregistry.azurecr.io", "identity": identity}
+        ]
+        assert "job-acr-pull" not in {r.name for r in run.of_type(ROLE)}
+
+    def test_without_an_identity_the_runs_own_is_granted_acr_pull_on_exactly_that_registry(self) -> None:
+        run = self.environment_program({**self.sample(), "identities": [], "registry_resource_group": "images"})
+        roles = {r.name: r.inputs for r in run.of_type(ROLE)}
+        assert roles["job-acr-pull"]["scope"] == (
+            f"/subscriptions/{SUBSCRIPTION}/resourceGroups/images/providers/Microsoft.ContainerRegistry/"
+            "registries/mlregistry"
+        )
+        assert roles["job-acr-pull"]["roleDefinitionId"].endswith(f"/roleDefinitions/{ACR_PULL}")
+        assert roles["job-acr-pull"]["principalId"] == "principal-1"
+        identity = run.one("azure-native:managedidentity:UserAssignedIdentity")
+        assert run.one(GROUP).inputs["imageRegistryCredentials"] == [
+            {"server": "mlregistry.azurecr.io", "identity": identity.id}
+        ]
+
+    def test_pool_credentials_are_a_secret_registry_password(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("REGISTRY_TOKEN", "registry-password-never-in-plaintext")
+        registry = ImageRegistry(url="mlregistry.azurecr.io/ml", username="robot", password_env="REGISTRY_TOKEN")
+        context = dataclasses.replace(self.environment_context(self.sample()), image_registry=registry)
+        run = run_program(lambda: self.target.program(context), outputs=self.mock_outputs)
+        group = run.one(GROUP)
+        assert group.inputs["imageRegistryCredentials"] == [
+            {"server": "mlregistry.azurecr.io", "username": "robot", "password": "registry-password-never-in-plaintext"}
+        ]
+        assert "imageRegistryCredentials.0.password" in group.secret_paths()
+        assert "registry-password-never-in-plaintext" not in json.dumps(
+            {k: v for k, v in group.raw.items() if k != "imageRegistryCredentials"}
+        )
 
     def test_overrides_reach_the_container_group(self) -> None:
         group = self.group(self.sample())

@@ -14,6 +14,7 @@ import fcntl
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import s3fs
@@ -134,9 +135,9 @@ def namespace(kube: tuple, client_env: None) -> Iterator[str]:
     pytest.fail(f"namespace {name!r} still exists {NAMESPACE_GONE_SECONDS} s after its deletion")
 
 
-@pytest.fixture
-def pool(k8s_cluster: ClusterInfo, namespace: str, toolkit_home) -> str:
-    """A kubernetes pool: the runner image, the test's namespace, S3 storage with credentials from a Secret."""
+def save_pool(k8s_cluster: ClusterInfo, namespace: str, name: str | None = None, **fields: Any) -> str:
+    """A kubernetes pool: the runner image, the namespace, S3 storage with credentials from a Secret; ``fields``
+    add pool settings (e.g. ``image_registry``)."""
     template = KubernetesTarget.default_template()
     defaults = {
         "image": k8s_cluster.runner_image,
@@ -148,11 +149,17 @@ def pool(k8s_cluster: ClusterInfo, namespace: str, toolkit_home) -> str:
     }
     for variable, value in defaults.items():
         template["variables"]["properties"][variable]["default"] = value
-    name = f"k8s-{namespace}"
+    name = name or f"k8s-{namespace}"
     PoolRegistry().save(WorkPool(
         name=name, type="kubernetes", base_job_template=template,
         storage={"url": f"s3://{k8s_cluster.bucket}/{namespace}", "mode": "shared-prefix",
                  "options": {"endpoint_url": k8s_cluster.s3_endpoint}},
-    ))
+        **fields,
+    ), overwrite=True)
     return name
 
+
+@pytest.fixture
+def pool(k8s_cluster: ClusterInfo, namespace: str, toolkit_home) -> str:
+    """A kubernetes pool: the runner image, the test's namespace, S3 storage with credentials from a Secret."""
+    return save_pool(k8s_cluster, namespace)
