@@ -177,11 +177,11 @@ def _kubernetes_pool(image: str, **fields: object) -> str:
 def test_a_remote_pool_without_a_registry_refuses_a_call_that_needs_packages(toolkit_home: Path) -> None:
     pool = _kubernetes_pool(runner_image())
 
-    @kubernetes(pool=pool, packages=["six==1.16.0"], auto_packages=False)
+    @kubernetes(pool=pool, packages=["humanize==4.11.0"], auto_packages=False)
     def f() -> None:
         return None
 
-    with pytest.raises(ConfigError, match=r"pool 'k8s-remote' runs its jobs off this machine.*six==1\.16\.0.*"
+    with pytest.raises(ConfigError, match=r"pool 'k8s-remote' runs its jobs off this machine.*humanize==4\.11\.0.*"
                                           r"image_registry"):
         f.preview()
 
@@ -197,10 +197,10 @@ def test_a_remote_base_not_on_this_machine_is_needed_only_when_the_call_adds_pac
     plan = plain.preview()
     assert plan.environment is not None and plan.environment.status == "base"
 
-    @kubernetes(pool=pool, packages=["six==1.16.0"], auto_packages=False)
-    def with_six() -> None:
+    @kubernetes(pool=pool, packages=["humanize==4.11.0"], auto_packages=False)
+    def with_humanize() -> None:
         return None
 
     with pytest.raises(ConfigError, match=r"'registry.invalid/team/runner:1' of pool 'k8s-remote' is not on this "
                                           r"machine and could not be pulled"):
-        with_six.preview()
+        with_humanize.preview()

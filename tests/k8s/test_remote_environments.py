@@ -26,6 +26,7 @@ from toolkit import kubernetes, settings
 from toolkit.environments import manage, stack
 from toolkit.environments.base import describe_image, image_id
 from toolkit.errors import ImagePushError, JobFailedError
+from toolkit.submission import prepare
 
 pytestmark = [pytest.mark.engine, pytest.mark.k8s, pytest.mark.slow]
 
@@ -33,6 +34,8 @@ RUN_SECONDS = 300
 PULL_ERROR_SECONDS = 60
 """Bound on reporting an image the kubelet cannot pull (ErrImagePull / ImagePullBackOff, then teardown)."""
 PASSWORD_ENV = "TOOLKIT_TEST_REGISTRY_PASSWORD"
+HUMANIZE = "humanize==4.11.0"
+"""Not in the runner image, and another version than the caller's (the auto-detected test uses that one)."""
 
 
 @pytest.fixture(scope="session")
@@ -136,20 +139,21 @@ def test_an_image_missing_from_the_registry_fails_the_run_at_once_naming_the_reg
     open_registry = registries["open"]
     pool = save_pool(k8s_cluster, namespace, image_registry=f"{open_registry.host}/{repository_path}")
 
-    @kubernetes(pool=pool, packages=["six==1.16.0"], auto_packages=False)
-    def six_version() -> str:
-        import six
+    def humanize_version() -> str:
+        import humanize
 
-        return six.__version__
+        return humanize.__version__
 
-    assert _result(six_version.submit()) == "1.16.0"
-    reference = six_version.preview().environment.reference
+    ask = {"packages": [HUMANIZE], "auto_packages": False}
+    built = prepare(humanize_version, (), {}, pool, [ask])  # builds and pushes; runs nothing
+    built.discard_bundle()
+    reference = built.context.image
     repository, _, digest = reference.partition("@")
     assert open_registry.delete_manifest(f"{repository_path}/toolkit-env", digest) == 202  # behind the stack's back
 
     started = time.monotonic()
     with pytest.raises(JobFailedError) as failure:
-        _result(six_version.submit(), PULL_ERROR_SECONDS)
+        _result(kubernetes(pool=pool, **ask)(humanize_version).submit(), PULL_ERROR_SECONDS)
     message = str(failure.value)
     assert f"could not pull its image {reference!r} from registry {open_registry.host!r}" in message
     assert "(ErrImagePull" in message or "(ImagePullBackOff" in message
@@ -168,14 +172,14 @@ def test_credentials_from_the_pool_push_and_pull_and_a_refusing_registry_keeps_i
                         "password_env": PASSWORD_ENV},
     )
 
-    @kubernetes(pool=pool, packages=["six==1.16.0"], auto_packages=False)
-    def six_version() -> str:
-        import six
+    @kubernetes(pool=pool, packages=[HUMANIZE], auto_packages=False)
+    def humanize_version() -> str:
+        import humanize
 
-        return six.__version__
+        return humanize.__version__
 
-    assert _result(six_version.submit()) == "1.16.0"  # pushed with the pool's credentials, pulled with a pull Secret
-    environment = six_version.preview().environment
+    assert _result(humanize_version.submit()) == "4.11.0"  # pushed with the pool's credentials, pulled with a pull Secret
+    environment = humanize_version.preview().environment
     state = list((Path(settings.home()) / "state").rglob(f"{environment.stack}.json"))
     assert state and all(locked.password not in path.read_text() for path in state)  # a Pulumi secret there
 
@@ -192,15 +196,15 @@ def test_a_registry_that_refuses_the_push_is_a_clear_error_before_any_run(
     locked = registries["locked"]
     pool = save_pool(k8s_cluster, namespace, image_registry=f"{locked.host}/{repository_path}")
 
-    @kubernetes(pool=pool, packages=["six==1.16.0"], auto_packages=False)
-    def six_version() -> str:
-        import six
+    @kubernetes(pool=pool, packages=[HUMANIZE], auto_packages=False)
+    def humanize_version() -> str:
+        import humanize
 
-        return six.__version__
+        return humanize.__version__
 
     started = time.monotonic()
     with pytest.raises(ImagePushError) as refused:
-        six_version()
+        humanize_version()
     message = str(refused.value)
     assert f"image registry {locked.host!r}" in message and f"docker login {locked.host}" in message
     assert "Nothing of the run was provisioned" in message
@@ -213,4 +217,4 @@ def test_a_registry_that_refuses_the_push_is_a_clear_error_before_any_run(
                         "password_env": PASSWORD_ENV},
     )
     with pytest.raises(ImagePushError, match=rf"check the user name 'toolkit' and the password in \${PASSWORD_ENV}"):
-        six_version()
+        humanize_version()

@@ -10,8 +10,13 @@ a ``toolkit:Virtualenv`` whose site-packages hold the wheels and whose
 the image or the virtualenv. The stack tag ``toolkit:env`` describes the
 environment for ``toolkit env ls`` without reading its state.
 
+For a remote target the same stack also holds a ``docker.RegistryImage``
+that pushes the built image to the pool's ``image_registry`` (with the pool's
+credentials as a Pulumi secret, or the Docker configuration's) and exports
+its digest, which is what jobs pull. Destroying the stack deletes the pushed
+manifest as far as the registry allows.
+
 Built once: callers hold the environment's lock while they check and build.
-A later remote-registry push (issue 14) is one more resource in the same stack.
 """
 
 from __future__ import annotations
@@ -269,16 +274,20 @@ def build(
 
 
 class _PushFailure:
-    """Keeps the errors of the registry image resource apart; passes engine events on to a reporter."""
+    """Keeps the errors of the registry image resource apart (and all errors, for a failed destroy);
+    passes engine events on to a reporter."""
 
     def __init__(self, reporter: Reporter | None = None) -> None:
         self._reporter = reporter
         self.messages: list[str] = []
+        self.errors: list[str] = []
 
     def on_event(self, event: auto.EngineEvent) -> None:
         diagnostic = event.diagnostic_event
-        if diagnostic and diagnostic.severity == "error" and (diagnostic.urn or "").endswith(f"::{PUSH_RESOURCE}"):
-            self.messages.append(diagnostic.message.strip())
+        if diagnostic and diagnostic.severity == "error":
+            self.errors.append(diagnostic.message.strip())
+            if (diagnostic.urn or "").endswith(f"::{PUSH_RESOURCE}"):
+                self.messages.append(diagnostic.message.strip())
         if self._reporter is not None:
             self._reporter.on_event(event)
 
@@ -321,9 +330,9 @@ def destroy(name: str, backend_url: str) -> str | None:
     the image is left there, forgotten by the stack, which is destroyed all the same; the returned
     note says what was left, why, and how to allow deletion.
     """
+    watch = _PushFailure()
     try:
         with _selected(name, backend_url) as stack:
-            watch = _PushFailure()
             note = None
             try:
                 stack.destroy(on_output=lambda _line: None, on_event=watch.on_event)
@@ -338,8 +347,8 @@ def destroy(name: str, backend_url: str) -> str | None:
         return None
     except auto.errors.CommandError as exc:
         text = str(exc).strip()
-        detail = text.rsplit("stderr:", 1)[-1].strip()[-600:]
-        raise TeardownError(f"could not destroy environment stack {name}: {detail}") from None
+        detail = "; ".join(watch.errors) or text.rsplit("stderr:", 1)[-1].strip() or text
+        raise TeardownError(f"could not destroy environment stack {name}: {detail[-800:]}") from None
 
 
 def _leave_in_registry(stack: auto.Stack, refusal: str) -> str:
