@@ -158,7 +158,9 @@ def test_an_image_missing_from_the_registry_fails_the_run_at_once_naming_the_reg
     assert f"could not pull its image {reference!r} from registry {open_registry.host!r}" in message
     assert "(ErrImagePull" in message or "(ImagePullBackOff" in message
     assert "toolkit env prune" in message
-    assert time.monotonic() - started < PULL_ERROR_SECONDS
+    elapsed = time.monotonic() - started
+    print(f"the pull failure was reported {elapsed:.1f} s after the submission")  # shown with -rP
+    assert elapsed < PULL_ERROR_SECONDS
 
 
 def test_credentials_from_the_pool_push_and_pull_and_a_refusing_registry_keeps_its_image(
