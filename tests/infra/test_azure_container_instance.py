@@ -59,6 +59,17 @@ class TestAzureContainerInstanceTarget(TargetConformance):
         GROUP: {"identity": {"type": "UserAssigned", "userAssignedIdentities": {}}},
         "azure-native:managedidentity:UserAssignedIdentity": {"principalId": "principal-1", "clientId": "client-1"},
     }
+    expected_resources = {
+        ("pulumi:providers:azure-native", "azure"),
+        ("azure-native:storage:StorageAccount", "storage"),
+        ("azure-native:storage:BlobContainer", "container"),
+        ("azure-native:storage:Blob", "bundle"),
+        ("azure-native:managedidentity:UserAssignedIdentity", "job-identity"),
+        ("azure-native:authorization:RoleAssignment", "job-blob-access"),
+        ("azure-native:authorization:RoleAssignment", "client-blob-read"),
+        (GROUP, "job"),
+    }
+    expected_exports = {"container_group": "job-id"}  # the mocked id of the container group "job"
 
     def group(self, *layers: dict[str, Any]) -> dict[str, Any]:
         return self.program(*layers).one(GROUP).inputs

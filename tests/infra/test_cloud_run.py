@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from tests.emulators.gcp import FakeGcs, FakeGoogleApis, fake_gcs, google_apis
-from tests.infra.conformance import RUN_KEY, SECRET_ENV, TargetConformance
+from tests.emulators.gcp import PROJECT_NUMBER, FakeGcs, FakeGoogleApis, fake_gcs, google_apis
+from tests.infra.conformance import RUN_KEY, SECRET_ENV, SECRET_VALUE, TargetConformance
+from tests.infra.mocking import secret_version_outputs
 from tests.infra.storage_roundtrip import round_trip
 from toolkit import settings
 from toolkit.errors import ConfigError
@@ -52,9 +53,26 @@ class TestCloudRunTarget(TargetConformance):
     }
     mock_outputs = {
         "pulumi-python:dynamic/toolkit:CloudRunExecution": {"execution": EXECUTION},
-        "gcp:secretmanager/secretVersion:SecretVersion": {"version": "1"},
+        "gcp:secretmanager/secretVersion:SecretVersion": secret_version_outputs(PROJECT_NUMBER),
         "gcp:serviceaccount/account:Account": {"email": EMAIL},
     }
+    expected_resources = {
+        ("gcp:serviceaccount/account:Account", "job-identity"),
+        ("gcp:storage/bucket:Bucket", "bucket"),
+        ("gcp:storage/bucketIAMMember:BucketIAMMember", "bucket-objectcreator"),
+        ("gcp:storage/bucketIAMMember:BucketIAMMember", "bucket-objectviewer"),
+        ("gcp:storage/bucketObject:BucketObject", "bundle"),
+        ("gcp:secretmanager/secret:Secret", "secret-api-token"),
+        ("gcp:secretmanager/secretVersion:SecretVersion", "secret-api-token"),
+        ("gcp:secretmanager/secretIamMember:SecretIamMember", "secret-api-token-access"),
+        ("gcp:secretmanager/secret:Secret", "secret-toolkit-run-key"),
+        ("gcp:secretmanager/secretVersion:SecretVersion", "secret-toolkit-run-key"),
+        ("gcp:secretmanager/secretIamMember:SecretIamMember", "secret-toolkit-run-key-access"),
+        ("gcp:secretmanager/secretIamMember:SecretIamMember", "secret-ref-db-password-access"),
+        (JOB, "job"),
+        ("pulumi-python:dynamic/toolkit:CloudRunExecution", "execution"),
+    }
+    expected_exports = {"execution": EXECUTION, "project": "proj-1"}
 
     # -- what the program registers ------------------------------------------------------
 
@@ -99,13 +117,18 @@ class TestCloudRunTarget(TargetConformance):
         run = self.program(self.sample())
         envs = {e["name"]: e for e in run.one(JOB).inputs["template"]["template"]["containers"][0]["envs"]}
         assert envs["MODE"] == {"name": "MODE", "value": "fast"}
-        secrets = {s.name: s.inputs for s in run.of_type("gcp:secretmanager/secret:Secret")}
-        for env_name, slug in (("TOOLKIT_RUN_KEY", "toolkit-run-key"), (SECRET_ENV, "api-token")):
+        secrets = {s.name: s for s in run.of_type("gcp:secretmanager/secret:Secret")}
+        versions = {v.name: v for v in run.of_type("gcp:secretmanager/secretVersion:SecretVersion")}
+        numbers = {name: version.extra_outputs["version"] for name, version in versions.items()}
+        assert len(set(numbers.values())) == len(numbers)  # a wrong reference cannot pass by chance
+        expected = (("TOOLKIT_RUN_KEY", "toolkit-run-key", RUN_KEY), (SECRET_ENV, "api-token", SECRET_VALUE))
+        for env_name, slug, value in expected:
             assert "value" not in envs[env_name]
             ref = envs[env_name]["valueSource"]["secretKeyRef"]
-            assert ref == {"secret": secrets[f"secret-{slug}"]["secretId"], "version": "1"}
-        versions = {v.name: v for v in run.of_type("gcp:secretmanager/secretVersion:SecretVersion")}
-        assert versions["secret-toolkit-run-key"].inputs["secretData"] == RUN_KEY
+            secret = secrets[f"secret-{slug}"]
+            assert ref == {"secret": secret.inputs["secretId"], "version": numbers[f"secret-{slug}"]}
+            # that version belongs to that secret and holds this variable's value
+            assert versions[f"secret-{slug}"].inputs == {"secret": secret.id, "secretData": value}
         assert all(v.secret_paths() == {"secretData"} for v in versions.values())
         grants = run.of_type("gcp:secretmanager/secretIamMember:SecretIamMember")
         by_secret = {g.inputs["secretId"]: g.inputs for g in grants}
