@@ -8,8 +8,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import requests
 
-from tests.emulators.gcp import PROJECT_NUMBER, FakeGcs, FakeGoogleApis, fake_gcs, google_apis
+from tests.emulators.gcp import PROJECT_NUMBER, TOKEN, FakeGcs, FakeGoogleApis, fake_gcs, google_apis
 from tests.infra.conformance import RUN_KEY, SECRET_ENV, SECRET_VALUE, TargetConformance
 from tests.infra.mocking import secret_version_outputs
 from tests.infra.storage_roundtrip import round_trip
@@ -24,7 +25,7 @@ from toolkit.infra.cloud_run import (
     run_api,
 )
 from toolkit.infra.gcp import LOGGING_ENDPOINT_ENV, CloudLogReader
-from toolkit.infra.rest import CloudApiError, RestClient
+from toolkit.infra.rest import CloudApiError, RestClient, google_session
 from toolkit.pools import PoolRegistry, WorkPool
 from toolkit.runner import BUNDLE_NAME
 from toolkit.submission import prepare
@@ -366,6 +367,20 @@ def test_watcher_maps_execution_states(
     assert all(word in (status.reason or "") for word in reason_words), status.reason
 
 
+def test_api_calls_carry_the_token_of_the_metadata_server(cloud_run_api: FakeGoogleApis) -> None:
+    """google-auth's Compute Engine credentials: token from the (fake) metadata server, sent as a bearer."""
+    cloud_run_api.executions[EXECUTION] = _execution([_cond("Completed", "CONDITION_SUCCEEDED")], completionTime="t")
+    cloud_run_api.tasks[EXECUTION] = []
+    watcher = CloudRunTarget().watcher(None, {"execution": EXECUTION, "project": "proj-1"})  # type: ignore[arg-type]
+    assert watcher.status().state == "succeeded"
+    assert cloud_run_api.server.calls("GET", "/computeMetadata/v1/instance/service-accounts/default/token")
+    api = cloud_run_api.api_requests()
+    assert api and {r.headers.get("Authorization") for r in api} == {f"Bearer {TOKEN}"}
+    # the fake refuses a call without that token, so the test above cannot pass without it
+    with pytest.raises(CloudApiError, match="HTTP 401 UNAUTHENTICATED"):
+        RestClient(cloud_run_api.url, requests.Session()).call("GET", f"/v2/{EXECUTION}")
+
+
 def test_watcher_reads_each_log_entry_once(cloud_run_api: FakeGoogleApis) -> None:
     resource = {"type": "cloud_run_job", "labels": {"job_name": f"toolkit-{RUN_ID}", "location": "europe-west4"}}
     mine = {"run.googleapis.com/execution_name": f"toolkit-{RUN_ID}-x7k2p"}
@@ -374,7 +389,7 @@ def test_watcher_reads_each_log_entry_once(cloud_run_api: FakeGoogleApis) -> Non
     )
     cloud_run_api.add_log("line 1", resource, mine, "2026-11-24T10:00:01Z")
     cloud_run_api.add_log("line 2", resource, mine, "2026-11-24T10:00:01Z")
-    client = RestClient(cloud_run_api.url, __import__("requests").Session())
+    client = RestClient(cloud_run_api.url, google_session())
     watcher = CloudRunWatcher(EXECUTION, "proj-1", client=client, min_interval=0)
     watcher._logs = CloudLogReader("proj-1", watcher._logs._filter, client=client, min_interval=0)
     assert watcher.read_logs() == "line 1\nline 2\n"

@@ -228,12 +228,12 @@ def test_delete_cancels_waits_for_the_final_state_then_deletes(vertex: FakeGoogl
     name = _CustomJobProvider().create(props).id
     vertex.set_job_state(name, "JOB_STATE_RUNNING")
     _CustomJobProvider().delete(name, props)
-    calls = [(r.method, r.path.rsplit("/", 1)[-1]) for r in vertex.server.requests[1:]]
+    calls = [(r.method, r.path.rsplit("/", 1)[-1]) for r in vertex.api_requests()[1:]]
     job_id = name.rsplit("/", 1)[-1]
     assert calls[:2] == [("GET", job_id), ("POST", f"{job_id}:cancel")]
     deletes = [i for i, call in enumerate(calls) if call[0] == "DELETE"]
     assert len(deletes) == 1 and calls[deletes[0] - 1] == ("GET", job_id)  # deleted only once it read final
-    assert calls[-1][0] == "GET" and "operations" in vertex.server.requests[-1].path
+    assert calls[-1][0] == "GET" and "operations" in vertex.api_requests()[-1].path
     assert name not in vertex.custom_jobs
 
 
@@ -247,7 +247,7 @@ def test_delete_of_a_finished_job_does_not_cancel(vertex: FakeGoogleApis) -> Non
 
 def test_delete_of_a_job_already_gone_succeeds(vertex: FakeGoogleApis) -> None:
     _CustomJobProvider().delete(JOB_NAME, _props())
-    assert [r.method for r in vertex.server.requests] == ["GET"]
+    assert [r.method for r in vertex.api_requests()] == ["GET"]
 
 
 def test_a_job_that_will_not_stop_fails_the_delete_loudly(vertex: FakeGoogleApis) -> None:
