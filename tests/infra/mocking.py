@@ -6,8 +6,8 @@ values) and raw (for asserting which values travel as Pulumi secrets).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Union
 

@@ -28,6 +28,7 @@ from tests.emulators.azure import (
 )
 from tests.infra.conformance import RUN_KEY, SECRET_ENV, TargetConformance
 from tests.infra.storage_roundtrip import round_trip, run_job, sealed_bundle
+from toolkit.bundles import unseal_result
 from toolkit.errors import ConfigError
 from toolkit.infra.azure_container_instance import (
     BLOB_DATA_CONTRIBUTOR,
@@ -37,7 +38,6 @@ from toolkit.infra.azure_container_instance import (
     AzureContainerInstanceWatcher,
 )
 from toolkit.infra.rest import CloudApiError, RestClient
-from toolkit.bundles import unseal_result
 from toolkit.runner import BUNDLE_NAME, RESULT_NAME, RUN_KEY_ENV, STORAGE_OPTIONS_ENV
 
 GROUP = "azure-native:containerinstance:ContainerGroup"
