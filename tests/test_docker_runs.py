@@ -47,6 +47,9 @@ def whoami(tag: str) -> dict:
     except OSError:
         root_writable = False
     status = dict(line.split(":\t", 1) for line in open("/proc/self/status").read().splitlines() if ":\t" in line)
+    mounts = {fields[1]: fields for fields in (line.split() for line in open("/proc/mounts"))}
+    with open("/tmp/probe", "w") as handle:  # the one writable place besides the run directory
+        handle.write("x")
     limits = [p for p in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes") if os.path.exists(p)]
     return {
         "uid": os.getuid(),
@@ -56,6 +59,7 @@ def whoami(tag: str) -> dict:
         "no_new_privs": status["NoNewPrivs"].strip(),
         "memory_limit": int(open(limits[0]).read()),
         "run_key_in_env": "TOOLKIT_RUN_KEY" in os.environ,
+        "tmp_mount": (mounts["/tmp"][2], sorted(mounts["/tmp"][3].split(","))) if "/tmp" in mounts else None,
     }
 
 
@@ -65,6 +69,8 @@ def test_success_runs_hardened_and_streams_output():
     assert value["cap_eff"] == "0000000000000000" and value["no_new_privs"] == "1"
     assert value["memory_limit"] == 256 * 1024 * 1024
     assert value["run_key_in_env"] is False  # the runner takes it out before calling the function
+    fstype, options = value["tmp_mount"]  # the README's size-capped /tmp tmpfs
+    assert fstype == "tmpfs" and {"rw", "nosuid", "nodev", f"size={256 * 1024}k"} <= set(options)
 
 
 def test_output_streams_into_the_future_logs():
