@@ -123,8 +123,8 @@ def interrupt_a_blocked_call(tmp_path: Path, target: str, pool: str = "", twice:
     and torn down; returns the run id.
     """
     client = Client(tmp_path, target, pool)
-    started = client.wait_for("job started", timeout=300)  # "<run id> | job started": the call is blocked
-    run_id = started.split(" | ", 1)[0].strip()
+    run_id = client.wait_for(" on pool ", timeout=60).split()[0]  # progress: "<run id> sleeper on pool ..."
+    client.wait_for("job started", timeout=300)  # the job runs; the client is blocked in the call
     client.ctrl_c()
     if twice:
         client.wait_for("deleting", timeout=60)  # the teardown's `pulumi destroy` is under way

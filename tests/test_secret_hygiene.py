@@ -9,6 +9,7 @@ adds the live Job and pod as the API server returns them.
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import time
@@ -50,6 +51,7 @@ def reports_what_it_sees() -> dict[str, Any]:
     deadline = time.monotonic() + 300
     while not fs.exists(f"{root}/release") and time.monotonic() < deadline:
         time.sleep(0.1)
+        fs.invalidate_cache()
     environs = {}
     for pid in sorted({"1", "self", str(os.getppid())}):
         try:
@@ -104,18 +106,23 @@ def release(future: RunFuture) -> None:
     fs.pipe_file(f"{root}/{RELEASE}", b"")
 
 
-def check_while_running(future: RunFuture, needles: list[str], secret_holders: set[str]) -> None:
-    """State files, plain and decrypting exports, and the staged bundle, while the job runs."""
+def with_encodings(values: list[str]) -> list[str]:
+    """The values and their base64 forms (a Kubernetes Secret's ``data``, HTTP basic auth ...)."""
+    return values + [base64.b64encode(value.encode()).decode() for value in values]
+
+
+def check_while_running(future: RunFuture, values: list[str], secret_holders: set[str]) -> None:
+    """State files, and plain and decrypting exports, while the job runs."""
+    needles = with_encodings(values)
     state_dir = Path(settings.default_backend_url().removeprefix("file://"))
     assert grep_tree(state_dir, needles) == []
     plain = stack_export(f"run-{future.run_id}", show_secrets=False)
     assert len(plain["deployment"]["resources"]) > 2  # the run's resources are in the state being checked
-    assert all(not holders(plain, needle) for needle in needles)
+    assert {needle[:8]: holders(plain, needle) for needle in needles} == {needle[:8]: set() for needle in needles}
     decrypted = stack_export(f"run-{future.run_id}", show_secrets=True)
-    # decrypted, each secret shows up only in the resource that is meant to carry it to the job
-    assert {needle[:8]: holders(decrypted, needle) for needle in needles} == {
-        needle[:8]: secret_holders for needle in needles
-    }
+    # decrypted, each secret shows up, and only in the resource that is meant to carry it to the job
+    assert {value[:8]: holders(decrypted, value) for value in values} == {value[:8]: secret_holders for value in values}
+    assert all(holders(decrypted, needle) <= secret_holders for needle in needles)
 
 
 def check_after(future: RunFuture, needles: list[str], captured: Any) -> None:
@@ -127,12 +134,14 @@ def check_after(future: RunFuture, needles: list[str], captured: Any) -> None:
     assert grep_tree(settings.home(), needles) == []
 
 
-def check_job_saw(value: dict[str, Any], needles: list[str]) -> None:
+def check_job_saw(value: dict[str, Any], needles: list[str], environ_clean: bool) -> None:
+    """What the job reported: the secret arrived; with ``environ_clean``, no process environment held it."""
     assert value["token_reversed"] == SECRET[::-1]  # it did reach the job
     assert value["run_key_in_environ"] is False  # the runner took it out before calling the function
     assert value["secrets_file_left"] is False  # and deleted the file it came in
-    for pid, environ in value["proc_environ"].items():
-        assert all(needle not in environ for needle in needles), f"/proc/{pid}/environ holds a secret"
+    if environ_clean:
+        for pid, environ in value["proc_environ"].items():
+            assert all(needle not in environ for needle in needles), f"/proc/{pid}/environ holds a secret"
 
 
 def preview_hides(bound: Any) -> None:
@@ -147,22 +156,31 @@ def bundle_of(future: RunFuture) -> bytes:
 
 
 def run_and_check(
-    bound: Any, secret_holders: set[str], live_job: Callable[[RunFuture], str], capfd: pytest.CaptureFixture[str]
+    bound: Any,
+    secret_holders: set[str],
+    live_job: Callable[[RunFuture], str],
+    capfd: pytest.CaptureFixture[str],
+    environ_clean: bool = True,
 ) -> RunFuture:
-    """Preview, submit, check everything while the job runs and after; returns the finished future."""
+    """Preview, submit, check everything while the job runs and after; returns the finished future.
+
+    ``secret_holders``: the resource types that may show the secret in a decrypting export.
+    ``live_job``: the live job as its platform shows it (``docker inspect``, the Job and pods).
+    """
     preview_hides(bound)
     future = bound.submit()
-    needles = [SECRET, future._prepared.context.run_key]  # the test needs the key to look for it
+    values = [SECRET, future._prepared.context.run_key]  # the test needs the key to look for it
+    needles = with_encodings(values)
     try:
         wait_until_running(future)
-        check_while_running(future, needles, secret_holders)
+        check_while_running(future, values, secret_holders)
         live = live_job(future)
         assert future.run_id in live and all(needle not in live for needle in needles)
         bundle = bundle_of(future)
         assert all(needle.encode() not in bundle for needle in needles)
     finally:
         release(future)
-    check_job_saw(future.result(timeout=300), needles)
+    check_job_saw(future.result(timeout=300), needles, environ_clean)
     wait_for_teardowns()
     check_after(future, needles, capfd.readouterr())
     return future

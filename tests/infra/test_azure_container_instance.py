@@ -76,6 +76,8 @@ class TestAzureContainerInstanceTarget(TargetConformance):
         GROUP: {"identity": {"type": "UserAssigned", "userAssignedIdentities": {}}},
         "azure-native:managedidentity:UserAssignedIdentity": {"principalId": "principal-1", "clientId": "client-1"},
     }
+    job_type = GROUP
+    write_only_fields = frozenset({"secureValue"})  # never returned by the ACI API
     expected_resources = {
         ("pulumi:providers:azure-native", "azure"),
         ("azure-native:storage:StorageAccount", "storage"),

@@ -57,6 +57,7 @@ class TestCloudRunTarget(TargetConformance):
         "gcp:secretmanager/secretVersion:SecretVersion": secret_version_outputs(PROJECT_NUMBER),
         "gcp:serviceaccount/account:Account": {"email": EMAIL},
     }
+    job_type = JOB
     expected_resources = {
         ("gcp:serviceaccount/account:Account", "job-identity"),
         ("gcp:storage/bucket:Bucket", "bucket"),

@@ -23,6 +23,7 @@ STORAGE = "pulumi-python:dynamic/toolkit:RunStorage"
 class TestDockerTarget(TargetConformance):
     target_cls = DockerTarget
     sample_variables = {"env": {"MODE": "fast"}, "mem_limit": "512m", "cpus": 1.5, "user": "1234:1234"}
+    job_type = CONTAINER
     expected_resources = {(STORAGE, "run-directory"), (CONTAINER, "job")}
 
     @property

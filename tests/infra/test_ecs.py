@@ -84,6 +84,7 @@ class TestEcsTarget(TargetConformance):
         TASK_DEFINITION: {"arn": f"arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/toolkit-0123abcd4567:1"},
         TASK: {"task_arn": TASK_ARN},
     }
+    job_type = TASK_DEFINITION
     expected_resources = {
         ("pulumi:providers:aws", "aws"),
         ("aws:s3/bucket:Bucket", "bucket"),

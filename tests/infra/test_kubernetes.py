@@ -83,6 +83,7 @@ class TestKubernetesTarget(TargetConformance):
         "secret_env": {"DB_PASSWORD": "db-credentials/password"},
         "customizations": [{"op": "add", "path": "/spec/template/spec/priorityClassName", "value": "batch-low"}],
     }
+    job_type = JOB
     expected_resources = {
         ("pulumi:providers:kubernetes", "cluster"),
         ("pulumi-python:dynamic/toolkit:RunStorage", "run-storage"),

@@ -13,6 +13,7 @@ class TestProcessTarget(TargetConformance):
     target_cls = ProcessTarget
     sample_variables = {"env": {"MODE": "fast"}, "command": ["nice", "-n", "5"], "timeout": 30}
     mock_outputs = {"pulumi-python:dynamic/toolkit:LocalProcess": {"pid": 4242}}
+    job_type = "pulumi-python:dynamic/toolkit:LocalProcess"
     expected_resources = {
         ("pulumi-python:dynamic/toolkit:RunStorage", "run-directory"),
         ("pulumi-python:dynamic/toolkit:LocalProcess", "job"),

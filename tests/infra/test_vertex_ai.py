@@ -59,6 +59,7 @@ class TestVertexAiTarget(TargetConformance):
         "gcp:secretmanager/secretVersion:SecretVersion": secret_version_outputs(PROJECT_NUMBER),
         "gcp:serviceaccount/account:Account": {"email": EMAIL},
     }
+    job_type = CUSTOM_JOB
     expected_resources = {
         ("gcp:serviceaccount/account:Account", "job-identity"),
         ("gcp:storage/bucket:Bucket", "bucket"),
