@@ -14,6 +14,7 @@ from tests.leaks import assert_nothing_left
 from toolkit import docker
 from toolkit.errors import ConfigError, JobFailedError, RunCancelledError
 from toolkit.futures import wait_for_teardowns
+from toolkit.infra.docker import default_image
 from toolkit.toolchain.runner_image import BASE_IMAGE
 
 pytestmark = [pytest.mark.engine, pytest.mark.docker]
@@ -128,17 +129,21 @@ def test_six_concurrent_runs():
 
 
 def test_preview_shows_the_container_and_creates_nothing():
-    before = subprocess.run(["docker", "ps", "-aq"], capture_output=True, text=True).stdout
     plan = whoami.with_options(env={"TOKEN": toolkit.secret("p@ss"), "MODE": "fast"}, cpus=0.5).preview("x")
     container = next(c for c in plan.changes if c.type == "docker:index/container:Container")
     assert container.op == "create"
-    assert container.inputs["image"] == f"toolkit-runner:{toolkit.__version__}"
+    assert container.inputs["image"] == default_image()
     assert container.inputs["memory"] == 256 and container.inputs["cpus"] == "0.5"
     assert container.inputs["readOnly"] is True and container.inputs["user"] == "1000:1000"
     assert any(v["containerPath"] == "/toolkit-run" for v in container.inputs["volumes"])
     assert plan.job["env"] == {"TOKEN": "[secret]", "MODE": "fast"}
+    assert container.inputs["envs"] == ["MODE=fast"]  # `docker inspect` will show no secret
+    storage = next(c for c in plan.changes if c.name == "run-directory")
+    assert storage.inputs["secrets"] == {"TOKEN": "[secret]", "TOOLKIT_RUN_KEY": "[secret]"}
     assert "p@ss" not in plan.to_json() and "p@ss" not in str(plan)
-    assert subprocess.run(["docker", "ps", "-aq"], capture_output=True, text=True).stdout == before
+    containers = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=toolkit-run={plan.run_id}"],
+                                capture_output=True, text=True, check=True)
+    assert containers.stdout == ""  # none for this run (other sessions share the engine)
 
 
 def test_missing_image_fails_before_provisioning_with_how_to_build():

@@ -166,6 +166,8 @@ def test_preview_leaves_nothing_behind_and_masks_secrets():
     plan = echo.with_options(env={"TOKEN": toolkit.secret("hunter2"), "MODE": "x"}).preview(1)
     assert [c.op for c in plan.changes].count("create") >= 2
     job = next(c for c in plan.changes if c.name == "job")
-    assert job.inputs["env"]["TOKEN"] == "[secret]" and job.inputs["env"]["MODE"] == "x"
+    assert job.inputs["env"] == {"MODE": "x"}  # the secret goes to the job's 0600 file, not its environment
+    storage = next(c for c in plan.changes if c.name == "run-directory")
+    assert storage.inputs["secrets"] == {"TOKEN": "[secret]", "TOOLKIT_RUN_KEY": "[secret]"}
     assert "hunter2" not in str(plan) and "hunter2" not in plan.to_json()
     assert "OP" in str(plan) and "pulumi-python:dynamic/toolkit:LocalProcess" in str(plan)
