@@ -131,6 +131,8 @@ def interrupt_a_blocked_call(tmp_path: Path, target: str, pool: str = "", twice:
         client.ctrl_c()
     status = client.exit_status()
     output = client.output()
+    if twice:
+        assert "still tearing down the stack" in output, output  # the second Ctrl-C reached the client
     assert status == -signal.SIGINT, f"exit status {status}, expected death by SIGINT; output:\n{output}"
     assert "KeyboardInterrupt" in output and "the call returned" not in output, output
     record = records.load(run_id)
@@ -157,17 +159,13 @@ def test_a_second_ctrl_c_during_teardown_neither_leaks_nor_hangs(tmp_path, targe
 
 def test_the_client_really_had_the_default_sigint_handler(tmp_path):
     """Guard for the two tests above: without the reset, an inherited 'ignore' makes Ctrl-C do nothing."""
+    probe = "import signal; print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)"
     ignoring = subprocess.run(
-        [sys.executable, "-c", "import signal; print(signal.getsignal(signal.SIGINT))"],
+        [sys.executable, "-c", probe],
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
         capture_output=True,
         text=True,
     )
-    assert ignoring.stdout.strip() == "Handlers.SIG_IGN"
-    reset = subprocess.run(
-        [sys.executable, "-c", "import signal; print(signal.getsignal(signal.SIGINT))"],
-        preexec_fn=_default_sigint,
-        capture_output=True,
-        text=True,
-    )
-    assert reset.stdout.strip() == "<built-in function default_int_handler>"
+    assert ignoring.stdout.strip() == "False"  # inherited 'ignore': Python installs no KeyboardInterrupt
+    reset = subprocess.run([sys.executable, "-c", probe], preexec_fn=_default_sigint, capture_output=True, text=True)
+    assert reset.stdout.strip() == "True"
