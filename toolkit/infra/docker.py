@@ -27,12 +27,12 @@ import pulumi_docker
 from pydantic import Field, field_validator
 
 from toolkit import settings
+from toolkit.environments.variables import ENVIRONMENT_VARIABLES, EnvironmentVariables
 from toolkit.errors import ConfigError, TargetUnavailableError
 from toolkit.infra import job_secrets
 from toolkit.infra.base import (
     JobConfiguration,
     JobStatus,
-    JobVariables,
     JobWatcher,
     RunContext,
     Target,
@@ -40,6 +40,7 @@ from toolkit.infra.base import (
     runner_command,
 )
 from toolkit.infra.storage import RunStorage
+from toolkit.infra.synonyms import PREFECT_COMMON, docker_memory, no_counterpart, renamed
 from toolkit.secretvalues import Secret
 
 CONTAINER_RUN_DIR = "/toolkit-run"
@@ -75,7 +76,7 @@ def size_in_mb(value: str, variable: str) -> int:
     return megabytes
 
 
-class DockerVariables(JobVariables):
+class DockerVariables(EnvironmentVariables):
     """Job variables of the docker target, named as ``docker run`` users know them."""
 
     image: str = Field(default=default_image(), description="Image to run; must contain python3 and the toolkit.")
@@ -179,6 +180,11 @@ def _explain_exit(code: int, oom: bool, job: DockerJob, logs_tail: str) -> str:
             f"the image {job.image!r} lacks the toolkit. Build your image FROM {default_image()!r}, or "
             "`pip install toolkit cloudpickle fsspec` into it"
         )
+    if "unrecognized arguments: --secrets" in logs_tail:
+        return (
+            f"the image {job.image!r} holds an older toolkit whose runner cannot read the job's secrets file. "
+            f"Rebuild it FROM {default_image()!r}"
+        )
     if code == 137:
         return (
             "the container was killed (SIGKILL, exit 137) from outside: `docker kill`, or a stop or "
@@ -265,12 +271,37 @@ class DockerTarget(Target):
     """Run the function in a container on the local Docker engine."""
 
     name = "docker"
+    synonyms = {
+        **PREFECT_COMMON,
+        "memory": renamed(
+            "mem_limit", "memory limit with a unit, e.g. '512m' or '2g'; an integer is MiB", docker_memory
+        ),
+        "memory_limit": renamed("mem_limit", "memory limit with a unit, e.g. '512m' or '2g'"),
+        "cpu": renamed("cpus", "CPUs as a number, e.g. 1.5"),
+        "cpu_limit": renamed("cpus", "CPUs as a number, e.g. 1.5"),
+        "gpu": renamed("gpus", "as `docker run --gpus`: 'all' or 'device=0'"),
+        "registry_credentials": no_counterpart(
+            "images come from the caller's Docker engine, which uses its own `docker login` credentials"
+        ),
+        "image_pull_policy": no_counterpart("the image must be on the local engine: build or `docker pull` it first"),
+        "container_create_kwargs": no_counterpart(
+            "the toolkit creates the container from its variables (mem_limit, cpus, gpus, cap_add, user, tmp_size, "
+            "networks, volumes ...); ask for a missing one"
+        ),
+    }
     variables_model = DockerVariables
     job_model = DockerJob
 
     @classmethod
     def default_job_configuration(cls) -> dict[str, Any]:
-        return placeholders(*(name for name in DockerVariables.model_fields if name != "timeout"))
+        skip = {"timeout", *ENVIRONMENT_VARIABLES}
+        return placeholders(*(name for name in DockerVariables.model_fields if name not in skip))
+
+    environment = "image"
+
+    def environment_base(self, job: JobConfiguration) -> str | None:
+        assert isinstance(job, DockerJob)
+        return job.image
 
     def preflight(self, job: JobConfiguration, pool_name: str) -> None:
         """The engine must answer and the image must be local: nothing is ever pulled."""
@@ -319,6 +350,7 @@ class DockerTarget(Target):
             bundle_path=str(run.bundle_path),
             options=run.storage_options,
             mode="777",  # writable by the container's unprivileged user, whatever its uid
+            files_path=str(run.files_path) if run.files_path else None,
             secrets=job_secrets.secret_inputs(run.run_key, job.env),
             secrets_owner=job.user,
         )
@@ -336,7 +368,7 @@ class DockerTarget(Target):
         container = pulumi_docker.Container(
             "job",
             name=f"toolkit-{run.run_id}",
-            image=job.image,
+            image=run.image or job.image,
             command=[
                 *job.command,
                 *runner_command(CONTAINER_RUN_DIR, secrets_file=f"{CONTAINER_RUN_DIR}/{job_secrets.SECRETS_NAME}"),

@@ -24,11 +24,11 @@ from pulumi.dynamic import CreateResult, Resource, ResourceProvider
 from pydantic import Field
 
 from toolkit import settings
+from toolkit.environments.variables import EnvironmentVariables
 from toolkit.infra import job_secrets
 from toolkit.infra.base import (
     JobConfiguration,
     JobStatus,
-    JobVariables,
     JobWatcher,
     RunContext,
     Target,
@@ -36,6 +36,7 @@ from toolkit.infra.base import (
     runner_command,
 )
 from toolkit.infra.storage import RunStorage
+from toolkit.infra.synonyms import PREFECT_COMMON, renamed
 from toolkit.secretvalues import Secret
 
 LOG_NAME = "job.log"
@@ -44,7 +45,7 @@ _WRAPPER = '"$@" >>"$TOOLKIT_LOG" 2>&1; echo $? >"$TOOLKIT_EXIT.tmp" && mv "$TOO
 """Runs the command with output to the log, then records its exit status atomically."""
 
 
-class ProcessVariables(JobVariables):
+class ProcessVariables(EnvironmentVariables):
     """Job variables of the process target."""
 
     env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables for the process.")
@@ -172,13 +173,23 @@ class ProcessTarget(Target):
     """Run the function in a local subprocess."""
 
     name = "process"
+    synonyms = {
+        **PREFECT_COMMON,
+        "cwd": renamed("working_dir"),
+        "interpreter": renamed("python"),
+    }
     variables_model = ProcessVariables
     job_model = ProcessJob
     unsupported = {}
+    environment = "interpreter"
 
     @classmethod
     def default_job_configuration(cls) -> dict[str, Any]:
         return placeholders("env", "python", "working_dir", "command", "labels", "stream_output")
+
+    def environment_base(self, job: JobConfiguration) -> str | None:
+        assert isinstance(job, ProcessJob)
+        return job.python
 
     def per_run_storage_url(self, run_id: str) -> str:
         return str(settings.home() / "work" / run_id)
@@ -194,10 +205,12 @@ class ProcessTarget(Target):
             url=run.storage_url,
             bundle_path=str(run.bundle_path),
             options=run.storage_options,
+            files_path=str(run.files_path) if run.files_path else None,
             secrets=job_secrets.secret_inputs(run.run_key, job.env),
         )
         secrets_file = os.path.join(run.storage_url, job_secrets.SECRETS_NAME)
-        argv = [*job.command, *runner_command(run.storage_url, job.python or sys.executable, secrets_file)]
+        python = run.python or job.python or sys.executable
+        argv = [*job.command, *runner_command(run.storage_url, python, secrets_file)]
         process = LocalProcess(
             "job",
             {

@@ -3,11 +3,12 @@
 Used where the "bucket" is a directory or a prefix of an existing bucket
 (process, docker, kubernetes with pool storage). Creating it uploads the
 staged bundle; deleting it removes the whole prefix, result and logs included,
-so ``pulumi destroy`` leaves no run data behind. For a job on this machine it
-also writes the job's secrets file (``job_secrets``), from inputs that are
-Pulumi secrets and are never echoed into the resource's outputs. Targets that
-provision a real per-run bucket use their provider's bucket and object
-resources instead.
+so ``pulumi destroy`` leaves no run data behind. A call's ``include_files``
+archive, when it has one, is uploaded next to the bundle. For a job on this
+machine it also writes the job's secrets file (``job_secrets``), from inputs
+that are Pulumi secrets and are never echoed into the resource's outputs.
+Targets that provision a real per-run bucket use their provider's bucket and
+object resources instead.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import fsspec
 import pulumi
 from pulumi.dynamic import CreateResult, Resource, ResourceProvider
 
+from toolkit.bundles import FILES_NAME
 from toolkit.infra import job_secrets
 from toolkit.runner import BUNDLE_NAME
 
@@ -40,6 +42,8 @@ class _RunStorageProvider(ResourceProvider):
             else:
                 fs.makedirs(root, exist_ok=True)
             fs.put_file(props["bundle_path"], f"{root}/{BUNDLE_NAME}")
+            if props.get("files_path"):
+                fs.put_file(props["files_path"], f"{root}/{FILES_NAME}")
             if props.get("secrets"):
                 job_secrets.write(root, props["secrets"], props.get("secrets_owner"))
         except BaseException:
@@ -67,6 +71,7 @@ class RunStorage(Resource, module="toolkit", name="RunStorage"):
         bundle_path: str,
         options: dict[str, Any] | None = None,
         mode: str = "700",
+        files_path: str | None = None,
         secrets: dict[str, pulumi.Output[str]] | None = None,
         secrets_owner: str | None = None,
         opts: pulumi.ResourceOptions | None = None,
@@ -83,4 +88,6 @@ class RunStorage(Resource, module="toolkit", name="RunStorage"):
             "secrets": secrets or {},
             "secrets_owner": secrets_owner,
         }
+        if files_path:
+            props["files_path"] = files_path
         super().__init__(_RunStorageProvider(), name, props, opts)

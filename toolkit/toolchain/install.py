@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError
@@ -21,7 +20,7 @@ from pathlib import Path
 from toolkit import settings
 from toolkit.toolchain import docker_engine, kubernetes_provider, pulumi_cli, runner_image
 from toolkit.toolchain.docker_provider import build_docker_provider
-from toolkit.toolchain.language_host import HOST_NAME, install_language_host
+from toolkit.toolchain.language_host import install_language_host, pulumis_own_language_host
 from toolkit.toolchain.shim import install_shim
 from toolkit.toolchain.steps import Log, Timeline, read_stamp, run, write_stamp
 
@@ -110,24 +109,9 @@ def _ensure_kubernetes_plugin(outcome: list[str], log: Log) -> None:
     _ensure_plugin("kubernetes", wanted, build, outcome)
 
 
-def _pulumis_own_language_host() -> Path | None:
-    """Pulumi's ``pulumi-language-python`` where the engine would find it, if one is installed."""
-    pulumi = settings.pulumi_binary()
-    ours = settings.bin_dir() / HOST_NAME
-    on_path = shutil.which(HOST_NAME)
-    candidates = [pulumi.parent / HOST_NAME if pulumi else None, Path(on_path) if on_path else None]
-    for candidate in candidates:
-        if candidate is None or not candidate.is_file() or candidate.absolute() == ours:
-            continue
-        with candidate.open("rb") as handle:
-            if b"toolkit.toolchain.language_host" not in handle.read(512):  # not a toolkit shim elsewhere
-                return candidate
-    return None
-
-
 def _ensure_language_host(outcome: list[str]) -> None:
     """Pulumi's own host when the user has it (the normal case); else the toolkit's."""
-    existing = _pulumis_own_language_host()
+    existing = pulumis_own_language_host()
     if existing is not None:
         outcome.append(f"Pulumi's own present ({existing})")
         return
