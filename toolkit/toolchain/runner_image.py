@@ -37,7 +37,7 @@ BASE_IMAGE = "toolkit-base:bookworm"
 HASH_LABEL = "toolkit.content-hash"
 RUNNER_UID = 1000
 JOB_DEPENDENCIES = ("cloudpickle", "fsspec")
-JOB_MODULES = ("__init__.py", "runner.py", "bundles.py", "errors.py", "gcp_secret_env.py")
+JOB_MODULES = ("__init__.py", "_version.py", "runner.py", "bundles.py", "errors.py", "gcp_secret_env.py")
 """The toolkit modules a job imports (tests/test_public_api.py checks the runner needs no others)."""
 STORAGE_DRIVERS = {"s3": "s3fs", "gs": "gcsfs", "az": "adlfs"}
 """Storage scheme -> the fsspec driver a runner image variant adds (tag suffix: the scheme)."""
