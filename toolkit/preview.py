@@ -33,5 +33,6 @@ def preview_run(prepared: PreparedRun) -> Plan:
         target=prepared.target.name,
         function=prepared.function_name,
         job=prepared.masked_job(),
+        plugins=prepared.plugins,
         changes=changes,
     )

@@ -1,6 +1,7 @@
 """Turning one call into a ready-to-provision run: steps 1-3 of a submission.
 
-Resolve the pool, render and validate the job, bundle and sign the call. All
+Resolve the pool, render and validate the job, check the target's provider
+plugins are here (downloading them when online), bundle and sign the call. All
 of it happens before any stack exists, so every input error surfaces here
 with nothing provisioned; ``preview`` and ``submit`` share it.
 """
@@ -22,7 +23,10 @@ from toolkit.errors import ConfigError
 from toolkit.infra import get_target
 from toolkit.infra.base import RunContext, Target
 from toolkit.pools import PoolRegistry, WorkPool
+from toolkit.progress import Progress
 from toolkit.secretvalues import mask
+from toolkit.toolchain import plugins
+from toolkit.toolchain.plugins import PluginStatus
 
 
 def function_name(fn: Callable[..., Any]) -> str:
@@ -46,6 +50,8 @@ class PreparedRun:
     variables: dict[str, Any]
     job_config: dict[str, Any]
     backend_url: str
+    plugins: list[PluginStatus] = field(default_factory=list)
+    """The provider plugins the target needs, all present (checked before any stack exists)."""
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -111,6 +117,9 @@ def prepare(
     target.check_capabilities(variables, pool.name)
     job = target.parse_job(config, pool.name)
     target.preflight(job, pool.name)
+    plugin_statuses = plugins.require(
+        target.plugin_packages, f"pool {pool.name!r} ({target.name})", Progress(run_id).say
+    )
     timings["render"] = time.perf_counter() - started
 
     shared_url = pool.storage.url if pool.storage.mode == "shared-prefix" else None
@@ -141,5 +150,6 @@ def prepare(
         variables=variables,
         job_config=config,
         backend_url=pool.backend_url or settings.default_backend_url(),
+        plugins=plugin_statuses,
         timings=timings,
     )

@@ -233,6 +233,7 @@ class AzureContainerInstanceTarget(Target):
     """Run the function in an Azure Container Instances container group."""
 
     name = "azure_container_instance"
+    plugin_packages = ("pulumi_azure_native",)
     extra = "azure"
     variables_model = AzureContainerInstanceVariables
     job_model = AzureContainerInstanceJob

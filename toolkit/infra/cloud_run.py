@@ -290,6 +290,7 @@ class CloudRunTarget(Target):
     """Run the function as a Google Cloud Run job."""
 
     name = "cloud_run"
+    plugin_packages = ("pulumi_gcp",)
     extra = "gcp"
     variables_model = CloudRunVariables
     job_model = CloudRunJob

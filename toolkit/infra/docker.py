@@ -246,6 +246,7 @@ class DockerTarget(Target):
     """Run the function in a container on the local Docker engine."""
 
     name = "docker"
+    plugin_packages = ("pulumi_docker",)
     variables_model = DockerVariables
     job_model = DockerJob
 

@@ -516,6 +516,7 @@ class EcsTarget(Target):
     """Run the function as an Amazon ECS task."""
 
     name = "ecs"
+    plugin_packages = ("pulumi_aws",)
     extra = "aws"
     variables_model = EcsVariables
     job_model = EcsJob

@@ -432,6 +432,7 @@ class KubernetesTarget(Target):
     """Run the function as a Kubernetes Job."""
 
     name = "kubernetes"
+    plugin_packages = ("pulumi_kubernetes",)
     extra = "kubernetes"
     variables_model = KubernetesVariables
     job_model = KubernetesJob

@@ -289,6 +289,7 @@ class VertexAiTarget(Target):
     """Run the function as a Vertex AI custom training job."""
 
     name = "vertex_ai"
+    plugin_packages = ("pulumi_gcp",)
     extra = "gcp"
     variables_model = VertexAiVariables
     job_model = VertexAiJob
