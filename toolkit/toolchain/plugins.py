@@ -153,7 +153,10 @@ def acquire(spec: PluginSpec, log: Log) -> None:
     except subprocess.TimeoutExpired:
         output, failed = f"no answer within {ACQUIRE_TIMEOUT} s", True
     if failed:
-        detail = output.splitlines()[-1] if output else "no output"
+        lines = output.splitlines()
+        detail = lines[-1] if lines else "no output"
+        cause = next((line.removeprefix("warning: ") for line in lines if "Error downloading" in line), "")
+        detail += f" (first attempt: {cause})" if cause else ""
         offline.remember_failure(f"`{spec.install_command()}` failed: {detail}")
         raise PluginAcquisitionError(f"`{spec.install_command()}` failed: {detail}")
     offline.forget_failure()
