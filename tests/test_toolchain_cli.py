@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 import toolkit
+from tests.toolchain_fakes import CallLog, fake_go, pulumi_shim, real_pulumi
 from toolkit import engine, settings
 from toolkit.errors import ToolchainError
 from toolkit.toolchain import cli_lookup, install, pulumi_cli
-from tests.toolchain_fakes import CallLog, fake_go, pulumi_shim, real_pulumi
 
 MINIMUM = str(cli_lookup.minimum_version())
 

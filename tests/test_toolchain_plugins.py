@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 
 import toolkit
+from tests.toolchain_fakes import CallLog, fake_go, pulumi_shim, real_pulumi
 from toolkit import engine, settings
 from toolkit.errors import ToolchainError
 from toolkit.toolchain import offline, plugins, pulumi_cli
-from tests.toolchain_fakes import CallLog, fake_go, pulumi_shim, real_pulumi
 
 DOCKER = plugins.spec_of("pulumi_docker")
 INSTALL_DOCKER = f"plugin install resource docker {DOCKER.version}"

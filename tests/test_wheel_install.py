@@ -26,8 +26,8 @@ from pathlib import Path
 import pytest
 
 import toolkit
-from toolkit.toolchain import plugins
 from tests.toolchain_fakes import real_pulumi
+from toolkit.toolchain import plugins
 
 pytestmark = [pytest.mark.slow, pytest.mark.engine, pytest.mark.docker]
 

@@ -29,7 +29,6 @@ import os
 import shutil
 import subprocess
 from collections.abc import Callable, Iterable
-from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 from importlib.resources import files
 from pathlib import Path
