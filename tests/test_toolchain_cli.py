@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import toolkit
-from tests.toolchain_fakes import CallLog, fake_go, pulumi_shim, real_pulumi
+from tests.toolchain_fakes import CallLog, isolate, pulumi_shim
 from toolkit import engine, settings
 from toolkit.errors import ToolchainError
 from toolkit.toolchain import cli_lookup, install, pulumi_cli
@@ -32,13 +32,7 @@ def log(tmp_path: Path) -> CallLog:
 @pytest.fixture
 def clean_lookup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, log: CallLog) -> Iterator[Path]:
     """No CLI anywhere but where a test puts one: empty toolkit cache, PATH without pulumi, a recording go first."""
-    real = real_pulumi()
-    monkeypatch.delenv("TOOLKIT_PULUMI", raising=False)
-    monkeypatch.setenv("TOOLKIT_CACHE_DIR", str(tmp_path / "cache"))
-    fake_go(tmp_path / "go-bin", log)
-    kept = [d for d in os.environ["PATH"].split(os.pathsep) if d and not (Path(d) / "pulumi").exists()]
-    monkeypatch.setenv("PATH", os.pathsep.join([str(tmp_path / "go-bin"), *kept]))
-    engine.pulumi_command.cache_clear()
+    real = isolate(monkeypatch, tmp_path, log, hide="pulumi")
     yield real
     engine.pulumi_command.cache_clear()
 

@@ -9,7 +9,6 @@ write to one log, which shows the order.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import toolkit
-from tests.toolchain_fakes import CallLog, fake_go, pulumi_shim, real_pulumi
+from tests.toolchain_fakes import CallLog, isolate, pulumi_shim
 from toolkit import engine, settings
 from toolkit.errors import ToolchainError
 from toolkit.toolchain import offline, plugins, pulumi_cli
@@ -43,16 +42,11 @@ def installed_docker_plugin() -> Path:
 @pytest.fixture
 def unreachable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, log: CallLog) -> Iterator[Path]:
     """Empty PULUMI_HOME and toolkit cache, detection left to the toolkit, a CLI whose downloads fail."""
-    real = real_pulumi()
+    real = isolate(monkeypatch, tmp_path, log, hide="pulumi-resource-docker")
     monkeypatch.setenv("PULUMI_HOME", str(tmp_path / "pulumi-home"))
-    monkeypatch.setenv("TOOLKIT_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("TOOLKIT_OFFLINE", raising=False)
     monkeypatch.setenv("TOOLKIT_PULUMI", str(pulumi_shim(tmp_path / "cli" / "bin" / "pulumi",
                                                          pulumi_cli.required_version(), real, log, download="fail")))
-    fake_go(tmp_path / "go-bin", log)
-    kept = [d for d in os.environ["PATH"].split(os.pathsep) if d and not (Path(d) / "pulumi-resource-docker").exists()]
-    monkeypatch.setenv("PATH", os.pathsep.join([str(tmp_path / "go-bin"), *kept]))
-    engine.pulumi_command.cache_clear()
     yield real
     engine.pulumi_command.cache_clear()
 

@@ -11,11 +11,14 @@ spending minutes on it. Both append to one log, so the order of calls shows.
 
 from __future__ import annotations
 
+import os
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from toolkit import settings
+import pytest
+
+from toolkit import engine, settings
 
 UNREACHABLE = (
     'warning: Error downloading plugin: Get "https://get.pulumi.com/releases/plugins/x.tar.gz": '
@@ -82,3 +85,19 @@ def fake_go(directory: Path, log: CallLog) -> Path:
         f'#!/bin/sh\necho "go $*" >> {shlex.quote(str(log.path))}\n'
         'echo "fake go: the module proxy is not reachable in this test" >&2\nexit 1\n',
     )
+
+
+def isolate(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, log: CallLog, hide: str) -> Path:
+    """An empty toolkit cache, no ``TOOLKIT_PULUMI``, no ``hide`` on PATH and a recording ``go`` first on it.
+
+    Returns the real CLI (found before the environment changed). The caller
+    clears ``engine.pulumi_command``'s cache again when done.
+    """
+    real = real_pulumi()
+    monkeypatch.delenv("TOOLKIT_PULUMI", raising=False)
+    monkeypatch.setenv("TOOLKIT_CACHE_DIR", str(tmp_path / "cache"))
+    fake_go(tmp_path / "go-bin", log)
+    kept = [d for d in os.environ["PATH"].split(os.pathsep) if d and not (Path(d) / hide).exists()]
+    monkeypatch.setenv("PATH", os.pathsep.join([str(tmp_path / "go-bin"), *kept]))
+    engine.pulumi_command.cache_clear()
+    return real
