@@ -238,7 +238,7 @@ def ensure(spec: PluginSpec, log: Log) -> str:
             return f"downloaded {spec.label} ({spec.install_command()})"
         except PluginAcquisitionError as exc:
             why_not_online = str(exc)
-            log(f"{why_not_online}; now in offline mode for {offline.REMEMBER_SECONDS / 3600:.0f} h")
+            log(f"{why_not_online}; now in offline mode for {offline.REMEMBER_SECONDS / 3600:g} h")
     if spec.name in OFFLINE_BUILDERS and _go_available():
         log(f"{spec.label}: not downloaded ({why_not_online}); building it from the Go module proxy")
         return _build(spec, log)
