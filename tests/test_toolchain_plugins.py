@@ -56,7 +56,7 @@ def _steps(log: CallLog) -> list[str]:
     return [call for call in log.calls() if call != "pulumi version"]
 
 
-def test_an_unreachable_download_falls_back_to_the_go_build_and_is_remembered(unreachable, log):
+def test_an_unreachable_download_falls_back_to_the_go_build_and_is_remembered(monkeypatch, unreachable, log):
     assert not plugins.status(DOCKER).present and not offline.is_offline()
     lines: list[str] = []
     with pytest.raises(ToolchainError, match="fake go: the module proxy is not reachable"):
@@ -76,6 +76,11 @@ def test_an_unreachable_download_falls_back_to_the_go_build_and_is_remembered(un
     with pytest.raises(ToolchainError, match="fake go"):
         plugins.ensure(DOCKER, lambda _line: None)
     assert _steps(log)[2:] == ["go mod download"]
+
+    monkeypatch.setenv("TOOLKIT_OFFLINE", "0")  # forces online mode: the download is tried again
+    with pytest.raises(ToolchainError, match="fake go"):
+        plugins.ensure(DOCKER, lambda _line: None)
+    assert _steps(log)[3:] == [f"pulumi {INSTALL_DOCKER}", "go mod download"]
 
 
 def test_a_stale_failure_is_retried_and_a_working_download_needs_no_build(
