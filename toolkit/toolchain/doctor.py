@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from toolkit import settings
 from toolkit.errors import ToolkitError
 from toolkit.toolchain import cli_lookup, docker_engine, kubernetes_provider, offline, plugins, runner_image
+from toolkit.toolchain.install import core_plugin_packages
 from toolkit.toolchain.language_host import HOST_NAME
 from toolkit.toolchain.shim import SHIM_NAME
 
@@ -80,11 +81,11 @@ def _plugin_users() -> dict[str, tuple[list[str], list[str]]]:
 def _plugins() -> list[Check]:
     """One line per plugin: present or not, and which pools need it (those make it required)."""
     checks = []
+    core = core_plugin_packages(docker=True)  # `toolkit toolchain install` gets these in any case
     for package, (targets, pool_names) in sorted(_plugin_users().items()):
         spec = plugins.spec_of(package)
         found = plugins.status(spec)
-        # kubernetes: `toolkit toolchain install` gets it whenever its SDK is installed, so expect it then.
-        required = bool(pool_names) or package == "pulumi_kubernetes"
+        required = bool(pool_names) or package in core
         users = f"pools: {', '.join(pool_names)}" if pool_names else f"targets: {', '.join(targets)}; no pool uses it"
         if found.present:
             source = kubernetes_provider.read_source_note(plugins.built_binary(spec.name)) if spec.name == "kubernetes" else ""
