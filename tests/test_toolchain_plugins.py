@@ -30,9 +30,10 @@ def log(tmp_path: Path) -> CallLog:
     return CallLog(tmp_path / "calls.log")
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def installed_docker_plugin() -> Path:
-    """The docker plugin binary `toolkit toolchain install` provided, found before a test empties PULUMI_HOME."""
+    """The docker plugin binary `toolkit toolchain install` provided (session scope: found before any test's
+    function-scoped fixtures empty PULUMI_HOME and the toolkit cache)."""
     found = plugins.status(DOCKER)
     assert found.present, "the docker plugin is not installed; run `toolkit toolchain install`"
     location = Path(found.location)
