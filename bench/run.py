@@ -9,7 +9,8 @@ load. Reported: submit->result latency (min/median/max) and its ratio to the
 baseline, the per-phase breakdown from ``RunFuture.timings``, the teardown
 that follows the result, throughput at 1/4/10 concurrent runs, and the
 client's peak memory; then the same trivial job through Prefect 3's ``@docker``
-on the same engine (bench/prefect_docker.py). Times are never asserted
+on the same engine (bench/prefect_docker.py), and the environments figures
+(bench/environments.py: first-call build, per-call cost of a cached environment). Times are never asserted
 anywhere: machines here are noisy, ratios from one run are what to compare.
 """
 
@@ -169,6 +170,7 @@ def main() -> None:
     parser.add_argument("--concurrency", nargs="+", type=int, default=[1, 4, 10])
     parser.add_argument("--out", type=Path, default=HERE / "results.md")
     parser.add_argument("--no-prefect", action="store_true", help="Skip the Prefect @docker comparison.")
+    parser.add_argument("--no-environments", action="store_true", help="Skip bench/environments.py.")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: bench one target, print JSON
     args = parser.parse_args()
     if args.one:
@@ -189,6 +191,11 @@ def main() -> None:
         print("benchmarking Prefect @docker ...", file=sys.stderr, flush=True)
         docker_result = next((r for r in results if r["target"] == "docker"), None)
         report += render_prefect(run_prefect(args.repeats), docker_result)
+    if not args.no_environments and "docker" in args.targets:
+        import environments  # bench/environments.py, next to this script
+
+        print("benchmarking environments ...", file=sys.stderr, flush=True)
+        report += "\n" + environments.render(environments.run(max(args.repeats, 7)))
     args.out.write_text(report)
     print(args.out.read_text())
 

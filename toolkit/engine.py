@@ -10,12 +10,13 @@ share files and nothing is left on disk.
 from __future__ import annotations
 
 import functools
+import os
 import shutil
 import socket
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ from pydantic import BaseModel
 
 from toolkit import settings
 from toolkit.errors import ProvisionError, TeardownError
+from toolkit.guardrails.policy import violation_error
+from toolkit.guardrails.secrets import selected_provider
 from toolkit.plan import ResourceChange
 from toolkit.progress import Progress
 from toolkit.toolchain import cli_lookup
@@ -69,19 +72,38 @@ def owner_tag(pid: int) -> str:
     return f"{socket.gethostname()}:{pid}:{process_start_time(pid)}"
 
 
+def owner_alive(owner: str) -> bool | None:
+    """True/False for an owner (``owner_tag``) on this host; None when it runs elsewhere (unknowable)."""
+    host, _, rest = owner.partition(":")
+    pid_text, _, started = rest.partition(":")
+    if host != socket.gethostname():
+        return None
+    try:
+        pid = int(pid_text)
+        os.kill(pid, 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        pass
+    return process_start_time(pid) == started
+
+
 @functools.cache
 def pulumi_command() -> auto.PulumiCommand:
     """The Pulumi CLI, found and checked once per process against the SDK's minimum version."""
     return cli_lookup.automation_command()
 
 
-def workspace_options(backend_url: str, work_dir: Path) -> auto.LocalWorkspaceOptions:
+def workspace_options(
+    backend_url: str, work_dir: Path, project: str = settings.RUN_PROJECT, secrets_provider: str | None = None
+) -> auto.LocalWorkspaceOptions:
+    """``secrets_provider`` applies to stacks created here (the pool's, else ``TOOLKIT_SECRETS_PROVIDER``)."""
     return auto.LocalWorkspaceOptions(
         work_dir=str(work_dir),
         project_settings=auto.ProjectSettings(
-            name=settings.RUN_PROJECT, runtime="python", backend=auto.ProjectBackend(url=backend_url)
+            name=project, runtime="python", backend=auto.ProjectBackend(url=backend_url)
         ),
-        secrets_provider="passphrase",
+        secrets_provider=secrets_provider or selected_provider(),
         env_vars=settings.pulumi_env(backend_url),
         pulumi_command=pulumi_command(),
     )
@@ -96,11 +118,21 @@ def ensure_local_backend(backend_url: str) -> None:
 class RunStack:
     """One run's stack: create, up, preview, destroy, remove."""
 
-    def __init__(self, run_id: str, backend_url: str, program: Callable[[], None], progress: Progress) -> None:
+    def __init__(
+        self,
+        run_id: str,
+        backend_url: str,
+        program: Callable[[], None],
+        progress: Progress,
+        secrets_provider: str | None = None,
+        policy_packs: Sequence[str] = (),
+    ) -> None:
         self.run_id = run_id
         self.name = stack_name(run_id)
         self.backend_url = backend_url
         self.progress = progress
+        self.policy_packs = list(policy_packs)
+        """Policy pack directories the engine runs at every preview and up of this stack."""
         ensure_local_backend(backend_url)
         self._work_dir = Path(tempfile.mkdtemp(prefix=f"toolkit-{run_id}-"))
         try:
@@ -108,7 +140,7 @@ class RunStack:
                 self.name,
                 project_name=settings.RUN_PROJECT,
                 program=program,
-                opts=workspace_options(backend_url, self._work_dir),
+                opts=workspace_options(backend_url, self._work_dir, secrets_provider=secrets_provider),
             )
         except BaseException:
             shutil.rmtree(self._work_dir, ignore_errors=True)
@@ -133,8 +165,11 @@ class RunStack:
         tagger.start()
         self.progress.errors.clear()
         try:
-            result = self.stack.up(on_event=self.progress.on_event, on_output=lambda _line: None)
+            result = self.stack.up(
+                on_event=self.progress.on_event, on_output=lambda _line: None, policy_packs=self.policy_packs or None
+            )
         except auto.errors.CommandError as exc:
+            self._raise_policy_violation()
             detail = "; ".join(self.progress.errors) or str(exc).strip().splitlines()[-1]
             raise ProvisionError(f"provisioning run {self.run_id} failed: {detail}") from None
         finally:
@@ -157,11 +192,18 @@ class RunStack:
 
         self.progress.errors.clear()
         try:
-            self.stack.preview(on_event=collect, on_output=lambda _line: None)
+            self.stack.preview(on_event=collect, on_output=lambda _line: None, policy_packs=self.policy_packs or None)
         except auto.errors.CommandError as exc:
+            self._raise_policy_violation(changes or [])
             detail = "; ".join(self.progress.errors) or str(exc).strip().splitlines()[-1]
             raise ProvisionError(f"preview of run {self.run_id} failed: {detail}") from None
         return changes
+
+    def _raise_policy_violation(self, changes: list[ResourceChange] | None = None) -> None:
+        """A failed preview/up that mandatory policies caused becomes the error naming them."""
+        if any(result.mandatory for result in self.progress.policy_results):
+            during_up = changes is None
+            raise violation_error(self.progress.policy_results, self.run_id, changes, during_up) from None
 
     def destroy_and_remove(self, attempts: int = 5) -> None:
         """``pulumi destroy`` then remove the stack; retries a stack still locked by a finishing update."""
@@ -241,10 +283,15 @@ def selected_stack(name: str, backend_url: str) -> Iterator[auto.Stack]:
 
 def list_run_stacks(backend_url: str) -> list[tuple[str, dict[str, str]]]:
     """Every run stack in ``backend_url`` with its tags."""
+    return list_stacks(backend_url, settings.RUN_PROJECT)
+
+
+def list_stacks(backend_url: str, project: str) -> list[tuple[str, dict[str, str]]]:
+    """Every stack of ``project`` in ``backend_url`` with its tags."""
     ensure_local_backend(backend_url)
     work_dir = Path(tempfile.mkdtemp(prefix="toolkit-ls-"))
     try:
-        options = workspace_options(backend_url, work_dir)
+        options = workspace_options(backend_url, work_dir, project)
         workspace = auto.LocalWorkspace(
             work_dir=options.work_dir,
             env_vars=options.env_vars,

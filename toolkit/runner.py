@@ -16,10 +16,14 @@ import json
 import os
 import signal
 import sys
+import tarfile
+from collections.abc import Callable
+from pathlib import Path
 
 import fsspec
 
 from toolkit.bundles import (
+    FILES_NAME,
     PYTHON,
     Outcome,
     load_call,
@@ -27,8 +31,9 @@ from toolkit.bundles import (
     outcome_of_exception,
     outcome_of_value,
     seal_outcome,
+    unpack_files,
 )
-from toolkit.errors import BundleVerificationError
+from toolkit.errors import BundleError, BundleVerificationError
 
 BUNDLE_NAME = "bundle.tkb"
 RESULT_NAME = "result.tkb"
@@ -40,8 +45,12 @@ def _runner_error(error_type: str, message: str) -> Outcome:
     return Outcome("runner-error", error_type=error_type, message=message)
 
 
-def execute(bundle: bytes, key: str, source: str) -> Outcome:
-    """Verify and run one bundle; every failure becomes an ``Outcome``."""
+def execute(bundle: bytes, key: str, source: str, read: Callable[[str], bytes] | None = None) -> Outcome:
+    """Verify and run one bundle; every failure becomes an ``Outcome``.
+
+    ``read(name)`` fetches a file next to the bundle (the ``include_files`` archive,
+    unpacked into the working directory after it checks out against the header).
+    """
     try:
         header, payload = open_envelope(bundle, key, "bundle", source)
     except BundleVerificationError as exc:
@@ -53,6 +62,14 @@ def execute(bundle: bytes, key: str, source: str) -> Outcome:
             f"use an image with Python {header.get('python')} (the toolkit runner image matches the "
             "client it was built on) or run the client on the job's Python",
         )
+    if header.get("files") and read is not None:
+        archive = f"{source.rsplit('/', 1)[0]}/{FILES_NAME}"
+        try:
+            unpack_files(read(FILES_NAME), header["files"], Path.cwd(), archive)
+        except BundleVerificationError as exc:
+            return _runner_error("toolkit.errors.BundleVerificationError", str(exc))
+        except (OSError, tarfile.TarError, BundleError) as exc:
+            return _runner_error("toolkit.errors.BundleError", f"could not unpack include_files: {exc}")
     try:
         fn, args, kwargs = load_call(payload)
     except Exception as exc:  # noqa: BLE001 - unpickling raises anything
@@ -89,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     source = f"{options.storage.rstrip('/')}/{BUNDLE_NAME}"
     with fs.open(f"{root}/{BUNDLE_NAME}", "rb") as handle:
         bundle = handle.read()
-    outcome = execute(bundle, key, source)
+    outcome = execute(bundle, key, source, read=lambda name: fs.cat_file(f"{root}/{name}"))
     sys.stdout.flush()
     sys.stderr.flush()
     with fs.open(f"{root}/{RESULT_NAME}", "wb") as handle:

@@ -16,6 +16,8 @@ from toolkit._version import __version__
 
 RUN_PROJECT = "toolkit-runs"
 """Pulumi project that holds every ephemeral run stack."""
+ENV_PROJECT = "toolkit-envs"
+"""Pulumi project that holds the long-lived environment stacks (``env-<hash>``)."""
 
 
 def home() -> Path:
@@ -45,6 +47,11 @@ def pools_url() -> str:
 def runs_dir() -> Path:
     """Client-side run records and copied logs (``toolkit runs ls/logs``)."""
     return home() / "runs"
+
+
+def environments_dir() -> Path:
+    """The environments' local index, locks and virtualenvs (``$TOOLKIT_HOME/environments``)."""
+    return home() / "environments"
 
 
 def default_backend_url() -> str:

@@ -3,7 +3,8 @@
 Used where the "bucket" is a directory or a prefix of an existing bucket
 (process, docker, kubernetes with pool storage). Creating it uploads the
 staged bundle; deleting it removes the whole prefix, result and logs included,
-so ``pulumi destroy`` leaves no run data behind. Targets that provision a real
+so ``pulumi destroy`` leaves no run data behind. A call's ``include_files``
+archive, when it has one, is uploaded next to the bundle. Targets that provision a real
 per-run bucket use their provider's bucket and object resources instead.
 """
 
@@ -16,6 +17,7 @@ import fsspec
 import pulumi
 from pulumi.dynamic import CreateResult, Resource, ResourceProvider
 
+from toolkit.bundles import FILES_NAME
 from toolkit.runner import BUNDLE_NAME
 
 
@@ -36,6 +38,8 @@ class _RunStorageProvider(ResourceProvider):
             else:
                 fs.makedirs(root, exist_ok=True)
             fs.put_file(props["bundle_path"], f"{root}/{BUNDLE_NAME}")
+            if props.get("files_path"):
+                fs.put_file(props["files_path"], f"{root}/{FILES_NAME}")
         except BaseException:
             # A failed create is not recorded in state, so destroy would never remove it.
             if fs.exists(root):
@@ -61,6 +65,7 @@ class RunStorage(Resource, module="toolkit", name="RunStorage"):
         bundle_path: str,
         options: dict[str, Any] | None = None,
         mode: str = "700",
+        files_path: str | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         props = {
@@ -69,4 +74,6 @@ class RunStorage(Resource, module="toolkit", name="RunStorage"):
             "options": options or {},
             "mode": mode,
         }
+        if files_path:
+            props["files_path"] = files_path
         super().__init__(_RunStorageProvider(), name, props, opts)

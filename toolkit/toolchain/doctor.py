@@ -147,11 +147,24 @@ def _registry() -> Check:
     return Check(component="pool registry", ok=True, detail=f"{registry.url} ({len(names)} pools: {', '.join(names)})")
 
 
+def _policy_sdk() -> Check:
+    """Pools' Python policy packs run through the language host's RunPlugin on this interpreter."""
+    try:
+        version = package_version("pulumi-policy")
+    except PackageNotFoundError:
+        return Check(component="policy packs", ok=False, required=False,
+                     detail="pulumi-policy not installed (needed by pools with policy_packs)",
+                     fix="pip install 'toolkit[policy]'")
+    return Check(component="policy packs", ok=True,
+                 detail=f"pulumi-policy {version}, started by the Python language host (RunPlugin)")
+
+
 def checks() -> list[Check]:
     return [
         _pulumi(),
         _mode(),
         _on_path(HOST_NAME, "Python language host", required=True),
+        _policy_sdk(),
         _on_path(SHIM_NAME, "dynamic provider shim", required=True),
         *_plugins(),
         *_docker(),

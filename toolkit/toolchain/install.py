@@ -11,7 +11,6 @@ exists. Go builds reuse Go's module and build caches; built binaries live in
 
 from __future__ import annotations
 
-import shutil
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 from toolkit import settings
 from toolkit.errors import ToolchainError, ToolkitError
 from toolkit.toolchain import cli_lookup, docker_engine, offline, plugins, pulumi_cli, runner_image
-from toolkit.toolchain.language_host import HOST_NAME, install_language_host
+from toolkit.toolchain.language_host import install_language_host, pulumis_own_language_host
 from toolkit.toolchain.shim import install_shim
 from toolkit.toolchain.steps import Log, Timeline
 
@@ -61,24 +60,9 @@ def pool_plugin_packages(exclude: list[str]) -> list[str]:
     return packages
 
 
-def _pulumis_own_language_host() -> Path | None:
-    """Pulumi's ``pulumi-language-python`` where the engine would find it, if one is installed."""
-    pulumi = settings.pulumi_binary()
-    ours = settings.bin_dir() / HOST_NAME
-    on_path = shutil.which(HOST_NAME)
-    candidates = [pulumi.parent / HOST_NAME if pulumi else None, Path(on_path) if on_path else None]
-    for candidate in candidates:
-        if candidate is None or not candidate.is_file() or candidate.absolute() == ours:
-            continue
-        with candidate.open("rb") as handle:
-            if b"toolkit.toolchain.language_host" not in handle.read(512):  # not a toolkit shim elsewhere
-                return candidate
-    return None
-
-
 def _ensure_language_host(outcome: list[str]) -> None:
     """Pulumi's own host when the user has it (the normal case); else the toolkit's."""
-    existing = _pulumis_own_language_host()
+    existing = pulumis_own_language_host()
     if existing is not None:
         outcome.append(f"Pulumi's own present ({existing})")
         return
