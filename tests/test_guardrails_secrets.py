@@ -34,7 +34,7 @@ def test_a_pools_provider_reaches_the_stack_creation(provider, monkeypatch):
     prepared = prepare(_fn, (), {}, "kms-pool", [])
     prepared.discard_bundle()
     assert prepared.secrets_provider == provider
-    assert workspace_options("file:///tmp/x", Path("/tmp"), prepared.secrets_provider).secrets_provider == provider
+    assert workspace_options("file:///tmp/x", Path("/tmp"), secrets_provider=prepared.secrets_provider).secrets_provider == provider
     PoolRegistry().delete("kms-pool")
 
 

@@ -95,7 +95,7 @@ def pulumi_command() -> auto.PulumiCommand:
 
 
 def workspace_options(
-    backend_url: str, work_dir: Path, project: str = settings.RUN_PROJECT, secrets_provider: str | None = None
+    backend_url: str, work_dir: Path, *, project: str = settings.RUN_PROJECT, secrets_provider: str | None = None
 ) -> auto.LocalWorkspaceOptions:
     """``secrets_provider`` applies to stacks created here (the pool's, else ``TOOLKIT_SECRETS_PROVIDER``)."""
     return auto.LocalWorkspaceOptions(
@@ -291,7 +291,7 @@ def list_stacks(backend_url: str, project: str) -> list[tuple[str, dict[str, str
     ensure_local_backend(backend_url)
     work_dir = Path(tempfile.mkdtemp(prefix="toolkit-ls-"))
     try:
-        options = workspace_options(backend_url, work_dir, project)
+        options = workspace_options(backend_url, work_dir, project=project)
         workspace = auto.LocalWorkspace(
             work_dir=options.work_dir,
             env_vars=options.env_vars,

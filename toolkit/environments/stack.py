@@ -208,7 +208,7 @@ def build(environment: Environment, tag: EnvTag, backend_url: str, reporter: Rep
             environment.stack_name,
             project_name=settings.ENV_PROJECT,
             program=program,
-            opts=workspace_options(backend_url, work_dir, settings.ENV_PROJECT),
+            opts=workspace_options(backend_url, work_dir, project=settings.ENV_PROJECT),
         )
         stack.set_tag(ENV_TAG, tag.model_dump_json())
         reporter.errors.clear()
@@ -239,7 +239,7 @@ def _selected(name: str, backend_url: str) -> Iterator[auto.Stack]:
             name,
             project_name=settings.ENV_PROJECT,
             program=lambda: None,
-            opts=workspace_options(backend_url, work_dir, settings.ENV_PROJECT),
+            opts=workspace_options(backend_url, work_dir, project=settings.ENV_PROJECT),
         )
 
 
