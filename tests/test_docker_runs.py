@@ -132,6 +132,8 @@ def test_preview_shows_the_container_and_creates_nothing():
     assert any(v["containerPath"] == "/toolkit-run" for v in container.inputs["volumes"])
     assert plan.job["env"] == {"TOKEN": "[secret]", "MODE": "fast"}
     assert "p@ss" not in plan.to_json() and "p@ss" not in str(plan)
+    assert [(plugin.name, plugin.version, plugin.present) for plugin in plan.plugins] == [("docker", "5.2.0", True)]
+    assert "Provider plugins:\n    docker v5.2.0: present (" in str(plan)
     assert subprocess.run(["docker", "ps", "-aq"], capture_output=True, text=True).stdout == before
 
 
