@@ -140,6 +140,8 @@ def test_preview_shows_the_container_and_creates_nothing():
     storage = next(c for c in plan.changes if c.name == "run-directory")
     assert storage.inputs["secrets"] == {"TOKEN": "[secret]", "TOOLKIT_RUN_KEY": "[secret]"}
     assert "p@ss" not in plan.to_json() and "p@ss" not in str(plan)
+    assert [(plugin.name, plugin.version, plugin.present) for plugin in plan.plugins] == [("docker", "5.2.0", True)]
+    assert "Provider plugins:\n    docker v5.2.0: present (" in str(plan)
     containers = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=toolkit-run={plan.run_id}"],
                                 capture_output=True, text=True, check=True)
     assert containers.stdout == ""  # none for this run (other sessions share the engine)

@@ -234,6 +234,7 @@ class AzureContainerInstanceTarget(Target):
     """Run the function in an Azure Container Instances container group."""
 
     name = "azure_container_instance"
+    plugin_packages = ("pulumi_azure_native",)
     synonyms = {
         **PREFECT_COMMON,
         "resource_group_name": renamed("resource_group"),

@@ -135,6 +135,9 @@ class Target(abc.ABC):
     storage_schemes: ClassVar[tuple[str, ...]] = ()
     """fsspec protocols a pool's ``storage.url`` may use, because its jobs can reach them
     (empty: any, e.g. a local path for local targets)."""
+    plugin_packages: ClassVar[tuple[str, ...]] = ()
+    """Pulumi provider SDKs the program uses (``"pulumi_docker"``); each one's ``pulumi-plugin.json``
+    names the resource plugin and version the engine needs. Runs check them before any stack exists."""
 
     @classmethod
     @abc.abstractmethod

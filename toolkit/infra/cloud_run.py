@@ -300,6 +300,7 @@ class CloudRunTarget(Target):
     """Run the function as a Google Cloud Run job."""
 
     name = "cloud_run"
+    plugin_packages = ("pulumi_gcp",)
     synonyms = {
         **PREFECT_COMMON,
         "memory": renamed(

@@ -271,6 +271,7 @@ class DockerTarget(Target):
     """Run the function in a container on the local Docker engine."""
 
     name = "docker"
+    plugin_packages = ("pulumi_docker",)
     synonyms = {
         **PREFECT_COMMON,
         "memory": renamed(

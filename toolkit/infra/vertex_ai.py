@@ -290,6 +290,7 @@ class VertexAiTarget(Target):
     """Run the function as a Vertex AI custom training job."""
 
     name = "vertex_ai"
+    plugin_packages = ("pulumi_gcp",)
     synonyms = {
         **PREFECT_COMMON,
         "service_account_name": renamed("service_account"),
