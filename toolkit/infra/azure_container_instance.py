@@ -158,7 +158,7 @@ def account_name(run_id: str) -> str:
 
 def management_api() -> RestClient:
     base = endpoint(MANAGEMENT_ENDPOINT_ENV, MANAGEMENT_ENDPOINT)
-    return RestClient(base, azure_session(base))
+    return RestClient(base, azure_session())
 
 
 def container_group_status(group: dict[str, Any]) -> JobStatus:

@@ -148,7 +148,7 @@ class VertexAiJob(JobConfiguration):
 
 def vertex_api(region: str) -> RestClient:
     base = endpoint(VERTEX_ENDPOINT_ENV, f"https://{region}-aiplatform.googleapis.com")
-    return RestClient(base, google_session(base))
+    return RestClient(base, google_session())
 
 
 def remove_custom_job(client: RestClient, name: str, poll_seconds: float, wait_seconds: float) -> None:
