@@ -172,6 +172,8 @@ def prepare(
             archive = files.pack(selected, _staging() / f"{run_id}.files.tgz")
     try:
         if build and environment is not None:
+            if environment.status == "build" and environment.kind == "image":  # built (and pushed) by docker
+                plugins.require(("pulumi_docker",), f"the environment image of pool {pool.name!r}", Progress(run_id).say)
             environment = lifecycle.ensure(environment)
         timings["environment"] = time.perf_counter() - started
 

@@ -51,6 +51,9 @@ ENV_SITE = "/opt/toolkit-env"
 PTH_NAME = "toolkit-env.pth"
 PUSH_RESOURCE = "pushed"
 """The environment stack's registry image resource (remote targets only)."""
+PUSH_ATTEMPTS = 2
+"""A failed push is tried once more (the build is kept): registries and the push stream have transient
+failures, and a refusal costs a second or two to confirm."""
 
 DOCKERFILE = """\
 FROM {base} AS install
@@ -249,28 +252,48 @@ def build(
             opts=workspace_options(backend_url, work_dir, project=settings.ENV_PROJECT),
         )
         stack.set_tag(ENV_TAG, tag.model_dump_json())
-        reporter.errors.clear()
-        push = _PushFailure(reporter)
         started = time.monotonic()
-        try:
+        attempt = 1
+        while True:
+            reporter.errors.clear()
+            push = _PushFailure(reporter)
             try:
-                result = stack.up(on_event=push.on_event, on_output=lambda _line: None, refresh=True)
-            except auto.errors.ConcurrentUpdateError:
-                # Builds of one environment are serialised by its lock, so this is the lock file
-                # of a build whose process died (Ctrl-C, kill): break it and build.
-                if not break_stale_lock(environment.stack_name, backend_url, settings.ENV_PROJECT):
-                    raise
-                result = stack.up(on_event=push.on_event, on_output=lambda _line: None, refresh=True)
-        except auto.errors.CommandError as exc:
-            detail = "; ".join(reporter.errors) or str(exc).strip().splitlines()[-1]
-            if registry is not None and push.messages:
-                raise ImagePushError(push_failure(environment, registry, "; ".join(push.messages))) from None
-            raise EnvironmentBuildError(
-                f"building environment {environment.hash} ({environment.kind}) failed: {detail[-1500:]}. "
-                f"Its stack {environment.stack_name} stays for inspection; `toolkit env prune` removes it"
-            ) from None
-        reporter("built", f"{result.outputs['reference'].value} in {time.monotonic() - started:.1f}s")
-        return str(result.outputs["reference"].value)
+                result = _up(stack, push, environment.stack_name, backend_url)
+            except auto.errors.CommandError as exc:
+                if push.messages and attempt < PUSH_ATTEMPTS:  # the image is built: only the push runs again
+                    attempt += 1
+                    reporter("building", f"the push failed ({push.messages[-1][-300:]}); trying once more")
+                    continue
+                raise _build_error(environment, registry, reporter, push, exc) from None
+            reporter("built", f"{result.outputs['reference'].value} in {time.monotonic() - started:.1f}s")
+            return str(result.outputs["reference"].value)
+
+
+def _up(stack: auto.Stack, push: _PushFailure, stack_name: str, backend_url: str) -> auto.UpResult:
+    try:
+        return stack.up(on_event=push.on_event, on_output=lambda _line: None, refresh=True)
+    except auto.errors.ConcurrentUpdateError:
+        # Builds of one environment are serialised by its lock, so this is the lock file
+        # of a build whose process died (Ctrl-C, kill): break it and build.
+        if not break_stale_lock(stack_name, backend_url, settings.ENV_PROJECT):
+            raise
+        return stack.up(on_event=push.on_event, on_output=lambda _line: None, refresh=True)
+
+
+def _build_error(
+    environment: Environment,
+    registry: ImageRegistry | None,
+    reporter: Reporter,
+    push: _PushFailure,
+    exc: auto.errors.CommandError,
+) -> EnvironmentBuildError:
+    if registry is not None and push.messages:
+        return ImagePushError(push_failure(environment, registry, "; ".join(push.messages)))
+    detail = "; ".join(reporter.errors) or str(exc).strip().splitlines()[-1]
+    return EnvironmentBuildError(
+        f"building environment {environment.hash} ({environment.kind}) failed: {detail[-1500:]}. "
+        f"Its stack {environment.stack_name} stays for inspection; `toolkit env prune` removes it"
+    )
 
 
 class _PushFailure:
