@@ -68,6 +68,10 @@ class PrefectServer:
         with opener.open(request, timeout=30) as response:
             return json.loads(response.read())
 
+    def flow_run_ids(self, flow_name: str) -> set[str]:
+        """Ids of the flow's runs so far: what a test's own run is told apart from."""
+        return {run["id"] for run in self.flow_runs(flow_name)}
+
 
 @pytest.fixture(scope="session")
 def prefect_server(prefect_venv: PrefectVenv, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
@@ -94,7 +98,9 @@ def run_client(
     """Run ``script`` with the Prefect venv's python; it prints one JSON document as its last line.
 
     ``env`` is the Prefect environment (a server's); without it the client
-    has no Prefect API at all and a Prefect home of its own.
+    has no Prefect API at all and a Prefect home of its own. With it, the
+    client reaches the package index directly (environments resolve with pip
+    there) and everything else only through the server's outbound sink.
     """
     path = tmp_path / "client.py"
     path.write_text(script)
@@ -102,6 +108,9 @@ def run_client(
         env = {**harness.venv_env(venv.path), "PREFECT_HOME": str(tmp_path / "prefect-home")}
         env.pop("PREFECT_API_URL", None)
     environment = {**env, "PYTHONPATH": str(ROOT)}
+    if "NO_PROXY" in environment:  # the server's environment: past the sink, only the package index
+        hosts = ",".join(harness.package_index_hosts())
+        environment["NO_PROXY"] = environment["no_proxy"] = f"{environment['NO_PROXY']},{hosts}"
     for name in ("TOOLKIT_HOME", "TOOLKIT_PROGRESS", "TOOLKIT_RUNNER_IMAGE"):
         if name in os.environ:
             environment[name] = os.environ[name]

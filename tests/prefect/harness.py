@@ -10,6 +10,7 @@ asked for.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
@@ -20,8 +21,9 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -68,24 +70,43 @@ def compile_lock(venv: Path, requirements: list[str], python_version: str, lock:
     ], env={**os.environ, "UV_CACHE_DIR": str(venv.parent / "uv-cache")})
 
 
-def ensure_venv(venv: Path, requirements: list[str], python_version: str, log: callable = print) -> Path:
-    """A venv at ``venv`` with exactly ``requirements`` (+ uv) resolved for ``python_version``; its python."""
+def ensure_venv(venv: Path, requirements: list[str], python_version: str, log: Callable[[str], None] = print) -> Path:
+    """A venv at ``venv`` with exactly ``requirements`` (+ uv) resolved for ``python_version``; its python.
+
+    Built once per machine: a stamp of what was asked for makes later calls a
+    file read, and a lock beside the venv makes concurrent sessions (CI, a
+    benchmark) wait for one build instead of each building. A changed set is
+    synced into the existing venv by uv (only the difference is installed,
+    from uv's cache next to the venv), so a new pin costs seconds, not a rebuild.
+    """
     stamp = venv / ".stamp"
     wanted = hashlib.sha256(f"{sorted(requirements)} {UV} {python_version}".encode()).hexdigest()
     python = venv / "bin" / "python"
-    if stamp.exists() and stamp.read_text() == wanted and python.exists():
-        return python
-    log(f"creating {venv} ({len(requirements)} requirements, python {python_version}); a few minutes once")
-    shutil.rmtree(venv, ignore_errors=True)
     venv.parent.mkdir(parents=True, exist_ok=True)
-    run("venv", [interpreter(python_version), "-m", "venv", str(venv)])
-    pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-    run("venv: install uv", [*pip, f"uv=={UV}"])
-    lock = venv / "requirements.lock"
-    compile_lock(venv, [*requirements, f"uv=={UV}"], python_version, lock)
-    run("venv: install", [*pip, "-r", str(lock)])
-    stamp.write_text(wanted)
+    with (venv.parent / f"{venv.name}.lock").open("w") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        if stamp.exists() and stamp.read_text() == wanted and python.exists():
+            return python
+        uv = venv / "bin" / "uv"
+        minor = ".".join(python_version.split(".")[:2])
+        if not (uv.exists() and python.exists() and _python_minor(python) == minor):
+            log(f"creating {venv} (python {python_version}); a few minutes once")
+            shutil.rmtree(venv, ignore_errors=True)
+            run("venv", [interpreter(python_version), "-m", "venv", str(venv)])
+            run("venv: install uv", [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                                     f"uv=={UV}"])
+        log(f"syncing {venv} with {len(requirements)} requirements")
+        stamp.unlink(missing_ok=True)
+        lock = venv / "requirements.lock"
+        compile_lock(venv, [*requirements, f"uv=={UV}"], python_version, lock)
+        run("venv: sync", [str(uv), "pip", "sync", "-q", "--python", str(python), str(lock)],
+            env={**os.environ, "UV_CACHE_DIR": str(venv.parent / "uv-cache")})
+        stamp.write_text(wanted)
     return python
+
+
+def _python_minor(python: Path) -> str:
+    return run("venv: python version", [str(python), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"]).strip()
 
 
 def venv_env(venv: Path) -> dict[str, str]:
@@ -138,6 +159,15 @@ def bridge_gateway() -> str:
         "docker", "network", "inspect", "bridge", "--format", "{{(index .IPAM.Config 0).Gateway}}",
     ])
     return out.strip()
+
+
+def package_index_hosts() -> list[str]:
+    """Hosts pip downloads from (its index settings, else PyPI's): a client's environments resolve there."""
+    urls = [os.environ.get("PIP_INDEX_URL") or "https://pypi.org/simple", *os.environ.get("PIP_EXTRA_INDEX_URL", "").split()]
+    hosts = {urllib.parse.urlsplit(url).hostname for url in urls} - {None}
+    if "pypi.org" in hosts:
+        hosts.add("files.pythonhosted.org")
+    return sorted(hosts)
 
 
 def free_port(host: str) -> int:
