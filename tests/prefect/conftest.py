@@ -5,14 +5,18 @@ client scripts run with the Prefect venv's interpreter (``run_client``), the
 toolkit coming from this checkout through PYTHONPATH. The venv is built once
 per machine under ``~/.cache/toolkit/tests/`` (keyed by what it holds); the
 server is one per test session, bound to the Docker bridge's gateway so
-containers reach it as well as this host. Results are checked through the
-server's REST API from the test process.
+containers (and the local cluster's pods) reach it as well as this host, and
+it requires an auth string, so a job reports there only if the caller's
+Prefect settings reached it (``toolkit.prefect.flows``). Results are checked
+through the server's REST API from the test process.
 """
 
 from __future__ import annotations
 
 import json
+import base64
 import os
+import secrets
 import subprocess
 import sys
 import tomllib
@@ -57,12 +61,16 @@ def prefect_venv() -> PrefectVenv:
 class PrefectServer:
     api_url: str
     env: dict[str, str]
+    auth_string: str
+    """The server takes only requests with it: a job reports there only if it got the caller's (a secret)."""
 
     def flow_runs(self, flow_name: str) -> list[dict[str, Any]]:
         """Flow runs of the flow named ``flow_name``, newest first, through the REST API."""
         body = json.dumps({"flows": {"name": {"any_": [flow_name]}}, "sort": "EXPECTED_START_TIME_DESC"}).encode()
+        authorization = "Basic " + base64.b64encode(self.auth_string.encode()).decode()
         request = urllib.request.Request(
-            f"{self.api_url}/flow_runs/filter", data=body, headers={"Content-Type": "application/json"}
+            f"{self.api_url}/flow_runs/filter", data=body,
+            headers={"Content-Type": "application/json", "Authorization": authorization},
         )
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         with opener.open(request, timeout=30) as response:
@@ -79,9 +87,10 @@ def prefect_server(prefect_venv: PrefectVenv, tmp_path_factory: pytest.TempPathF
     with harness.outbound_sink() as sink:
         host = harness.bridge_gateway()
         port = harness.free_port(host)
-        env = harness.server_env(prefect_venv.path, work / "home", host, port, sink)
+        auth_string = f"toolkit-tests:{secrets.token_urlsafe(12)}"
+        env = harness.server_env(prefect_venv.path, work / "home", host, port, sink, auth_string)
         with harness.prefect_server(prefect_venv.path, env, work / "server.log"):
-            yield PrefectServer(env["PREFECT_API_URL"], env)
+            yield PrefectServer(env["PREFECT_API_URL"], env, auth_string)
         assert sink.attempts == [], f"something tried to reach the network: {sink.attempts}"
 
 

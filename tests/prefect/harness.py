@@ -176,14 +176,20 @@ def free_port(host: str) -> int:
         return probe.getsockname()[1]
 
 
-def server_env(venv: Path, home: Path, host: str, port: int, sink: OutboundSink) -> dict[str, str]:
+def server_env(
+    venv: Path, home: Path, host: str, port: int, sink: OutboundSink, auth_string: str | None = None
+) -> dict[str, str]:
     """Settings of a throw-away server (SQLite in ``home``, UI and analytics off) and of its clients.
 
     HTTP(S)_PROXY point at ``sink``, so any try to reach the network is
     recorded instead of silently succeeding through this machine's proxy.
+    ``auth_string`` (``user:password``) makes the server require it, and
+    its clients send it, as a team's self-hosted server would.
     """
     no_proxy = f"{host},localhost,127.0.0.1"
+    auth = {"PREFECT_SERVER_API_AUTH_STRING": auth_string, "PREFECT_API_AUTH_STRING": auth_string} if auth_string else {}
     return {
+        **auth,
         **venv_env(venv),
         "PREFECT_HOME": str(home),
         "PREFECT_API_URL": f"http://{host}:{port}/api",

@@ -22,9 +22,13 @@ from tests.k8s.layout import ClusterInfo, Layout
 from tests.prefect import harness
 from tests.prefect.conftest import PrefectServer, PrefectVenv, run_client
 from tests.prefect.seed import FLOW_NAME, SEEDS, seed_script
+from toolkit.decorators import InfraFunction
 from toolkit.environments.base import describe_image
+from toolkit.pools import PoolRegistry
+from toolkit.prefect.pool_import import import_pool
 
 pytestmark = [pytest.mark.engine, pytest.mark.k8s, pytest.mark.slow]
+TEMPLATES = Path(__file__).resolve().parents[2] / "toolkit" / "prefect" / "templates"
 
 DOCKERFILE = """\
 FROM {base}
@@ -81,3 +85,26 @@ def test_seed_examples_run_on_the_local_cluster_with_the_import_line_changed(
     assert "hello\n" in run.stdout
     [new] = [run for run in prefect_server.flow_runs(FLOW_NAME) if run["id"] not in before]
     assert new["state_type"] == "COMPLETED", new
+
+
+def _double(x: int) -> int:
+    return 2 * x
+
+
+def test_the_imported_collection_template_previews_a_run_on_the_cluster(
+    k8s_cluster: ClusterInfo, namespace: str
+) -> None:
+    """``toolkit pool import`` of prefect-kubernetes' default template, previewed for real (the provider
+    asks the cluster), with what a platform team fills in: image, namespace, context, storage endpoint."""
+    text = (TEMPLATES / "kubernetes.json").read_text()
+    pool, report = import_pool(text, "imported-olympic", "kubernetes.json", storage=f"s3://{k8s_cluster.bucket}/{namespace}")
+    assert report.lost == []
+    defaults = {"image": k8s_cluster.runner_image, "namespace": namespace, "context": k8s_cluster.context}
+    for variable, value in defaults.items():
+        pool.base_job_template["variables"]["properties"][variable]["default"] = value
+    pool.storage.options = {"endpoint_url": k8s_cluster.s3_endpoint}
+    PoolRegistry().save(pool, overwrite=True)
+    plan = InfraFunction(_double, "kubernetes", pool.name).preview(21)
+    jobs = [change for change in plan.changes if change.type == "kubernetes:batch/v1:Job"]
+    assert [change.op for change in jobs] == ["create"], plan
+    assert jobs[0].inputs["metadata"]["namespace"] == namespace
