@@ -13,6 +13,9 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["tests.prefect.fixtures"]
+"""Prefect's venv and server (session fixtures), used by tests/prefect and by tests/k8s alike."""
+
 
 def pytest_configure(config: pytest.Config) -> None:
     # Set before any toolkit module reads it; every path derives from it at call time.

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+import tomllib
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -29,6 +30,9 @@ from pathlib import Path
 
 PREFECT = "3.9.1"
 UV = "0.13.9"
+ROOT = Path(__file__).resolve().parents[2]
+TEST_VENV = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "toolkit" / "tests" / "prefect-venv"
+"""The tests' Prefect venv: Prefect and the toolkit's own pins, for this host's Python."""
 
 
 class StepFailed(Exception):
@@ -107,6 +111,19 @@ def ensure_venv(venv: Path, requirements: list[str], python_version: str, log: C
 
 def _python_minor(python: Path) -> str:
     return run("venv: python version", [str(python), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"]).strip()
+
+
+def toolkit_requirements() -> list[str]:
+    """The toolkit's pinned core and kubernetes dependencies, so client scripts run the same versions."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return [*project["dependencies"], *project["optional-dependencies"]["kubernetes"]]
+
+
+def ensure_test_venv(log: Callable[[str], None] = print) -> Path:
+    """The tests' Prefect venv (``TEST_VENV``), built or synced if what it should hold changed."""
+    python_version = ".".join(map(str, sys.version_info[:3]))
+    ensure_venv(TEST_VENV, [f"prefect=={PREFECT}", *toolkit_requirements()], python_version, log)
+    return TEST_VENV
 
 
 def venv_env(venv: Path) -> dict[str, str]:
@@ -281,3 +298,11 @@ def ensure_image_with(
         subprocess.run(["docker", "rmi", existing[0]], capture_output=True, check=False)
     shutil.rmtree(context, ignore_errors=True)
     return digest
+
+
+if __name__ == "__main__":  # scripts/test: python -m tests.prefect.harness venv
+    if sys.argv[1:] != ["venv"]:
+        sys.exit("usage: python -m tests.prefect.harness venv")
+    started = time.perf_counter()
+    print(f"{ensure_test_venv(lambda line: print(line, file=sys.stderr, flush=True))} "
+          f"({time.perf_counter() - started:.1f}s)", file=sys.stderr)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.leaks import assert_nothing_left
-from tests.prefect.conftest import PrefectServer, PrefectVenv, run_client
+from tests.prefect.fixtures import PrefectServer, PrefectVenv, run_client
 from tests.prefect.seed import FLOW_NAME, SEEDS, seed_script
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 
 from tests.k8s import images
-from tests.k8s.conftest import client_env, k8s_cluster, kube, namespace, save_pool  # noqa: F401 (fixtures)
+from tests.k8s.conftest import save_pool
 from tests.k8s.layout import ClusterInfo, Layout
 from tests.prefect import harness
-from tests.prefect.conftest import PrefectServer, PrefectVenv, run_client
+from tests.prefect.fixtures import PrefectServer, PrefectVenv, run_client
 from tests.prefect.seed import FLOW_NAME, SEEDS, seed_script
 from toolkit.decorators import InfraFunction
 from toolkit.environments.base import describe_image

@@ -1,5 +1,8 @@
 """Fixtures for real Prefect: a cached venv with Prefect and the toolkit's dependencies, a local server.
 
+A plugin of the root conftest (``pytest_plugins``), so tests/prefect and
+tests/k8s share one server per session.
+
 Prefect stays out of the toolkit's venv: flows are defined and submitted by
 client scripts run with the Prefect venv's interpreter (``run_client``), the
 toolkit coming from this checkout through PYTHONPATH. The venv is built once
@@ -13,13 +16,11 @@ through the server's REST API from the test process.
 
 from __future__ import annotations
 
-import json
 import base64
+import json
 import os
 import secrets
 import subprocess
-import sys
-import tomllib
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,14 +31,7 @@ import pytest
 
 from tests.prefect import harness
 
-ROOT = Path(__file__).resolve().parents[2]
-CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "toolkit" / "tests"
-
-
-def toolkit_requirements() -> list[str]:
-    """The toolkit's pinned core and kubernetes dependencies, so client scripts run the same versions."""
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    return [*project["dependencies"], *project["optional-dependencies"]["kubernetes"]]
+ROOT = harness.ROOT
 
 
 @dataclass(frozen=True)
@@ -51,10 +45,8 @@ class PrefectVenv:
 
 @pytest.fixture(scope="session")
 def prefect_venv() -> PrefectVenv:
-    venv = CACHE / "prefect-venv"
-    python_version = ".".join(map(str, sys.version_info[:3]))
-    harness.ensure_venv(venv, [f"prefect=={harness.PREFECT}", *toolkit_requirements()], python_version)
-    return PrefectVenv(venv)
+    """Built before pytest starts by scripts/test (so no test's timeout covers it); a file read here."""
+    return PrefectVenv(harness.ensure_test_venv())
 
 
 @dataclass(frozen=True)
