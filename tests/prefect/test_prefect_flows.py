@@ -1,6 +1,6 @@
 """Real Prefect flows run remotely *as flows*: Prefect's engine in the job, states on a real Prefect server.
 
-Client scripts run with the Prefect venv's interpreter (see conftest), so
+Client scripts run with the Prefect venv's interpreter (see fixtures), so
 Prefect reaches each job the way any package does: detected in the pickled
 flow and found in the base (process: the job runs that interpreter) or built
 into the call's environment image (docker: ``toolkit-env:<hash>`` FROM the
