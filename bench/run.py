@@ -12,6 +12,10 @@ client's peak memory; then the same trivial job through Prefect 3's ``@docker``
 on the same engine (bench/prefect_docker.py), and the environments figures
 (bench/environments.py: first-call build, per-call cost of a cached environment). Times are never asserted
 anywhere: machines here are noisy, ratios from one run are what to compare.
+Teardown is checked, not assumed: after each throughput level every run's
+``teardown_error`` is read and the leak probes of tests/leaks.py look for
+stacks, run directories, staged bundles and containers left behind; the report
+says what they found.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # tests.leaks: the same leak probes the test suite uses
 PHASES = ("render", "bundle", "stack_up", "run", "collect", "destroy")
 TRIVIAL = "print(1 + 1)"
 
@@ -76,20 +81,30 @@ def bench_target(target: str, repeats: int, concurrency: list[int]) -> dict:
         teardown.append(time.perf_counter() - returned)
         for phase in PHASES:
             phases[phase].append(future.timings.get(phase, 0.0))
+    from tests.leaks import leftovers
+
     throughput = {}
     for n in concurrency:
         started = time.perf_counter()
         futures = [trivial.submit() for _ in range(n)]
         assert [f.result() for f in futures] == [2] * n
-        for future in futures:
-            future.wait_teardown()
+        unfinished = [f.run_id for f in futures if not f.wait_teardown(600)]
         wall = time.perf_counter() - started
+        teardown_errors = [f"{f.run_id}: {f.teardown_error}" for f in futures if f.teardown_error]
+        left = leftovers()
         base_started = time.perf_counter()
         procs = [subprocess.Popen(_baseline_command(target), stdout=subprocess.DEVNULL) for _ in range(n)]
         for proc in procs:
             proc.wait()
         base_wall = time.perf_counter() - base_started
-        throughput[n] = {"wall": wall, "runs_per_min": 60 * n / wall, "baseline_wall": base_wall}
+        throughput[n] = {
+            "wall": wall,
+            "runs_per_min": 60 * n / wall,
+            "baseline_wall": base_wall,
+            "not_torn_down": unfinished,
+            "teardown_errors": teardown_errors,
+            "leftovers": left,
+        }
     return {
         "target": target,
         "latency": _stats(latency),
@@ -124,12 +139,34 @@ def render(results: list[dict], repeats: int) -> str:
     lines += ["| target | " + " | ".join(PHASES) + " |", "|---|" + "---|" * len(PHASES)]
     for r in results:
         lines.append(f"| {r['target']} | " + " | ".join(f"{r['phases'][p]:.2f}" for p in PHASES) + " |")
-    lines += ["", "Throughput (all runs submitted at once, until every stack is destroyed):", ""]
-    lines += ["| target | concurrent | wall | runs/min | baseline wall (same n) |", "|---|---|---|---|---|"]
+    lines += [
+        "",
+        "Throughput (all runs submitted at once, until every stack is destroyed). \"Left behind\" is checked "
+        "after each level: every run's `teardown_error`, and the stacks, run directories, staged bundles and "
+        "containers the leak probes of tests/leaks.py find:",
+        "",
+    ]
+    lines += [
+        "| target | concurrent | wall | runs/min | baseline wall (same n) | left behind |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in results:
         for n, t in r["throughput"].items():
-            lines.append(f"| {r['target']} | {n} | {t['wall']:.1f}s | {t['runs_per_min']:.0f} | {t['baseline_wall']:.2f}s |")
+            lines.append(
+                f"| {r['target']} | {n} | {t['wall']:.1f}s | {t['runs_per_min']:.0f} | {t['baseline_wall']:.2f}s "
+                f"| {_left_behind(t)} |"
+            )
     return "\n".join(lines) + "\n"
+
+
+def _left_behind(level: dict) -> str:
+    """What a throughput level's check found; "nothing" only when it looked and found nothing."""
+    found = []
+    if level["not_torn_down"]:
+        found.append(f"not torn down after 600 s: {', '.join(level['not_torn_down'])}")
+    found += [f"teardown error {error}" for error in level["teardown_errors"]]
+    found += [f"{kind}: {', '.join(items)}" for kind, items in level["leftovers"].items()]
+    return "; ".join(found) if found else "nothing (checked)"
 
 
 def run_prefect(repeats: int) -> dict:

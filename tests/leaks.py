@@ -3,6 +3,10 @@
 Containers are counted for this test session's runs only (their ``toolkit-run``
 label against the run records under ``TOOLKIT_HOME``), so a second session on
 the same Docker engine neither hides nor causes a failure here.
+
+Every probe fails loudly: a probe that cannot look (``docker ps`` erroring, the
+backend unreadable) raises ``LeakProbeError`` instead of reporting nothing,
+because "could not check" must never read as "nothing left".
 """
 
 from __future__ import annotations
@@ -13,8 +17,15 @@ from toolkit import settings
 from toolkit.engine import list_run_stacks
 
 
+class LeakProbeError(AssertionError):
+    """A leak check could not look where it had to; the test fails rather than pass unchecked."""
+
+
 def run_stacks() -> list[str]:
-    return [name for name, _tags in list_run_stacks(settings.default_backend_url())]
+    try:
+        return [name for name, _tags in list_run_stacks(settings.default_backend_url())]
+    except Exception as exc:
+        raise LeakProbeError(f"could not list the run stacks in {settings.default_backend_url()}: {exc}") from exc
 
 
 def session_run_ids() -> set[str]:
@@ -22,23 +33,32 @@ def session_run_ids() -> set[str]:
     return {path.name for path in runs.iterdir()} if runs.exists() else set()
 
 
+def session_containers() -> list[str]:
+    """Names of containers (running or not) labelled with one of this session's run ids."""
+    command = ["docker", "ps", "-a", "--filter", "label=toolkit-run", "--format", '{{.Names}} {{.Label "toolkit-run"}}']
+    try:
+        docker = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise LeakProbeError(f"`{' '.join(command[:3])}` could not run: {exc}") from exc
+    if docker.returncode != 0:
+        raise LeakProbeError(f"`docker ps` failed (exit {docker.returncode}): {docker.stderr.strip()}")
+    ours = session_run_ids()
+    return [line.split()[0] for line in docker.stdout.splitlines() if line.split()[-1] in ours]
+
+
+def _names(directory_name: str) -> list[str]:
+    directory = settings.home() / directory_name
+    return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
+
+
 def leftovers() -> dict[str, list[str]]:
     """Stacks in the backend, run directories, staged bundles, toolkit containers."""
-    home = settings.home()
     found = {
         "stacks": run_stacks(),
-        "run directories": sorted(p.name for p in (home / "work").glob("*")) if (home / "work").exists() else [],
-        "staged bundles": sorted(p.name for p in (home / "staging").glob("*")) if (home / "staging").exists() else [],
+        "run directories": _names("work"),
+        "staged bundles": _names("staging"),
+        "containers": session_containers(),
     }
-    docker = subprocess.run(
-        ["docker", "ps", "-a", "--filter", "label=toolkit-run", "--format", '{{.Names}} {{.Label "toolkit-run"}}'],
-        capture_output=True, text=True,
-    )
-    ours = session_run_ids()
-    found["containers"] = (
-        [line.split()[0] for line in docker.stdout.splitlines() if line.split()[-1] in ours]
-        if docker.returncode == 0 else []
-    )
     return {kind: items for kind, items in found.items() if items}
 
 

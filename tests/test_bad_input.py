@@ -104,7 +104,9 @@ def test_non_utf8_output_is_kept_readable():
         future = submitter.submit(noisy)
     assert future.result() == "done"
     assert future.logs() == "caf\ufffd \ufffd\ufffd ok\n"
-    assert json.dumps(future.logs())  # storable as JSON / printable
+    # valid text (no lone surrogates): it encodes strictly as UTF-8 and survives a JSON document unchanged
+    assert future.logs().encode("utf-8", errors="strict") == b"caf\xef\xbf\xbd \xef\xbf\xbd\xef\xbf\xbd ok\n"
+    assert json.loads(json.dumps(future.logs(), ensure_ascii=False)) == future.logs()
 
 
 def test_pool_storage_its_jobs_cannot_reach_is_refused_at_creation():

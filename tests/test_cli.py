@@ -53,18 +53,24 @@ def jobs(tmp_path: Path) -> Path:
     return path
 
 
-def test_doctor_reports_every_component_and_exits_zero_when_healthy():
-    result = toolkit("doctor", "--json")
+def test_doctor_reports_every_component_and_exits_zero_when_healthy(tmp_path):
+    # A home of its own: pools other tests register (cloud targets whose plugins cannot exist here) would
+    # rightly make doctor report those plugins missing.
+    result = toolkit("doctor", "--json", env={"TOOLKIT_HOME": str(tmp_path)})
     assert result.returncode == 0, result.stdout
     components = {check["component"]: check for check in json.loads(result.stdout)}
     for name in ("Pulumi CLI", "Python language host", "dynamic provider shim", "plugin docker",
                  "plugin kubernetes", "Docker engine", "runner image", "state backend", "pool registry",
                  "policy packs"):
         assert components[name]["ok"], components[name]
+    assert components["plugin docker"]["detail"].endswith("pools: local-docker")
+    assert components["plugin mode"]["detail"].startswith(("online: ", "offline: "))
 
 
 def test_doctor_reports_a_stopped_engine_and_a_missing_plugin_with_the_fix(tmp_path):
-    result = toolkit("doctor", env={"DOCKER_HOST": "unix:///nonexistent/docker.sock", "PULUMI_HOME": str(tmp_path)})
+    # An empty plugin cache and toolkit cache (whose own builds the engine would find on PATH too).
+    result = toolkit("doctor", env={"DOCKER_HOST": "unix:///nonexistent/docker.sock", "PULUMI_HOME": str(tmp_path),
+                                    "TOOLKIT_CACHE_DIR": str(tmp_path / "cache")})
     assert result.returncode == 1
     lines = result.stdout.splitlines()
     engine = next(i for i, line in enumerate(lines) if "Docker engine" in line)

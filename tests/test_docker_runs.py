@@ -47,6 +47,9 @@ def whoami(tag: str) -> dict:
     except OSError:
         root_writable = False
     status = dict(line.split(":\t", 1) for line in open("/proc/self/status").read().splitlines() if ":\t" in line)
+    mounts = {fields[1]: fields for fields in (line.split() for line in open("/proc/mounts"))}
+    with open("/tmp/probe", "w") as handle:  # the one writable place besides the run directory
+        handle.write("x")
     limits = [p for p in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes") if os.path.exists(p)]
     return {
         "uid": os.getuid(),
@@ -56,6 +59,7 @@ def whoami(tag: str) -> dict:
         "no_new_privs": status["NoNewPrivs"].strip(),
         "memory_limit": int(open(limits[0]).read()),
         "run_key_in_env": "TOOLKIT_RUN_KEY" in os.environ,
+        "tmp_mount": (mounts["/tmp"][2], sorted(mounts["/tmp"][3].split(","))) if "/tmp" in mounts else None,
     }
 
 
@@ -65,6 +69,8 @@ def test_success_runs_hardened_and_streams_output():
     assert value["cap_eff"] == "0000000000000000" and value["no_new_privs"] == "1"
     assert value["memory_limit"] == 256 * 1024 * 1024
     assert value["run_key_in_env"] is False  # the runner takes it out before calling the function
+    fstype, options = value["tmp_mount"]  # the README's size-capped /tmp tmpfs
+    assert fstype == "tmpfs" and {"rw", "nosuid", "nodev", f"size={256 * 1024}k"} <= set(options)
 
 
 def test_output_streams_into_the_future_logs():
@@ -122,7 +128,6 @@ def test_six_concurrent_runs():
 
 
 def test_preview_shows_the_container_and_creates_nothing():
-    before = subprocess.run(["docker", "ps", "-aq"], capture_output=True, text=True).stdout
     plan = whoami.with_options(env={"TOKEN": toolkit.secret("p@ss"), "MODE": "fast"}, cpus=0.5).preview("x")
     container = next(c for c in plan.changes if c.type == "docker:index/container:Container")
     assert container.op == "create"
@@ -131,8 +136,15 @@ def test_preview_shows_the_container_and_creates_nothing():
     assert container.inputs["readOnly"] is True and container.inputs["user"] == "1000:1000"
     assert any(v["containerPath"] == "/toolkit-run" for v in container.inputs["volumes"])
     assert plan.job["env"] == {"TOKEN": "[secret]", "MODE": "fast"}
+    assert container.inputs["envs"] == ["MODE=fast"]  # `docker inspect` will show no secret
+    storage = next(c for c in plan.changes if c.name == "run-directory")
+    assert storage.inputs["secrets"] == {"TOKEN": "[secret]", "TOOLKIT_RUN_KEY": "[secret]"}
     assert "p@ss" not in plan.to_json() and "p@ss" not in str(plan)
-    assert subprocess.run(["docker", "ps", "-aq"], capture_output=True, text=True).stdout == before
+    assert [(plugin.name, plugin.version, plugin.present) for plugin in plan.plugins] == [("docker", "5.2.0", True)]
+    assert "Provider plugins:\n    docker v5.2.0: present (" in str(plan)
+    containers = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=toolkit-run={plan.run_id}"],
+                                capture_output=True, text=True, check=True)
+    assert containers.stdout == ""  # none for this run (other sessions share the engine)
 
 
 def test_missing_image_fails_before_provisioning_with_how_to_build():

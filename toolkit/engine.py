@@ -25,11 +25,12 @@ from pulumi import automation as auto
 from pydantic import BaseModel
 
 from toolkit import settings
-from toolkit.errors import ProvisionError, TeardownError, ToolchainError
+from toolkit.errors import ProvisionError, TeardownError
 from toolkit.guardrails.policy import violation_error
 from toolkit.guardrails.secrets import selected_provider
 from toolkit.plan import ResourceChange
 from toolkit.progress import Progress
+from toolkit.toolchain import cli_lookup
 
 RUN_TAG = "toolkit:run"
 """One stack tag holding ``RunTag`` as JSON: one CLI call to set, instead of one per field."""
@@ -89,14 +90,8 @@ def owner_alive(owner: str) -> bool | None:
 
 @functools.cache
 def pulumi_command() -> auto.PulumiCommand:
-    """The Pulumi CLI, checked once per process against the SDK's minimum version."""
-    binary = settings.pulumi_binary()
-    if binary is None or not binary.exists():
-        raise ToolchainError(
-            "the Pulumi CLI was not found (neither on PATH nor in the toolkit cache). "
-            "Run `toolkit toolchain install`"
-        )
-    return auto.PulumiCommand(root=str(binary.parent.parent))
+    """The Pulumi CLI, found and checked once per process against the SDK's minimum version."""
+    return cli_lookup.automation_command()
 
 
 def workspace_options(

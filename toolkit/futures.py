@@ -134,7 +134,8 @@ class RunFuture:
                 raise FutureTimeoutError(f"run {self.run_id} has no result after {timeout}s (still {self.state})")
         except KeyboardInterrupt:
             self.progress.say("[yellow]interrupted: cancelling and tearing down the stack...[/yellow]")
-            self.cancel()
+            self._cancel.set()
+            self._wait_teardown_through_interrupts()
             raise
         if self._error is not None:
             raise self._error
@@ -162,6 +163,18 @@ class RunFuture:
     def policy_results(self) -> list[PolicyResult]:
         """Verdicts of the pool's policy packs on this run (advisory ones; a mandatory one raises)."""
         return list(self.progress.policy_results)
+
+    def _wait_teardown_through_interrupts(self) -> None:
+        """Wait for the teardown; a further Ctrl-C must not abandon it (a stack left up), so it only says so."""
+        while True:
+            try:
+                self._torn_down.wait()
+                return
+            except KeyboardInterrupt:
+                self.progress.say(
+                    "[yellow]still tearing down the stack; Ctrl-C cannot stop that "
+                    "(a kill -9 would leave it to `toolkit gc`)[/yellow]"
+                )
 
     def wait_teardown(self, timeout: float | None = None) -> bool:
         """Wait until the run's stack is destroyed and removed."""

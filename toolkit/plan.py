@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from toolkit.environments.summary import EnvironmentSummary
 from toolkit.guardrails.policy import PolicyResult
 from toolkit.secretvalues import mask
+from toolkit.toolchain.plugins import PluginStatus
 
 SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
 """Pulumi's marker for a secret value in serialized property maps."""
@@ -48,6 +49,9 @@ class Plan(BaseModel):
     target: str
     function: str
     job: dict[str, Any] = Field(default_factory=dict, description="The rendered job configuration (secrets masked).")
+    plugins: list[PluginStatus] = Field(
+        default_factory=list, description="Provider plugins the pool's target needs and where each was found."
+    )
     changes: list[ResourceChange] = Field(default_factory=list)
     environment: EnvironmentSummary | None = Field(
         default=None, description="The call's environment: cached or to be built, and each package's source."
@@ -69,6 +73,8 @@ class Plan(BaseModel):
         widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(("OP", "TYPE", "NAME"))]
         lines = [header, "", "Job configuration (secrets masked):"]
         lines += [f"    {key}: {json.dumps(value, default=str)}" for key, value in sorted(self.job.items())]
+        if self.plugins:
+            lines += ["", "Provider plugins:"] + [f"    {plugin.describe()}" for plugin in self.plugins]
         if self.environment is not None:
             lines += ["", *self.environment.lines()]
         lines += ["", "  ".join(h.ljust(w) for h, w in zip(("OP", "TYPE", "NAME"), widths))]

@@ -42,6 +42,7 @@ def preview_run(prepared: PreparedRun) -> Plan:
         target=prepared.target.name,
         function=prepared.function_name,
         job=prepared.masked_job(),
+        plugins=prepared.plugins,
         changes=changes,
         environment=prepared.environment.summary() if prepared.environment else None,
         policy_packs=prepared.policy_packs,

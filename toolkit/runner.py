@@ -92,11 +92,38 @@ def _terminated(signum: int, _frame: object) -> None:
     os._exit(128 + signum)
 
 
+def load_secrets(path: str) -> None:
+    """Put the job's secrets file (run key, secret env values) into ``os.environ``, then delete it.
+
+    Once deleted, nothing the function starts can read the file again; the values
+    live only in this process's memory (``/proc/<pid>/environ`` shows the
+    environment the process started with, which never held them).
+    """
+    try:
+        with open(path, encoding="utf-8") as handle:
+            values = json.load(handle)
+    except FileNotFoundError:
+        print(
+            f"toolkit runner: the secrets file {path} is gone; a job reads it once, so this job was "
+            "started twice (a restart policy?). Submit the call again",
+            file=sys.stderr,
+        )
+        raise SystemExit(3) from None
+    try:
+        os.unlink(path)
+    except OSError as exc:
+        print(f"toolkit runner: could not delete the secrets file {path} ({exc})", file=sys.stderr)
+    os.environ.update(values)
+
+
 def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminated)
     parser = argparse.ArgumentParser(prog="toolkit.runner", description=__doc__)
     parser.add_argument("--storage", required=True, help="fsspec URL of the run's storage prefix")
+    parser.add_argument("--secrets", help="file holding the run key and secret env values (read, then deleted)")
     options = parser.parse_args(argv)
+    if options.secrets:
+        load_secrets(options.secrets)
     key = os.environ.pop(RUN_KEY_ENV, None)
     if not key:
         print(f"toolkit runner: {RUN_KEY_ENV} is not set; refusing to run an unverifiable bundle", file=sys.stderr)

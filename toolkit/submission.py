@@ -1,6 +1,7 @@
 """Turning one call into a ready-to-provision run: steps 1-3 of a submission.
 
-Resolve the pool, render and validate the job, plan the call's environment
+Resolve the pool, render and validate the job, check the target's provider
+plugins are here (downloading them when online), plan the call's environment
 (packages and include_files, ``toolkit.environments``), bundle and sign the
 call. All of it happens before any run stack exists, so every input error
 surfaces here with nothing provisioned; ``preview`` and ``submit`` share it.
@@ -30,7 +31,10 @@ from toolkit.infra import get_target
 from toolkit.infra.base import RunContext, Target
 from toolkit.pools import PoolRegistry, WorkPool
 from toolkit.prefect.flows import flow_job_env
+from toolkit.progress import Progress
 from toolkit.secretvalues import mask
+from toolkit.toolchain import plugins
+from toolkit.toolchain.plugins import PluginStatus
 
 
 def function_name(fn: Callable[..., Any]) -> str:
@@ -59,6 +63,8 @@ class PreparedRun:
     """Local directories of the pool's policy packs (published ones fetched)."""
     block: bool = True
     """Wait for a slot when the pool is at ``max_concurrent_runs``; False fails at once."""
+    plugins: list[PluginStatus] = field(default_factory=list)
+    """The provider plugins the target needs, all present (checked before any stack exists)."""
     timings: dict[str, float] = field(default_factory=dict)
     environment: lifecycle.EnvironmentPlan | None = None
 
@@ -137,6 +143,9 @@ def prepare(
     target.check_capabilities(variables, pool.name)
     job = target.parse_job(config, pool.name)
     target.preflight(job, pool.name)
+    plugin_statuses = plugins.require(
+        target.plugin_packages, f"pool {pool.name!r} ({target.name})", Progress(run_id).say
+    )
     policy_packs = resolve_packs(pool.policy_packs, registry.url, pool.name)
     secrets_provider = selected_provider(pool.secrets_provider)
     backend_url = pool.backend_url or settings.default_backend_url()
@@ -197,6 +206,7 @@ def prepare(
         backend_url=backend_url,
         secrets_provider=secrets_provider,
         policy_packs=policy_packs,
+        plugins=plugin_statuses,
         timings=timings,
         environment=environment,
     )

@@ -8,20 +8,37 @@ account it serves the accounts a test module lists in ``AZURITE_ACCOUNTS``
 account name a run provisions. If npm or Azurite fails, the fixture fails
 with the reason: it never skips.
 
+``azurite_oauth``: the same Azurite over HTTPS (a certificate made for the
+test, trusted through ``SSL_CERT_FILE``/``REQUESTS_CA_BUNDLE``) with OAuth on
+(``--oauth basic``): it takes Azure AD bearer tokens and checks their issuer,
+audience and lifetime, as Blob storage does for a managed identity.
+
+``managed_identity``: Azure's instance metadata token endpoint (IMDS), as an
+ACI container group's user-assigned identity sees it. ``azure-identity`` is
+pointed at it with ``AZURE_POD_IDENTITY_AUTHORITY_HOST`` and no other
+credential around, so ``DefaultAzureCredential`` takes its managed-identity
+path. It issues JWTs of the shape Azure AD issues, per resource and client id.
+
 ``fake_arm``: ``GET`` of a container group (with instance views) and of a
-container's logs, in the shapes of the Microsoft.ContainerInstance REST API.
+container's logs, in the shapes of the Microsoft.ContainerInstance REST API;
+every call must carry the bearer token ``managed_identity`` issued for ARM.
 """
 
 from __future__ import annotations
 
 import base64
+import datetime
 import hashlib
+import ipaddress
+import json
 import os
 import re
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,12 +94,14 @@ class Azurite:
         )
 
 
-@pytest.fixture(scope="module")
-def azurite(request: pytest.FixtureRequest) -> Iterator[Azurite]:
+@contextmanager
+def _serve_azurite(request: pytest.FixtureRequest, tls: tuple[Path, Path] | None = None) -> Iterator[Azurite]:
+    """Azurite on a free loopback port; with ``tls`` (cert, key): HTTPS and OAuth bearer tokens accepted."""
     binary = azurite_binary()
     accounts = [DEV_ACCOUNT, *getattr(request.module, "AZURITE_ACCOUNTS", ())]
     keys = ";".join(f"{a}:{DEV_KEY if a == DEV_ACCOUNT else account_key(a)}" for a in accounts)
     port = free_port()
+    secure = ["--oauth", "basic", "--cert", str(tls[0]), "--key", str(tls[1])] if tls else []
     with tempfile.TemporaryDirectory(prefix="azurite-") as location:
         process = subprocess.Popen(
             [
@@ -95,18 +114,175 @@ def azurite(request: pytest.FixtureRequest) -> Iterator[Azurite]:
                 location,
                 "--skipApiVersionCheck",
                 "--silent",
+                *secure,
             ],
             env={**os.environ, "AZURITE_ACCOUNTS": keys},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
         )
-        endpoint = f"http://127.0.0.1:{port}"
+        endpoint = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
         try:
-            wait_until_serving(f"{endpoint}/{DEV_ACCOUNT}?comp=list", process, "azurite-blob")
+            verify = str(tls[0]) if tls else True
+            wait_until_serving(f"{endpoint}/{DEV_ACCOUNT}?comp=list", process, "azurite-blob", verify=verify)
             yield Azurite(endpoint)
         finally:
             process.terminate()
             process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def azurite(request: pytest.FixtureRequest) -> Iterator[Azurite]:
+    with _serve_azurite(request) as served:
+        yield served
+
+
+def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and localhost, and its key, as PEM files in ``directory``."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "azurite.crt", directory / "azurite.key"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_path, key_path
+
+
+@dataclass
+class SecureAzurite(Azurite):
+    certificate: Path
+    """PEM file that clients (and job subprocesses, through ``SSL_CERT_FILE``) trust."""
+
+    def account_host(self, account: str) -> str:
+        """adlfs ``account_host`` for ``account``: Azurite names accounts by path, not by host."""
+        return f"{self.blob_endpoint.removeprefix('https://')}/{account}"
+
+    def connection_string(self, account: str = DEV_ACCOUNT) -> str:
+        return super().connection_string(account).replace("DefaultEndpointsProtocol=http;", "DefaultEndpointsProtocol=https;")
+
+
+@pytest.fixture(scope="module")
+def azurite_oauth(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureAzurite]:
+    tls = self_signed_certificate(tmp_path_factory.mktemp("azurite-tls"))
+    with _serve_azurite(request, tls) as served:
+        yield SecureAzurite(served.blob_endpoint, tls[0])
+
+
+# -- a managed identity: Azure's instance metadata token endpoint -------------------------------------
+
+TENANT = "00000000-0000-0000-0000-0000000000bb"
+ARM_RESOURCE = "https://management.azure.com"
+STORAGE_RESOURCE = "https://storage.azure.com"
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+@dataclass
+class FakeManagedIdentity:
+    """``GET /metadata/identity/oauth2/token`` as IMDS answers it, recording who asked for what."""
+
+    server: FakeHttpServer
+    issued: dict[str, str] = field(default_factory=dict)
+    """Token by ``resource|client_id`` (client_id '' for the system-assigned identity)."""
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def install(self) -> None:
+        self.server.route("GET", r"/metadata/identity/oauth2/token", self._token)
+
+    def token_for(self, resource: str, client_id: str = "") -> str:
+        """An Azure AD-shaped JWT (issuer, audience, lifetime: what Azurite's OAuth checks); unsigned."""
+        key = f"{resource}|{client_id}"
+        if key not in self.issued:
+            now = int(time.time())
+            header = {"typ": "JWT", "alg": "RS256", "kid": "fake"}
+            claims = {
+                "aud": resource,
+                "iss": f"https://sts.windows.net/{TENANT}/",
+                "iat": now - 60,
+                "nbf": now - 60,
+                "exp": now + 3600,
+                "appid": client_id or "system-assigned",
+                "oid": hashlib.sha256(key.encode()).hexdigest()[:32],
+                "tid": TENANT,
+            }
+            parts = [_b64url(json.dumps(part).encode()) for part in (header, claims)]
+            self.issued[key] = ".".join([*parts, _b64url(b"not-signed")])
+        return self.issued[key]
+
+    def _token(self, _match: re.Match[str], request: Request) -> tuple[int, dict[str, Any]]:
+        if request.headers.get("Metadata") != "true":
+            return 400, {"error": "invalid_request", "error_description": "Required metadata header not specified"}
+        resource = (request.query.get("resource") or [""])[0]
+        if not resource or "api-version" not in request.query:
+            return 400, {"error": "invalid_request", "error_description": "Required query parameter missing"}
+        client_id = (request.query.get("client_id") or [""])[0]
+        token = self.token_for(resource.rstrip("/"), client_id)
+        expires = str(int(time.time()) + 3600)
+        return 200, {
+            "access_token": token,
+            "client_id": client_id,
+            "expires_in": "3600",
+            "expires_on": expires,
+            "ext_expires_in": "3600",
+            "not_before": str(int(time.time()) - 60),
+            "resource": resource,
+            "token_type": "Bearer",
+        }
+
+    def requests_for(self, resource: str) -> list[Request]:
+        return [r for r in self.server.calls("GET", "/metadata/identity") if r.query.get("resource") == [resource]]
+
+
+IDENTITY_ENV = (
+    "AZURE_CLIENT_SECRET",
+    "AZURE_CLIENT_CERTIFICATE_PATH",
+    "AZURE_TENANT_ID",
+    "AZURE_USERNAME",
+    "AZURE_FEDERATED_TOKEN_FILE",
+    "IDENTITY_ENDPOINT",
+    "IDENTITY_HEADER",
+    "IMDS_ENDPOINT",
+    "MSI_ENDPOINT",
+    "MSI_SECRET",
+)
+"""Variables that would make azure-identity use another credential than the managed identity."""
+
+
+@pytest.fixture
+def managed_identity(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeManagedIdentity]:
+    with FakeHttpServer() as server:
+        fake = FakeManagedIdentity(server)
+        fake.install()
+        for name in IDENTITY_ENV:
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("AZURE_POD_IDENTITY_AUTHORITY_HOST", fake.url)
+        yield fake
 
 
 # -- fake Azure Resource Manager ------------------------------------------------------------------
@@ -115,6 +291,7 @@ def azurite(request: pytest.FixtureRequest) -> Iterator[Azurite]:
 @dataclass
 class FakeArm:
     server: FakeHttpServer
+    identity: FakeManagedIdentity
     groups: dict[str, dict[str, Any]] = field(default_factory=dict)
     logs: dict[str, str] = field(default_factory=dict)
 
@@ -122,7 +299,21 @@ class FakeArm:
     def url(self) -> str:
         return self.server.url
 
+    def _authorize(self, request: Request) -> tuple[int, dict[str, Any]] | None:
+        """ARM's answer to a call without a token the identity endpoint issued for ARM."""
+        issued = {t for key, t in self.identity.issued.items() if key.startswith(f"{ARM_RESOURCE}|")}
+        scheme, _, token = (request.headers.get("Authorization") or "").partition(" ")
+        if scheme != "Bearer" or token not in issued:
+            return 401, {
+                "error": {
+                    "code": "AuthenticationFailed",
+                    "message": "Authentication failed. The 'Authorization' header is missing or invalid.",
+                }
+            }
+        return None
+
     def install(self) -> None:
+        self.server.authorize = self._authorize
         group = (
             r"(/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.ContainerInstance/containerGroups/[^/]+)"
         )
@@ -201,8 +392,8 @@ def container_group(
 
 
 @pytest.fixture
-def fake_arm() -> Iterator[FakeArm]:
+def fake_arm(managed_identity: FakeManagedIdentity) -> Iterator[FakeArm]:
     with FakeHttpServer() as server:
-        fake = FakeArm(server)
+        fake = FakeArm(server, managed_identity)
         fake.install()
         yield fake

@@ -2,7 +2,9 @@
 
 A fake registers ``(method, regex)`` routes; each handler gets the match and
 the request (decoded JSON body, query, headers) and returns ``(status, body)``. Every request is recorded
-so tests can assert what the code under test sent.
+so tests can assert what the code under test sent. An ``authorize`` hook sees
+each request before the routes and may refuse it (a fake API that demands the
+bearer token its fake identity endpoint issued).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from requests.structures import CaseInsensitiveDict
+
 
 @dataclass
 class Request:
@@ -23,7 +27,7 @@ class Request:
     path: str
     query: dict[str, list[str]]
     body: dict[str, Any]
-    headers: dict[str, str]
+    headers: CaseInsensitiveDict[str]
 
 
 Handler = Callable[[re.Match[str], Request], tuple[int, dict[str, Any]]]
@@ -38,6 +42,9 @@ class FakeHttpServer:
     def __init__(self) -> None:
         self.routes: list[tuple[str, re.Pattern[str], Handler]] = []
         self.requests: list[Request] = []
+        self.response_headers: dict[str, str] = {}
+        self.authorize: Callable[[Request], tuple[int, dict[str, Any]] | None] | None = None
+        """Called before routing; a ``(status, body)`` it returns is the answer (a refusal)."""
         self._lock = threading.Lock()
         fake = self
 
@@ -47,12 +54,15 @@ class FakeHttpServer:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
                 body = json.loads(raw) if raw else {}
-                request = Request(self.command, url.path, parse_qs(url.query), body, dict(self.headers))
+                headers = CaseInsensitiveDict(self.headers.items())
+                request = Request(self.command, url.path, parse_qs(url.query), body, headers)
                 status, payload = fake.dispatch(request)
                 data = json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
+                for name, value in fake.response_headers.items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(data)
 
@@ -75,6 +85,9 @@ class FakeHttpServer:
     def dispatch(self, request: Request) -> tuple[int, dict[str, Any]]:
         with self._lock:
             self.requests.append(request)
+            refusal = self.authorize(request) if self.authorize else None
+            if refusal is not None:
+                return refusal
             for method, pattern, handler in self.routes:
                 match = pattern.match(request.path)
                 if method == request.method and match:

@@ -19,8 +19,13 @@ shapes of the methods the targets use, and their state rules:
 * Cloud Run v2 ``jobs.run`` (an Operation whose metadata is the Execution),
   ``executions.get``/``cancel`` and ``executions.tasks.list``.
 * Cloud Logging ``entries.list`` with the filter clauses the watchers send.
-* Secret Manager ``versions.access`` and the metadata server's token, for the
-  job-side secret bootstrap.
+* Secret Manager ``versions.access``.
+* The GCE metadata server (ping, project id, service account, token), for
+  google-auth's Compute Engine credentials on the client and the job-side
+  secret bootstrap. The fixture points google-auth at it (``GCE_METADATA_HOST``,
+  ``GCE_METADATA_IP``) with no other credentials around, and every API route
+  refuses a request without the bearer token the metadata server issued: the
+  toolkit's real credential code runs in these tests.
 """
 
 from __future__ import annotations
@@ -42,11 +47,13 @@ from typing import Any
 import pytest
 import requests
 
-from tests.emulators.fakehttp import FakeHttpServer, Request, google_error
+from tests.emulators.fakehttp import FakeHttpServer, Handler, Request, google_error
 
 FAKE_GCS_MODULE = "github.com/fsouza/fake-gcs-server"
 FAKE_GCS_VERSION = "v1.56.1"
 PROJECT_NUMBER = "123456789012"
+PROJECT_ID = "proj-1"
+"""The project the fake metadata server says the job runs in."""
 
 # gcsfs (2026.x) first asks the Storage Control API over gRPC+TLS for a bucket's layout; a plain-http
 # emulator cannot answer, so every client would wait 60 s before falling back. Set before gcsfs is
@@ -66,14 +73,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_until_serving(url: str, process: subprocess.Popen[bytes], what: str, timeout: float = 30.0) -> None:
+def wait_until_serving(
+    url: str, process: subprocess.Popen[bytes], what: str, timeout: float = 30.0, verify: str | bool = True
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             output = process.stdout.read().decode(errors="replace") if process.stdout else ""
             pytest.fail(f"{what} exited with status {process.returncode} before serving:\n{output}")
         try:
-            requests.get(url, timeout=1)
+            requests.get(url, timeout=1, verify=verify)
             return
         except requests.ConnectionError:
             time.sleep(0.1)
@@ -203,6 +212,30 @@ class FakeGoogleApis:
         s.route("POST", r"/v2/entries:list", self._list_entries)
         s.route("GET", r"/v1/(projects/[^/]+/secrets/[^/]+/versions/[^/:]+):access", self._access_secret)
         s.route("GET", r"/computeMetadata/v1/instance/service-accounts/default/token", self._token)
+        s.route("GET", r"/computeMetadata/v1/instance/service-accounts/default/", self._account)
+        s.route("GET", r"/computeMetadata/v1/project/project-id", self._metadata(PROJECT_ID))
+        s.route("GET", r"/computeMetadata/v1/universe/universe-domain", self._metadata("googleapis.com"))
+        s.route("GET", r"/", self._metadata("ok"))  # google-auth's "is this GCE?" ping
+        s.response_headers["Metadata-Flavor"] = "Google"
+        s.authorize = self._authorize
+
+    def _authorize(self, request: Request) -> tuple[int, dict[str, Any]] | None:
+        """The metadata server asks for its header; every API wants the token it issued."""
+        if request.path == "/" or request.path.startswith("/computeMetadata/"):
+            if request.headers.get("Metadata-Flavor") != "Google":
+                return 403, {"error": "Missing Metadata-Flavor:Google header."}
+            return None
+        if request.headers.get("Authorization") != f"Bearer {TOKEN}":
+            return google_error(401, "UNAUTHENTICATED", "Request had invalid authentication credentials.")
+        return None
+
+    def api_requests(self) -> list[Request]:
+        """Requests to the APIs (not to the metadata server)."""
+        return [r for r in self.server.requests if r.path != "/" and not r.path.startswith("/computeMetadata/")]
+
+    @staticmethod
+    def _metadata(value: Any) -> Handler:
+        return lambda _match, _request: (200, value)
 
     # Vertex AI ------------------------------------------------------------------------------------
 
@@ -392,18 +425,18 @@ class FakeGoogleApis:
 
     # Secret Manager and the metadata server --------------------------------------------------------
 
-    def _access_secret(self, match: re.Match[str], request: Request) -> tuple[int, dict[str, Any]]:
-        if request.headers.get("Authorization") != f"Bearer {TOKEN}":
-            return google_error(401, "UNAUTHENTICATED", "Request had invalid authentication credentials.")
+    def _access_secret(self, match: re.Match[str], _request: Request) -> tuple[int, dict[str, Any]]:
         value = self.secrets.get(match.group(1))
         if value is None:
             return google_error(404, "NOT_FOUND", f"Secret Version [{match.group(1)}] not found.")
         return 200, {"name": match.group(1), "payload": {"data": base64.b64encode(value.encode()).decode()}}
 
-    def _token(self, _match: re.Match[str], request: Request) -> tuple[int, dict[str, Any]]:
-        if request.headers.get("Metadata-Flavor") != "Google":
-            return 403, {"error": "Missing Metadata-Flavor:Google header."}
+    def _token(self, _match: re.Match[str], _request: Request) -> tuple[int, dict[str, Any]]:
         return 200, {"access_token": TOKEN, "expires_in": 3599, "token_type": "Bearer"}
+
+    def _account(self, _match: re.Match[str], _request: Request) -> tuple[int, dict[str, Any]]:
+        email = f"runner@{PROJECT_ID}.iam.gserviceaccount.com"
+        return 200, {"aliases": ["default"], "email": email, "scopes": ["https://www.googleapis.com/auth/cloud-platform"]}
 
 
 def _matches(entry: dict[str, Any], key: str, op: str, value: str) -> bool:
@@ -419,9 +452,26 @@ def _matches(entry: dict[str, Any], key: str, op: str, value: str) -> bool:
     return actual >= value if op == ">=" else actual == value
 
 
+def point_google_auth_at(metadata_host: str, monkeypatch: pytest.MonkeyPatch, config_dir: Path) -> None:
+    """Make google-auth's Application Default Credentials those of a GCE metadata server at ``metadata_host``.
+
+    ``GCE_METADATA_HOST`` reaches job subprocesses; google-auth read it once at
+    import, so this process's copy is set too. No key file or gcloud login may
+    be found first.
+    """
+    from google.auth.compute_engine import _metadata
+
+    monkeypatch.setenv("GCE_METADATA_HOST", metadata_host)
+    monkeypatch.setenv("GCE_METADATA_IP", metadata_host)
+    monkeypatch.setattr(_metadata, "_GCE_METADATA_HOST", metadata_host)
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(config_dir))
+
+
 @pytest.fixture
-def google_apis() -> Iterator[FakeGoogleApis]:
+def google_apis(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeGoogleApis]:
     with FakeHttpServer() as server:
         fake = FakeGoogleApis(server)
         fake.install()
+        point_google_auth_at(fake.url.removeprefix("http://"), monkeypatch, tmp_path / "gcloud")
         yield fake

@@ -16,10 +16,10 @@ from typing import Any, ClassVar
 
 import pytest
 
-from tests.infra.mocking import SECRET_SIG_KEY, ProgramRun, run_program
+from tests.infra.mocking import SECRET_SIG_KEY, MockOutputs, ProgramRun, run_program
 from toolkit import templating
 from toolkit.errors import ConfigError
-from toolkit.infra.base import RunContext, Target
+from toolkit.infra.base import JobWatcher, RunContext, Target
 from toolkit.secretvalues import Secret
 
 SECRET_ENV = "API_TOKEN"
@@ -37,13 +37,29 @@ def _strip_secrets(node: Any) -> Any:
     return node
 
 
+def _without(node: Any, keys: frozenset[str]) -> Any:
+    if isinstance(node, dict):
+        return {key: _without(value, keys) for key, value in node.items() if key not in keys}
+    if isinstance(node, list):
+        return [_without(value, keys) for value in node]
+    return node
+
+
 class TargetConformance:
     target_cls: ClassVar[type[Target]]
     sample_variables: ClassVar[dict[str, Any]] = {}
     pool_storage_url: ClassVar[str | None] = None
     """Set for targets that need a pool storage URL (shared-prefix mode)."""
-    mock_outputs: ClassVar[dict[str, dict[str, Any]]] = {}
+    mock_outputs: ClassVar[dict[str, MockOutputs]] = {}
     run_id: ClassVar[str] = "0123abcd4567"
+    expected_resources: ClassVar[set[tuple[str, str]]]
+    """Every ``(type, logical name)`` the program registers for ``sample()``: no more, no fewer."""
+    expected_exports: ClassVar[dict[str, Any]]
+    """The stack outputs the program exports for ``sample()`` under ``mock_outputs``."""
+    job_type: ClassVar[str]
+    """The job resource, as the platform shows it to whoever may list jobs (`docker inspect`, the Job ...)."""
+    write_only_fields: ClassVar[frozenset[str]] = frozenset()
+    """Fields of ``job_type`` whose values the platform never shows back (ACI's ``secureValue``)."""
 
     # -- helpers -------------------------------------------------------------------
 
@@ -111,9 +127,10 @@ class TargetConformance:
         message = str(info.value)
         assert "'env'" in message and "object" in message and "['not', 'a', 'mapping']" in message
 
-    def test_program_registers_resources(self) -> None:
+    def test_program_registers_exactly_the_expected_resources(self) -> None:
         run = self.program(self.sample())
-        assert run.resources, "the program registered no resources"
+        registered = sorted((r.type, r.name) for r in run.resources)
+        assert registered == sorted(self.expected_resources)
 
     def test_run_key_and_secret_env_never_travel_in_plaintext(self) -> None:
         run = self.program(self.sample())
@@ -123,7 +140,24 @@ class TargetConformance:
         raw = json.dumps([r.raw for r in run.resources])
         assert SECRET_SIG_KEY in raw, "nothing was registered as a Pulumi secret"
 
+    def test_the_job_as_its_platform_shows_it_holds_no_secret_value(self) -> None:
+        """Not even as a Pulumi secret: encrypted in state, it would still be plain text in the platform's API."""
+        job = self.program(self.sample()).one(self.job_type)
+        shown = json.dumps(_without(job.inputs, self.write_only_fields))
+        assert RUN_KEY not in shown and SECRET_VALUE not in shown
+
     def test_watcher_builds_from_program_exports(self) -> None:
         context = self.context(self.sample())
         run = run_program(lambda: self.target.program(context), outputs=self.mock_outputs)
-        self.target.watcher(context, run.exports)
+        assert run.exports == self.expected_exports
+        watcher = self.target.watcher(context, run.exports)
+        assert isinstance(watcher, JobWatcher)
+        assert type(watcher).__module__ == type(self.target).__module__  # the target's own watcher
+
+    def test_declared_plugins_are_the_providers_the_program_uses(self) -> None:
+        from toolkit.toolchain.plugins import specs_of
+
+        run = self.program(self.sample())
+        used = {r.type.split(":")[0] for r in run.resources} - {"pulumi", "pulumi-python"}  # dynamic: no plugin
+        used |= {r.type.split(":")[2] for r in run.resources if r.type.startswith("pulumi:providers:")}
+        assert {spec.name for spec in specs_of(self.target_cls.plugin_packages)} == used

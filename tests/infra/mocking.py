@@ -6,8 +6,10 @@ values) and raw (for asserting which values travel as Pulumi secrets).
 
 from __future__ import annotations
 
+import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Union
 
 import pulumi
 from google.protobuf import json_format
@@ -35,6 +37,8 @@ class MockedResource:
     inputs: dict[str, Any]
     raw: dict[str, Any]
     id: str = ""
+    extra_outputs: dict[str, Any] = field(default_factory=dict)
+    """What the mocks returned beyond the echoed inputs (ARNs, version numbers ...)."""
 
     def secret_paths(self) -> set[str]:
         """Dotted paths of inputs that were registered as Pulumi secrets."""
@@ -55,18 +59,40 @@ class MockedResource:
         return found
 
 
+MockOutputs = Union[dict[str, Any], Callable[[pulumi.runtime.MockResourceArgs], dict[str, Any]]]
+"""Extra outputs of one resource type: fixed, or computed from the resource's name and inputs."""
+
+
+def secret_version_outputs(project_number: str) -> Callable[[pulumi.runtime.MockResourceArgs], dict[str, Any]]:
+    """Outputs of a ``gcp.secretmanager.SecretVersion`` with a number of its own (not "1" for all)
+    and a name that names its secret, as Secret Manager's ``projects/N/secrets/S/versions/V``."""
+
+    def outputs(args: pulumi.runtime.MockResourceArgs) -> dict[str, Any]:
+        number = str(1 + zlib.crc32(args.name.encode()) % 997)
+        return {"version": number, "name": f"projects/{project_number}/secrets/{args.inputs['secret']}/versions/{number}"}
+
+    return outputs
+
+
 @dataclass
 class RecordingMocks(pulumi.runtime.Mocks):
-    """Echoes inputs as outputs (plus fixed ids and per-type extras), records every registration."""
+    """Echoes inputs as outputs (plus ``<name>-id`` ids and per-type extras), records every registration.
+
+    Extras that identify a resource (an ARN, a secret version) should be computed per
+    resource, so a program that wires the wrong one into a job cannot pass a test.
+    """
 
     resources: list[MockedResource] = field(default_factory=list)
-    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    outputs: dict[str, MockOutputs] = field(default_factory=dict)
     """Extra outputs by resource type (e.g. an ARN), merged into the echoed state."""
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         resource_id = f"{args.name}-id"
-        self.resources.append(MockedResource(args.typ, args.name, unwrap_secrets(dict(args.inputs)), {}, resource_id))
-        return resource_id, {**args.inputs, **self.outputs.get(args.typ, {})}
+        extra = self.outputs.get(args.typ, {})
+        extra = extra(args) if callable(extra) else extra
+        inputs = unwrap_secrets(dict(args.inputs))
+        self.resources.append(MockedResource(args.typ, args.name, inputs, {}, resource_id, dict(extra)))
+        return resource_id, {**args.inputs, **extra}
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:
         return {}
@@ -101,7 +127,7 @@ class ProgramRun:
         return sorted(r.type for r in self.resources)
 
 
-def run_program(program: Any, outputs: dict[str, dict[str, Any]] | None = None) -> ProgramRun:
+def run_program(program: Any, outputs: dict[str, MockOutputs] | None = None) -> ProgramRun:
     """Run ``program()`` under mocks; returns every registered resource and the stack exports."""
     mocks = RecordingMocks(outputs=outputs or {})
     monitor = _RecordingMonitor(mocks)

@@ -5,14 +5,30 @@ container, secure env, overrides, the watcher against a fake of the ARM API, and
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
+import requests
+from azure.core.exceptions import HttpResponseError
 from azure.storage.blob import BlobServiceClient
 
-from tests.emulators.azure import Azurite, FakeArm, azurite, container_group, fake_arm
+from tests.emulators.azure import (
+    ARM_RESOURCE,
+    STORAGE_RESOURCE,
+    Azurite,
+    FakeArm,
+    FakeManagedIdentity,
+    SecureAzurite,
+    azurite,
+    azurite_oauth,
+    container_group,
+    fake_arm,
+    managed_identity,
+)
 from tests.infra.conformance import RUN_KEY, SECRET_ENV, TargetConformance
-from tests.infra.storage_roundtrip import round_trip
+from tests.infra.storage_roundtrip import round_trip, run_job, sealed_bundle
+from toolkit.bundles import unseal_result
 from toolkit.errors import ConfigError
 from toolkit.infra.azure_container_instance import (
     BLOB_DATA_CONTRIBUTOR,
@@ -21,7 +37,8 @@ from toolkit.infra.azure_container_instance import (
     AzureContainerInstanceTarget,
     AzureContainerInstanceWatcher,
 )
-from toolkit.runner import BUNDLE_NAME
+from toolkit.infra.rest import CloudApiError, RestClient
+from toolkit.runner import BUNDLE_NAME, RESULT_NAME, RUN_KEY_ENV, STORAGE_OPTIONS_ENV
 
 GROUP = "azure-native:containerinstance:ContainerGroup"
 ROLE = "azure-native:authorization:RoleAssignment"
@@ -59,6 +76,19 @@ class TestAzureContainerInstanceTarget(TargetConformance):
         GROUP: {"identity": {"type": "UserAssigned", "userAssignedIdentities": {}}},
         "azure-native:managedidentity:UserAssignedIdentity": {"principalId": "principal-1", "clientId": "client-1"},
     }
+    job_type = GROUP
+    write_only_fields = frozenset({"secureValue"})  # never returned by the ACI API
+    expected_resources = {
+        ("pulumi:providers:azure-native", "azure"),
+        ("azure-native:storage:StorageAccount", "storage"),
+        ("azure-native:storage:BlobContainer", "container"),
+        ("azure-native:storage:Blob", "bundle"),
+        ("azure-native:managedidentity:UserAssignedIdentity", "job-identity"),
+        ("azure-native:authorization:RoleAssignment", "job-blob-access"),
+        ("azure-native:authorization:RoleAssignment", "client-blob-read"),
+        (GROUP, "job"),
+    }
+    expected_exports = {"container_group": "job-id"}  # the mocked id of the container group "job"
 
     def group(self, *layers: dict[str, Any]) -> dict[str, Any]:
         return self.program(*layers).one(GROUP).inputs
@@ -321,3 +351,61 @@ def test_bundle_and_result_travel_through_the_runs_container(azurite: Azurite) -
     result = round_trip(url, {"connection_string": connection}, upload, RUN_KEY)
     assert result == 42
     assert {b.name for b in service.get_container_client(container).list_blobs()} == {BUNDLE_NAME, "result.tkb"}
+
+
+# -- the real credential code: DefaultAzureCredential's managed-identity path --------------------------------
+
+
+def test_arm_calls_carry_the_token_of_the_managed_identity(
+    fake_arm: FakeArm, managed_identity: FakeManagedIdentity, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(MANAGEMENT_ENDPOINT_ENV, fake_arm.url)
+    fake_arm.groups[GROUP_ID] = container_group(GROUP_ID, {"state": "Running"}, "Running")
+    assert AzureContainerInstanceTarget().watcher(None, {"container_group": GROUP_ID}).status().state == "running"  # type: ignore[arg-type]
+    assert len(managed_identity.requests_for(ARM_RESOURCE)) == 1  # asked once, then cached by the credential
+    sent = {r.headers.get("Authorization") for r in fake_arm.server.requests}
+    assert sent == {f"Bearer {managed_identity.token_for(ARM_RESOURCE)}"}
+    # the fake refuses a call without that token, so the test above cannot pass without it
+    with pytest.raises(CloudApiError, match="HTTP 401 AuthenticationFailed"):
+        RestClient(fake_arm.url, requests.Session()).call("GET", GROUP_ID, params={"api-version": "2023-05-01"})
+
+
+def test_the_job_reaches_run_storage_as_its_managed_identity(
+    azurite_oauth: SecureAzurite, managed_identity: FakeManagedIdentity
+) -> None:
+    """The ACI job's path: no key, ``AZURE_CLIENT_ID`` names the run's identity, its token goes to Blob storage."""
+    suite = TestAzureContainerInstanceTarget()
+    run = suite.program(suite.sample())
+    account = run.one("azure-native:storage:StorageAccount").inputs["accountName"]
+    container = run.one("azure-native:storage:BlobContainer").inputs["containerName"]
+    blob = run.one("azure-native:storage:Blob").inputs["blobName"]
+    job_env = {e["name"]: e.get("value") for e in run.one(GROUP).inputs["containers"][0]["environmentVariables"]}
+    client_id = job_env["AZURE_CLIENT_ID"]
+    assert client_id == run.one("azure-native:managedidentity:UserAssignedIdentity").extra_outputs["clientId"]
+    certificate = str(azurite_oauth.certificate)
+    service = BlobServiceClient.from_connection_string(
+        azurite_oauth.connection_string(account), connection_verify=certificate
+    )
+    service.create_container(container)
+    # the bundle goes in as the provider's Blob resource puts it, with the account's key
+    service.get_blob_client(container, blob).upload_blob(sealed_bundle(RUN_KEY))
+
+    url = AzureContainerInstanceTarget().per_run_storage_url(RUN_ID)
+    options = {"account_host": azurite_oauth.account_host(account)}  # Azurite's address for the account
+    job = {
+        RUN_KEY_ENV: RUN_KEY,
+        STORAGE_OPTIONS_ENV: json.dumps(options),
+        "AZURE_CLIENT_ID": client_id,
+        "AZURE_POD_IDENTITY_AUTHORITY_HOST": managed_identity.url,
+        "SSL_CERT_FILE": certificate,  # the job trusts Azurite's certificate, as it trusts Azure's
+    }
+    done = run_job(run.one(GROUP).inputs["containers"][0]["command"], job)
+    assert done.returncode == 0, done.stderr
+    asked = [r.query.get("client_id") for r in managed_identity.requests_for(STORAGE_RESOURCE)]
+    assert asked and all(ids == [client_id] for ids in asked)  # as the run's identity, nothing else
+    result = service.get_blob_client(container, RESULT_NAME).download_blob().readall()
+    assert unseal_result(result, RUN_KEY, f"{url}/{RESULT_NAME}") == 42
+    # Azurite refuses the container without credentials: the job did not get in anonymously
+    anonymous = BlobServiceClient(f"{azurite_oauth.blob_endpoint}/{account}", connection_verify=certificate)
+    with pytest.raises(HttpResponseError):
+        list(anonymous.get_container_client(container).list_blobs())

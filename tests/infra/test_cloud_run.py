@@ -8,9 +8,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import requests
 
-from tests.emulators.gcp import FakeGcs, FakeGoogleApis, fake_gcs, google_apis
-from tests.infra.conformance import RUN_KEY, SECRET_ENV, TargetConformance
+from tests.emulators.gcp import PROJECT_NUMBER, TOKEN, FakeGcs, FakeGoogleApis, fake_gcs, google_apis
+from tests.infra.conformance import RUN_KEY, SECRET_ENV, SECRET_VALUE, TargetConformance
+from tests.infra.mocking import secret_version_outputs
 from tests.infra.storage_roundtrip import round_trip
 from toolkit import settings
 from toolkit.errors import ConfigError
@@ -23,7 +25,7 @@ from toolkit.infra.cloud_run import (
     run_api,
 )
 from toolkit.infra.gcp import LOGGING_ENDPOINT_ENV, CloudLogReader
-from toolkit.infra.rest import CloudApiError, RestClient
+from toolkit.infra.rest import CloudApiError, RestClient, google_session
 from toolkit.pools import PoolRegistry, WorkPool
 from toolkit.runner import BUNDLE_NAME
 from toolkit.submission import prepare
@@ -52,9 +54,27 @@ class TestCloudRunTarget(TargetConformance):
     }
     mock_outputs = {
         "pulumi-python:dynamic/toolkit:CloudRunExecution": {"execution": EXECUTION},
-        "gcp:secretmanager/secretVersion:SecretVersion": {"version": "1"},
+        "gcp:secretmanager/secretVersion:SecretVersion": secret_version_outputs(PROJECT_NUMBER),
         "gcp:serviceaccount/account:Account": {"email": EMAIL},
     }
+    job_type = JOB
+    expected_resources = {
+        ("gcp:serviceaccount/account:Account", "job-identity"),
+        ("gcp:storage/bucket:Bucket", "bucket"),
+        ("gcp:storage/bucketIAMMember:BucketIAMMember", "bucket-objectcreator"),
+        ("gcp:storage/bucketIAMMember:BucketIAMMember", "bucket-objectviewer"),
+        ("gcp:storage/bucketObject:BucketObject", "bundle"),
+        ("gcp:secretmanager/secret:Secret", "secret-api-token"),
+        ("gcp:secretmanager/secretVersion:SecretVersion", "secret-api-token"),
+        ("gcp:secretmanager/secretIamMember:SecretIamMember", "secret-api-token-access"),
+        ("gcp:secretmanager/secret:Secret", "secret-toolkit-run-key"),
+        ("gcp:secretmanager/secretVersion:SecretVersion", "secret-toolkit-run-key"),
+        ("gcp:secretmanager/secretIamMember:SecretIamMember", "secret-toolkit-run-key-access"),
+        ("gcp:secretmanager/secretIamMember:SecretIamMember", "secret-ref-db-password-access"),
+        (JOB, "job"),
+        ("pulumi-python:dynamic/toolkit:CloudRunExecution", "execution"),
+    }
+    expected_exports = {"execution": EXECUTION, "project": "proj-1"}
 
     # -- what the program registers ------------------------------------------------------
 
@@ -99,13 +119,18 @@ class TestCloudRunTarget(TargetConformance):
         run = self.program(self.sample())
         envs = {e["name"]: e for e in run.one(JOB).inputs["template"]["template"]["containers"][0]["envs"]}
         assert envs["MODE"] == {"name": "MODE", "value": "fast"}
-        secrets = {s.name: s.inputs for s in run.of_type("gcp:secretmanager/secret:Secret")}
-        for env_name, slug in (("TOOLKIT_RUN_KEY", "toolkit-run-key"), (SECRET_ENV, "api-token")):
+        secrets = {s.name: s for s in run.of_type("gcp:secretmanager/secret:Secret")}
+        versions = {v.name: v for v in run.of_type("gcp:secretmanager/secretVersion:SecretVersion")}
+        numbers = {name: version.extra_outputs["version"] for name, version in versions.items()}
+        assert len(set(numbers.values())) == len(numbers)  # a wrong reference cannot pass by chance
+        expected = (("TOOLKIT_RUN_KEY", "toolkit-run-key", RUN_KEY), (SECRET_ENV, "api-token", SECRET_VALUE))
+        for env_name, slug, value in expected:
             assert "value" not in envs[env_name]
             ref = envs[env_name]["valueSource"]["secretKeyRef"]
-            assert ref == {"secret": secrets[f"secret-{slug}"]["secretId"], "version": "1"}
-        versions = {v.name: v for v in run.of_type("gcp:secretmanager/secretVersion:SecretVersion")}
-        assert versions["secret-toolkit-run-key"].inputs["secretData"] == RUN_KEY
+            secret = secrets[f"secret-{slug}"]
+            assert ref == {"secret": secret.inputs["secretId"], "version": numbers[f"secret-{slug}"]}
+            # that version belongs to that secret and holds this variable's value
+            assert versions[f"secret-{slug}"].inputs == {"secret": secret.id, "secretData": value}
         assert all(v.secret_paths() == {"secretData"} for v in versions.values())
         grants = run.of_type("gcp:secretmanager/secretIamMember:SecretIamMember")
         by_secret = {g.inputs["secretId"]: g.inputs for g in grants}
@@ -343,6 +368,20 @@ def test_watcher_maps_execution_states(
     assert all(word in (status.reason or "") for word in reason_words), status.reason
 
 
+def test_api_calls_carry_the_token_of_the_metadata_server(cloud_run_api: FakeGoogleApis) -> None:
+    """google-auth's Compute Engine credentials: token from the (fake) metadata server, sent as a bearer."""
+    cloud_run_api.executions[EXECUTION] = _execution([_cond("Completed", "CONDITION_SUCCEEDED")], completionTime="t")
+    cloud_run_api.tasks[EXECUTION] = []
+    watcher = CloudRunTarget().watcher(None, {"execution": EXECUTION, "project": "proj-1"})  # type: ignore[arg-type]
+    assert watcher.status().state == "succeeded"
+    assert cloud_run_api.server.calls("GET", "/computeMetadata/v1/instance/service-accounts/default/token")
+    api = cloud_run_api.api_requests()
+    assert api and {r.headers.get("Authorization") for r in api} == {f"Bearer {TOKEN}"}
+    # the fake refuses a call without that token, so the test above cannot pass without it
+    with pytest.raises(CloudApiError, match="HTTP 401 UNAUTHENTICATED"):
+        RestClient(cloud_run_api.url, requests.Session()).call("GET", f"/v2/{EXECUTION}")
+
+
 def test_watcher_reads_each_log_entry_once(cloud_run_api: FakeGoogleApis) -> None:
     resource = {"type": "cloud_run_job", "labels": {"job_name": f"toolkit-{RUN_ID}", "location": "europe-west4"}}
     mine = {"run.googleapis.com/execution_name": f"toolkit-{RUN_ID}-x7k2p"}
@@ -351,7 +390,7 @@ def test_watcher_reads_each_log_entry_once(cloud_run_api: FakeGoogleApis) -> Non
     )
     cloud_run_api.add_log("line 1", resource, mine, "2026-11-24T10:00:01Z")
     cloud_run_api.add_log("line 2", resource, mine, "2026-11-24T10:00:01Z")
-    client = RestClient(cloud_run_api.url, __import__("requests").Session())
+    client = RestClient(cloud_run_api.url, google_session())
     watcher = CloudRunWatcher(EXECUTION, "proj-1", client=client, min_interval=0)
     watcher._logs = CloudLogReader("proj-1", watcher._logs._filter, client=client, min_interval=0)
     assert watcher.read_logs() == "line 1\nline 2\n"

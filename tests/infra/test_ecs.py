@@ -30,9 +30,16 @@ from toolkit.infra.ecs import EcsTarget, EcsWatcher, _EcsTaskProvider, run_task,
 from toolkit.runner import BUNDLE_NAME, RUN_KEY_ENV
 
 ACCOUNT = "123456789012"
-SECRET_ARN = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:toolkit/run-AbCdEf"
+
+
+def secret_arn(name: str) -> str:
+    """As Secrets Manager names a secret: its name plus a random six-character suffix."""
+    return f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{name}-AbCdEf"
+
+
 SSM_ARN = f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/ml/db-password"
 ROLE_ARN = f"arn:aws:iam::{ACCOUNT}:role/toolkit-run"
+"""A role named in recorded ECS error messages."""
 TASK_ARN = f"arn:aws:ecs:{REGION}:{ACCOUNT}:task/default/0f9e8d7c6b5a"
 TASK = "pulumi-python:dynamic/toolkit:EcsTask"
 TASK_DEFINITION = "aws:ecs/taskDefinition:TaskDefinition"
@@ -71,10 +78,37 @@ class TestEcsTarget(TargetConformance):
         ],
     }
     mock_outputs = {
-        "aws:iam/role:Role": {"arn": ROLE_ARN},
-        "aws:secretsmanager/secret:Secret": {"arn": SECRET_ARN},
+        # every role and secret gets its own ARN, so a job wired to the wrong one cannot pass
+        "aws:iam/role:Role": lambda args: {"arn": f"arn:aws:iam::{ACCOUNT}:role/{args.inputs['name']}"},
+        "aws:secretsmanager/secret:Secret": lambda args: {"arn": secret_arn(args.inputs["name"])},
         TASK_DEFINITION: {"arn": f"arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/toolkit-0123abcd4567:1"},
         TASK: {"task_arn": TASK_ARN},
+    }
+    job_type = TASK_DEFINITION
+    expected_resources = {
+        ("pulumi:providers:aws", "aws"),
+        ("aws:s3/bucket:Bucket", "bucket"),
+        ("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock", "bucket-public-access-block"),
+        ("aws:s3/bucketObjectv2:BucketObjectv2", "bundle"),
+        ("aws:secretsmanager/secret:Secret", f"secret-{SECRET_ENV}"),
+        ("aws:secretsmanager/secret:Secret", "secret-TOOLKIT_RUN_KEY"),
+        ("aws:secretsmanager/secretVersion:SecretVersion", f"secret-{SECRET_ENV}-value"),
+        ("aws:secretsmanager/secretVersion:SecretVersion", "secret-TOOLKIT_RUN_KEY-value"),
+        ("aws:iam/role:Role", "task-role"),
+        ("aws:iam/rolePolicy:RolePolicy", "task-role-policy"),
+        ("aws:iam/role:Role", "execution-role"),
+        ("aws:iam/rolePolicy:RolePolicy", "execution-role-policy"),
+        ("aws:iam/rolePolicyAttachment:RolePolicyAttachment", "execution-role-ecs"),
+        ("aws:cloudwatch/logGroup:LogGroup", "log-group"),
+        (TASK_DEFINITION, "task-definition"),
+        (TASK, "task"),
+    }
+    expected_exports = {
+        "region": REGION,
+        "cluster": "ml",
+        "task_arn": TASK_ARN,
+        "container": "runner",
+        "log_group": "/toolkit/runs/0123abcd4567",
     }
 
     def program_on(self, url: str, *layers: dict[str, Any]) -> ProgramRun:
@@ -147,9 +181,19 @@ class TestEcsTarget(TargetConformance):
         run = self.program(self.sample())
         statements = _policy(run, "execution-role-policy")["Statement"]
         assert statements == [
-            {"Effect": "Allow", "Action": ["secretsmanager:GetSecretValue"], "Resource": [SECRET_ARN, SECRET_ARN]},
+            {
+                "Effect": "Allow",
+                "Action": ["secretsmanager:GetSecretValue"],
+                "Resource": [
+                    secret_arn(f"toolkit/{self.run_id}/{SECRET_ENV}"),
+                    secret_arn(f"toolkit/{self.run_id}/{RUN_KEY_ENV}"),
+                ],
+            },
             {"Effect": "Allow", "Action": ["ssm:GetParameters"], "Resource": [SSM_ARN]},
         ]
+        definition = run.one(TASK_DEFINITION).inputs
+        assert definition["taskRoleArn"] == f"arn:aws:iam::{ACCOUNT}:role/toolkit-{self.run_id}-task"
+        assert definition["executionRoleArn"] == f"arn:aws:iam::{ACCOUNT}:role/toolkit-{self.run_id}-execution"
         managed = run.one("aws:iam/rolePolicyAttachment:RolePolicyAttachment").inputs
         assert managed["policyArn"] == "arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy"
         assert managed["role"] == f"toolkit-{self.run_id}-execution"
@@ -164,10 +208,15 @@ class TestEcsTarget(TargetConformance):
         assert all(s.inputs["recoveryWindowInDays"] == 0 for s in run.of_type("aws:secretsmanager/secret:Secret"))
         runner = _containers(run)[0]
         assert {s["name"]: s["valueFrom"] for s in runner["secrets"]} == {
-            RUN_KEY_ENV: SECRET_ARN,
-            SECRET_ENV: SECRET_ARN,
+            RUN_KEY_ENV: secret_arn(f"toolkit/{self.run_id}/{RUN_KEY_ENV}"),
+            SECRET_ENV: secret_arn(f"toolkit/{self.run_id}/{SECRET_ENV}"),
             "DB_PASSWORD": SSM_ARN,
         }
+        # each reference leads to the secret holding that variable's value
+        secret_ids = {secret_arn(s.inputs["name"]): s.id for s in run.of_type("aws:secretsmanager/secret:Secret")}
+        values = {v.inputs["secretId"]: v.inputs["secretString"] for v in versions}
+        referenced = {s["name"]: values.get(secret_ids.get(s["valueFrom"])) for s in runner["secrets"]}
+        assert referenced == {RUN_KEY_ENV: RUN_KEY, SECRET_ENV: SECRET_VALUE, "DB_PASSWORD": None}
         assert {e["name"] for e in runner["environment"]} == {"MODE", "TOOLKIT_STORAGE_OPTIONS"}
         definitions = run.one(TASK_DEFINITION).inputs["containerDefinitions"]
         assert RUN_KEY not in definitions and SECRET_VALUE not in definitions

@@ -83,6 +83,17 @@ class TestKubernetesTarget(TargetConformance):
         "secret_env": {"DB_PASSWORD": "db-credentials/password"},
         "customizations": [{"op": "add", "path": "/spec/template/spec/priorityClassName", "value": "batch-low"}],
     }
+    job_type = JOB
+    expected_resources = {
+        ("pulumi:providers:kubernetes", "cluster"),
+        ("pulumi-python:dynamic/toolkit:RunStorage", "run-storage"),
+        ("kubernetes:core/v1:Secret", "run-secret"),
+        ("kubernetes:core/v1:ServiceAccount", "service-account"),
+        ("kubernetes:rbac.authorization.k8s.io/v1:Role", "run-role"),
+        ("kubernetes:rbac.authorization.k8s.io/v1:RoleBinding", "run-role-binding"),
+        (JOB, "job"),
+    }
+    expected_exports = {"namespace": "ml", "job_name": "toolkit-0123abcd4567", "container": "runner"}
 
     # -- what the program creates ------------------------------------------------------------
 

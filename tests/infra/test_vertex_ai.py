@@ -13,6 +13,7 @@ import pytest
 
 from tests.emulators.gcp import PROJECT_NUMBER, FakeGcs, FakeGoogleApis, fake_gcs, google_apis
 from tests.infra.conformance import RUN_KEY, SECRET_ENV, SECRET_VALUE, TargetConformance
+from tests.infra.mocking import secret_version_outputs
 from tests.infra.storage_roundtrip import round_trip, run_job
 from toolkit.errors import ConfigError
 from toolkit.gcp_secret_env import METADATA_HOST_ENV, SECRET_MANAGER_ENDPOINT_ENV
@@ -31,6 +32,7 @@ CUSTOM_JOB = "pulumi-python:dynamic/toolkit:VertexCustomJob"
 RUN_ID = "0123abcd4567"
 EMAIL = f"tk-run-{RUN_ID}@proj-1.iam.gserviceaccount.com"
 VERSION = f"projects/{PROJECT_NUMBER}/secrets/toolkit-{RUN_ID}-run/versions/1"
+"""A version the fake Secret Manager does not hold."""
 JOB_NAME = f"projects/{PROJECT_NUMBER}/locations/us-central1/customJobs/4711"
 
 
@@ -54,9 +56,25 @@ class TestVertexAiTarget(TargetConformance):
     }
     mock_outputs = {
         CUSTOM_JOB: {"name": JOB_NAME},
-        "gcp:secretmanager/secretVersion:SecretVersion": {"version": "1", "name": VERSION},
+        "gcp:secretmanager/secretVersion:SecretVersion": secret_version_outputs(PROJECT_NUMBER),
         "gcp:serviceaccount/account:Account": {"email": EMAIL},
     }
+    job_type = CUSTOM_JOB
+    expected_resources = {
+        ("gcp:serviceaccount/account:Account", "job-identity"),
+        ("gcp:storage/bucket:Bucket", "bucket"),
+        ("gcp:storage/bucketIAMMember:BucketIAMMember", "bucket-objectcreator"),
+        ("gcp:storage/bucketIAMMember:BucketIAMMember", "bucket-objectviewer"),
+        ("gcp:storage/bucketObject:BucketObject", "bundle"),
+        ("gcp:secretmanager/secret:Secret", "secret-api-token"),
+        ("gcp:secretmanager/secretVersion:SecretVersion", "secret-api-token"),
+        ("gcp:secretmanager/secretIamMember:SecretIamMember", "secret-api-token-access"),
+        ("gcp:secretmanager/secret:Secret", "secret-toolkit-run-key"),
+        ("gcp:secretmanager/secretVersion:SecretVersion", "secret-toolkit-run-key"),
+        ("gcp:secretmanager/secretIamMember:SecretIamMember", "secret-toolkit-run-key-access"),
+        (CUSTOM_JOB, "job"),
+    }
+    expected_exports = {"custom_job": JOB_NAME, "region": "us-central1"}
 
     def body(self, *layers: dict[str, Any]) -> dict[str, Any]:
         return self.program(*layers).one(CUSTOM_JOB).inputs["body"]
@@ -103,7 +121,14 @@ class TestVertexAiTarget(TargetConformance):
         command = container["command"]
         split = command.index("--")
         assert command[:3] == ["python3", "-m", "toolkit.gcp_secret_env"]
-        assert command[3:split] == [f"TOOLKIT_RUN_KEY={VERSION}", f"{SECRET_ENV}={VERSION}"]
+        versions = {v.name: v for v in run.of_type("gcp:secretmanager/secretVersion:SecretVersion")}
+        run_key, token = versions["secret-toolkit-run-key"], versions["secret-api-token"]
+        assert command[3:split] == [
+            f"TOOLKIT_RUN_KEY={run_key.extra_outputs['name']}",
+            f"{SECRET_ENV}={token.extra_outputs['name']}",
+        ]
+        assert run_key.extra_outputs["name"] != token.extra_outputs["name"]
+        assert (run_key.inputs["secretData"], token.inputs["secretData"]) == (RUN_KEY, SECRET_VALUE)
         assert command[split + 1 :] == [
             "python3",
             "-u",
@@ -113,9 +138,7 @@ class TestVertexAiTarget(TargetConformance):
             f"gs://toolkit-run-{RUN_ID}",
         ]
         assert container["env"] == [{"name": "MODE", "value": "fast"}]
-        versions = run.of_type("gcp:secretmanager/secretVersion:SecretVersion")
-        assert {v.inputs["secretData"] for v in versions} == {RUN_KEY, SECRET_VALUE}
-        assert all(v.secret_paths() == {"secretData"} for v in versions)
+        assert all(v.secret_paths() == {"secretData"} for v in versions.values())
         grants = run.of_type("gcp:secretmanager/secretIamMember:SecretIamMember")
         assert {g.inputs["secretId"] for g in grants} == {"secret-toolkit-run-key-id", "secret-api-token-id"}
         assert {g.inputs["member"] for g in grants} == {f"serviceAccount:{EMAIL}"}
@@ -206,12 +229,12 @@ def test_delete_cancels_waits_for_the_final_state_then_deletes(vertex: FakeGoogl
     name = _CustomJobProvider().create(props).id
     vertex.set_job_state(name, "JOB_STATE_RUNNING")
     _CustomJobProvider().delete(name, props)
-    calls = [(r.method, r.path.rsplit("/", 1)[-1]) for r in vertex.server.requests[1:]]
+    calls = [(r.method, r.path.rsplit("/", 1)[-1]) for r in vertex.api_requests()[1:]]
     job_id = name.rsplit("/", 1)[-1]
     assert calls[:2] == [("GET", job_id), ("POST", f"{job_id}:cancel")]
     deletes = [i for i, call in enumerate(calls) if call[0] == "DELETE"]
     assert len(deletes) == 1 and calls[deletes[0] - 1] == ("GET", job_id)  # deleted only once it read final
-    assert calls[-1][0] == "GET" and "operations" in vertex.server.requests[-1].path
+    assert calls[-1][0] == "GET" and "operations" in vertex.api_requests()[-1].path
     assert name not in vertex.custom_jobs
 
 
@@ -225,7 +248,7 @@ def test_delete_of_a_finished_job_does_not_cancel(vertex: FakeGoogleApis) -> Non
 
 def test_delete_of_a_job_already_gone_succeeds(vertex: FakeGoogleApis) -> None:
     _CustomJobProvider().delete(JOB_NAME, _props())
-    assert [r.method for r in vertex.server.requests] == ["GET"]
+    assert [r.method for r in vertex.api_requests()] == ["GET"]
 
 
 def test_a_job_that_will_not_stop_fails_the_delete_loudly(vertex: FakeGoogleApis) -> None:
@@ -308,7 +331,9 @@ def test_the_jobs_command_reads_its_secrets_and_runs_the_bundle(
     run = suite.program(suite.sample())
     command = run.one(CUSTOM_JOB).inputs["body"]["jobSpec"]["workerPoolSpecs"][0]["containerSpec"]["command"]
     bundle = run.one("gcp:storage/bucketObject:BucketObject").inputs
-    google_apis.secrets[VERSION] = RUN_KEY
+    versions = run.of_type("gcp:secretmanager/secretVersion:SecretVersion")
+    for version in versions:  # each version holds its own value: a job reading the wrong one fails
+        google_apis.secrets[version.extra_outputs["name"]] = version.inputs["secretData"]
     fake_gcs.create_bucket(bundle["bucket"])
     host = google_apis.url.removeprefix("http://")
     env = {METADATA_HOST_ENV: host, SECRET_MANAGER_ENDPOINT_ENV: google_apis.url}
@@ -322,7 +347,7 @@ def test_the_jobs_command_reads_its_secrets_and_runs_the_bundle(
     )
     assert result == 42
     accessed = google_apis.server.calls("GET", ":access")
-    assert [r.path for r in accessed] == [f"/v1/{VERSION}:access"] * 2
+    assert sorted(r.path for r in accessed) == sorted(f"/v1/{v.extra_outputs['name']}:access" for v in versions)
 
 
 def test_the_bootstrap_refuses_to_start_without_its_secret(google_apis: FakeGoogleApis) -> None:

@@ -4,8 +4,9 @@
 and leaves it running, or brings one up for the session and takes it down at
 the end. Each test gets its own namespace (holding a copy of the S3
 emulator's credentials Secret) and a pool whose runs land there; after the
-test the namespace must hold nothing of the run's and no run stack may remain,
-then the namespace is deleted and must disappear.
+test the namespace must hold nothing of the run's, no run stack may remain and
+the pool's prefix in the S3 emulator's bucket must be empty, then the
+namespace is deleted and must disappear.
 """
 
 from __future__ import annotations
@@ -109,8 +110,14 @@ def objects_left_after(kube: tuple, namespace: str, seconds: float) -> dict[str,
     return left
 
 
+def storage_left(info: ClusterInfo, namespace: str) -> list[str]:
+    """Objects under the runs' prefix in the S3 emulator's bucket (fails loudly if it cannot look)."""
+    fs = s3fs.S3FileSystem(endpoint_url=info.s3_endpoint, skip_instance_cache=True)
+    return fs.find(f"{info.bucket}/{namespace}")
+
+
 @pytest.fixture
-def namespace(kube: tuple, client_env: None) -> Iterator[str]:
+def namespace(kube: tuple, client_env: None, k8s_cluster: ClusterInfo) -> Iterator[str]:
     core = kube[0]
     name = f"tk-{uuid.uuid4().hex[:8]}"
     core.create_namespace({"metadata": {"name": name}})
@@ -121,6 +128,8 @@ def namespace(kube: tuple, client_env: None) -> Iterator[str]:
     left = objects_left_after(kube, name, OBJECTS_GONE_SECONDS)
     assert not left, f"the run left objects in namespace {name!r} {OBJECTS_GONE_SECONDS} s after teardown: {left}"
     assert_nothing_left()
+    stored = storage_left(k8s_cluster, name)
+    assert not stored, f"the runs left objects in the S3 emulator under {k8s_cluster.bucket}/{name}: {stored}"
     core.delete_namespace(name)
     deadline = time.monotonic() + NAMESPACE_GONE_SECONDS
     while time.monotonic() < deadline:

@@ -10,11 +10,16 @@ each test the ``namespace`` fixture checks that nothing of the run is left.
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
+from kubernetes.client import ApiClient
 
+import toolkit
 from tests.k8s.conftest import OBJECTS_GONE_SECONDS, objects_left_after, run_objects
+from tests.test_interrupt import interrupt_a_blocked_call
+from tests.test_secret_hygiene import SECRET, reports_what_it_sees, run_and_check
 from toolkit import kubernetes
 from toolkit.errors import JobFailedError, RunCancelledError
 
@@ -127,3 +132,34 @@ def test_cancel_deletes_the_job_and_its_pods(pool, kube, namespace):
         future.result()
     # Job, pod, account, role, binding, secret: all deleted (the pod within its termination grace period)
     assert objects_left_after(kube, namespace, OBJECTS_GONE_SECONDS) == {}
+
+
+# -- secrets and Ctrl-C on the cluster ------------------------------------------------------------------------
+
+
+def test_secrets_never_in_plaintext_on_the_cluster(pool, kube, namespace, monkeypatch, capfd):
+    """State, exports, preview, progress, logs, bundle (tests/test_secret_hygiene.py), and the live Job and pod
+    as the API server returns them (what `kubectl get -o yaml` prints): only secretKeyRefs, never a value.
+
+    In the pod the values are environment variables (Kubernetes injects secretKeyRef env at start), so
+    the job's own /proc environ is not required clean here, unlike docker and process."""
+    monkeypatch.setenv("TOOLKIT_PROGRESS", "1")
+    core, batch, _rbac = kube
+    serialize = ApiClient().sanitize_for_serialization
+
+    def live_job(future) -> str:
+        _wait_for_pod(kube, namespace, future.run_id, phase="Running")
+        job = batch.read_namespaced_job(f"toolkit-{future.run_id}", namespace)
+        env = job.spec.template.spec.containers[0].env
+        refs = {e.name: e.value_from.secret_key_ref.name for e in env if e.value_from and e.value_from.secret_key_ref}
+        assert refs["TOKEN"] == refs["TOOLKIT_RUN_KEY"] == f"toolkit-{future.run_id}"  # values come from the Secret
+        return json.dumps([serialize(job), *map(serialize, _pods(kube, namespace, future.run_id))])
+
+    bound = kubernetes(pool=pool)(reports_what_it_sees).with_options(env={"TOKEN": toolkit.secret(SECRET)})
+    run_and_check(bound, {"kubernetes:core/v1:Secret"}, live_job, capfd, environ_clean=False)
+
+
+@pytest.mark.parametrize("twice", [False, True], ids=["ctrl-c", "ctrl-c-again-during-teardown"])
+def test_ctrl_c_in_a_blocked_call_tears_down_on_the_cluster(pool, namespace, tmp_path, twice):
+    """A real client blocked in a call on the cluster; its run's objects and S3 prefix are checked by ``namespace``."""
+    interrupt_a_blocked_call(tmp_path, "kubernetes", pool, twice=twice)

@@ -158,7 +158,7 @@ def account_name(run_id: str) -> str:
 
 def management_api() -> RestClient:
     base = endpoint(MANAGEMENT_ENDPOINT_ENV, MANAGEMENT_ENDPOINT)
-    return RestClient(base, azure_session(base))
+    return RestClient(base, azure_session())
 
 
 def container_group_status(group: dict[str, Any]) -> JobStatus:
@@ -234,6 +234,7 @@ class AzureContainerInstanceTarget(Target):
     """Run the function in an Azure Container Instances container group."""
 
     name = "azure_container_instance"
+    plugin_packages = ("pulumi_azure_native",)
     synonyms = {
         **PREFECT_COMMON,
         "resource_group_name": renamed("resource_group"),

@@ -88,9 +88,14 @@ class RunContext:
         return {"toolkit-run": self.run_id, "toolkit-pool": self.pool_name}
 
 
-def runner_command(storage_url: str, python: str = "python3") -> list[str]:
-    """The command every job runs: fetch, verify and call the bundle, write the result."""
-    return [python, "-u", "-m", "toolkit.runner", "--storage", storage_url]
+def runner_command(storage_url: str, python: str = "python3", secrets_file: str | None = None) -> list[str]:
+    """The command every job runs: fetch, verify and call the bundle, write the result.
+
+    ``secrets_file``: where a local job finds its run key and secret env values
+    (``job_secrets``) instead of its environment.
+    """
+    command = [python, "-u", "-m", "toolkit.runner", "--storage", storage_url]
+    return [*command, "--secrets", secrets_file] if secrets_file else command
 
 
 class JobWatcher(abc.ABC):
@@ -130,6 +135,9 @@ class Target(abc.ABC):
     storage_schemes: ClassVar[tuple[str, ...]] = ()
     """fsspec protocols a pool's ``storage.url`` may use, because its jobs can reach them
     (empty: any, e.g. a local path for local targets)."""
+    plugin_packages: ClassVar[tuple[str, ...]] = ()
+    """Pulumi provider SDKs the program uses (``"pulumi_docker"``); each one's ``pulumi-plugin.json``
+    names the resource plugin and version the engine needs. Runs check them before any stack exists."""
 
     @classmethod
     @abc.abstractmethod

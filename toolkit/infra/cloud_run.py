@@ -145,7 +145,7 @@ class CloudRunJob(JobConfiguration):
 
 def run_api() -> RestClient:
     base = endpoint(RUN_ENDPOINT_ENV, RUN_ENDPOINT)
-    return RestClient(base, google_session(base))
+    return RestClient(base, google_session())
 
 
 def cancel_execution(client: RestClient, execution: str, poll_seconds: float, wait_seconds: float) -> None:
@@ -300,6 +300,7 @@ class CloudRunTarget(Target):
     """Run the function as a Google Cloud Run job."""
 
     name = "cloud_run"
+    plugin_packages = ("pulumi_gcp",)
     synonyms = {
         **PREFECT_COMMON,
         "memory": renamed(

@@ -4,8 +4,11 @@ Bucket = a per-run directory on the host, bind-mounted into the container at
 ``/toolkit-run`` (bundle in, result out) and removed on destroy. IAM = the
 container's privileges: a non-root user, every capability dropped,
 ``no-new-privileges``, a read-only root filesystem with only the run directory
-and a size-capped ``/tmp`` tmpfs writable, and the run's signing key handed
-over only as a Pulumi secret env value. Job = a ``pulumi_docker.Container``
+and a size-capped ``/tmp`` tmpfs writable. The run's signing key and secret env
+values never become container environment (``docker inspect`` would show them):
+they travel as Pulumi secrets into a 0600 file in the run directory owned by
+the container's user (``job_secrets``), which the runner reads and deletes.
+Job = a ``pulumi_docker.Container``
 created by the real docker provider, started without waiting for it
 (``must_run=False``, ``attach=False``) so ``up`` returns at once; the watcher
 follows it through the Engine API (docker-py).
@@ -26,6 +29,7 @@ from pydantic import Field, field_validator
 from toolkit import settings
 from toolkit.environments.variables import ENVIRONMENT_VARIABLES, EnvironmentVariables
 from toolkit.errors import ConfigError, TargetUnavailableError
+from toolkit.infra import job_secrets
 from toolkit.infra.base import (
     JobConfiguration,
     JobStatus,
@@ -37,15 +41,21 @@ from toolkit.infra.base import (
 )
 from toolkit.infra.storage import RunStorage
 from toolkit.infra.synonyms import PREFECT_COMMON, docker_memory, no_counterpart, renamed
-from toolkit.runner import RUN_KEY_ENV
 from toolkit.secretvalues import Secret
 
 CONTAINER_RUN_DIR = "/toolkit-run"
 ENGINE_GRACE_SECONDS = 30.0
 """How long the watcher waits for an unreachable Docker engine (a restart) before failing the run."""
-DEFAULT_USER = "1000:1000"
+_USER = re.compile(r"^\d+(:\d+)?$")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
 _VOLUME = re.compile(r"^(?P<host>[^:]+):(?P<container>/[^:]*)(?::(?P<mode>ro|rw))?$")
+
+
+def default_user() -> str:
+    """``1000:1000`` for a root client; a client that is not root runs jobs as itself, because
+    only root can hand the job's secrets file to another uid."""
+    uid = os.geteuid()
+    return "1000:1000" if uid == 0 else f"{uid}:{os.getegid()}"
 
 
 def default_image() -> str:
@@ -84,7 +94,11 @@ class DockerVariables(EnvironmentVariables):
     memswap_limit: str | None = Field(default=None, description="Memory + swap limit, e.g. '1g'.")
     cpus: float | None = Field(default=None, gt=0, description="CPUs the container may use, e.g. 1.5.")
     gpus: str | None = Field(default=None, description="GPUs to pass through, as `docker run --gpus`: 'all' or 'device=0'.")
-    user: str = Field(default=DEFAULT_USER, description="User (uid:gid) the job runs as; root is refused unless privileged.")
+    user: str = Field(
+        default=default_user(),
+        description="User 'uid:gid' the job runs as (never root); default 1000:1000, or the client's own "
+        "ids when the client is not root.",
+    )
     labels: dict[str, str] = Field(default_factory=dict, description="Container labels.")
     privileged: bool = Field(default=False, description="Run privileged (disables the hardening; avoid).")
     cap_add: list[str] = Field(default_factory=list, description="Capabilities to add back after dropping all.")
@@ -116,7 +130,7 @@ class DockerJob(JobConfiguration):
     memswap_limit: str | None = None
     cpus: float | None = None
     gpus: str | None = None
-    user: str = DEFAULT_USER
+    user: str = default_user()
     labels: dict[str, str] = {}
     privileged: bool = False
     cap_add: list[str] = []
@@ -133,9 +147,14 @@ class DockerJob(JobConfiguration):
 
     @field_validator("user")
     @classmethod
-    def _not_root(cls, user: str) -> str:
+    def _numeric_not_root(cls, user: str) -> str:
         if user.split(":")[0] in ("0", "root"):
             raise ValueError("user must not be root (uid 0); jobs run unprivileged. Use e.g. '1000:1000'")
+        if not _USER.match(user):
+            raise ValueError(
+                f"user {user!r} must be numeric 'uid:gid' (e.g. '1000:1000'): the job's secrets file is "
+                "handed to that uid on this machine, where the image's user names mean nothing"
+            )
         return user
 
 
@@ -160,6 +179,11 @@ def _explain_exit(code: int, oom: bool, job: DockerJob, logs_tail: str) -> str:
         return (
             f"the image {job.image!r} lacks the toolkit. Build your image FROM {default_image()!r}, or "
             "`pip install toolkit cloudpickle fsspec` into it"
+        )
+    if "unrecognized arguments: --secrets" in logs_tail:
+        return (
+            f"the image {job.image!r} holds an older toolkit whose runner cannot read the job's secrets file. "
+            f"Rebuild it FROM {default_image()!r}"
         )
     if code == 137:
         return (
@@ -247,6 +271,7 @@ class DockerTarget(Target):
     """Run the function in a container on the local Docker engine."""
 
     name = "docker"
+    plugin_packages = ("pulumi_docker",)
     synonyms = {
         **PREFECT_COMMON,
         "memory": renamed(
@@ -303,6 +328,13 @@ class DockerTarget(Target):
             raise ConfigError(
                 f"image {job.image!r} of pool {pool_name!r} is not in the local Docker engine; {hint}"
             ) from None
+        uid = os.geteuid()
+        if uid != 0 and job_secrets.numeric_owner(job.user)[0] != uid:
+            raise ConfigError(
+                f"pool {pool_name!r} runs docker jobs as user {job.user!r}, but this client runs as uid {uid} "
+                "and cannot hand the job's secrets file to another uid. Pass "
+                f"user='{uid}:{os.getegid()}' (or leave 'user' unset), or run the client as root"
+            )
 
     def per_run_storage_url(self, run_id: str) -> str:
         return str(settings.home() / "work" / run_id)
@@ -320,12 +352,10 @@ class DockerTarget(Target):
             options=run.storage_options,
             mode="777",  # writable by the container's unprivileged user, whatever its uid
             files_path=str(run.files_path) if run.files_path else None,
+            secrets=job_secrets.secret_inputs(run.run_key, job.env),
+            secrets_owner=job.user,
         )
-        envs: list[Any] = [
-            pulumi.Output.secret(f"{key}={value.reveal()}") if isinstance(value, Secret) else f"{key}={value}"
-            for key, value in job.env.items()
-        ]
-        envs.append(pulumi.Output.secret(f"{RUN_KEY_ENV}={run.run_key}"))
+        envs = [f"{key}={value}" for key, value in job_secrets.plain_env(job.env).items()]
         volumes = [pulumi_docker.ContainerVolumeArgs(host_path=run.storage_url, container_path=CONTAINER_RUN_DIR)]
         for spec in job.volumes:
             parts = _VOLUME.match(spec)
@@ -340,7 +370,10 @@ class DockerTarget(Target):
             "job",
             name=f"toolkit-{run.run_id}",
             image=run.image or job.image,
-            command=[*job.command, *runner_command(CONTAINER_RUN_DIR)],
+            command=[
+                *job.command,
+                *runner_command(CONTAINER_RUN_DIR, secrets_file=f"{CONTAINER_RUN_DIR}/{job_secrets.SECRETS_NAME}"),
+            ],
             envs=envs,
             volumes=volumes,
             user=job.user,

@@ -525,6 +525,7 @@ class EcsTarget(Target):
     """Run the function as an Amazon ECS task."""
 
     name = "ecs"
+    plugin_packages = ("pulumi_aws",)
     synonyms = {
         **PREFECT_COMMON,
         "cpu": renamed("cpu", "ECS CPU units (1024 = 1 vCPU); '1 vCPU' is accepted too", ecs_cpu_units),

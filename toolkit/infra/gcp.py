@@ -206,7 +206,7 @@ class CloudLogReader:
         if self._given_client is not None:
             return self._given_client
         base = endpoint(LOGGING_ENDPOINT_ENV, LOGGING_ENDPOINT)
-        return RestClient(base, google_session(base))
+        return RestClient(base, google_session())
 
     def read(self, force: bool = False) -> str:
         now = time.monotonic()

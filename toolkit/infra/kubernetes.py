@@ -449,6 +449,7 @@ class KubernetesTarget(Target):
     """Run the function as a Kubernetes Job."""
 
     name = "kubernetes"
+    plugin_packages = ("pulumi_kubernetes",)
     synonyms = {
         **PREFECT_COMMON,
         "memory": renamed(

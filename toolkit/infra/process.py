@@ -1,8 +1,9 @@
 """The ``process`` target: the job is a local subprocess.
 
 Bucket = a per-run directory (0700) under ``$TOOLKIT_HOME/work``; IAM = the
-per-run signing key, handed to the process only through a Pulumi secret, and
-the directory permissions; job = a dynamic resource whose create starts the
+per-run signing key, which travels only as a Pulumi secret into the run's
+0600 secrets file (``job_secrets``, never the process environment), and the
+directory permissions; job = a dynamic resource whose create starts the
 runner in its own session and whose delete kills the whole process group.
 The process outlives the provider that started it; a small ``sh`` wrapper
 records its exit status in the run directory so a crash is still observable.
@@ -24,6 +25,7 @@ from pydantic import Field
 
 from toolkit import settings
 from toolkit.environments.variables import EnvironmentVariables
+from toolkit.infra import job_secrets
 from toolkit.infra.base import (
     JobConfiguration,
     JobStatus,
@@ -35,7 +37,6 @@ from toolkit.infra.base import (
 )
 from toolkit.infra.storage import RunStorage
 from toolkit.infra.synonyms import PREFECT_COMMON, renamed
-from toolkit.runner import RUN_KEY_ENV
 from toolkit.secretvalues import Secret
 
 LOG_NAME = "job.log"
@@ -205,14 +206,21 @@ class ProcessTarget(Target):
             bundle_path=str(run.bundle_path),
             options=run.storage_options,
             files_path=str(run.files_path) if run.files_path else None,
+            secrets=job_secrets.secret_inputs(run.run_key, job.env),
         )
-        env = {key: (pulumi.Output.secret(v.reveal()) if isinstance(v, Secret) else v) for key, v in job.env.items()}
-        env[RUN_KEY_ENV] = pulumi.Output.secret(run.run_key)
-        argv = [*job.command, *runner_command(run.storage_url, run.python or job.python or sys.executable)]
+        secrets_file = os.path.join(run.storage_url, job_secrets.SECRETS_NAME)
+        python = run.python or job.python or sys.executable
+        argv = [*job.command, *runner_command(run.storage_url, python, secrets_file)]
         process = LocalProcess(
             "job",
-            {"run_dir": run.storage_url, "argv": argv, "env": env, "cwd": job.working_dir, "pid": None},
-            opts=pulumi.ResourceOptions(depends_on=[storage], additional_secret_outputs=["env"]),
+            {
+                "run_dir": run.storage_url,
+                "argv": argv,
+                "env": job_secrets.plain_env(job.env),
+                "cwd": job.working_dir,
+                "pid": None,
+            },
+            opts=pulumi.ResourceOptions(depends_on=[storage]),
         )
         pulumi.export("pid", process.pid)
         pulumi.export("run_dir", run.storage_url)

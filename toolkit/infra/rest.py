@@ -6,8 +6,10 @@ The official client libraries for them are large, so the toolkit speaks the
 documented REST shapes through ``requests`` with the clouds' own auth libraries.
 
 Every base URL can be overridden by an environment variable, so tests point a
-target at a local fake of the API. A plain ``http://`` endpoint is an emulator
-by definition: no credentials are looked up or sent to it.
+target at a local fake of the API. Credentials are always looked up and sent,
+whatever the endpoint: tests point the auth libraries at fakes of the identity
+endpoints (the GCE metadata server, Azure's managed-identity endpoint) rather
+than skipping them.
 """
 
 from __future__ import annotations
@@ -43,14 +45,8 @@ def endpoint(env_var: str, default: str) -> str:
     return (os.environ.get(env_var) or default).rstrip("/")
 
 
-def is_emulator(base_url: str) -> bool:
-    return base_url.startswith("http://")
-
-
-def google_session(base_url: str) -> requests.Session:
-    """A session carrying Application Default Credentials (none for an emulator)."""
-    if is_emulator(base_url):
-        return requests.Session()
+def google_session() -> requests.Session:
+    """A session carrying Application Default Credentials."""
     import google.auth
     from google.auth.transport.requests import AuthorizedSession
 
@@ -74,10 +70,8 @@ class _AzureBearerSession(requests.Session):
         return super().request(method, url, *args, headers=headers, **kwargs)
 
 
-def azure_session(base_url: str) -> requests.Session:
-    """A session carrying ``DefaultAzureCredential`` tokens (none for an emulator)."""
-    if is_emulator(base_url):
-        return requests.Session()
+def azure_session() -> requests.Session:
+    """A session carrying ``DefaultAzureCredential`` tokens."""
     return _AzureBearerSession()
 
 

@@ -148,7 +148,7 @@ class VertexAiJob(JobConfiguration):
 
 def vertex_api(region: str) -> RestClient:
     base = endpoint(VERTEX_ENDPOINT_ENV, f"https://{region}-aiplatform.googleapis.com")
-    return RestClient(base, google_session(base))
+    return RestClient(base, google_session())
 
 
 def remove_custom_job(client: RestClient, name: str, poll_seconds: float, wait_seconds: float) -> None:
@@ -290,6 +290,7 @@ class VertexAiTarget(Target):
     """Run the function as a Vertex AI custom training job."""
 
     name = "vertex_ai"
+    plugin_packages = ("pulumi_gcp",)
     synonyms = {
         **PREFECT_COMMON,
         "service_account_name": renamed("service_account"),
