@@ -70,12 +70,16 @@ MIN_PIP = "23.3"
 """The first pip whose ``install --dry-run --report`` accepts another platform's tags without ``--target``."""
 
 
+def _pip_version() -> str | None:
+    try:
+        return metadata.version("pip")
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def _check_pip() -> None:
     """Resolution runs the caller's own pip; an older one fails with a message about ``--target``."""
-    try:
-        found = metadata.version("pip")
-    except metadata.PackageNotFoundError:
-        found = None
+    found = _pip_version()
     if found is None or Version(found) < Version(MIN_PIP):
         raise ToolchainError(
             f"environments resolve packages with this interpreter's pip, which is "
