@@ -1,11 +1,12 @@
 """Real Prefect on this machine, offline: a venv with Prefect, a local ``prefect server``, an image with Prefect.
 
-Shared by the Prefect tests and ``bench/prefect_docker.py``. Prefect lives in
-venvs of its own (resolved with ``uv pip compile`` for the interpreter that
-will run it: markers such as ``python_full_version < '3.11.3'`` differ between
-this host's Python and an image's), so its dependencies never touch the
-toolkit's venv. Everything is idempotent and cached by a stamp of what was
-asked for.
+Shared by the Prefect tests, ``bench/prefect_docker.py`` and scripts/test
+(``python -m tests.prefect.harness venv`` builds the tests' venv before pytest
+starts). Prefect lives in venvs of its own (resolved with ``uv pip compile``
+for the interpreter that will run it: markers such as ``python_full_version <
+'3.11.3'`` differ between this host's Python and an image's), so its
+dependencies never touch the toolkit's venv. Everything is idempotent and
+cached by a stamp of what was asked for.
 """
 
 from __future__ import annotations
