@@ -417,6 +417,25 @@ def test_connect_uses_the_kubeconfig_context(tmp_path: Path, monkeypatch: pytest
         connect("staging")
 
 
+@pytest.mark.parametrize(("no_proxy", "proxied"), [("10.0.0.1,.internal", False), ("", True)])
+def test_connect_bypasses_the_proxy_for_no_proxy_hosts(
+    no_proxy: str, proxied: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HTTPS_PROXY is used for the API server unless NO_PROXY names it (the kubernetes package drops NO_PROXY)."""
+    import urllib3
+
+    path = tmp_path / "config"
+    path.write_text(KUBECONFIG)
+    monkeypatch.setenv("KUBECONFIG", str(path))
+    for name in ("HTTP_PROXY", "http_proxy", "https_proxy", "no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    if no_proxy:
+        monkeypatch.setenv("NO_PROXY", no_proxy)
+    core, _ = connect("lab")
+    assert isinstance(core.api_client.rest_client.pool_manager, urllib3.ProxyManager) is proxied
+
+
 def test_connect_without_any_cluster_says_how_to_configure_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
