@@ -178,18 +178,17 @@ class RunFuture:
                 prepared.backend_url,
                 program=lambda: prepared.target.program(prepared.context),
                 progress=self.progress,
-            )
-            if self._cancelled():
-                raise RunCancelledError(f"run {self.run_id} was cancelled before it started")
-            outputs = stack.up(
-                RunTag(
+                tag=RunTag(
                     pool=prepared.pool.name,
                     function=prepared.function_name,
                     owner=self._record.owner,
                     created=self._record.created,
                     ttl=prepared.timeout + 3600 if prepared.timeout else DEFAULT_TTL,
-                )
+                ),
             )
+            if self._cancelled():
+                raise RunCancelledError(f"run {self.run_id} was cancelled before it started")
+            outputs = stack.up()
             prepared.discard_bundle()
             self.timings["stack_up"] = time.perf_counter() - started
 

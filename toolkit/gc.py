@@ -15,20 +15,12 @@ import os
 import socket
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import fsspec
 from pulumi import automation as auto
 
-from toolkit import records, settings
-from toolkit.engine import (
-    RunTag,
-    describe_failure,
-    list_run_stacks,
-    process_start_time,
-    remove_stack,
-    selected_stack,
-)
+from toolkit import diy_backend, records, settings
+from toolkit.engine import RunStack, RunTag, describe_failure, list_run_stacks, process_start_time
 from toolkit.errors import ConfigError
 from toolkit.pools import PoolRegistry
 
@@ -136,14 +128,16 @@ def break_stale_lock(stack: str, backend_url: str) -> list[str]:
 
 def destroy_stack(stack: str, backend_url: str) -> None:
     """Destroy and remove one run stack, breaking a dead process's lock if needed."""
-    with selected_stack(stack, backend_url) as selected:
+    existing = RunStack.existing(stack, backend_url)
+    try:
         try:
-            selected.destroy(on_output=lambda _line: None)
+            existing.destroy_once()
         except auto.errors.ConcurrentUpdateError:
             if not break_stale_lock(stack, backend_url):
                 raise
-            selected.destroy(on_output=lambda _line: None)
-        remove_stack(stack, backend_url, Path(selected.workspace.work_dir))
+            existing.destroy_once()
+    finally:
+        existing.close()
     run_id = _stack_run_id(stack)
     try:
         record = records.load(run_id)
@@ -155,9 +149,13 @@ def destroy_stack(stack: str, backend_url: str) -> None:
 
 
 def collect(older_than: float | None = None, dry_run: bool = False, urls: list[str] | None = None) -> list[Leak]:
+    """Destroy collectable stacks; also deletes stack files a killed client left without their stack."""
+    urls = urls or backend_urls()
     leaks = find_leaks(older_than, urls)
     if dry_run:
         return leaks
+    for url in urls:
+        diy_backend.sweep_orphans(url, settings.RUN_PROJECT)
     for leak in leaks:
         try:
             destroy_stack(leak.stack, leak.backend_url)
