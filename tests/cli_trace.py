@@ -23,7 +23,10 @@ started=$EPOCHREALTIME
 trap ':' INT TERM
 {real} "$@"
 code=$?
-printf '%s\\t%s\\t%s\\t%s\\n' "$started" "$EPOCHREALTIME" "$code" "{name} ${{*@Q}}" >>{log}
+ended=$EPOCHREALTIME
+times >{scratch}/times.$$
+mapfile -t cpu <{scratch}/times.$$
+printf '%s\\t%s\\t%s\\t%s\\t%s\\n' "$started" "$ended" "$code" "${{cpu[1]}}" "{name} ${{*@Q}}" >>{log}
 exit $code
 """
 
@@ -38,6 +41,8 @@ class TracedCall:
     started: float
     ended: float
     code: int
+    cpu: float
+    """CPU seconds (user + system) of the process and the children it waited for."""
 
     @property
     def seconds(self) -> float:
@@ -64,7 +69,11 @@ class CliTrace:
         self.log.touch()
         for name, real in {"pulumi": pulumi, **plugins}.items():
             wrapper = self.bin_dir / name
-            wrapper.write_text(_WRAPPER.format(real=shlex.quote(str(real)), name=name, log=shlex.quote(str(self.log))))
+            wrapper.write_text(
+                _WRAPPER.format(
+                    real=shlex.quote(str(real)), name=name, log=shlex.quote(str(self.log)), scratch=shlex.quote(str(root))
+                )
+            )
             wrapper.chmod(0o755)
 
     def env(self) -> dict[str, str]:
@@ -75,13 +84,22 @@ class CliTrace:
         """Every process logged so far, in order of start."""
         found = []
         for line in self.log.read_text().splitlines():
-            started, ended, code, words = line.split("\t", 3)
+            started, ended, code, cpu, words = line.split("\t", 4)
             name, *args = shlex.split(words)
-            found.append(TracedCall(name, args, float(started), float(ended), int(code)))
+            found.append(TracedCall(name, args, float(started), float(ended), int(code), _cpu_seconds(cpu)))
         return sorted(found, key=lambda call: call.started)
 
     def clear(self) -> None:
         self.log.write_text("")
+
+
+def _cpu_seconds(times: str) -> float:
+    """bash ``times``' children line, '0m0.120s 0m0.031s', as seconds (user + system)."""
+    total = 0.0
+    for part in times.split():
+        minutes, _, seconds = part.rstrip("s").partition("m")
+        total += 60 * float(minutes) + float(seconds)
+    return total
 
 
 def plugins_on_path(names: list[str], path: str | None = None) -> dict[str, Path]:

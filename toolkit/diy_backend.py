@@ -20,8 +20,9 @@ to a stack being created right now.
 
 Only where the layout is known: a ``file://`` backend whose ``meta.yaml``
 declares the project-scoped layout (version 1), without compression or the
-legacy layout forced by environment. Elsewhere (object-store backends, a
-fresh directory before its first stack) the engine uses the CLI.
+legacy layout forced by environment (``ensure_layout`` records that layout
+in a new backend, as the CLI would). Elsewhere (object-store backends) the
+engine uses the CLI.
 """
 
 from __future__ import annotations
@@ -67,8 +68,28 @@ def writable_layout(backend_url: str, env: dict[str, str]) -> bool:
     try:
         meta = (root / ".pulumi" / "meta.yaml").read_text()
     except OSError:
-        return False  # a fresh backend: the CLI picks and records the layout on first use
+        return False
     return meta.split() == ["version:", str(LAYOUT_VERSION)]
+
+
+def ensure_layout(backend_url: str) -> None:
+    """Record the project-scoped layout in a new ``file://`` backend, as the CLI does on first use.
+
+    The CLI writes ``meta.yaml`` (version 1) into a backend without one unless
+    it already holds stacks of the legacy layout (``.pulumi/stacks/*.json``);
+    so does this, so the first run on a new backend needs no CLI call either.
+    """
+    root = _root(backend_url)
+    if root is None:
+        return
+    meta = root / ".pulumi" / "meta.yaml"
+    legacy = root / ".pulumi" / "stacks"
+    if meta.exists() or (legacy.is_dir() and any(legacy.glob("*.json*"))):
+        return
+    meta.parent.mkdir(parents=True, exist_ok=True)
+    temporary = meta.with_name(f".meta.yaml.{os.getpid()}.tmp")
+    temporary.write_text(f"version: {LAYOUT_VERSION}\n")
+    os.replace(temporary, meta)
 
 
 def create_stack(backend_url: str, project: str, stack: str, tags: dict[str, str]) -> None:

@@ -111,6 +111,7 @@ def ensure_local_backend(backend_url: str) -> None:
     """A ``file://`` backend directory must exist before the CLI logs into it."""
     if backend_url.startswith("file://"):
         Path(backend_url[len("file://") :]).mkdir(parents=True, exist_ok=True)
+        diy_backend.ensure_layout(backend_url)
 
 
 class RunStack:

@@ -3,50 +3,20 @@
 Used where the "bucket" is a directory or a prefix of an existing bucket
 (process, docker, kubernetes with pool storage). Creating it uploads the
 staged bundle; deleting it removes the whole prefix, result and logs included,
-so ``pulumi destroy`` leaves no run data behind. Targets that provision a real
-per-run bucket use their provider's bucket and object resources instead.
+so ``pulumi destroy`` leaves no run data behind (the provider is
+``toolkit/providers/run_storage.py``). Targets that provision a real per-run
+bucket use their provider's bucket and object resources instead.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
-import fsspec
 import pulumi
-from pulumi.dynamic import CreateResult, Resource, ResourceProvider
+from pulumi.dynamic import Resource
 
+from toolkit.providers.run_storage import RunStorageProvider
 from toolkit.runner import BUNDLE_NAME
-
-
-def _is_local(url: str) -> bool:
-    return fsspec.core.split_protocol(url)[0] in (None, "file", "local")
-
-
-class _RunStorageProvider(ResourceProvider):
-    """Creates the prefix (0700 when local), uploads the bundle; deletes it all on destroy."""
-
-    def create(self, props: dict[str, Any]) -> CreateResult:
-        url, options = props["url"], props.get("options") or {}
-        fs, root = fsspec.core.url_to_fs(url, **options)
-        try:
-            if _is_local(url):
-                os.makedirs(root, mode=0o700, exist_ok=True)
-                os.chmod(root, int(props.get("mode") or "700", 8))
-            else:
-                fs.makedirs(root, exist_ok=True)
-            fs.put_file(props["bundle_path"], f"{root}/{BUNDLE_NAME}")
-        except BaseException:
-            # A failed create is not recorded in state, so destroy would never remove it.
-            if fs.exists(root):
-                fs.rm(root, recursive=True)
-            raise
-        return CreateResult(id_=url, outs=dict(props))
-
-    def delete(self, _id: str, props: dict[str, Any]) -> None:
-        fs, root = fsspec.core.url_to_fs(props["url"], **(props.get("options") or {}))
-        if fs.exists(root):
-            fs.rm(root, recursive=True)
 
 
 class RunStorage(Resource, module="toolkit", name="RunStorage"):
@@ -68,5 +38,6 @@ class RunStorage(Resource, module="toolkit", name="RunStorage"):
             "bundle_path": bundle_path,
             "options": options or {},
             "mode": mode,
+            "bundle_name": BUNDLE_NAME,
         }
-        super().__init__(_RunStorageProvider(), name, props, opts)
+        super().__init__(RunStorageProvider(), name, props, opts)

@@ -3,7 +3,8 @@
 The engine starts dynamic providers as a plugin named ``pulumi-python``; the
 Python SDK ships the provider (``python -m pulumi.dynamic``) but not the
 executable the engine looks for on PATH. It runs the interpreter named by
-``PULUMI_PYTHON_CMD`` (set by the toolkit to its own interpreter).
+``PULUMI_PYTHON_CMD`` (set by the toolkit to its own interpreter), on the
+toolkit's lean entry point when that interpreter has it.
 """
 
 from __future__ import annotations
@@ -12,7 +13,18 @@ import os
 from pathlib import Path
 
 SHIM_NAME = "pulumi-resource-pulumi-python"
-SHIM_TEXT = '#!/bin/sh\nexec "${PULUMI_PYTHON_CMD:-python3}" -u -m pulumi.dynamic "$@"\n'
+_LAUNCH = (
+    "try:\n"
+    "    from toolkit.toolchain.dynamic_provider import main\n"
+    "except ImportError:\n"
+    "    import runpy\n"
+    "    runpy.run_module('pulumi.dynamic', run_name='__main__', alter_sys=True)\n"
+    "else:\n"
+    "    main()\n"
+)
+SHIM_TEXT = f'#!/bin/sh\nexec "${{PULUMI_PYTHON_CMD:-python3}}" -u -c "{_LAUNCH}" "$@"\n'
+"""Starts the toolkit's lean entry point (``dynamic_provider.py``), or the SDK's own
+(``python -m pulumi.dynamic``) in an interpreter without the toolkit."""
 
 
 def install_shim(bin_dir: Path) -> tuple[Path, bool]:
