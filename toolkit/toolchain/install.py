@@ -22,7 +22,7 @@ from toolkit import settings
 from toolkit.toolchain import docker_engine, kubernetes_provider, pulumi_cli, runner_image
 from toolkit.toolchain.docker_provider import build_docker_provider
 from toolkit.toolchain.language_host import HOST_NAME, install_language_host
-from toolkit.toolchain.shim import install_shim
+from toolkit.toolchain.shim import compile_plugin_modules, install_shim
 from toolkit.toolchain.steps import Log, Timeline, read_stamp, run, write_stamp
 
 
@@ -153,6 +153,7 @@ def install(log: Log, docker: bool = True) -> Timeline:
     with timeline.step("dynamic provider shim") as outcome:
         path, changed = install_shim(settings.bin_dir())
         outcome.append(f"{'installed' if changed else 'present'} {path}")
+        outcome.append("bytecode compiled" if compile_plugin_modules() else "bytecode: some modules could not be compiled")
     with timeline.step("state backend") as outcome:
         backend = settings.default_backend_url()
         if backend.startswith("file://"):

@@ -9,6 +9,8 @@ toolkit's lean entry point when that interpreter has it.
 
 from __future__ import annotations
 
+import compileall
+import importlib.util
 import os
 from pathlib import Path
 
@@ -36,3 +38,21 @@ def install_shim(bin_dir: Path) -> tuple[Path, bool]:
     path.write_text(SHIM_TEXT)
     path.chmod(0o755)
     return path, True
+
+
+PLUGIN_PACKAGES = ("toolkit.toolchain", "toolkit.providers", "pulumi.dynamic")
+"""What the plugin imports beyond ``pulumi`` itself: its entry point, the toolkit's providers, the SDK's server."""
+
+
+def compile_plugin_modules() -> bool:
+    """Byte-compile ``PLUGIN_PACKAGES`` where they are installed, so no plugin start compiles source.
+
+    A no-op for up-to-date ``.pyc`` files (pip compiles what it installs; an
+    editable or read-only install may have none). True if all compiled.
+    """
+    ok = True
+    for name in PLUGIN_PACKAGES:
+        spec = importlib.util.find_spec(name)
+        for directory in (spec.submodule_search_locations or []) if spec else []:
+            ok = bool(compileall.compile_dir(directory, maxlevels=0, quiet=1)) and ok
+    return ok
