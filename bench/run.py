@@ -7,10 +7,14 @@ trivial work is run the plain way (``python -c`` for process, ``docker run``
 of the same image for docker), alternating, so both see the same machine
 load. Reported: submit->result latency (min/median/max) and its ratio to the
 baseline, the per-phase breakdown from ``RunFuture.timings``, the teardown
-that follows the result, throughput at 1/4/10 concurrent runs, and the
-client's peak memory; then the same trivial job through Prefect 3's ``@docker``
-on the same engine (bench/prefect_docker.py). Times are never asserted
-anywhere: machines here are noisy, ratios from one run are what to compare.
+that follows the result, throughput at 1/4/10 concurrent runs, the client's
+peak memory, and every Pulumi CLI and plugin process one run starts (traced
+through wrappers, tests/cli_trace.py) next to the processes the same run
+takes through the Automation API's own ``Stack`` methods, measured in the same
+run; then the same trivial job through Prefect 3's ``@docker`` on the same
+engine (bench/prefect_docker.py), and the goals of issue 15 against the
+figures before it. Times are never asserted anywhere: machines here are
+noisy, ratios from one run are what to compare.
 """
 
 from __future__ import annotations
@@ -25,11 +29,23 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import defaultdict
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # tests/cli_trace.py, when run as bench/run.py
+
 PHASES = ("render", "bundle", "stack_up", "run", "collect", "destroy")
 TRIVIAL = "print(1 + 1)"
+BEFORE = {
+    "date": "2026-11-24",
+    "process": {"median": 1.55, "ratio": 81.5, "teardown": 1.41, "runs_per_min_10": 35},
+    "docker": {"median": 1.89, "ratio": 7.4, "teardown": 0.96, "runs_per_min_10": 31},
+    "prefect_ratio": 12.8,
+}
+"""bench/results.md before issue 15 (the engine on the Automation API's ``Stack`` methods)."""
+GOALS = {"docker_ratio": 3.0, "process_median": 0.6, "teardown_median": 0.6, "throughput_factor": 2.0}
+PLUGINS = ("pulumi-resource-pulumi-python", "pulumi-resource-docker")
 
 
 def _stats(samples: list[float]) -> dict[str, float]:
@@ -89,6 +105,7 @@ def bench_target(target: str, repeats: int, concurrency: list[int]) -> dict:
             proc.wait()
         base_wall = time.perf_counter() - base_started
         throughput[n] = {"wall": wall, "runs_per_min": 60 * n / wall, "baseline_wall": base_wall}
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {
         "target": target,
         "latency": _stats(latency),
@@ -97,18 +114,170 @@ def bench_target(target: str, repeats: int, concurrency: list[int]) -> dict:
         "teardown_after_result": _stats(teardown),
         "phases": {phase: statistics.median(values) for phase, values in phases.items()},
         "throughput": throughput,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak,
+        "cli_calls": trace_target(trivial, repeats),
     }
 
 
-def render(results: list[dict], repeats: int) -> str:
+# ------------------------------------------------------------------------ CLI processes per run
+
+
+def _tracer():
+    """Wrappers for the CLI and the plugins a run starts, and the engine pointed at them."""
+    from tests.cli_trace import CliTrace, plugins_on_path
+    from toolkit import engine, settings
+
+    real = settings.pulumi_binary()
+    home = Path(os.environ.get("PULUMI_HOME") or Path.home() / ".pulumi")
+    search = [str(real.parent), str(settings.bin_dir()), *map(str, sorted((home / "plugins").glob("resource-*")))]
+    trace = CliTrace(Path(tempfile.mkdtemp(prefix="toolkit-bench-trace-")), real.resolve(),
+                     plugins_on_path(list(PLUGINS), os.pathsep.join(search)))
+    os.environ.update(trace.env())
+    engine.pulumi_command.cache_clear()
+    engine.pulumi_command()  # `pulumi version` once, before the traced runs
+    return trace
+
+
+def _summarize(runs: list[list], result_times: list[float]) -> list[dict]:
+    """Per process kind: calls per run, median wall and CPU seconds, and which operation started it."""
+    rows: dict[tuple[str, str], dict[str, list[float]]] = defaultdict(lambda: {"wall": [], "cpu": [], "count": []})
+    for calls, result_at in zip(runs, result_times):
+        counts: dict[tuple[str, str], int] = defaultdict(int)
+        operations = [call for call in calls if call.name == "pulumi"]
+        for call in calls:
+            parent = next((op for op in operations if op.started <= call.started <= op.ended and op is not call), None)
+            where = "before the result" if call.started < result_at else "teardown"
+            key = (call.command if parent is None else f"  {call.command} (in {parent.command})", where)
+            rows[key]["wall"].append(call.seconds)
+            rows[key]["cpu"].append(call.cpu)
+            counts[key] += 1
+        for key in rows:
+            rows[key]["count"].append(counts.get(key, 0))
+    return [
+        {
+            "process": name,
+            "when": where,
+            "per_run": statistics.median(values["count"]),
+            "wall": statistics.median(values["wall"]),
+            "cpu": statistics.median(values["cpu"]),
+        }
+        for (name, where), values in rows.items()
+    ]
+
+
+def trace_target(trivial, repeats: int) -> dict:
+    """The processes of ``repeats`` toolkit runs, and of as many through the SDK's ``Stack`` methods."""
+    trace = _tracer()
+    toolkit_runs, toolkit_results, sdk_runs, sdk_results = [], [], [], []
+    for _ in range(repeats):
+        trace.clear()
+        future = trivial.submit()
+        assert future.result() == 2
+        toolkit_results.append(time.time())
+        future.wait_teardown()
+        toolkit_runs.append(trace.calls())
+        trace.clear()
+        sdk_results.append(_sdk_run(trivial))
+        sdk_runs.append(trace.calls())
+    return {"toolkit": _summarize(toolkit_runs, toolkit_results), "sdk": _summarize(sdk_runs, sdk_results)}
+
+
+def _sdk_run(trivial) -> float:
+    """The same run through the Automation API's own ``Stack`` methods, as the engine did before
+    issue 15: ``create_stack`` (stack init), ``set_tag``, ``up`` (its outputs and history reads),
+    ``destroy`` (another history read), ``stack rm``. Returns when the result was read (epoch)."""
+    import fsspec
+    from pulumi import automation as auto
+
+    from toolkit import engine, settings
+    from toolkit.bundles import unseal_result
+    from toolkit.runner import RESULT_NAME
+    from toolkit.submission import prepare
+
+    prepared = prepare(trivial.fn, (), {}, trivial.pool, trivial.layers, trivial.target_type)
+    work_dir = Path(tempfile.mkdtemp(prefix="toolkit-bench-sdk-"))
+    name = engine.stack_name(prepared.run_id)
+    stack = auto.create_stack(name, project_name=settings.RUN_PROJECT,
+                              program=lambda: prepared.target.program(prepared.context),
+                              opts=engine.workspace_options(prepared.backend_url, work_dir))
+    stack.set_tag(engine.RUN_TAG, "{}")
+    outputs = {key: value.value for key, value in stack.up(on_output=lambda _line: None).outputs.items()}
+    watcher = prepared.target.watcher(prepared.context, outputs)
+    while not watcher.status().finished:
+        time.sleep(0.02)
+    context = prepared.context
+    fs, root = fsspec.core.url_to_fs(context.storage_url, **context.storage_options)
+    assert unseal_result(fs.cat_file(f"{root}/{RESULT_NAME}"), context.run_key, context.storage_url) == 2
+    result_at = time.time()
+    stack.destroy(on_output=lambda _line: None)
+    engine.remove_stack(name, prepared.backend_url, work_dir)
+    prepared.discard_bundle()
+    return result_at
+
+
+# ------------------------------------------------------------------------ report
+
+
+def _met(value: bool) -> str:
+    return "**yes**" if value else "**no**"
+
+
+def render_goals(results: list[dict], prefect: dict | None) -> list[str]:
+    by = {r["target"]: r for r in results}
+    lines = ["## Goals of issue 15, against the figures before it", "",
+             f"Before: bench/results.md of {BEFORE['date']}. Now: this run.", "",
+             "| goal | before | now | met |", "|---|---|---|---|"]
+    if "docker" in by:
+        ratio = by["docker"]["ratio"]
+        lines.append(f"| `@docker` submit→result ≤ {GOALS['docker_ratio']:g}× a raw `docker run` of the same image "
+                     f"| {BEFORE['docker']['ratio']}× | {ratio:.1f}× ({by['docker']['latency']['median']:.2f} s vs "
+                     f"{by['docker']['baseline']['median']:.2f} s) | {_met(ratio <= GOALS['docker_ratio'])} |")
+    if "process" in by:
+        median = by["process"]["latency"]["median"]
+        lines.append(f"| `@process` submit→result median ≤ {GOALS['process_median']} s | {BEFORE['process']['median']} s "
+                     f"| {median:.2f} s | {_met(median <= GOALS['process_median'])} |")
+    for target, r in by.items():
+        median = r["teardown_after_result"]["median"]
+        lines.append(f"| `@{target}` teardown after the result, median ≤ {GOALS['teardown_median']} s "
+                     f"| {BEFORE[target]['teardown']} s | {median:.2f} s | {_met(median <= GOALS['teardown_median'])} |")
+    for target, r in by.items():
+        if 10 in r["throughput"] or "10" in r["throughput"]:
+            rate = (r["throughput"].get(10) or r["throughput"]["10"])["runs_per_min"]
+            before = BEFORE[target]["runs_per_min_10"]
+            lines.append(f"| `@{target}` throughput at 10 concurrent ≥ {GOALS['throughput_factor']:g}× before "
+                         f"| {before} runs/min | {rate:.0f} runs/min ({rate / before:.1f}×) "
+                         f"| {_met(rate >= GOALS['throughput_factor'] * before)} |")
+    if prefect and prefect.get("ok"):
+        lines.append(f"| Prefect 3 `@docker` ratio, measured again | {BEFORE['prefect_ratio']}× | {prefect['ratio']:.1f}× | measured |")
+    return lines + [""]
+
+
+def render_cli_calls(results: list[dict], repeats: int) -> list[str]:
+    lines = ["## Every CLI and plugin process of one run", "",
+             f"Median of {repeats} traced runs per path (wrappers log each process: tests/cli_trace.py; the "
+             "wrappers add a few milliseconds each, so these runs are not the latency runs above). *toolkit*: "
+             "this engine. *SDK*: the same run through the Automation API's own `Stack` methods "
+             "(`create_stack`, `set_tag`, `up`, `destroy`, `stack rm`), as the engine did before issue 15, "
+             "measured in the same run. CPU is user + system of the process and the children it waited for "
+             "(plugins are children of `pulumi up`/`destroy`, so they are in those figures too). "
+             "Not listed: one `pulumi version` per client process (the shared `PulumiCommand`).", "",
+             "| target | path | process | per run | when | wall (median) | CPU (median) |",
+             "|---|---|---|---|---|---|---|"]
+    for r in results:
+        for path in ("toolkit", "sdk"):
+            rows = sorted(r["cli_calls"][path], key=lambda row: (row["when"] != "before the result", -row["wall"]))
+            for row in rows:
+                name = row["process"].strip()
+                nested = row["process"].startswith("  ")
+                lines.append(
+                    f"| {r['target']} | {path} | {'↳ ' if nested else ''}`{name}` | {row['per_run']:g} | {row['when']} "
+                    f"| {row['wall']:.2f} s | {row['cpu']:.2f} s |"
+                )
+    return lines + [""]
+
+
+def render(results: list[dict], repeats: int) -> list[str]:
     lines = [
-        "# Benchmark results",
-        "",
-        f"Produced by `.venv/bin/python bench/run.py --repeats {repeats}` on {platform.node()} "
-        f"({os.cpu_count()} cores, Python {platform.python_version()}), {time.strftime('%Y-%m-%d %H:%M')}.",
-        "A trivial function through the toolkit vs the same work run the plain way, alternating in the same run.",
-        "",
         "| target | baseline | baseline median | toolkit submit→result (min / median / max) | ratio (median) | teardown after result (median) | client peak RSS |",
         "|---|---|---|---|---|---|---|",
     ]
@@ -128,7 +297,7 @@ def render(results: list[dict], repeats: int) -> str:
     for r in results:
         for n, t in r["throughput"].items():
             lines.append(f"| {r['target']} | {n} | {t['wall']:.1f}s | {t['runs_per_min']:.0f} | {t['baseline_wall']:.2f}s |")
-    return "\n".join(lines) + "\n"
+    return lines + [""]
 
 
 def run_prefect(repeats: int) -> dict:
@@ -139,10 +308,10 @@ def run_prefect(repeats: int) -> dict:
     return json.loads(result.stdout)
 
 
-def render_prefect(prefect: dict, toolkit_docker: dict | None) -> str:
-    lines = ["", "## Prefect 3 `@docker` on the same engine, offline", ""]
+def render_prefect(prefect: dict, toolkit_docker: dict | None) -> list[str]:
+    lines = ["## Prefect 3 `@docker` on the same engine, offline", ""]
     if not prefect.get("ok"):
-        return "\n".join(lines + [f"Could not run: step {prefect.get('step')!r} failed: {prefect.get('error')}", ""])
+        return lines + [f"Could not run: step {prefect.get('step')!r} failed: {prefect.get('error')}", ""]
     lat = prefect["prefect_latency"]
     lines += [
         f"`bench/prefect_docker.py` ({prefect['method']}).",
@@ -158,8 +327,7 @@ def render_prefect(prefect: dict, toolkit_docker: dict | None) -> str:
             f"| toolkit `@docker` (table above) | {tk['min']:.2f} / {tk['median']:.2f} / {tk['max']:.2f}s "
             f"| {toolkit_docker['baseline']['median']:.2f}s | **{toolkit_docker['ratio']:.1f}x** |"
         )
-    lines += ["", "The two baselines run different images (Prefect's image carries Prefect), so compare the ratios.", ""]
-    return "\n".join(lines)
+    return lines + ["", "The two baselines run different images (Prefect's image carries Prefect), so compare the ratios.", ""]
 
 
 def main() -> None:
@@ -184,12 +352,29 @@ def main() -> None:
             env=env, check=True, capture_output=True, text=True,
         ).stdout
         results.append(json.loads(output.strip().splitlines()[-1]))
-    report = render(results, args.repeats)
+    prefect = None
     if not args.no_prefect:
         print("benchmarking Prefect @docker ...", file=sys.stderr, flush=True)
-        docker_result = next((r for r in results if r["target"] == "docker"), None)
-        report += render_prefect(run_prefect(args.repeats), docker_result)
-    args.out.write_text(report)
+        prefect = run_prefect(args.repeats)
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Produced by `.venv/bin/python bench/run.py --repeats {args.repeats}` on {platform.node()} "
+        f"({os.cpu_count()} cores, Python {platform.python_version()}), {time.strftime('%Y-%m-%d %H:%M')}.",
+        "A trivial function through the toolkit vs the same work run the plain way, alternating in the same run.",
+        "",
+        *render_goals(results, prefect),
+        "## Latency, phases, throughput",
+        "",
+        *render(results, args.repeats),
+        *render_cli_calls(results, args.repeats),
+    ]
+    if prefect is not None:
+        lines += render_prefect(prefect, next((r for r in results if r["target"] == "docker"), None))
+    notes = HERE / "tried.md"
+    if notes.exists():
+        lines += [notes.read_text()]
+    args.out.write_text("\n".join(lines))
     print(args.out.read_text())
 
 

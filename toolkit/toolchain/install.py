@@ -22,6 +22,7 @@ from toolkit import settings
 from toolkit.toolchain import docker_engine, kubernetes_provider, pulumi_cli, runner_image
 from toolkit.toolchain.docker_provider import build_docker_provider
 from toolkit.toolchain.language_host import HOST_NAME, install_language_host
+from toolkit.toolchain.lazy_init import RECIPE
 from toolkit.toolchain.shim import compile_plugin_modules, install_shim
 from toolkit.toolchain.steps import Log, Timeline, read_stamp, run, write_stamp
 
@@ -53,15 +54,19 @@ def installed_plugins() -> dict[str, set[str]]:
 
 
 def _ensure_pulumi_cli(outcome: list[str], log: Log) -> None:
+    """A CLI at the SDK's version: the user's as it is, or the toolkit's own build of the current recipe."""
     wanted = pulumi_cli.required_version()
     existing = settings.pulumi_binary()
-    if existing is not None and cli_version(existing) == wanted:
+    target = settings.bin_dir() / "pulumi"
+    recipe = target.with_name("pulumi.recipe")
+    ours = existing is not None and existing == target
+    if existing is not None and cli_version(existing) == wanted and (not ours or read_stamp(recipe) == RECIPE):
         outcome.append(f"v{wanted} present ({existing})")
         return
-    target = settings.bin_dir() / "pulumi"
     target.parent.mkdir(parents=True, exist_ok=True)
     pulumi_cli.build_pulumi_cli(wanted, settings.cache_dir() / "build" / "pulumi-cli", target, log)
-    outcome.append(f"built v{wanted} -> {target}")
+    write_stamp(recipe, RECIPE)
+    outcome.append(f"built v{wanted} ({RECIPE}) -> {target}")
 
 
 def _ensure_plugin(name: str, wanted: str, build: Callable[[Path], str], outcome: list[str]) -> None:
