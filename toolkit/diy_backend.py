@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -87,8 +88,9 @@ def ensure_layout(backend_url: str) -> None:
     if meta.exists() or (legacy.is_dir() and any(legacy.glob("*.json*"))):
         return
     meta.parent.mkdir(parents=True, exist_ok=True)
-    temporary = meta.with_name(f".meta.yaml.{os.getpid()}.tmp")
-    temporary.write_text(f"version: {LAYOUT_VERSION}\n")
+    fd, temporary = tempfile.mkstemp(prefix=".meta.yaml.", dir=meta.parent)  # concurrent first runs each write
+    with os.fdopen(fd, "w") as handle:
+        handle.write(f"version: {LAYOUT_VERSION}\n")
     os.replace(temporary, meta)
 
 
