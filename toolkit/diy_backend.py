@@ -91,6 +91,7 @@ def ensure_layout(backend_url: str) -> None:
     fd, temporary = tempfile.mkstemp(prefix=".meta.yaml.", dir=meta.parent)  # concurrent first runs each write
     with os.fdopen(fd, "w") as handle:
         handle.write(f"version: {LAYOUT_VERSION}\n")
+    os.chmod(temporary, 0o644)
     os.replace(temporary, meta)
 
 
