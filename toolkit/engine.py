@@ -33,7 +33,7 @@ from pydantic import BaseModel
 
 from toolkit import diy_backend, settings
 from toolkit.errors import ProvisionError, TeardownError, ToolchainError
-from toolkit.operations import STACK_TYPE, OperationStack, is_secret
+from toolkit.operations import STACK_TYPE, OnEvent, OperationStack, is_secret
 from toolkit.plan import ResourceChange
 from toolkit.progress import Progress
 
@@ -143,7 +143,7 @@ class RunStack:
             self._workspace = auto.LocalWorkspace(**vars(options))  # writes Pulumi.yaml; no CLI call
             self.stack = OperationStack(self.name, self._workspace)
             self._direct = diy_backend.writable_layout(backend_url, {**os.environ, **options.env_vars}) and (
-                options.secrets_provider == "passphrase"  # what `up` sets up on a stack without one
+                options.secrets_provider == "passphrase"  # what `up` gives a stack created without one
             )
             self._pending_tag = tag
             if create:
@@ -192,7 +192,7 @@ class RunStack:
             tagger.start()
         self.progress.errors.clear()
         try:
-            outputs = self.stack.operate(["up", "--yes", "--skip-preview"], self.progress.on_event)
+            outputs = self._operate("up", self.progress.on_event)
         except auto.errors.CommandError as exc:
             raise ProvisionError(f"provisioning run {self.run_id} failed: {self._error_detail(exc)}") from None
         finally:
@@ -222,18 +222,17 @@ class RunStack:
 
         self.progress.errors.clear()
         try:
-            self.stack.operate(["preview"], collect)
+            self._operate("preview", collect)
         except auto.errors.CommandError as exc:
             raise ProvisionError(f"preview of run {self.run_id} failed: {self._error_detail(exc)}") from None
         return changes
 
     def destroy_once(self) -> None:
         """Destroy and remove the stack: one ``pulumi destroy --remove`` (raises the CLI's error)."""
+        self._operate("destroy", self.progress.on_event)
         if self._direct:
-            self.stack.operate(["destroy", "--yes", "--skip-preview", "--remove"], self.progress.on_event)
             diy_backend.remove_leftovers(self.backend_url, settings.RUN_PROJECT, self.name)
         else:  # `--remove` would keep the checkpoint's backup in the bucket; `stack rm` can drop it
-            self.stack.operate(["destroy", "--yes", "--skip-preview"], self.progress.on_event)
             remove_stack(self.name, self.backend_url, self._work_dir)
 
     def destroy_and_remove(self, attempts: int = 5) -> None:
@@ -267,6 +266,15 @@ class RunStack:
                 remove_stack(self.name, self.backend_url, self._work_dir)
         finally:
             self.close()
+
+    def _operate(self, command: str, on_event: OnEvent) -> dict[str, Any]:
+        """The one place a run stack's operations run: ``up``, ``preview`` or ``destroy``, with their flags."""
+        flags = {
+            "up": ["--yes", "--skip-preview"],
+            "preview": [],
+            "destroy": ["--yes", "--skip-preview", *(["--remove"] if self._direct else [])],
+        }[command]
+        return self.stack.operate([command, *flags], on_event)
 
     def close(self) -> None:
         """Remove the stack's workspace directory (its config file included)."""
