@@ -342,6 +342,7 @@ def main() -> None:
     if args.one:
         print(json.dumps(bench_target(args.one, args.repeats, args.concurrency)))
         return
+    load_before = os.getloadavg()[0]
     env = {**os.environ, "TOOLKIT_PROGRESS": "0", "TOOLKIT_HOME": tempfile.mkdtemp(prefix="toolkit-bench-")}
     results = []
     for target in args.targets:
@@ -362,6 +363,8 @@ def main() -> None:
         f"Produced by `.venv/bin/python bench/run.py --repeats {args.repeats}` on {platform.node()} "
         f"({os.cpu_count()} cores, Python {platform.python_version()}), {time.strftime('%Y-%m-%d %H:%M')}.",
         "A trivial function through the toolkit vs the same work run the plain way, alternating in the same run.",
+        f"1-minute load average {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end (other work "
+        "on the machine slows both sides of each ratio, and the absolute times).",
         "",
         *render_goals(results, prefect),
         "## Latency, phases, throughput",
