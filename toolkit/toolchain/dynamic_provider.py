@@ -17,7 +17,8 @@ on the critical path of every run, twice. What keeps them short:
   pull in pydantic, the targets or fsspec.
 * SIGINT -- the engine is done with the plugin: every call has been answered --
   ends the process at once (``os._exit``): no server shutdown, thread joins or
-  interpreter finalisation for the engine to wait for. Job processes a
+  interpreter finalisation for the engine to wait for, and no five-second
+  grace when the signal lands on a gRPC thread (see ``main``). Job processes a
   provider started run in sessions of their own and are not affected.
 
 The shim falls back to ``python -m pulumi.dynamic`` when the interpreter has
@@ -31,14 +32,9 @@ import os
 import runpy
 import signal
 import sys
+import threading
+import traceback
 import types
-from types import FrameType
-
-
-def _exit_now(_signum: int, _frame: FrameType | None) -> None:
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
 
 
 class _DeferredPackage(types.ModuleType):
@@ -80,9 +76,36 @@ def defer(name: str) -> None:
 
 
 def main() -> None:
-    signal.signal(signal.SIGINT, _exit_now)
+    """Serve in a thread; end the process the moment SIGINT arrives or the server stops.
+
+    The server runs off the main thread because a signal handler only runs when
+    the main thread wakes, and a SIGINT the kernel hands to one of gRPC's threads
+    would not wake a main thread blocked in the server's ``Event().wait()`` (the
+    engine would then sit out its five-second grace). The main thread waits on
+    the signal wake-up pipe instead, which the interpreter writes to from
+    whichever thread received the signal.
+    """
+    wake_read, wake_write = os.pipe()
+    os.set_blocking(wake_write, False)
+    signal.set_wakeup_fd(wake_write)
+    signal.signal(signal.SIGINT, lambda _signum, _frame: None)  # a handler, so the wake-up pipe is written
     defer("pulumi.automation")
-    runpy.run_module("pulumi.dynamic", run_name="__main__", alter_sys=True)
+    failed = []
+
+    def serve() -> None:
+        try:
+            runpy.run_module("pulumi.dynamic", run_name="__main__", alter_sys=True)
+        except BaseException:  # noqa: BLE001 - reported here, before the main thread ends the process
+            traceback.print_exc()
+            failed.append(True)
+        finally:
+            os.write(wake_write, b"\0")
+
+    threading.Thread(target=serve, name="provider", daemon=True).start()
+    os.read(wake_read, 1)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1 if failed else 0)
 
 
 if __name__ == "__main__":
