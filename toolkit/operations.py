@@ -32,7 +32,7 @@ from pulumi.runtime.proto import language_pb2_grpc
 
 STACK_TYPE = "pulumi:pulumi:Stack"
 SECRET_SIGNATURE = "4dabf18193072939515e22adb298388d"
-"""Key that marks a secret value in engine events (whose plaintext events never carry)."""
+"""Key that marks a secret in engine events, which carry a placeholder instead of its value."""
 
 OnEvent = Callable[[auto.EngineEvent], None]
 
@@ -40,7 +40,8 @@ OnEvent = Callable[[auto.EngineEvent], None]
 class OperationStack(auto.Stack):
     """A stack that already exists in the backend; no CLI call on construction."""
 
-    def __init__(self, name: str, workspace: auto.LocalWorkspace) -> None:  # noqa: D107 - no super(): it runs the CLI
+    def __init__(self, name: str, workspace: auto.LocalWorkspace) -> None:
+        # Not super().__init__: it runs `stack init` or `stack select`.
         self.name = name
         self.workspace = workspace
         self._mode = StackInitMode.SELECT
