@@ -162,7 +162,8 @@ def _summarize(runs: list[list], result_times: list[float]) -> list[dict]:
         counts: dict[tuple[str, str], int] = defaultdict(int)
         operations = [call for call in calls if call.name == "pulumi"]
         for call in calls:
-            parent = next((op for op in operations if op.started <= call.started <= op.ended and op is not call), None)
+            plugin = call.name != "pulumi"
+            parent = next((op for op in operations if plugin and op.started <= call.started <= op.ended), None)
             where = "before the result" if call.started < result_at else "teardown"
             key = (call.command if parent is None else f"  {call.command} (in {parent.command})", where)
             rows[key]["wall"].append(call.seconds)
@@ -183,20 +184,90 @@ def _summarize(runs: list[list], result_times: list[float]) -> list[dict]:
 
 
 def trace_target(trivial, repeats: int) -> dict:
-    """The processes of ``repeats`` toolkit runs, and of as many through the SDK's ``Stack`` methods."""
+    """The processes of ``repeats`` toolkit runs, and of as many through the SDK's ``Stack`` methods;
+    and where a toolkit run's time goes, from its engine events."""
     trace = _tracer()
-    toolkit_runs, toolkit_results, sdk_runs, sdk_results = [], [], [], []
+    events = _event_clock()
+    toolkit_runs, toolkit_results, sdk_runs, sdk_results, spans = [], [], [], [], []
     for _ in range(repeats):
         trace.clear()
+        events.clear()
+        submitted = time.time()
         future = trivial.submit()
         assert future.result() == 2
         toolkit_results.append(time.time())
         future.wait_teardown()
+        spans.append(_spans(events, submitted, toolkit_results[-1], time.time()))
         toolkit_runs.append(trace.calls())
         trace.clear()
         sdk_results.append(_sdk_run(trivial).result_at)
         sdk_runs.append(trace.calls())
-    return {"toolkit": _summarize(toolkit_runs, toolkit_results), "sdk": _summarize(sdk_runs, sdk_results)}
+    return {
+        "toolkit": _summarize(toolkit_runs, toolkit_results),
+        "sdk": _summarize(sdk_runs, sdk_results),
+        "spans": {name: statistics.median(run[name] for run in spans if name in run) for name in SPANS},
+    }
+
+
+SPANS = (
+    "`pulumi up` starting: CLI, backend, passphrase key",
+    "program, and the dynamic-provider plugin starting",
+    "run storage created",
+    "until the job resource starts (its provider starting)",
+    "job resource created",
+    "`pulumi up` ending: stack outputs, checkpoint, exit",
+    "job, watch, result read",
+    "`pulumi destroy` starting: CLI, backend, key, plugins",
+    "resources deleted",
+    "`pulumi destroy --remove` ending, stack files removed",
+)
+"""Consecutive spans of one run, from submit to torn down, that ``_spans`` measures."""
+
+
+def _event_clock() -> list:
+    """Every engine event of every run, with the time it arrived (through ``Progress.on_event``)."""
+    from toolkit.progress import Progress
+
+    seen: list = []
+    original = Progress.on_event
+
+    def on_event(self, event) -> None:
+        seen.append((time.time(), event))
+        original(self, event)
+
+    Progress.on_event = on_event
+    return seen
+
+
+def _spans(events: list, submitted: float, result_at: float, torn_down: float) -> dict[str, float]:
+    """``SPANS`` of one run from its events: preludes, resource steps, the end of each operation."""
+    marks: dict[str, float] = {}
+
+    def mark(name: str, at: float, last: bool = False) -> None:
+        if last or name not in marks:
+            marks[name] = at
+
+    for at, event in events:
+        phase = "up" if at < result_at else "destroy"
+        if event.prelude_event:
+            mark(f"{phase} prelude", at)
+        if event.cancel_event:
+            mark(f"{phase} end", at, last=True)
+        step = event.resource_pre_event or event.res_outputs_event
+        if not step or step.metadata.type.startswith("pulumi:"):
+            continue  # the stack and provider resources
+        edge = "start" if event.resource_pre_event else "done"
+        if phase == "up":
+            kind = "storage" if step.metadata.type.endswith(":RunStorage") else "job"
+            mark(f"up {kind} {edge}", at, last=edge == "done")
+        else:
+            mark(f"destroy {edge}", at, last=edge == "done")  # first delete started, last one done
+    order = [submitted, marks.get("up prelude"), marks.get("up storage start"), marks.get("up storage done"),
+             marks.get("up job start"), marks.get("up job done"), marks.get("up end"), result_at,
+             marks.get("destroy start"), marks.get("destroy done"), torn_down]
+    if None in order:
+        return {}
+    return {name: order[i + 1] - order[i] for i, name in enumerate(SPANS)}
 
 
 @dataclass
@@ -317,6 +388,18 @@ def render_cli_calls(results: list[dict], repeats: int) -> list[str]:
     return lines + [""]
 
 
+def render_spans(results: list[dict], repeats: int) -> list[str]:
+    lines = ["## Where the time of one run goes", "",
+             f"Consecutive spans from submit to torn down, from the engine's own events (median of {repeats} "
+             "traced runs). The result is returned after the seventh; the last three are the teardown.", "",
+             "| span | " + " | ".join(r["target"] for r in results) + " |",
+             "|---|" + "---|" * len(results)]
+    for name in SPANS:
+        lines.append(f"| {name} | " + " | ".join(f"{r['cli_calls']['spans'].get(name, float('nan')):.2f} s"
+                                                  for r in results) + " |")
+    return lines + [""]
+
+
 def render(results: list[dict], repeats: int) -> list[str]:
     lines = [
         "| target | baseline | baseline median | toolkit submit→result (min / median / max) | ratio (median) | teardown after result (median) | client peak RSS |",
@@ -411,6 +494,7 @@ def main() -> None:
         "## Latency, phases, throughput",
         "",
         *render(results, args.repeats),
+        *render_spans(results, args.repeats),
         *render_cli_calls(results, args.repeats),
     ]
     if prefect is not None:
