@@ -33,7 +33,7 @@ from toolkit.infra.base import (
     runner_command,
 )
 from toolkit.infra.storage import RunStorage
-from toolkit.providers.local_process import EXIT_NAME, LOG_NAME, LocalProcessProvider, alive
+from toolkit.providers.local_process import EXIT_NAME, LOG_NAME, LocalProcessProvider, running
 from toolkit.runner import RUN_KEY_ENV
 from toolkit.secretvalues import Secret
 
@@ -97,7 +97,7 @@ class ProcessWatcher(JobWatcher):
                 elif code - 128 == signal.SIGSEGV:
                     reason += "; the interpreter crashed (segmentation fault)"
             return JobStatus(state="failed", exit_code=code, reason=reason)
-        if not alive(self._pid):
+        if not running(self._pid):
             return JobStatus(state="failed", reason="the job process disappeared without recording an exit status")
         return JobStatus(state="running")
 

@@ -8,6 +8,7 @@ kills the whole process group, SIGTERM first.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -29,23 +30,27 @@ def process_env(extra: dict[str, str]) -> dict[str, str]:
     return {**base, **extra}
 
 
-def alive(pid: int) -> bool:
-    """True while ``pid`` runs. An exited job whose adoptive parent has not reaped it yet (the
-    provider that started it has exited) is a zombie, and not alive: waiting for the reaping
-    made every teardown half a second longer."""
+def exists(pid: int) -> bool:
+    """True until ``pid`` is reaped (a zombie still exists)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def running(pid: int) -> bool:
+    """True while ``pid`` runs: a zombie -- exited, not yet reaped by the process that adopted it
+    when the provider that started it exited -- has stopped running."""
     try:
         with open(f"/proc/{pid}/stat") as handle:
             return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
-    except OSError:  # no /proc: ask the kernel whether the pid exists
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
+    except OSError:  # no /proc here
+        return exists(pid)
 
 
 class LocalProcessProvider(ResourceProvider):
@@ -70,6 +75,12 @@ class LocalProcessProvider(ResourceProvider):
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         pid = int(props["pid"])
+        if not running(pid):
+            # The job ended (usually: a run's teardown). Stop what it may have left in its group;
+            # waiting for its adoptive parent to reap it would only delay the teardown.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGTERM)
+            return
         for sig, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
             try:
                 os.killpg(pid, sig)
@@ -77,6 +88,6 @@ class LocalProcessProvider(ResourceProvider):
                 return
             deadline = time.monotonic() + grace
             while time.monotonic() < deadline:
-                if not alive(pid):
+                if not exists(pid):
                     return
                 time.sleep(0.05)
