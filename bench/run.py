@@ -12,9 +12,11 @@ peak memory, and every Pulumi CLI and plugin process one run starts (traced
 through wrappers, tests/cli_trace.py) next to the processes the same run
 takes through the Automation API's own ``Stack`` methods, measured in the same
 run; then the same trivial job through Prefect 3's ``@docker`` on the same
-engine (bench/prefect_docker.py), and the goals of issue 15 against the
-figures before it. Times are never asserted anywhere: machines here are
-noisy, ratios from one run are what to compare.
+engine (bench/prefect_docker.py), the environments figures
+(bench/environments.py: first-call build, per-call cost of a cached
+environment), and the goals of issue 15 against the figures before it. Times
+are never asserted anywhere: machines here are noisy, ratios from one run are
+what to compare.
 """
 
 from __future__ import annotations
@@ -461,6 +463,7 @@ def main() -> None:
     parser.add_argument("--concurrency", nargs="+", type=int, default=[1, 4, 10])
     parser.add_argument("--out", type=Path, default=HERE / "results.md")
     parser.add_argument("--no-prefect", action="store_true", help="Skip the Prefect @docker comparison.")
+    parser.add_argument("--no-environments", action="store_true", help="Skip bench/environments.py.")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: bench one target, print JSON
     args = parser.parse_args()
     if args.one:
@@ -499,6 +502,11 @@ def main() -> None:
     ]
     if prefect is not None:
         lines += render_prefect(prefect, next((r for r in results if r["target"] == "docker"), None))
+    if not args.no_environments and "docker" in args.targets:
+        import environments  # bench/environments.py, next to this script
+
+        print("benchmarking environments ...", file=sys.stderr, flush=True)
+        lines += ["", environments.render(environments.run(max(args.repeats, 7)))]
     notes = HERE / "tried.md"
     if notes.exists():
         lines += [notes.read_text()]

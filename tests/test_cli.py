@@ -53,17 +53,24 @@ def jobs(tmp_path: Path) -> Path:
     return path
 
 
-def test_doctor_reports_every_component_and_exits_zero_when_healthy():
-    result = toolkit("doctor", "--json")
+def test_doctor_reports_every_component_and_exits_zero_when_healthy(tmp_path):
+    # A home of its own: pools other tests register (cloud targets whose plugins cannot exist here) would
+    # rightly make doctor report those plugins missing.
+    result = toolkit("doctor", "--json", env={"TOOLKIT_HOME": str(tmp_path)})
     assert result.returncode == 0, result.stdout
     components = {check["component"]: check for check in json.loads(result.stdout)}
     for name in ("Pulumi CLI", "Python language host", "dynamic provider shim", "plugin docker",
-                 "plugin kubernetes", "Docker engine", "runner image", "state backend", "pool registry"):
+                 "plugin kubernetes", "Docker engine", "runner image", "state backend", "pool registry",
+                 "policy packs"):
         assert components[name]["ok"], components[name]
+    assert components["plugin docker"]["detail"].endswith("pools: local-docker")
+    assert components["plugin mode"]["detail"].startswith(("online: ", "offline: "))
 
 
 def test_doctor_reports_a_stopped_engine_and_a_missing_plugin_with_the_fix(tmp_path):
-    result = toolkit("doctor", env={"DOCKER_HOST": "unix:///nonexistent/docker.sock", "PULUMI_HOME": str(tmp_path)})
+    # An empty plugin cache and toolkit cache (whose own builds the engine would find on PATH too).
+    result = toolkit("doctor", env={"DOCKER_HOST": "unix:///nonexistent/docker.sock", "PULUMI_HOME": str(tmp_path),
+                                    "TOOLKIT_CACHE_DIR": str(tmp_path / "cache")})
     assert result.returncode == 1
     lines = result.stdout.splitlines()
     engine = next(i for i, line in enumerate(lines) if "Docker engine" in line)
@@ -89,6 +96,22 @@ def test_pool_lifecycle_and_default_template(tmp_path):
     assert toolkit("pool", "delete", "cli-pool").returncode == 0
     missing = toolkit("pool", "show", "cli-pool")
     assert missing.returncode == 1 and "work pool 'cli-pool' not found" in missing.stderr
+
+
+def test_pool_create_with_guardrails(tmp_path):
+    pack = Path(__file__).resolve().parent.parent / "examples" / "policy_pack"
+    created = toolkit("pool", "create", "guarded-cli", "--type", "process", "--policy-pack", os.path.relpath(pack),
+                      "--policy-pack", "registry:team", "--max-concurrent-runs", "3",
+                      "--secrets-provider", "awskms://alias/runs?region=eu-west-1")
+    assert created.returncode == 0, created.stderr
+    shown = json.loads(toolkit("pool", "show", "guarded-cli").stdout)
+    assert shown["policy_packs"] == [str(pack), "registry:team"]  # relative paths resolved
+    assert (shown["max_concurrent_runs"], shown["secrets_provider"]) == (3, "awskms://alias/runs?region=eu-west-1")
+    assert toolkit("pool", "delete", "guarded-cli").returncode == 0
+    bad = toolkit("pool", "create", "bad-pack", "--type", "process", "--policy-pack", str(tmp_path))
+    assert bad.returncode == 1 and "has no PulumiPolicy.yaml" in bad.stderr
+    zero = toolkit("pool", "create", "bad-limit", "--type", "process", "--max-concurrent-runs", "0")
+    assert zero.returncode == 1 and "max_concurrent_runs" in zero.stderr
 
 
 @pytest.mark.engine

@@ -11,7 +11,7 @@ import pytest
 
 import toolkit
 from tests.leaks import assert_nothing_left
-from toolkit import docker
+from toolkit import docker, settings
 from toolkit.errors import ConfigError, JobFailedError, RunCancelledError
 from toolkit.futures import wait_for_teardowns
 from toolkit.toolchain.runner_image import BASE_IMAGE
@@ -126,12 +126,14 @@ def test_preview_shows_the_container_and_creates_nothing():
     plan = whoami.with_options(env={"TOKEN": toolkit.secret("p@ss"), "MODE": "fast"}, cpus=0.5).preview("x")
     container = next(c for c in plan.changes if c.type == "docker:index/container:Container")
     assert container.op == "create"
-    assert container.inputs["image"] == f"toolkit-runner:{toolkit.__version__}"
+    assert container.inputs["image"] == settings.runner_image()
     assert container.inputs["memory"] == 256 and container.inputs["cpus"] == "0.5"
     assert container.inputs["readOnly"] is True and container.inputs["user"] == "1000:1000"
     assert any(v["containerPath"] == "/toolkit-run" for v in container.inputs["volumes"])
     assert plan.job["env"] == {"TOKEN": "[secret]", "MODE": "fast"}
     assert "p@ss" not in plan.to_json() and "p@ss" not in str(plan)
+    assert [(plugin.name, plugin.version, plugin.present) for plugin in plan.plugins] == [("docker", "5.2.0", True)]
+    assert "Provider plugins:\n    docker v5.2.0: present (" in str(plan)
     assert subprocess.run(["docker", "ps", "-aq"], capture_output=True, text=True).stdout == before
 
 

@@ -10,7 +10,6 @@ import signal
 import socket
 import subprocess
 import sys
-import textwrap
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from pathlib import Path
 import pytest
 
 import toolkit
+from tests.clients import kill_holding_client
 from tests.leaks import assert_nothing_left, run_stacks
 from toolkit import docker, gc, process, records, settings
 from toolkit.errors import JobFailedError, ProvisionError, TeardownError
@@ -52,40 +52,9 @@ def test_interpreter_crash_is_a_clear_error(decorator, expected):
         decorator(_segfault)()
 
 
-CLIENT = textwrap.dedent(
-    """
-    import sys, time
-    import toolkit
-
-    decorator = getattr(toolkit, sys.argv[1])
-
-    @decorator
-    def sleeper():
-        time.sleep(600)
-
-    future = sleeper.submit()
-    while future.state != "running":
-        time.sleep(0.1)
-    print(future.run_id, flush=True)
-    time.sleep(600)
-    """
-)
-
-
-def _start_client_and_kill_it(tmp_path: Path, target: str) -> str:
-    script = tmp_path / "client.py"
-    script.write_text(CLIENT)
-    client = subprocess.Popen([sys.executable, str(script), target], stdout=subprocess.PIPE, text=True)
-    run_id = client.stdout.readline().strip()
-    client.send_signal(signal.SIGKILL)
-    client.wait()
-    assert run_id, "the client never reached the running state"
-    return run_id
-
-
 @pytest.mark.parametrize("target", ["process", "docker"])
 def test_killed_client_leaves_a_stack_that_gc_destroys(tmp_path, target):
-    run_id = _start_client_and_kill_it(tmp_path, target)
+    run_id = kill_holding_client(tmp_path, target)
     assert run_stacks() == [f"run-{run_id}"]
     if target == "docker":
         assert subprocess.run(["docker", "inspect", f"toolkit-{run_id}"], capture_output=True).returncode == 0
@@ -104,7 +73,7 @@ def _lock_dir(run_id: str) -> Path:
 
 
 def test_stack_locked_by_a_dead_process_is_unlocked_and_destroyed_by_gc(tmp_path):
-    run_id = _start_client_and_kill_it(tmp_path, "process")
+    run_id = kill_holding_client(tmp_path, "process")
     # As if the client's `pulumi` had been killed mid-operation: its lock outlives it.
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -117,7 +86,7 @@ def test_stack_locked_by_a_dead_process_is_unlocked_and_destroyed_by_gc(tmp_path
 
 
 def test_lock_of_a_live_process_is_respected(tmp_path):
-    run_id = _start_client_and_kill_it(tmp_path, "process")
+    run_id = kill_holding_client(tmp_path, "process")
     lock = {"pid": os.getpid(), "username": "root", "hostname": socket.gethostname(), "timestamp": "2026-01-01T00:00:00Z"}
     lock_file = _lock_dir(run_id) / f"{uuid.uuid4()}.json"
     lock_file.parent.mkdir(parents=True, exist_ok=True)

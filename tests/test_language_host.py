@@ -197,3 +197,43 @@ def _alive(pid: int) -> bool:
             return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_run_plugin_streams_a_python_plugins_output_and_exit_code(tmp_path: Path) -> None:
+    """What the engine does to start a Python policy pack: RunPlugin on the pack's directory."""
+    import grpc
+    from pulumi.runtime.proto import language_pb2_grpc
+
+    plugin = tmp_path / "plugin"
+    plugin.mkdir()
+    (plugin / "__main__.py").write_text(
+        "import sys\nprint('4242')\nprint('args', sys.argv[1:], file=sys.stderr)\nsys.exit(3)\n"
+    )
+    shim, _ = install_language_host(tmp_path / "bin")
+    host = subprocess.Popen([str(shim), "127.0.0.1:1"], stdout=subprocess.PIPE, text=True)
+    try:
+        port = host.stdout.readline().strip()
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            request = language_pb2.RunPluginRequest(
+                pwd=str(tmp_path), args=["127.0.0.1:9"], env=[f"PATH={os.environ['PATH']}"], kind="analyzer",
+                info=_info(plugin),
+            )
+            replies = list(language_pb2_grpc.LanguageRuntimeStub(channel).RunPlugin(request, timeout=60))
+    finally:
+        host.terminate()
+        host.wait(timeout=30)
+    stdout = b"".join(reply.stdout for reply in replies)
+    stderr = b"".join(reply.stderr for reply in replies)
+    assert stdout == b"4242\n" and b"args ['127.0.0.1:9']" in stderr
+    assert replies[-1].WhichOneof("output") == "exitcode" and replies[-1].exitcode == 3
+
+
+def test_plugins_run_from_their_conventional_venv_when_present(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from toolkit.toolchain.language_host import plugin_interpreter
+
+    monkeypatch.setenv("PULUMI_PYTHON_CMD", "/opt/python/bin/python3")
+    assert plugin_interpreter(_info(tmp_path)) == "/opt/python/bin/python3"  # the toolkit's, with pulumi-policy
+    venv_python = tmp_path / "venv" / "bin" / "python"
+    venv_python.parent.mkdir(parents=True)
+    venv_python.touch()
+    assert plugin_interpreter(_info(tmp_path)) == str(venv_python)  # as Pulumi's own host would

@@ -16,6 +16,7 @@ import time
 import boto3
 import pytest
 
+from tests.clients import start_holding_client
 from tests.emulators.aws import REGION, aws_emulator  # noqa: F401 - fixture
 from toolkit import gc
 from toolkit.engine import list_run_stacks
@@ -50,24 +51,6 @@ SUBMIT = textwrap.dedent(
     """
 )
 
-HOLD = textwrap.dedent(
-    f"""
-    import time
-    from toolkit import process
-
-    @process(pool="{POOL}")
-    def hold():
-        time.sleep(600)
-
-    future = hold.submit()
-    while future.state != "running":
-        time.sleep(0.1)
-    print(future.run_id, flush=True)
-    time.sleep(600)
-    """
-)
-
-
 def test_two_clients_submit_at_once_through_the_shared_backend(backend, tmp_path):
     script = tmp_path / "submit.py"
     script.write_text(SUBMIT)
@@ -82,12 +65,8 @@ def test_two_clients_submit_at_once_through_the_shared_backend(backend, tmp_path
 
 
 def test_gc_of_one_client_spares_a_live_clients_stack_and_collects_a_dead_ones(backend, tmp_path):
-    script = tmp_path / "hold.py"
-    script.write_text(HOLD)
-    holder = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    holder, run_id = start_holding_client(tmp_path, "process", POOL)
     try:
-        run_id = holder.stdout.readline().strip()
-        assert run_id
         collector = subprocess.run(
             [sys.executable, "-m", "toolkit", "gc", "--json"], capture_output=True, text=True, timeout=300
         )

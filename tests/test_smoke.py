@@ -3,8 +3,8 @@
 The inline program holds a Python dynamic resource (through the
 ``pulumi-resource-pulumi-python`` shim) and a ``pulumi_docker`` resource
 (through the docker provider plugin the toolchain built). Both must exist
-while the stack is up and be gone after destroy, with automatic plugin
-acquisition disabled, so nothing can have been downloaded.
+while the stack is up and be gone after destroy, in offline mode (automatic
+plugin acquisition disabled), so nothing can have been downloaded.
 """
 
 from __future__ import annotations
@@ -44,7 +44,8 @@ def _networks() -> list[str]:
     return subprocess.run(["docker", "network", "ls", "--format", "{{.Name}}"], capture_output=True, text=True).stdout.split()
 
 
-def test_dynamic_resource_and_docker_network_up_and_down(tmp_path):
+def test_dynamic_resource_and_docker_network_up_and_down(tmp_path, monkeypatch):
+    monkeypatch.setenv("TOOLKIT_OFFLINE", "1")
     assert settings.pulumi_env()["PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION"] == "true"
     marker = tmp_path / "marker"
     network = f"toolkit-smoke-{uuid.uuid4().hex[:8]}"

@@ -126,3 +126,33 @@ def test_runtime_placeholders_need_no_variable():
         {"job_configuration": {"n": "{{ run_id }}-{{ pool_name }}-{{ function_name }}"}, "variables": {"type": "object"}},
         "pool 'p'",
     )
+
+
+def test_schema_bounds_of_a_pool_are_enforced_naming_the_bound():
+    """A platform team bounds variables in the pool's schema: maximum on memory, enum on images."""
+    from toolkit.pools_as_code import template_with_defaults
+
+    template = template_with_defaults("docker")
+    properties = template["variables"]["properties"]
+    properties["cpus"]["maximum"] = 4
+    properties["image"]["enum"] = ["toolkit-runner:stable", "registry.internal.example/ml:2"]
+    properties["gpu_memory_gb"] = {"type": "integer", "minimum": 1, "maximum": 64}
+    template["job_configuration"]["labels"] = {"gpu-memory": "{{ gpu_memory_gb }}"}
+
+    def render(**overrides):
+        return templating.render(template, [overrides], {}, "olympic")
+
+    with pytest.raises(ConfigError) as info:
+        render(gpu_memory_gb=128)
+    assert str(info.value) == (
+        "job variable 'gpu_memory_gb' for pool 'olympic' expects at most 64 (maximum), got 128 (int). "
+        "Pass a value within the pool's bound"
+    )
+    with pytest.raises(ConfigError, match=r"'cpus' for pool 'olympic' expects at most 4 \(maximum\), got 8"):
+        render(cpus=8)
+    with pytest.raises(ConfigError) as info:
+        render(image="python:3.11")
+    assert "expects one of 'toolkit-runner:stable', 'registry.internal.example/ml:2' (enum), got 'python:3.11'" in str(info.value)
+    assert str(info.value).endswith("Pass one of the pool's allowed values")
+    config, variables = render(gpu_memory_gb=64, cpus=4, image="toolkit-runner:stable")
+    assert variables["gpu_memory_gb"] == 64 and config["labels"] == {"gpu-memory": 64}

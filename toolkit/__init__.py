@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from toolkit._version import __version__
 
 _EXPORTS = {
     "process": "toolkit.decorators",
@@ -27,6 +27,8 @@ _EXPORTS = {
     "WorkPool": "toolkit.pools",
     "PoolRegistry": "toolkit.pools",
     "WorkPoolResource": "toolkit.pools_as_code",
+    "PolicyPackResource": "toolkit.pools_as_code",
+    "PolicyResult": "toolkit.guardrails.policy",
     "secret": "toolkit.secretvalues",
 }
 
@@ -46,6 +48,8 @@ __all__ = [
     "WorkPool",
     "PoolRegistry",
     "WorkPoolResource",
+    "PolicyPackResource",
+    "PolicyResult",
     "secret",
     "__version__",
 ]
@@ -62,9 +66,10 @@ if TYPE_CHECKING:
         vertex_ai,
     )
     from toolkit.futures import RunFuture
+    from toolkit.guardrails.policy import PolicyResult
     from toolkit.plan import Plan, ResourceChange
     from toolkit.pools import PoolRegistry, WorkPool
-    from toolkit.pools_as_code import WorkPoolResource
+    from toolkit.pools_as_code import PolicyPackResource, WorkPoolResource
     from toolkit.secretvalues import secret
     from toolkit.submitter import Submitter
 

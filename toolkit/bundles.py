@@ -13,14 +13,18 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import json
+import os
 import site
 import sys
 import sysconfig
+import tarfile
 import threading
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import cloudpickle
@@ -28,6 +32,9 @@ import cloudpickle
 from toolkit.errors import BundleError, BundleVerificationError, RemoteError, RuntimeMismatchError
 
 MAGIC = b"TKB1\n"
+FILES_NAME = "files.tar.gz"
+"""The ``include_files`` archive, next to the bundle in run storage; the bundle's signed
+header carries its sha256 under ``files``."""
 PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 _PICKLE_LOCK = threading.Lock()
 """cloudpickle's by-value registry is global; concurrent submissions must not interleave."""
@@ -70,7 +77,46 @@ def open_envelope(data: bytes, key: str, kind: str, source: str) -> tuple[dict[s
     return header, payload
 
 
-def _library_roots() -> tuple[str, ...]:
+def unpack_files(data: bytes, expected: dict[str, Any], destination: Path, source: str) -> int:
+    """Check the ``include_files`` archive against the bundle's signed header, then unpack it.
+
+    Only regular files and directories with relative paths inside
+    ``destination`` are written, and none over an existing file; returns the
+    number of files. Raises ``BundleVerificationError`` before writing anything
+    when the archive is not the one the caller signed.
+    """
+    if not hmac.compare_digest(hashlib.sha256(data).hexdigest(), str(expected.get("digest"))):
+        raise BundleVerificationError(
+            f"{source} does not match the digest in the bundle's signed header (tampered with or truncated); "
+            "refusing to unpack it"
+        )
+    root = destination.resolve()
+    count = 0
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
+        members = archive.getmembers()
+        for member in members:
+            target = (root / member.name).resolve()
+            if not (member.isfile() or member.isdir()) or (target != root and root not in target.parents):
+                raise BundleVerificationError(f"{source} holds {member.name!r}, which may not be unpacked")
+            if member.isfile() and target.exists():
+                raise BundleError(f"include_files would overwrite {target} in the job's working directory")
+        for member in members:
+            target = root / member.name
+            if member.isdir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            handle = archive.extractfile(member)
+            assert handle is not None
+            with open(target, "xb") as out:
+                out.write(handle.read())
+            os.chmod(target, (member.mode & 0o755) | 0o600)
+            count += 1
+    return count
+
+
+def library_roots() -> tuple[str, ...]:
+    """Directories of installed code (stdlib, site-packages): a module outside them is the user's own."""
     paths = sysconfig.get_paths()
     roots = {paths["stdlib"], paths["platstdlib"], paths["purelib"], paths["platlib"], sys.prefix, sys.base_prefix}
     roots.update(site.getsitepackages())
@@ -86,7 +132,7 @@ def _local_packages() -> set[str]:
     The job can't import these (it has only its image's libraries), so they go
     by value. ``toolkit`` itself is installed in every runner image.
     """
-    roots = _library_roots()
+    roots = library_roots()
     local: set[str] = set()
     for name, module in sys.modules.copy().items():  # copy() is atomic; other threads import meanwhile
         top = name.partition(".")[0]

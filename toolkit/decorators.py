@@ -6,6 +6,10 @@ until the function is called. Job-variable precedence, lowest first:
     pool defaults  <  decorator kwargs  <  with_options(...)  <  Submitter.submit(job_variables=)
 
 ``templating.merge_layers`` is the one function that applies it.
+
+``block`` is a submission option, not a job variable: on a pool at its
+``max_concurrent_runs``, True (the default) waits for a slot, False makes
+``submit`` raise ``PoolBusyError`` at once.
 """
 
 from __future__ import annotations
@@ -33,12 +37,15 @@ class InfraFunction(Generic[P, R]):
         target_type: str,
         pool: str,
         layers: Sequence[Mapping[str, Any]] = (),
+        block: bool = True,
     ) -> None:
         self.fn = fn
         self.target_type = target_type
         self.pool = pool
         self.layers = tuple(dict(layer) for layer in layers)
-        functools.update_wrapper(self, fn)
+        self.block = block
+        # Name and docs only: merging fn's __dict__ would let a Prefect Flow's own `fn` replace ours.
+        functools.update_wrapper(self, fn, updated=())
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run remotely and block: the value, or the remote exception re-raised."""
@@ -50,18 +57,28 @@ class InfraFunction(Generic[P, R]):
 
     def preview(self, *args: P.args, **kwargs: P.kwargs) -> Plan:
         """The infrastructure a call would create, without creating anything."""
-        return preview_run(prepare(self.fn, args, kwargs, self.pool, self.layers, self.target_type))
+        return preview_run(prepare(self.fn, args, kwargs, self.pool, self.job_layers(), self.target_type, build=False))
 
     def local(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """A plain local call, no infrastructure."""
         return self.fn(*args, **kwargs)
 
-    def with_options(self, *, pool: str | None = None, **job_variables: Any) -> InfraFunction[P, R]:
-        """A new bound function with more job variables (and optionally another pool)."""
-        return InfraFunction(self.fn, self.target_type, pool or self.pool, [*self.layers, job_variables])
+    def with_options(
+        self, *, pool: str | None = None, block: bool | None = None, **job_variables: Any
+    ) -> InfraFunction[P, R]:
+        """A new bound function with more job variables (and optionally another pool or ``block``)."""
+        return InfraFunction(
+            self.fn, self.target_type, pool or self.pool, [*self.layers, job_variables],
+            self.block if block is None else block,
+        )
+
+    def job_layers(self) -> list[dict[str, Any]]:
+        """The job-variable layers a call passes on, lowest precedence first."""
+        return list(self.layers)
 
     def _submit(self, args: tuple[Any, ...], kwargs: dict[str, Any], prefix_logs: bool) -> RunFuture:
-        prepared = prepare(self.fn, args, kwargs, self.pool, self.layers, self.target_type)
+        prepared = prepare(self.fn, args, kwargs, self.pool, self.job_layers(), self.target_type)
+        prepared.block = self.block
         return RunFuture(prepared, prefix_logs=prefix_logs)
 
     def __repr__(self) -> str:
@@ -81,7 +98,11 @@ def resolve_pool(target_type: str, pool: str | None, work_pool_name: str | None,
 
 def _decorator_factory(target_type: str, default_pool: str | None = None) -> Callable[..., Any]:
     def decorator(
-        pool: str | Callable[..., Any] | None = None, *, work_pool_name: str | None = None, **job_variables: Any
+        pool: str | Callable[..., Any] | None = None,
+        *,
+        work_pool_name: str | None = None,
+        block: bool = True,
+        **job_variables: Any,
     ) -> Any:
         if callable(pool):  # used bare: @process
             return InfraFunction(pool, target_type, resolve_pool(target_type, None, None, default_pool))
@@ -90,7 +111,7 @@ def _decorator_factory(target_type: str, default_pool: str | None = None) -> Cal
         def bind(fn: Callable[P, R]) -> InfraFunction[P, R]:
             if isinstance(fn, InfraFunction):
                 raise ConfigError(f"{fn!r} is already bound to infrastructure; decorate the plain function once")
-            return InfraFunction(fn, target_type, chosen, [job_variables])
+            return InfraFunction(fn, target_type, chosen, [job_variables], block)
 
         return bind
 

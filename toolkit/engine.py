@@ -23,7 +23,7 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -32,13 +32,14 @@ from pulumi import automation as auto
 from pydantic import BaseModel
 
 from toolkit import diy_backend, settings
-from toolkit.errors import ProvisionError, TeardownError, ToolchainError
-from toolkit.operations import STACK_TYPE, OnEvent, OperationStack, is_secret
+from toolkit.errors import ProvisionError, TeardownError
+from toolkit.guardrails.policy import violation_error
+from toolkit.guardrails.secrets import PASSPHRASE, selected_provider
+from toolkit.operations import STACK_TYPE, OnEvent, OperationResult, OperationStack, is_secret
 from toolkit.plan import ResourceChange
 from toolkit.progress import Progress
+from toolkit.toolchain import cli_lookup
 
-SECRETS_PROVIDER = "passphrase"
-"""Secrets provider of run stacks: the passphrase ``settings.pulumi_env`` provides, no setup needed."""
 RUN_TAG = "toolkit:run"
 """One stack tag holding ``RunTag`` as JSON: one CLI call to set, instead of one per field."""
 
@@ -79,29 +80,47 @@ def owner_tag(pid: int) -> str:
     return f"{socket.gethostname()}:{pid}:{process_start_time(pid)}"
 
 
+def owner_alive(owner: str) -> bool | None:
+    """True/False for an owner (``owner_tag``) on this host; None when it runs elsewhere (unknowable)."""
+    host, _, rest = owner.partition(":")
+    pid_text, _, started = rest.partition(":")
+    if host != socket.gethostname():
+        return None
+    try:
+        pid = int(pid_text)
+        os.kill(pid, 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        pass
+    return process_start_time(pid) == started
+
+
 @functools.cache
 def pulumi_command() -> auto.PulumiCommand:
-    """The Pulumi CLI, checked once per process against the SDK's minimum version."""
-    binary = settings.pulumi_binary()
-    if binary is None or not binary.exists():
-        raise ToolchainError(
-            "the Pulumi CLI was not found (neither on PATH nor in the toolkit cache). "
-            "Run `toolkit toolchain install`"
-        )
-    return auto.PulumiCommand(root=str(binary.parent.parent))
+    """The Pulumi CLI, found and checked once per process against the SDK's minimum version."""
+    return cli_lookup.automation_command()
 
 
 def workspace_options(
-    backend_url: str, work_dir: Path, program: Callable[[], None] | None = None
+    backend_url: str,
+    work_dir: Path,
+    *,
+    project: str = settings.RUN_PROJECT,
+    secrets_provider: str | None = None,
+    program: Callable[[], None] | None = None,
 ) -> auto.LocalWorkspaceOptions:
-    """The one place a run stack's workspace is described: project, backend, secrets provider, CLI."""
+    """The one place a stack's workspace is described: project, backend, secrets provider, CLI, program.
+
+    ``secrets_provider`` applies to stacks created here (the pool's, else ``TOOLKIT_SECRETS_PROVIDER``).
+    """
     return auto.LocalWorkspaceOptions(
         work_dir=str(work_dir),
         program=program,
         project_settings=auto.ProjectSettings(
-            name=settings.RUN_PROJECT, runtime="python", backend=auto.ProjectBackend(url=backend_url)
+            name=project, runtime="python", backend=auto.ProjectBackend(url=backend_url)
         ),
-        secrets_provider=SECRETS_PROVIDER,
+        secrets_provider=secrets_provider or selected_provider(),
         env_vars=settings.pulumi_env(backend_url),
         pulumi_command=pulumi_command(),
     )
@@ -130,20 +149,24 @@ class RunStack:
         program: Callable[[], None],
         progress: Progress,
         tag: RunTag | None = None,
+        secrets_provider: str | None = None,
+        policy_packs: Sequence[str] = (),
         create: bool = True,
     ) -> None:
         self.run_id = run_id
         self.name = stack_name(run_id)
         self.backend_url = backend_url
         self.progress = progress
+        self.policy_packs = list(policy_packs)
+        """Policy pack directories the engine runs at every preview and up of this stack."""
         ensure_local_backend(backend_url)
         self._work_dir = Path(tempfile.mkdtemp(prefix=f"toolkit-{run_id}-"))
         try:
-            options = workspace_options(backend_url, self._work_dir, program)
+            options = workspace_options(backend_url, self._work_dir, secrets_provider=secrets_provider, program=program)
             self._workspace = auto.LocalWorkspace(**vars(options))  # writes Pulumi.yaml; no CLI call
             self.stack = OperationStack(self.name, self._workspace)
             self._direct = diy_backend.writable_layout(backend_url, {**os.environ, **options.env_vars}) and (
-                options.secrets_provider == "passphrase"  # what `up` gives a stack created without one
+                options.secrets_provider == PASSPHRASE  # what `up` gives a stack created without one
             )
             self._pending_tag = tag
             if create:
@@ -192,8 +215,9 @@ class RunStack:
             tagger.start()
         self.progress.errors.clear()
         try:
-            outputs = self._operate("up", self.progress.on_event)
+            outputs = self._operate("up", self.progress.on_event).outputs
         except auto.errors.CommandError as exc:
+            self._raise_policy_violation()
             raise ProvisionError(f"provisioning run {self.run_id} failed: {self._error_detail(exc)}") from None
         finally:
             if tagger is not None:
@@ -224,16 +248,27 @@ class RunStack:
         try:
             self._operate("preview", collect)
         except auto.errors.CommandError as exc:
+            self._raise_policy_violation(changes or [])
             raise ProvisionError(f"preview of run {self.run_id} failed: {self._error_detail(exc)}") from None
         return changes
 
-    def destroy_once(self) -> None:
-        """Destroy and remove the stack: one ``pulumi destroy --remove`` (raises the CLI's error)."""
-        self._operate("destroy", self.progress.on_event)
+    def _raise_policy_violation(self, changes: list[ResourceChange] | None = None) -> None:
+        """A failed preview/up that mandatory policies caused becomes the error naming them."""
+        if any(result.mandatory for result in self.progress.policy_results):
+            during_up = changes is None
+            raise violation_error(self.progress.policy_results, self.run_id, changes, during_up) from None
+
+    def destroy_once(self) -> dict[str, int]:
+        """Destroy and remove the stack: one ``pulumi destroy --remove`` (raises the CLI's error).
+
+        Returns the engine's step counts (``{"delete": n}``, the stack resource included).
+        """
+        changes = self._operate("destroy", self.progress.on_event).changes
         if self._direct:
             diy_backend.remove_leftovers(self.backend_url, settings.RUN_PROJECT, self.name)
         else:  # `--remove` would keep the checkpoint's backup in the bucket; `stack rm` can drop it
             remove_stack(self.name, self.backend_url, self._work_dir)
+        return changes
 
     def destroy_and_remove(self, attempts: int = 5) -> None:
         """Destroy and remove the stack; retries a stack still locked by a finishing update."""
@@ -267,11 +302,12 @@ class RunStack:
         finally:
             self.close()
 
-    def _operate(self, command: str, on_event: OnEvent) -> dict[str, Any]:
+    def _operate(self, command: str, on_event: OnEvent) -> OperationResult:
         """The one place a run stack's operations run: ``up``, ``preview`` or ``destroy``, with their flags."""
+        policy = [flag for pack in self.policy_packs for flag in ("--policy-pack", pack)]
         flags = {
-            "up": ["--yes", "--skip-preview"],
-            "preview": [],
+            "up": ["--yes", "--skip-preview", *policy],
+            "preview": policy,
             "destroy": ["--yes", "--skip-preview", *(["--remove"] if self._direct else [])],
         }[command]
         return self.stack.operate([command, *flags], on_event)
@@ -331,10 +367,15 @@ def selected_stack(name: str, backend_url: str) -> Iterator[auto.Stack]:
 
 def list_run_stacks(backend_url: str) -> list[tuple[str, dict[str, str]]]:
     """Every run stack in ``backend_url`` with its tags."""
+    return list_stacks(backend_url, settings.RUN_PROJECT)
+
+
+def list_stacks(backend_url: str, project: str) -> list[tuple[str, dict[str, str]]]:
+    """Every stack of ``project`` in ``backend_url`` with its tags."""
     ensure_local_backend(backend_url)
     work_dir = Path(tempfile.mkdtemp(prefix="toolkit-ls-"))
     try:
-        options = workspace_options(backend_url, work_dir)
+        options = workspace_options(backend_url, work_dir, project=project)
         workspace = auto.LocalWorkspace(
             work_dir=options.work_dir,
             env_vars=options.env_vars,

@@ -7,6 +7,8 @@ Pulumi's own typed errors are wrapped, never parsed out of CLI text.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class ToolkitError(Exception):
     """Base class of every error raised by the toolkit."""
@@ -25,6 +27,22 @@ class PoolNotFoundError(ConfigError, LookupError):
 
 class TemplateError(ConfigError):
     """A base job template is inconsistent (placeholder without variable, bad schema)."""
+
+
+class PolicyViolationError(ConfigError):
+    """A pool's policy pack rejected the call (a mandatory violation); nothing was created.
+
+    ``results`` holds every policy result of the check, advisory ones included.
+    """
+
+    def __init__(self, message: str, results: list[Any], changes: list[Any] | None = None) -> None:
+        super().__init__(message)
+        self.results = results
+        self.changes = changes or []
+
+
+class PoolBusyError(ToolkitError):
+    """The pool already runs ``max_concurrent_runs`` calls and the call was submitted with ``block=False``."""
 
 
 class TargetUnavailableError(ToolkitError):
@@ -47,8 +65,32 @@ class RuntimeMismatchError(BundleError):
     """The job's Python version cannot load a bundle made by the client's Python."""
 
 
+class RequirementError(ConfigError):
+    """A job's packages cannot be resolved into a set of wheels for its environment."""
+
+
+class RequirementNotFoundError(RequirementError, LookupError):
+    """A requirement names a distribution the package index does not have."""
+
+
+class RequirementConflictError(RequirementError):
+    """Requirements pin incompatible versions (of each other or of the base image)."""
+
+
+class NoCompatibleWheelError(RequirementError):
+    """A distribution has no wheel for the job's platform and none can be built for it."""
+
+
+class IncludeFilesError(ConfigError):
+    """``include_files`` matched nothing, too much, something outside the working directory or a secret."""
+
+
 class ProvisionError(ToolkitError):
     """``pulumi up`` of a run stack failed; the stack has been torn down."""
+
+
+class EnvironmentBuildError(ProvisionError):
+    """Building an environment's image or virtualenv failed; nothing of the run was provisioned."""
 
 
 class JobFailedError(ToolkitError):

@@ -24,6 +24,8 @@ from toolkit import records
 from toolkit.bundles import unseal_result
 from toolkit.engine import RunStack, RunTag, owner_tag
 from toolkit.errors import JobFailedError, RunCancelledError, RunTimeoutError, TeardownError
+from toolkit.guardrails.guard import RunGuard
+from toolkit.guardrails.policy import PolicyResult
 from toolkit.infra.base import JobStatus, JobWatcher
 from toolkit.progress import Progress
 from toolkit.runner import RESULT_NAME
@@ -89,6 +91,13 @@ class RunFuture:
             owner_pid=os.getpid(),
             owner=owner_tag(os.getpid()),
         )
+        self._ttl = prepared.timeout + 3600 if prepared.timeout else DEFAULT_TTL
+        self._guard = RunGuard(prepared, self.progress, self._record.owner, self._record.created, self._ttl)
+        try:
+            self._guard.claim_now()  # block=False: PoolBusyError from submit(), before any record exists
+        except BaseException:
+            prepared.discard_bundle()
+            raise
         self._record.save()
         _register_shutdown_hook()
         with _LIVE_LOCK:
@@ -104,7 +113,7 @@ class RunFuture:
 
     @property
     def state(self) -> str:
-        """pending, provisioning, running, collecting, completed, failed or cancelled."""
+        """pending, waiting (for a pool slot), provisioning, running, collecting, completed, failed or cancelled."""
         return self._record.state
 
     def done(self) -> bool:
@@ -149,6 +158,11 @@ class RunFuture:
         """Everything the job printed so far."""
         return self._record.logs()
 
+    @property
+    def policy_results(self) -> list[PolicyResult]:
+        """Verdicts of the pool's policy packs on this run (advisory ones; a mandatory one raises)."""
+        return list(self.progress.policy_results)
+
     def wait_teardown(self, timeout: float | None = None) -> bool:
         """Wait until the run's stack is destroyed and removed."""
         return self._torn_down.wait(timeout)
@@ -171,6 +185,9 @@ class RunFuture:
             f"{prepared.function_name} on pool [bold]{prepared.pool.name}[/bold] ({prepared.target.name})"
         )
         try:
+            if self._guard.slot is not None:
+                self._set_state("waiting")
+                self._guard.admit(self._cancelled)
             self._set_state("provisioning")
             started = time.perf_counter()
             stack = RunStack(
@@ -183,11 +200,14 @@ class RunFuture:
                     function=prepared.function_name,
                     owner=self._record.owner,
                     created=self._record.created,
-                    ttl=prepared.timeout + 3600 if prepared.timeout else DEFAULT_TTL,
+                    ttl=self._ttl,
                 ),
+                secrets_provider=prepared.secrets_provider,
+                policy_packs=prepared.policy_packs,
             )
             if self._cancelled():
                 raise RunCancelledError(f"run {self.run_id} was cancelled before it started")
+            self._guard.check_policies(stack)
             outputs = stack.up()
             prepared.discard_bundle()
             self.timings["stack_up"] = time.perf_counter() - started
@@ -223,6 +243,7 @@ class RunFuture:
             self.progress.say(f"[red]{exc}[/red]")
         finally:
             self.timings["destroy"] = time.perf_counter() - started
+            self._guard.finish(self.state, self._error, torn_down=self.teardown_error is None)
             outcome = self.state if self._error is None else f"{self.state}: {type(self._error).__name__}"
             self.progress.say(f"{outcome} ({sum(self.timings.values()):.1f}s)")
             self._torn_down.set()

@@ -11,7 +11,6 @@ owners on other hosts are judged by TTL only. A lock left by a dead process
 from __future__ import annotations
 
 import json
-import os
 import socket
 import time
 from dataclasses import dataclass
@@ -20,8 +19,11 @@ import fsspec
 from pulumi import automation as auto
 
 from toolkit import diy_backend, records, settings
-from toolkit.engine import RunStack, RunTag, describe_failure, list_run_stacks, process_start_time
+from toolkit.engine import RunStack, RunTag, describe_failure, list_run_stacks, owner_alive, process_start_time
 from toolkit.errors import ConfigError
+from toolkit.guardrails import history
+from toolkit.guardrails.slots import stale_markers
+from toolkit.guardrails.store import BackendStore
 from toolkit.pools import PoolRegistry
 
 
@@ -33,22 +35,6 @@ class Leak:
     age_seconds: float | None
     destroyed: bool = False
     error: str | None = None
-
-
-def owner_alive(owner: str) -> bool | None:
-    """True/False for an owner on this host; None when it runs elsewhere (unknowable)."""
-    host, _, rest = owner.partition(":")
-    pid_text, _, started = rest.partition(":")
-    if host != socket.gethostname():
-        return None
-    try:
-        pid = int(pid_text)
-        os.kill(pid, 0)
-    except (ValueError, ProcessLookupError):
-        return False
-    except PermissionError:
-        pass
-    return process_start_time(pid) == started
 
 
 def judge(tags: dict[str, str], now: float) -> tuple[str | None, float | None]:
@@ -105,12 +91,12 @@ def find_leaks(older_than: float | None = None, urls: list[str] | None = None) -
     return leaks
 
 
-def break_stale_lock(stack: str, backend_url: str) -> list[str]:
+def break_stale_lock(stack: str, backend_url: str, project: str = settings.RUN_PROJECT) -> list[str]:
     """Remove lock files of ``stack`` held by processes that no longer exist; returns what it removed."""
     # Backend URLs carry gocloud query options (?endpoint=...&region=...) that fsspec does not
     # understand; fsspec clients take those from the environment (AWS_ENDPOINT_URL, ...).
     fs, root = fsspec.core.url_to_fs(backend_url.split("?", 1)[0])
-    directory = f"{root.rstrip('/')}/.pulumi/locks/organization/{settings.RUN_PROJECT}/{stack}"
+    directory = f"{root.rstrip('/')}/.pulumi/locks/organization/{project}/{stack}"
     removed: list[str] = []
     if not fs.exists(directory):
         return removed
@@ -127,18 +113,26 @@ def break_stale_lock(stack: str, backend_url: str) -> list[str]:
 
 
 def destroy_stack(stack: str, backend_url: str) -> None:
-    """Destroy and remove one run stack, breaking a dead process's lock if needed."""
+    """Destroy and remove one run stack, breaking a dead process's lock if needed.
+
+    The secrets provider needs no setting here: the stack's state names it (with
+    its encrypted data key), and the CLI reaches a cloud KMS with this process's
+    environment, as the stack's owner did.
+    """
     existing = RunStack.existing(stack, backend_url)
     try:
+        run = RunTag.from_tags(existing.stack.list_tags())
         try:
-            existing.destroy_once()
+            changes = existing.destroy_once()
         except auto.errors.ConcurrentUpdateError:
             if not break_stale_lock(stack, backend_url):
                 raise
-            existing.destroy_once()
+            changes = existing.destroy_once()
     finally:
         existing.close()
     run_id = _stack_run_id(stack)
+    deleted = changes.get("delete", 0)
+    _record_collected(backend_url, run_id, run, resources=max(deleted - 1, 0))  # minus the Stack resource itself
     try:
         record = records.load(run_id)
     except Exception:  # noqa: BLE001 - stacks from other clients have no local record
@@ -146,6 +140,49 @@ def destroy_stack(stack: str, backend_url: str) -> None:
     if record.state not in records.TERMINAL_STATES:
         record.update(state="failed", error="its client died; collected by toolkit gc")
     record.update(torn_down=True)
+
+
+def _record_collected(backend_url: str, run_id: str, run: RunTag | None, resources: int) -> None:
+    """The audit entry of a run whose client never wrote one (it died); best effort."""
+    if run is None:
+        return
+    try:
+        entry = history.RunEntry(
+            run_id=run_id, pool=run.pool, function=run.function, user=history.current_user(), owner=run.owner,
+            resources=resources, outcome="failed", error="its client died; collected by toolkit gc",
+            created=run.created, finished=time.time(),
+        )
+        history.record(BackendStore(backend_url), entry)
+    except Exception:  # noqa: BLE001 - a Pulumi Cloud backend keeps no history; gc goes on
+        pass
+
+
+@dataclass
+class Pruned:
+    backend_url: str
+    history_entries: int = 0
+    slot_markers: int = 0
+    error: str | None = None
+
+
+def prune_records(
+    history_older_than: float = history.DEFAULT_RETENTION, urls: list[str] | None = None
+) -> list[Pruned]:
+    """Drop audit entries past the retention and slot markers of dead runs, in every backend."""
+    pruned = []
+    for url in urls or backend_urls():
+        try:
+            store = BackendStore(url)
+        except ConfigError:
+            continue  # a Pulumi Cloud backend holds neither
+        try:
+            stale = stale_markers(store)
+            for relative in stale:
+                store.remove(relative)
+            pruned.append(Pruned(url, history.prune(store, history_older_than), len(stale)))
+        except Exception as exc:  # noqa: BLE001 - report per backend, keep pruning the others
+            pruned.append(Pruned(url, error=f"{type(exc).__name__}: {exc}"))
+    return pruned
 
 
 def collect(older_than: float | None = None, dry_run: bool = False, urls: list[str] | None = None) -> list[Leak]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent import futures
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -37,6 +38,16 @@ SECRET_SIGNATURE = "4dabf18193072939515e22adb298388d"
 OnEvent = Callable[[auto.EngineEvent], None]
 
 
+@dataclass
+class OperationResult:
+    """What the engine reported about one operation."""
+
+    outputs: dict[str, Any] = field(default_factory=dict)
+    """The stack's outputs (plain values; a secret arrives as the engine's masked placeholder)."""
+    changes: dict[str, int] = field(default_factory=dict)
+    """Resource steps by kind (``create``, ``delete``, ...), the stack resource included."""
+
+
 class OperationStack(auto.Stack):
     """A stack that already exists in the backend; no CLI call on construction."""
 
@@ -46,20 +57,20 @@ class OperationStack(auto.Stack):
         self.workspace = workspace
         self._mode = StackInitMode.SELECT
 
-    def operate(self, args: list[str], on_event: OnEvent) -> dict[str, Any]:
+    def operate(self, args: list[str], on_event: OnEvent) -> OperationResult:
         """Run ``pulumi <args>`` on this stack with the workspace's inline program.
 
-        Returns the stack's outputs as the engine reported them (plain values;
-        a secret output arrives as the engine's masked placeholder). Raises the
-        SDK's ``CommandError`` subclasses, as ``Stack.up`` would.
+        Returns the stack's outputs and the step counts, both from the engine's
+        events. Raises the SDK's ``CommandError`` subclasses, as ``Stack.up`` would.
         """
-        outputs: dict[str, Any] = {}
+        result = OperationResult()
 
         def collect(event: auto.EngineEvent) -> None:
             done = event.res_outputs_event
             if done and done.metadata.type == STACK_TYPE and done.metadata.new is not None:
-                outputs.clear()
-                outputs.update(done.metadata.new.outputs or {})
+                result.outputs = dict(done.metadata.new.outputs or {})
+            if event.summary_event:
+                result.changes = {str(op): count for op, count in (event.summary_event.resource_changes or {}).items()}
             on_event(event)
 
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), options=_GRPC_CHANNEL_OPTIONS)
@@ -74,7 +85,7 @@ class OperationStack(auto.Stack):
             self._run_pulumi_cmd_sync(command, on_output=lambda _line: None)
         finally:
             _cleanup(temp_dir, watcher, stop, lambda: server.stop(0), events_server)
-        return outputs
+        return result
 
 
 def is_secret(value: Any) -> bool:

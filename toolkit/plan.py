@@ -7,7 +7,10 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from toolkit.environments.summary import EnvironmentSummary
+from toolkit.guardrails.policy import PolicyResult
 from toolkit.secretvalues import mask
+from toolkit.toolchain.plugins import PluginStatus
 
 SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
 """Pulumi's marker for a secret value in serialized property maps."""
@@ -46,10 +49,23 @@ class Plan(BaseModel):
     target: str
     function: str
     job: dict[str, Any] = Field(default_factory=dict, description="The rendered job configuration (secrets masked).")
+    plugins: list[PluginStatus] = Field(
+        default_factory=list, description="Provider plugins the pool's target needs and where each was found."
+    )
     changes: list[ResourceChange] = Field(default_factory=list)
+    environment: EnvironmentSummary | None = Field(
+        default=None, description="The call's environment: cached or to be built, and each package's source."
+    )
+    policy_packs: list[str] = Field(default_factory=list, description="The pool's policy packs the preview ran.")
+    policy_results: list[PolicyResult] = Field(default_factory=list)
+
+    @property
+    def allowed(self) -> bool:
+        """False when a mandatory policy would stop the call."""
+        return not any(result.mandatory for result in self.policy_results)
 
     def to_json(self) -> str:
-        return self.model_dump_json(indent=2)
+        return json.dumps({**self.model_dump(mode="json"), "allowed": self.allowed}, indent=2)
 
     def __str__(self) -> str:
         header = f"Plan for {self.function} on pool {self.pool!r} ({self.target}), run {self.run_id}"
@@ -57,6 +73,10 @@ class Plan(BaseModel):
         widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(("OP", "TYPE", "NAME"))]
         lines = [header, "", "Job configuration (secrets masked):"]
         lines += [f"    {key}: {json.dumps(value, default=str)}" for key, value in sorted(self.job.items())]
+        if self.plugins:
+            lines += ["", "Provider plugins:"] + [f"    {plugin.describe()}" for plugin in self.plugins]
+        if self.environment is not None:
+            lines += ["", *self.environment.lines()]
         lines += ["", "  ".join(h.ljust(w) for h, w in zip(("OP", "TYPE", "NAME"), widths))]
         lines += ["  ".join(col.ljust(w) for col, w in zip(row, widths)) for row in rows]
         for change in self.changes:
@@ -67,4 +87,8 @@ class Plan(BaseModel):
         for change in self.changes:
             counts[change.op] = counts.get(change.op, 0) + 1
         lines += ["", "Resources: " + ", ".join(f"{n} to {op}" for op, n in sorted(counts.items()))]
+        if self.policy_packs:
+            verdict = "passed" if not self.policy_results else ("allowed" if self.allowed else "BLOCKED")
+            lines += ["", f"Policies ({len(self.policy_packs)} pack(s)): {verdict}"]
+            lines += [f"    {result}" for result in self.policy_results]
         return "\n".join(lines)

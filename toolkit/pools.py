@@ -18,6 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from toolkit import settings
 from toolkit.errors import ConfigError, PoolNotFoundError
+from toolkit.guardrails.policy import check_pack_reference
+from toolkit.guardrails.secrets import check_provider
 from toolkit.templating import check_template
 
 POOL_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,48}[a-z0-9])?$")
@@ -73,6 +75,19 @@ class WorkPool(BaseModel):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     backend_url: str | None = Field(default=None, description="Pulumi state backend for run stacks.")
     description: str = ""
+    policy_packs: list[str] = Field(
+        default_factory=list,
+        description="Pulumi policy packs enforced at preview and up of every run stack: absolute directories, "
+        "or 'registry:NAME' for a pack published with the pools project.",
+    )
+    max_concurrent_runs: int | None = Field(
+        default=None, ge=1, description="Live run stacks the pool allows at once, counted in its state backend."
+    )
+    secrets_provider: str | None = Field(
+        default=None,
+        description="Secrets provider of run stacks: 'passphrase' or awskms://, gcpkms://, azurekeyvault://, "
+        "hashivault:// (default: TOOLKIT_SECRETS_PROVIDER, else passphrase).",
+    )
 
     @field_validator("name")
     @classmethod
@@ -83,6 +98,16 @@ class WorkPool(BaseModel):
                 "starting and ending with a letter or digit"
             )
         return name
+
+    @field_validator("policy_packs")
+    @classmethod
+    def _packs_exist(cls, packs: list[str]) -> list[str]:
+        return [check_pack_reference(pack) for pack in packs]
+
+    @field_validator("secrets_provider")
+    @classmethod
+    def _known_provider(cls, provider: str | None) -> str | None:
+        return check_provider(provider) if provider is not None else None
 
     @model_validator(mode="after")
     def _complete_template(self) -> WorkPool:

@@ -34,6 +34,7 @@ from __future__ import annotations
 import copy
 import json
 import sys
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -46,13 +47,17 @@ from pulumi.runtime.rpc import UNKNOWN
 
 from toolkit import settings
 from toolkit.errors import ConfigError
+from toolkit.guardrails.policy import PUBLISHED, PUBLISHED_DIR, check_pack_directory
 from toolkit.pool_diff import document, field_changes
 from toolkit.pools import PoolRegistry, StorageConfig, WorkPool, parse_pool
 from toolkit.templating import check_template
 
 CONFIG_NAMESPACE = "toolkit"
 REGISTRY_URL_KEY = "registryUrl"
-DOCUMENT_FIELDS = ("name", "type", "base_job_template", "storage", "backend_url", "description")
+DOCUMENT_FIELDS = (
+    "name", "type", "base_job_template", "storage", "backend_url", "description",
+    "policy_packs", "max_concurrent_runs", "secrets_provider",
+)
 """The inputs that make up the published pool document (the rest say where it is published)."""
 
 
@@ -177,6 +182,9 @@ class WorkPoolResource(Resource, module="toolkit", name="WorkPool"):
         storage: StorageConfig | pulumi.Input[Mapping[str, Any]] | None = None,
         description: pulumi.Input[str] = "",
         backend_url: pulumi.Input[str] | None = None,
+        policy_packs: pulumi.Input[list[str]] | None = None,
+        max_concurrent_runs: pulumi.Input[int] | None = None,
+        secrets_provider: pulumi.Input[str] | None = None,
         registry_url: pulumi.Input[str] | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
@@ -187,6 +195,110 @@ class WorkPoolResource(Resource, module="toolkit", name="WorkPool"):
             "storage": storage.model_dump(exclude_none=True) if isinstance(storage, StorageConfig) else storage,
             "description": description,
             "backend_url": backend_url,
+            "policy_packs": policy_packs,
+            "max_concurrent_runs": max_concurrent_runs,
+            "secrets_provider": secrets_provider,
             "registry_url": registry_url or registry_url_from_config(),
         }
         super().__init__(_WorkPoolProvider(), resource_name, props, opts)
+
+
+def _pack_files(directory: Path) -> dict[str, str]:
+    """The pack's source files (text), relative path -> content; environments and caches left out."""
+    skip = {"venv", ".venv", "__pycache__", ".git"}
+    return {
+        str(path.relative_to(directory)): path.read_text()
+        for path in sorted(directory.rglob("*"))
+        if path.is_file() and not skip.intersection(path.relative_to(directory).parts)
+    }
+
+
+def _check_pack_files(name: str, files: Mapping[str, str]) -> None:
+    with tempfile.TemporaryDirectory() as scratch:
+        for relative, text in files.items():
+            (Path(scratch) / relative).parent.mkdir(parents=True, exist_ok=True)
+            (Path(scratch) / relative).write_text(text)
+        try:
+            check_pack_directory(Path(scratch))
+        except ValueError as exc:
+            raise ConfigError(f"policy pack {name!r}: {str(exc).replace(scratch, 'its directory')}") from None
+
+
+class _PolicyPackProvider(ResourceProvider):
+    """Copies a pack's files to ``<registry>/policy-packs/<name>/``; pools name it ``registry:<name>``."""
+
+    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
+        if _has_unknowns(news.get("files")):
+            return CheckResult(news, [])
+        try:
+            _check_pack_files(news["name"], news["files"])
+        except ConfigError as exc:
+            return CheckResult(news, [CheckFailure("", str(exc))])
+        return CheckResult(news, [])
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        moved = olds.get("registry_url") != news.get("registry_url")
+        changed = sorted(set(olds.get("files", {}).items()) ^ set(news.get("files", {}).items()))
+        if changed:
+            names = sorted({relative for relative, _ in changed})
+            print(f"policy pack {news['name']!r}: ~ {', '.join(names)}", file=sys.stderr, flush=True)
+        return DiffResult(changes=bool(changed) or moved, replaces=["registry_url"] if moved else [],
+                          delete_before_replace=False)
+
+    def _publish(self, props: Mapping[str, Any]) -> str:
+        fs, root = fsspec.core.url_to_fs(props["registry_url"])
+        target = f"{root.rstrip('/')}/{PUBLISHED_DIR}/{props['name']}"
+        if fs.exists(target):
+            fs.rm(target, recursive=True)  # files removed from the pack go too
+        for relative, text in props["files"].items():
+            path = f"{target}/{relative}"
+            fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+            fs.pipe_file(path, text.encode())
+        return f"{props['registry_url'].rstrip('/')}/{PUBLISHED_DIR}/{props['name']}"
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        return CreateResult(id_=self._publish(props), outs=props)
+
+    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        self._publish(news)
+        return UpdateResult(outs=news)
+
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        fs, root = fsspec.core.url_to_fs(props["registry_url"])
+        target = f"{root.rstrip('/')}/{PUBLISHED_DIR}/{props['name']}"
+        if fs.exists(target):
+            fs.rm(target, recursive=True)
+
+
+class PolicyPackResource(Resource, module="toolkit", name="PolicyPack"):
+    """A Python policy pack published with the pools; a pool enforces it with ``policy_packs=["registry:NAME"]``.
+
+    The resource name is the pack's name; ``directory`` (relative to the project
+    root) holds its ``PulumiPolicy.yaml`` and ``__main__.py``. Publishing copies
+    the source files, so every client runs the same pack without a checkout.
+    """
+
+    name: pulumi.Output[str]
+    registry_url: pulumi.Output[str]
+
+    def __init__(
+        self,
+        resource_name: str,
+        *,
+        directory: str,
+        registry_url: pulumi.Input[str] | None = None,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        path = Path(directory)
+        path = path if path.is_absolute() else Path(pulumi.get_root_directory()) / path
+        props = {
+            "name": resource_name,
+            "files": _pack_files(path),
+            "registry_url": registry_url or registry_url_from_config(),
+        }
+        super().__init__(_PolicyPackProvider(), resource_name, props, opts)
+
+    @property
+    def reference(self) -> str:
+        """What a pool's ``policy_packs`` names to enforce this pack."""
+        return f"{PUBLISHED}{self._name}"

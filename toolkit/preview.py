@@ -1,12 +1,16 @@
 """Preview: steps 1-4 of a submission with ``pulumi preview`` instead of ``up``.
 
 Nothing is created: the stack exists only for the preview and is removed with
-its workspace directory and the staged bundle, whatever happens.
+its workspace directory and the staged bundle, whatever happens. The pool's
+policy packs run as they would at ``up``; a mandatory violation does not
+raise here: the plan lists it (``plan.allowed`` is False), which is what a
+preview is for.
 """
 
 from __future__ import annotations
 
 from toolkit.engine import RunStack
+from toolkit.errors import PolicyViolationError
 from toolkit.plan import Plan
 from toolkit.progress import Progress
 from toolkit.submission import PreparedRun
@@ -14,15 +18,20 @@ from toolkit.submission import PreparedRun
 
 def preview_run(prepared: PreparedRun) -> Plan:
     """The structured plan for ``prepared``; leaves no stack, directory or process behind."""
+    progress = Progress(prepared.run_id, show=False, policy_warnings=False)
     try:
         stack = RunStack(
             prepared.run_id,
             prepared.backend_url,
             program=lambda: prepared.target.program(prepared.context),
-            progress=Progress(prepared.run_id, show=False),
+            progress=progress,
+            secrets_provider=prepared.secrets_provider,
+            policy_packs=prepared.policy_packs,
         )
         try:
             changes = stack.preview()
+        except PolicyViolationError as exc:
+            changes = exc.changes
         finally:
             stack.remove_unprovisioned()
     finally:
@@ -33,5 +42,9 @@ def preview_run(prepared: PreparedRun) -> Plan:
         target=prepared.target.name,
         function=prepared.function_name,
         job=prepared.masked_job(),
+        plugins=prepared.plugins,
         changes=changes,
+        environment=prepared.environment.summary() if prepared.environment else None,
+        policy_packs=prepared.policy_packs,
+        policy_results=progress.policy_results,
     )

@@ -2,17 +2,25 @@
 
 Built from the Automation API's structured engine events (``on_event``), never
 from scraping CLI text. Goes to stderr so a function's own output and
-``--json`` documents on stdout stay clean. ``TOOLKIT_PROGRESS=0`` silences it.
+``--json`` documents on stdout stay clean. ``TOOLKIT_PROGRESS=0`` silences it,
+except policy warnings: a pool's owners want every user to see those.
+``TOOLKIT_PROGRESS=json`` turns each message into a JSON line for scripts.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 import threading
 import time
 
 from pulumi.automation import EngineEvent
 from rich.console import Console
+from rich.markup import escape
+from rich.text import Text
+
+from toolkit.guardrails.policy import PolicyResult
 
 _SYMBOLS = {"create": "+", "delete": "-", "update": "~", "replace": "+-", "same": " ", "read": ">"}
 _VERBS = {
@@ -28,29 +36,63 @@ def enabled() -> bool:
     return os.environ.get("TOOLKIT_PROGRESS", "1").lower() not in ("0", "false", "off", "no")
 
 
+def json_mode() -> bool:
+    """``TOOLKIT_PROGRESS=json`` (set by the CLI's ``--json``): one JSON object per line on stderr."""
+    return os.environ.get("TOOLKIT_PROGRESS", "").lower() == "json"
+
+
+def emit_json(document: dict[str, object]) -> None:
+    with Progress._lock:
+        sys.stderr.write(json.dumps(document, default=str) + "\n")
+        sys.stderr.flush()
+
+
 class Progress:
     """Renders one run's engine events and lifecycle messages."""
 
     _console = Console(stderr=True, highlight=False)
     _lock = threading.Lock()
 
-    def __init__(self, run_id: str, show: bool | None = None) -> None:
+    def __init__(self, run_id: str, show: bool | None = None, policy_warnings: bool = True) -> None:
         self.run_id = run_id
         self.show = enabled() if show is None else show
+        self.policy_warnings = policy_warnings
         self.errors: list[str] = []
         """Error diagnostics of the last operation, for the exception message."""
+        self.policy_results: list[PolicyResult] = []
+        """Every distinct policy verdict on this run (preview and up report the same ones once)."""
+        self.resources: set[str] = set()
+        """URNs of the resources the run's stack has held (created, not merely planned), for the audit trail."""
         self._started: dict[str, float] = {}
 
     def say(self, message: str) -> None:
-        if self.show:
+        if self.show and json_mode():
+            emit_json({"run": self.run_id, "message": Text.from_markup(message).plain})
+        elif self.show:
             with self._lock:
                 self._console.print(f"[dim]{self.run_id}[/dim] {message}", soft_wrap=True)
 
+    def warn(self, message: str) -> None:
+        if json_mode():
+            emit_json({"run": self.run_id, "warning": Text.from_markup(message).plain})
+            return
+        with self._lock:
+            self._console.print(f"[dim]{self.run_id}[/dim] [yellow]warning:[/yellow] {message}", soft_wrap=True)
+
+    def _on_policy(self, result: PolicyResult) -> None:
+        if result in self.policy_results:
+            return
+        self.policy_results.append(result)
+        if not result.mandatory and self.policy_warnings:
+            self.warn(f"policy {escape(str(result))}")
+
     def on_event(self, event: EngineEvent) -> None:
-        """``on_event`` callback for ``up``/``destroy``; collects error diagnostics too."""
+        """``on_event`` callback for ``up``/``destroy``; collects error diagnostics and policy verdicts too."""
         diagnostic = event.diagnostic_event
         if diagnostic and diagnostic.severity == "error":
             self.errors.append(diagnostic.message.strip())
+        if event.policy_event:
+            self._on_policy(PolicyResult.from_event(event.policy_event))
         pre = event.resource_pre_event
         if pre and pre.metadata.op.value in _VERBS:
             meta = pre.metadata
@@ -58,6 +100,8 @@ class Progress:
             name = meta.urn.rsplit("::", 1)[-1]
             self.say(f"{_SYMBOLS[meta.op.value]} {meta.type} [bold]{name}[/bold] {_VERBS[meta.op.value][0]}")
         done = event.res_outputs_event
+        if done and not done.planning and done.metadata.op.value != "delete" and done.metadata.type != "pulumi:pulumi:Stack":
+            self.resources.add(done.metadata.urn)
         if done and done.metadata.op.value in _VERBS:
             meta = done.metadata
             elapsed = time.monotonic() - self._started.pop(meta.urn, time.monotonic())

@@ -16,9 +16,13 @@ import json
 import os
 import signal
 import sys
+import tarfile
+from collections.abc import Callable
+from pathlib import Path
 from typing import IO, Any
 
 from toolkit.bundles import (
+    FILES_NAME,
     PYTHON,
     Outcome,
     load_call,
@@ -26,8 +30,9 @@ from toolkit.bundles import (
     outcome_of_exception,
     outcome_of_value,
     seal_outcome,
+    unpack_files,
 )
-from toolkit.errors import BundleVerificationError
+from toolkit.errors import BundleError, BundleVerificationError
 
 BUNDLE_NAME = "bundle.tkb"
 RESULT_NAME = "result.tkb"
@@ -39,8 +44,12 @@ def _runner_error(error_type: str, message: str) -> Outcome:
     return Outcome("runner-error", error_type=error_type, message=message)
 
 
-def execute(bundle: bytes, key: str, source: str) -> Outcome:
-    """Verify and run one bundle; every failure becomes an ``Outcome``."""
+def execute(bundle: bytes, key: str, source: str, read: Callable[[str], bytes] | None = None) -> Outcome:
+    """Verify and run one bundle; every failure becomes an ``Outcome``.
+
+    ``read(name)`` fetches a file next to the bundle (the ``include_files`` archive,
+    unpacked into the working directory after it checks out against the header).
+    """
     try:
         header, payload = open_envelope(bundle, key, "bundle", source)
     except BundleVerificationError as exc:
@@ -52,6 +61,14 @@ def execute(bundle: bytes, key: str, source: str) -> Outcome:
             f"use an image with Python {header.get('python')} (the toolkit runner image matches the "
             "client it was built on) or run the client on the job's Python",
         )
+    if header.get("files") and read is not None:
+        archive = f"{source.rsplit('/', 1)[0]}/{FILES_NAME}"
+        try:
+            unpack_files(read(FILES_NAME), header["files"], Path.cwd(), archive)
+        except BundleVerificationError as exc:
+            return _runner_error("toolkit.errors.BundleVerificationError", str(exc))
+        except (OSError, tarfile.TarError, BundleError) as exc:
+            return _runner_error("toolkit.errors.BundleError", f"could not unpack include_files: {exc}")
     try:
         fn, args, kwargs = load_call(payload)
     except Exception as exc:  # noqa: BLE001 - unpickling raises anything
@@ -84,10 +101,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"toolkit runner: {RUN_KEY_ENV} is not set; refusing to run an unverifiable bundle", file=sys.stderr)
         return 3
     storage_options = json.loads(os.environ.get(STORAGE_OPTIONS_ENV) or "{}")
+
+    def read(name: str) -> bytes:
+        with _open(options.storage, name, "rb", storage_options) as handle:
+            return handle.read()
+
     source = f"{options.storage.rstrip('/')}/{BUNDLE_NAME}"
-    with _open(options.storage, BUNDLE_NAME, "rb", storage_options) as handle:
-        bundle = handle.read()
-    outcome = execute(bundle, key, source)
+    outcome = execute(read(BUNDLE_NAME), key, source, read=read)
     sys.stdout.flush()
     sys.stderr.flush()
     with _open(options.storage, RESULT_NAME, "wb", storage_options) as handle:

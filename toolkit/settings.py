@@ -12,8 +12,12 @@ import shutil
 import sys
 from pathlib import Path
 
+from toolkit._version import __version__
+
 RUN_PROJECT = "toolkit-runs"
 """Pulumi project that holds every ephemeral run stack."""
+ENV_PROJECT = "toolkit-envs"
+"""Pulumi project that holds the long-lived environment stacks (``env-<hash>``)."""
 
 
 def home() -> Path:
@@ -43,6 +47,11 @@ def pools_url() -> str:
 def runs_dir() -> Path:
     """Client-side run records and copied logs (``toolkit runs ls/logs``)."""
     return home() / "runs"
+
+
+def environments_dir() -> Path:
+    """The environments' local index, locks and virtualenvs (``$TOOLKIT_HOME/environments``)."""
+    return home() / "environments"
 
 
 def default_backend_url() -> str:
@@ -78,31 +87,37 @@ def runner_image(storage: str | None = None) -> str:
     override lets a team (or a second checkout on one engine) keep its own build
     beside the default one; ``toolkit toolchain install`` builds whatever it names.
     """
-    from toolkit import __version__
-
     base = os.environ.get("TOOLKIT_RUNNER_IMAGE") or f"toolkit-runner:{__version__}"
     return base + (f"-{storage}" if storage else "")
 
 
 def pulumi_binary() -> Path | None:
-    """The Pulumi CLI to use: ``TOOLKIT_PULUMI``, the toolkit-built one, or ``pulumi`` on PATH."""
+    """The first Pulumi CLI found: ``TOOLKIT_PULUMI``, then ``pulumi`` on PATH, then the toolkit-built one.
+
+    Whether its version will do is ``toolkit.toolchain.cli_lookup``'s question.
+    """
     explicit = os.environ.get("TOOLKIT_PULUMI")
     if explicit:
-        return Path(explicit)
-    built = bin_dir() / "pulumi"
-    if built.exists():
-        return built
+        return Path(explicit).expanduser()
     found = shutil.which("pulumi")
-    return Path(found) if found else None
+    if found:
+        return Path(found)
+    built = bin_dir() / "pulumi"
+    return built if built.exists() else None
 
 
 def pulumi_env(backend_url: str | None = None) -> dict[str, str]:
-    """Environment for every Pulumi CLI call: offline, non-interactive, our binaries first."""
+    """Environment for every Pulumi CLI call: non-interactive, our binaries first.
+
+    Automatic plugin acquisition stays Pulumi's default unless the toolkit is
+    offline (``toolkit.toolchain.offline``), where it could only fail slowly.
+    """
+    from toolkit.toolchain import offline
+
     path = os.pathsep.join([str(bin_dir()), os.environ.get("PATH", "")])
     env = {
         "PATH": path,
         "PULUMI_SKIP_UPDATE_CHECK": "true",
-        "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
         "PULUMI_CONFIG_PASSPHRASE": _passphrase(),
         # Dynamic providers run in this interpreter, so they see the same packages.
         "PULUMI_PYTHON_CMD": sys.executable,
@@ -110,6 +125,8 @@ def pulumi_env(backend_url: str | None = None) -> dict[str, str]:
         "PULUMI_DIY_BACKEND_DISABLE_CHECKPOINT_BACKUPS": "true",
         "PULUMI_SKIP_CONFIRMATIONS": "true",
     }
+    if offline.is_offline():
+        env["PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION"] = "true"
     if backend_url:
         env["PULUMI_BACKEND_URL"] = backend_url
     return env

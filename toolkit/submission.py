@@ -1,8 +1,11 @@
 """Turning one call into a ready-to-provision run: steps 1-3 of a submission.
 
-Resolve the pool, render and validate the job, bundle and sign the call. All
-of it happens before any stack exists, so every input error surfaces here
-with nothing provisioned; ``preview`` and ``submit`` share it.
+Resolve the pool, render and validate the job, check the target's provider
+plugins are here (downloading them when online), plan the call's environment
+(packages and include_files, ``toolkit.environments``), bundle and sign the
+call. All of it happens before any run stack exists, so every input error
+surfaces here with nothing provisioned; ``preview`` and ``submit`` share it.
+A submission (not a preview) also builds a missing environment here.
 """
 
 from __future__ import annotations
@@ -18,11 +21,20 @@ from typing import Any
 
 from toolkit import settings, templating
 from toolkit.bundles import dump_call, seal
+from toolkit.environments import files, lifecycle
+from toolkit.environments.variables import EnvironmentSettings
 from toolkit.errors import ConfigError
+from toolkit.guardrails.policy import resolve_packs
+from toolkit.guardrails.secrets import selected_provider
+from toolkit.guardrails.store import BackendStore
 from toolkit.infra import get_target
 from toolkit.infra.base import RunContext, Target
 from toolkit.pools import PoolRegistry, WorkPool
+from toolkit.prefect.flows import flow_job_env
+from toolkit.progress import Progress
 from toolkit.secretvalues import mask
+from toolkit.toolchain import plugins
+from toolkit.toolchain.plugins import PluginStatus
 
 
 def function_name(fn: Callable[..., Any]) -> str:
@@ -46,7 +58,15 @@ class PreparedRun:
     variables: dict[str, Any]
     job_config: dict[str, Any]
     backend_url: str
+    secrets_provider: str = "passphrase"
+    policy_packs: list[str] = field(default_factory=list)
+    """Local directories of the pool's policy packs (published ones fetched)."""
+    block: bool = True
+    """Wait for a slot when the pool is at ``max_concurrent_runs``; False fails at once."""
+    plugins: list[PluginStatus] = field(default_factory=list)
+    """The provider plugins the target needs, all present (checked before any stack exists)."""
     timings: dict[str, float] = field(default_factory=dict)
+    environment: lifecycle.EnvironmentPlan | None = None
 
     @property
     def function_name(self) -> str:
@@ -66,13 +86,19 @@ class PreparedRun:
 
     def discard_bundle(self) -> None:
         self.context.bundle_path.unlink(missing_ok=True)
+        if self.context.files_path:
+            self.context.files_path.unlink(missing_ok=True)
 
 
-def _stage_bundle(run_id: str, envelope: bytes) -> Path:
+def _staging() -> Path:
     staging = settings.home() / "staging"
     staging.mkdir(parents=True, exist_ok=True)
     os.chmod(staging, 0o700)
-    path = staging / f"{run_id}.tkb"
+    return staging
+
+
+def _stage_bundle(run_id: str, envelope: bytes) -> Path:
+    path = _staging() / f"{run_id}.tkb"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as handle:
         handle.write(envelope)
@@ -86,41 +112,75 @@ def prepare(
     pool_name: str,
     layers: Sequence[Mapping[str, Any]],
     expected_type: str | None = None,
+    build: bool = True,
 ) -> PreparedRun:
-    """Resolve, render, validate and bundle one call. Raises before anything is provisioned.
+    """Resolve, render, validate and bundle one call. Raises before any run stack exists.
 
     ``layers`` are job-variable overrides, lowest precedence first (decorator
     kwargs, ``with_options``, ``submit(job_variables=)``); the pool's defaults
-    sit under all of them.
+    sit under all of them. ``build=False`` (previews) plans the environment
+    without building it.
     """
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    pool = PoolRegistry().get(pool_name)
+    registry = PoolRegistry()
+    pool = registry.get(pool_name)
     if expected_type and pool.type != expected_type:
         raise ConfigError(
             f"pool {pool.name!r} runs {pool.type!r} jobs, but {function_name(fn)} is decorated with "
             f"@{expected_type}. Use a {expected_type} pool (`toolkit pool ls`) or the @{pool.type} decorator"
         )
     target = get_target(pool.type)
+    flow_env = flow_job_env(fn)
+    if flow_env:  # a Prefect flow: its engine runs in the job, reporting where the caller's Prefect does
+        layers = [{"env": flow_env}, *layers]
     run_id = new_run_id()
     name = function_name(fn)
     runtime = {"run_id": run_id, "pool_name": pool.name, "function_name": name}
     config, variables = templating.render(
-        pool.base_job_template, layers, runtime, pool.name, target.customization_root
+        pool.base_job_template, layers, runtime, pool.name, target.customization_root, target.synonyms
     )
     target.check_capabilities(variables, pool.name)
     job = target.parse_job(config, pool.name)
     target.preflight(job, pool.name)
+    plugin_statuses = plugins.require(
+        target.plugin_packages, f"pool {pool.name!r} ({target.name})", Progress(run_id).say
+    )
+    policy_packs = resolve_packs(pool.policy_packs, registry.url, pool.name)
+    secrets_provider = selected_provider(pool.secrets_provider)
+    backend_url = pool.backend_url or settings.default_backend_url()
+    if pool.max_concurrent_runs:
+        BackendStore(backend_url)  # slots need a self-managed backend: say so before anything exists
     timings["render"] = time.perf_counter() - started
 
     shared_url = pool.storage.url if pool.storage.mode == "shared-prefix" else None
     storage_url, shared = target.storage_url(run_id, shared_url)
 
     started = time.perf_counter()
-    key = secrets.token_hex(32)
-    envelope = seal("bundle", dump_call(fn, tuple(args), dict(kwargs)), key, function=name)
-    bundle_path = _stage_bundle(run_id, envelope)
-    timings["bundle"] = time.perf_counter() - started
+    environment, archive = None, None
+    if target.environment is not None:
+        wanted = EnvironmentSettings.from_variables(variables)
+        cwd = Path.cwd()
+        base = target.environment_base(job)
+        environment = lifecycle.plan(fn, tuple(args), dict(kwargs), wanted, target.environment, base, pool.name, cwd)
+        if wanted.include_files:
+            selected = files.select(wanted.include_files, cwd, wanted.include_files_max_mb)
+            archive = files.pack(selected, _staging() / f"{run_id}.files.tgz")
+    try:
+        if build and environment is not None:
+            environment = lifecycle.ensure(environment)
+        timings["environment"] = time.perf_counter() - started
+
+        started = time.perf_counter()
+        key = secrets.token_hex(32)
+        header = {"files": archive.header} if archive else {}
+        envelope = seal("bundle", dump_call(fn, tuple(args), dict(kwargs)), key, function=name, **header)
+        bundle_path = _stage_bundle(run_id, envelope)
+        timings["bundle"] = time.perf_counter() - started
+    except BaseException:
+        if archive is not None:
+            archive.path.unlink(missing_ok=True)
+        raise
 
     context = RunContext(
         run_id=run_id,
@@ -132,6 +192,9 @@ def prepare(
         bundle_path=bundle_path,
         run_key=key,
         shared_storage=shared,
+        image=environment.image if environment else None,
+        python=environment.python if environment else None,
+        files_path=archive.path if archive else None,
     )
     return PreparedRun(
         run_id=run_id,
@@ -140,6 +203,10 @@ def prepare(
         context=context,
         variables=variables,
         job_config=config,
-        backend_url=pool.backend_url or settings.default_backend_url(),
+        backend_url=backend_url,
+        secrets_provider=secrets_provider,
+        policy_packs=policy_packs,
+        plugins=plugin_statuses,
         timings=timings,
+        environment=environment,
     )

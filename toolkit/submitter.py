@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Any
+from typing import Any, ClassVar
 
 from toolkit.decorators import InfraFunction, resolve_pool
 from toolkit.futures import RunFuture
@@ -22,20 +22,39 @@ from toolkit.submission import PreparedRun, prepare
 class Submitter:
     """Submits any callable to one work pool."""
 
-    def __init__(self, pool: str | None = None, *, work_pool_name: str | None = None, **job_variables: Any) -> None:
+    def __init__(
+        self, pool: str | None = None, *, work_pool_name: str | None = None, block: bool = True, **job_variables: Any
+    ) -> None:
         self.pool = resolve_pool("Submitter", pool, work_pool_name, None)
+        self.block = block
+        """False: ``submit`` raises ``PoolBusyError`` at once when the pool is at ``max_concurrent_runs``."""
         self.job_variables = job_variables
         self.futures: list[RunFuture] = []
 
-    def _prepare(
-        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], job_variables: Mapping[str, Any] | None
-    ) -> PreparedRun:
+    target_type: ClassVar[str | None] = None
+    """When set, the pool must run jobs of this type (a ``KubernetesWorker`` takes kubernetes pools)."""
+
+    def job_layers(self, fn: Callable[..., Any], job_variables: Mapping[str, Any] | None) -> list[Mapping[str, Any]]:
+        """Job-variable layers of one submission, lowest precedence first."""
         layers: list[Mapping[str, Any]] = []
         if isinstance(fn, InfraFunction):  # keep its decorator kwargs, run it on this pool
-            layers += fn.layers
+            layers += fn.job_layers()
+        return [*layers, self.job_variables, job_variables or {}]
+
+    def _prepare(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        job_variables: Mapping[str, Any] | None,
+        build: bool = True,
+    ) -> PreparedRun:
+        layers = self.job_layers(fn, job_variables)
+        if isinstance(fn, InfraFunction):
             fn = fn.fn
-        layers += [self.job_variables, job_variables or {}]
-        return prepare(fn, args, kwargs, self.pool, layers)
+        prepared = prepare(fn, args, kwargs, self.pool, layers, self.target_type, build=build)
+        prepared.block = self.block
+        return prepared
 
     def submit(
         self, fn: Callable[..., Any], *args: Any, job_variables: Mapping[str, Any] | None = None, **kwargs: Any
@@ -47,7 +66,7 @@ class Submitter:
     def preview(
         self, fn: Callable[..., Any], *args: Any, job_variables: Mapping[str, Any] | None = None, **kwargs: Any
     ) -> Plan:
-        return preview_run(self._prepare(fn, args, kwargs, job_variables))
+        return preview_run(self._prepare(fn, args, kwargs, job_variables, build=False))
 
     def __enter__(self) -> Submitter:
         return self

@@ -28,6 +28,7 @@ import jsonpatch
 import jsonschema
 
 from toolkit.errors import ConfigError, TemplateError
+from toolkit.infra.synonyms import Synonym
 from toolkit.secretvalues import Secret
 
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][\w\-]*)\s*\}\}")
@@ -130,22 +131,22 @@ def _is_mapping_variable(prop: Mapping[str, Any] | None) -> bool:
     return "object" in types
 
 
-def validate_variables(values: Mapping[str, Any], schema: Mapping[str, Any], pool_name: str) -> dict[str, Any]:
+def validate_variables(
+    values: Mapping[str, Any],
+    schema: Mapping[str, Any],
+    pool_name: str,
+    synonyms: Mapping[str, Synonym] | None = None,
+) -> dict[str, Any]:
     """Check merged job variables against the pool's variables schema.
 
+    ``synonyms`` (the target's table of other names) make the suggestion for
+    an unknown name exact: ``memory`` on docker suggests ``mem_limit``.
     Returns the values with schema-secret variables wrapped in ``Secret``.
     """
     properties = schema.get("properties", {})
     unknown = sorted(set(values) - set(properties))
     if unknown:
-        name = unknown[0]
-        head, dot, rest = name.partition(".")  # 'evn.X' is meant as 'env.X'
-        close = difflib.get_close_matches(head, list(properties), n=1, cutoff=0.6)
-        hint = f" Did you mean {close[0] + dot + rest!r}?" if close else ""
-        raise ConfigError(
-            f"unknown job variable {name!r} for pool {pool_name!r}.{hint} "
-            f"Valid: {', '.join(sorted(properties))}"
-        )
+        raise ConfigError(_unknown_variable(unknown[0], properties, synonyms or {}, pool_name))
     checkable = {key: _unwrap_for_validation(value) for key, value in values.items() if value is not None}
     validator = jsonschema.Draft202012Validator(
         {**schema, "required": [r for r in schema.get("required", []) if r not in values or values[r] is not None]}
@@ -154,6 +155,24 @@ def validate_variables(values: Mapping[str, Any], schema: Mapping[str, Any], poo
     if errors:
         raise ConfigError(_describe_error(errors[0], properties, pool_name))
     return {key: _wrap_secret(value, properties.get(key, {})) for key, value in values.items()}
+
+
+def _unknown_variable(
+    name: str, properties: Mapping[str, Any], synonyms: Mapping[str, Synonym], pool_name: str
+) -> str:
+    head, dot, rest = name.partition(".")  # 'evn.X' is meant as 'env.X'
+    close = difflib.get_close_matches(head, [*properties, *synonyms], n=1, cutoff=0.6)
+    match = head if head in synonyms else (close[0] if close else None)
+    hint = ""
+    if match in properties:
+        hint = f" Did you mean {match + dot + rest!r}?"
+    elif match is not None:
+        synonym = synonyms[match]
+        if synonym.ours in properties:
+            hint = f" Did you mean {synonym.ours + dot + rest!r}?" + (f" ({synonym.why})" if synonym.why else "")
+        else:
+            hint = f" {synonym.describe(match)}."
+    return f"unknown job variable {name!r} for pool {pool_name!r}.{hint} Valid: {', '.join(sorted(properties))}"
 
 
 def _unwrap_for_validation(value: Any) -> Any:
@@ -185,10 +204,32 @@ def _describe_error(error: jsonschema.ValidationError, properties: Mapping[str, 
     if isinstance(given, str) and error.validator != "type":
         given = "[secret]" if properties.get(str(path[0]), {}).get("writeOnly") else given
     expected = _expected(error)
+    if error.validator == "enum":
+        fix = "Pass one of the pool's allowed values"
+    elif error.validator in _BOUNDS:
+        fix = "Pass a value within the pool's bound"
+    else:
+        fix = "Pass a value of that type"
     return (
         f"job variable {variable!r} for pool {pool_name!r} expects {expected}, "
-        f"got {given!r} ({type(given).__name__}). Pass a value of that type"
+        f"got {given!r} ({type(given).__name__}). {fix}"
     )
+
+
+_BOUNDS = {
+    "maximum": "at most {}",
+    "minimum": "at least {}",
+    "exclusiveMaximum": "less than {}",
+    "exclusiveMinimum": "more than {}",
+    "maxLength": "at most {} characters",
+    "minLength": "at least {} characters",
+    "maxItems": "at most {} items",
+    "minItems": "at least {} items",
+    "multipleOf": "a multiple of {}",
+    "pattern": "a string matching {!r}",
+    "const": "exactly {!r}",
+}
+"""Schema bounds a pool sets on its variables, phrased as the bound itself ("at most 64 (maximum)")."""
 
 
 def _expected(error: jsonschema.ValidationError) -> str:
@@ -205,7 +246,9 @@ def _expected(error: jsonschema.ValidationError) -> str:
                 types.append("one of " + ", ".join(repr(v) for v in option["enum"]))
         return " or ".join(dict.fromkeys(t for t in types if t != "null")) or error.message
     if error.validator == "enum":
-        return "one of " + ", ".join(repr(v) for v in error.validator_value)
+        return "one of " + ", ".join(repr(v) for v in error.validator_value) + " (enum)"
+    if error.validator in _BOUNDS:
+        return _BOUNDS[str(error.validator)].format(error.validator_value) + f" ({error.validator})"
     return f"a value matching {error.validator} {error.validator_value!r} ({error.message})"
 
 
@@ -276,6 +319,7 @@ def render(
     runtime: Mapping[str, Any],
     pool_name: str,
     customization_root: str = "",
+    synonyms: Mapping[str, Synonym] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Render a job configuration: merge, validate, fill, customize.
 
@@ -283,6 +327,6 @@ def render(
     """
     schema = template["variables"]
     merged = merge_layers(schema, layers)
-    variables = validate_variables(merged, schema, pool_name)
+    variables = validate_variables(merged, schema, pool_name, synonyms)
     config = fill(template["job_configuration"], {**variables, **runtime})
     return apply_customizations(config, variables.get("customizations"), customization_root, pool_name), variables

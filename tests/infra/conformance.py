@@ -127,3 +127,11 @@ class TargetConformance:
         context = self.context(self.sample())
         run = run_program(lambda: self.target.program(context), outputs=self.mock_outputs)
         self.target.watcher(context, run.exports)
+
+    def test_declared_plugins_are_the_providers_the_program_uses(self) -> None:
+        from toolkit.toolchain.plugins import specs_of
+
+        run = self.program(self.sample())
+        used = {r.type.split(":")[0] for r in run.resources} - {"pulumi", "pulumi-python"}  # dynamic: no plugin
+        used |= {r.type.split(":")[2] for r in run.resources if r.type.startswith("pulumi:providers:")}
+        assert {spec.name for spec in specs_of(self.target_cls.plugin_packages)} == used

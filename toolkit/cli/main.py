@@ -8,7 +8,9 @@ and job logs on stderr.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -24,10 +26,12 @@ from toolkit.errors import ToolkitError
 app = typer.Typer(
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help=__doc__.splitlines()[0]
 )
-pool_app = typer.Typer(no_args_is_help=True, help="Work pools: list, show, create, delete, diff, export, default templates.")
+pool_app = typer.Typer(no_args_is_help=True, help="Work pools: list, show, create, import, delete, diff, export, default templates.")
 runs_app = typer.Typer(no_args_is_help=True, help="Runs of this machine: list, logs, cancel.")
 toolchain_app = typer.Typer(no_args_is_help=True, help="The Pulumi engine, plugins, Docker engine and runner image.")
+env_app = typer.Typer(no_args_is_help=True, help="Environments (packages built into images or virtualenvs): list, prune.")
 app.add_typer(pool_app, name="pool")
+app.add_typer(env_app, name="env")
 app.add_typer(runs_app, name="runs")
 app.add_typer(toolchain_app, name="toolchain")
 
@@ -42,6 +46,14 @@ _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
 
 def _print_json(document: Any) -> None:
     sys.stdout.write(json.dumps(document, indent=2, default=repr) + "\n")
+
+
+def _json_progress(as_json: bool) -> None:
+    """With --json, progress (environment builds included) becomes JSON lines on stderr."""
+    from toolkit import progress
+
+    if as_json and progress.enabled():
+        os.environ["TOOLKIT_PROGRESS"] = "json"
 
 
 def _duration(text: str) -> float:
@@ -118,12 +130,33 @@ def pool_create(
     storage_mode: Annotated[str | None, typer.Option(help="per-run-bucket or shared-prefix (default: shared-prefix when --storage is given).")] = None,
     backend_url: Annotated[str | None, typer.Option(help="Pulumi state backend for this pool's run stacks.")] = None,
     description: str = "",
+    policy_pack: Annotated[list[str], typer.Option(help="Policy pack enforced on every run: a directory or registry:NAME; repeat for more.")] = [],  # noqa: B006
+    max_concurrent_runs: Annotated[int | None, typer.Option(help="Live runs the pool allows at once (all clients of its backend).")] = None,
+    secrets_provider: Annotated[str | None, typer.Option(help="Run stacks' secrets provider: passphrase, awskms://..., gcpkms://..., azurekeyvault://..., hashivault://...")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing pool of that name.")] = False,
 ) -> None:
     """Register a work pool in the pool registry."""
+    from toolkit.errors import ConfigError
+    from toolkit.guardrails.policy import PUBLISHED, check_pack_directory
     from toolkit.pools import PoolRegistry, StorageConfig, WorkPool, parse_pool
 
+    packs = []
+    for pack in policy_pack:
+        if not pack.startswith(PUBLISHED):
+            directory = Path(pack).expanduser().absolute()
+            try:
+                check_pack_directory(directory)
+            except ValueError as exc:
+                raise ConfigError(f"--policy-pack: {exc}") from None
+            pack = str(directory)
+        packs.append(pack)
     document: dict[str, Any] = {"name": name, "type": type_, "description": description}
+    if packs:
+        document["policy_packs"] = packs
+    if max_concurrent_runs is not None:
+        document["max_concurrent_runs"] = max_concurrent_runs
+    if secrets_provider:
+        document["secrets_provider"] = secrets_provider
     if template is not None:
         document["base_job_template"] = json.loads(template.read_text())
     if storage:
@@ -134,6 +167,58 @@ def pool_create(
     registry = PoolRegistry()
     registry.save(pool, overwrite=overwrite)
     err.print(f"created pool {name!r} ({type_}) in {registry.url}")
+
+
+@pool_app.command("import")
+def pool_import(
+    file: Annotated[Path, typer.Argument(help="A Prefect base job template or `prefect work-pool inspect -o json` output.")],
+    name: Annotated[str, typer.Option(help="Name of the pool to create.")],
+    type_: Annotated[str | None, typer.Option("--type", help="Prefect work pool type (default: detected).")] = None,
+    storage: Annotated[str | None, typer.Option(help="fsspec URL of shared run storage (default: the pool's bundle storage).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only print the report; create nothing.")] = False,
+    allow_lossy: Annotated[bool, typer.Option("--allow-lossy", help="Import even if settings cannot be carried over.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing pool of that name.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Create a pool from a Prefect work pool's base job template, reporting what became of each variable."""
+    from toolkit.pools import PoolRegistry
+    from toolkit.prefect.pool_import import LossyImportError, import_pool
+
+    try:
+        pool, report = import_pool(
+            file.read_text(), name, str(file), prefect_type=type_, storage=storage, allow_lossy=allow_lossy or dry_run
+        )
+    except LossyImportError as exc:
+        _print_import_report(exc.report, as_json)
+        raise
+    _print_import_report(report, as_json)
+    if dry_run:
+        err.print(f"dry run: pool {name!r} ({pool.type}) not created", markup=False)
+        return
+    registry = PoolRegistry()
+    registry.save(pool, overwrite=overwrite)
+    err.print(f"created pool {name!r} ({pool.type}) in {registry.url}", markup=False)
+
+
+def _print_import_report(report: Any, as_json: bool) -> None:
+    if as_json:
+        _print_json({**report.model_dump(), "lost": report.lost})
+        return
+    versions = ", ".join(f"{k} {v}" for k, v in report.reference.items() if k != "worker")
+    out.print(f"Prefect {report.prefect_type} template -> {report.target} pool (compared with {versions})", markup=False)
+    for row in report.variables:
+        what = f"{row.name} -> {row.ours}" if row.outcome in ("renamed", "combined") else row.name
+        default = "" if row.default is None else f" = {row.default!r}"
+        note = f"  ({row.note})" if row.note else ""
+        outcome = f"{row.outcome}, LOST" if row.lost else row.outcome
+        out.print(f"  {outcome:<20} {what}{default}{note}", markup=False)
+    for setting in report.settings:
+        outcome = f"{setting.outcome}, LOST" if setting.lost else setting.outcome
+        out.print(f"  {outcome:<20} job_configuration: {setting.op} {setting.path}  ({setting.note})", markup=False)
+    if report.storage:
+        out.print(f"storage: {report.storage}", markup=False)
+    lost = report.lost
+    out.print(f"{len(lost)} setting(s) cannot be carried over" + (f": {', '.join(lost)}" if lost else ""), markup=False)
 
 
 @pool_app.command("delete")
@@ -222,12 +307,16 @@ def preview(
     arg: ArgOption = [],  # noqa: B006
     as_json: JsonOption = False,
 ) -> None:
-    """Show the infrastructure a call would create; creates nothing."""
+    """Show the infrastructure a call would create, and whether its environment is cached; creates nothing."""
+    _json_progress(as_json)
     plan = _bind(spec, pool, parse_assignments(var)).preview(*parse_args(arg))
     if as_json:
         sys.stdout.write(plan.to_json() + "\n")
     else:
         out.print(str(plan), markup=False)
+    if not plan.allowed:
+        err.print("[red]a mandatory policy would stop this call[/red]")
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -236,10 +325,12 @@ def run(
     pool: Annotated[str | None, typer.Option(help="Work pool (default: the decorator's).")] = None,
     var: VarOption = [],  # noqa: B006
     arg: ArgOption = [],  # noqa: B006
+    block: Annotated[bool, typer.Option("--block/--no-block", help="Wait for a slot when the pool is at its concurrency limit, or fail at once.")] = True,
     as_json: JsonOption = False,
 ) -> None:
     """Run FUNC on its pool and print the result."""
-    bound = _bind(spec, pool, parse_assignments(var))
+    _json_progress(as_json)
+    bound = _bind(spec, pool, parse_assignments(var)).with_options(block=block)
     redirect = contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
     with redirect:
         future = bound.submit(*parse_args(arg))
@@ -260,16 +351,94 @@ def run(
         out.print(repr(value), markup=False)
 
 
+# -- environments -------------------------------------------------------------------------
+
+
+def _when(moment: float | None) -> str:
+    return datetime.datetime.fromtimestamp(moment).strftime("%Y-%m-%d %H:%M") if moment else "-"
+
+
+@env_app.command("ls")
+def env_ls(as_json: JsonOption = False) -> None:
+    """Environments (stack env-HASH, image toolkit-env:HASH or a virtualenv): packages, size, last use."""
+    from toolkit.environments.manage import list_environments
+    from toolkit.environments.summary import human_size
+
+    found = list_environments()
+    if as_json:
+        _print_json([info.model_dump() for info in found])
+        return
+    if not found:
+        err.print("no environments")
+        return
+    table = Table("ENVIRONMENT", "KIND", "PACKAGES", "SIZE", "LAST USED", "PRESENT", box=None)
+    for info in found:
+        names = [package.split("==")[0] for package in info.packages]
+        packages = f"{len(names)}: " + ", ".join(names[:3]) + (" ..." if len(names) > 3 else "")
+        table.add_row(info.hash or info.stack, info.kind or "?", packages,
+                      human_size(info.size) if info.size is not None else "-",
+                      _when(info.last_used or info.created), "yes" if info.present else "no")
+    out.print(table)
+
+
+@env_app.command("prune")
+def env_prune(
+    older_than: Annotated[str | None, typer.Option(help="Only environments unused for this long (7d, 12h).")] = None,
+    dry_run: Annotated[bool, typer.Option(help="List what would be destroyed, destroy nothing.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Destroy environment stacks and their images or virtualenvs (all, or those unused for --older-than)."""
+    from toolkit.environments.manage import prune
+
+    results = prune(_duration(older_than) if older_than else None, dry_run=dry_run)
+    if as_json:
+        _print_json([result.model_dump() for result in results])
+    elif not results:
+        err.print("nothing to prune")
+    for result in results if not as_json else []:
+        verb = "would destroy" if dry_run else ("destroyed" if result.destroyed else f"FAILED ({result.error})")
+        info = result.environment
+        out.print(f"{verb} {info.stack} ({info.reference}, last used {_when(info.last_used or info.created)})",
+                  markup=False)
+    if any(result.error for result in results):
+        raise typer.Exit(1)
+
+
 # -- runs and gc --------------------------------------------------------------------------
 
 
+def _runs_ls_all(as_json: bool) -> None:
+    """Live run stacks and the audit trail of every known backend (all clients of them)."""
+    import datetime
+
+    from toolkit.guardrails.audit import audit_rows
+
+    rows = audit_rows()
+    if as_json:
+        _print_json([row.model_dump() for row in rows])
+        return
+    table = Table("RUN", "WHO", "POOL", "FUNCTION", "RESOURCES", "OUTCOME", "STARTED", "DURATION", box=None)
+    for row in rows:
+        started = datetime.datetime.fromtimestamp(row.created).strftime("%Y-%m-%d %H:%M:%S")
+        resources = "-" if row.resources is None else str(row.resources)
+        duration = "-" if row.duration is None else f"{row.duration:.1f}s"
+        table.add_row(row.run_id, row.user, row.pool, row.function, resources, row.outcome, started, duration)
+    out.print(table)
+
+
 @runs_app.command("ls")
-def runs_ls(as_json: JsonOption = False) -> None:
-    """Runs started from this machine, oldest first."""
+def runs_ls(
+    all_runs: Annotated[bool, typer.Option("--all", help="Every client's runs: live stacks and the backends' audit trail.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Runs started from this machine, oldest first (--all: everyone's, from the backends)."""
     import datetime
 
     from toolkit import records
 
+    if all_runs:
+        _runs_ls_all(as_json)
+        return
     found = records.all_records()
     if as_json:
         _print_json([record.model_dump() for record in found])
@@ -320,19 +489,30 @@ def runs_cancel(
 @app.command("gc")
 def gc_command(
     older_than: Annotated[str | None, typer.Option(help="Only stacks older than this (30m, 1h, 2d).")] = None,
+    history_older_than: Annotated[str, typer.Option(help="Drop audit-trail entries of runs that finished longer ago.")] = "30d",
     dry_run: Annotated[bool, typer.Option(help="List what would be destroyed, destroy nothing.")] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Destroy leaked run stacks (owner gone or TTL passed); live owners' stacks are never touched."""
+    """Destroy leaked run stacks (owner gone or TTL passed); live owners' stacks are never touched.
+
+    Also prunes the audit trail (runs ls --all) and dead runs' slot markers in each backend.
+    """
     from dataclasses import asdict
 
     from toolkit import gc
 
     leaks = gc.collect(_duration(older_than) if older_than else None, dry_run=dry_run)
+    pruned = [] if dry_run else gc.prune_records(_duration(history_older_than))
     if as_json:
         _print_json([asdict(leak) for leak in leaks])
     elif not leaks:
         err.print("no leaked run stacks")
+    for entry in pruned if not as_json else []:
+        if entry.error:
+            err.print(f"could not prune {entry.backend_url}: {entry.error}", markup=False)
+        elif entry.history_entries or entry.slot_markers:
+            err.print(f"pruned {entry.history_entries} audit entries and {entry.slot_markers} slot markers "
+                      f"in {entry.backend_url}", markup=False)
     for leak in leaks if not as_json else []:
         verb = "would destroy" if dry_run else ("destroyed" if leak.destroyed else f"FAILED ({leak.error})")
         out.print(f"{verb} {leak.stack} in {leak.backend_url}: {leak.reason}", markup=False)

@@ -44,6 +44,7 @@ from toolkit.infra.base import (
     runner_command,
 )
 from toolkit.infra.rest import PolledWatcher, RestClient, azure_session, endpoint
+from toolkit.infra.synonyms import PREFECT_COMMON, no_counterpart, renamed
 from toolkit.runner import BUNDLE_NAME, RUN_KEY_ENV, STORAGE_OPTIONS_ENV
 from toolkit.secretvalues import Secret
 
@@ -233,6 +234,24 @@ class AzureContainerInstanceTarget(Target):
     """Run the function in an Azure Container Instances container group."""
 
     name = "azure_container_instance"
+    plugin_packages = ("pulumi_azure_native",)
+    synonyms = {
+        **PREFECT_COMMON,
+        "resource_group_name": renamed("resource_group"),
+        "subscription_id": renamed("subscription"),
+        "aci_credentials": no_counterpart(
+            "a Prefect block; credentials come from the caller's Azure environment (az login, ARM_* variables)"
+        ),
+        "image_registry": no_counterpart(
+            "registry passwords are not kept; attach an identity that may pull from the registry with identities"
+        ),
+        "entrypoint": no_counterpart("the container runs the toolkit's runner"),
+        "dns_servers": no_counterpart("set ip_address/dns_config through customizations"),
+        "stream_output": no_counterpart("container logs always stream to the caller"),
+        "keep_container_group": no_counterpart("a run's container group is always deleted at teardown"),
+        "task_start_timeout_seconds": no_counterpart("bound a run with timeout (seconds)"),
+        "task_watch_poll_interval": no_counterpart("the toolkit polls the container group itself"),
+    }
     extra = "azure"
     variables_model = AzureContainerInstanceVariables
     job_model = AzureContainerInstanceJob

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import abc
 import copy
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -21,6 +22,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from toolkit.errors import ConfigError
+from toolkit.infra.synonyms import Synonym
 
 
 class JobVariables(BaseModel):
@@ -73,6 +75,12 @@ class RunContext:
     """Per-run signing key; programs must pass it on only as ``pulumi.Output.secret``."""
     shared_storage: bool = False
     """True when ``storage_url`` is a prefix of a pool's existing bucket (nothing to create)."""
+    image: str | None = None
+    """The call's environment image (``toolkit.environments``), replacing the job's ``image``; None: as is."""
+    python: str | None = None
+    """The call's environment interpreter (process target), replacing the job's; None: as is."""
+    files_path: Path | None = None
+    """The signed bundle's ``include_files`` archive, staged locally; uploaded next to the bundle."""
 
     @property
     def labels(self) -> dict[str, str]:
@@ -109,12 +117,22 @@ class Target(abc.ABC):
     """JSON pointer in the job configuration that ``customizations`` patches apply to."""
     unsupported: ClassVar[dict[str, str]] = {}
     """Job variables this target cannot honour, with the reason shown to the user."""
+    synonyms: ClassVar[Mapping[str, Synonym]] = {}
+    """Other names for this target's job variables (Prefect's, habitual ones) with their units, or
+    why nothing here corresponds: the one table behind "did you mean", ``toolkit.prefect`` and
+    ``toolkit pool import`` (see ``toolkit.infra.synonyms``)."""
     required: ClassVar[tuple[str, ...]] = ()
     """Job variables a run cannot go without. Their schema defaults stay empty so a pool's
     template renders before a platform team fills them in (e.g. an image from its registry)."""
+    environment: ClassVar[Literal["image", "interpreter"] | None] = None
+    """How this target receives a call's environment (packages, include_files): as an image built
+    FROM ``environment_base(job)``, or as an interpreter; None: the target takes no environment."""
     storage_schemes: ClassVar[tuple[str, ...]] = ()
     """fsspec protocols a pool's ``storage.url`` may use, because its jobs can reach them
     (empty: any, e.g. a local path for local targets)."""
+    plugin_packages: ClassVar[tuple[str, ...]] = ()
+    """Pulumi provider SDKs the program uses (``"pulumi_docker"``); each one's ``pulumi-plugin.json``
+    names the resource plugin and version the engine needs. Runs check them before any stack exists."""
 
     @classmethod
     @abc.abstractmethod
@@ -171,6 +189,10 @@ class Target(abc.ABC):
         default has nothing to check: a target whose needs are Python packages is
         checked by the registry's import, and cloud credentials by the provider.
         """
+
+    def environment_base(self, job: JobConfiguration) -> str | None:
+        """The image (or interpreter; None: the caller's) a call's environment builds on."""
+        return None
 
     def storage_url(self, run_id: str, pool_storage_url: str | None) -> tuple[str, bool]:
         """Where this run's bundle and result live: ``(url, shared)``.

@@ -42,6 +42,16 @@ from toolkit.infra.base import (
     runner_command,
 )
 from toolkit.infra.rest import CloudApiError, PolledWatcher, RestClient, endpoint, google_session
+from toolkit.infra.synonyms import (
+    PREFECT_COMMON,
+    Synonym,
+    cloud_run_cpu,
+    cloud_run_memory,
+    gcp_secret_into,
+    gcp_secrets,
+    no_counterpart,
+    renamed,
+)
 from toolkit.runner import RUN_KEY_ENV, STORAGE_OPTIONS_ENV
 from toolkit.secretvalues import Secret
 
@@ -290,6 +300,31 @@ class CloudRunTarget(Target):
     """Run the function as a Google Cloud Run job."""
 
     name = "cloud_run"
+    plugin_packages = ("pulumi_gcp",)
+    synonyms = {
+        **PREFECT_COMMON,
+        "memory": renamed(
+            "memory", "with a unit, e.g. '512Mi'; Prefect's integer + memory_unit are combined", cloud_run_memory
+        ),
+        "memory_unit": Synonym("memory", "memory=4, memory_unit='Gi' -> memory='4Gi'", part_of="memory"),
+        "cpu": renamed("cpu", "'1000m' or '2'; a whole number of CPUs becomes millicores", cloud_run_cpu),
+        "vpc_connector_name": renamed("vpc_connector"),
+        "service_account_name": renamed("service_account"),
+        "env_from_secrets": renamed("secrets", "NAME -> 'secret:version'", gcp_secrets),
+        "prefect_api_key_secret": Synonym(
+            "secrets", "becomes secrets={'PREFECT_API_KEY': 'secret:version'}", gcp_secret_into("PREFECT_API_KEY")
+        ),
+        "prefect_api_auth_string_secret": Synonym(
+            "secrets",
+            "becomes secrets={'PREFECT_API_AUTH_STRING': 'secret:version'}",
+            gcp_secret_into("PREFECT_API_AUTH_STRING"),
+        ),
+        "credentials": no_counterpart("a Prefect block; credentials come from the caller's Google environment (ADC)"),
+        "args": no_counterpart("the container runs the toolkit's runner"),
+        "keep_job": no_counterpart("a run's job is always deleted at teardown"),
+        "launch_stage": no_counterpart("the job is created with the provider's default launch stage"),
+        "cloudsql_instances": no_counterpart("mount Cloud SQL through customizations of the job's volumes"),
+    }
     extra = "gcp"
     variables_model = CloudRunVariables
     job_model = CloudRunJob

@@ -24,11 +24,11 @@ import pulumi_docker
 from pydantic import Field, field_validator
 
 from toolkit import settings
+from toolkit.environments.variables import ENVIRONMENT_VARIABLES, EnvironmentVariables
 from toolkit.errors import ConfigError, TargetUnavailableError
 from toolkit.infra.base import (
     JobConfiguration,
     JobStatus,
-    JobVariables,
     JobWatcher,
     RunContext,
     Target,
@@ -36,6 +36,7 @@ from toolkit.infra.base import (
     runner_command,
 )
 from toolkit.infra.storage import RunStorage
+from toolkit.infra.synonyms import PREFECT_COMMON, docker_memory, no_counterpart, renamed
 from toolkit.runner import RUN_KEY_ENV
 from toolkit.secretvalues import Secret
 
@@ -65,7 +66,7 @@ def size_in_mb(value: str, variable: str) -> int:
     return megabytes
 
 
-class DockerVariables(JobVariables):
+class DockerVariables(EnvironmentVariables):
     """Job variables of the docker target, named as ``docker run`` users know them."""
 
     image: str = Field(default=default_image(), description="Image to run; must contain python3 and the toolkit.")
@@ -246,12 +247,38 @@ class DockerTarget(Target):
     """Run the function in a container on the local Docker engine."""
 
     name = "docker"
+    plugin_packages = ("pulumi_docker",)
+    synonyms = {
+        **PREFECT_COMMON,
+        "memory": renamed(
+            "mem_limit", "memory limit with a unit, e.g. '512m' or '2g'; an integer is MiB", docker_memory
+        ),
+        "memory_limit": renamed("mem_limit", "memory limit with a unit, e.g. '512m' or '2g'"),
+        "cpu": renamed("cpus", "CPUs as a number, e.g. 1.5"),
+        "cpu_limit": renamed("cpus", "CPUs as a number, e.g. 1.5"),
+        "gpu": renamed("gpus", "as `docker run --gpus`: 'all' or 'device=0'"),
+        "registry_credentials": no_counterpart(
+            "images come from the caller's Docker engine, which uses its own `docker login` credentials"
+        ),
+        "image_pull_policy": no_counterpart("the image must be on the local engine: build or `docker pull` it first"),
+        "container_create_kwargs": no_counterpart(
+            "the toolkit creates the container from its variables (mem_limit, cpus, gpus, cap_add, user, tmp_size, "
+            "networks, volumes ...); ask for a missing one"
+        ),
+    }
     variables_model = DockerVariables
     job_model = DockerJob
 
     @classmethod
     def default_job_configuration(cls) -> dict[str, Any]:
-        return placeholders(*(name for name in DockerVariables.model_fields if name != "timeout"))
+        skip = {"timeout", *ENVIRONMENT_VARIABLES}
+        return placeholders(*(name for name in DockerVariables.model_fields if name not in skip))
+
+    environment = "image"
+
+    def environment_base(self, job: JobConfiguration) -> str | None:
+        assert isinstance(job, DockerJob)
+        return job.image
 
     def preflight(self, job: JobConfiguration, pool_name: str) -> None:
         """The engine must answer and the image must be local: nothing is ever pulled."""
@@ -293,6 +320,7 @@ class DockerTarget(Target):
             bundle_path=str(run.bundle_path),
             options=run.storage_options,
             mode="777",  # writable by the container's unprivileged user, whatever its uid
+            files_path=str(run.files_path) if run.files_path else None,
         )
         envs: list[Any] = [
             pulumi.Output.secret(f"{key}={value.reveal()}") if isinstance(value, Secret) else f"{key}={value}"
@@ -312,7 +340,7 @@ class DockerTarget(Target):
         container = pulumi_docker.Container(
             "job",
             name=f"toolkit-{run.run_id}",
-            image=job.image,
+            image=run.image or job.image,
             command=[*job.command, *runner_command(CONTAINER_RUN_DIR)],
             envs=envs,
             volumes=volumes,

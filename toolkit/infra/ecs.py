@@ -46,6 +46,15 @@ from toolkit.infra.base import (
     runner_command,
 )
 from toolkit.infra.storage import RunStorage
+from toolkit.infra.synonyms import (
+    PREFECT_COMMON,
+    Synonym,
+    ecs_cpu_units,
+    ecs_memory_mib,
+    into_mapping,
+    no_counterpart,
+    renamed,
+)
 from toolkit.runner import BUNDLE_NAME, RUN_KEY_ENV, STORAGE_OPTIONS_ENV
 from toolkit.secretvalues import Secret
 
@@ -516,6 +525,35 @@ class EcsTarget(Target):
     """Run the function as an Amazon ECS task."""
 
     name = "ecs"
+    plugin_packages = ("pulumi_aws",)
+    synonyms = {
+        **PREFECT_COMMON,
+        "cpu": renamed("cpu", "ECS CPU units (1024 = 1 vCPU); '1 vCPU' is accepted too", ecs_cpu_units),
+        "memory": renamed("memory", "MiB, as ECS counts it; '2 GB' is accepted too", ecs_memory_mib),
+        "labels": renamed("tags", "tags on the task and every resource of the run"),
+        "prefect_api_key_secret_arn": Synonym(
+            "secrets", "becomes secrets={'PREFECT_API_KEY': ARN}", into_mapping("PREFECT_API_KEY")
+        ),
+        "prefect_api_auth_string_secret_arn": Synonym(
+            "secrets", "becomes secrets={'PREFECT_API_AUTH_STRING': ARN}", into_mapping("PREFECT_API_AUTH_STRING")
+        ),
+        "aws_credentials": no_counterpart(
+            "a Prefect block; credentials come from the caller's AWS environment (profile, role, AWS_* variables)"
+        ),
+        "task_definition_arn": no_counterpart(
+            "every run registers its own task definition from the variables; use customizations for other fields"
+        ),
+        "family": no_counterpart("task definition families are named per run"),
+        "capacity_provider_strategy": no_counterpart("choose launch_type ('FARGATE' or 'EC2')"),
+        "container_name": no_counterpart("the task's one container is named by the toolkit"),
+        "vpc_id": no_counterpart("give the task's subnets and security_groups"),
+        "network_configuration": no_counterpart("use subnets, security_groups and assign_public_ip"),
+        "configure_cloudwatch_logs": no_counterpart("the job's output always goes to CloudWatch (log_group)"),
+        "cloudwatch_logs_options": no_counterpart("logs go to log_group, kept log_retention_days"),
+        "cloudwatch_logs_prefix": no_counterpart("logs go to log_group, kept log_retention_days"),
+        "auto_deregister_task_definition": no_counterpart("a run's task definition is always deregistered at teardown"),
+        "match_latest_revision_in_family": no_counterpart("every run registers its own task definition"),
+    }
     extra = "aws"
     variables_model = EcsVariables
     job_model = EcsJob

@@ -44,6 +44,7 @@ from toolkit.infra.base import (
     runner_command,
 )
 from toolkit.infra.storage import RunStorage
+from toolkit.infra.synonyms import PREFECT_COMMON, kubernetes_cpu, kubernetes_memory, no_counterpart, renamed
 from toolkit.runner import RUN_KEY_ENV, STORAGE_OPTIONS_ENV
 from toolkit.secretvalues import Secret
 
@@ -432,6 +433,31 @@ class KubernetesTarget(Target):
     """Run the function as a Kubernetes Job."""
 
     name = "kubernetes"
+    plugin_packages = ("pulumi_kubernetes",)
+    synonyms = {
+        **PREFECT_COMMON,
+        "memory": renamed(
+            "memory", "an integer is MiB, as Prefect's examples write it: 64000 -> '64000Mi'", kubernetes_memory
+        ),
+        "memory_limit": renamed("memory", "Prefect's name; an integer is MiB", kubernetes_memory),
+        "memory_request": renamed("memory_request", "an integer is MiB", kubernetes_memory),
+        "cpu": renamed("cpu", "a number of cores becomes a quantity: 2 -> '2'", kubernetes_cpu),
+        "cpu_limit": renamed("cpu", "Prefect's name; a number of cores becomes a quantity", kubernetes_cpu),
+        "cpu_request": renamed("cpu_request", "a number of cores becomes a quantity", kubernetes_cpu),
+        "finished_job_ttl": renamed("ttl_seconds_after_finished"),
+        "gpus": renamed("gpu", "a number of NVIDIA GPUs"),
+        "job_watch_timeout_seconds": no_counterpart(
+            "the toolkit follows the Job until it ends; bound a run with timeout (seconds)"
+        ),
+        "pod_watch_timeout_seconds": no_counterpart(
+            "a pod that cannot start (image, Secret, scheduling) fails the run with the reason; "
+            "bound a run with timeout"
+        ),
+        "stream_output": no_counterpart("pod logs always stream to the caller (`toolkit runs logs` replays them)"),
+        "cluster_config": no_counterpart(
+            "a Prefect block holding a kubeconfig; the toolkit uses your kubeconfig: pick a context with context"
+        ),
+    }
     extra = "kubernetes"
     variables_model = KubernetesVariables
     job_model = KubernetesJob

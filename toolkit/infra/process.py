@@ -22,10 +22,10 @@ from pulumi.dynamic import Resource
 from pydantic import Field
 
 from toolkit import settings
+from toolkit.environments.variables import EnvironmentVariables
 from toolkit.infra.base import (
     JobConfiguration,
     JobStatus,
-    JobVariables,
     JobWatcher,
     RunContext,
     Target,
@@ -33,12 +33,13 @@ from toolkit.infra.base import (
     runner_command,
 )
 from toolkit.infra.storage import RunStorage
+from toolkit.infra.synonyms import PREFECT_COMMON, renamed
 from toolkit.providers.local_process import EXIT_NAME, LOG_NAME, LocalProcessProvider, running
 from toolkit.runner import RUN_KEY_ENV
 from toolkit.secretvalues import Secret
 
 
-class ProcessVariables(JobVariables):
+class ProcessVariables(EnvironmentVariables):
     """Job variables of the process target."""
 
     env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables for the process.")
@@ -116,13 +117,23 @@ class ProcessTarget(Target):
     """Run the function in a local subprocess."""
 
     name = "process"
+    synonyms = {
+        **PREFECT_COMMON,
+        "cwd": renamed("working_dir"),
+        "interpreter": renamed("python"),
+    }
     variables_model = ProcessVariables
     job_model = ProcessJob
     unsupported = {}
+    environment = "interpreter"
 
     @classmethod
     def default_job_configuration(cls) -> dict[str, Any]:
         return placeholders("env", "python", "working_dir", "command", "labels", "stream_output")
+
+    def environment_base(self, job: JobConfiguration) -> str | None:
+        assert isinstance(job, ProcessJob)
+        return job.python
 
     def per_run_storage_url(self, run_id: str) -> str:
         return str(settings.home() / "work" / run_id)
@@ -138,10 +149,11 @@ class ProcessTarget(Target):
             url=run.storage_url,
             bundle_path=str(run.bundle_path),
             options=run.storage_options,
+            files_path=str(run.files_path) if run.files_path else None,
         )
         env = {key: (pulumi.Output.secret(v.reveal()) if isinstance(v, Secret) else v) for key, v in job.env.items()}
         env[RUN_KEY_ENV] = pulumi.Output.secret(run.run_key)
-        argv = [*job.command, *runner_command(run.storage_url, job.python or sys.executable)]
+        argv = [*job.command, *runner_command(run.storage_url, run.python or job.python or sys.executable)]
         process = LocalProcess(
             "job",
             {"run_dir": run.storage_url, "argv": argv, "env": env, "cwd": job.working_dir, "pid": None},

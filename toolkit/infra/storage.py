@@ -3,7 +3,8 @@
 Used where the "bucket" is a directory or a prefix of an existing bucket
 (process, docker, kubernetes with pool storage). Creating it uploads the
 staged bundle; deleting it removes the whole prefix, result and logs included,
-so ``pulumi destroy`` leaves no run data behind (the provider is
+so ``pulumi destroy`` leaves no run data behind. A call's ``include_files``
+archive, when it has one, is uploaded next to the bundle (the provider is
 ``toolkit/providers/run_storage.py``). Targets that provision a real per-run
 bucket use their provider's bucket and object resources instead.
 """
@@ -15,6 +16,7 @@ from typing import Any
 import pulumi
 from pulumi.dynamic import Resource
 
+from toolkit.bundles import FILES_NAME
 from toolkit.providers.run_storage import RunStorageProvider
 from toolkit.runner import BUNDLE_NAME
 
@@ -31,6 +33,7 @@ class RunStorage(Resource, module="toolkit", name="RunStorage"):
         bundle_path: str,
         options: dict[str, Any] | None = None,
         mode: str = "700",
+        files_path: str | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         props = {
@@ -40,4 +43,6 @@ class RunStorage(Resource, module="toolkit", name="RunStorage"):
             "mode": mode,
             "bundle_name": BUNDLE_NAME,
         }
+        if files_path:
+            props.update(files_path=files_path, files_name=FILES_NAME)
         super().__init__(RunStorageProvider(), name, props, opts)

@@ -43,6 +43,7 @@ from toolkit.infra.base import (
     runner_command,
 )
 from toolkit.infra.rest import CloudApiError, PolledWatcher, RestClient, endpoint, google_session
+from toolkit.infra.synonyms import PREFECT_COMMON, no_counterpart, renamed
 from toolkit.runner import RUN_KEY_ENV, STORAGE_OPTIONS_ENV
 from toolkit.secretvalues import Secret
 
@@ -289,6 +290,19 @@ class VertexAiTarget(Target):
     """Run the function as a Vertex AI custom training job."""
 
     name = "vertex_ai"
+    plugin_packages = ("pulumi_gcp",)
+    synonyms = {
+        **PREFECT_COMMON,
+        "service_account_name": renamed("service_account"),
+        "credentials": no_counterpart("a Prefect block; credentials come from the caller's Google environment (ADC)"),
+        "reserved_ip_ranges": no_counterpart("set jobSpec.reservedIpRanges through customizations"),
+        "scheduling": no_counterpart(
+            "use maximum_run_time_hours, restart_job_on_worker_restart and scheduling_strategy"
+        ),
+        "enable_web_access": no_counterpart("set jobSpec.enableWebAccess through customizations"),
+        "enable_dashboard_access": no_counterpart("set jobSpec.enableDashboardAccess through customizations"),
+        "job_watch_poll_interval": no_counterpart("the toolkit polls the job itself"),
+    }
     extra = "gcp"
     variables_model = VertexAiVariables
     job_model = VertexAiJob

@@ -1,4 +1,5 @@
-"""Run storage's provider: create the run's prefix and upload the bundle; delete the whole prefix.
+"""Run storage's provider: create the run's prefix, upload the bundle (and the call's
+``include_files`` archive, if any); delete the whole prefix.
 
 A local directory (process and docker runs) is handled with the standard
 library; fsspec is imported only for remote storage, so the provider plugin of
@@ -33,6 +34,8 @@ class RunStorageProvider(ResourceProvider):
                 os.makedirs(path, mode=0o700, exist_ok=True)
                 os.chmod(path, int(props.get("mode") or "700", 8))
                 shutil.copyfile(props["bundle_path"], os.path.join(path, name))
+                if props.get("files_path"):
+                    shutil.copyfile(props["files_path"], os.path.join(path, props["files_name"]))
             except BaseException:
                 # A failed create is not recorded in state, so destroy would never remove it.
                 shutil.rmtree(path, ignore_errors=True)
@@ -44,6 +47,8 @@ class RunStorageProvider(ResourceProvider):
         try:
             fs.makedirs(root, exist_ok=True)
             fs.put_file(props["bundle_path"], f"{root}/{name}")
+            if props.get("files_path"):
+                fs.put_file(props["files_path"], f"{root}/{props['files_name']}")
         except BaseException:
             if fs.exists(root):
                 fs.rm(root, recursive=True)

@@ -1,7 +1,8 @@
-"""The toolchain: Pulumi CLI, plugins, Docker engine and runner image, built offline.
+"""The toolchain: Pulumi CLI, plugins, Docker engine and runner image.
 
-Nothing is downloaded at run time. Where a user already has the Pulumi CLI and
-plugins, they are used as they are; where not, they are built from the Go
-module proxy at exactly the versions of the installed Python packages and
-cached under ``~/.cache/toolkit`` (see ``install.py``; ``doctor.py`` reports).
+What the user has is used as it is: any Pulumi CLI the ``pulumi`` SDK supports
+(``cli_lookup.py``) and plugins downloaded the normal Pulumi way
+(``plugins.py``). Only offline (``offline.py``) does the toolkit build what is
+missing from the Go module proxy, cached under ``~/.cache/toolkit``
+(``install.py`` runs the steps; ``doctor.py`` reports).
 """

@@ -1,4 +1,8 @@
-"""``toolkit doctor``: one line per component, OK or MISSING, and the command that fixes it."""
+"""``toolkit doctor``: one line per component, OK or MISSING, and the command that fixes it.
+
+It says which Pulumi CLI is used (and where it was found), whether the toolkit
+is online or offline for plugins, and, per plugin, the pools that need it.
+"""
 
 from __future__ import annotations
 
@@ -11,19 +15,13 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from toolkit import settings
-from toolkit.toolchain import docker_engine, kubernetes_provider, pulumi_cli, runner_image
-from toolkit.toolchain.install import cli_version, installed_plugins
+from toolkit.errors import ToolkitError
+from toolkit.toolchain import cli_lookup, docker_engine, kubernetes_provider, offline, plugins, runner_image
+from toolkit.toolchain.install import core_plugin_packages
 from toolkit.toolchain.language_host import HOST_NAME
 from toolkit.toolchain.shim import SHIM_NAME
 
 INSTALL = "toolkit toolchain install"
-
-#: Provider plugins of the optional targets that the toolkit cannot build: Python package -> plugin name.
-OPTIONAL_PLUGINS = {
-    "pulumi_aws": "aws",
-    "pulumi_gcp": "gcp",
-    "pulumi_azure_native": "azure-native",
-}
 
 
 class Check(BaseModel):
@@ -35,14 +33,20 @@ class Check(BaseModel):
 
 
 def _pulumi() -> Check:
-    wanted = pulumi_cli.required_version()
-    binary = settings.pulumi_binary()
-    if binary is None or not binary.exists():
-        return Check(component="Pulumi CLI", ok=False, detail="not found", fix=INSTALL)
-    found = cli_version(binary)
-    ok = found == wanted
-    detail = f"v{found or '?'} ({binary})" + ("" if ok else f"; the pulumi package needs v{wanted}")
-    return Check(component="Pulumi CLI", ok=ok, detail=detail, fix="" if ok else INSTALL)
+    found = cli_lookup.find_cli()
+    minimum = f"the SDK needs v{cli_lookup.minimum_version()} or newer"
+    if found is None:
+        return Check(component="Pulumi CLI", ok=False, detail=f"not found (TOOLKIT_PULUMI, PATH, {settings.bin_dir()})",
+                     fix="install Pulumi (curl -fsSL https://get.pulumi.com | sh), or "
+                     f"{INSTALL} (builds it from the Go module proxy; needs Go)")
+    problem = cli_lookup.version_problem(found)
+    return Check(component="Pulumi CLI", ok=problem is None, detail=f"{found.describe()}; {minimum}", fix=problem or "")
+
+
+def _mode() -> Check:
+    mode = offline.mode()
+    return Check(component="plugin mode", ok=True, detail=f"{'offline' if mode.offline else 'online'}: {mode.reason}",
+                 required=False)
 
 
 def _on_path(name: str, component: str, required: bool) -> Check:
@@ -57,52 +61,51 @@ def _on_path(name: str, component: str, required: bool) -> Check:
     )
 
 
-def _plugins() -> list[Check]:
-    plugins = installed_plugins()
-    checks = []
-    wanted = package_version("pulumi_docker")
-    have = plugins.get("docker", set())
-    checks.append(
-        Check(
-            component="plugin docker",
-            ok=wanted in have,
-            detail=f"v{wanted}" if wanted in have else f"v{wanted} not in the plugin cache (have: {sorted(have) or 'none'})",
-            fix="" if wanted in have else INSTALL,
-        )
-    )
-    kubernetes = _kubernetes_plugin(plugins)
-    if kubernetes is not None:
-        checks.append(kubernetes)
-    for package, plugin in OPTIONAL_PLUGINS.items():
+def _plugin_users() -> dict[str, tuple[list[str], list[str]]]:
+    """SDK package -> (targets using it, pools of those targets), over every target whose SDK is installed."""
+    from toolkit.infra import get_target_class, target_names
+    from toolkit.pools import PoolRegistry
+
+    pools = PoolRegistry().list()
+    users: dict[str, tuple[list[str], list[str]]] = {}
+    for name in target_names():
         try:
-            version = package_version(package)
-        except PackageNotFoundError:
+            target = get_target_class(name)
+        except ToolkitError:
+            continue  # its extra is not installed: no plugin to look for
+        for package in target.plugin_packages:
+            targets, pool_names = users.setdefault(package, ([], []))
+            targets.append(name)
+            pool_names += [pool.name for pool in pools if pool.type == name]
+    return users
+
+
+def _plugins() -> list[Check]:
+    """One line per plugin: present or not, and which pools need it (those make it required)."""
+    checks = []
+    core = core_plugin_packages(docker=True)  # `toolkit toolchain install` gets these in any case
+    for package, (targets, pool_names) in sorted(_plugin_users().items()):
+        spec = plugins.spec_of(package)
+        found = plugins.status(spec)
+        required = bool(pool_names) or package in core
+        users = f"pools: {', '.join(pool_names)}" if pool_names else f"targets: {', '.join(targets)}; no pool uses it"
+        if found.present:
+            source = kubernetes_provider.read_source_note(plugins.built_binary(spec.name)) if spec.name == "kubernetes" else ""
+            detail = f"v{spec.version} at {found.location}" + (f" (built from {source})" if source else "")
+            checks.append(Check(component=f"plugin {spec.name}", ok=True, detail=f"{detail}; {users}", required=required))
             continue
-        ok = version in plugins.get(plugin, set())
+        offline_build = " (downloads it; offline it builds it with Go)" if spec.name in plugins.OFFLINE_BUILDERS else ""
+        fix = f"{INSTALL}{offline_build}, or {spec.install_command()}" if required else spec.install_command()
         checks.append(
             Check(
-                component=f"plugin {plugin}",
-                ok=ok,
-                detail=f"v{version}" if ok else f"v{version} not installed (only needed to deploy to real {plugin})",
-                fix="" if ok else f"pulumi plugin install resource {plugin} {version}  (on a machine that reaches get.pulumi.com)",
-                required=False,
+                component=f"plugin {spec.name}",
+                ok=False,
+                detail=f"v{spec.version} not in the plugin cache ({plugins.plugin_cache()}) nor on PATH; {users}",
+                fix=fix,
+                required=required,
             )
         )
-    return checks
-
-
-def _kubernetes_plugin(plugins: dict[str, set[str]]) -> Check | None:
-    """Built by ``toolkit toolchain install`` whenever pulumi_kubernetes is installed, so required then."""
-    try:
-        wanted = package_version("pulumi_kubernetes")
-    except PackageNotFoundError:
-        return None
-    have = plugins.get("kubernetes", set())
-    if wanted not in have:
-        return Check(component="plugin kubernetes", ok=False,
-                     detail=f"v{wanted} not in the plugin cache (have: {sorted(have) or 'none'})", fix=INSTALL)
-    source = kubernetes_provider.read_source_note(settings.bin_dir() / kubernetes_provider.BINARY_NAME)
-    return Check(component="plugin kubernetes", ok=True, detail=f"v{wanted}" + (f" (built from {source})" if source else ""))
+    return sorted(checks, key=lambda check: (not check.required, check.component))
 
 
 def _docker() -> list[Check]:
@@ -146,10 +149,24 @@ def _registry() -> Check:
     return Check(component="pool registry", ok=True, detail=f"{registry.url} ({len(names)} pools: {', '.join(names)})")
 
 
+def _policy_sdk() -> Check:
+    """Pools' Python policy packs run through the language host's RunPlugin on this interpreter."""
+    try:
+        version = package_version("pulumi-policy")
+    except PackageNotFoundError:
+        return Check(component="policy packs", ok=False, required=False,
+                     detail="pulumi-policy not installed (needed by pools with policy_packs)",
+                     fix="pip install 'toolkit[policy]'")
+    return Check(component="policy packs", ok=True,
+                 detail=f"pulumi-policy {version}, started by the Python language host (RunPlugin)")
+
+
 def checks() -> list[Check]:
     return [
         _pulumi(),
+        _mode(),
         _on_path(HOST_NAME, "Python language host", required=True),
+        _policy_sdk(),
         _on_path(SHIM_NAME, "dynamic provider shim", required=True),
         *_plugins(),
         *_docker(),

@@ -12,6 +12,15 @@ gRPC server from the first line of stdout, and calls ``GetRequiredPackages``
 preview or update, ``Run``. Anything written to stdout/stderr afterwards is
 shown to the user as program output.
 
+Python policy packs (``--policy-pack DIR`` with ``runtime: python`` in its
+``PulumiPolicy.yaml``) start through ``RunPlugin``: since CLI 3.1xx the engine
+asks the language host of the pack's runtime to run the pack's directory and
+relays the streamed output, reading the analyzer's port from its first line;
+the ``pulumi-analyzer-policy-python`` executable is only the fallback when no
+language host exists. ``RunPlugin`` here does what Pulumi's own host does:
+``python <pack dir> <engine address> ...`` runs the pack's ``__main__.py``,
+whose ``PolicyPack(...)`` serves the analyzer.
+
 ``Run`` starts ``program_exec.py`` in a fresh interpreter, as Pulumi's own host
 does: the program's modules declare resources when imported, so each run
 needs fresh module state; and the project may pin its own virtualenv.
@@ -24,7 +33,8 @@ Interpreters, and why:
   have.
 * The program runs on the project's virtualenv when ``Pulumi.yaml`` declares
   one (``runtime.options.virtualenv``, or ``.venv`` with ``toolchain: uv``), since
-  that is the project's explicit choice; else on ``PULUMI_PYTHON_CMD`` (the
+  that is the project's explicit choice (a policy pack: its ``PulumiPolicy.yaml``,
+  or the ``venv`` directory Pulumi's own host looks for by default); else on ``PULUMI_PYTHON_CMD`` (the
   toolkit sets it to its own interpreter for every Pulumi call, so dynamic
   providers and programs see the same packages); else on the host's
   interpreter. ``program_exec.py`` runs by path and needs only ``pulumi``.
@@ -38,7 +48,9 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -55,6 +67,7 @@ from google.protobuf import empty_pb2
 from google.protobuf.json_format import MessageToDict
 from pulumi.runtime.proto import language_pb2, language_pb2_grpc, plugin_pb2
 
+from toolkit import settings
 from toolkit.errors import ConfigError
 from toolkit.toolchain.program_exec import EXIT_REPORTED
 
@@ -81,6 +94,21 @@ def install_language_host(bin_dir: Path) -> tuple[Path, bool]:
     return path, True
 
 
+def pulumis_own_language_host() -> Path | None:
+    """Pulumi's ``pulumi-language-python`` where the engine would find it, if one is installed."""
+    pulumi = settings.pulumi_binary()
+    ours = settings.bin_dir() / HOST_NAME
+    on_path = shutil.which(HOST_NAME)
+    candidates = [pulumi.parent / HOST_NAME if pulumi else None, Path(on_path) if on_path else None]
+    for candidate in candidates:
+        if candidate is None or not candidate.is_file() or candidate.absolute() == ours:
+            continue
+        with candidate.open("rb") as handle:
+            if b"toolkit.toolchain.language_host" not in handle.read(512):  # not a toolkit shim elsewhere
+                return candidate
+    return None
+
+
 def program_interpreter(info: language_pb2.ProgramInfo) -> str:
     """The interpreter a project's program runs on (see the module docstring for the order)."""
     options: dict[str, Any] = MessageToDict(info.options) if info.HasField("options") else {}
@@ -102,6 +130,20 @@ def program_interpreter(info: language_pb2.ProgramInfo) -> str:
             )
         return str(python)
     return os.environ.get("PULUMI_PYTHON_CMD") or sys.executable
+
+
+def plugin_interpreter(info: language_pb2.ProgramInfo) -> str:
+    """The interpreter a plugin (a policy pack) runs on: its declared or conventional ``venv``, else the program's.
+
+    Pulumi's own host runs plugins only from a virtualenv (``venv`` by default);
+    the toolkit's also runs them on the toolkit's interpreter, which has
+    ``pulumi-policy`` installed, so a pack directory needs no environment of its own.
+    """
+    conventional = Path(info.root_directory or ".") / "venv" / "bin" / "python"
+    options: dict[str, Any] = MessageToDict(info.options) if info.HasField("options") else {}
+    if not options.get("virtualenv") and options.get("toolchain", "pip") == "pip" and conventional.exists():
+        return str(conventional)
+    return program_interpreter(info)
 
 
 def _program_path(request: language_pb2.RunRequest) -> Path:
@@ -220,12 +262,54 @@ class LanguageHost(language_pb2_grpc.LanguageRuntimeServicer):
             return language_pb2.RunResponse(bail=True)
         return language_pb2.RunResponse(error=_exit_message(code))
 
+    def RunPlugin(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        """Run a plugin written in Python (a policy pack) and stream its output and exit code back."""
+        try:
+            python = plugin_interpreter(request.info)
+        except ConfigError as exc:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        env = dict(entry.split("=", 1) for entry in request.env if "=" in entry) or dict(os.environ)
+        env["PYTHONUNBUFFERED"] = "1"  # the engine waits for the analyzer's port on the first line
+        command = [python, "-u", request.info.program_directory or request.pwd, *request.args]
+        try:
+            process = subprocess.Popen(
+                command, cwd=request.pwd or None, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            )
+        except OSError as exc:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"could not start {python!r} for a plugin: {exc}")
+        # The engine ends a plugin by cancelling this call: the pack must not outlive it.
+        context.add_callback(lambda: _interrupt(process))
+        chunks: queue.Queue[Any] = queue.Queue()
+        readers = [
+            threading.Thread(target=_pump, args=(process.stdout, "stdout", chunks), daemon=True),
+            threading.Thread(target=_pump, args=(process.stderr, "stderr", chunks), daemon=True),
+        ]
+        for reader in readers:
+            reader.start()
+        open_streams = len(readers)
+        while open_streams:
+            chunk = chunks.get()
+            if chunk is None:
+                open_streams -= 1
+                continue
+            yield chunk
+        yield language_pb2.RunPluginResponse(exitcode=process.wait())
+
     def Cancel(self, request: Any, context: grpc.ServicerContext) -> Any:
         with self._lock:
             running = list(self._running)
         for process in running:
             _interrupt(process)
         return empty_pb2.Empty()
+
+
+def _pump(stream: Any, name: str, chunks: queue.Queue[Any]) -> None:
+    """Forward a plugin's output stream as it comes (``None`` marks its end)."""
+    try:
+        for data in iter(lambda: stream.read1(65536), b""):
+            chunks.put(language_pb2.RunPluginResponse(**{name: data}))
+    finally:
+        chunks.put(None)
 
 
 def _stop_when_orphaned(server: grpc.Server, parent: int) -> None:

@@ -3,8 +3,9 @@
 Base: a Debian root filesystem from Debian's own packages (``debootstrap
 --variant=minbase`` with python3), imported into the engine as
 ``toolkit-base:bookworm`` and cached as a tarball. On top: a venv holding the
-toolkit and its job-side dependencies (cloudpickle, fsspec) installed from
-wheels built on the host (the containers here don't trust the host's TLS
+toolkit (a wheel built from the installed package, so a wheel install works
+as well as a checkout) and its job-side dependencies (cloudpickle, fsspec),
+installed from wheels built on the host (the containers here don't trust the host's TLS
 proxy, so nothing is downloaded inside them), and a non-root ``toolkit`` user.
 Tagged ``toolkit-runner:<toolkit version>``; a content hash label says when
 the toolkit's sources changed and the image must be rebuilt.
@@ -37,7 +38,7 @@ BASE_IMAGE = "toolkit-base:bookworm"
 HASH_LABEL = "toolkit.content-hash"
 RUNNER_UID = 1000
 JOB_DEPENDENCIES = ("cloudpickle", "fsspec")
-JOB_MODULES = ("__init__.py", "runner.py", "bundles.py", "errors.py", "gcp_secret_env.py")
+JOB_MODULES = ("__init__.py", "_version.py", "runner.py", "bundles.py", "errors.py", "gcp_secret_env.py")
 """The toolkit modules a job imports (tests/test_public_api.py checks the runner needs no others)."""
 STORAGE_DRIVERS = {"s3": "s3fs", "gs": "gcsfs", "az": "adlfs"}
 """Storage scheme -> the fsspec driver a runner image variant adds (tag suffix: the scheme)."""
@@ -110,10 +111,33 @@ def _driver_pins(storage: str | None) -> list[str]:
     return installed_closure(STORAGE_DRIVERS[storage])
 
 
-def _source_root() -> Path | None:
-    """The toolkit's source tree when installed from one (editable or checkout), else None."""
-    root = Path(toolkit.__file__).resolve().parent.parent
-    return root if (root / "pyproject.toml").exists() else None
+STAGED_PYPROJECT = """\
+[build-system]
+requires = ["setuptools>=77"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "toolkit"
+version = "{version}"
+description = "The toolkit as jobs run it: its modules, without dependencies (the image adds cloudpickle and fsspec)."
+requires-python = ">=3.11"
+
+[tool.setuptools.packages.find]
+include = ["toolkit*"]
+"""
+
+
+def stage_toolkit_project(into: Path) -> Path:
+    """A buildable copy of the toolkit as installed here (checkout, editable or wheel install alike).
+
+    Built from the package directory itself rather than a source tree, because
+    a user's install from a wheel has no source tree (and ``toolkit`` on a
+    package index is not this project).
+    """
+    package = Path(toolkit.__file__).resolve().parent
+    shutil.copytree(package, into / "toolkit", ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "go"))
+    (into / "pyproject.toml").write_text(STAGED_PYPROJECT.format(version=toolkit.__version__))
+    return into
 
 
 def content_hash(storage: str | None = None) -> str:
@@ -184,11 +208,10 @@ def ensure_base_image(cache: Path, log: Log) -> str:
 
 def build_wheels(target: Path, log: Log, storage: str | None = None) -> None:
     """Wheels of the toolkit (no deps), its job-side dependencies and a storage driver, built on the host."""
-    source = _source_root()
-    toolkit_spec = str(source) if source else f"toolkit=={toolkit.__version__}"
     pip = [sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check", "-w", str(target)]
     log("building wheels: toolkit, " + ", ".join(JOB_DEPENDENCIES))
-    run([*pip, "--no-deps", toolkit_spec], "pip wheel toolkit")
+    with tempfile.TemporaryDirectory(prefix="toolkit-project-") as staging:
+        run([*pip, "--no-deps", str(stage_toolkit_project(Path(staging)))], "pip wheel toolkit")
     pinned = [f"{name}=={package_version(name)}" for name in JOB_DEPENDENCIES]
     run([*pip, "--no-deps", *pinned], "pip wheel " + " ".join(pinned))
     drivers = [pin for pin in _driver_pins(storage) if pin.split("==")[0] not in JOB_DEPENDENCIES]

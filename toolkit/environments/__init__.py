@@ -1,0 +1,22 @@
+"""Environments: the packages, local code and files a call needs, delivered to its job.
+
+A call's environment is (base image or interpreter, Python version, pinned
+requirement set). Requirements come from the ``packages``, ``requirements``
+and ``auto_packages`` job variables; they are resolved and downloaded as
+wheels on the caller's side and installed with no index into an image
+``toolkit-env:<hash>`` (container targets) or a virtualenv (process), built
+once and kept in a long-lived Pulumi stack ``env-<hash>`` of the
+``toolkit-envs`` project. ``include_files`` travel as a signed archive next to
+the bundle. Targets only receive the result: an image reference or an
+interpreter (``RunContext.image`` / ``RunContext.python``).
+
+Modules: ``variables`` (the shared job variables), ``detect`` (what the pickled
+call imports), ``requirements`` (what is asked for, and from where), ``base``
+(the base image's or interpreter's Python, platform and packages), ``resolve``
+(pip: resolution and wheel download), ``spec`` (the environment and its hash),
+``index`` (the local cache that keeps a built environment's per-call cost to
+file reads), ``stack`` (the environment stacks: image build, virtualenv,
+ls/prune), ``files`` (the include_files archive), ``events`` (build progress)
+and ``lifecycle`` (plan and ensure, called by ``toolkit.submission``).
+This package is client side only: the job never imports it.
+"""

@@ -1,0 +1,232 @@
+"""A call's environment, from asks to a reference the target runs: ``plan`` then ``ensure``.
+
+``plan`` (every call, and previews): describe the base, refuse a Python it
+cannot load, gather the asks (auto, packages, requirements), and look the
+request up in the local index. Only on a miss does it compute the pinned
+closure, drop what the base already has and resolve the rest with pip (the
+bad-input errors come from here, before any stack exists). ``ensure``
+(submissions only) builds an environment the plan found missing, once, under
+a lock per environment hash. A cached environment costs a walk of the
+pickled call, one Docker API request for the base's ID, two small file
+reads and one for the environment image: no pip, no Pulumi.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from toolkit import settings
+from toolkit.environments import detect, index, requirements, resolve, stack
+from toolkit.environments.base import Base, check_python, describe_image, describe_interpreter, image_labels
+from toolkit.environments.events import Reporter
+from toolkit.environments.requirements import Requested
+from toolkit.environments.spec import ENV_LABEL, Environment, request_key
+from toolkit.environments.summary import EnvironmentSummary, PackageLine, Status
+from toolkit.environments.variables import EnvironmentSettings
+from toolkit.errors import ConfigError, RequirementConflictError
+
+
+@dataclass
+class EnvironmentPlan:
+    """The environment of one call: the base, the asks, and what (if anything) must exist for it."""
+
+    kind: Literal["image", "interpreter"]
+    base: Base
+    status: Status
+    requested: list[Requested] = field(default_factory=list)
+    environment: Environment | None = None
+    record: index.EnvironmentRecord | None = None
+    key: str = ""
+
+    @property
+    def reference(self) -> str | None:
+        """What the job runs instead of its base: the built environment, or the one a preview
+        would build (None: the base as is)."""
+        if self.record is not None:
+            return self.record.reference
+        return stack.planned_reference(self.environment) if self.environment else None
+
+    @property
+    def image(self) -> str | None:
+        return self.reference if self.kind == "image" else None
+
+    @property
+    def python(self) -> str | None:
+        return self.reference if self.kind == "interpreter" else None
+
+    def summary(self) -> EnvironmentSummary:
+        packages: list[PackageLine] = []
+        installed = {pin.name for pin in self.environment.pins} if self.environment else set()
+        for pin in self.environment.pins if self.environment else ():
+            packages.append(PackageLine(name=pin.name, version=pin.version, source=pin.source, origin=pin.origin,
+                                        size=pin.size))
+        for item in self.requested:
+            version = self.base.has(item.name)
+            if item.name not in installed and version:
+                packages.append(PackageLine(name=item.name, version=version, source=item.source, origin=item.origin,
+                                            state="in base"))
+        return EnvironmentSummary(
+            status=self.status,
+            base=self.base.describe(),
+            reference=self.reference or self.base.reference,
+            hash=self.environment.hash if self.environment else None,
+            stack=self.environment.stack_name if self.environment else None,
+            packages=sorted(packages, key=lambda line: (line.state, line.name)),
+        )
+
+
+def _exists(record: index.EnvironmentRecord) -> bool:
+    """Whether the built image or virtualenv is still there (one Engine API request, or a stat)."""
+    if record.environment.kind == "image":
+        labels = image_labels(record.reference)
+        return labels is not None and labels.get(ENV_LABEL) == record.hash
+    return Path(record.reference).exists()
+
+
+def _describe_base(kind: str, reference: str | None, pool_name: str) -> Base:
+    if kind == "image":
+        assert reference, "an image target names its base image"
+        return describe_image(reference, pool_name)
+    return describe_interpreter(reference)
+
+
+def _explicit(env: EnvironmentSettings, cwd: Path) -> list[Requested]:
+    items = requirements.from_packages(env.packages)
+    if env.requirements:
+        items += requirements.from_file(env.requirements, cwd)
+    requirements.check_pins(items)
+    return items
+
+
+def _versions(roots: dict[str, set[str]]) -> dict[str, str]:
+    import importlib.metadata as metadata
+
+    return {name: metadata.version(name) for name in roots}
+
+
+def plan(
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    env: EnvironmentSettings,
+    kind: Literal["image", "interpreter"],
+    base_reference: str | None,
+    pool_name: str,
+    cwd: Path,
+    reporter: Reporter | None = None,
+) -> EnvironmentPlan:
+    """What the call's environment is and whether it exists; raises on bad input, builds nothing."""
+    base = _describe_base(kind, base_reference, pool_name)
+    check_python(base)
+    explicit = _explicit(env, cwd)
+    roots: dict[str, set[str]] = {}
+    if env.auto_packages:
+        used = detect.distributions_of(detect.referenced_modules(fn, args, kwargs))
+        roots = {name: modules for name, modules in used.items() if not base.has(name)}
+    if not roots and not explicit:
+        return EnvironmentPlan(kind, base, "base")
+    fingerprint = json.dumps([sorted(_versions(roots).items()), detect.site_fingerprint() if roots else ""])
+    key = request_key(base.identity, explicit, fingerprint)
+    known = index.lookup(key)
+    if known is not None and known.environment is None:
+        return EnvironmentPlan(kind, base, "base", known.requested, key=key)
+    if known is not None and known.environment is not None:
+        record = index.load(known.environment.hash)
+        if record is not None and _exists(record):
+            index.touch(record)
+            return EnvironmentPlan(kind, base, "cached", known.requested, known.environment, record, key)
+        if all((resolve.wheelhouse() / pin.wheel).exists() for pin in known.environment.pins):
+            return EnvironmentPlan(kind, base, "build", known.requested, known.environment, None, key)
+    return _resolve(kind, base, explicit, roots, key, reporter or Reporter())
+
+
+def _resolve(
+    kind: Literal["image", "interpreter"],
+    base: Base,
+    explicit: list[Requested],
+    roots: dict[str, set[str]],
+    key: str,
+    reporter: Reporter,
+) -> EnvironmentPlan:
+    auto = requirements.installed_closure(roots, base.marker_environment) if roots else []
+    if kind == "image":  # the image's own packages load first: a different version cannot be layered in
+        for item in explicit:
+            version = base.has(item.name)
+            if version and not requirements.satisfied_by(item, version, base.marker_environment):
+                raise RequirementConflictError(
+                    f"{item.requirement!r} ({item.source}: {item.origin}) conflicts with {item.name} {version} in "
+                    f"the base image {base.reference!r}. Use {item.name}=={version}, or build a base image "
+                    f"FROM {base.reference!r} with the version you need and set image= to it"
+                )
+    wanted = requirements.combine([item for item in auto if not base.has(item.name)], explicit)
+    missing = [item for item in wanted if not requirements.satisfied_by(item, base.has(item.name), base.marker_environment)]
+    if not missing:
+        index.remember(key, index.Resolution(environment=None, requested=wanted))
+        return EnvironmentPlan(kind, base, "base", wanted, key=key)
+    if kind == "interpreter" and not base.is_caller:
+        raise ConfigError(
+            f"the process job runs {base.reference!r}, which lacks {', '.join(i.requirement for i in missing)}; "
+            "environments for another interpreter are not built. Install them into it, or drop the 'python' "
+            "job variable so the job runs (a virtualenv over) the caller's interpreter"
+        )
+    base.check_installable()
+    reporter("resolving", f"{len(missing)} requirement(s) for {base.describe()}: "
+             + ", ".join(item.requirement for item in missing[:6]) + (" ..." if len(missing) > 6 else ""))
+    pins = resolve.resolve(
+        missing, base, lambda line: reporter("resolving" if line.startswith("Collecting") else "downloading", line)
+    )
+    environment = Environment(
+        kind="image" if kind == "image" else "virtualenv",
+        base=base.reference,
+        base_identity=base.identity,
+        python=base.python,
+        purelib=base.purelib,
+        pins=tuple(pins),
+    )
+    reporter("downloading", f"{len(pins)} wheel(s) ready for environment {environment.hash}", environment.size)
+    index.remember(key, index.Resolution(environment=environment, requested=wanted))
+    record = index.load(environment.hash)
+    if record is not None and _exists(record):
+        index.touch(record)
+        return EnvironmentPlan(kind, base, "cached", wanted, environment, record, key)
+    return EnvironmentPlan(kind, base, "build", wanted, environment, None, key)
+
+
+def ensure(prepared: EnvironmentPlan, backend_url: str | None = None, reporter: Reporter | None = None) -> EnvironmentPlan:
+    """Build the planned environment unless it exists; once across threads and processes."""
+    if prepared.status != "build":
+        return prepared
+    environment = prepared.environment
+    assert environment is not None
+    reporter = reporter or Reporter(environment.stack_name)
+    backend = backend_url or settings.default_backend_url()
+    with index.locked(environment.hash):
+        record = index.load(environment.hash)
+        if record is not None and _exists(record):
+            reporter("cached", f"{record.reference} (built meanwhile by another call)")
+            return EnvironmentPlan(prepared.kind, prepared.base, "cached", prepared.requested, environment, record,
+                                   prepared.key)
+        reporter("building", f"{environment.stack_name}: {len(environment.pins)} wheel(s) FROM {prepared.base.reference}",
+                 environment.size)
+        now = time.time()
+        tag = stack.EnvTag(
+            hash=environment.hash,
+            kind=environment.kind,
+            reference=stack.planned_reference(environment),
+            base=prepared.base.reference,
+            python=environment.python,
+            packages=[f"{pin.name}=={pin.version} ({pin.source})" for pin in environment.pins],
+            size=environment.size,
+            created=now,
+        )
+        reference = stack.build(environment, tag, backend, reporter)
+        record = index.EnvironmentRecord(environment=environment, reference=reference, backend_url=backend,
+                                         created=now, last_used=now)
+        index.save(record)
+    return EnvironmentPlan(prepared.kind, prepared.base, "cached", prepared.requested, environment, record,
+                           prepared.key)

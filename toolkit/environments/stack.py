@@ -1,0 +1,274 @@
+"""Environment stacks: ``env-<hash>`` in project ``toolkit-envs``, one per built environment.
+
+The stack holds what the environment is on this machine: for an image, a
+``docker.RemoteImage`` built FROM the base image out of a context of host
+downloaded wheels (installed with ``pip --no-index`` into
+``/opt/toolkit-env``, which a ``.pth`` adds after the base's own
+site-packages, so the runner's packages always win); for the process target,
+a ``toolkit:Virtualenv`` whose site-packages hold the wheels and whose
+``.pth`` adds the caller's packages after them. Destroying the stack removes
+the image or the virtualenv. The stack tag ``toolkit:env`` describes the
+environment for ``toolkit env ls`` without reading its state.
+
+Built once: callers hold the environment's lock while they check and build.
+A later remote-registry push (issue 14) is one more resource in the same stack.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pulumi
+from pulumi import automation as auto
+from pulumi.dynamic import CreateResult, Resource, ResourceProvider
+from pydantic import BaseModel
+
+from toolkit import engine, settings
+from toolkit.engine import ensure_local_backend, remove_stack, workspace_options
+from toolkit.environments.events import Reporter
+from toolkit.environments.resolve import wheelhouse
+from toolkit.environments.spec import ENV_LABEL, Environment
+from toolkit.errors import EnvironmentBuildError, TeardownError
+from toolkit.gc import break_stale_lock
+
+ENV_TAG = "toolkit:env"
+ENV_SITE = "/opt/toolkit-env"
+"""Where an environment image's packages live (a ``.pth`` in the base's site-packages names it)."""
+PTH_NAME = "toolkit-env.pth"
+
+DOCKERFILE = """\
+FROM {base} AS install
+USER root
+COPY wheels /tmp/toolkit-wheels
+RUN python3 -m pip install --no-index --no-deps --no-cache-dir --disable-pip-version-check \\
+    --no-warn-script-location --target {site} /tmp/toolkit-wheels/*.whl
+FROM {base}
+COPY --from=install {site} {site}
+COPY {pth} {purelib}/{pth}
+ENV PATH=$PATH:{site}/bin
+LABEL {label}={hash}
+"""
+
+
+class EnvTag(BaseModel):
+    """What ``toolkit env ls`` shows of an environment stack."""
+
+    hash: str
+    kind: str
+    reference: str
+    base: str
+    python: str
+    packages: list[str]
+    size: int
+    created: float
+
+
+def venvs_dir() -> Path:
+    return settings.environments_dir() / "venvs"
+
+
+def planned_reference(environment: Environment) -> str:
+    """What jobs will run once the environment is built: its image, or its virtualenv's interpreter."""
+    if environment.kind == "image":
+        return environment.image_name
+    return str(venvs_dir() / environment.hash / "bin" / "python")
+
+
+# -- the process target's virtualenv, as a resource ---------------------------------------
+
+
+class _VirtualenvProvider(ResourceProvider):
+    """Creates a virtualenv holding the wheels, layered over the caller's packages; deletes it."""
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        path = Path(props["path"])
+        shutil.rmtree(path, ignore_errors=True)  # a half-built one from an interrupted build
+        try:
+            subprocess.run([props["base_python"], "-m", "venv", "--without-pip", str(path)], check=True,
+                           capture_output=True, text=True)
+            python = path / "bin" / "python"
+            site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                  check=True, capture_output=True, text=True).stdout.strip()
+            subprocess.run(
+                [props["base_python"], "-m", "pip", "install", "--no-index", "--no-deps", "--no-cache-dir",
+                 "--disable-pip-version-check", "--no-warn-script-location", "--target", site, *props["wheels"]],
+                check=True, capture_output=True, text=True,
+            )
+        except subprocess.CalledProcessError as exc:
+            shutil.rmtree(path, ignore_errors=True)
+            raise RuntimeError(f"{' '.join(exc.cmd[:4])} ... failed: {exc.stderr.strip()[-800:]}") from None
+        lines = [f"import site; site.addsitedir({directory!r})" for directory in props["caller_sites"]]
+        (Path(site) / "_toolkit_caller.pth").write_text("\n".join(lines) + "\n")
+        return CreateResult(id_=str(path), outs={**props, "python": str(python)})
+
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        shutil.rmtree(props["path"], ignore_errors=True)
+
+
+class Virtualenv(Resource, module="toolkit", name="Virtualenv"):
+    """A process-target environment: a virtualenv over the caller's interpreter."""
+
+    python: pulumi.Output[str]
+
+    def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__(_VirtualenvProvider(), name, {**props, "python": None}, opts)
+
+
+# -- programs -----------------------------------------------------------------------------
+
+
+def _context(environment: Environment, directory: Path) -> Path:
+    """The image's build context: the Dockerfile, the ``.pth`` and hard links to the wheels.
+
+    FROM names the base image as the pool does (BuildKit resolves a local image by name, not by
+    ID); the environment's hash holds the ID the plan saw, so a rebuilt base gets a new environment.
+    """
+    wheels = directory / "wheels"
+    wheels.mkdir(parents=True)
+    for pin in environment.pins:
+        source = wheelhouse() / pin.wheel
+        try:
+            os.link(source, wheels / pin.wheel)
+        except OSError:
+            shutil.copy2(source, wheels / pin.wheel)
+    (directory / PTH_NAME).write_text(ENV_SITE + "\n")
+    (directory / "Dockerfile").write_text(
+        DOCKERFILE.format(
+            base=environment.base, site=ENV_SITE, pth=PTH_NAME, purelib=environment.purelib,
+            label=ENV_LABEL, hash=environment.hash,
+        )
+    )
+    return directory
+
+
+def _image_program(environment: Environment, context: Path) -> None:
+    import pulumi_docker
+
+    image = pulumi_docker.RemoteImage(
+        "image",
+        name=environment.image_name,
+        build=pulumi_docker.RemoteImageBuildArgs(context=str(context), dockerfile="Dockerfile", remove=True,
+                                                 force_remove=True),
+        keep_locally=False,
+    )
+    pulumi.export("reference", environment.image_name)
+    pulumi.export("image_id", image.image_id)
+
+
+def _virtualenv_program(environment: Environment, caller_sites: list[str]) -> None:
+    venv = Virtualenv(
+        "virtualenv",
+        {
+            "path": str(venvs_dir() / environment.hash),
+            "base_python": environment.base,
+            "wheels": [str(wheelhouse() / pin.wheel) for pin in environment.pins],
+            "caller_sites": caller_sites,
+        },
+    )
+    pulumi.export("reference", venv.python)
+
+
+# -- stacks -------------------------------------------------------------------------------
+
+
+@contextmanager
+def _workspace() -> Iterator[Path]:
+    work_dir = Path(tempfile.mkdtemp(prefix="toolkit-env-"))
+    try:
+        yield work_dir
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+
+
+def build(environment: Environment, tag: EnvTag, backend_url: str, reporter: Reporter) -> str:
+    """``pulumi up`` the environment's stack (creating it if needed); returns the job's reference.
+
+    A stack whose image or virtualenv vanished (removed by hand) is refreshed
+    first, so ``up`` builds it again.
+    """
+    import site
+
+    ensure_local_backend(backend_url)
+    with _workspace() as work_dir:
+        context = _context(environment, work_dir / "context") if environment.kind == "image" else None
+        if context is not None:
+            program = lambda: _image_program(environment, context)  # noqa: E731
+        else:
+            sites = [*site.getsitepackages(), *([site.getusersitepackages()] if site.ENABLE_USER_SITE else [])]
+            program = lambda: _virtualenv_program(environment, sites)  # noqa: E731
+        stack = auto.create_or_select_stack(
+            environment.stack_name,
+            project_name=settings.ENV_PROJECT,
+            program=program,
+            opts=workspace_options(backend_url, work_dir, project=settings.ENV_PROJECT),
+        )
+        stack.set_tag(ENV_TAG, tag.model_dump_json())
+        reporter.errors.clear()
+        started = time.monotonic()
+        try:
+            try:
+                result = stack.up(on_event=reporter.on_event, on_output=lambda _line: None, refresh=True)
+            except auto.errors.ConcurrentUpdateError:
+                # Builds of one environment are serialised by its lock, so this is the lock file
+                # of a build whose process died (Ctrl-C, kill): break it and build.
+                if not break_stale_lock(environment.stack_name, backend_url, settings.ENV_PROJECT):
+                    raise
+                result = stack.up(on_event=reporter.on_event, on_output=lambda _line: None, refresh=True)
+        except auto.errors.CommandError as exc:
+            detail = "; ".join(reporter.errors) or str(exc).strip().splitlines()[-1]
+            raise EnvironmentBuildError(
+                f"building environment {environment.hash} ({environment.kind}) failed: {detail[-1500:]}. "
+                f"Its stack {environment.stack_name} stays for inspection; `toolkit env prune` removes it"
+            ) from None
+        reporter("built", f"{result.outputs['reference'].value} in {time.monotonic() - started:.1f}s")
+        return str(result.outputs["reference"].value)
+
+
+@contextmanager
+def _selected(name: str, backend_url: str) -> Iterator[auto.Stack]:
+    with _workspace() as work_dir:
+        yield auto.select_stack(
+            name,
+            project_name=settings.ENV_PROJECT,
+            program=lambda: None,
+            opts=workspace_options(backend_url, work_dir, project=settings.ENV_PROJECT),
+        )
+
+
+def destroy(name: str, backend_url: str) -> None:
+    """Destroy an environment stack (its image or virtualenv) and remove it."""
+    try:
+        with _selected(name, backend_url) as stack:
+            stack.destroy(on_output=lambda _line: None)
+            remove_stack(name, backend_url, Path(stack.workspace.work_dir))
+    except auto.errors.StackNotFoundError:
+        return
+    except auto.errors.CommandError as exc:
+        text = str(exc).strip()
+        detail = text.rsplit("stderr:", 1)[-1].strip()[-600:]
+        raise TeardownError(f"could not destroy environment stack {name}: {detail}") from None
+
+
+def updates(name: str, backend_url: str) -> int:
+    """How many times the stack was updated (each update that created something was a build)."""
+    with _selected(name, backend_url) as stack:
+        return sum(1 for entry in stack.history() if entry.kind == "update")
+
+
+def list_stacks(backend_url: str) -> list[tuple[str, EnvTag | None]]:
+    """Every environment stack with its tag (None if unreadable)."""
+    found: list[tuple[str, EnvTag | None]] = []
+    for name, tags in engine.list_stacks(backend_url, settings.ENV_PROJECT):
+        try:
+            found.append((name, EnvTag.model_validate_json(tags[ENV_TAG])))
+        except (KeyError, ValueError):
+            found.append((name, None))
+    return found
