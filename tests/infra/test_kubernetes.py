@@ -27,7 +27,7 @@ from tests.infra.mocking import ProgramRun
 from tests.infra.storage_roundtrip import round_trip
 from toolkit.errors import ConfigError, TargetUnavailableError
 from toolkit.infra.kubernetes import KubernetesTarget, KubernetesWatcher, connect
-from toolkit.infra.storage import _RunStorageProvider
+from toolkit.providers.run_storage import RunStorageProvider
 from toolkit.runner import BUNDLE_NAME, RUN_KEY_ENV, STORAGE_OPTIONS_ENV
 
 KUBERNETES_VERSIONS = ("1.30", "1.33")
@@ -462,8 +462,8 @@ def test_run_storage_on_an_s3_prefix_carries_bundle_and_result(tmp_path: Path) -
     fs.pipe_file("pool-bucket/runs/other-run/bundle.tkb", b"another run's data")
     url, shared = KubernetesTarget().storage_url("0123abcd4567", "s3://pool-bucket/runs")
     assert shared
-    props = {"url": url, "bundle_path": str(tmp_path / "bundle.tkb"), "options": {}, "mode": "700"}
-    provider = _RunStorageProvider()
+    props = {"url": url, "bundle_path": str(tmp_path / "bundle.tkb"), "options": {}, "mode": "700", "bundle_name": BUNDLE_NAME}
+    provider = RunStorageProvider()
 
     def upload(bundle: bytes) -> None:
         Path(props["bundle_path"]).write_bytes(bundle)
