@@ -105,8 +105,10 @@ def orchestrate(repeats: int) -> dict[str, Any]:
     harness.ensure_venv(VENV, requirements, python_version, log=_log)
     report["prepare"]["venv_s"] = time.perf_counter() - clock
     clock = time.perf_counter()
+    # Exactly what the worker will freeze, pip and setuptools (the venv's seed packages) included.
+    frozen = harness.run("freeze", [str(VENV / "bin" / "uv"), "pip", "freeze", "--python", str(VENV / "bin" / "python")])
     report["image_packages_digest"] = harness.ensure_image_with(
-        VENV, requirements, BASE_IMAGE, image, DOCKERFILE, WORK, label="toolkit.bench.freeze"
+        VENV, frozen.split(), BASE_IMAGE, image, DOCKERFILE, WORK, label="toolkit.bench.freeze"
     )
     report["prepare"]["image_s"] = time.perf_counter() - clock
     run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=WORK))

@@ -7,11 +7,16 @@ trivial work is run the plain way (``python -c`` for process, ``docker run``
 of the same image for docker), alternating, so both see the same machine
 load. Reported: submit->result latency (min/median/max) and its ratio to the
 baseline, the per-phase breakdown from ``RunFuture.timings``, the teardown
-that follows the result, throughput at 1/4/10 concurrent runs, and the
-client's peak memory; then the same trivial job through Prefect 3's ``@docker``
-on the same engine (bench/prefect_docker.py), and the environments figures
-(bench/environments.py: first-call build, per-call cost of a cached environment). Times are never asserted
-anywhere: machines here are noisy, ratios from one run are what to compare.
+that follows the result, throughput at 1/4/10 concurrent runs, the client's
+peak memory, and every Pulumi CLI and plugin process one run starts (traced
+through wrappers, tests/cli_trace.py) next to the processes the same run
+takes through the Automation API's own ``Stack`` methods, measured in the same
+run; then the same trivial job through Prefect 3's ``@docker`` on the same
+engine (bench/prefect_docker.py), the environments figures
+(bench/environments.py: first-call build, per-call cost of a cached
+environment), and the goals of issue 15 against the figures before it. Times
+are never asserted anywhere: machines here are noisy, ratios from one run are
+what to compare.
 Teardown is checked, not assumed: after each throughput level every run's
 ``teardown_error`` is read and the leak probes of tests/leaks.py look for
 stacks, run directories, staged bundles and containers left behind; the report
@@ -25,17 +30,32 @@ import json
 import os
 import platform
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))  # tests.leaks: the same leak probes the test suite uses
+sys.path.insert(0, str(HERE.parent))  # tests.leaks and tests/cli_trace.py, when run as bench/run.py
+
 PHASES = ("render", "bundle", "stack_up", "run", "collect", "destroy")
 TRIVIAL = "print(1 + 1)"
+BEFORE = {
+    "date": "2026-11-24",
+    "process": {"median": 1.55, "ratio": 81.5, "teardown": 1.41, "runs_per_min_10": 35},
+    "docker": {"median": 1.89, "ratio": 7.4, "teardown": 0.96, "runs_per_min_10": 31},
+    "prefect_ratio": 12.8,
+}
+"""bench/results.md before issue 15 (the engine on the Automation API's ``Stack`` methods)."""
+GOALS = {"docker_ratio": 3.0, "process_median": 0.6, "teardown_median": 0.6, "throughput_factor": 2.0}
+PLUGINS = ("pulumi-resource-pulumi-python", "pulumi-resource-docker")
 
 
 def _stats(samples: list[float]) -> dict[str, float]:
@@ -68,7 +88,8 @@ def bench_target(target: str, repeats: int, concurrency: list[int]) -> dict:
         return 2
 
     trivial()  # warm-up: first import of the provider and plugin paths
-    latency, baseline, teardown = [], [], []
+    _sdk_run(trivial)  # and of the SDK path
+    latency, baseline, teardown, sdk = [], [], [], []
     phases: dict[str, list[float]] = {phase: [] for phase in PHASES}
     for _ in range(repeats):
         baseline.append(_timed(_baseline_command(target)))
@@ -81,6 +102,7 @@ def bench_target(target: str, repeats: int, concurrency: list[int]) -> dict:
         teardown.append(time.perf_counter() - returned)
         for phase in PHASES:
             phases[phase].append(future.timings.get(phase, 0.0))
+        sdk.append(_sdk_run(trivial))
     from tests.leaks import leftovers
 
     throughput = {}
@@ -105,6 +127,13 @@ def bench_target(target: str, repeats: int, concurrency: list[int]) -> dict:
             "teardown_errors": teardown_errors,
             "leftovers": left,
         }
+    n = max(concurrency)
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        list(pool.map(lambda _: _sdk_run(trivial), range(n)))
+    sdk_throughput = {"n": n, "wall": time.perf_counter() - started}
+    sdk_throughput["runs_per_min"] = 60 * n / sdk_throughput["wall"]
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {
         "target": target,
         "latency": _stats(latency),
@@ -113,18 +142,328 @@ def bench_target(target: str, repeats: int, concurrency: list[int]) -> dict:
         "teardown_after_result": _stats(teardown),
         "phases": {phase: statistics.median(values) for phase, values in phases.items()},
         "throughput": throughput,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "sdk_path": {
+            "latency": _stats([run.latency for run in sdk]),
+            "teardown_after_result": _stats([run.teardown for run in sdk]),
+            "throughput": sdk_throughput,
+        },
+        "peak_rss_mb": peak,
+        "cli_calls": trace_target(trivial, repeats),
     }
 
 
-def render(results: list[dict], repeats: int) -> str:
+# ------------------------------------------------------------------------ CLI processes per run
+
+
+def _tracer():
+    """Wrappers for the CLI and the plugins a run starts, and the engine pointed at them."""
+    from tests.cli_trace import CliTrace, plugins_on_path
+    from toolkit import engine, settings
+
+    real = settings.pulumi_binary()
+    home = Path(os.environ.get("PULUMI_HOME") or Path.home() / ".pulumi")
+    search = [str(real.parent), str(settings.bin_dir()), *map(str, sorted((home / "plugins").glob("resource-*")))]
+    trace = CliTrace(
+        Path(tempfile.mkdtemp(prefix="toolkit-bench-trace-")),
+        real.resolve(),
+        plugins_on_path(list(PLUGINS), os.pathsep.join(search)),
+    )
+    os.environ.update(trace.env())
+    engine.pulumi_command.cache_clear()
+    engine.pulumi_command()  # `pulumi version` once, before the traced runs
+    return trace
+
+
+def _summarize(runs: list[list], result_times: list[float]) -> list[dict]:
+    """Per process kind: calls per run, median wall and CPU seconds, and which operation started it."""
+    rows: dict[tuple[str, str], dict[str, list[float]]] = defaultdict(lambda: {"wall": [], "cpu": [], "count": []})
+    for calls, result_at in zip(runs, result_times):
+        counts: dict[tuple[str, str], int] = defaultdict(int)
+        operations = [call for call in calls if call.name == "pulumi"]
+        for call in calls:
+            plugin = call.name != "pulumi"
+            parent = next((op for op in operations if plugin and op.started <= call.started <= op.ended), None)
+            where = "before the result" if call.started < result_at else "teardown"
+            key = (call.command if parent is None else f"  {call.command} (in {parent.command})", where)
+            rows[key]["wall"].append(call.seconds)
+            rows[key]["cpu"].append(call.cpu)
+            counts[key] += 1
+        for key in rows:
+            rows[key]["count"].append(counts.get(key, 0))
+    return [
+        {
+            "process": name,
+            "when": where,
+            "per_run": statistics.median(values["count"]),
+            "wall": statistics.median(values["wall"]),
+            "cpu": statistics.median(values["cpu"]),
+        }
+        for (name, where), values in rows.items()
+    ]
+
+
+def trace_target(trivial, repeats: int) -> dict:
+    """The processes of ``repeats`` toolkit runs, and of as many through the SDK's ``Stack`` methods;
+    and where a toolkit run's time goes, from its engine events."""
+    trace = _tracer()
+    events = _event_clock()
+    toolkit_runs, toolkit_results, sdk_runs, sdk_results, spans = [], [], [], [], []
+    for _ in range(repeats):
+        trace.clear()
+        events.clear()
+        submitted = time.time()
+        future = trivial.submit()
+        assert future.result() == 2
+        toolkit_results.append(time.time())
+        future.wait_teardown()
+        spans.append(_spans(events, submitted, toolkit_results[-1], time.time()))
+        toolkit_runs.append(trace.calls())
+        trace.clear()
+        sdk_results.append(_sdk_run(trivial).result_at)
+        sdk_runs.append(trace.calls())
+    return {
+        "toolkit": _summarize(toolkit_runs, toolkit_results),
+        "sdk": _summarize(sdk_runs, sdk_results),
+        "spans": {name: statistics.median(run[name] for run in spans if name in run) for name in SPANS},
+    }
+
+
+SPANS = (
+    "`pulumi up` starting: CLI, backend, passphrase key",
+    "program, and the dynamic-provider plugin starting",
+    "run storage created",
+    "until the job resource starts (its provider starting)",
+    "job resource created",
+    "`pulumi up` ending: stack outputs, checkpoint, exit",
+    "job, watch, result read",
+    "`pulumi destroy` starting: CLI, backend, key, plugins",
+    "resources deleted",
+    "`pulumi destroy --remove` ending, stack files removed",
+)
+"""Consecutive spans of one run, from submit to torn down, that ``_spans`` measures."""
+
+
+def _event_clock() -> list:
+    """Every engine event of every run, with the time it arrived (through ``Progress.on_event``)."""
+    from toolkit.progress import Progress
+
+    seen: list = []
+    original = Progress.on_event
+
+    def on_event(self, event) -> None:
+        seen.append((time.time(), event))
+        original(self, event)
+
+    Progress.on_event = on_event
+    return seen
+
+
+def _spans(events: list, submitted: float, result_at: float, torn_down: float) -> dict[str, float]:
+    """``SPANS`` of one run from its events: preludes, resource steps, the end of each operation."""
+    marks: dict[str, float] = {}
+
+    def mark(name: str, at: float, last: bool = False) -> None:
+        if last or name not in marks:
+            marks[name] = at
+
+    for at, event in events:
+        phase = "up" if at < result_at else "destroy"
+        if event.prelude_event:
+            mark(f"{phase} prelude", at)
+        if event.cancel_event:
+            mark(f"{phase} end", at, last=True)
+        step = event.resource_pre_event or event.res_outputs_event
+        if not step or step.metadata.type.startswith("pulumi:"):
+            continue  # the stack and provider resources
+        edge = "start" if event.resource_pre_event else "done"
+        if phase == "up":
+            kind = "storage" if step.metadata.type.endswith(":RunStorage") else "job"
+            mark(f"up {kind} {edge}", at, last=edge == "done")
+        else:
+            mark(f"destroy {edge}", at, last=edge == "done")  # first delete started, last one done
+    order = [
+        submitted,
+        marks.get("up prelude"),
+        marks.get("up storage start"),
+        marks.get("up storage done"),
+        marks.get("up job start"),
+        marks.get("up job done"),
+        marks.get("up end"),
+        result_at,
+        marks.get("destroy start"),
+        marks.get("destroy done"),
+        torn_down,
+    ]
+    if None in order:
+        return {}
+    return {name: order[i + 1] - order[i] for i, name in enumerate(SPANS)}
+
+
+@dataclass
+class SdkRun:
+    latency: float
+    teardown: float
+    result_at: float
+    """Epoch time the result was read (to place traced processes before or after it)."""
+
+
+def _sdk_run(trivial) -> SdkRun:
+    """The same run through the Automation API's own ``Stack`` methods, as the engine did before
+    issue 15: ``create_stack`` (stack init), ``set_tag`` while ``up`` runs, ``up`` (with its
+    ``stack output`` and ``stack history`` reads), the job, ``destroy`` (another history read),
+    ``stack rm``. Same CLI, plugins and runner as the toolkit's runs: only the engine's calls differ."""
+    import fsspec
+    from pulumi import automation as auto
+
+    from toolkit import engine, settings
+    from toolkit.bundles import unseal_result
+    from toolkit.runner import RESULT_NAME
+    from toolkit.submission import prepare
+
+    started = time.perf_counter()
+    prepared = prepare(trivial.fn, (), {}, trivial.pool, trivial.layers, trivial.target_type)
+    work_dir = Path(tempfile.mkdtemp(prefix="toolkit-bench-sdk-"))
+    name = engine.stack_name(prepared.run_id)
+    stack = auto.create_stack(
+        name,
+        project_name=settings.RUN_PROJECT,
+        program=lambda: prepared.target.program(prepared.context),
+        opts=engine.workspace_options(prepared.backend_url, work_dir),
+    )
+    tagger = threading.Thread(target=stack.set_tag, args=(engine.RUN_TAG, "{}"))
+    tagger.start()
+    outputs = {key: value.value for key, value in stack.up(on_output=lambda _line: None).outputs.items()}
+    tagger.join()
+    watcher = prepared.target.watcher(prepared.context, outputs)
+    while not watcher.status().finished:
+        time.sleep(0.01)
+    context = prepared.context
+    fs, root = fsspec.core.url_to_fs(context.storage_url, **context.storage_options)
+    assert unseal_result(fs.cat_file(f"{root}/{RESULT_NAME}"), context.run_key, context.storage_url) == 2
+    result_at, returned = time.time(), time.perf_counter()
+    stack.destroy(on_output=lambda _line: None)
+    engine.remove_stack(name, prepared.backend_url, work_dir)
+    prepared.discard_bundle()
+    shutil.rmtree(work_dir, ignore_errors=True)
+    return SdkRun(returned - started, time.perf_counter() - returned, result_at)
+
+
+# ------------------------------------------------------------------------ report
+
+
+def _met(value: bool) -> str:
+    return "**yes**" if value else "**no**"
+
+
+def render_goals(results: list[dict], prefect: dict | None) -> list[str]:
+    """Each goal against the figure before issue 15 and against the SDK path measured in this run."""
+    by = {r["target"]: r for r in results}
     lines = [
-        "# Benchmark results",
+        "## Goals of issue 15",
         "",
-        f"Produced by `.venv/bin/python bench/run.py --repeats {repeats}` on {platform.node()} "
-        f"({os.cpu_count()} cores, Python {platform.python_version()}), {time.strftime('%Y-%m-%d %H:%M')}.",
-        "A trivial function through the toolkit vs the same work run the plain way, alternating in the same run.",
+        f"*Before*: bench/results.md of {BEFORE['date']}, the engine on the Automation API's `Stack` methods. "
+        "*SDK path*: those same `Stack` calls measured in this run, on this run's CLI, plugins and runner "
+        "(only the engine's CLI calls differ from *now*), so the load is the same.",
         "",
+        "| goal | before | SDK path, this run | now | met |",
+        "|---|---|---|---|---|",
+    ]
+    if "docker" in by:
+        r = by["docker"]
+        base = r["baseline"]["median"]
+        lines.append(
+            f"| `@docker` submit→result ≤ {GOALS['docker_ratio']:g}× a raw `docker run` of the same image "
+            f"| {BEFORE['docker']['ratio']}× | {r['sdk_path']['latency']['median'] / base:.1f}× "
+            f"| {r['ratio']:.1f}× ({r['latency']['median']:.2f} s vs {base:.2f} s) | {_met(r['ratio'] <= GOALS['docker_ratio'])} |"
+        )
+    if "process" in by:
+        r = by["process"]
+        median = r["latency"]["median"]
+        lines.append(
+            f"| `@process` submit→result median ≤ {GOALS['process_median']} s | {BEFORE['process']['median']} s "
+            f"| {r['sdk_path']['latency']['median']:.2f} s | {median:.2f} s | {_met(median <= GOALS['process_median'])} |"
+        )
+    for target, r in by.items():
+        median = r["teardown_after_result"]["median"]
+        lines.append(
+            f"| `@{target}` teardown after the result, median ≤ {GOALS['teardown_median']} s "
+            f"| {BEFORE[target]['teardown']} s | {r['sdk_path']['teardown_after_result']['median']:.2f} s "
+            f"| {median:.2f} s | {_met(median <= GOALS['teardown_median'])} |"
+        )
+    for target, r in by.items():
+        now = {int(n): t for n, t in r["throughput"].items()}.get(r["sdk_path"]["throughput"]["n"])
+        if now is None:
+            continue
+        rate, sdk_rate, n = (
+            now["runs_per_min"],
+            r["sdk_path"]["throughput"]["runs_per_min"],
+            r["sdk_path"]["throughput"]["n"],
+        )
+        before = BEFORE[target]["runs_per_min_10"] if n == 10 else None  # the figure before is at 10
+        lines.append(
+            f"| `@{target}` throughput at {n} concurrent ≥ {GOALS['throughput_factor']:g}× before "
+            f"| {f'{before} runs/min' if before else 'n/a'} | {sdk_rate:.0f} runs/min | {rate:.0f} runs/min ("
+            + (f"{rate / before:.1f}× before, " if before else "")
+            + f"{rate / sdk_rate:.1f}× the SDK path) "
+            f"| {_met(rate >= GOALS['throughput_factor'] * before) if before else 'n/a'} |"
+        )
+    if prefect and prefect.get("ok"):
+        lines.append(
+            f"| Prefect 3 `@docker` ratio, measured again | {BEFORE['prefect_ratio']}× | | "
+            f"{prefect['ratio']:.1f}× | measured |"
+        )
+    return lines + [""]
+
+
+def render_cli_calls(results: list[dict], repeats: int) -> list[str]:
+    lines = [
+        "## Every CLI and plugin process of one run",
+        "",
+        f"Median of {repeats} traced runs per path (wrappers log each process: tests/cli_trace.py; the "
+        "wrappers add a few milliseconds each, so these runs are not the latency runs above). *toolkit*: "
+        "this engine. *SDK*: the same run through the Automation API's own `Stack` methods "
+        "(`create_stack`, `set_tag`, `up`, `destroy`, `stack rm`), as the engine did before issue 15, "
+        "measured in the same run. CPU is user + system of the process and the children it waited for "
+        "(plugins are children of `pulumi up`/`destroy`, so they are in those figures too). "
+        "Not listed: one `pulumi version` per client process (the shared `PulumiCommand`).",
+        "",
+        "| target | path | process | per run | when | wall (median) | CPU (median) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        for path in ("toolkit", "sdk"):
+            rows = sorted(r["cli_calls"][path], key=lambda row: (row["when"] != "before the result", -row["wall"]))
+            for row in rows:
+                name = row["process"].strip()
+                nested = row["process"].startswith("  ")
+                lines.append(
+                    f"| {r['target']} | {path} | {'↳ ' if nested else ''}`{name}` | {row['per_run']:g} | {row['when']} "
+                    f"| {row['wall']:.2f} s | {row['cpu']:.2f} s |"
+                )
+    return lines + [""]
+
+
+def render_spans(results: list[dict], repeats: int) -> list[str]:
+    lines = [
+        "## Where the time of one run goes",
+        "",
+        f"Consecutive spans from submit to torn down, from the engine's own events (median of {repeats} "
+        "traced runs). The result is returned after the seventh; the last three are the teardown.",
+        "",
+        "| span | " + " | ".join(r["target"] for r in results) + " |",
+        "|---|" + "---|" * len(results),
+    ]
+    for name in SPANS:
+        lines.append(
+            f"| {name} | "
+            + " | ".join(f"{r['cli_calls']['spans'].get(name, float('nan')):.2f} s" for r in results)
+            + " |"
+        )
+    return lines + [""]
+
+
+def render(results: list[dict], repeats: int) -> list[str]:
+    lines = [
         "| target | baseline | baseline median | toolkit submit→result (min / median / max) | ratio (median) | teardown after result (median) | client peak RSS |",
         "|---|---|---|---|---|---|---|",
     ]
@@ -141,7 +480,7 @@ def render(results: list[dict], repeats: int) -> str:
         lines.append(f"| {r['target']} | " + " | ".join(f"{r['phases'][p]:.2f}" for p in PHASES) + " |")
     lines += [
         "",
-        "Throughput (all runs submitted at once, until every stack is destroyed). \"Left behind\" is checked "
+        'Throughput (all runs submitted at once, until every stack is destroyed). "Left behind" is checked '
         "after each level: every run's `teardown_error`, and the stacks, run directories, staged bundles and "
         "containers the leak probes of tests/leaks.py find:",
         "",
@@ -156,7 +495,7 @@ def render(results: list[dict], repeats: int) -> str:
                 f"| {r['target']} | {n} | {t['wall']:.1f}s | {t['runs_per_min']:.0f} | {t['baseline_wall']:.2f}s "
                 f"| {_left_behind(t)} |"
             )
-    return "\n".join(lines) + "\n"
+    return lines + [""]
 
 
 def _left_behind(level: dict) -> str:
@@ -177,10 +516,10 @@ def run_prefect(repeats: int) -> dict:
     return json.loads(result.stdout)
 
 
-def render_prefect(prefect: dict, toolkit_docker: dict | None) -> str:
-    lines = ["", "## Prefect 3 `@docker` on the same engine, offline", ""]
+def render_prefect(prefect: dict, toolkit_docker: dict | None) -> list[str]:
+    lines = ["## Prefect 3 `@docker` on the same engine, offline", ""]
     if not prefect.get("ok"):
-        return "\n".join(lines + [f"Could not run: step {prefect.get('step')!r} failed: {prefect.get('error')}", ""])
+        return lines + [f"Could not run: step {prefect.get('step')!r} failed: {prefect.get('error')}", ""]
     lat = prefect["prefect_latency"]
     lines += [
         f"`bench/prefect_docker.py` ({prefect['method']}).",
@@ -196,8 +535,11 @@ def render_prefect(prefect: dict, toolkit_docker: dict | None) -> str:
             f"| toolkit `@docker` (table above) | {tk['min']:.2f} / {tk['median']:.2f} / {tk['max']:.2f}s "
             f"| {toolkit_docker['baseline']['median']:.2f}s | **{toolkit_docker['ratio']:.1f}x** |"
         )
-    lines += ["", "The two baselines run different images (Prefect's image carries Prefect), so compare the ratios.", ""]
-    return "\n".join(lines)
+    return lines + [
+        "",
+        "The two baselines run different images (Prefect's image carries Prefect), so compare the ratios.",
+        "",
+    ]
 
 
 def main() -> None:
@@ -213,27 +555,59 @@ def main() -> None:
     if args.one:
         print(json.dumps(bench_target(args.one, args.repeats, args.concurrency)))
         return
+    load_before = os.getloadavg()[0]
     env = {**os.environ, "TOOLKIT_PROGRESS": "0", "TOOLKIT_HOME": tempfile.mkdtemp(prefix="toolkit-bench-")}
     results = []
     for target in args.targets:
         print(f"benchmarking {target} ...", file=sys.stderr, flush=True)
         output = subprocess.run(
-            [sys.executable, __file__, "--one", target, "--repeats", str(args.repeats),
-             "--concurrency", *map(str, args.concurrency)],
-            env=env, check=True, capture_output=True, text=True,
+            [
+                sys.executable,
+                __file__,
+                "--one",
+                target,
+                "--repeats",
+                str(args.repeats),
+                "--concurrency",
+                *map(str, args.concurrency),
+            ],
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
         ).stdout
         results.append(json.loads(output.strip().splitlines()[-1]))
-    report = render(results, args.repeats)
+    prefect = None
     if not args.no_prefect:
         print("benchmarking Prefect @docker ...", file=sys.stderr, flush=True)
-        docker_result = next((r for r in results if r["target"] == "docker"), None)
-        report += render_prefect(run_prefect(args.repeats), docker_result)
+        prefect = run_prefect(args.repeats)
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Produced by `.venv/bin/python bench/run.py --repeats {args.repeats}` on {platform.node()} "
+        f"({os.cpu_count()} cores, Python {platform.python_version()}), {time.strftime('%Y-%m-%d %H:%M')}.",
+        "A trivial function through the toolkit vs the same work run the plain way, alternating in the same run.",
+        f"1-minute load average {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end (other work "
+        "on the machine slows both sides of each ratio, and the absolute times).",
+        "",
+        *render_goals(results, prefect),
+        "## Latency, phases, throughput",
+        "",
+        *render(results, args.repeats),
+        *render_spans(results, args.repeats),
+        *render_cli_calls(results, args.repeats),
+    ]
+    if prefect is not None:
+        lines += render_prefect(prefect, next((r for r in results if r["target"] == "docker"), None))
     if not args.no_environments and "docker" in args.targets:
         import environments  # bench/environments.py, next to this script
 
         print("benchmarking environments ...", file=sys.stderr, flush=True)
-        report += "\n" + environments.render(environments.run(max(args.repeats, 7)))
-    args.out.write_text(report)
+        lines += ["", environments.render(environments.run(max(args.repeats, 7)))]
+    notes = HERE / "tried.md"
+    if notes.exists():
+        lines += [notes.read_text()]
+    args.out.write_text("\n".join(lines))
     print(args.out.read_text())
 
 

@@ -24,7 +24,7 @@ import pytest
 import toolkit
 from tests.clients import kill_holding_client
 from tests.emulators.aws import REGION, aws_emulator  # noqa: F401 - fixture
-from tests.test_secret_hygiene import SECRET, _grep_tree
+from tests.test_secret_hygiene import SECRET, grep_tree, with_encodings
 from toolkit import process, settings
 from toolkit.engine import list_run_stacks, pulumi_command, selected_stack
 from toolkit.futures import wait_for_teardowns
@@ -75,7 +75,7 @@ def test_kms_encrypted_state_holds_only_ciphertext(kms_pool, tmp_path):
         while "the job runs" not in future.logs() and time.monotonic() < deadline:
             time.sleep(0.1)
         assert future.state == "running"
-        assert _grep_tree(backend_dir, [SECRET, run_key]) == []
+        assert grep_tree(backend_dir, with_encodings([SECRET, run_key])) == []
         deployment = _checkpoint(backend_dir, future.run_id)["checkpoint"]["latest"]
         secrets_provider = deployment["secrets_providers"]
         assert secrets_provider["type"] == "cloud" and secrets_provider["state"]["url"] == provider
@@ -96,7 +96,7 @@ def test_kms_encrypted_state_holds_only_ciphertext(kms_pool, tmp_path):
         release.touch()
     assert future.result(timeout=120) == SECRET[::-1]
     wait_for_teardowns()
-    assert _grep_tree(backend_dir, [SECRET, run_key]) == []
+    assert grep_tree(backend_dir, with_encodings([SECRET, run_key])) == []
     assert list_run_stacks(f"file://{backend_dir}") == []
 
 

@@ -1,10 +1,17 @@
-"""Ephemeral run stacks through the Pulumi Automation API.
+"""Ephemeral run stacks through the Pulumi Automation API, with only the CLI work a run needs.
 
 One stack per call: ``run-<id>`` in project ``toolkit-runs``, tagged with the
 pool, function, owner (host, pid, process start time), creation time and TTL so
 ``toolkit gc`` can find and destroy stacks whose owner died. Each stack gets
 its own workspace directory, removed with the stack, so concurrent runs never
 share files and nothing is left on disk.
+
+Where the time goes, and why this module looks the way it does: every CLI
+process costs the engine's start, the backend's and the passphrase key's
+derivation. A run on a local backend starts two (``up``, ``destroy --remove``),
+through ``operations.OperationStack``; ``diy_backend`` creates and tags the
+stack without one. All run stacks share one ``PulumiCommand`` (it runs
+``pulumi version`` when built).
 """
 
 from __future__ import annotations
@@ -24,10 +31,11 @@ from typing import Any
 from pulumi import automation as auto
 from pydantic import BaseModel
 
-from toolkit import settings
+from toolkit import diy_backend, settings
 from toolkit.errors import ProvisionError, TeardownError
 from toolkit.guardrails.policy import violation_error
-from toolkit.guardrails.secrets import selected_provider
+from toolkit.guardrails.secrets import PASSPHRASE, selected_provider
+from toolkit.operations import STACK_TYPE, OnEvent, OperationResult, OperationStack, is_secret
 from toolkit.plan import ResourceChange
 from toolkit.progress import Progress
 from toolkit.toolchain import cli_lookup
@@ -95,11 +103,20 @@ def pulumi_command() -> auto.PulumiCommand:
 
 
 def workspace_options(
-    backend_url: str, work_dir: Path, *, project: str = settings.RUN_PROJECT, secrets_provider: str | None = None
+    backend_url: str,
+    work_dir: Path,
+    *,
+    project: str = settings.RUN_PROJECT,
+    secrets_provider: str | None = None,
+    program: Callable[[], None] | None = None,
 ) -> auto.LocalWorkspaceOptions:
-    """``secrets_provider`` applies to stacks created here (the pool's, else ``TOOLKIT_SECRETS_PROVIDER``)."""
+    """The one place a stack's workspace is described: project, backend, secrets provider, CLI, program.
+
+    ``secrets_provider`` applies to stacks created here (the pool's, else ``TOOLKIT_SECRETS_PROVIDER``).
+    """
     return auto.LocalWorkspaceOptions(
         work_dir=str(work_dir),
+        program=program,
         project_settings=auto.ProjectSettings(
             name=project, runtime="python", backend=auto.ProjectBackend(url=backend_url)
         ),
@@ -113,10 +130,17 @@ def ensure_local_backend(backend_url: str) -> None:
     """A ``file://`` backend directory must exist before the CLI logs into it."""
     if backend_url.startswith("file://"):
         Path(backend_url[len("file://") :]).mkdir(parents=True, exist_ok=True)
+        diy_backend.ensure_layout(backend_url)
 
 
 class RunStack:
-    """One run's stack: create, up, preview, destroy, remove."""
+    """One run's stack: create, up, preview, destroy, remove -- each with the fewest CLI processes.
+
+    Per run that is ``pulumi up`` and ``pulumi destroy --remove`` and nothing else
+    when the backend is a local directory (``diy_backend`` creates the stack and
+    its gc tag as files); elsewhere ``stack init`` comes first, the tag is set
+    while ``up`` runs and the stack is removed by ``stack rm --remove-backups``.
+    """
 
     def __init__(
         self,
@@ -124,8 +148,10 @@ class RunStack:
         backend_url: str,
         program: Callable[[], None],
         progress: Progress,
+        tag: RunTag | None = None,
         secrets_provider: str | None = None,
         policy_packs: Sequence[str] = (),
+        create: bool = True,
     ) -> None:
         self.run_id = run_id
         self.name = stack_name(run_id)
@@ -136,47 +162,75 @@ class RunStack:
         ensure_local_backend(backend_url)
         self._work_dir = Path(tempfile.mkdtemp(prefix=f"toolkit-{run_id}-"))
         try:
-            self.stack = auto.create_stack(
-                self.name,
-                project_name=settings.RUN_PROJECT,
-                program=program,
-                opts=workspace_options(backend_url, self._work_dir, secrets_provider=secrets_provider),
+            options = workspace_options(backend_url, self._work_dir, secrets_provider=secrets_provider, program=program)
+            self._workspace = auto.LocalWorkspace(**vars(options))  # writes Pulumi.yaml; no CLI call
+            self.stack = OperationStack(self.name, self._workspace)
+            self._direct = diy_backend.writable_layout(backend_url, {**os.environ, **options.env_vars}) and (
+                options.secrets_provider == PASSPHRASE  # what `up` gives a stack created without one
             )
+            self._pending_tag = tag
+            if create:
+                self._create()
         except BaseException:
             shutil.rmtree(self._work_dir, ignore_errors=True)
             raise
 
-    def up(self, run: RunTag) -> dict[str, Any]:
-        """Tag the stack for ``toolkit gc`` and ``pulumi up`` it; returns plain output values.
+    @classmethod
+    def existing(cls, name: str, backend_url: str, progress: Progress | None = None) -> RunStack:
+        """A run stack some client created (gc, cancel from another process); nothing is created."""
+        run_id = name.removeprefix("run-")
+        return cls(run_id, backend_url, lambda: None, progress or Progress(run_id, show=False), create=False)
 
-        The tag (owner, creation time, TTL) is written while ``up`` runs: the two
-        CLI calls overlap instead of queueing. Raises ``ProvisionError`` with the
-        engine's own error diagnostics.
+    def _create(self) -> None:
+        tag = self._pending_tag
+        if self._direct:
+            tags = {RUN_TAG: tag.model_dump_json()} if tag else {}
+            try:
+                diy_backend.create_stack(self.backend_url, settings.RUN_PROJECT, self.name, tags)
+            except OSError as exc:
+                raise ProvisionError(f"could not create stack {self.name} in {self.backend_url}: {exc}") from None
+            self._pending_tag = None
+        else:
+            self._workspace.create_stack(self.name)  # `stack init`; the tag is set while `up` runs
+
+    def up(self) -> dict[str, Any]:
+        """``pulumi up``; returns the stack's outputs (plain values) from the engine's events.
+
+        A tag still to be written (backends the CLI must create stacks in) is set
+        while ``up`` runs: the two CLI calls overlap instead of queueing. Raises
+        ``ProvisionError`` with the engine's own error diagnostics.
         """
         tag_errors: list[Exception] = []
+        tagger = None
+        if self._pending_tag is not None:
+            value = self._pending_tag.model_dump_json()
 
-        def tag() -> None:
-            try:
-                self.stack.set_tag(RUN_TAG, run.model_dump_json())
-            except auto.errors.CommandError as exc:
-                tag_errors.append(exc)
+            def tag() -> None:
+                try:
+                    self.stack.set_tag(RUN_TAG, value)
+                except auto.errors.CommandError as exc:
+                    tag_errors.append(exc)
 
-        tagger = threading.Thread(target=tag, name=f"tag-{self.name}")
-        tagger.start()
+            tagger = threading.Thread(target=tag, name=f"tag-{self.name}")
+            tagger.start()
         self.progress.errors.clear()
         try:
-            result = self.stack.up(
-                on_event=self.progress.on_event, on_output=lambda _line: None, policy_packs=self.policy_packs or None
-            )
+            outputs = self._operate("up", self.progress.on_event).outputs
         except auto.errors.CommandError as exc:
             self._raise_policy_violation()
-            detail = "; ".join(self.progress.errors) or str(exc).strip().splitlines()[-1]
-            raise ProvisionError(f"provisioning run {self.run_id} failed: {detail}") from None
+            raise ProvisionError(f"provisioning run {self.run_id} failed: {self._error_detail(exc)}") from None
         finally:
-            tagger.join()
+            if tagger is not None:
+                tagger.join()
         if tag_errors:
             raise ProvisionError(f"tagging stack {self.name} for `toolkit gc` failed: {tag_errors[0]}")
-        return {key: output.value for key, output in result.outputs.items()}
+        secret = sorted(key for key, value in outputs.items() if is_secret(value))
+        if secret:
+            raise ProvisionError(
+                f"the program of run {self.run_id} exports {', '.join(secret)} as secrets; the client reads "
+                "exports from the engine's events, which never carry a secret's value. Export plain values"
+            )
+        return outputs
 
     def preview(self) -> list[ResourceChange]:
         """``pulumi preview``: the steps it would take, from structured events."""
@@ -185,18 +239,17 @@ class RunStack:
         def collect(event: auto.EngineEvent) -> None:
             self.progress.on_event(event)
             pre = event.resource_pre_event
-            if pre and pre.metadata.type != "pulumi:pulumi:Stack":
+            if pre and pre.metadata.type != STACK_TYPE:
                 meta = pre.metadata
                 inputs = dict(meta.new.inputs) if meta.new and meta.new.inputs else {}
                 changes.append(ResourceChange.from_event(meta.op.value, meta.type, meta.urn, inputs))
 
         self.progress.errors.clear()
         try:
-            self.stack.preview(on_event=collect, on_output=lambda _line: None, policy_packs=self.policy_packs or None)
+            self._operate("preview", collect)
         except auto.errors.CommandError as exc:
             self._raise_policy_violation(changes or [])
-            detail = "; ".join(self.progress.errors) or str(exc).strip().splitlines()[-1]
-            raise ProvisionError(f"preview of run {self.run_id} failed: {detail}") from None
+            raise ProvisionError(f"preview of run {self.run_id} failed: {self._error_detail(exc)}") from None
         return changes
 
     def _raise_policy_violation(self, changes: list[ResourceChange] | None = None) -> None:
@@ -205,35 +258,66 @@ class RunStack:
             during_up = changes is None
             raise violation_error(self.progress.policy_results, self.run_id, changes, during_up) from None
 
+    def destroy_once(self) -> dict[str, int]:
+        """Destroy and remove the stack: one ``pulumi destroy --remove`` (raises the CLI's error).
+
+        Returns the engine's step counts (``{"delete": n}``, the stack resource included).
+        """
+        changes = self._operate("destroy", self.progress.on_event).changes
+        if self._direct:
+            diy_backend.remove_leftovers(self.backend_url, settings.RUN_PROJECT, self.name)
+        else:  # `--remove` would keep the checkpoint's backup in the bucket; `stack rm` can drop it
+            remove_stack(self.name, self.backend_url, self._work_dir)
+        return changes
+
     def destroy_and_remove(self, attempts: int = 5) -> None:
-        """``pulumi destroy`` then remove the stack; retries a stack still locked by a finishing update."""
+        """Destroy and remove the stack; retries a stack still locked by a finishing update."""
         last: Exception | None = None
-        for attempt in range(attempts):
-            try:
-                self.stack.destroy(on_event=self.progress.on_event, on_output=lambda _line: None)
-                remove_stack(self.name, self.backend_url, self._work_dir)
-                self._cleanup()
-                return
-            except auto.errors.StackNotFoundError:
-                self._cleanup()
-                return
-            except auto.errors.CommandError as exc:
-                last = exc
-                if corrupted_state(exc):
-                    break  # retrying cannot repair a file
-                time.sleep(min(0.5 * 2**attempt, 5.0))
+        try:
+            for attempt in range(attempts):
+                try:
+                    self.destroy_once()
+                    return
+                except auto.errors.StackNotFoundError:  # removed already (by an earlier attempt, or gc)
+                    if self._direct:
+                        diy_backend.remove_leftovers(self.backend_url, settings.RUN_PROJECT, self.name)
+                    return
+                except auto.errors.CommandError as exc:
+                    last = exc
+                    if corrupted_state(exc):
+                        break  # retrying cannot repair a file
+                    time.sleep(min(0.5 * 2**attempt, 5.0))
+        finally:
+            self.close()
         assert last is not None
         raise TeardownError(describe_failure(last, self.name, self.backend_url) + " `toolkit gc` will retry it")
 
     def remove_unprovisioned(self) -> None:
         """Remove a stack that never ran ``up`` (previews)."""
         try:
-            remove_stack(self.name, self.backend_url, self._work_dir)
+            if self._direct:
+                diy_backend.remove_unused_stack(self.backend_url, settings.RUN_PROJECT, self.name)
+            else:
+                remove_stack(self.name, self.backend_url, self._work_dir)
         finally:
-            self._cleanup()
+            self.close()
 
-    def _cleanup(self) -> None:
+    def _operate(self, command: str, on_event: OnEvent) -> OperationResult:
+        """The one place a run stack's operations run: ``up``, ``preview`` or ``destroy``, with their flags."""
+        policy = [flag for pack in self.policy_packs for flag in ("--policy-pack", pack)]
+        flags = {
+            "up": ["--yes", "--skip-preview", *policy],
+            "preview": policy,
+            "destroy": ["--yes", "--skip-preview", *(["--remove"] if self._direct else [])],
+        }[command]
+        return self.stack.operate([command, *flags], on_event)
+
+    def close(self) -> None:
+        """Remove the stack's workspace directory (its config file included)."""
         shutil.rmtree(self._work_dir, ignore_errors=True)
+
+    def _error_detail(self, error: Exception) -> str:
+        return "; ".join(self.progress.errors) or str(error).strip().splitlines()[-1]
 
 
 def checkpoint_location(stack: str, backend_url: str) -> str:

@@ -208,21 +208,20 @@ class RunFuture:
                 prepared.backend_url,
                 program=lambda: prepared.target.program(prepared.context),
                 progress=self.progress,
+                tag=RunTag(
+                    pool=prepared.pool.name,
+                    function=prepared.function_name,
+                    owner=self._record.owner,
+                    created=self._record.created,
+                    ttl=self._ttl,
+                ),
                 secrets_provider=prepared.secrets_provider,
                 policy_packs=prepared.policy_packs,
             )
             if self._cancelled():
                 raise RunCancelledError(f"run {self.run_id} was cancelled before it started")
             self._guard.check_policies(stack)
-            outputs = stack.up(
-                RunTag(
-                    pool=prepared.pool.name,
-                    function=prepared.function_name,
-                    owner=self._record.owner,
-                    created=self._record.created,
-                    ttl=self._ttl,
-                )
-            )
+            outputs = stack.up()
             prepared.discard_bundle()
             self.timings["stack_up"] = time.perf_counter() - started
 
@@ -268,7 +267,7 @@ class RunFuture:
         """Follow the job until it finishes, streaming logs; enforce timeout and cancel."""
         timeout = self._prepared.timeout
         started = time.monotonic()
-        interval = 0.05
+        interval = 0.01  # a quick job's end is seen within a fifth of its run time; then up to 1 s
         while True:
             self._forward_logs(watcher.read_logs())
             status = watcher.status()
@@ -283,7 +282,7 @@ class RunFuture:
                     "raise the 'timeout' job variable if it needs longer"
                 )
             time.sleep(interval)
-            interval = min(interval * 1.5, 1.0)
+            interval = min(interval * 1.2, 1.0)
 
     def _forward_logs(self, text: str) -> None:
         if not text:

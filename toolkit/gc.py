@@ -14,21 +14,12 @@ import json
 import socket
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import fsspec
 from pulumi import automation as auto
 
-from toolkit import records, settings
-from toolkit.engine import (
-    RunTag,
-    describe_failure,
-    list_run_stacks,
-    owner_alive,
-    process_start_time,
-    remove_stack,
-    selected_stack,
-)
+from toolkit import diy_backend, records, settings
+from toolkit.engine import RunStack, RunTag, describe_failure, list_run_stacks, owner_alive, process_start_time
 from toolkit.errors import ConfigError
 from toolkit.guardrails import history
 from toolkit.guardrails.slots import stale_markers
@@ -128,17 +119,19 @@ def destroy_stack(stack: str, backend_url: str) -> None:
     its encrypted data key), and the CLI reaches a cloud KMS with this process's
     environment, as the stack's owner did.
     """
-    with selected_stack(stack, backend_url) as selected:
-        run = RunTag.from_tags(selected.workspace.list_tags(stack))
+    existing = RunStack.existing(stack, backend_url)
+    try:
+        run = RunTag.from_tags(existing.stack.list_tags())
         try:
-            result = selected.destroy(on_output=lambda _line: None)
+            changes = existing.destroy_once()
         except auto.errors.ConcurrentUpdateError:
             if not break_stale_lock(stack, backend_url):
                 raise
-            result = selected.destroy(on_output=lambda _line: None)
-        remove_stack(stack, backend_url, Path(selected.workspace.work_dir))
+            changes = existing.destroy_once()
+    finally:
+        existing.close()
     run_id = _stack_run_id(stack)
-    deleted = (result.summary.resource_changes or {}).get("delete", 0)
+    deleted = changes.get("delete", 0)
     _record_collected(backend_url, run_id, run, resources=max(deleted - 1, 0))  # minus the Stack resource itself
     try:
         record = records.load(run_id)
@@ -193,9 +186,13 @@ def prune_records(
 
 
 def collect(older_than: float | None = None, dry_run: bool = False, urls: list[str] | None = None) -> list[Leak]:
+    """Destroy collectable stacks; also deletes stack files a killed client left without their stack."""
+    urls = urls or backend_urls()
     leaks = find_leaks(older_than, urls)
     if dry_run:
         return leaks
+    for url in urls:
+        diy_backend.sweep_orphans(url, settings.RUN_PROJECT)
     for leak in leaks:
         try:
             destroy_stack(leak.stack, leak.backend_url)

@@ -1,6 +1,6 @@
-"""Shared pieces of the environment tests: a project directory as the caller's cwd, a local
-wheelhouse for packages the index must not have, and a session that removes every environment
-it built (images live on the shared Docker engine, outside this session's TOOLKIT_HOME)."""
+"""Shared pieces of the environment tests: a project directory as the caller's cwd and a local
+wheelhouse for packages the index must not have. (The session removes every environment it
+built: tests/conftest.py.)"""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from toolkit import settings
-from toolkit.environments import manage, stack
+from toolkit.environments import stack
 
 
 @pytest.fixture
@@ -99,10 +99,3 @@ def wheelhouse(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Mon
     existing = os.environ.get("PIP_FIND_LINKS", "")
     monkeypatch.setenv("PIP_FIND_LINKS", f"{existing} {directory}".strip())
     return directory
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _prune_environments_at_the_end():
-    yield
-    leftover = [result for result in manage.prune() if result.error]
-    assert not leftover, f"could not prune environments: {leftover}"

@@ -18,6 +18,7 @@ from toolkit.errors import (
     RequirementConflictError,
     RequirementNotFoundError,
     RuntimeMismatchError,
+    ToolchainError,
 )
 from toolkit.futures import wait_for_teardowns
 
@@ -33,6 +34,14 @@ def _nothing_provisioned():
 
 def job() -> str:
     return "never runs"
+
+
+def test_a_pip_too_old_to_resolve_for_the_job_says_how_to_upgrade(monkeypatch: pytest.MonkeyPatch):
+    from toolkit.environments import resolve
+
+    monkeypatch.setattr(resolve, "_pip_version", lambda: "23.2.1")  # what `python -m venv` seeds on 3.11
+    with pytest.raises(ToolchainError, match=r"pip, which is '23.2.1'; pip >= 23.3 .* -m pip install 'pip>=23.3'"):
+        process(packages=["six==1.15.0"])(job).submit()
 
 
 def test_an_unknown_distribution_is_named_with_close_names():

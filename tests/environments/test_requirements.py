@@ -59,3 +59,15 @@ def test_the_automatic_closure_pins_installed_dependencies():
     assert {"requests", "urllib3", "idna", "certifi", "charset-normalizer"} <= set(closure)
     assert closure["urllib3"].origin == "dependency of requests" and closure["urllib3"].source == "auto"
     assert all(item.requirement.startswith(f"{item.name}==") for item in closure.values())
+
+
+def test_a_dependency_only_the_jobs_platform_needs_is_asked_for_by_its_specifier():
+    """pip evaluates markers for its own interpreter, not the job's, so the closure names what the job adds."""
+    windows = {**LINUX, "sys_platform": "win32", "platform_system": "Windows", "os_name": "nt"}
+    closure = {i.name: i for i in requirements.installed_closure({"pytest": {"pytest"}}, windows)}
+    # pytest needs colorama on Windows only (colorama>=0.4; sys_platform == "win32"); not installed on this Linux.
+    assert closure["colorama"].requirement == "colorama>=0.4"
+    assert closure["colorama"].origin == "dependency of pytest (for the job's platform; not installed here)"
+    assert closure["pytest"].requirement.startswith("pytest==")
+    linux = {i.name for i in requirements.installed_closure({"pytest": {"pytest"}}, LINUX)}
+    assert "colorama" not in linux

@@ -30,7 +30,7 @@ from toolkit.bundles import FILES_NAME
 from toolkit.environments.registry import ImageRegistry
 from toolkit.errors import ConfigError, TargetUnavailableError
 from toolkit.infra.kubernetes import KubernetesTarget, KubernetesWatcher, connect
-from toolkit.infra.storage import _RunStorageProvider
+from toolkit.providers.run_storage import RunStorageProvider
 from toolkit.runner import BUNDLE_NAME, RUN_KEY_ENV, STORAGE_OPTIONS_ENV
 
 KUBERNETES_VERSIONS = ("1.30", "1.33")
@@ -452,6 +452,25 @@ def test_connect_uses_the_kubeconfig_context(tmp_path: Path, monkeypatch: pytest
         connect("staging")
 
 
+@pytest.mark.parametrize(("no_proxy", "proxied"), [("10.0.0.1,.internal", False), ("", True)])
+def test_connect_bypasses_the_proxy_for_no_proxy_hosts(
+    no_proxy: str, proxied: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HTTPS_PROXY is used for the API server unless NO_PROXY names it (the kubernetes package drops NO_PROXY)."""
+    import urllib3
+
+    path = tmp_path / "config"
+    path.write_text(KUBECONFIG)
+    monkeypatch.setenv("KUBECONFIG", str(path))
+    for name in ("HTTP_PROXY", "http_proxy", "https_proxy", "no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    if no_proxy:
+        monkeypatch.setenv("NO_PROXY", no_proxy)
+    core, _ = connect("lab")
+    assert isinstance(core.api_client.rest_client.pool_manager, urllib3.ProxyManager) is proxied
+
+
 def test_connect_without_any_cluster_says_how_to_configure_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
@@ -478,8 +497,8 @@ def test_run_storage_on_an_s3_prefix_carries_bundle_and_result(tmp_path: Path) -
     fs.pipe_file("pool-bucket/runs/other-run/bundle.tkb", b"another run's data")
     url, shared = KubernetesTarget().storage_url("0123abcd4567", "s3://pool-bucket/runs")
     assert shared
-    props = {"url": url, "bundle_path": str(tmp_path / "bundle.tkb"), "options": {}, "mode": "700"}
-    provider = _RunStorageProvider()
+    props = {"url": url, "bundle_path": str(tmp_path / "bundle.tkb"), "options": {}, "mode": "700", "bundle_name": BUNDLE_NAME}
+    provider = RunStorageProvider()
 
     def upload(bundle: bytes) -> None:
         Path(props["bundle_path"]).write_bytes(bundle)

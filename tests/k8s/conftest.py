@@ -144,31 +144,34 @@ def namespace(kube: tuple, client_env: None, k8s_cluster: ClusterInfo) -> Iterat
     pytest.fail(f"namespace {name!r} still exists {NAMESPACE_GONE_SECONDS} s after its deletion")
 
 
-def save_pool(k8s_cluster: ClusterInfo, namespace: str, name: str | None = None, **fields: Any) -> str:
-    """A kubernetes pool: the runner image, the namespace, S3 storage with credentials from a Secret; ``fields``
-    add pool settings (e.g. ``image_registry``)."""
+def save_pool(
+    name: str, cluster: ClusterInfo, namespace: str, *, image_registry: object = None, **defaults: object
+) -> str:
+    """A kubernetes pool: the runner image, ``namespace``, S3 storage with credentials from a Secret;
+    ``defaults`` set (or replace) variables' defaults, as a platform team's template would;
+    ``image_registry`` is the pool's registry for environment images."""
     template = KubernetesTarget.default_template()
     defaults = {
-        "image": k8s_cluster.runner_image,
+        "image": cluster.runner_image,
         "namespace": namespace,
-        "context": k8s_cluster.context,
+        "context": cluster.context,
         "secret_env": {"AWS_ACCESS_KEY_ID": f"{L.S3_SECRET}/access-key",
                        "AWS_SECRET_ACCESS_KEY": f"{L.S3_SECRET}/secret-key"},
         "env": {"AWS_DEFAULT_REGION": "us-east-1"},
+        **defaults,
     }
     for variable, value in defaults.items():
         template["variables"]["properties"][variable]["default"] = value
-    name = name or f"k8s-{namespace}"
     PoolRegistry().save(WorkPool(
         name=name, type="kubernetes", base_job_template=template,
-        storage={"url": f"s3://{k8s_cluster.bucket}/{namespace}", "mode": "shared-prefix",
-                 "options": {"endpoint_url": k8s_cluster.s3_endpoint}},
-        **fields,
+        storage={"url": f"s3://{cluster.bucket}/{namespace}", "mode": "shared-prefix",
+                 "options": {"endpoint_url": cluster.s3_endpoint}},
+        image_registry=image_registry,
     ), overwrite=True)
     return name
 
 
 @pytest.fixture
 def pool(k8s_cluster: ClusterInfo, namespace: str, toolkit_home) -> str:
-    """A kubernetes pool: the runner image, the test's namespace, S3 storage with credentials from a Secret."""
-    return save_pool(k8s_cluster, namespace)
+    """A kubernetes pool whose runs land in the test's namespace."""
+    return save_pool(f"k8s-{namespace}", k8s_cluster, namespace)

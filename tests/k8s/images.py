@@ -4,17 +4,21 @@
 a Docker image archive by hand (one layer, an entrypoint) rather than built by
 an engine. The runner image is the toolkit's own (``toolkit-runner:<v>-s3``,
 with s3fs for the pods' storage), built by the Docker engine and moved over
-with ``docker save`` | ``ctr import``. An import is skipped when containerd
+with ``docker save`` | ``ctr import`` (as is any other image a test builds FROM it, e.g. one
+with Prefect: ``import_docker_image``). An import is skipped when containerd
 already holds the same image, recorded by the source's content digest.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import json
 import subprocess
 import tarfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
@@ -87,19 +91,33 @@ def import_runner(socket: Path, cache: Path, marks: Path, log: Log) -> tuple[str
     """Build (if needed) the s3 runner image in Docker and import it; returns ``(image, outcome)``."""
     built = runner_image.ensure_runner_image(cache / "images", log, storage="s3")
     image = runner_image.runner_image_name(storage="s3")
+    return image, f"{built}; {import_docker_image(socket, image, marks, log)}"
+
+
+def import_docker_image(socket: Path, image: str, marks: Path, log: Log) -> str:
+    """Move ``image`` from the Docker engine into containerd, unless the same build is there already."""
     docker_id = subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}}", image],
                                capture_output=True, text=True, check=True).stdout.strip()
     reference = f"docker.io/library/{image}"  # how containerd names an image saved as plain ``name:tag``
-    if _present(socket, reference, docker_id, marks):
-        return image, f"{built}; {reference} present"
-    log(f"  importing {image} into containerd (docker save | ctr import)")
-    save = subprocess.Popen(["docker", "save", image], stdout=subprocess.PIPE)
-    assert save.stdout is not None
-    try:
-        _ctr(socket, "images", "import", "-", stdin=save.stdout)
-    finally:
-        save.stdout.close()
-        if save.wait() != 0:
-            raise ToolchainError(f"docker save {image} failed (exit {save.returncode})")
-    _record(marks, reference, docker_id)
-    return image, f"{built}; {reference} imported"
+    with _marks_lock(marks):
+        if _present(socket, reference, docker_id, marks):
+            return f"{reference} present"
+        log(f"  importing {image} into containerd (docker save | ctr import)")
+        save = subprocess.Popen(["docker", "save", image], stdout=subprocess.PIPE)
+        assert save.stdout is not None
+        try:
+            _ctr(socket, "images", "import", "-", stdin=save.stdout)
+        finally:
+            save.stdout.close()
+            if save.wait() != 0:
+                raise ToolchainError(f"docker save {image} failed (exit {save.returncode})")
+        _record(marks, reference, docker_id)
+    return f"{reference} imported"
+
+
+@contextmanager
+def _marks_lock(marks: Path) -> Iterator[None]:
+    """Sessions sharing the cluster import one at a time (the marks file is read, then rewritten)."""
+    with marks.with_suffix(".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield

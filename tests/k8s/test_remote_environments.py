@@ -95,7 +95,7 @@ def test_a_package_only_the_caller_has_runs_in_a_job_from_the_pushed_image(
 
     open_registry = registries["open"]
     assert describe_image(k8s_cluster.runner_image, "test").has("humanize") is None  # only the caller has it
-    pool = save_pool(k8s_cluster, namespace, image_registry=f"{open_registry.host}/{repository_path}")
+    pool = save_pool(f"k8s-{namespace}", k8s_cluster, namespace, image_registry=f"{open_registry.host}/{repository_path}")
 
     @kubernetes(pool=pool, include_files=["data/scores.csv"])
     def report() -> tuple[str, str]:
@@ -137,7 +137,7 @@ def test_an_image_missing_from_the_registry_fails_the_run_at_once_naming_the_reg
     k8s_cluster, namespace, registries, repository_path
 ):
     open_registry = registries["open"]
-    pool = save_pool(k8s_cluster, namespace, image_registry=f"{open_registry.host}/{repository_path}")
+    pool = save_pool(f"k8s-{namespace}", k8s_cluster, namespace, image_registry=f"{open_registry.host}/{repository_path}")
 
     def humanize_version() -> str:
         import humanize
@@ -169,7 +169,7 @@ def test_credentials_from_the_pool_push_and_pull_and_a_refusing_registry_keeps_i
     locked = registries["locked"]
     monkeypatch.setenv(PASSWORD_ENV, locked.password)
     pool = save_pool(
-        k8s_cluster, namespace,
+        f"k8s-{namespace}", k8s_cluster, namespace,
         image_registry={"url": f"{locked.host}/{repository_path}", "username": locked.username,
                         "password_env": PASSWORD_ENV},
     )
@@ -196,7 +196,7 @@ def test_a_registry_that_refuses_the_push_is_a_clear_error_before_any_run(
     k8s_cluster, namespace, registries, repository_path, monkeypatch
 ):
     locked = registries["locked"]
-    pool = save_pool(k8s_cluster, namespace, image_registry=f"{locked.host}/{repository_path}")
+    pool = save_pool(f"k8s-{namespace}", k8s_cluster, namespace, image_registry=f"{locked.host}/{repository_path}")
 
     @kubernetes(pool=pool, packages=[HUMANIZE], auto_packages=False)
     def humanize_version() -> str:
@@ -214,7 +214,7 @@ def test_a_registry_that_refuses_the_push_is_a_clear_error_before_any_run(
 
     monkeypatch.setenv(PASSWORD_ENV, "wrong-password")
     save_pool(
-        k8s_cluster, namespace, name=pool,
+        pool, k8s_cluster, namespace,
         image_registry={"url": f"{locked.host}/{repository_path}", "username": locked.username,
                         "password_env": PASSWORD_ENV},
     )

@@ -1,15 +1,17 @@
 """Real Prefect on this machine, offline: a venv with Prefect, a local ``prefect server``, an image with Prefect.
 
-Shared by the Prefect tests and ``bench/prefect_docker.py``. Prefect lives in
-venvs of its own (resolved with ``uv pip compile`` for the interpreter that
-will run it: markers such as ``python_full_version < '3.11.3'`` differ between
-this host's Python and an image's), so its dependencies never touch the
-toolkit's venv. Everything is idempotent and cached by a stamp of what was
-asked for.
+Shared by the Prefect tests, ``bench/prefect_docker.py`` and scripts/test
+(``python -m tests.prefect.harness venv`` builds the tests' venv before pytest
+starts). Prefect lives in venvs of its own (resolved with ``uv pip compile``
+for the interpreter that will run it: markers such as ``python_full_version <
+'3.11.3'`` differ between this host's Python and an image's), so its
+dependencies never touch the toolkit's venv. Everything is idempotent and
+cached by a stamp of what was asked for.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
@@ -20,13 +22,18 @@ import subprocess
 import sys
 import threading
 import time
+import tomllib
+import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 PREFECT = "3.9.1"
 UV = "0.13.9"
+ROOT = Path(__file__).resolve().parents[2]
+TEST_VENV = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "toolkit" / "tests" / "prefect-venv"
+"""The tests' Prefect venv: Prefect and the toolkit's own pins, for this host's Python."""
 
 
 class StepFailed(Exception):
@@ -68,24 +75,56 @@ def compile_lock(venv: Path, requirements: list[str], python_version: str, lock:
     ], env={**os.environ, "UV_CACHE_DIR": str(venv.parent / "uv-cache")})
 
 
-def ensure_venv(venv: Path, requirements: list[str], python_version: str, log: callable = print) -> Path:
-    """A venv at ``venv`` with exactly ``requirements`` (+ uv) resolved for ``python_version``; its python."""
+def ensure_venv(venv: Path, requirements: list[str], python_version: str, log: Callable[[str], None] = print) -> Path:
+    """A venv at ``venv`` with exactly ``requirements`` (+ uv) resolved for ``python_version``; its python.
+
+    Built once per machine: a stamp of what was asked for makes later calls a
+    file read, and a lock beside the venv makes concurrent sessions (CI, a
+    benchmark) wait for one build instead of each building. A changed set is
+    synced into the existing venv by uv (only the difference is installed,
+    from uv's cache next to the venv), so a new pin costs seconds, not a rebuild.
+    """
     stamp = venv / ".stamp"
     wanted = hashlib.sha256(f"{sorted(requirements)} {UV} {python_version}".encode()).hexdigest()
     python = venv / "bin" / "python"
-    if stamp.exists() and stamp.read_text() == wanted and python.exists():
-        return python
-    log(f"creating {venv} ({len(requirements)} requirements, python {python_version}); a few minutes once")
-    shutil.rmtree(venv, ignore_errors=True)
     venv.parent.mkdir(parents=True, exist_ok=True)
-    run("venv", [interpreter(python_version), "-m", "venv", str(venv)])
-    pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-    run("venv: install uv", [*pip, f"uv=={UV}"])
-    lock = venv / "requirements.lock"
-    compile_lock(venv, [*requirements, f"uv=={UV}"], python_version, lock)
-    run("venv: install", [*pip, "-r", str(lock)])
-    stamp.write_text(wanted)
+    with (venv.parent / f"{venv.name}.lock").open("w") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        if stamp.exists() and stamp.read_text() == wanted and python.exists():
+            return python
+        uv = venv / "bin" / "uv"
+        minor = ".".join(python_version.split(".")[:2])
+        if not (uv.exists() and python.exists() and _python_minor(python) == minor):
+            log(f"creating {venv} (python {python_version}); a few minutes once")
+            shutil.rmtree(venv, ignore_errors=True)
+            run("venv", [interpreter(python_version), "-m", "venv", str(venv)])
+            run("venv: install uv", [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                                     f"uv=={UV}"])
+        log(f"syncing {venv} with {len(requirements)} requirements")
+        stamp.unlink(missing_ok=True)
+        lock = venv / "requirements.lock"
+        compile_lock(venv, [*requirements, f"uv=={UV}"], python_version, lock)
+        run("venv: sync", [str(uv), "pip", "sync", "-q", "--python", str(python), str(lock)],
+            env={**os.environ, "UV_CACHE_DIR": str(venv.parent / "uv-cache")})
+        stamp.write_text(wanted)
     return python
+
+
+def _python_minor(python: Path) -> str:
+    return run("venv: python version", [str(python), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"]).strip()
+
+
+def toolkit_requirements() -> list[str]:
+    """The toolkit's pinned core and kubernetes dependencies, so client scripts run the same versions."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return [*project["dependencies"], *project["optional-dependencies"]["kubernetes"]]
+
+
+def ensure_test_venv(log: Callable[[str], None] = print) -> Path:
+    """The tests' Prefect venv (``TEST_VENV``), built or synced if what it should hold changed."""
+    python_version = ".".join(map(str, sys.version_info[:3]))
+    ensure_venv(TEST_VENV, [f"prefect=={PREFECT}", *toolkit_requirements()], python_version, log)
+    return TEST_VENV
 
 
 def venv_env(venv: Path) -> dict[str, str]:
@@ -140,20 +179,35 @@ def bridge_gateway() -> str:
     return out.strip()
 
 
+def package_index_hosts() -> list[str]:
+    """Hosts pip downloads from (its index settings, else PyPI's): a client's environments resolve there."""
+    urls = [os.environ.get("PIP_INDEX_URL") or "https://pypi.org/simple", *os.environ.get("PIP_EXTRA_INDEX_URL", "").split()]
+    hosts = {urllib.parse.urlsplit(url).hostname for url in urls} - {None}
+    if "pypi.org" in hosts:
+        hosts.add("files.pythonhosted.org")
+    return sorted(hosts)
+
+
 def free_port(host: str) -> int:
     with socket.socket() as probe:
         probe.bind((host, 0))
         return probe.getsockname()[1]
 
 
-def server_env(venv: Path, home: Path, host: str, port: int, sink: OutboundSink) -> dict[str, str]:
+def server_env(
+    venv: Path, home: Path, host: str, port: int, sink: OutboundSink, auth_string: str | None = None
+) -> dict[str, str]:
     """Settings of a throw-away server (SQLite in ``home``, UI and analytics off) and of its clients.
 
     HTTP(S)_PROXY point at ``sink``, so any try to reach the network is
     recorded instead of silently succeeding through this machine's proxy.
+    ``auth_string`` (``user:password``) makes the server require it, and
+    its clients send it, as a team's self-hosted server would.
     """
     no_proxy = f"{host},localhost,127.0.0.1"
+    auth = {"PREFECT_SERVER_API_AUTH_STRING": auth_string, "PREFECT_API_AUTH_STRING": auth_string} if auth_string else {}
     return {
+        **auth,
         **venv_env(venv),
         "PREFECT_HOME": str(home),
         "PREFECT_API_URL": f"http://{host}:{port}/api",
@@ -245,3 +299,11 @@ def ensure_image_with(
         subprocess.run(["docker", "rmi", existing[0]], capture_output=True, check=False)
     shutil.rmtree(context, ignore_errors=True)
     return digest
+
+
+if __name__ == "__main__":  # scripts/test: python -m tests.prefect.harness venv
+    if sys.argv[1:] != ["venv"]:
+        sys.exit("usage: python -m tests.prefect.harness venv")
+    started = time.perf_counter()
+    print(f"{ensure_test_venv(lambda line: print(line, file=sys.stderr, flush=True))} "
+          f"({time.perf_counter() - started:.1f}s)", file=sys.stderr)

@@ -1,10 +1,11 @@
 """Real Prefect flows run remotely *as flows*: Prefect's engine in the job, states on a real Prefect server.
 
-Client scripts run with the Prefect venv's interpreter (see conftest). The
-process target runs jobs on that interpreter; docker jobs run in the runner
-image plus Prefect installed from wheels downloaded on this host (the
-``prefect_image`` fixture), until environments (issue 13) install detected
-packages into job images by themselves.
+Client scripts run with the Prefect venv's interpreter (see fixtures), so
+Prefect reaches each job the way any package does: detected in the pickled
+flow and found in the base (process: the job runs that interpreter) or built
+into the call's environment image (docker: ``toolkit-env:<hash>`` FROM the
+runner image, from wheels downloaded here; built once per test session and
+shared by every docker test below, which all use the same packages).
 """
 
 from __future__ import annotations
@@ -15,33 +16,10 @@ from pathlib import Path
 import pytest
 
 from tests.leaks import assert_nothing_left
-from tests.prefect import harness
-from tests.prefect.conftest import PrefectServer, PrefectVenv, run_client
-from toolkit import settings
+from tests.prefect.fixtures import PrefectServer, PrefectVenv, run_client
+from tests.prefect.seed import FLOW_NAME, SEEDS, seed_script
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
-
-IMAGE_DOCKERFILE = """\
-FROM {base}
-USER root
-COPY wheels /tmp/wheels
-RUN /opt/toolkit/bin/pip install --no-index --no-deps --no-cache-dir --disable-pip-version-check /tmp/wheels/*.whl \\
- && rm -rf /tmp/wheels
-USER 1000:1000
-"""
-
-
-@pytest.fixture(scope="session")
-def prefect_image(prefect_venv: PrefectVenv, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """The runner image with Prefect (same cloudpickle and fsspec pins), built once per package set."""
-    base = settings.runner_image()
-    image = f"{base}-prefect"
-    requirements = [f"prefect=={harness.PREFECT}", "cloudpickle==3.1.3", "fsspec==2026.7.0"]
-    harness.ensure_image_with(
-        prefect_venv.path, requirements, base, image, IMAGE_DOCKERFILE,
-        tmp_path_factory.mktemp("prefect-image"), label="toolkit.test.prefect",
-    )
-    return image
 
 
 @pytest.fixture(autouse=True)
@@ -50,15 +28,27 @@ def _nothing_left_after_each_test():
     assert_nothing_left()
 
 
+TEAM_FLOWS = textwrap.dedent(
+    """
+    from prefect import flow
+
+    @flow(name="{prefix}-fails")
+    def fails():
+        raise ValueError("flow failed on purpose")
+    """
+)
+"""A flow in the caller's own module next to the script: it travels by value, as ``__main__``'s do."""
+
 FLOWS = textwrap.dedent(
     """
     import json
     from prefect import flow
     from toolkit import {target}
+    import teamflows
 
     attempts = []
 
-    @{target}({options})
+    @{target}()
     @flow(name="{prefix}-doubles", retries=1, retry_delay_seconds=0, log_prints=True)
     def doubles(x):
         attempts.append(1)
@@ -67,19 +57,35 @@ FLOWS = textwrap.dedent(
             raise RuntimeError("transient: the engine retries this")
         return x * 2
 
-    @{target}({options})
-    @flow(name="{prefix}-fails")
-    def fails():
-        raise ValueError("flow failed on purpose")
+    fails = {target}()(teamflows.fails)
 
     outcome = {{"value": doubles(21)}}
-    try:
-        fails()
-    except ValueError as exc:
-        outcome["error"] = [type(exc).__name__, str(exc)]
+    if {with_failure}:
+        try:
+            fails()
+        except ValueError as exc:
+            outcome["error"] = [type(exc).__name__, str(exc)]
+    environment = doubles.preview(21).environment
+    outcome["environment"] = environment and {{
+        "status": environment.status,
+        "reference": environment.reference,
+        "prefect": [line.source for line in environment.packages if line.name == "prefect"],
+    }}
     print(json.dumps(outcome))
     """
 )
+
+
+def _run_flows(
+    venv: PrefectVenv, tmp_path: Path, target: str, prefix: str, env: dict[str, str] | None, with_failure: bool = True
+) -> dict:
+    (tmp_path / "teamflows.py").write_text(TEAM_FLOWS.format(prefix=prefix))
+    script = FLOWS.format(target=target, prefix=prefix, with_failure=with_failure)
+    outcome = run_client(venv, script, tmp_path, env=env).outcome
+    assert outcome.pop("value") == 42
+    if with_failure:
+        assert outcome.pop("error") == ["ValueError", "flow failed on purpose"]
+    return outcome["environment"]
 
 
 def _check_states(server: PrefectServer, prefix: str) -> None:
@@ -92,75 +98,85 @@ def _check_states(server: PrefectServer, prefix: str) -> None:
 def test_flow_on_process_reports_completed_and_failed_to_the_server(
     prefect_venv: PrefectVenv, prefect_server: PrefectServer, tmp_path: Path
 ) -> None:
-    script = FLOWS.format(target="process", options="", prefix="proc")
-    outcome = run_client(prefect_venv, script, tmp_path, env=prefect_server.env).outcome
-    assert outcome == {"value": 42, "error": ["ValueError", "flow failed on purpose"]}
+    environment = _run_flows(prefect_venv, tmp_path, "process", "proc", prefect_server.env)
+    # Detected, and already there: the job runs the caller's interpreter, which has Prefect.
+    assert environment["status"] == "base" and environment["reference"] == str(prefect_venv.python)
     _check_states(prefect_server, "proc")
 
 
 @pytest.mark.docker
-def test_flow_on_docker_reports_completed_and_failed_to_the_server(
-    prefect_venv: PrefectVenv, prefect_server: PrefectServer, prefect_image: str, tmp_path: Path
+def test_flow_on_docker_gets_prefect_through_its_environment(
+    prefect_venv: PrefectVenv, prefect_server: PrefectServer, tmp_path: Path
 ) -> None:
-    script = FLOWS.format(target="docker", options=f"image={prefect_image!r}", prefix="dock")
-    outcome = run_client(prefect_venv, script, tmp_path, env=prefect_server.env).outcome
-    assert outcome == {"value": 42, "error": ["ValueError", "flow failed on purpose"]}
+    environment = _run_flows(prefect_venv, tmp_path, "docker", "dock", prefect_server.env)
+    assert environment["status"] == "cached" and environment["reference"].startswith("toolkit-env:")
+    assert environment["prefect"] == ["auto"]
     _check_states(prefect_server, "dock")
 
 
 def test_flow_runs_without_a_server_in_prefects_ephemeral_mode(prefect_venv: PrefectVenv, tmp_path: Path) -> None:
-    script = FLOWS.format(target="process", options="", prefix="alone")
-    outcome = run_client(prefect_venv, script, tmp_path).outcome  # no PREFECT_API_URL anywhere
-    assert outcome == {"value": 42, "error": ["ValueError", "flow failed on purpose"]}
+    # No PREFECT_API_URL anywhere: the job's engine starts Prefect's temporary server (half a minute
+    # or more here), so one flow, with a retry, is enough to show it.
+    _run_flows(prefect_venv, tmp_path, "process", "alone", None, with_failure=False)
 
 
-SEED_DECORATOR = """
-{import_line}
-from prefect import flow
+DETECT = textwrap.dedent(
+    """
+    import json, pickle
+    import cloudpickle, jsonpatch
+    from prefect import flow
+    from toolkit.bundles import dump_call
+    from toolkit.environments import detect
+    import teamflows
 
-@kubernetes(
-    work_pool_name="{pool}",
-    memory=64000,
+    @flow(name="in-main")
+    def in_main(x):
+        return jsonpatch.make_patch({}, x)
+
+    by_reference = flow(name="by-reference")(jsonpatch.make_patch)
+    renamed = teamflows.fails.with_options(name="renamed")
+
+    found = {}
+    for name, fn in [("main", in_main), ("module", teamflows.fails), ("reference", by_reference),
+                     ("with_options", renamed)]:
+        used = detect.distributions_of(detect.referenced_modules(fn, (), {}))
+        data = dump_call(fn, (), {})
+        found[name] = {
+            "distributions": sorted(used),
+            "by_value": b"co_code" in data or b"_make_function" in data,
+            "loads": type(pickle.loads(data)[0]).__name__,
+        }
+    print(json.dumps(found))
+    """
 )
-@flow
-def my_k8s_flow():
-    return "hello"
 
-future = my_k8s_flow() # Runs in the "{pool}" work pool
-print(future.result())  # prints "hello"
-"""
 
-SEED_WORKER = """
-{import_line}
-from prefect import flow
-
-@flow
-def my_k8s_flow():
-    return "hello"
-
-with KubernetesWorker(
-    work_pool_name="{pool}"
-) as worker:
-    future = worker.submit(my_k8s_flow, job_variables={{"memory": 64000}})
-    print(future.result())  # prints "hello"
-"""
+def test_detection_maps_a_flows_imports_by_value_and_by_reference(prefect_venv: PrefectVenv, tmp_path: Path) -> None:
+    """The walk sees through the ``Flow`` object: its class (Prefect) and its function, whether
+    cloudpickle ships the function's code (``__main__``, a local module) or its name (an installed one)."""
+    (tmp_path / "teamflows.py").write_text(TEAM_FLOWS.format(prefix="detect") + "\nimport jsonpatch  # unused\n")
+    found = run_client(prefect_venv, DETECT, tmp_path).outcome
+    assert found["main"] == {"distributions": ["jsonpatch", "prefect", "pydantic", "rich"], "by_value": True,
+                             "loads": "Flow"}
+    assert found["module"]["by_value"] and found["module"]["distributions"] == ["prefect", "pydantic", "rich"]
+    assert found["reference"] == {"distributions": ["jsonpatch", "prefect", "pydantic", "rich"], "by_value": False,
+                                  "loads": "Flow"}
+    assert found["with_options"]["distributions"] == ["prefect", "pydantic", "rich"]
 
 
 @pytest.mark.docker
-@pytest.mark.parametrize("seed", [SEED_DECORATOR, SEED_WORKER], ids=["decorator", "worker"])
+@pytest.mark.parametrize("seed", sorted(SEEDS))
 def test_seed_examples_run_on_local_docker_with_the_import_line_changed(
-    seed: str, prefect_venv: PrefectVenv, prefect_server: PrefectServer, prefect_image: str, tmp_path: Path
+    seed: str, prefect_venv: PrefectVenv, prefect_server: PrefectServer, tmp_path: Path
 ) -> None:
-    """The seed's code verbatim but its import line (the docker forms under the seed's names) and pool name."""
-    from toolkit.pools import PoolRegistry, WorkPool
-
-    pool = WorkPool(name="prefect-seed-docker", type="docker")
-    pool.base_job_template["variables"]["properties"]["image"]["default"] = prefect_image
-    PoolRegistry().save(pool, overwrite=True)
-    import_line = "from toolkit.prefect import docker as kubernetes, DockerWorker as KubernetesWorker"
-    script = seed.format(import_line=import_line, pool=pool.name) + '\nprint(\'{"ok": true}\')\n'
-    run = run_client(prefect_venv, script, tmp_path, env=prefect_server.env)
+    """The seed's code verbatim but its import line (the docker forms under the seed's names) and pool name;
+    Prefect reaches the container through the same environment image as the flows above."""
+    name = SEEDS[seed][1]
+    docker_name = {"kubernetes": "docker", "KubernetesWorker": "DockerWorker"}[name]
+    import_line = f"from toolkit.prefect import {docker_name} as {name}"
+    before = prefect_server.flow_run_ids(FLOW_NAME)
+    run = run_client(prefect_venv, seed_script(seed, import_line, "local-docker"), tmp_path, env=prefect_server.env)
     assert run.outcome == {"ok": True}
     assert "hello\n" in run.stdout
-    [newest] = prefect_server.flow_runs("my-k8s-flow")[:1]
-    assert newest["state_type"] == "COMPLETED"
+    [new] = [run for run in prefect_server.flow_runs(FLOW_NAME) if run["id"] not in before]
+    assert new["state_type"] == "COMPLETED", new

@@ -111,30 +111,40 @@ def _installed_version(name: str) -> str | None:
 
 def installed_closure(roots: Mapping[str, set[str]], environment: Mapping[str, str]) -> list[Requested]:
     """``roots`` (distribution -> modules the call uses) and their dependencies, pinned to what is
-    installed here; markers are evaluated for the job's ``environment``, extras' needs left out."""
+    installed here; markers are evaluated for the job's ``environment``, extras' needs left out.
+
+    A dependency the job's platform needs that this interpreter does not have
+    (``async-timeout; python_full_version < '3.11.3'`` asked by a 3.11.2 image
+    of a 3.11.9 caller) is asked for with its own specifier: pip evaluates
+    markers for the interpreter it runs on, not for ``--python-version``, so it
+    would not add it by itself.
+    """
     pinned: dict[str, Requested] = {}
-    pending: list[tuple[str, str]] = [
-        (name, "import " + ", ".join(sorted(modules))) for name, modules in sorted(roots.items())
+    missing: dict[str, Requested] = {}
+    pending: list[tuple[str, str, str]] = [
+        (name, "import " + ", ".join(sorted(modules)), "") for name, modules in sorted(roots.items())
     ]
+    marker_env = {**environment, "extra": ""}
     while pending:
-        name, origin = pending.pop(0)
+        name, origin, specifier = pending.pop(0)
         key = canonicalize_name(name)
         if key in pinned:
             continue
         version = _installed_version(name)
         if version is None:
-            continue  # not installed here: its marker excluded it on this interpreter
+            missing.setdefault(key, Requested(name=key, requirement=f"{key}{specifier}", source="auto",
+                                              origin=f"{origin} (for the job's platform; not installed here)"))
+            continue
         pinned[key] = Requested(name=key, requirement=f"{key}=={version}", source="auto", origin=origin)
         for text in _requires(name, version):
             try:
                 requirement = Requirement(text)
             except InvalidRequirement:
                 continue
-            marker_env = {**environment, "extra": ""}
             if requirement.marker is not None and not requirement.marker.evaluate(marker_env):
                 continue
-            pending.append((requirement.name, f"dependency of {key}"))
-    return list(pinned.values())
+            pending.append((requirement.name, f"dependency of {key}", str(requirement.specifier)))
+    return list(pinned.values()) + [item for key, item in missing.items() if key not in pinned]
 
 
 def combine(auto: list[Requested], explicit: list[Requested]) -> list[Requested]:

@@ -18,6 +18,7 @@ names from what is installed here), no version matching, conflicting pins.
 from __future__ import annotations
 
 import difflib
+import importlib.metadata as metadata
 import json
 import re
 import shutil
@@ -30,6 +31,7 @@ from pathlib import Path
 
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name, parse_wheel_filename
+from packaging.version import Version
 
 from toolkit import settings
 from toolkit.environments import index
@@ -42,6 +44,7 @@ from toolkit.errors import (
     RequirementConflictError,
     RequirementError,
     RequirementNotFoundError,
+    ToolchainError,
 )
 
 Say = Callable[[str], None]
@@ -61,6 +64,28 @@ def wheelhouse() -> Path:
 
 def _pip() -> list[str]:
     return [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input"]
+
+
+MIN_PIP = "23.3"
+"""The first pip whose ``install --dry-run --report`` accepts another platform's tags without ``--target``."""
+
+
+def _pip_version() -> str | None:
+    try:
+        return metadata.version("pip")
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _check_pip() -> None:
+    """Resolution runs the caller's own pip; an older one fails with a message about ``--target``."""
+    found = _pip_version()
+    if found is None or Version(found) < Version(MIN_PIP):
+        raise ToolchainError(
+            f"environments resolve packages with this interpreter's pip, which is "
+            f"{'missing' if found is None else found!r}; pip >= {MIN_PIP} is needed to resolve for a job's "
+            f"platform. Run: {sys.executable} -m pip install 'pip>={MIN_PIP}'"
+        )
 
 
 def _target_options(base: Base) -> list[str]:
@@ -94,6 +119,7 @@ def _constraints(base: Base, requested: list[Requested]) -> list[str]:
 
 def resolve(requested: list[Requested], base: Base, say: Say) -> list[Pin]:
     """Resolve ``requested`` for ``base`` and download its wheels; one ``Pin`` per wheel the base lacks."""
+    _check_pip()
     # pip writes into the shared wheelhouse: concurrent resolutions take turns.
     with index.file_lock(wheelhouse() / ".lock"), tempfile.TemporaryDirectory(prefix="toolkit-resolve-") as scratch:
         work = Path(scratch)
@@ -293,8 +319,6 @@ def _close_names(name: str) -> str:
     if name in modules or name.lower() in modules:
         owners = modules.get(name) or modules[name.lower()]
         return f" {name!r} is an import name; its distribution is {owners[0]!r}."
-    import importlib.metadata as metadata
-
     installed = sorted({canonicalize_name(d.metadata["Name"]) for d in metadata.distributions() if d.metadata["Name"]})
     close = difflib.get_close_matches(canonicalize_name(name), installed, n=3, cutoff=0.75)
     return f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""

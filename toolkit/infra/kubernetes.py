@@ -418,23 +418,39 @@ def connect(context: str | None) -> tuple[Any, Any]:
     """CoreV1Api and BatchV1Api for ``context`` of the kubeconfig, or the in-cluster config."""
     from kubernetes import client, config
 
+    configuration = _configuration()
     try:  # KUBECONFIG is read now, not when the kubernetes package was imported
-        api = config.new_client_from_config(config_file=os.environ.get("KUBECONFIG"), context=context)
+        config.load_kube_config(config_file=os.environ.get("KUBECONFIG"), context=context,
+                                client_configuration=configuration)
     except config.ConfigException as exc:
         if context:
             raise TargetUnavailableError(
                 f"kubeconfig context {context!r} cannot be loaded ({exc}). Check KUBECONFIG and "
                 "`kubectl config get-contexts`"
             ) from None
-        configuration = client.Configuration()
         try:
             config.load_incluster_config(client_configuration=configuration)
         except config.ConfigException:
             raise TargetUnavailableError(
                 f"no Kubernetes cluster is configured ({exc}). Set KUBECONFIG or the 'context' job variable"
             ) from None
-        api = client.ApiClient(configuration)
+    api = client.ApiClient(configuration)
     return client.CoreV1Api(api), client.BatchV1Api(api)
+
+
+def _configuration() -> Any:
+    """A client configuration that bypasses ``HTTPS_PROXY`` for the hosts in ``NO_PROXY``.
+
+    The kubernetes package (35.0.0) reads NO_PROXY in ``Configuration()`` and
+    then resets it to None, so a cluster listed there was still dialled
+    through the proxy; set it again, before the client's connection pool is made.
+    """
+    from kubernetes import client
+
+    configuration = client.Configuration()
+    if configuration.no_proxy is None:
+        configuration.no_proxy = os.environ.get("no_proxy") or os.environ.get("NO_PROXY")
+    return configuration
 
 
 # -- the target ---------------------------------------------------------------------------

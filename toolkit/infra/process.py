@@ -4,23 +4,22 @@ Bucket = a per-run directory (0700) under ``$TOOLKIT_HOME/work``; IAM = the
 per-run signing key, which travels only as a Pulumi secret into the run's
 0600 secrets file (``job_secrets``, never the process environment), and the
 directory permissions; job = a dynamic resource whose create starts the
-runner in its own session and whose delete kills the whole process group.
-The process outlives the provider that started it; a small ``sh`` wrapper
-records its exit status in the run directory so a crash is still observable.
+runner in its own session and whose delete kills the whole process group
+(its provider is ``toolkit/providers/local_process.py``). The process outlives
+the provider that started it; a small ``sh`` wrapper records its exit status
+in the run directory so a crash is still observable.
 """
 
 from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pulumi
-from pulumi.dynamic import CreateResult, Resource, ResourceProvider
+from pulumi.dynamic import Resource
 from pydantic import Field
 
 from toolkit import settings
@@ -37,12 +36,8 @@ from toolkit.infra.base import (
 )
 from toolkit.infra.storage import RunStorage
 from toolkit.infra.synonyms import PREFECT_COMMON, renamed
+from toolkit.providers.local_process import EXIT_NAME, LOG_NAME, LocalProcessProvider, running
 from toolkit.secretvalues import Secret
-
-LOG_NAME = "job.log"
-EXIT_NAME = "exit_code"
-_WRAPPER = '"$@" >>"$TOOLKIT_LOG" 2>&1; echo $? >"$TOOLKIT_EXIT.tmp" && mv "$TOOLKIT_EXIT.tmp" "$TOOLKIT_EXIT"'
-"""Runs the command with output to the log, then records its exit status atomically."""
 
 
 class ProcessVariables(EnvironmentVariables):
@@ -72,63 +67,13 @@ class ProcessJob(JobConfiguration):
     stream_output: bool = True
 
 
-def _process_env(extra: dict[str, str]) -> dict[str, str]:
-    """The job's environment: the caller's, minus the toolkit's and Pulumi's own settings."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("PULUMI_", "TOOLKIT_"))}
-    return {**base, **extra}
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-class _LocalProcessProvider(ResourceProvider):
-    """Starts the job process on create; kills its process group on delete."""
-
-    def create(self, props: dict[str, Any]) -> CreateResult:
-        run_dir = Path(props["run_dir"])
-        env = _process_env(props["env"])
-        env["TOOLKIT_LOG"] = str(run_dir / LOG_NAME)
-        env["TOOLKIT_EXIT"] = str(run_dir / EXIT_NAME)
-        process = subprocess.Popen(
-            ["sh", "-c", _WRAPPER, "sh", *props["argv"]],
-            cwd=props.get("cwd") or str(run_dir),
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,  # survives the provider; Ctrl-C at the client doesn't reach it
-        )
-        outs = {"pid": process.pid, "run_dir": str(run_dir), "argv": props["argv"]}
-        return CreateResult(id_=str(process.pid), outs=outs)
-
-    def delete(self, _id: str, props: dict[str, Any]) -> None:
-        pid = int(props["pid"])
-        for sig, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-            try:
-                os.killpg(pid, sig)
-            except ProcessLookupError:
-                return
-            deadline = time.monotonic() + grace
-            while time.monotonic() < deadline:
-                if not _alive(pid):
-                    return
-                time.sleep(0.05)
-
-
 class LocalProcess(Resource, module="toolkit", name="LocalProcess"):
     """A job process started from the runner command."""
 
     pid: pulumi.Output[int]
 
     def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__(_LocalProcessProvider(), name, props, opts)
+        super().__init__(LocalProcessProvider(), name, props, opts)
 
 
 class ProcessWatcher(JobWatcher):
@@ -154,7 +99,7 @@ class ProcessWatcher(JobWatcher):
                 elif code - 128 == signal.SIGSEGV:
                     reason += "; the interpreter crashed (segmentation fault)"
             return JobStatus(state="failed", exit_code=code, reason=reason)
-        if not _alive(self._pid):
+        if not running(self._pid):
             return JobStatus(state="failed", reason="the job process disappeared without recording an exit status")
         return JobStatus(state="running")
 

@@ -19,25 +19,32 @@ from toolkit import settings
 from toolkit.errors import ToolchainError, ToolkitError
 from toolkit.toolchain import cli_lookup, docker_engine, offline, plugins, pulumi_cli, runner_image
 from toolkit.toolchain.language_host import install_language_host, pulumis_own_language_host
-from toolkit.toolchain.shim import install_shim
-from toolkit.toolchain.steps import Log, Timeline
+from toolkit.toolchain.lazy_init import RECIPE
+from toolkit.toolchain.shim import compile_plugin_modules, install_shim
+from toolkit.toolchain.steps import Log, Timeline, read_stamp, write_stamp
 
 
 def _ensure_pulumi_cli(outcome: list[str], log: Log) -> None:
-    """The user's CLI when there is one the SDK supports (an older one is an error); a build only when none exists."""
+    """The user's CLI when there is one the SDK supports (an older one is an error); a build only when none
+    exists, or when the toolkit's own build is of an older recipe (``lazy_init.RECIPE``)."""
+    target = settings.bin_dir() / "pulumi"
+    recipe = target.with_name("pulumi.recipe")
     found = cli_lookup.find_cli()
-    if found is not None:
+    if found is not None and not (found.path == target and read_stamp(recipe) != RECIPE):
         problem = cli_lookup.version_problem(found)
         if problem:
             raise ToolchainError(problem)
         outcome.append(f"{found.describe()}; the SDK needs v{cli_lookup.minimum_version()} or newer")
         return
     wanted = pulumi_cli.required_version()
-    target = settings.bin_dir() / "pulumi"
     target.parent.mkdir(parents=True, exist_ok=True)
-    log(f"no Pulumi CLI found (TOOLKIT_PULUMI, PATH, {settings.bin_dir()}): building v{wanted} from the Go module proxy")
+    if found is None:
+        log(f"no Pulumi CLI found (TOOLKIT_PULUMI, PATH, {settings.bin_dir()}): building v{wanted} from the Go module proxy")
+    else:
+        log(f"rebuilding the toolkit's Pulumi CLI v{wanted}: its build recipe is now {RECIPE}")
     pulumi_cli.build_pulumi_cli(wanted, settings.cache_dir() / "build" / "pulumi-cli", target, log)
-    outcome.append(f"built v{wanted} -> {target}")
+    write_stamp(recipe, RECIPE)
+    outcome.append(f"built v{wanted} ({RECIPE}) -> {target}")
 
 
 def core_plugin_packages(docker: bool) -> list[str]:
@@ -88,6 +95,7 @@ def install(log: Log, docker: bool = True) -> Timeline:
     with timeline.step("dynamic provider shim") as outcome:
         path, changed = install_shim(settings.bin_dir())
         outcome.append(f"{'installed' if changed else 'present'} {path}")
+        outcome.append("bytecode compiled" if compile_plugin_modules() else "bytecode: some modules could not be compiled")
     with timeline.step("state backend") as outcome:
         backend = settings.default_backend_url()
         if backend.startswith("file://"):

@@ -3,16 +3,30 @@
 The engine starts dynamic providers as a plugin named ``pulumi-python``; the
 Python SDK ships the provider (``python -m pulumi.dynamic``) but not the
 executable the engine looks for on PATH. It runs the interpreter named by
-``PULUMI_PYTHON_CMD`` (set by the toolkit to its own interpreter).
+``PULUMI_PYTHON_CMD`` (set by the toolkit to its own interpreter), on the
+toolkit's lean entry point when that interpreter has it.
 """
 
 from __future__ import annotations
 
+import compileall
+import importlib.util
 import os
 from pathlib import Path
 
 SHIM_NAME = "pulumi-resource-pulumi-python"
-SHIM_TEXT = '#!/bin/sh\nexec "${PULUMI_PYTHON_CMD:-python3}" -u -m pulumi.dynamic "$@"\n'
+_LAUNCH = (
+    "try:\n"
+    "    from toolkit.toolchain.dynamic_provider import main\n"
+    "except ImportError:\n"
+    "    import runpy\n"
+    "    runpy.run_module('pulumi.dynamic', run_name='__main__', alter_sys=True)\n"
+    "else:\n"
+    "    main()\n"
+)
+SHIM_TEXT = f'#!/bin/sh\nexec "${{PULUMI_PYTHON_CMD:-python3}}" -u -c "{_LAUNCH}" "$@"\n'
+"""Starts the toolkit's lean entry point (``dynamic_provider.py``), or the SDK's own
+(``python -m pulumi.dynamic``) in an interpreter without the toolkit."""
 
 
 def install_shim(bin_dir: Path) -> tuple[Path, bool]:
@@ -24,3 +38,21 @@ def install_shim(bin_dir: Path) -> tuple[Path, bool]:
     path.write_text(SHIM_TEXT)
     path.chmod(0o755)
     return path, True
+
+
+PLUGIN_PACKAGES = ("toolkit.toolchain", "toolkit.providers", "pulumi.dynamic")
+"""What the plugin imports beyond ``pulumi`` itself: its entry point, the toolkit's providers, the SDK's server."""
+
+
+def compile_plugin_modules() -> bool:
+    """Byte-compile ``PLUGIN_PACKAGES`` where they are installed, so no plugin start compiles source.
+
+    A no-op for up-to-date ``.pyc`` files (pip compiles what it installs; an
+    editable or read-only install may have none). True if all compiled.
+    """
+    ok = True
+    for name in PLUGIN_PACKAGES:
+        spec = importlib.util.find_spec(name)
+        for directory in (spec.submodule_search_locations or []) if spec else []:
+            ok = bool(compileall.compile_dir(directory, maxlevels=0, quiet=1)) and ok
+    return ok

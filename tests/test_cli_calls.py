@@ -1,0 +1,79 @@
+"""A run starts only the CLI processes it needs: ``pulumi up`` and ``pulumi destroy --remove``.
+
+Counted through wrappers that log every Pulumi CLI and plugin process
+(tests/cli_trace.py). Counts, never times, so this holds on a loaded machine.
+The state backend is a local directory, where the stack and its gc tag are
+written as files; ``pulumi version`` runs once per client process, for the one
+``PulumiCommand`` every run shares.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import toolkit
+from tests.cli_trace import CliTrace, plugins_on_path
+from tests.leaks import assert_nothing_left
+from toolkit import engine, settings
+from toolkit.futures import wait_for_teardowns
+from toolkit.toolchain.shim import SHIM_NAME
+
+pytestmark = pytest.mark.engine
+
+DOCKER_PLUGIN = "pulumi-resource-docker"
+
+
+@pytest.fixture
+def traced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[CliTrace]:
+    real = settings.pulumi_binary()
+    assert real is not None, "the Pulumi CLI is not installed; run `toolkit toolchain install`"
+    search = [str(real.parent), str(settings.bin_dir()), *plugin_cache_dirs()]
+    plugins = plugins_on_path([SHIM_NAME, DOCKER_PLUGIN], ":".join(search))
+    trace = CliTrace(tmp_path / "trace", real.resolve(), plugins)
+    for name, value in trace.env().items():
+        monkeypatch.setenv(name, value)
+    engine.pulumi_command.cache_clear()  # a fresh PulumiCommand on the traced CLI
+    yield trace
+    wait_for_teardowns()
+    engine.pulumi_command.cache_clear()
+
+
+def plugin_cache_dirs() -> list[str]:
+    """Directories of the docker provider in Pulumi's plugin cache (the engine's other place to look)."""
+    home = Path(settings.pulumi_env().get("PULUMI_HOME") or Path.home() / ".pulumi")
+    return [str(path) for path in sorted((home / "plugins").glob("resource-docker-v*"))]
+
+
+def _double(x: int) -> int:
+    return 2 * x
+
+
+def _cli_commands(trace: CliTrace) -> Counter[str]:
+    return Counter(call.command for call in trace.calls() if call.name == "pulumi")
+
+
+@pytest.mark.parametrize("target", ["process", pytest.param("docker", marks=pytest.mark.docker)])
+def test_each_run_is_one_up_and_one_destroy(traced: CliTrace, target: str) -> None:
+    double = getattr(toolkit, target)(_double)
+    assert double(1) == 2
+    wait_for_teardowns()
+    assert _cli_commands(traced) == {"pulumi version": 1, "pulumi up": 1, "pulumi destroy": 1}
+
+    traced.clear()
+    futures = [double.submit(x) for x in range(3)]
+    assert [future.result(timeout=300) for future in futures] == [0, 2, 4]
+    wait_for_teardowns()
+    calls = traced.calls()
+    assert _cli_commands(traced) == {"pulumi up": 3, "pulumi destroy": 3}
+    assert all("--remove" in call.args for call in calls if call.command == "pulumi destroy")
+    assert all(call.code == 0 for call in calls)
+    # One dynamic-provider plugin per operation (run storage, and the process job), and for
+    # docker one docker provider per operation: the engine starts nothing else.
+    plugins = Counter(call.name for call in calls if call.name != "pulumi")
+    expected = {SHIM_NAME: 6} | ({DOCKER_PLUGIN: 6} if target == "docker" else {})
+    assert plugins == expected
+    assert_nothing_left()

@@ -1,0 +1,74 @@
+"""Run stacks created as files in a local backend are stacks the real CLI knows, tags included,
+and what a killed client can leave of them is swept by gc."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from toolkit import diy_backend, settings
+from toolkit.engine import RUN_TAG, RunStack, RunTag, ensure_local_backend, list_run_stacks, owner_tag
+
+PROJECT = settings.RUN_PROJECT
+
+
+@pytest.fixture
+def backend(tmp_path: Path) -> str:
+    url = f"file://{tmp_path / 'state'}"
+    ensure_local_backend(url)
+    return url
+
+
+def _files(backend: str) -> list[str]:
+    directory = diy_backend.stacks_dir(backend, PROJECT)
+    return sorted(path.name for path in directory.iterdir()) if directory and directory.exists() else []
+
+
+def test_a_new_backend_gets_the_project_layout_the_cli_would_pick(backend: str, tmp_path: Path) -> None:
+    assert (tmp_path / "state" / ".pulumi" / "meta.yaml").read_text() == "version: 1\n"
+    assert diy_backend.writable_layout(backend, {})
+    legacy = tmp_path / "legacy"
+    (legacy / ".pulumi" / "stacks").mkdir(parents=True)
+    (legacy / ".pulumi" / "stacks" / "old.json").write_text("{}")
+    diy_backend.ensure_layout(f"file://{legacy}")  # the CLI keeps such a backend on the legacy layout
+    assert not (legacy / ".pulumi" / "meta.yaml").exists()
+    assert not diy_backend.writable_layout(f"file://{legacy}", {})
+
+
+def test_layouts_it_does_not_know_are_left_to_the_cli(backend: str) -> None:
+    assert not diy_backend.writable_layout(backend, {"PULUMI_DIY_BACKEND_GZIP": "true"})
+    assert not diy_backend.writable_layout(backend, {"PULUMI_DIY_BACKEND_LEGACY_LAYOUT": "1"})
+    assert diy_backend.writable_layout(backend, {"PULUMI_DIY_BACKEND_GZIP": "false"})
+    assert not diy_backend.writable_layout("s3://bucket?region=x", {})
+
+
+@pytest.mark.engine
+def test_stack_and_tag_written_as_files_are_what_the_cli_lists_and_destroys(backend: str) -> None:
+    tag = RunTag(pool="p", function="f", owner=owner_tag(os.getpid()), created=time.time(), ttl=60)
+    diy_backend.create_stack(backend, PROJECT, "run-0123456789ab", {RUN_TAG: tag.model_dump_json()})
+    with pytest.raises(FileExistsError, match="already exists"):
+        diy_backend.create_stack(backend, PROJECT, "run-0123456789ab", {})
+    [(name, tags)] = list_run_stacks(backend)
+    assert name == "run-0123456789ab" and RunTag.from_tags(tags) == tag
+    RunStack.existing(name, backend).destroy_and_remove()
+    assert list_run_stacks(backend) == []
+    assert _files(backend) == []  # no checkpoint, backup or tags file left
+
+
+def test_orphaned_files_are_swept_once_old_and_only_without_their_stack(backend: str) -> None:
+    diy_backend.create_stack(backend, PROJECT, "run-live", {RUN_TAG: "{}"})
+    directory = diy_backend.stacks_dir(backend, PROJECT)
+    assert directory is not None
+    for name in ("run-dead.pulumi-tags", "run-dead.json.bak", "run-dead.json.bak.attrs", "run-new.pulumi-tags"):
+        (directory / name).write_text(json.dumps({}))
+    past = time.time() - 2 * diy_backend.ORPHAN_GRACE_SECONDS
+    for name in ("run-dead.pulumi-tags", "run-dead.json.bak", "run-live.pulumi-tags"):
+        os.utime(directory / name, (past, past))
+    removed = diy_backend.sweep_orphans(backend, PROJECT)
+    assert sorted(Path(path).name for path in removed) == ["run-dead.json.bak", "run-dead.pulumi-tags"]
+    # a live stack's tags and a file too young to judge (a stack being created) stay
+    assert _files(backend) == ["run-live.json", "run-live.pulumi-tags", "run-new.pulumi-tags"]

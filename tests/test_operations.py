@@ -1,0 +1,45 @@
+"""A run stack's outputs come from the engine's own events: no ``stack output`` call after ``up``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pulumi
+import pytest
+
+from toolkit.engine import RunStack, list_run_stacks
+from toolkit.errors import ProvisionError
+from toolkit.progress import Progress
+
+pytestmark = pytest.mark.engine
+
+
+def _stack(tmp_path: Path, run_id: str, program) -> RunStack:
+    return RunStack(run_id, f"file://{tmp_path / 'state'}", program, Progress(run_id, show=False))
+
+
+def test_outputs_keep_their_json_types(tmp_path: Path) -> None:
+    def program() -> None:
+        pulumi.export("pid", 4242)
+        pulumi.export("run_dir", "/tmp/run")
+        pulumi.export("nested", {"names": ["a", "b"], "ok": True})
+
+    stack = _stack(tmp_path, "0a0a0a0a0a0a", program)
+    try:
+        assert stack.up() == {"pid": 4242, "run_dir": "/tmp/run", "nested": {"names": ["a", "b"], "ok": True}}
+    finally:
+        stack.destroy_and_remove()
+    assert list_run_stacks(stack.backend_url) == []
+
+
+def test_a_secret_export_is_refused_with_its_name(tmp_path: Path) -> None:
+    def program() -> None:
+        pulumi.export("container_id", "abc")
+        pulumi.export("token", pulumi.Output.secret("hidden"))
+
+    stack = _stack(tmp_path, "0b0b0b0b0b0b", program)
+    try:
+        with pytest.raises(ProvisionError, match="exports token as secrets.*Export plain values"):
+            stack.up()
+    finally:
+        stack.destroy_and_remove()

@@ -1,0 +1,93 @@
+"""The ``process`` target's job resource: a local subprocess in its own session.
+
+Create starts the runner through a small ``sh`` wrapper that appends its output
+to the run directory's log and records its exit status there atomically, so a
+crash is observable after the provider that started it has exited. Delete
+kills the whole process group, SIGTERM first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from pulumi.dynamic import CreateResult, ResourceProvider
+
+LOG_NAME = "job.log"
+EXIT_NAME = "exit_code"
+_WRAPPER = '"$@" >>"$TOOLKIT_LOG" 2>&1; echo $? >"$TOOLKIT_EXIT.tmp" && mv "$TOOLKIT_EXIT.tmp" "$TOOLKIT_EXIT"'
+"""Runs the command with output to the log, then records its exit status atomically."""
+
+
+def process_env(extra: dict[str, str]) -> dict[str, str]:
+    """The job's environment: the caller's, minus the toolkit's and Pulumi's own settings."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("PULUMI_", "TOOLKIT_"))}
+    return {**base, **extra}
+
+
+def exists(pid: int) -> bool:
+    """True until ``pid`` is reaped (a zombie still exists)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def running(pid: int) -> bool:
+    """True while ``pid`` runs: a zombie -- exited, not yet reaped by the process that adopted it
+    when the provider that started it exited -- has stopped running."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc here
+        return exists(pid)
+
+
+class LocalProcessProvider(ResourceProvider):
+    """Starts the job process on create; kills its process group on delete."""
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        run_dir = Path(props["run_dir"])
+        env = process_env(props["env"])
+        env["TOOLKIT_LOG"] = str(run_dir / LOG_NAME)
+        env["TOOLKIT_EXIT"] = str(run_dir / EXIT_NAME)
+        process = subprocess.Popen(
+            ["sh", "-c", _WRAPPER, "sh", *props["argv"]],
+            cwd=props.get("cwd") or str(run_dir),
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # survives the provider; Ctrl-C at the client doesn't reach it
+        )
+        outs = {"pid": process.pid, "run_dir": str(run_dir), "argv": props["argv"]}
+        return CreateResult(id_=str(process.pid), outs=outs)
+
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        pid = int(props["pid"])
+        if not running(pid):
+            # The job ended (usually: a run's teardown). Stop what it may have left in its group;
+            # waiting for its adoptive parent to reap it would only delay the teardown.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGTERM)
+            return
+        for sig, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(pid, sig)
+            except ProcessLookupError:
+                return
+            deadline = time.monotonic() + grace
+            while time.monotonic() < deadline:
+                if not exists(pid):
+                    return
+                time.sleep(0.05)
