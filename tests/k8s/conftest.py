@@ -15,7 +15,6 @@ import fcntl
 import time
 import uuid
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 import s3fs
