@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from toolkit import settings, templating
+from toolkit import retries, settings, templating
 from toolkit.bundles import dump_call, seal
 from toolkit.environments import files, lifecycle
 from toolkit.environments.variables import EnvironmentSettings
@@ -140,6 +140,13 @@ def prepare(
     config, variables = templating.render(
         pool.base_job_template, layers, runtime, pool.name, target.customization_root, target.synonyms
     )
+    if target.native_retries:  # the job controller retries: hand it `retries` under its own name
+        native = retries.carry_into_native(variables, target.native_retries, pool.name)
+        if native:
+            config, variables = templating.render(
+                pool.base_job_template, [*layers, native], runtime, pool.name, target.customization_root,
+                target.synonyms,
+            )
     target.check_capabilities(variables, pool.name)
     job = target.parse_job(config, pool.name)
     target.preflight(job, pool.name)

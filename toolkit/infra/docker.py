@@ -33,6 +33,7 @@ from toolkit.infra import job_secrets
 from toolkit.infra.base import (
     JobConfiguration,
     JobStatus,
+    JobVariables,
     JobWatcher,
     RunContext,
     Target,
@@ -295,7 +296,7 @@ class DockerTarget(Target):
 
     @classmethod
     def default_job_configuration(cls) -> dict[str, Any]:
-        skip = {"timeout", *ENVIRONMENT_VARIABLES}
+        skip = {*JobVariables.model_fields, *ENVIRONMENT_VARIABLES}  # the engine's, and the environment's
         return placeholders(*(name for name in DockerVariables.model_fields if name not in skip))
 
     environment = "image"
@@ -354,6 +355,7 @@ class DockerTarget(Target):
             files_path=str(run.files_path) if run.files_path else None,
             secrets=job_secrets.secret_inputs(run.run_key, job.env),
             secrets_owner=job.user,
+            attempt=run.attempt,
         )
         envs = [f"{key}={value}" for key, value in job_secrets.plain_env(job.env).items()]
         volumes = [pulumi_docker.ContainerVolumeArgs(host_path=run.storage_url, container_path=CONTAINER_RUN_DIR)]
@@ -394,7 +396,9 @@ class DockerTarget(Target):
             attach=False,
             logs=False,
             destroy_grace_seconds=2,
-            opts=pulumi.ResourceOptions(depends_on=[storage], delete_before_replace=True),
+            opts=pulumi.ResourceOptions(
+                depends_on=[storage], delete_before_replace=True, replacement_trigger=run.attempt
+            ),
         )
         pulumi.export("container_id", container.id)
         pulumi.export("run_dir", run.storage_url)
