@@ -285,13 +285,16 @@ class RunFuture:
             status = self._watch(prepared.target.watcher(prepared.context, outputs))
             if not self._retries.retry(infrastructure_failure(status, self._has_result())):
                 return status
-            self.progress.say(f"[yellow]{self._retries.announcement()}[/yellow]")
-            self._record.update(attempts=self._retries.attempt, retried_after=list(self._retries.failures))
+            self._announce_attempt()
             if self._cancelled():
                 raise RunCancelledError(f"run {self.run_id} was cancelled; its stack is being destroyed")
             self._set_state("provisioning")
             prepared.context = dataclasses.replace(prepared.context, attempt=self._retries.attempt)
             outputs = stack.up()
+
+    def _announce_attempt(self) -> None:
+        self.progress.say(f"[yellow]{self._retries.announcement()}[/yellow]")
+        self._record.update(attempts=self._retries.attempt, retried_after=list(self._retries.failures))
 
     def _result_location(self) -> tuple[Any, str]:
         context = self._prepared.context
@@ -310,6 +313,8 @@ class RunFuture:
         while True:
             self._forward_logs(watcher.read_logs())
             status = watcher.status()
+            if status.attempt and self._retries.observe(status.attempt, status.previous_failure):
+                self._announce_attempt()  # the target's own controller started another attempt
             if status.finished:
                 self._forward_logs(watcher.read_logs())
                 return status

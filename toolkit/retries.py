@@ -33,12 +33,14 @@ and the map code (one item at a time) call ``RetryPolicy`` and
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from toolkit import templating
 from toolkit.errors import ConfigError, JobFailedError
-from toolkit.infra.base import JobStatus
+from toolkit.infra.base import JobStatus, Target
 
 VARIABLE = "retries"
 """The job variable's name (declared once, on ``JobVariables``)."""
@@ -102,6 +104,19 @@ class RetryPolicy:
         self.attempt += 1
         return True
 
+    def observe(self, attempt: int, reason: str | None) -> bool:
+        """A job controller that retries by itself (``native_retries``) has started ``attempt``.
+
+        True when that is news (then ``announcement()`` describes it); ``reason``:
+        why the attempt before it failed, if the watcher saw it.
+        """
+        if attempt <= self.attempt:
+            return False
+        why = reason or "the previous attempt ended without a result"
+        self.failures.extend([why] * (attempt - self.attempt))
+        self.attempt = attempt
+        return True
+
     def announcement(self) -> str:
         """The progress line shown when the attempt now current starts."""
         return f"attempt {self.attempt}/{self.attempts}: retrying after {self.failures[-1]}"
@@ -122,6 +137,29 @@ class RetryPolicy:
         else:
             message = f"{run} failed: {reason}"
         return JobFailedError(message + "." + (f"\nLast job output:\n{tail}" if tail else ""))
+
+
+def render_job(
+    target: Target,
+    template: Mapping[str, Any],
+    layers: Sequence[Mapping[str, Any]],
+    runtime: Mapping[str, Any],
+    pool_name: str,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``templating.render`` for ``target``, with ``retries`` handed to its own retry variable, if it has one."""
+    render = functools.partial(
+        templating.render,
+        template,
+        runtime=runtime,
+        pool_name=pool_name,
+        customization_root=target.customization_root,
+        synonyms=target.synonyms,
+    )
+    config, variables = render(layers=layers)
+    native = target.native_retries and carry_into_native(variables, target.native_retries, pool_name)
+    if native:
+        config, variables = render(layers=[*layers, native])
+    return config, variables
 
 
 def carry_into_native(variables: Mapping[str, Any], native: str, pool_name: str) -> dict[str, Any] | None:

@@ -395,7 +395,14 @@ class AzureContainerInstanceTarget(Target):
             "job",
             containers=containers,
             **group_args,
-            opts=pulumi.ResourceOptions(provider=provider, depends_on=[bundle, *grants]),
+            # restart_policy OnFailure would restart without a count and collect the result twice: a new
+            # attempt (toolkit.retries) is a new group of the same name, so the old one goes first
+            opts=pulumi.ResourceOptions(
+                provider=provider,
+                depends_on=[bundle, *grants],
+                replacement_trigger=run.attempt,
+                delete_before_replace=True,
+            ),
         )
         pulumi.export("container_group", group.id)
 

@@ -60,6 +60,10 @@ class JobStatus(BaseModel):
     exit_code: int | None = None
     reason: str | None = None
     """Human-readable cause of a failure (OOM, image pull, start failure ...)."""
+    attempt: int | None = None
+    """Which attempt of the job this is, from targets whose own controller retries (``native_retries``)."""
+    previous_failure: str | None = None
+    """With ``attempt`` > 1: why the attempt before it ended without a result, if the watcher saw it."""
 
     @property
     def finished(self) -> bool:

@@ -251,7 +251,9 @@ def _failure(completed: dict[str, Any], tasks: list[dict[str, Any]]) -> JobStatu
         reason += f" (exit code {exit_code})"
     if _oom(message, exit_code):
         reason += "; the container ran out of memory: raise the 'memory' job variable"
-    return JobStatus(state="failed", exit_code=exit_code, reason=reason)
+    # max_retries (= `retries`): Cloud Run ran the task again that many times before giving up
+    attempts = int(failed[0].get("retried") or 0) + 1
+    return JobStatus(state="failed", exit_code=exit_code, reason=reason, attempt=attempts)
 
 
 def _task_failed(task: dict[str, Any]) -> bool:
@@ -298,6 +300,8 @@ class CloudRunWatcher(PolledWatcher):
 
 class CloudRunTarget(Target):
     """Run the function as a Google Cloud Run job."""
+
+    native_retries = "max_retries"  # a task that ended without a result runs again; the runner exits 0 on a result
 
     name = "cloud_run"
     plugin_packages = ("pulumi_gcp",)

@@ -686,7 +686,8 @@ class EcsTarget(Target):
                 "assign_public_ip": job.assign_public_ip,
                 "tags": {**job.tags, **run.labels},
             },
-            opts=pulumi.ResourceOptions(depends_on=[task_definition, *needs]),
+            # ECS has no retry of its own for run-task: a new attempt (toolkit.retries) runs a new task
+            opts=pulumi.ResourceOptions(depends_on=[task_definition, *needs], replacement_trigger=run.attempt),
         )
         pulumi.export("region", job.region)
         pulumi.export("cluster", job.cluster)

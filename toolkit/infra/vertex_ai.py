@@ -378,7 +378,9 @@ class VertexAiTarget(Target):
             region=job.region,
             parent=f"projects/{project}/locations/{job.region}",
             body=body,
-            opts=pulumi.ResourceOptions(depends_on=needed),
+            # Vertex restarts a job only per worker and without a count: a new attempt (toolkit.retries)
+            # is a new CustomJob
+            opts=pulumi.ResourceOptions(depends_on=needed, replacement_trigger=run.attempt),
         )
         pulumi.export("custom_job", custom_job.name)
         pulumi.export("region", job.region)
