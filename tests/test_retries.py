@@ -194,3 +194,14 @@ def test_retries_carry_into_a_native_variable_and_conflicts_are_errors():
     assert carry_into_native({"retries": 2, "backoff_limit": 0}, "backoff_limit", "p") == {"backoff_limit": 2}
     with pytest.raises(ConfigError, match="retries=2 and backoff_limit=4 both set"):
         carry_into_native({"retries": 2, "backoff_limit": 4}, "backoff_limit", "p")
+
+
+def test_prefects_names_for_retries_lead_to_retries():
+    from toolkit.infra.kubernetes import KubernetesTarget
+    from toolkit.infra.process import ProcessTarget
+    from toolkit.infra.synonyms import translate
+
+    with pytest.raises(ConfigError, match="Did you mean 'retries'"):
+        process(backoff_limit=2)(napper).submit(0)
+    assert translate(ProcessTarget.synonyms, {"max_retries": 2}) == {"retries": 2}
+    assert translate(KubernetesTarget.synonyms, {"backoff_limit": 2}) == {"backoff_limit": 2}  # its own, kept

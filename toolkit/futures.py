@@ -292,8 +292,10 @@ class RunFuture:
             prepared.context = dataclasses.replace(prepared.context, attempt=self._retries.attempt)
             outputs = stack.up()
 
-    def _announce_attempt(self) -> None:
-        self.progress.say(f"[yellow]{self._retries.announcement()}[/yellow]")
+    def _announce_attempt(self, now: bool = True) -> None:
+        """Record the attempt now current; ``now``: it is starting (else it is over already: no news to show)."""
+        if now:
+            self.progress.say(f"[yellow]{self._retries.announcement()}[/yellow]")
         self._record.update(attempts=self._retries.attempt, retried_after=list(self._retries.failures))
 
     def _result_location(self) -> tuple[Any, str]:
@@ -314,7 +316,7 @@ class RunFuture:
             self._forward_logs(watcher.read_logs())
             status = watcher.status()
             if status.attempt and self._retries.observe(status.attempt, status.previous_failure):
-                self._announce_attempt()  # the target's own controller started another attempt
+                self._announce_attempt(now=not status.finished)  # the target's controller ran another attempt
             if status.finished:
                 self._forward_logs(watcher.read_logs())
                 return status

@@ -44,7 +44,7 @@ from toolkit.infra.base import (
     runner_command,
 )
 from toolkit.infra.rest import PolledWatcher, RestClient, azure_session, endpoint
-from toolkit.infra.synonyms import PREFECT_COMMON, no_counterpart, renamed
+from toolkit.infra.synonyms import PREFECT_COMMON, no_counterpart, prefect_retries, renamed
 from toolkit.runner import BUNDLE_NAME, RUN_KEY_ENV, STORAGE_OPTIONS_ENV
 from toolkit.secretvalues import Secret
 
@@ -237,6 +237,7 @@ class AzureContainerInstanceTarget(Target):
     plugin_packages = ("pulumi_azure_native",)
     synonyms = {
         **PREFECT_COMMON,
+        **prefect_retries(),
         "resource_group_name": renamed("resource_group"),
         "subscription_id": renamed("subscription"),
         "aci_credentials": no_counterpart(

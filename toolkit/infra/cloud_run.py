@@ -50,6 +50,7 @@ from toolkit.infra.synonyms import (
     gcp_secret_into,
     gcp_secrets,
     no_counterpart,
+    prefect_retries,
     renamed,
 )
 from toolkit.runner import RUN_KEY_ENV, STORAGE_OPTIONS_ENV
@@ -307,6 +308,7 @@ class CloudRunTarget(Target):
     plugin_packages = ("pulumi_gcp",)
     synonyms = {
         **PREFECT_COMMON,
+        **prefect_retries("max_retries"),
         "memory": renamed(
             "memory", "with a unit, e.g. '512Mi'; Prefect's integer + memory_unit are combined", cloud_run_memory
         ),

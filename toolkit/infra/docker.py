@@ -41,7 +41,7 @@ from toolkit.infra.base import (
     runner_command,
 )
 from toolkit.infra.storage import RunStorage
-from toolkit.infra.synonyms import PREFECT_COMMON, docker_memory, no_counterpart, renamed
+from toolkit.infra.synonyms import PREFECT_COMMON, docker_memory, no_counterpart, prefect_retries, renamed
 from toolkit.secretvalues import Secret
 
 CONTAINER_RUN_DIR = "/toolkit-run"
@@ -275,6 +275,7 @@ class DockerTarget(Target):
     plugin_packages = ("pulumi_docker",)
     synonyms = {
         **PREFECT_COMMON,
+        **prefect_retries(),
         "memory": renamed(
             "mem_limit", "memory limit with a unit, e.g. '512m' or '2g'; an integer is MiB", docker_memory
         ),

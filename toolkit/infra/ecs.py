@@ -53,6 +53,7 @@ from toolkit.infra.synonyms import (
     ecs_memory_mib,
     into_mapping,
     no_counterpart,
+    prefect_retries,
     renamed,
 )
 from toolkit.runner import BUNDLE_NAME, RUN_KEY_ENV, STORAGE_OPTIONS_ENV
@@ -528,6 +529,7 @@ class EcsTarget(Target):
     plugin_packages = ("pulumi_aws",)
     synonyms = {
         **PREFECT_COMMON,
+        **prefect_retries(),
         "cpu": renamed("cpu", "ECS CPU units (1024 = 1 vCPU); '1 vCPU' is accepted too", ecs_cpu_units),
         "memory": renamed("memory", "MiB, as ECS counts it; '2 GB' is accepted too", ecs_memory_mib),
         "labels": renamed("tags", "tags on the task and every resource of the run"),

@@ -44,7 +44,14 @@ from toolkit.infra.base import (
     runner_command,
 )
 from toolkit.infra.storage import RunStorage
-from toolkit.infra.synonyms import PREFECT_COMMON, kubernetes_cpu, kubernetes_memory, no_counterpart, renamed
+from toolkit.infra.synonyms import (
+    PREFECT_COMMON,
+    kubernetes_cpu,
+    kubernetes_memory,
+    no_counterpart,
+    prefect_retries,
+    renamed,
+)
 from toolkit.runner import RUN_KEY_ENV, STORAGE_OPTIONS_ENV
 from toolkit.secretvalues import Secret
 
@@ -493,6 +500,7 @@ class KubernetesTarget(Target):
     plugin_packages = ("pulumi_kubernetes",)
     synonyms = {
         **PREFECT_COMMON,
+        **prefect_retries("backoff_limit"),
         "memory": renamed(
             "memory", "an integer is MiB, as Prefect's examples write it: 64000 -> '64000Mi'", kubernetes_memory
         ),

@@ -35,7 +35,7 @@ from toolkit.infra.base import (
     runner_command,
 )
 from toolkit.infra.storage import RunStorage
-from toolkit.infra.synonyms import PREFECT_COMMON, renamed
+from toolkit.infra.synonyms import PREFECT_COMMON, prefect_retries, renamed
 from toolkit.providers.local_process import EXIT_NAME, LOG_NAME, LocalProcessProvider, running
 from toolkit.secretvalues import Secret
 
@@ -120,6 +120,7 @@ class ProcessTarget(Target):
     name = "process"
     synonyms = {
         **PREFECT_COMMON,
+        **prefect_retries(),
         "cwd": renamed("working_dir"),
         "interpreter": renamed("python"),
     }

@@ -43,7 +43,7 @@ from toolkit.infra.base import (
     runner_command,
 )
 from toolkit.infra.rest import CloudApiError, PolledWatcher, RestClient, endpoint, google_session
-from toolkit.infra.synonyms import PREFECT_COMMON, no_counterpart, renamed
+from toolkit.infra.synonyms import PREFECT_COMMON, no_counterpart, prefect_retries, renamed
 from toolkit.runner import RUN_KEY_ENV, STORAGE_OPTIONS_ENV
 from toolkit.secretvalues import Secret
 
@@ -293,6 +293,7 @@ class VertexAiTarget(Target):
     plugin_packages = ("pulumi_gcp",)
     synonyms = {
         **PREFECT_COMMON,
+        **prefect_retries(),
         "service_account_name": renamed("service_account"),
         "credentials": no_counterpart("a Prefect block; credentials come from the caller's Google environment (ADC)"),
         "reserved_ip_ranges": no_counterpart("set jobSpec.reservedIpRanges through customizations"),
