@@ -86,7 +86,11 @@ class CloudRunVariables(JobVariables):
         default="512Mi", pattern=r"^\d+(Mi|Gi)$", description="Memory limit of the container, e.g. '512Mi' or '4Gi'."
     )
     max_retries: int = Field(
-        default=0, ge=0, le=10, description="Retries of a failed task (a Python exception is a result, not a failure)."
+        default=0,
+        ge=0,
+        le=10,
+        description="Retries of a task that ended without a result (a Python exception is a result, not a failure). "
+        "This target's own name for 'retries'.",
     )
     service_account: str | None = Field(
         default=None,

@@ -148,7 +148,8 @@ class KubernetesVariables(JobVariables):
     backoff_limit: int = Field(
         default=0,
         ge=0,
-        description="Pod retries after an infrastructure failure (a Python exception is a result, never retried).",
+        description="The Job's backoffLimit: pods started again after one ended without a result (deleted, evicted, "
+        "node lost); a Python exception is a result, never retried. This target's own name for 'retries'.",
     )
     active_deadline_seconds: int | None = Field(
         default=None, ge=1, description="Seconds after which Kubernetes itself stops the Job."
