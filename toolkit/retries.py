@@ -27,8 +27,18 @@ replaces exactly that resource; storage (the bundle) stays, the secrets file of
 a local job is written afresh.
 
 This module owns the policy and the classification; ``futures`` (single calls)
-and the map code (one item at a time) call ``RetryPolicy`` and
-``infrastructure_failure``.
+and the map code (one policy per item) use it the same way::
+
+    policy = RetryPolicy.from_variables(prepared.variables, prepared.target.native_retries)
+    ...  # the job (or the item) finished with ``status``
+    if policy.retry(infrastructure_failure(status, has_result)):
+        progress.say(policy.announcement())  # "attempt 2/3: retrying after <reason>"
+        ...  # start a fresh job (``RunContext.attempt = policy.attempt``)
+    elif not has_result:
+        raise policy.failed_error(f"run {run_id} ({function})", reason, last_output)
+
+A watcher of a target that retries natively reports ``JobStatus.attempt``;
+``policy.observe(attempt, status.previous_failure)`` keeps the count.
 """
 
 from __future__ import annotations
