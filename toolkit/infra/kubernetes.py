@@ -32,11 +32,12 @@ import pulumi_kubernetes as k8s
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
+from toolkit.environments.registry import registry_of
+from toolkit.environments.variables import EnvironmentVariables
 from toolkit.errors import ConfigError, TargetUnavailableError
 from toolkit.infra.base import (
     JobConfiguration,
     JobStatus,
-    JobVariables,
     JobWatcher,
     RunContext,
     Target,
@@ -59,6 +60,8 @@ SKIP_AWAIT = "pulumi.com/skipAwait"
 DELETION_POLICY = "pulumi.com/deletionPropagationPolicy"
 """Foreground: destroying the Job deletes its pods first, so a cancelled run stops running."""
 RUN_KEY_DATA = "run-key"
+PULL_SECRET_SUFFIX = "-pull"
+"""The per-run ``kubernetes.io/dockerconfigjson`` Secret holding the pool registry's credentials."""
 RESERVED_ENV = (RUN_KEY_ENV, STORAGE_OPTIONS_ENV)
 STORAGE_SCHEMES = ("s3", "gs", "gcs", "az", "abfs", "abfss")
 CPU_QUANTITY = r"^(\d+(\.\d{1,3})?|\d+m)$"
@@ -69,6 +72,9 @@ _SECRET_REF = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[-._a-zA-Z0-9]+$")
 _IMAGE_WAITING_REASONS = ("ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName")
 _CONFIG_WAITING_REASONS = ("CreateContainerConfigError", "CreateContainerError")
 """Waiting reasons the kubelet never recovers from by itself: the run fails at once."""
+_TRANSIENT_CONFIG_MESSAGES = ("failed to sync", "timed out waiting for the condition")
+"""A config error with these words is the kubelet's secret/config-map cache lagging (a loaded node):
+it retries by itself, and the Secret does exist, so the run keeps waiting."""
 
 
 class Toleration(BaseModel):
@@ -83,7 +89,7 @@ class Toleration(BaseModel):
     tolerationSeconds: int | SkipJsonSchema[None] = None
 
 
-class KubernetesVariables(JobVariables):
+class KubernetesVariables(EnvironmentVariables):
     """Job variables of the Kubernetes target."""
 
     image: str | None = Field(
@@ -258,9 +264,14 @@ def run_manifest(job: KubernetesJob, run: RunContext, service_account: str) -> d
     template_metadata["labels"] = {**template_metadata.get("labels", {}), **run.labels}
     pod = template["spec"]
     pod["serviceAccountName"] = service_account
-    if job.image_pull_secrets:
-        pod["imagePullSecrets"] = [*pod.get("imagePullSecrets", []), *({"name": n} for n in job.image_pull_secrets)]
+    pull_secrets = [*job.image_pull_secrets]
+    if run.image_registry is not None and run.image_registry.has_credentials:
+        pull_secrets.append(_run_name(run.run_id) + PULL_SECRET_SUFFIX)
+    if pull_secrets:
+        pod["imagePullSecrets"] = [*pod.get("imagePullSecrets", []), *({"name": n} for n in pull_secrets)]
     runner = pod["containers"][0]
+    if run.image:  # the call's environment, pushed to the pool's registry: pulled by digest
+        runner["image"] = run.image
     runner["command"] = runner_command(run.storage_url, job.python)
     runner["env"] = [*runner.get("env", []), *_container_env(job, run, _run_name(run.run_id))]
     return manifest
@@ -275,12 +286,19 @@ def _failure_of_pod(pod: Any, container: str) -> tuple[int | None, str] | None:
     for state in [*(status.init_container_statuses or []), *(status.container_statuses or [])]:
         waiting = state.state.waiting if state.state else None
         if waiting and waiting.reason in _IMAGE_WAITING_REASONS:
+            registry = registry_of(state.image)
             return None, (
-                f"the pod could not pull its image {state.image!r} ({waiting.reason}: {waiting.message}). "
-                "Check the image name and tag, that the cluster can reach the registry, and image_pull_secrets "
-                "for a private one"
+                f"the pod could not pull its image {state.image!r} from registry {registry!r} ({waiting.reason}: "
+                f"{waiting.message}). To fix: check that the image exists there (an environment image deleted "
+                f"from the registry behind its stack: `toolkit env prune`, then call again to push it anew), that "
+                f"the cluster's nodes can reach {registry!r}, and that they may pull from it (image_pull_secrets, "
+                "or username and password_env in the pool's image_registry)"
             )
-        if waiting and waiting.reason in _CONFIG_WAITING_REASONS:
+        if (
+            waiting
+            and waiting.reason in _CONFIG_WAITING_REASONS
+            and not any(words in (waiting.message or "") for words in _TRANSIENT_CONFIG_MESSAGES)
+        ):
             return None, (
                 f"the container {state.name!r} could not be created ({waiting.reason}: {waiting.message}). "
                 f"A Secret or key named in secret_env is probably missing from namespace {pod.metadata.namespace!r}"
@@ -531,6 +549,12 @@ class KubernetesTarget(Target):
     required = ("image",)
     storage_schemes = STORAGE_SCHEMES
     unsupported = {}
+    environment = "image"
+    images_from_registry = True
+
+    def environment_base(self, job: JobConfiguration) -> str | None:
+        assert isinstance(job, KubernetesJob)
+        return job.pod_spec["containers"][0].get("image")
 
     @classmethod
     def default_job_configuration(cls) -> dict[str, Any]:
@@ -609,7 +633,11 @@ class KubernetesTarget(Target):
             return {"name": name, "namespace": namespace, "labels": run.labels, **extra}
 
         storage = RunStorage(
-            "run-storage", url=run.storage_url, bundle_path=str(run.bundle_path), options=run.storage_options
+            "run-storage",
+            url=run.storage_url,
+            bundle_path=str(run.bundle_path),
+            options=run.storage_options,
+            files_path=str(run.files_path) if run.files_path else None,
         )
         secret_data = {RUN_KEY_DATA: pulumi.Output.secret(run.run_key)}
         for env_name, value in job.env.items():
@@ -620,6 +648,16 @@ class KubernetesTarget(Target):
         )
 
         needs: list[pulumi.Resource] = [storage, secret]
+        if run.image_registry is not None and run.image_registry.has_credentials:
+            needs.append(
+                k8s.core.v1.Secret(
+                    "pull-secret",
+                    metadata=metadata(name=name + PULL_SECRET_SUFFIX),
+                    type="kubernetes.io/dockerconfigjson",
+                    string_data={".dockerconfigjson": pulumi.Output.secret(run.image_registry.dockerconfigjson())},
+                    opts=in_cluster,
+                )
+            )
         account = job.pod_spec.get("serviceAccountName")
         if not account:
             account = name
