@@ -10,6 +10,7 @@ itself; and ``RunStorage`` plus the runner on ``s3://`` against an AWS emulator.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 from pathlib import Path
@@ -538,3 +539,15 @@ def test_run_storage_on_an_s3_prefix_carries_bundle_and_result(tmp_path: Path) -
     fs.invalidate_cache()
     assert not fs.exists("pool-bucket/runs/0123abcd4567")
     assert fs.cat_file("pool-bucket/runs/other-run/bundle.tkb") == b"another run's data"
+
+
+def test_watcher_names_a_deleted_pod_as_the_cause_of_the_failure(monkeypatch: pytest.MonkeyPatch) -> None:
+    deleted = copy.deepcopy(OBJECTS["pods"]["error-exit"])
+    deleted["metadata"]["deletionTimestamp"] = "2026-11-24T10:00:05Z"
+    monkeypatch.setitem(OBJECTS["pods"], "deleted-error-exit", deleted)
+    status = _watcher(FakeCluster("backoff-exceeded", ["deleted-error-exit"])).status()
+    assert status.state == "failed"
+    assert str(status.reason).startswith("its pod toolkit-0123abcd4567-x7k2p was deleted while it ran")
+    assert "the container exited with code 3" in str(status.reason)
+    deadline = _watcher(FakeCluster("deadline-exceeded", ["deleted-error-exit"])).status()
+    assert "was deleted" not in str(deadline.reason)  # the Job controller deleted it: the deadline is the cause

@@ -339,6 +339,12 @@ def job_status(job: Any, pods: list[Any], container: str) -> JobStatus:
     return status
 
 
+def _failed_for(job: Any) -> str | None:
+    """The reason of the Job's Failed condition (BackoffLimitExceeded, DeadlineExceeded ...), if it failed."""
+    failed = next((c for c in job.status.conditions or [] if c.type == "Failed" and c.status == "True"), None)
+    return failed.reason if failed else None
+
+
 def _job_status(job: Any, pods: list[Any], container: str) -> JobStatus:
     pods = sorted(pods, key=lambda pod: pod.metadata.creation_timestamp)
     latest = pods[-1] if pods else None
@@ -388,6 +394,8 @@ class KubernetesWatcher(JobWatcher):
         self._logs_complete: set[str] = set()
         self._pod_failures: dict[str, str | None] = {}
         """Every pod seen, with why it failed (None: not failed, as far as seen); explains retries."""
+        self._removed_pods: set[str] = set()
+        """Pods deleted (or gone) before they finished: their removal is why they failed."""
 
     def _clients(self) -> tuple[Any, Any]:
         if self._apis is None:
@@ -415,9 +423,15 @@ class KubernetesWatcher(JobWatcher):
         pods = self._pods()
         last_failure = self._note_failures(pods)
         status = job_status(job, pods, self._container)
-        if status.state == "failed" and not pods and last_failure:
-            status.reason = last_failure  # the Job's own condition (BackoffLimitExceeded) says less
         status.previous_failure = last_failure
+        if status.state != "failed" or _failed_for(job) == "DeadlineExceeded":
+            return status  # (the Job controller deletes the pods of a Job past its deadline itself)
+        newest = next(reversed(self._pod_failures), None)
+        if newest in self._removed_pods:  # "exited with code 143" or BackoffLimitExceeded alone say less
+            detail = f"; {status.reason}" if pods and status.reason else ""
+            status.reason = f"{self._pod_failures[newest]}{detail}"
+        elif not pods and last_failure:
+            status.reason = last_failure
         return status
 
     def _note_failures(self, pods: list[Any]) -> str | None:
@@ -426,6 +440,7 @@ class KubernetesWatcher(JobWatcher):
         present = {pod.metadata.name for pod in pods}
         for name, failure in list(self._pod_failures.items()):
             if name not in present and failure is None:
+                self._removed_pods.add(name)
                 self._pod_failures[name] = (
                     f"its pod {name} vanished before it finished (deleted, evicted or its node lost)"
                 )
@@ -436,6 +451,7 @@ class KubernetesWatcher(JobWatcher):
             elif self._pod_failures.get(name):
                 continue  # the first cause seen is the one that explains it (deleted, then exit 143)
             elif pod.metadata.deletion_timestamp is not None:
+                self._removed_pods.add(name)
                 self._pod_failures[name] = f"its pod {name} was deleted while it ran (by hand, a drain or node loss)"
             elif pod.status.phase == "Failed":
                 failure = _failure_of_pod(pod, self._container)
