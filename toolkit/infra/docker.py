@@ -33,6 +33,7 @@ from toolkit.infra import job_secrets
 from toolkit.infra.base import (
     JobConfiguration,
     JobStatus,
+    JobVariables,
     JobWatcher,
     RunContext,
     Target,
@@ -40,7 +41,7 @@ from toolkit.infra.base import (
     runner_command,
 )
 from toolkit.infra.storage import RunStorage
-from toolkit.infra.synonyms import PREFECT_COMMON, docker_memory, no_counterpart, renamed
+from toolkit.infra.synonyms import PREFECT_COMMON, docker_memory, no_counterpart, prefect_retries, renamed
 from toolkit.secretvalues import Secret
 
 CONTAINER_RUN_DIR = "/toolkit-run"
@@ -274,6 +275,7 @@ class DockerTarget(Target):
     plugin_packages = ("pulumi_docker",)
     synonyms = {
         **PREFECT_COMMON,
+        **prefect_retries(),
         "memory": renamed(
             "mem_limit", "memory limit with a unit, e.g. '512m' or '2g'; an integer is MiB", docker_memory
         ),
@@ -295,7 +297,7 @@ class DockerTarget(Target):
 
     @classmethod
     def default_job_configuration(cls) -> dict[str, Any]:
-        skip = {"timeout", *ENVIRONMENT_VARIABLES}
+        skip = {*JobVariables.model_fields, *ENVIRONMENT_VARIABLES}  # the engine's, and the environment's
         return placeholders(*(name for name in DockerVariables.model_fields if name not in skip))
 
     environment = "image"
@@ -354,6 +356,7 @@ class DockerTarget(Target):
             files_path=str(run.files_path) if run.files_path else None,
             secrets=job_secrets.secret_inputs(run.run_key, job.env),
             secrets_owner=job.user,
+            attempt=run.attempt,
         )
         envs = [f"{key}={value}" for key, value in job_secrets.plain_env(job.env).items()]
         volumes = [pulumi_docker.ContainerVolumeArgs(host_path=run.storage_url, container_path=CONTAINER_RUN_DIR)]
@@ -394,7 +397,9 @@ class DockerTarget(Target):
             attach=False,
             logs=False,
             destroy_grace_seconds=2,
-            opts=pulumi.ResourceOptions(depends_on=[storage], delete_before_replace=True),
+            opts=pulumi.ResourceOptions(
+                depends_on=[storage], delete_before_replace=True, replacement_trigger=run.attempt
+            ),
         )
         pulumi.export("container_id", container.id)
         pulumi.export("run_dir", run.storage_url)

@@ -35,7 +35,7 @@ from toolkit.infra.base import (
     runner_command,
 )
 from toolkit.infra.storage import RunStorage
-from toolkit.infra.synonyms import PREFECT_COMMON, renamed
+from toolkit.infra.synonyms import PREFECT_COMMON, prefect_retries, renamed
 from toolkit.providers.local_process import EXIT_NAME, LOG_NAME, LocalProcessProvider, running
 from toolkit.secretvalues import Secret
 
@@ -120,6 +120,7 @@ class ProcessTarget(Target):
     name = "process"
     synonyms = {
         **PREFECT_COMMON,
+        **prefect_retries(),
         "cwd": renamed("working_dir"),
         "interpreter": renamed("python"),
     }
@@ -152,6 +153,7 @@ class ProcessTarget(Target):
             options=run.storage_options,
             files_path=str(run.files_path) if run.files_path else None,
             secrets=job_secrets.secret_inputs(run.run_key, job.env),
+            attempt=run.attempt,
         )
         secrets_file = os.path.join(run.storage_url, job_secrets.SECRETS_NAME)
         python = run.python or job.python or sys.executable
@@ -165,7 +167,10 @@ class ProcessTarget(Target):
                 "cwd": job.working_dir,
                 "pid": None,
             },
-            opts=pulumi.ResourceOptions(depends_on=[storage]),
+            # a new attempt replaces the process; the old one goes first (its pid must not be reused meanwhile)
+            opts=pulumi.ResourceOptions(
+                depends_on=[storage], delete_before_replace=True, replacement_trigger=run.attempt
+            ),
         )
         pulumi.export("pid", process.pid)
         pulumi.export("run_dir", run.storage_url)

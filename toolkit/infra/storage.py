@@ -38,10 +38,12 @@ class RunStorage(Resource, module="toolkit", name="RunStorage"):
         files_path: str | None = None,
         secrets: dict[str, pulumi.Output[str]] | None = None,
         secrets_owner: str | None = None,
+        attempt: int = 1,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         """``secrets`` (local storage only): values for the job's secrets file, each a Pulumi
-        secret; ``secrets_owner`` ('uid[:gid]') the job's user the file is handed to."""
+        secret; ``secrets_owner`` ('uid[:gid]') the job's user the file is handed to. ``attempt``
+        (``RunContext.attempt``): a new one writes the secrets file again for the job's new attempt."""
         if secrets and local_path(url) is None:
             raise ValueError(f"a secrets file needs local run storage, not {url!r}")
         props = {
@@ -52,6 +54,7 @@ class RunStorage(Resource, module="toolkit", name="RunStorage"):
             "bundle_name": BUNDLE_NAME,
             "secrets": secrets or {},
             "secrets_owner": secrets_owner,
+            "attempt": attempt,
         }
         if files_path:
             props.update(files_path=files_path, files_name=FILES_NAME)
