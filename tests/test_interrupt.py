@@ -157,15 +157,25 @@ def test_a_second_ctrl_c_during_teardown_neither_leaks_nor_hangs(tmp_path, targe
     interrupt_a_blocked_call(tmp_path, target, twice=True)
 
 
+def _ignore_sigint() -> None:
+    """What a background child of a non-interactive shell inherits."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _ignored_then_reset() -> None:
+    """The client's start from an inherited 'ignore', whatever pytest itself inherited."""
+    _ignore_sigint()
+    _default_sigint()
+
+
 def test_the_client_really_had_the_default_sigint_handler(tmp_path):
-    """Guard for the two tests above: without the reset, an inherited 'ignore' makes Ctrl-C do nothing."""
+    """Guard for the two tests above: without the reset, an inherited 'ignore' makes Ctrl-C do nothing.
+
+    Both probes start from an ignored SIGINT: a pytest that did not inherit one
+    must not let a reset that does nothing pass.
+    """
     probe = "import signal; print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)"
-    ignoring = subprocess.run(
-        [sys.executable, "-c", probe],
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
-        capture_output=True,
-        text=True,
-    )
+    ignoring = subprocess.run([sys.executable, "-c", probe], preexec_fn=_ignore_sigint, capture_output=True, text=True)
     assert ignoring.stdout.strip() == "False"  # inherited 'ignore': Python installs no KeyboardInterrupt
-    reset = subprocess.run([sys.executable, "-c", probe], preexec_fn=_default_sigint, capture_output=True, text=True)
+    reset = subprocess.run([sys.executable, "-c", probe], preexec_fn=_ignored_then_reset, capture_output=True, text=True)
     assert reset.stdout.strip() == "True"
