@@ -47,4 +47,6 @@ def preview_run(prepared: PreparedRun) -> Plan:
         environment=prepared.environment.summary() if prepared.environment else None,
         policy_packs=prepared.policy_packs,
         policy_results=progress.policy_results,
+        items=prepared.context.fanout.count if prepared.context.fanout else None,
+        parallelism=prepared.context.fanout.parallelism if prepared.context.fanout else None,
     )

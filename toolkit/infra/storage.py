@@ -18,7 +18,7 @@ from typing import Any
 import pulumi
 from pulumi.dynamic import Resource
 
-from toolkit.bundles import FILES_NAME
+from toolkit.bundles import CLAIMS_DIR, FILES_NAME, ITEMS_DIR, RESULTS_DIR
 from toolkit.providers.run_storage import RunStorageProvider, local_path
 from toolkit.runner import BUNDLE_NAME
 
@@ -38,10 +38,14 @@ class RunStorage(Resource, module="toolkit", name="RunStorage"):
         files_path: str | None = None,
         secrets: dict[str, pulumi.Output[str]] | None = None,
         secrets_owner: str | None = None,
+        items_path: str | None = None,
+        secrets_names: list[str] | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         """``secrets`` (local storage only): values for the job's secrets file, each a Pulumi
-        secret; ``secrets_owner`` ('uid[:gid]') the job's user the file is handed to."""
+        secret; ``secrets_owner`` ('uid[:gid]') the job's user the file is handed to;
+        ``secrets_names``: one file per worker of a map (each reads and deletes its own).
+        ``items_path``: a map's staged item bundles, uploaded as ``items/``."""
         if secrets and local_path(url) is None:
             raise ValueError(f"a secrets file needs local run storage, not {url!r}")
         props = {
@@ -53,6 +57,10 @@ class RunStorage(Resource, module="toolkit", name="RunStorage"):
             "secrets": secrets or {},
             "secrets_owner": secrets_owner,
         }
+        if secrets_names:
+            props["secrets_names"] = secrets_names
+        if items_path:
+            props.update(items_path=items_path, items_dir=ITEMS_DIR, work_dirs=[RESULTS_DIR, CLAIMS_DIR])
         if files_path:
             props.update(files_path=files_path, files_name=FILES_NAME)
         super().__init__(RunStorageProvider(), name, props, opts)

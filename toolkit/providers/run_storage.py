@@ -30,6 +30,18 @@ def _outputs(props: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in props.items() if key != "secrets"}
 
 
+def _copy_items(props: dict[str, Any], path: str) -> None:
+    """A map's item bundles into ``items/``, and the directories its jobs write (results, claims)
+    with the run directory's mode, so a container's unprivileged user can write there."""
+    mode = int(props.get("mode") or "700", 8)
+    for name in [props["items_dir"], *props["work_dirs"]]:
+        os.makedirs(os.path.join(path, name))
+        os.chmod(os.path.join(path, name), mode)
+    source, items = props["items_path"], os.path.join(path, props["items_dir"])
+    for name in os.listdir(source):  # copyfile: readable by the job's user, unlike the 0600 staged copies
+        shutil.copyfile(os.path.join(source, name), os.path.join(items, name))
+
+
 class RunStorageProvider(ResourceProvider):
     """Creates the prefix (0700 when local), uploads the bundle, writes the secrets file; deletes it all on destroy.
 
@@ -46,8 +58,11 @@ class RunStorageProvider(ResourceProvider):
                 shutil.copyfile(props["bundle_path"], os.path.join(path, name))
                 if props.get("files_path"):
                     shutil.copyfile(props["files_path"], os.path.join(path, props["files_name"]))
+                if props.get("items_path"):
+                    _copy_items(props, path)
                 if props.get("secrets"):
-                    secrets_file.write(path, props["secrets"], props.get("secrets_owner"))
+                    for secrets_name in props.get("secrets_names") or [secrets_file.SECRETS_NAME]:
+                        secrets_file.write(path, props["secrets"], props.get("secrets_owner"), secrets_name)
             except BaseException:
                 # A failed create is not recorded in state, so destroy would never remove it.
                 shutil.rmtree(path, ignore_errors=True)
@@ -61,6 +76,10 @@ class RunStorageProvider(ResourceProvider):
             fs.put_file(props["bundle_path"], f"{root}/{name}")
             if props.get("files_path"):
                 fs.put_file(props["files_path"], f"{root}/{props['files_name']}")
+            if props.get("items_path"):
+                items = props["items_path"]
+                names = sorted(os.listdir(items))
+                fs.put([os.path.join(items, n) for n in names], [f"{root}/{props['items_dir']}/{n}" for n in names])
         except BaseException:
             if fs.exists(root):
                 fs.rm(root, recursive=True)
