@@ -52,6 +52,8 @@ SKIP_AWAIT = "pulumi.com/skipAwait"
 DELETION_POLICY = "pulumi.com/deletionPropagationPolicy"
 """Foreground: destroying the Job deletes its pods first, so a cancelled run stops running."""
 RUN_KEY_DATA = "run-key"
+INDEX_ENV = "JOB_COMPLETION_INDEX"
+"""Where an Indexed Job's pod finds its completion index: the map item it runs."""
 RESERVED_ENV = (RUN_KEY_ENV, STORAGE_OPTIONS_ENV)
 STORAGE_SCHEMES = ("s3", "gs", "gcs", "az", "abfs", "abfss")
 CPU_QUANTITY = r"^(\d+(\.\d{1,3})?|\d+m)$"
@@ -253,9 +255,24 @@ def run_manifest(job: KubernetesJob, run: RunContext, service_account: str) -> d
     if job.image_pull_secrets:
         pod["imagePullSecrets"] = [*pod.get("imagePullSecrets", []), *({"name": n} for n in job.image_pull_secrets)]
     runner = pod["containers"][0]
-    runner["command"] = runner_command(run.storage_url, job.python)
+    runner["command"] = runner_command(run.storage_url, job.python, fanout=run.fanout, index_env=INDEX_ENV)
     runner["env"] = [*runner.get("env", []), *_container_env(job, run, _run_name(run.run_id))]
+    if run.fanout is not None:
+        _index(manifest["spec"], run.fanout.count, run.fanout.parallelism)
     return manifest
+
+
+def _index(spec: dict[str, Any], count: int, parallelism: int) -> None:
+    """A map's Job: Indexed, one completion per item, ``parallelism`` pods at once.
+
+    The Job's ``backoffLimit`` becomes ``backoffLimitPerIndex``: an item whose pod
+    died of an infrastructure failure is retried on its own, and a failed item
+    does not stop the others (the Job ends once every index succeeded or failed).
+    """
+    spec["completionMode"] = "Indexed"
+    spec["completions"] = count
+    spec["parallelism"] = parallelism
+    spec["backoffLimitPerIndex"] = int(spec.pop("backoffLimit", 0) or 0)
 
 
 # -- watching ---------------------------------------------------------------------------
@@ -336,6 +353,26 @@ def job_status(job: Any, pods: list[Any], container: str) -> JobStatus:
     return JobStatus(state="pending", reason=_pending_reason(latest))
 
 
+def indexed_job_status(job: Any, pods: list[Any], container: str) -> JobStatus:
+    """A map's Indexed Job: decided by the Job's conditions alone, since one pod's failure fails
+    only its item (retried up to ``backoffLimitPerIndex``); a pod that can never start fails it all."""
+    conditions = {c.type: c for c in job.status.conditions or [] if c.status == "True"}
+    failures = [(pod, _failure_of_pod(pod, container)) for pod in pods]
+    if "Complete" in conditions:
+        return JobStatus(state="succeeded", exit_code=0)
+    if "Failed" in conditions:
+        condition = conditions["Failed"]
+        reason = f"the Job failed ({condition.reason}: {condition.message})"
+        failed = next((failure for pod, failure in failures if failure and pod.status.phase == "Failed"), None)
+        if failed:
+            reason += f"; a failed item's pod: {failed[1]}"
+        return JobStatus(state="failed", exit_code=failed[0] if failed else None, reason=reason)
+    for pod, failure in failures:
+        if failure and failure[0] is None and pod.status.phase not in ("Failed", "Succeeded"):
+            return JobStatus(state="failed", reason=failure[1])  # an image or a Secret that never comes
+    return JobStatus(state="running" if job.status.active else "pending")
+
+
 class KubernetesWatcher(JobWatcher):
     """Follows one Job and its pods; ``connect`` builds the API clients on first use."""
 
@@ -345,7 +382,9 @@ class KubernetesWatcher(JobWatcher):
         job_name: str,
         container: str,
         connect: Callable[[], tuple[Any, Any]],
+        indexed: bool = False,
     ) -> None:
+        self._indexed = indexed
         self._namespace = namespace
         self._job_name = job_name
         self._container = container
@@ -377,7 +416,8 @@ class KubernetesWatcher(JobWatcher):
                     reason=f"the Job {self._namespace}/{self._job_name} was deleted before it finished",
                 )
             raise
-        return job_status(job, self._pods(), self._container)
+        decide = indexed_job_status if self._indexed else job_status
+        return decide(job, self._pods(), self._container)
 
     def read_logs(self) -> str:
         from kubernetes.client.exceptions import ApiException
@@ -559,7 +599,11 @@ class KubernetesTarget(Target):
             return {"name": name, "namespace": namespace, "labels": run.labels, **extra}
 
         storage = RunStorage(
-            "run-storage", url=run.storage_url, bundle_path=str(run.bundle_path), options=run.storage_options
+            "run-storage",
+            url=run.storage_url,
+            bundle_path=str(run.bundle_path),
+            options=run.storage_options,
+            items_path=str(run.fanout.items_path) if run.fanout else None,
         )
         secret_data = {RUN_KEY_DATA: pulumi.Output.secret(run.run_key)}
         for env_name, value in job.env.items():
@@ -611,5 +655,9 @@ class KubernetesTarget(Target):
         job = run.job
         assert isinstance(job, KubernetesJob)
         return KubernetesWatcher(
-            outputs["namespace"], outputs["job_name"], outputs["container"], lambda: connect(job.context)
+            outputs["namespace"],
+            outputs["job_name"],
+            outputs["container"],
+            lambda: connect(job.context),
+            indexed=run.fanout is not None,
         )

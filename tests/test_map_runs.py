@@ -1,0 +1,241 @@
+"""``fn.map`` end to end on process and docker: one real stack per map, workers claiming items.
+
+Each map is a real run stack on the local file backend; docker maps run real
+containers on the local engine, whose count while the map runs is read from
+the engine itself (``docker ps`` filtered by the run's label). After each test
+nothing of any run may be left (stacks, run directories, staged items,
+containers).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import textwrap
+import threading
+import time
+
+import pytest
+
+import toolkit
+from tests.leaks import assert_nothing_left, leftovers
+from tests.test_interrupt import Client
+from toolkit import Submitter, records
+from toolkit.errors import BundleError, ConfigError, RunCancelledError
+from toolkit.futures import wait_for_teardowns
+
+pytestmark = pytest.mark.engine
+
+TARGETS = ["process", pytest.param("docker", marks=pytest.mark.docker)]
+N = 20
+
+
+@pytest.fixture(autouse=True)
+def _nothing_left_after_each_test():
+    yield
+    wait_for_teardowns()
+    assert_nothing_left()
+
+
+def bind(target: str, fn, **job_variables):  # noqa: ANN001, ANN201 - any function
+    return getattr(toolkit, target)(**job_variables)(fn)
+
+
+def square_unless_seven(x: int) -> int:
+    import random
+    import time
+
+    time.sleep(random.uniform(0, 0.05))  # items finish out of order
+    if x == 7:
+        raise ValueError(f"item {x} refuses")
+    return x * x
+
+
+def timed(x: int) -> tuple[int, float, float]:
+    import time
+
+    started = time.time()
+    time.sleep(0.4)
+    return x, started, time.time()
+
+
+def sleeper(x: int) -> int:
+    import time
+
+    print(f"item {x} started", flush=True)
+    time.sleep(600)
+    return x
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_results_in_input_order_and_one_failing_item_raises_its_own_exception(target):
+    future = bind(target, square_unless_seven).map(range(N), max_parallel=3)
+    iterator = iter(future)
+    assert [next(iterator) for _ in range(7)] == [x * x for x in range(7)]
+    with pytest.raises(ValueError, match="item 7 refuses") as raised:
+        next(iterator)
+    assert "square_unless_seven" in raised.value.remote_traceback  # the job's own traceback
+    assert [future.item(i).result() for i in range(8, N)] == [x * x for x in range(8, N)]  # unaffected
+    assert future.wait_teardown(120)
+    assert future.counts() == {"pending": 0, "running": 0, "completed": N, "failed": 0}
+    assert future.item(7).state == "completed" and isinstance(future.item(7).exception(), ValueError)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_return_exceptions_returns_the_failing_items_exception_in_its_place(target):
+    results = list(bind(target, square_unless_seven).map(range(N), return_exceptions=True))
+    assert isinstance(results[7], ValueError) and "remote_traceback" in vars(results[7])
+    assert results[:7] + results[8:] == [x * x for x in range(N) if x != 7]
+
+
+def _engine_count(target: str, run_id: str) -> int:
+    """Workers running now, as the engine sees them: containers with the run's label, or processes
+    whose command line names the run's directory."""
+    if target == "docker":
+        names = subprocess.run(
+            ["docker", "ps", "-q", "--filter", f"label=toolkit-run={run_id}"], capture_output=True, text=True, check=True
+        ).stdout.split()
+        return len(names)
+    count = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            command = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+        except OSError:
+            continue
+        interpreter = command[0] != b"sh"  # not the wrapper that records the worker's exit status
+        if interpreter and b"toolkit.runner" in command and any(run_id.encode() in part for part in command):
+            count += 1
+    return count
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_max_parallel_is_respected_as_the_engine_sees_it(target):
+    future = bind(target, timed).map(range(12), max_parallel=3)
+    seen: list[int] = []
+    while not future.done():
+        seen.append(_engine_count(target, future.run_id))
+        time.sleep(0.05)
+    results = list(future)
+    assert max(seen) == 3, seen  # never more than max_parallel workers, and all three did run
+    events = sorted([(start, 1) for _, start, _ in results] + [(end, -1) for _, _, end in results])
+    running = peak = 0
+    for _, step in events:
+        running += step
+        peak = max(peak, running)
+    assert peak <= 3, results  # and never more than three items at once, from the items' own clocks
+    assert [x for x, _, _ in results] == list(range(12))
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_cancel_mid_map_tears_the_stack_down_and_unfinished_items_say_so(target):
+    future = bind(target, sleeper).map(range(6), max_parallel=2)
+    deadline = time.monotonic() + 120
+    while future.counts()["running"] < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert future.counts()["running"] == 2, future.counts()
+    assert future.cancel(timeout=120) is True
+    assert future.state == "cancelled"
+    with pytest.raises(RunCancelledError):
+        list(future)
+    assert future.counts()["failed"] == 6
+    assert _engine_count(target, future.run_id) == 0
+    assert not leftovers()
+
+
+MAP_CLIENT = textwrap.dedent(
+    """
+    import sys, time
+    import toolkit
+
+    target = sys.argv[1]
+
+    @getattr(toolkit, target)
+    def sleeper(x):
+        print(f"job started {x}", flush=True)
+        time.sleep(600)
+        return x
+
+    print("client calling", flush=True)
+    for value in sleeper.map(range(4), max_parallel=2):  # blocks: Ctrl-C arrives here
+        print("a result", value, flush=True)
+    print("the call returned", flush=True)
+    """
+)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_ctrl_c_while_iterating_a_map_cancels_and_tears_down(tmp_path, target):
+    client = Client(tmp_path, target, source=MAP_CLIENT)
+    run_id = client.wait_for(" on pool ", timeout=60).split()[0]
+    client.wait_for("job started", timeout=120)
+    client.ctrl_c()
+    status = client.exit_status()
+    output = client.output()
+    assert status != 0 and "KeyboardInterrupt" in output and "a result" not in output, output
+    record = records.load(run_id)
+    assert (record.state, record.torn_down) == ("cancelled", True), output
+
+
+def add(a: int, b: int, c: int = 0) -> int:
+    import os
+
+    return a + b + c + int(os.environ["OFFSET"])
+
+
+def test_submitter_map_zips_iterables_and_takes_job_variables():
+    with Submitter("local-process") as submitter:
+        future = submitter.map(add, [1, 2, 3], (10, 20, 30, 40), job_variables={"env": {"OFFSET": "100"}})
+        assert list(future) == [111, 122, 133]  # zip: the shortest iterable decides
+        assert len(future) == 3
+
+
+def test_as_completed_yields_every_item_once_with_its_state():
+    future = bind("process", square_unless_seven).map(range(10), max_parallel=2)
+    items = list(future.as_completed(timeout=120))
+    assert sorted(item.index for item in items) == list(range(10))
+    assert all(item.state == "completed" for item in items)
+    assert {item.index: item.exception() is not None for item in items} == {i: i == 7 for i in range(10)}
+
+
+def test_items_stream_to_disk_before_anything_is_provisioned(monkeypatch):
+    """An item that cannot be pickled, or an iterable that raises, fails the map before any stack exists."""
+
+    def items():
+        yield 1
+        yield threading.Lock()
+
+    with pytest.raises(BundleError, match="positional argument 0"):
+        bind("process", square_unless_seven).map(items())
+
+    def broken():
+        yield 1
+        raise RuntimeError("the caller's generator broke")
+
+    with pytest.raises(RuntimeError, match="generator broke"):
+        bind("process", square_unless_seven).map(broken())
+    assert not leftovers()
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True])
+def test_bad_max_parallel_is_a_clear_error_before_anything_exists(bad):
+    before = len(records.all_records())
+    with pytest.raises(ConfigError, match="max_parallel must be a whole number"):
+        bind("process", square_unless_seven).map(range(3), max_parallel=bad)
+    assert not leftovers() and len(records.all_records()) == before
+
+
+def test_a_map_over_no_items_creates_nothing():
+    future = bind("process", square_unless_seven).map([])
+    assert list(future) == [] and future.done() and future.run_id is None
+    plan = bind("process", square_unless_seven).map.preview(iter(()))
+    assert plan.items == 0 and plan.changes == []
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_preview_shows_the_one_stack_with_its_workers(target):
+    plan = bind(target, square_unless_seven).map.preview(range(50), max_parallel=4)
+    assert (plan.items, plan.parallelism) == (50, 4)
+    workers = [c for c in plan.changes if c.type in ("pulumi-python:dynamic/toolkit:LocalProcess", "docker:index/container:Container")]
+    assert len(workers) == 4, [c.type for c in plan.changes]
+    assert all("--items" in c.inputs.get("argv", c.inputs.get("command", [])) for c in workers)
+    assert "a map of 50 items, at most 4 at once" in str(plan)
