@@ -93,6 +93,10 @@ class EnvironmentBuildError(ProvisionError):
     """Building an environment's image or virtualenv failed; nothing of the run was provisioned."""
 
 
+class ImagePushError(EnvironmentBuildError):
+    """An environment image could not be pushed to the pool's image registry; no run stack exists."""
+
+
 class JobFailedError(ToolkitError):
     """The job ended without a result (crash, OOM kill, image problem, non-zero exit)."""
 

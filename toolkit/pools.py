@@ -17,6 +17,7 @@ import fsspec
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from toolkit import settings
+from toolkit.environments.registry import ImageRegistry
 from toolkit.errors import ConfigError, PoolNotFoundError
 from toolkit.guardrails.policy import check_pack_reference
 from toolkit.guardrails.secrets import check_provider
@@ -87,6 +88,12 @@ class WorkPool(BaseModel):
         default=None,
         description="Secrets provider of run stacks: 'passphrase' or awskms://, gcpkms://, azurekeyvault://, "
         "hashivault:// (default: TOOLKIT_SECRETS_PROVIDER, else passphrase).",
+    )
+    image_registry: ImageRegistry | None = Field(
+        default=None,
+        description="Where environment images are pushed for targets whose jobs do not run on the caller's "
+        "Docker engine (kubernetes, ecs, cloud_run, vertex_ai, azure_container_instance); jobs pull them by "
+        "digest. 'host[:port]/path', or an object with url, username, password_env, insecure.",
     )
 
     @field_validator("name")

@@ -56,7 +56,7 @@ CONFIG_NAMESPACE = "toolkit"
 REGISTRY_URL_KEY = "registryUrl"
 DOCUMENT_FIELDS = (
     "name", "type", "base_job_template", "storage", "backend_url", "description",
-    "policy_packs", "max_concurrent_runs", "secrets_provider",
+    "policy_packs", "max_concurrent_runs", "secrets_provider", "image_registry",
 )
 """The inputs that make up the published pool document (the rest say where it is published)."""
 
@@ -185,6 +185,7 @@ class WorkPoolResource(Resource, module="toolkit", name="WorkPool"):
         policy_packs: pulumi.Input[list[str]] | None = None,
         max_concurrent_runs: pulumi.Input[int] | None = None,
         secrets_provider: pulumi.Input[str] | None = None,
+        image_registry: pulumi.Input[str] | pulumi.Input[Mapping[str, Any]] | None = None,
         registry_url: pulumi.Input[str] | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
@@ -198,6 +199,7 @@ class WorkPoolResource(Resource, module="toolkit", name="WorkPool"):
             "policy_packs": policy_packs,
             "max_concurrent_runs": max_concurrent_runs,
             "secrets_provider": secrets_provider,
+            "image_registry": image_registry,
             "registry_url": registry_url or registry_url_from_config(),
         }
         super().__init__(_WorkPoolProvider(), resource_name, props, opts)

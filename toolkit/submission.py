@@ -166,12 +166,18 @@ def prepare(
         wanted = EnvironmentSettings.from_variables(variables)
         cwd = Path.cwd()
         base = target.environment_base(job)
-        environment = lifecycle.plan(fn, tuple(args), dict(kwargs), wanted, target.environment, base, pool.name, cwd)
+        registry = pool.image_registry if target.images_from_registry else None
+        environment = lifecycle.plan(fn, tuple(args), dict(kwargs), wanted, target.environment, base, pool.name, cwd,
+                                     remote=target.images_from_registry, registry=registry)
+        if environment.registry is not None:
+            target.check_image_registry(environment.registry, job, pool.name)
         if wanted.include_files:
             selected = files.select(wanted.include_files, cwd, wanted.include_files_max_mb)
             archive = files.pack(selected, staging_dir() / f"{run_id}.files.tgz")
     try:
         if build and environment is not None:
+            if environment.status == "build" and environment.kind == "image":  # built (and pushed) by docker
+                plugins.require(("pulumi_docker",), f"the environment image of pool {pool.name!r}", Progress(run_id).say)
             environment = lifecycle.ensure(environment)
         timings["environment"] = time.perf_counter() - started
 
@@ -199,6 +205,7 @@ def prepare(
         image=environment.image if environment else None,
         python=environment.python if environment else None,
         files_path=archive.path if archive else None,
+        image_registry=environment.registry if environment else None,
     )
     return PreparedRun(
         run_id=run_id,

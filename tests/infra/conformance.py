@@ -10,6 +10,7 @@ program, the program under ``pulumi.runtime.set_mocks``.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any, ClassVar
@@ -18,8 +19,11 @@ import pytest
 
 from tests.infra.mocking import SECRET_SIG_KEY, MockOutputs, ProgramRun, run_program
 from toolkit import templating
+from toolkit.bundles import FILES_NAME
+from toolkit.environments.registry import ImageRegistry
 from toolkit.errors import ConfigError
 from toolkit.infra.base import JobWatcher, RunContext, Target
+from toolkit.runner import BUNDLE_NAME
 from toolkit.secretvalues import Secret
 
 SECRET_ENV = "API_TOKEN"
@@ -51,6 +55,8 @@ class TargetConformance:
     pool_storage_url: ClassVar[str | None] = None
     """Set for targets that need a pool storage URL (shared-prefix mode)."""
     mock_outputs: ClassVar[dict[str, MockOutputs]] = {}
+    mock_calls: ClassVar[dict[str, dict[str, Any]]] = {}
+    """Results of provider functions (invokes) by token, e.g. a project's number."""
     run_id: ClassVar[str] = "0123abcd4567"
     expected_resources: ClassVar[set[tuple[str, str]]]
     """Every ``(type, logical name)`` the program registers for ``sample()``: no more, no fewer."""
@@ -96,7 +102,7 @@ class TargetConformance:
 
     def program(self, *layers: dict[str, Any]) -> ProgramRun:
         context = self.context(*layers)
-        return run_program(lambda: self.target.program(context), outputs=self.mock_outputs)
+        return run_program(lambda: self.target.program(context), outputs=self.mock_outputs, calls=self.mock_calls)
 
     # -- the contract -------------------------------------------------------------
 
@@ -148,7 +154,7 @@ class TargetConformance:
 
     def test_watcher_builds_from_program_exports(self) -> None:
         context = self.context(self.sample())
-        run = run_program(lambda: self.target.program(context), outputs=self.mock_outputs)
+        run = run_program(lambda: self.target.program(context), outputs=self.mock_outputs, calls=self.mock_calls)
         assert run.exports == self.expected_exports
         watcher = self.target.watcher(context, run.exports)
         assert isinstance(watcher, JobWatcher)
@@ -161,3 +167,78 @@ class TargetConformance:
         used = {r.type.split(":")[0] for r in run.resources} - {"pulumi", "pulumi-python"}  # dynamic: no plugin
         used |= {r.type.split(":")[2] for r in run.resources if r.type.startswith("pulumi:providers:")}
         assert {spec.name for spec in specs_of(self.target_cls.plugin_packages)} == used
+
+
+DIGEST = "sha256:" + "d1" * 32
+
+
+class RemoteEnvironmentConformance(TargetConformance):
+    """What every target whose jobs pull their environment image from the pool's registry must do.
+
+    A subclass names an ``image_registry`` of its cloud (``pull_registry``) and says where its job
+    resource holds the image (``job_image``) and which files its run storage receives
+    (``uploaded_names``); its own tests assert the pull permission of that cloud.
+    """
+
+    pull_registry: ClassVar[dict[str, Any]]
+    reaches_loopback: ClassVar[bool] = False
+    """Whether jobs may run on the caller's machine (a local cluster), so a loopback registry is allowed."""
+
+    def job_image(self, run: ProgramRun) -> str:
+        raise NotImplementedError(f"{type(self).__name__} must say where its job resource holds the image")
+
+    def uploaded_names(self, run: ProgramRun) -> set[str]:
+        raise NotImplementedError(f"{type(self).__name__} must say which files its run storage receives")
+
+    @property
+    def registry(self) -> ImageRegistry:
+        return ImageRegistry.model_validate(self.pull_registry)
+
+    def reference(self) -> str:
+        return f"{self.registry.repository}@{DIGEST}"
+
+    def environment_context(self, *layers: dict[str, Any], files: bool = False) -> RunContext:
+        """A run whose environment image was pushed to the pool's registry (and, optionally, with files)."""
+        return dataclasses.replace(
+            self.context(*layers),
+            image=self.reference(),
+            image_registry=self.registry,
+            files_path=Path("/tmp/toolkit-test-files.tgz") if files else None,
+        )
+
+    def environment_program(self, *layers: dict[str, Any], files: bool = False) -> ProgramRun:
+        context = self.environment_context(*layers, files=files)
+        return run_program(lambda: self.target.program(context), outputs=self.mock_outputs, calls=self.mock_calls)
+
+    def test_the_job_runs_the_pushed_image_by_digest(self) -> None:
+        run = self.environment_program(self.sample())
+        assert self.job_image(run) == self.reference()
+        assert f"{self.registry.repository}:" not in json.dumps([r.inputs for r in run.resources], default=str)
+
+    def test_without_an_environment_the_job_runs_the_pools_image(self) -> None:
+        run = self.program(self.sample())
+        assert self.job_image(run) == self.sample_variables["image"]
+
+    def test_the_environments_base_is_the_pools_image(self) -> None:
+        config, _ = self.render(self.sample())
+        assert self.target.environment_base(self.target.parse_job(config, "test-pool")) == self.sample_variables["image"]
+
+    def test_include_files_travel_next_to_the_bundle(self) -> None:
+        assert FILES_NAME not in self.uploaded_names(self.program(self.sample()))
+        assert {BUNDLE_NAME, FILES_NAME} <= self.uploaded_names(self.environment_program(self.sample(), files=True))
+
+    def test_environment_variables_are_accepted_and_stay_out_of_the_job(self) -> None:
+        config, variables = self.render(self.sample(), {"packages": ["six==1.16.0"], "include_files": ["data/*.csv"]})
+        assert variables["packages"] == ["six==1.16.0"] and variables["include_files"] == ["data/*.csv"]
+        text = json.dumps(config, default=str)
+        assert "six==1.16.0" not in text and "data/*.csv" not in text
+
+    def test_a_loopback_registry_is_refused_unless_the_jobs_can_reach_it(self) -> None:
+        config, _ = self.render(self.sample())
+        job = self.target.parse_job(config, "test-pool")
+        loopback = ImageRegistry(url="127.0.0.1:5000/toolkit")
+        if self.reaches_loopback:
+            self.target.check_image_registry(loopback, job, "test-pool")
+            return
+        with pytest.raises(ConfigError, match="loopback interface"):
+            self.target.check_image_registry(loopback, job, "test-pool")

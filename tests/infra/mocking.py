@@ -85,6 +85,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
     resources: list[MockedResource] = field(default_factory=list)
     outputs: dict[str, MockOutputs] = field(default_factory=dict)
     """Extra outputs by resource type (e.g. an ARN), merged into the echoed state."""
+    calls: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Results of provider functions by token (e.g. ``gcp:organizations/getProject:getProject``)."""
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         resource_id = f"{args.name}-id"
@@ -95,7 +97,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
         return resource_id, {**args.inputs, **extra}
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:
-        return {}
+        return self.calls.get(args.token, {})
 
 
 class _RecordingMonitor(MockMonitor):
@@ -127,9 +129,11 @@ class ProgramRun:
         return sorted(r.type for r in self.resources)
 
 
-def run_program(program: Any, outputs: dict[str, MockOutputs] | None = None) -> ProgramRun:
+def run_program(
+    program: Any, outputs: dict[str, MockOutputs] | None = None, calls: dict[str, dict[str, Any]] | None = None
+) -> ProgramRun:
     """Run ``program()`` under mocks; returns every registered resource and the stack exports."""
-    mocks = RecordingMocks(outputs=outputs or {})
+    mocks = RecordingMocks(outputs=outputs or {}, calls=calls or {})
     monitor = _RecordingMonitor(mocks)
     pulumi.runtime.set_mocks(mocks, preview=False, monitor=monitor)
     exports: dict[str, Any] = {}

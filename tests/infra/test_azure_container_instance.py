@@ -5,6 +5,7 @@ container, secure env, overrides, the watcher against a fake of the ARM API, and
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -26,11 +27,14 @@ from tests.emulators.azure import (
     fake_arm,
     managed_identity,
 )
-from tests.infra.conformance import RUN_KEY, SECRET_ENV, TargetConformance
+from tests.infra.conformance import RUN_KEY, SECRET_ENV, RemoteEnvironmentConformance
+from tests.infra.mocking import ProgramRun, run_program
 from tests.infra.storage_roundtrip import round_trip, run_job, sealed_bundle
 from toolkit.bundles import unseal_result
+from toolkit.environments.registry import ImageRegistry
 from toolkit.errors import ConfigError
 from toolkit.infra.azure_container_instance import (
+    ACR_PULL,
     BLOB_DATA_CONTRIBUTOR,
     BLOB_DATA_READER,
     MANAGEMENT_ENDPOINT_ENV,
@@ -52,7 +56,7 @@ GROUP_ID = (
 )
 
 
-class TestAzureContainerInstanceTarget(TargetConformance):
+class TestAzureContainerInstanceTarget(RemoteEnvironmentConformance):
     target_cls = AzureContainerInstanceTarget
     run_id = RUN_ID
     sample_variables = {
@@ -90,8 +94,54 @@ class TestAzureContainerInstanceTarget(TargetConformance):
     }
     expected_exports = {"container_group": "job-id"}  # the mocked id of the container group "job"
 
+    pull_registry = {"url": "mlregistry.azurecr.io/ml"}
+
     def group(self, *layers: dict[str, Any]) -> dict[str, Any]:
         return self.program(*layers).one(GROUP).inputs
+
+    def job_image(self, run: ProgramRun) -> str:
+        return run.one(GROUP).inputs["containers"][0]["image"]
+
+    def uploaded_names(self, run: ProgramRun) -> set[str]:
+        return {r.inputs["blobName"] for r in run.of_type("azure-native:storage:Blob")}
+
+    # -- pulling the environment image ------------------------------------------------------
+
+    def test_the_pools_first_identity_pulls_from_the_acr(self) -> None:
+        run = self.environment_program(self.sample())
+        identity = self.sample_variables["identities"][0]
+        assert run.one(GROUP).inputs["imageRegistryCredentials"] == [
+            {"server": "mlregistry.azurecr.io", "identity": identity}
+        ]
+        assert "job-acr-pull" not in {r.name for r in run.of_type(ROLE)}
+
+    def test_without_an_identity_the_runs_own_is_granted_acr_pull_on_exactly_that_registry(self) -> None:
+        run = self.environment_program({**self.sample(), "identities": [], "registry_resource_group": "images"})
+        roles = {r.name: r.inputs for r in run.of_type(ROLE)}
+        assert roles["job-acr-pull"]["scope"] == (
+            f"/subscriptions/{SUBSCRIPTION}/resourceGroups/images/providers/Microsoft.ContainerRegistry/"
+            "registries/mlregistry"
+        )
+        assert roles["job-acr-pull"]["roleDefinitionId"].endswith(f"/roleDefinitions/{ACR_PULL}")
+        assert roles["job-acr-pull"]["principalId"] == "principal-1"
+        identity = run.one("azure-native:managedidentity:UserAssignedIdentity")
+        assert run.one(GROUP).inputs["imageRegistryCredentials"] == [
+            {"server": "mlregistry.azurecr.io", "identity": identity.id}
+        ]
+
+    def test_pool_credentials_are_a_secret_registry_password(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("REGISTRY_TOKEN", "registry-password-never-in-plaintext")
+        registry = ImageRegistry(url="mlregistry.azurecr.io/ml", username="robot", password_env="REGISTRY_TOKEN")
+        context = dataclasses.replace(self.environment_context(self.sample()), image_registry=registry)
+        run = run_program(lambda: self.target.program(context), outputs=self.mock_outputs)
+        group = run.one(GROUP)
+        assert group.inputs["imageRegistryCredentials"] == [
+            {"server": "mlregistry.azurecr.io", "username": "robot", "password": "registry-password-never-in-plaintext"}
+        ]
+        assert "imageRegistryCredentials.0.password" in group.secret_paths()
+        assert "registry-password-never-in-plaintext" not in json.dumps(
+            {k: v for k, v in group.raw.items() if k != "imageRegistryCredentials"}
+        )
 
     def test_overrides_reach_the_container_group(self) -> None:
         group = self.group(self.sample())

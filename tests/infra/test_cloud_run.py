@@ -11,10 +11,11 @@ import pytest
 import requests
 
 from tests.emulators.gcp import PROJECT_NUMBER, TOKEN, FakeGcs, FakeGoogleApis, fake_gcs, google_apis
-from tests.infra.conformance import RUN_KEY, SECRET_ENV, SECRET_VALUE, TargetConformance
-from tests.infra.mocking import secret_version_outputs
+from tests.infra.conformance import RUN_KEY, SECRET_ENV, SECRET_VALUE, RemoteEnvironmentConformance
+from tests.infra.mocking import ProgramRun, secret_version_outputs
 from tests.infra.storage_roundtrip import round_trip
 from toolkit import settings
+from toolkit.environments.registry import ImageRegistry
 from toolkit.errors import ConfigError
 from toolkit.infra.cloud_run import (
     RUN_ENDPOINT_ENV,
@@ -36,7 +37,11 @@ EMAIL = f"tk-run-{RUN_ID}@proj-1.iam.gserviceaccount.com"
 EXECUTION = f"projects/proj-1/locations/europe-west4/jobs/toolkit-{RUN_ID}/executions/toolkit-{RUN_ID}-x7k2p"
 
 
-class TestCloudRunTarget(TargetConformance):
+GET_PROJECT = "gcp:organizations/getProject:getProject"
+REPOSITORY_IAM_MEMBER = "gcp:artifactregistry/repositoryIamMember:RepositoryIamMember"
+
+
+class TestCloudRunTarget(RemoteEnvironmentConformance):
     target_cls = CloudRunTarget
     run_id = RUN_ID
     sample_variables = {
@@ -75,6 +80,29 @@ class TestCloudRunTarget(TargetConformance):
         ("pulumi-python:dynamic/toolkit:CloudRunExecution", "execution"),
     }
     expected_exports = {"execution": EXECUTION, "project": "proj-1"}
+    mock_calls = {GET_PROJECT: {"projectId": "proj-1", "number": PROJECT_NUMBER}}
+    pull_registry = {"url": "us-docker.pkg.dev/proj-2/envs"}
+
+    def job_image(self, run: ProgramRun) -> str:
+        return run.one(JOB).inputs["template"]["template"]["containers"][0]["image"]
+
+    def uploaded_names(self, run: ProgramRun) -> set[str]:
+        return {r.inputs["name"] for r in run.of_type("gcp:storage/bucketObject:BucketObject")}
+
+    def test_the_service_agent_that_pulls_may_read_exactly_the_environments_repository(self) -> None:
+        grant = self.environment_program(self.sample()).one(REPOSITORY_IAM_MEMBER).inputs
+        assert (grant["project"], grant["location"], grant["repository"]) == ("proj-2", "us", "envs")
+        assert grant["role"] == "roles/artifactregistry.reader"
+        assert grant["member"] == f"serviceAccount:service-{PROJECT_NUMBER}@serverless-robot-prod.iam.gserviceaccount.com"
+        assert not self.program(self.sample()).of_type(REPOSITORY_IAM_MEMBER)
+
+    def test_a_private_registry_outside_artifact_registry_is_refused(self) -> None:
+        config, _ = self.render(self.sample())
+        job = self.target.parse_job(config, "test-pool")
+        private = ImageRegistry(url="registry.example.com/ml", username="robot", password_env="REGISTRY_TOKEN")
+        with pytest.raises(ConfigError, match="pulls private images only from Artifact Registry"):
+            self.target.check_image_registry(private, job, "test-pool")
+        self.target.check_image_registry(ImageRegistry(url="registry.example.com/public"), job, "test-pool")
 
     # -- what the program registers ------------------------------------------------------
 

@@ -21,12 +21,13 @@ import pytest
 from botocore.stub import Stubber
 
 from tests.emulators.aws import CLUSTER, REGION, aws, aws_emulator, ecs_cluster, moto_api  # noqa: F401 - fixtures
-from tests.infra.conformance import RUN_KEY, SECRET_ENV, SECRET_VALUE, TargetConformance
+from tests.infra.conformance import DIGEST, RUN_KEY, SECRET_ENV, SECRET_VALUE, RemoteEnvironmentConformance
 from tests.infra.mocking import ProgramRun, run_program
 from tests.infra.storage_roundtrip import round_trip
+from toolkit.environments.registry import ImageRegistry
 from toolkit.errors import ConfigError, ProvisionError
 from toolkit.infra.base import RunContext
-from toolkit.infra.ecs import EcsTarget, EcsWatcher, _EcsTaskProvider, run_task, task_status
+from toolkit.infra.ecs import ECR_PULL_ACTIONS, EcsTarget, EcsWatcher, _EcsTaskProvider, run_task, task_status
 from toolkit.runner import BUNDLE_NAME, RUN_KEY_ENV
 
 ACCOUNT = "123456789012"
@@ -54,8 +55,9 @@ def _policy(run: ProgramRun, name: str) -> dict[str, Any]:
     return json.loads(next(r for r in run.of_type(ROLE_POLICY) if r.name == name).inputs["policy"])
 
 
-class TestEcsTarget(TargetConformance):
+class TestEcsTarget(RemoteEnvironmentConformance):
     target_cls = EcsTarget
+    pull_registry = {"url": f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/ml"}
     sample_variables = {
         "image": f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/train:1",
         "cluster": "ml",
@@ -115,6 +117,49 @@ class TestEcsTarget(TargetConformance):
         """The program with the run's storage at a pool's shared ``url`` prefix."""
         context = dataclasses.replace(self.context(*layers), storage_url=url, shared_storage=True)
         return run_program(lambda: self.target.program(context), outputs=self.mock_outputs)
+
+    def job_image(self, run: ProgramRun) -> str:
+        return _containers(run)[0]["image"]
+
+    def uploaded_names(self, run: ProgramRun) -> set[str]:
+        return {r.inputs["key"] for r in run.of_type("aws:s3/bucketObjectv2:BucketObjectv2")}
+
+    # -- pulling the environment image ------------------------------------------------------
+
+    def test_the_execution_role_may_pull_from_exactly_the_environments_ecr_repository(self) -> None:
+        statements = _policy(self.environment_program(self.sample()), "execution-role-policy")["Statement"]
+        repository = f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/ml/toolkit-env"
+        assert {"Effect": "Allow", "Action": ECR_PULL_ACTIONS, "Resource": [repository]} in statements
+        assert {"Effect": "Allow", "Action": ["ecr:GetAuthorizationToken"], "Resource": ["*"]} in statements
+        assert not any("ecr:" in str(s["Action"]) for s in _policy(self.program(self.sample()), "execution-role-policy")["Statement"])
+
+    def test_an_existing_execution_role_gets_the_pull_permission_for_the_run(self) -> None:
+        run = self.environment_program(self.sample(), {"execution_role_arn": ROLE_ARN})
+        policy = next(r for r in run.of_type(ROLE_POLICY) if r.name == "execution-role-policy").inputs
+        assert policy["role"] == "toolkit-run" and policy["name"] == f"toolkit-{self.run_id}-execution-run"
+        assert any(s["Action"] == ECR_PULL_ACTIONS for s in json.loads(policy["policy"])["Statement"])
+
+    def test_credentials_of_a_private_registry_become_repository_credentials(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("REGISTRY_TOKEN", "registry-password-never-in-plaintext")
+        registry = ImageRegistry(url="registry.example.com/ml", username="robot", password_env="REGISTRY_TOKEN")
+        context = dataclasses.replace(
+            self.environment_context(self.sample()), image=f"{registry.repository}@{DIGEST}", image_registry=registry
+        )
+        run = run_program(lambda: self.target.program(context), outputs=self.mock_outputs)
+        version = next(r for r in run.of_type("aws:secretsmanager/secretVersion:SecretVersion")
+                       if r.name == "registry-credentials-value")
+        assert json.loads(version.inputs["secretString"]) == {
+            "username": "robot", "password": "registry-password-never-in-plaintext"
+        }
+        assert version.secret_paths() == {"secretString"}
+        runner = _containers(run)[0]
+        credentials = secret_arn(f"toolkit/{self.run_id}/registry")
+        assert runner["repositoryCredentials"] == {"credentialsParameter": credentials}
+        assert runner["image"] == f"registry.example.com/ml/toolkit-env@{DIGEST}"
+        assert credentials in _policy(run, "execution-role-policy")["Statement"][0]["Resource"]  # may read it
+        assert "registry-password-never-in-plaintext" not in json.dumps(run.one(TASK_DEFINITION).raw)
 
     # -- what the program creates ----------------------------------------------------------
 

@@ -10,6 +10,7 @@ itself; and ``RunStorage`` plus the runner on ``s3://`` against an AWS emulator.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -22,9 +23,11 @@ from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 
 from tests.emulators.aws import REGION, aws, aws_emulator  # noqa: F401 - fixtures
-from tests.infra.conformance import RUN_KEY, SECRET_ENV, SECRET_VALUE, TargetConformance
-from tests.infra.mocking import ProgramRun
+from tests.infra.conformance import RUN_KEY, SECRET_ENV, SECRET_VALUE, RemoteEnvironmentConformance
+from tests.infra.mocking import ProgramRun, run_program
 from tests.infra.storage_roundtrip import round_trip
+from toolkit.bundles import FILES_NAME
+from toolkit.environments.registry import ImageRegistry
 from toolkit.errors import ConfigError, TargetUnavailableError
 from toolkit.infra.kubernetes import KubernetesTarget, KubernetesWatcher, connect
 from toolkit.providers.run_storage import RunStorageProvider
@@ -60,9 +63,11 @@ def _env(run: ProgramRun) -> dict[str, dict[str, Any]]:
     return {entry["name"]: entry for entry in _container(run)["env"]}
 
 
-class TestKubernetesTarget(TargetConformance):
+class TestKubernetesTarget(RemoteEnvironmentConformance):
     target_cls = KubernetesTarget
     pool_storage_url = "s3://pool-bucket/runs"
+    pull_registry = {"url": "registry.example.com/ml"}
+    reaches_loopback = True
     sample_variables = {
         "image": "reg.example.com/train:1",
         "namespace": "ml",
@@ -95,7 +100,37 @@ class TestKubernetesTarget(TargetConformance):
     }
     expected_exports = {"namespace": "ml", "job_name": "toolkit-0123abcd4567", "container": "runner"}
 
+    def job_image(self, run: ProgramRun) -> str:
+        return _container(run)["image"]
+
+    def uploaded_names(self, run: ProgramRun) -> set[str]:
+        storage = run.one("pulumi-python:dynamic/toolkit:RunStorage").inputs
+        return {BUNDLE_NAME} | ({FILES_NAME} if storage.get("files_path") else set())
+
     # -- what the program creates ------------------------------------------------------------
+
+    def test_pool_registry_credentials_become_a_pull_secret_of_the_run(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("REGISTRY_TOKEN", "registry-password-never-in-plaintext")
+        registry = ImageRegistry(url="registry.example.com/ml", username="robot", password_env="REGISTRY_TOKEN")
+        context = dataclasses.replace(self.environment_context(self.sample()), image_registry=registry)
+        run = run_program(lambda: self.target.program(context), outputs=self.mock_outputs)
+        name = f"toolkit-{self.run_id}-pull"
+        secret = next(r for r in run.of_type("kubernetes:core/v1:Secret") if r.inputs["metadata"]["name"] == name)
+        assert secret.inputs["type"] == "kubernetes.io/dockerconfigjson"
+        assert "stringData" in secret.secret_paths()  # a Pulumi secret: encrypted in state, masked in previews
+        config = json.loads(secret.inputs["stringData"][".dockerconfigjson"])
+        assert config["auths"]["registry.example.com"]["password"] == "registry-password-never-in-plaintext"
+        assert secret.inputs["metadata"]["labels"] == {"toolkit-run": self.run_id, "toolkit-pool": "test-pool"}
+        pod = run.one(JOB).inputs["spec"]["template"]["spec"]
+        assert pod["imagePullSecrets"] == [{"name": "regcred"}, {"name": name}]
+        assert "registry-password-never-in-plaintext" not in json.dumps(run.one(JOB).raw)
+
+    def test_a_registry_without_pool_credentials_adds_no_pull_secret(self) -> None:
+        run = self.environment_program(self.sample())
+        assert [r.inputs["metadata"]["name"] for r in run.of_type("kubernetes:core/v1:Secret")] == [
+            f"toolkit-{self.run_id}"
+        ]
+        assert run.one(JOB).inputs["spec"]["template"]["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
 
     def test_overrides_reach_the_job_manifest(self) -> None:
         run = self.program(self.sample())
@@ -338,7 +373,7 @@ FAILURES = {
         "active",
         ["image-pull-backoff"],
         None,
-        "could not pull its image 'reg.example.com/train:404' (ImagePullBackOff",
+        "could not pull its image 'reg.example.com/train:404' from registry 'reg.example.com' (ImagePullBackOff",
     ),
     "missing-secret": (
         "active",

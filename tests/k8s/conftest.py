@@ -143,9 +143,12 @@ def namespace(kube: tuple, client_env: None, k8s_cluster: ClusterInfo) -> Iterat
     pytest.fail(f"namespace {name!r} still exists {NAMESPACE_GONE_SECONDS} s after its deletion")
 
 
-def save_pool(name: str, cluster: ClusterInfo, namespace: str, **defaults: object) -> str:
+def save_pool(
+    name: str, cluster: ClusterInfo, namespace: str, *, image_registry: object = None, **defaults: object
+) -> str:
     """A kubernetes pool: the runner image, ``namespace``, S3 storage with credentials from a Secret;
-    ``defaults`` set (or replace) variables' defaults, as a platform team's template would."""
+    ``defaults`` set (or replace) variables' defaults, as a platform team's template would;
+    ``image_registry`` is the pool's registry for environment images."""
     template = KubernetesTarget.default_template()
     defaults = {
         "image": cluster.runner_image,
@@ -162,6 +165,7 @@ def save_pool(name: str, cluster: ClusterInfo, namespace: str, **defaults: objec
         name=name, type="kubernetes", base_job_template=template,
         storage={"url": f"s3://{cluster.bucket}/{namespace}", "mode": "shared-prefix",
                  "options": {"endpoint_url": cluster.s3_endpoint}},
+        image_registry=image_registry,
     ), overwrite=True)
     return name
 

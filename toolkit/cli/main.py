@@ -133,6 +133,9 @@ def pool_create(
     policy_pack: Annotated[list[str], typer.Option(help="Policy pack enforced on every run: a directory or registry:NAME; repeat for more.")] = [],  # noqa: B006
     max_concurrent_runs: Annotated[int | None, typer.Option(help="Live runs the pool allows at once (all clients of its backend).")] = None,
     secrets_provider: Annotated[str | None, typer.Option(help="Run stacks' secrets provider: passphrase, awskms://..., gcpkms://..., azurekeyvault://..., hashivault://...")] = None,
+    image_registry: Annotated[str | None, typer.Option(help="Registry HOST[:PORT]/PATH that environment images are pushed to for remote targets (pulled by digest).")] = None,
+    registry_username: Annotated[str | None, typer.Option(help="User name for --image-registry (default: your Docker login or credential helper).")] = None,
+    registry_password_env: Annotated[str | None, typer.Option(help="Name of the environment variable holding the --image-registry password or token (never stored).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing pool of that name.")] = False,
 ) -> None:
     """Register a work pool in the pool registry."""
@@ -157,6 +160,11 @@ def pool_create(
         document["max_concurrent_runs"] = max_concurrent_runs
     if secrets_provider:
         document["secrets_provider"] = secrets_provider
+    if image_registry:
+        document["image_registry"] = {"url": image_registry, "username": registry_username,
+                                      "password_env": registry_password_env}
+    elif registry_username or registry_password_env:
+        raise ConfigError("--registry-username and --registry-password-env go with --image-registry HOST/PATH")
     if template is not None:
         document["base_job_template"] = json.loads(template.read_text())
     if storage:
@@ -387,7 +395,7 @@ def env_prune(
     dry_run: Annotated[bool, typer.Option(help="List what would be destroyed, destroy nothing.")] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Destroy environment stacks and their images or virtualenvs (all, or those unused for --older-than)."""
+    """Destroy environment stacks, their images (pushed ones too) or virtualenvs (all, or those unused for --older-than)."""
     from toolkit.environments.manage import prune
 
     results = prune(_duration(older_than) if older_than else None, dry_run=dry_run)
@@ -400,6 +408,8 @@ def env_prune(
         info = result.environment
         out.print(f"{verb} {info.stack} ({info.reference}, last used {_when(info.last_used or info.created)})",
                   markup=False)
+        if result.left_in_registry:
+            err.print(f"  warning: {result.left_in_registry}", markup=False)
     if any(result.error for result in results):
         raise typer.Exit(1)
 

@@ -6,7 +6,8 @@ and ``auto_packages`` job variables; they are resolved and downloaded as
 wheels on the caller's side and installed with no index into an image
 ``toolkit-env:<hash>`` (container targets) or a virtualenv (process), built
 once and kept in a long-lived Pulumi stack ``env-<hash>`` of the
-``toolkit-envs`` project. ``include_files`` travel as a signed archive next to
+``toolkit-envs`` project; for targets that do not share the caller's Docker
+engine the same stack pushes it to the pool's registry and jobs pull it by digest. ``include_files`` travel as a signed archive next to
 the bundle. Targets only receive the result: an image reference or an
 interpreter (``RunContext.image`` / ``RunContext.python``).
 
@@ -15,8 +16,10 @@ call imports), ``requirements`` (what is asked for, and from where), ``base``
 (the base image's or interpreter's Python, platform and packages), ``resolve``
 (pip: resolution and wheel download), ``spec`` (the environment and its hash),
 ``index`` (the local cache that keeps a built environment's per-call cost to
-file reads), ``stack`` (the environment stacks: image build, virtualenv,
-ls/prune), ``files`` (the include_files archive), ``events`` (build progress)
-and ``lifecycle`` (plan and ensure, called by ``toolkit.submission``).
+file reads), ``stack`` (the environment stacks: image build and push,
+virtualenv, ls/prune), ``registry`` (a pool's ``image_registry``: where images
+for remote targets are pushed, and with which credentials), ``files`` (the
+include_files archive), ``events`` (build progress) and ``lifecycle`` (plan and
+ensure, called by ``toolkit.submission``).
 This package is client side only: the job never imports it.
 """

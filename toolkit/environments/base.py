@@ -23,6 +23,7 @@ from packaging.utils import canonicalize_name
 from pydantic import BaseModel
 
 from toolkit import settings
+from toolkit.environments.events import Reporter
 from toolkit.errors import ConfigError, RuntimeMismatchError, TargetUnavailableError
 
 BaseKind = Literal["image", "interpreter"]
@@ -172,6 +173,22 @@ def image_labels(image: str) -> dict[str, str] | None:
         return docker_client().api.inspect_image(image)["Config"].get("Labels") or {}
     except docker.errors.ImageNotFound:
         return None
+
+
+def pull_image(image: str, pool_name: str, reporter: Reporter) -> None:
+    """Pull a remote target's base image so an environment can be built FROM it (the caller's Docker
+    login or credential helper applies)."""
+    import docker.errors
+
+    reporter("resolving", f"pulling base image {image} (the environment is built FROM it)")
+    try:
+        docker_client().api.pull(image)  # docker-py splits the tag or digest off (default 'latest')
+    except docker.errors.DockerException as exc:
+        raise ConfigError(
+            f"the image {image!r} of pool {pool_name!r} is not on this machine and could not be pulled "
+            f"({str(exc).strip()[-300:]}); the call's packages are built FROM it. `docker login` to its "
+            f"registry, or `docker pull {image}` yourself"
+        ) from None
 
 
 def describe_image(image: str, pool_name: str) -> Base:

@@ -9,6 +9,11 @@ bad-input errors come from here, before any stack exists). ``ensure``
 a lock per environment hash. A cached environment costs a walk of the
 pickled call, one Docker API request for the base's ID, two small file
 reads and one for the environment image: no pip, no Pulumi.
+
+Targets whose jobs do not run on the caller's Docker engine (``remote``) get
+the image pushed to the pool's ``image_registry`` and run it by digest. Their
+base image need not be on this machine when the call adds nothing to it; when
+it does, the base is pulled to build FROM it.
 """
 
 from __future__ import annotations
@@ -22,8 +27,17 @@ from typing import Any, Literal
 
 from toolkit import settings
 from toolkit.environments import detect, index, requirements, resolve, stack
-from toolkit.environments.base import Base, check_python, describe_image, describe_interpreter, image_labels
+from toolkit.environments.base import (
+    Base,
+    check_python,
+    describe_image,
+    describe_interpreter,
+    image_id,
+    image_labels,
+    pull_image,
+)
 from toolkit.environments.events import Reporter
+from toolkit.environments.registry import ImageRegistry
 from toolkit.environments.requirements import Requested
 from toolkit.environments.spec import ENV_LABEL, Environment, request_key
 from toolkit.environments.summary import EnvironmentSummary, PackageLine, Status
@@ -36,12 +50,15 @@ class EnvironmentPlan:
     """The environment of one call: the base, the asks, and what (if anything) must exist for it."""
 
     kind: Literal["image", "interpreter"]
-    base: Base
+    base: Base | None
+    """None: a remote target's base image, not on this machine and not needed (nothing to add)."""
     status: Status
     requested: list[Requested] = field(default_factory=list)
     environment: Environment | None = None
     record: index.EnvironmentRecord | None = None
     key: str = ""
+    registry: ImageRegistry | None = None
+    """Where the environment image is pushed (remote targets)."""
 
     @property
     def reference(self) -> str | None:
@@ -66,14 +83,15 @@ class EnvironmentPlan:
             packages.append(PackageLine(name=pin.name, version=pin.version, source=pin.source, origin=pin.origin,
                                         size=pin.size))
         for item in self.requested:
-            version = self.base.has(item.name)
+            version = self.base.has(item.name) if self.base else None
             if item.name not in installed and version:
                 packages.append(PackageLine(name=item.name, version=version, source=item.source, origin=item.origin,
                                             state="in base"))
         return EnvironmentSummary(
             status=self.status,
-            base=self.base.describe(),
-            reference=self.reference or self.base.reference,
+            base=self.base.describe() if self.base else "the pool's image as is (not on this machine, not inspected)",
+            reference=self.reference or (self.base.reference if self.base else "the pool's image"),
+            registry=self.registry.repository if self.registry and self.environment else None,
             hash=self.environment.hash if self.environment else None,
             stack=self.environment.stack_name if self.environment else None,
             packages=sorted(packages, key=lambda line: (line.state, line.name)),
@@ -81,18 +99,29 @@ class EnvironmentPlan:
 
 
 def _exists(record: index.EnvironmentRecord) -> bool:
-    """Whether the built image or virtualenv is still there (one Engine API request, or a stat)."""
+    """Whether the built image or virtualenv is still there (one Engine API request, or a stat).
+
+    A pushed image is judged by its local build: the environment stack holds both and removes
+    both; one deleted from the registry behind the stack's back is reported by the job's pull.
+    """
     if record.environment.kind == "image":
-        labels = image_labels(record.reference)
+        labels = image_labels(record.environment.image_name)
         return labels is not None and labels.get(ENV_LABEL) == record.hash
     return Path(record.reference).exists()
 
 
-def _describe_base(kind: str, reference: str | None, pool_name: str) -> Base:
-    if kind == "image":
-        assert reference, "an image target names its base image"
-        return describe_image(reference, pool_name)
-    return describe_interpreter(reference)
+def _describe_base(
+    kind: str, reference: str | None, pool_name: str, remote: bool, needed: bool, reporter: Reporter | None
+) -> Base | None:
+    """The base, probed; a remote target's base image is pulled when missing and ``needed``, else None."""
+    if kind != "image":
+        return describe_interpreter(reference)
+    assert reference, "an image target names its base image"
+    if remote and image_id(reference) is None:
+        if not needed:
+            return None
+        pull_image(reference, pool_name, reporter or Reporter())
+    return describe_image(reference, pool_name)
 
 
 def _explicit(env: EnvironmentSettings, cwd: Path) -> list[Requested]:
@@ -109,6 +138,36 @@ def _versions(roots: dict[str, set[str]]) -> dict[str, str]:
     return {name: metadata.version(name) for name in roots}
 
 
+@dataclass(frozen=True)
+class _Destination:
+    """Where a built image goes: the caller's engine, or (remote) the pool's registry."""
+
+    remote: bool
+    registry: ImageRegistry | None
+    pool_name: str
+
+    @property
+    def key(self) -> str:
+        """Part of the request key: the same asks built for another destination are another environment."""
+        if not self.remote:
+            return ""
+        return f"registry:{self.registry.repository}" if self.registry else "registry:none"
+
+    def repository(self, missing: list[Requested]) -> str | None:
+        """The registry repository for a remote target; refuses a remote pool without a registry."""
+        if not self.remote:
+            return None
+        if self.registry is None:
+            raise ConfigError(
+                f"pool {self.pool_name!r} runs its jobs off this machine, so the packages this call needs "
+                f"({', '.join(item.requirement for item in missing[:6])}) must reach them in an image pushed to a "
+                "registry they can pull from, and the pool names none. Set the pool's image_registry (e.g. "
+                f"`toolkit pool create {self.pool_name} --type ... --image-registry HOST/PATH`), or install the "
+                "packages into the pool's image"
+            )
+        return self.registry.repository
+
+
 def plan(
     fn: Callable[..., Any],
     args: tuple[Any, ...],
@@ -119,19 +178,26 @@ def plan(
     pool_name: str,
     cwd: Path,
     reporter: Reporter | None = None,
+    remote: bool = False,
+    registry: ImageRegistry | None = None,
 ) -> EnvironmentPlan:
-    """What the call's environment is and whether it exists; raises on bad input, builds nothing."""
-    base = _describe_base(kind, base_reference, pool_name)
-    check_python(base)
+    """What the call's environment is and whether it exists; raises on bad input, builds nothing.
+
+    ``remote``: the job pulls its image from ``registry`` (the pool's ``image_registry``) instead of
+    running it on this machine's Docker engine.
+    """
     explicit = _explicit(env, cwd)
-    roots: dict[str, set[str]] = {}
-    if env.auto_packages:
-        used = detect.distributions_of(detect.referenced_modules(fn, args, kwargs))
-        roots = {name: modules for name, modules in used.items() if not base.has(name)}
+    used = detect.distributions_of(detect.referenced_modules(fn, args, kwargs)) if env.auto_packages else {}
+    base = _describe_base(kind, base_reference, pool_name, remote, bool(explicit or used), reporter)
+    if base is None:
+        return EnvironmentPlan(kind, None, "base")
+    check_python(base)
+    roots = {name: modules for name, modules in used.items() if not base.has(name)}
     if not roots and not explicit:
         return EnvironmentPlan(kind, base, "base")
     fingerprint = json.dumps([sorted(_versions(roots).items()), detect.site_fingerprint() if roots else ""])
-    key = request_key(base.identity, explicit, fingerprint)
+    destination = _Destination(remote, registry, pool_name)
+    key = request_key(base.identity, explicit, fingerprint + destination.key)
     known = index.lookup(key)
     if known is not None and known.environment is None:
         return EnvironmentPlan(kind, base, "base", known.requested, key=key)
@@ -139,10 +205,10 @@ def plan(
         record = index.load(known.environment.hash)
         if record is not None and _exists(record):
             index.touch(record)
-            return EnvironmentPlan(kind, base, "cached", known.requested, known.environment, record, key)
+            return EnvironmentPlan(kind, base, "cached", known.requested, known.environment, record, key, registry)
         if all((resolve.wheelhouse() / pin.wheel).exists() for pin in known.environment.pins):
-            return EnvironmentPlan(kind, base, "build", known.requested, known.environment, None, key)
-    return _resolve(kind, base, explicit, roots, key, reporter or Reporter())
+            return EnvironmentPlan(kind, base, "build", known.requested, known.environment, None, key, registry)
+    return _resolve(kind, base, explicit, roots, key, reporter or Reporter(), destination)
 
 
 def _resolve(
@@ -152,6 +218,7 @@ def _resolve(
     roots: dict[str, set[str]],
     key: str,
     reporter: Reporter,
+    destination: _Destination,
 ) -> EnvironmentPlan:
     auto = requirements.installed_closure(roots, base.marker_environment) if roots else []
     if kind == "image":  # the image's own packages load first: a different version cannot be layered in
@@ -174,6 +241,7 @@ def _resolve(
             "environments for another interpreter are not built. Install them into it, or drop the 'python' "
             "job variable so the job runs (a virtualenv over) the caller's interpreter"
         )
+    repository = destination.repository(missing)
     base.check_installable()
     reporter("resolving", f"{len(missing)} requirement(s) for {base.describe()}: "
              + ", ".join(item.requirement for item in missing[:6]) + (" ..." if len(missing) > 6 else ""))
@@ -187,46 +255,49 @@ def _resolve(
         python=base.python,
         purelib=base.purelib,
         pins=tuple(pins),
+        registry=repository,
     )
     reporter("downloading", f"{len(pins)} wheel(s) ready for environment {environment.hash}", environment.size)
     index.remember(key, index.Resolution(environment=environment, requested=wanted))
     record = index.load(environment.hash)
+    registry = destination.registry if repository else None
     if record is not None and _exists(record):
         index.touch(record)
-        return EnvironmentPlan(kind, base, "cached", wanted, environment, record, key)
-    return EnvironmentPlan(kind, base, "build", wanted, environment, None, key)
+        return EnvironmentPlan(kind, base, "cached", wanted, environment, record, key, registry)
+    return EnvironmentPlan(kind, base, "build", wanted, environment, None, key, registry)
 
 
 def ensure(prepared: EnvironmentPlan, backend_url: str | None = None, reporter: Reporter | None = None) -> EnvironmentPlan:
     """Build the planned environment unless it exists; once across threads and processes."""
     if prepared.status != "build":
         return prepared
-    environment = prepared.environment
-    assert environment is not None
+    environment, base = prepared.environment, prepared.base
+    assert environment is not None and base is not None
     reporter = reporter or Reporter(environment.stack_name)
     backend = backend_url or settings.default_backend_url()
     with index.locked(environment.hash):
         record = index.load(environment.hash)
         if record is not None and _exists(record):
             reporter("cached", f"{record.reference} (built meanwhile by another call)")
-            return EnvironmentPlan(prepared.kind, prepared.base, "cached", prepared.requested, environment, record,
-                                   prepared.key)
-        reporter("building", f"{environment.stack_name}: {len(environment.pins)} wheel(s) FROM {prepared.base.reference}",
+            return EnvironmentPlan(prepared.kind, base, "cached", prepared.requested, environment, record,
+                                   prepared.key, prepared.registry)
+        where = f", pushed to {prepared.registry.repository}" if prepared.registry else ""
+        reporter("building", f"{environment.stack_name}: {len(environment.pins)} wheel(s) FROM {base.reference}{where}",
                  environment.size)
         now = time.time()
         tag = stack.EnvTag(
             hash=environment.hash,
             kind=environment.kind,
             reference=stack.planned_reference(environment),
-            base=prepared.base.reference,
+            base=base.reference,
             python=environment.python,
             packages=[f"{pin.name}=={pin.version} ({pin.source})" for pin in environment.pins],
             size=environment.size,
             created=now,
         )
-        reference = stack.build(environment, tag, backend, reporter)
+        reference = stack.build(environment, tag, backend, reporter, prepared.registry)
         record = index.EnvironmentRecord(environment=environment, reference=reference, backend_url=backend,
                                          created=now, last_used=now)
         index.save(record)
-    return EnvironmentPlan(prepared.kind, prepared.base, "cached", prepared.requested, environment, record,
-                           prepared.key)
+    return EnvironmentPlan(prepared.kind, base, "cached", prepared.requested, environment, record,
+                           prepared.key, prepared.registry)

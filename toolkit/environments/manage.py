@@ -4,7 +4,8 @@ The stacks are the truth: listing asks the backend for the ``toolkit-envs``
 stacks and their tags; the local index adds when each was last used, which
 is what ``--older-than`` judges (an environment never used from this machine
 is judged by its creation time). Pruning destroys the stack (so the image or
-virtualenv goes with it) and forgets it in the index.
+virtualenv goes with it, and a pushed image is deleted from its registry as
+far as the registry allows) and forgets it in the index.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ class Pruned(BaseModel):
     environment: EnvironmentInfo
     destroyed: bool = False
     error: str | None = None
+    left_in_registry: str | None = None
+    """Set when the registry refused to delete the pushed image: what stays there, why, and the fix."""
 
 
 def _present(tag: stack.EnvTag) -> bool:
@@ -95,10 +98,10 @@ def prune(older_than: float | None = None, dry_run: bool = False, backend_url: s
         try:
             if lock is not None:
                 with lock:  # not while a call is building it
-                    stack.destroy(info.stack, backend)
+                    result.left_in_registry = stack.destroy(info.stack, backend)
                     index.forget(info.hash or "")
             else:
-                stack.destroy(info.stack, backend)
+                result.left_in_registry = stack.destroy(info.stack, backend)
             result.destroyed = True
         except Exception as exc:  # noqa: BLE001 - report per stack, keep pruning the others
             result.error = f"{type(exc).__name__}: {exc}"

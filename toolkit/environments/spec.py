@@ -45,15 +45,20 @@ class Environment(BaseModel):
     purelib: str
     """The base's site-packages, where the environment's ``.pth`` goes."""
     pins: tuple[Pin, ...]
+    registry: str | None = None
+    """The image repository a remote target pulls from (``<pool image_registry>/toolkit-env``); None: the
+    caller's Docker engine runs the image (or the environment is a virtualenv)."""
 
     @property
     def hash(self) -> str:
-        content = {
+        content: dict[str, object] = {
             "kind": self.kind,
             "base": self.base_identity,
             "python": self.python,
             "pins": sorted((pin.name, pin.version, pin.sha256) for pin in self.pins),
         }
+        if self.registry:  # one stack per (environment, registry): each holds its own push
+            content["registry"] = self.registry
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
@@ -62,7 +67,9 @@ class Environment(BaseModel):
 
     @property
     def image_name(self) -> str:
-        return f"{IMAGE_REPOSITORY}:{self.hash}"
+        """The image built (and, with a registry, pushed) under its tag; jobs on a remote target pull it
+        by digest instead."""
+        return f"{self.registry or IMAGE_REPOSITORY}:{self.hash}"
 
     @property
     def size(self) -> int:

@@ -37,6 +37,9 @@ class EnvironmentSummary(BaseModel):
     reference: str = Field(description="The image or interpreter the job runs.")
     hash: str | None = None
     stack: str | None = None
+    registry: str | None = Field(
+        default=None, description="The repository the image is pushed to; the job pulls it by digest."
+    )
     packages: list[PackageLine] = Field(default_factory=list)
 
     def lines(self) -> list[str]:
@@ -46,6 +49,8 @@ class EnvironmentSummary(BaseModel):
             "build": f"will be built: {self.reference} (stack {self.stack})",
         }[self.status]
         rows = [f"Environment: {what}", f"    base: {self.base}"]
+        if self.registry:
+            rows.append(f"    pushed to: {self.registry} (the job pulls it by digest)")
         for package in self.packages:
             size = f", {human_size(package.size)}" if package.size else ""
             where = f" - {package.origin}" if package.origin else ""

@@ -33,16 +33,19 @@ import pulumi
 import pulumi_azure_native as azure
 from pydantic import Field, model_validator
 
+from toolkit.bundles import FILES_NAME
+from toolkit.environments.registry import ImageRegistry
+from toolkit.environments.variables import EnvironmentVariables
 from toolkit.infra.base import (
     JobConfiguration,
     JobStatus,
-    JobVariables,
     JobWatcher,
     RunContext,
     Target,
     placeholders,
     runner_command,
 )
+from toolkit.infra.pulling import refuse_loopback
 from toolkit.infra.rest import PolledWatcher, RestClient, azure_session, endpoint
 from toolkit.infra.synonyms import PREFECT_COMMON, no_counterpart, renamed
 from toolkit.runner import BUNDLE_NAME, RUN_KEY_ENV, STORAGE_OPTIONS_ENV
@@ -55,6 +58,7 @@ CONTAINER = "run"
 RUNNER = "runner"
 BLOB_DATA_CONTRIBUTOR = "ba92f5b4-2d11-453d-a403-e96b0029c9fe"
 BLOB_DATA_READER = "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1"
+ACR_PULL = "7f951dda-4ed3-4680-a7ca-43fe172d538d"
 STATUS_POLL_SECONDS = 2.0
 RESERVED_ENV = (RUN_KEY_ENV, STORAGE_OPTIONS_ENV, "AZURE_CLIENT_ID")
 IMAGE_PULL_STATES = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName")
@@ -64,7 +68,7 @@ _GROUP_ARGUMENTS = frozenset(inspect.signature(azure.containerinstance.Container
 }
 
 
-class AzureContainerInstanceVariables(JobVariables):
+class AzureContainerInstanceVariables(EnvironmentVariables):
     """Job variables of the Azure Container Instances target."""
 
     subscription: str | None = Field(
@@ -86,7 +90,13 @@ class AzureContainerInstanceVariables(JobVariables):
     gpu_count: int | None = Field(default=None, ge=1, le=4, description="Number of GPUs (default 1 with gpu_sku).")
     identities: list[str] = Field(
         default_factory=list,
-        description="Resource IDs of further user-assigned identities to attach (e.g. one that may pull from ACR).",
+        description="Resource IDs of further user-assigned identities to attach; the first one pulls the "
+        "environment image from the pool's ACR when set (else the run's own identity gets AcrPull on it).",
+    )
+    registry_resource_group: str | None = Field(
+        default=None,
+        description="Resource group of the pool's Azure Container Registry, where the run's identity is granted "
+        "AcrPull (default: resource_group).",
     )
     subnet_ids: list[str] = Field(
         default_factory=list, description="Resource IDs of delegated subnets to run the container group in."
@@ -112,6 +122,7 @@ class AzureContainerInstanceJob(JobConfiguration):
     subscription: str | None = None
     resource_group: str | None = None
     identities: list[str] = []
+    registry_resource_group: str | None = None
     subnet_ids: list[str] = []
     client_principal_type: str = "User"
     env: dict[str, str | Secret] = {}
@@ -243,7 +254,8 @@ class AzureContainerInstanceTarget(Target):
             "a Prefect block; credentials come from the caller's Azure environment (az login, ARM_* variables)"
         ),
         "image_registry": no_counterpart(
-            "registry passwords are not kept; attach an identity that may pull from the registry with identities"
+            "a Prefect block; the pool's own image_registry (with username and password_env) or, for an ACR, an "
+            "identity that may pull (identities) gives jobs access"
         ),
         "entrypoint": no_counterpart("the container runs the toolkit's runner"),
         "dns_servers": no_counterpart("set ip_address/dns_config through customizations"),
@@ -257,6 +269,15 @@ class AzureContainerInstanceTarget(Target):
     job_model = AzureContainerInstanceJob
     customization_root = "/container_group"
     required = ("image", "resource_group")
+    environment = "image"
+    images_from_registry = True
+
+    def environment_base(self, job: JobConfiguration) -> str | None:
+        assert isinstance(job, AzureContainerInstanceJob)
+        return job.runner_container.get("image")
+
+    def check_image_registry(self, registry: ImageRegistry, job: JobConfiguration, pool_name: str) -> None:
+        refuse_loopback(registry, self.name, pool_name)
 
     @classmethod
     def default_job_configuration(cls) -> dict[str, Any]:
@@ -265,6 +286,7 @@ class AzureContainerInstanceTarget(Target):
                 "subscription",
                 "resource_group",
                 "identities",
+                "registry_resource_group",
                 "subnet_ids",
                 "client_principal_type",
                 "env",
@@ -342,6 +364,20 @@ class AzureContainerInstanceTarget(Target):
             source=pulumi.FileAsset(str(run.bundle_path)),
             opts=opts,
         )
+        uploads: list[pulumi.Resource] = [bundle]
+        if run.files_path:
+            uploads.append(
+                azure.storage.Blob(
+                    "files",
+                    account_name=account.name,
+                    resource_group_name=rg,
+                    container_name=container.name,
+                    blob_name=FILES_NAME,
+                    type="Block",
+                    source=pulumi.FileAsset(str(run.files_path)),
+                    opts=opts,
+                )
+            )
         identity = azure.managedidentity.UserAssignedIdentity(
             "job-identity",
             resource_name_=f"toolkit-run-{run.run_id}",
@@ -376,9 +412,13 @@ class AzureContainerInstanceTarget(Target):
         secure = {RUN_KEY_ENV: run.run_key, **{k: v.reveal() for k, v in job.env.items() if isinstance(v, Secret)}}
         env += [{"name": k, "secure_value": pulumi.Output.secret(v)} for k, v in secure.items()]
 
+        credentials = self._pull_credentials(run, job, identity, subscription, grants, opts)
+        if credentials:
+            group_args["image_registry_credentials"] = [*group_args.get("image_registry_credentials", []), *credentials]
         containers = group_args.pop("containers")
         containers[0] = {
             **containers[0],
+            **({"image": run.image} if run.image else {}),  # the call's environment, pulled by digest
             "command": runner_command(run.storage_url),
             "environment_variables": [*containers[0].get("environment_variables", []), *env],
         }
@@ -395,9 +435,47 @@ class AzureContainerInstanceTarget(Target):
             "job",
             containers=containers,
             **group_args,
-            opts=pulumi.ResourceOptions(provider=provider, depends_on=[bundle, *grants]),
+            opts=pulumi.ResourceOptions(provider=provider, depends_on=[*uploads, *grants]),
         )
         pulumi.export("container_group", group.id)
+
+    @staticmethod
+    def _pull_credentials(
+        run: RunContext,
+        job: AzureContainerInstanceJob,
+        identity: azure.managedidentity.UserAssignedIdentity,
+        subscription: pulumi.Input[str],
+        grants: list[pulumi.Resource],
+        opts: pulumi.ResourceOptions,
+    ) -> list[dict[str, Any]]:
+        """``imageRegistryCredentials`` for the environment image: the pool's credentials (a secret), or for
+        an ACR an identity that may pull (the pool's first one, else the run's own, granted AcrPull)."""
+        registry = run.image_registry
+        if registry is None:
+            return []
+        if registry.has_credentials:
+            password = pulumi.Output.secret(registry.password())
+            return [{"server": registry.host, "username": registry.username, "password": password}]
+        acr = registry.acr_name()
+        if acr is None:
+            return []  # a public image: nothing to sign in with
+        if job.identities:
+            return [{"server": registry.host, "identity": job.identities[0]}]
+        scope = pulumi.Output.concat(
+            "/subscriptions/", subscription, "/resourceGroups/", job.registry_resource_group or job.resource_group or "",
+            "/providers/Microsoft.ContainerRegistry/registries/", acr,
+        )
+        grants.append(
+            azure.authorization.RoleAssignment(
+                "job-acr-pull",
+                principal_id=identity.principal_id,
+                principal_type="ServicePrincipal",
+                role_definition_id=_role(subscription, ACR_PULL),
+                scope=scope,
+                opts=opts,
+            )
+        )
+        return [{"server": registry.host, "identity": identity.id}]
 
     def watcher(self, run: RunContext, outputs: dict[str, Any]) -> JobWatcher:
         return AzureContainerInstanceWatcher(outputs["container_group"])

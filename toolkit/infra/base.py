@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from toolkit.environments.registry import ImageRegistry
 from toolkit.errors import ConfigError
 from toolkit.infra.synonyms import Synonym
 
@@ -99,6 +100,8 @@ class RunContext:
     """The signed bundle's ``include_files`` archive, staged locally; uploaded next to the bundle."""
     fanout: FanOut | None = None
     """Set for a map: the job resource runs ``fanout.count`` items, ``fanout.parallelism`` at a time."""
+    image_registry: ImageRegistry | None = None
+    """The pool's registry when ``image`` was pushed there: the job must be allowed to pull from it."""
 
     @property
     def labels(self) -> dict[str, str]:
@@ -164,6 +167,9 @@ class Target(abc.ABC):
     environment: ClassVar[Literal["image", "interpreter"] | None] = None
     """How this target receives a call's environment (packages, include_files): as an image built
     FROM ``environment_base(job)``, or as an interpreter; None: the target takes no environment."""
+    images_from_registry: ClassVar[bool] = False
+    """True when jobs do not run on the caller's Docker engine: an environment image reaches them pushed
+    to the pool's ``image_registry`` and pulled by digest (False: built on the engine that runs it)."""
     storage_schemes: ClassVar[tuple[str, ...]] = ()
     """fsspec protocols a pool's ``storage.url`` may use, because its jobs can reach them
     (empty: any, e.g. a local path for local targets)."""
@@ -248,6 +254,9 @@ class Target(abc.ABC):
     def environment_base(self, job: JobConfiguration) -> str | None:
         """The image (or interpreter; None: the caller's) a call's environment builds on."""
         return None
+
+    def check_image_registry(self, registry: ImageRegistry, job: JobConfiguration, pool_name: str) -> None:
+        """Refuse, before anything exists, a registry this target's jobs cannot be allowed to pull from."""
 
     def storage_url(self, run_id: str, pool_storage_url: str | None) -> tuple[str, bool]:
         """Where this run's bundle and result live: ``(url, shared)``.

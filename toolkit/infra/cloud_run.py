@@ -30,11 +30,12 @@ import pulumi_gcp as gcp
 from pulumi.dynamic import CreateResult, Resource, ResourceProvider
 from pydantic import Field, model_validator
 
+from toolkit.environments.registry import ImageRegistry
+from toolkit.environments.variables import EnvironmentVariables
 from toolkit.infra import gcp as shared
 from toolkit.infra.base import (
     JobConfiguration,
     JobStatus,
-    JobVariables,
     JobWatcher,
     RunContext,
     Target,
@@ -62,10 +63,12 @@ STATUS_POLL_SECONDS = 2.0
 CANCEL_WAIT_SECONDS = 300.0
 RESERVED_ENV = (RUN_KEY_ENV, STORAGE_OPTIONS_ENV)
 PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
+SERVICE_AGENT = "service-{number}@serverless-robot-prod.iam.gserviceaccount.com"
+"""The Google-managed identity that pulls the job's image (not the job's own service account)."""
 _JOB_ARGUMENTS = frozenset(inspect.signature(gcp.cloudrunv2.JobArgs.__init__).parameters) - {"__self__"}
 
 
-class CloudRunVariables(JobVariables):
+class CloudRunVariables(EnvironmentVariables):
     """Job variables of the Cloud Run target."""
 
     region: str = Field(
@@ -330,6 +333,15 @@ class CloudRunTarget(Target):
     job_model = CloudRunJob
     required = ("image",)
     customization_root = "/job"
+    environment = "image"
+    images_from_registry = True
+
+    def environment_base(self, job: JobConfiguration) -> str | None:
+        assert isinstance(job, CloudRunJob)
+        return job.runner_container.get("image")
+
+    def check_image_registry(self, registry: ImageRegistry, job: JobConfiguration, pool_name: str) -> None:
+        shared.check_registry(registry, self.name, pool_name)
 
     @classmethod
     def default_job_configuration(cls) -> dict[str, Any]:
@@ -374,6 +386,7 @@ class CloudRunTarget(Target):
         labels = shared.gcp_labels(job.labels, run.labels)
         identity = shared.run_identity(run, project, job.service_account)
         needed: list[pulumi.Resource] = shared.run_bucket(run, project, job.region, identity, labels)
+        needed += shared.image_pull_grant(run, project, SERVICE_AGENT)
 
         envs: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in job.env.items() if not isinstance(v, Secret)]
         envs += [{"name": k, "value": v} for k, v in shared.storage_options_env(run).items()]
@@ -398,6 +411,7 @@ class CloudRunTarget(Target):
             task["vpc_access"] = {"connector": job.vpc_connector}
         task["containers"][0] = {
             **job.runner_container,
+            **({"image": run.image} if run.image else {}),  # the call's environment, pulled by digest
             "commands": argv[:1],
             "args": argv[1:],
             "envs": [*job.runner_container.get("envs", []), *envs],

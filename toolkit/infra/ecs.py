@@ -34,17 +34,20 @@ from botocore.exceptions import ClientError
 from pulumi.dynamic import CreateResult, Resource, ResourceProvider
 from pydantic import Field, StringConstraints, model_validator
 
+from toolkit.bundles import FILES_NAME
+from toolkit.environments.registry import EcrRepository, ImageRegistry
+from toolkit.environments.variables import EnvironmentVariables
 from toolkit.errors import ConfigError, ProvisionError
 from toolkit.infra.base import (
     JobConfiguration,
     JobStatus,
-    JobVariables,
     JobWatcher,
     RunContext,
     Target,
     placeholders,
     runner_command,
 )
+from toolkit.infra.pulling import refuse_loopback
 from toolkit.infra.storage import RunStorage
 from toolkit.infra.synonyms import (
     PREFECT_COMMON,
@@ -122,7 +125,7 @@ _PLACEMENT_HINTS = {
 }
 
 
-class EcsVariables(JobVariables):
+class EcsVariables(EnvironmentVariables):
     """Job variables of the ECS target."""
 
     region: str = Field(default="us-east-1", pattern=r"^[a-z]{2}(-[a-z]+)+-\d$", description="AWS region of the run.")
@@ -273,13 +276,22 @@ def storage_policy(run: RunContext, region: str) -> dict[str, Any]:
     }
 
 
-def secrets_policy(arns: list[str]) -> str:
-    """Execution-role policy: read exactly these Secrets Manager secrets and SSM parameters."""
+ECR_PULL_ACTIONS = ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"]
+
+
+def execution_policy(arns: list[str], ecr: EcrRepository | None = None) -> str:
+    """Execution-role policy: read exactly these Secrets Manager secrets and SSM parameters, and pull from
+    the environment's ECR repository (``GetAuthorizationToken`` has no resource scope in IAM)."""
     secrets = sorted(a for a in arns if ":secretsmanager:" in a)
     parameters = sorted(a for a in arns if ":ssm:" in a)
-    statements = [{"Effect": "Allow", "Action": ["secretsmanager:GetSecretValue"], "Resource": secrets}]
+    statements: list[dict[str, Any]] = [
+        {"Effect": "Allow", "Action": ["secretsmanager:GetSecretValue"], "Resource": secrets}
+    ]
     if parameters:
         statements.append({"Effect": "Allow", "Action": ["ssm:GetParameters"], "Resource": parameters})
+    if ecr is not None:
+        statements.append({"Effect": "Allow", "Action": ECR_PULL_ACTIONS, "Resource": [ecr.arn]})
+        statements.append({"Effect": "Allow", "Action": ["ecr:GetAuthorizationToken"], "Resource": ["*"]})
     return json.dumps({"Version": "2012-10-17", "Statement": statements})
 
 
@@ -294,11 +306,21 @@ def _assume_role_policy() -> str:
     )
 
 
-def container_definitions(job: EcsJob, run: RunContext, secret_arns: dict[str, str], log_group: str) -> str:
-    """The task's container definitions as ECS takes them: the runner first, secrets only as ``valueFrom``."""
+def container_definitions(
+    job: EcsJob, run: RunContext, secret_arns: dict[str, str], log_group: str, registry_secret: str | None = None
+) -> str:
+    """The task's container definitions as ECS takes them: the runner first, secrets only as ``valueFrom``.
+
+    ``registry_secret``: the Secrets Manager ARN of the pool registry's credentials (a private registry
+    other than ECR), given to ECS as the runner's ``repositoryCredentials``.
+    """
     containers = json.loads(json.dumps(job.task_definition["containerDefinitions"]))
     runner = containers[0]
     runner["command"] = runner_command(run.storage_url, job.python)
+    if run.image:  # the call's environment, pushed to the pool's registry: pulled by digest
+        runner["image"] = run.image
+    if registry_secret:
+        runner["repositoryCredentials"] = {"credentialsParameter": registry_secret}
     plain = {name: value for name, value in job.env.items() if not isinstance(value, Secret)}
     plain[STORAGE_OPTIONS_ENV] = json.dumps(run.storage_options, sort_keys=True)
     runner["environment"] = [*runner.get("environment", []), *({"name": k, "value": v} for k, v in plain.items())]
@@ -561,6 +583,15 @@ class EcsTarget(Target):
     required = ("image",)
     storage_schemes = ("s3",)
     unsupported = {}
+    environment = "image"
+    images_from_registry = True
+
+    def environment_base(self, job: JobConfiguration) -> str | None:
+        assert isinstance(job, EcsJob)
+        return job.task_definition["containerDefinitions"][0].get("image")
+
+    def check_image_registry(self, registry: ImageRegistry, job: JobConfiguration, pool_name: str) -> None:
+        refuse_loopback(registry, self.name, pool_name)
 
     @classmethod
     def default_job_configuration(cls) -> dict[str, Any]:
@@ -621,7 +652,7 @@ class EcsTarget(Target):
         prefix = f"toolkit-{run.run_id}"
         provider = aws.Provider("aws", region=job.region, default_tags={"tags": {**job.tags, **run.labels}})
         opts = pulumi.ResourceOptions(provider=provider)
-        needs: list[pulumi.Resource] = [self._storage(run, opts)]
+        needs: list[pulumi.Resource] = self._storage(run, opts)
 
         secret_arns: dict[str, pulumi.Output[str]] = {}
         values = {RUN_KEY_ENV: run.run_key, **{k: v.reveal() for k, v in job.env.items() if isinstance(v, Secret)}}
@@ -637,12 +668,23 @@ class EcsTarget(Target):
             )
             secret_arns[env_name] = secret.arn
 
-        readable = pulumi.Output.all(*secret_arns.values()).apply(lambda arns: [*arns, *job.secrets.values()])
+        registry = run.image_registry
+        ecr = registry.ecr() if registry else None
+        registry_secret: pulumi.Output[str] | None = None
+        if registry is not None and registry.has_credentials and ecr is None:
+            registry_secret = self._registry_credentials(run, registry, opts, needs)
+        extra = [registry_secret] if registry_secret is not None else []
+        readable = pulumi.Output.all(*secret_arns.values(), *extra).apply(lambda arns: [*arns, *job.secrets.values()])
         _, task_role = self._role(
             "task-role", job.task_role_arn, f"{prefix}-task", json.dumps(storage_policy(run, job.region)), opts, needs
         )
         execution_role_name, execution_role = self._role(
-            "execution-role", job.execution_role_arn, f"{prefix}-execution", readable.apply(secrets_policy), opts, needs
+            "execution-role",
+            job.execution_role_arn,
+            f"{prefix}-execution",
+            readable.apply(lambda arns: execution_policy(arns, ecr)),
+            opts,
+            needs,
         )
         if job.execution_role_arn is None:
             needs.append(
@@ -662,8 +704,10 @@ class EcsTarget(Target):
                 )
             )
         names = list(secret_arns)
-        definitions = pulumi.Output.all(*secret_arns.values()).apply(
-            lambda arns: container_definitions(job, run, dict(zip(names, arns)), log_group)
+        definitions = pulumi.Output.all(*secret_arns.values(), *extra).apply(
+            lambda arns: container_definitions(
+                job, run, dict(zip(names, arns)), log_group, arns[len(names)] if extra else None
+            )
         )
         task_definition = aws.ecs.TaskDefinition(
             "task-definition",
@@ -696,12 +740,18 @@ class EcsTarget(Target):
         pulumi.export("log_group", log_group if uses_awslogs else "")
 
     @staticmethod
-    def _storage(run: RunContext, opts: pulumi.ResourceOptions) -> pulumi.Resource:
-        """The bundle in the run's bucket (made here) or in the pool's shared prefix."""
+    def _storage(run: RunContext, opts: pulumi.ResourceOptions) -> list[pulumi.Resource]:
+        """The bundle (and include_files archive) in the run's bucket (made here) or in the pool's shared prefix."""
         if run.shared_storage:
-            return RunStorage(
-                "run-storage", url=run.storage_url, bundle_path=str(run.bundle_path), options=run.storage_options
-            )
+            return [
+                RunStorage(
+                    "run-storage",
+                    url=run.storage_url,
+                    bundle_path=str(run.bundle_path),
+                    options=run.storage_options,
+                    files_path=str(run.files_path) if run.files_path else None,
+                )
+            ]
         bucket = aws.s3.Bucket("bucket", bucket=bucket_name(run.run_id), force_destroy=True, opts=opts)
         aws.s3.BucketPublicAccessBlock(
             "bucket-public-access-block",
@@ -712,9 +762,32 @@ class EcsTarget(Target):
             restrict_public_buckets=True,
             opts=opts,
         )
-        return aws.s3.BucketObjectv2(
-            "bundle", bucket=bucket.id, key=BUNDLE_NAME, source=pulumi.FileAsset(str(run.bundle_path)), opts=opts
+        objects = {BUNDLE_NAME: run.bundle_path, FILES_NAME: run.files_path}
+        return [
+            aws.s3.BucketObjectv2(
+                "bundle" if key == BUNDLE_NAME else "files", bucket=bucket.id, key=key,
+                source=pulumi.FileAsset(str(path)), opts=opts,
+            )
+            for key, path in objects.items()
+            if path is not None
+        ]
+
+    @staticmethod
+    def _registry_credentials(
+        run: RunContext, registry: ImageRegistry, opts: pulumi.ResourceOptions, needs: list[pulumi.Resource]
+    ) -> pulumi.Output[str]:
+        """The pool registry's credentials as a Secrets Manager secret, in the shape ``repositoryCredentials``
+        reads; the execution role may read it (and only this run's)."""
+        secret = aws.secretsmanager.Secret(
+            "registry-credentials", name=f"toolkit/{run.run_id}/registry", recovery_window_in_days=0, opts=opts
         )
+        value = json.dumps({"username": registry.username, "password": registry.password()})
+        needs.append(
+            aws.secretsmanager.SecretVersion(
+                "registry-credentials-value", secret_id=secret.id, secret_string=pulumi.Output.secret(value), opts=opts
+            )
+        )
+        return secret.arn
 
     @staticmethod
     def _role(

@@ -5,7 +5,8 @@ with the stack; a service account (unless the pool names one) that gets object
 read + create on exactly that bucket; and Secret Manager secrets for every
 value that must not appear in the job's plain configuration (the run key and
 ``toolkit.secret`` env values), each readable by exactly that identity.
-Also the Cloud Logging reader both watchers use for job output.
+Also the Cloud Logging reader both watchers use for job output, and the
+Artifact Registry grant that lets a job's environment image be pulled.
 """
 
 from __future__ import annotations
@@ -20,8 +21,11 @@ from typing import Any
 import pulumi
 import pulumi_gcp as gcp
 
+from toolkit.bundles import FILES_NAME
+from toolkit.environments.registry import ImageRegistry
 from toolkit.errors import ConfigError
 from toolkit.infra.base import RunContext
+from toolkit.infra.pulling import refuse_loopback
 from toolkit.infra.rest import CloudApiError, RestClient, endpoint, google_session
 from toolkit.runner import BUNDLE_NAME, STORAGE_OPTIONS_ENV
 
@@ -30,6 +34,7 @@ LOGGING_ENDPOINT = "https://logging.googleapis.com"
 BUCKET_OBJECT_ROLES = ("roles/storage.objectViewer", "roles/storage.objectCreator")
 """Read the bundle, create the result: nothing else, and only on the run's bucket."""
 SECRET_ACCESSOR = "roles/secretmanager.secretAccessor"
+ARTIFACT_REGISTRY_READER = "roles/artifactregistry.reader"
 LOG_POLL_SECONDS = 5.0
 """Cloud Logging allows 60 entries.list calls a minute per project; several runs share that."""
 
@@ -99,13 +104,17 @@ def run_bucket(
         public_access_prevention="enforced",
         labels=labels,
     )
-    bundle = gcp.storage.BucketObject(
-        "bundle",
-        bucket=bucket.name,
-        name=BUNDLE_NAME,
-        source=pulumi.FileAsset(str(run.bundle_path)),
-        content_type="application/octet-stream",
-    )
+    uploads = [
+        gcp.storage.BucketObject(
+            logical,
+            bucket=bucket.name,
+            name=name,
+            source=pulumi.FileAsset(str(path)),
+            content_type="application/octet-stream",
+        )
+        for logical, name, path in (("bundle", BUNDLE_NAME, run.bundle_path), ("files", FILES_NAME, run.files_path))
+        if path is not None
+    ]
     grants = [
         gcp.storage.BucketIAMMember(
             f"bucket-{role.rsplit('.', 1)[-1].lower()}",
@@ -115,7 +124,46 @@ def run_bucket(
         )
         for role in BUCKET_OBJECT_ROLES
     ]
-    return [bucket, bundle, *grants]
+    return [bucket, *uploads, *grants]
+
+
+def check_registry(registry: ImageRegistry, target: str, pool_name: str) -> None:
+    """Google's services pull with their own service agent, from Artifact Registry (or public images): a
+    private registry elsewhere cannot be given credentials."""
+    refuse_loopback(registry, target, pool_name)
+    if registry.has_credentials and registry.artifact_registry() is None:
+        raise ConfigError(
+            f"pool {pool_name!r} ({target}) pushes environment images to {registry.url!r} with a password, but "
+            f"{target} pulls private images only from Artifact Registry (with its service agent's access). Use an "
+            "Artifact Registry repository ('LOCATION-docker.pkg.dev/PROJECT/REPOSITORY') as the pool's "
+            "image_registry, or a remote repository there in front of this registry"
+        )
+
+
+def image_pull_grant(run: RunContext, project: str, service_agent: str) -> list[pulumi.Resource]:
+    """Let the Google service agent that pulls the job's image (``service-{number}@...``, of the job's
+    project) read the environment's Artifact Registry repository.
+
+    The binding (repository, reader, service agent) is the same for every run of the project, so it
+    is kept when the stack goes: removing it at one run's end would break the pulls of runs still
+    starting. It grants read access to that one repository, nothing else.
+    """
+    registry = run.image_registry
+    repository = registry.artifact_registry() if registry else None
+    if repository is None:
+        return []
+    number = gcp.organizations.get_project_output(project_id=project).number
+    return [
+        gcp.artifactregistry.RepositoryIamMember(
+            "image-pull",
+            project=repository.project,
+            location=repository.location,
+            repository=repository.repository,
+            role=ARTIFACT_REGISTRY_READER,
+            member=number.apply(lambda value: "serviceAccount:" + service_agent.format(number=value)),
+            opts=pulumi.ResourceOptions(retain_on_delete=True),
+        )
+    ]
 
 
 @dataclass

@@ -32,11 +32,12 @@ import pulumi_kubernetes as k8s
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
+from toolkit.environments.registry import registry_of
+from toolkit.environments.variables import EnvironmentVariables
 from toolkit.errors import ConfigError, TargetUnavailableError
 from toolkit.infra.base import (
     JobConfiguration,
     JobStatus,
-    JobVariables,
     JobWatcher,
     RunContext,
     Target,
@@ -54,6 +55,8 @@ DELETION_POLICY = "pulumi.com/deletionPropagationPolicy"
 RUN_KEY_DATA = "run-key"
 INDEX_ENV = "JOB_COMPLETION_INDEX"
 """Where an Indexed Job's pod finds its completion index: the map item it runs."""
+PULL_SECRET_SUFFIX = "-pull"
+"""The per-run ``kubernetes.io/dockerconfigjson`` Secret holding the pool registry's credentials."""
 RESERVED_ENV = (RUN_KEY_ENV, STORAGE_OPTIONS_ENV)
 STORAGE_SCHEMES = ("s3", "gs", "gcs", "az", "abfs", "abfss")
 CPU_QUANTITY = r"^(\d+(\.\d{1,3})?|\d+m)$"
@@ -78,7 +81,7 @@ class Toleration(BaseModel):
     tolerationSeconds: int | SkipJsonSchema[None] = None
 
 
-class KubernetesVariables(JobVariables):
+class KubernetesVariables(EnvironmentVariables):
     """Job variables of the Kubernetes target."""
 
     image: str | None = Field(
@@ -252,9 +255,14 @@ def run_manifest(job: KubernetesJob, run: RunContext, service_account: str) -> d
     template_metadata["labels"] = {**template_metadata.get("labels", {}), **run.labels}
     pod = template["spec"]
     pod["serviceAccountName"] = service_account
-    if job.image_pull_secrets:
-        pod["imagePullSecrets"] = [*pod.get("imagePullSecrets", []), *({"name": n} for n in job.image_pull_secrets)]
+    pull_secrets = [*job.image_pull_secrets]
+    if run.image_registry is not None and run.image_registry.has_credentials:
+        pull_secrets.append(_run_name(run.run_id) + PULL_SECRET_SUFFIX)
+    if pull_secrets:
+        pod["imagePullSecrets"] = [*pod.get("imagePullSecrets", []), *({"name": n} for n in pull_secrets)]
     runner = pod["containers"][0]
+    if run.image:  # the call's environment, pushed to the pool's registry: pulled by digest
+        runner["image"] = run.image
     runner["command"] = runner_command(run.storage_url, job.python, fanout=run.fanout, index_env=INDEX_ENV)
     runner["env"] = [*runner.get("env", []), *_container_env(job, run, _run_name(run.run_id))]
     if run.fanout is not None:
@@ -284,10 +292,13 @@ def _failure_of_pod(pod: Any, container: str) -> tuple[int | None, str] | None:
     for state in [*(status.init_container_statuses or []), *(status.container_statuses or [])]:
         waiting = state.state.waiting if state.state else None
         if waiting and waiting.reason in _IMAGE_WAITING_REASONS:
+            registry = registry_of(state.image)
             return None, (
-                f"the pod could not pull its image {state.image!r} ({waiting.reason}: {waiting.message}). "
-                "Check the image name and tag, that the cluster can reach the registry, and image_pull_secrets "
-                "for a private one"
+                f"the pod could not pull its image {state.image!r} from registry {registry!r} ({waiting.reason}: "
+                f"{waiting.message}). To fix: check that the image exists there (an environment image deleted "
+                f"from the registry behind its stack: `toolkit env prune`, then call again to push it anew), that "
+                f"the cluster's nodes can reach {registry!r}, and that they may pull from it (image_pull_secrets, "
+                "or username and password_env in the pool's image_registry)"
             )
         if waiting and waiting.reason in _CONFIG_WAITING_REASONS:
             return None, (
@@ -521,6 +532,12 @@ class KubernetesTarget(Target):
     required = ("image",)
     storage_schemes = STORAGE_SCHEMES
     unsupported = {}
+    environment = "image"
+    images_from_registry = True
+
+    def environment_base(self, job: JobConfiguration) -> str | None:
+        assert isinstance(job, KubernetesJob)
+        return job.pod_spec["containers"][0].get("image")
 
     @classmethod
     def default_job_configuration(cls) -> dict[str, Any]:
@@ -603,6 +620,7 @@ class KubernetesTarget(Target):
             url=run.storage_url,
             bundle_path=str(run.bundle_path),
             options=run.storage_options,
+            files_path=str(run.files_path) if run.files_path else None,
             items_path=str(run.fanout.items_path) if run.fanout else None,
         )
         secret_data = {RUN_KEY_DATA: pulumi.Output.secret(run.run_key)}
@@ -614,6 +632,16 @@ class KubernetesTarget(Target):
         )
 
         needs: list[pulumi.Resource] = [storage, secret]
+        if run.image_registry is not None and run.image_registry.has_credentials:
+            needs.append(
+                k8s.core.v1.Secret(
+                    "pull-secret",
+                    metadata=metadata(name=name + PULL_SECRET_SUFFIX),
+                    type="kubernetes.io/dockerconfigjson",
+                    string_data={".dockerconfigjson": pulumi.Output.secret(run.image_registry.dockerconfigjson())},
+                    opts=in_cluster,
+                )
+            )
         account = job.pod_spec.get("serviceAccountName")
         if not account:
             account = name

@@ -31,11 +31,12 @@ import pulumi
 from pulumi.dynamic import CreateResult, Resource, ResourceProvider
 from pydantic import Field, model_validator
 
+from toolkit.environments.registry import ImageRegistry
+from toolkit.environments.variables import EnvironmentVariables
 from toolkit.infra import gcp as shared
 from toolkit.infra.base import (
     JobConfiguration,
     JobStatus,
-    JobVariables,
     JobWatcher,
     RunContext,
     Target,
@@ -63,9 +64,11 @@ FINAL_STATES = frozenset(
 )
 RESERVED_ENV = (RUN_KEY_ENV, STORAGE_OPTIONS_ENV)
 PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
+SERVICE_AGENT = "service-{number}@gcp-sa-aiplatform.iam.gserviceaccount.com"
+"""The Google-managed identity that pulls the job's image (not the job's own service account)."""
 
 
-class VertexAiVariables(JobVariables):
+class VertexAiVariables(EnvironmentVariables):
     """Job variables of the Vertex AI target."""
 
     region: str = Field(
@@ -308,6 +311,15 @@ class VertexAiTarget(Target):
     job_model = VertexAiJob
     required = ("image",)
     customization_root = "/job_spec"
+    environment = "image"
+    images_from_registry = True
+
+    def environment_base(self, job: JobConfiguration) -> str | None:
+        assert isinstance(job, VertexAiJob)
+        return job.image
+
+    def check_image_registry(self, registry: ImageRegistry, job: JobConfiguration, pool_name: str) -> None:
+        shared.check_registry(registry, self.name, pool_name)
 
     @classmethod
     def default_job_configuration(cls) -> dict[str, Any]:
@@ -350,6 +362,7 @@ class VertexAiTarget(Target):
         labels = shared.gcp_labels(job.labels, run.labels)
         identity = shared.run_identity(run, project, job.service_account)
         needed: list[pulumi.Resource] = shared.run_bucket(run, project, job.region, identity, labels)
+        needed += shared.image_pull_grant(run, project, SERVICE_AGENT)
 
         plain = {k: v for k, v in job.env.items() if not isinstance(v, Secret)}
         plain.update(shared.storage_options_env(run))
@@ -364,6 +377,7 @@ class VertexAiTarget(Target):
         pool = spec["workerPoolSpecs"][0]
         pool["containerSpec"] = {
             **pool.get("containerSpec", {}),
+            **({"imageUri": run.image} if run.image else {}),  # the call's environment, pulled by digest
             "command": ["python3", "-m", "toolkit.gcp_secret_env", *references, "--", *runner_command(run.storage_url)],
             "env": [
                 *pool.get("containerSpec", {}).get("env", []),
