@@ -24,6 +24,7 @@ import os
 import signal
 import sys
 import tarfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -51,6 +52,8 @@ BUNDLE_NAME = "bundle.tkb"
 RESULT_NAME = "result.tkb"
 RUN_KEY_ENV = "TOOLKIT_RUN_KEY"
 STORAGE_OPTIONS_ENV = "TOOLKIT_STORAGE_OPTIONS"
+AWAIT_SECONDS = 2.0
+"""How often ``--await-items`` looks for the other workers' results."""
 
 
 def _runner_error(error_type: str, message: str) -> Outcome:
@@ -148,6 +151,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--secrets", help="file holding the run key and secret env values (read, then deleted)")
     parser.add_argument("--items", type=int, help="a map of this many items: run items, not one call")
     parser.add_argument("--index-env", help="with --items: the variable holding this task's item index (else claim items)")
+    parser.add_argument(
+        "--await-items",
+        action="store_true",
+        help="with --items: once nothing is left to claim, wait until every item has a result (a primary "
+        "replica whose exit ends the whole job)",
+    )
     options = parser.parse_args(argv)
     if options.secrets:
         load_secrets(options.secrets)
@@ -173,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
             indexes = storage.claim(options.items)
         for index in indexes:
             run_item(storage, loaded, key, index)
+        while options.await_items and storage.results() < options.items:
+            time.sleep(AWAIT_SECONDS)
         return 0
     outcome = execute(read(BUNDLE_NAME), key, source, read=read)
     sys.stdout.flush()
@@ -211,6 +222,18 @@ class _Storage:
             except FileExistsError:
                 continue
             yield index
+
+    def results(self) -> int:
+        """How many items have their result."""
+        if self.local is not None:
+            names = os.listdir(os.path.join(self.local, RESULTS_DIR))
+        else:
+            import fsspec
+
+            fs, root = fsspec.core.url_to_fs(self.url, **self.options)
+            fs.invalidate_cache(f"{root}/{RESULTS_DIR}")
+            names = [path.rsplit("/", 1)[-1] for path in fs.ls(f"{root}/{RESULTS_DIR}", detail=False)]
+        return sum(1 for name in names if not name.startswith("."))
 
     def mark_started(self, index: int) -> None:
         """An indexed task's item was not claimed: record that it started (a retried task rewrites it)."""

@@ -27,7 +27,7 @@ from tests.emulators.azure import (
     fake_arm,
     managed_identity,
 )
-from tests.infra.conformance import RUN_KEY, SECRET_ENV, RemoteEnvironmentConformance
+from tests.infra.conformance import RUN_KEY, SECRET_ENV, RemoteEnvironmentConformance, items_argument
 from tests.infra.mocking import ProgramRun, run_program
 from tests.infra.storage_roundtrip import round_trip, run_job, sealed_bundle
 from toolkit.bundles import unseal_result
@@ -80,6 +80,7 @@ class TestAzureContainerInstanceTarget(RemoteEnvironmentConformance):
         GROUP: {"identity": {"type": "UserAssigned", "userAssignedIdentities": {}}},
         "azure-native:managedidentity:UserAssignedIdentity": {"principalId": "principal-1", "clientId": "client-1"},
     }
+    mock_calls = {"azure-native:storage:listStorageAccountKeys": {"keys": [{"keyName": "key1", "value": "account-key"}]}}
     job_type = GROUP
     write_only_fields = frozenset({"secureValue"})  # never returned by the ACI API
     expected_resources = {
@@ -101,6 +102,18 @@ class TestAzureContainerInstanceTarget(RemoteEnvironmentConformance):
 
     def job_image(self, run: ProgramRun) -> str:
         return run.one(GROUP).inputs["containers"][0]["image"]
+
+    def map_shape(self, run: ProgramRun) -> tuple[int, int]:
+        containers = run.one(GROUP).inputs["containers"]
+        assert [c["name"] for c in containers][:2] == ["runner", "runner-1"]
+        counts = {items_argument(c["command"]) for c in containers}
+        assert len(counts) == 1
+        return counts.pop(), len(containers)
+
+    def test_a_map_beyond_a_groups_containers_is_refused_before_anything_exists(self) -> None:
+        with pytest.raises(ConfigError, match="at most 60 map items at once; max_parallel=61"):
+            self.target.map_parallelism(100, 61, "test-pool")
+        assert self.target.map_parallelism(100, None, "test-pool") == 60
 
     def uploaded_names(self, run: ProgramRun) -> set[str]:
         return {r.inputs["blobName"] for r in run.of_type("azure-native:storage:Blob")}

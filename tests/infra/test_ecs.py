@@ -21,7 +21,7 @@ import pytest
 from botocore.stub import Stubber
 
 from tests.emulators.aws import CLUSTER, REGION, aws, aws_emulator, ecs_cluster, moto_api  # noqa: F401 - fixtures
-from tests.infra.conformance import DIGEST, RUN_KEY, SECRET_ENV, SECRET_VALUE, RemoteEnvironmentConformance
+from tests.infra.conformance import DIGEST, RUN_KEY, SECRET_ENV, SECRET_VALUE, RemoteEnvironmentConformance, items_argument
 from tests.infra.mocking import ProgramRun, run_program
 from tests.infra.storage_roundtrip import round_trip
 from toolkit.environments.registry import ImageRegistry
@@ -84,7 +84,7 @@ class TestEcsTarget(RemoteEnvironmentConformance):
         "aws:iam/role:Role": lambda args: {"arn": f"arn:aws:iam::{ACCOUNT}:role/{args.inputs['name']}"},
         "aws:secretsmanager/secret:Secret": lambda args: {"arn": secret_arn(args.inputs["name"])},
         TASK_DEFINITION: {"arn": f"arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/toolkit-0123abcd4567:1"},
-        TASK: {"task_arn": TASK_ARN},
+        TASK: {"task_arn": TASK_ARN, "task_arns": [TASK_ARN]},
     }
     job_type = TASK_DEFINITION
     expected_resources = {
@@ -120,6 +120,12 @@ class TestEcsTarget(RemoteEnvironmentConformance):
 
     def job_image(self, run: ProgramRun) -> str:
         return _containers(run)[0]["image"]
+
+    def map_shape(self, run: ProgramRun) -> tuple[int, int]:
+        task = run.one(TASK).inputs
+        definition = run.one("aws:ecs/taskDefinition:TaskDefinition").inputs
+        command = json.loads(definition["containerDefinitions"])[0]["command"]
+        return items_argument(command), task["count"]
 
     def uploaded_names(self, run: ProgramRun) -> set[str]:
         return {r.inputs["key"] for r in run.of_type("aws:s3/bucketObjectv2:BucketObjectv2")}

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.emulators.gcp import PROJECT_NUMBER, FakeGcs, FakeGoogleApis, fake_gcs, google_apis
-from tests.infra.conformance import RUN_KEY, SECRET_ENV, SECRET_VALUE, RemoteEnvironmentConformance
+from tests.infra.conformance import RUN_KEY, SECRET_ENV, SECRET_VALUE, RemoteEnvironmentConformance, items_argument
 from tests.infra.mocking import ProgramRun, secret_version_outputs
 from tests.infra.storage_roundtrip import round_trip, run_job
 from toolkit.environments.registry import ImageRegistry
@@ -85,6 +85,15 @@ class TestVertexAiTarget(RemoteEnvironmentConformance):
 
     def job_image(self, run: ProgramRun) -> str:
         return run.one(CUSTOM_JOB).inputs["body"]["jobSpec"]["workerPoolSpecs"][0]["containerSpec"]["imageUri"]
+
+    def map_shape(self, run: ProgramRun) -> tuple[int, int]:
+        pools = run.one(CUSTOM_JOB).inputs["body"]["jobSpec"]["workerPoolSpecs"]
+        primary, workers = pools[0], pools[1]
+        assert primary["replicaCount"] == 1 and primary["containerSpec"]["command"][-1] == "--await-items"
+        assert "--await-items" not in workers["containerSpec"]["command"]
+        counts = {items_argument(pool["containerSpec"]["command"]) for pool in pools}
+        assert len(counts) == 1
+        return counts.pop(), sum(pool["replicaCount"] for pool in pools)
 
     def uploaded_names(self, run: ProgramRun) -> set[str]:
         return {r.inputs["name"] for r in run.of_type("gcp:storage/bucketObject:BucketObject")}

@@ -19,7 +19,8 @@ import pulumi
 from pulumi.dynamic import Resource
 
 from toolkit.bundles import CLAIMS_DIR, FILES_NAME, ITEMS_DIR, RESULTS_DIR
-from toolkit.providers.run_storage import RunStorageProvider, local_path
+from toolkit.infra.base import RunContext
+from toolkit.providers.run_storage import RunItemsProvider, RunStorageProvider, local_path
 from toolkit.runner import BUNDLE_NAME
 
 
@@ -64,3 +65,40 @@ class RunStorage(Resource, module="toolkit", name="RunStorage"):
         if files_path:
             props.update(files_path=files_path, files_name=FILES_NAME)
         super().__init__(RunStorageProvider(), name, props, opts)
+
+
+def item_uploads(
+    run: RunContext, bucket: pulumi.Resource, options: pulumi.Input[dict[str, Any]] | None = None
+) -> list[pulumi.Resource]:
+    """A map's ``RunItems`` into the per-run ``bucket`` (nothing for a single call); ``options``:
+    the fsspec options the client uploads with (default: the pool's)."""
+    if run.fanout is None:
+        return []
+    items = RunItems(
+        "items",
+        url=run.storage_url,
+        items_path=str(run.fanout.items_path),
+        options=run.storage_options if options is None else options,
+        opts=pulumi.ResourceOptions(depends_on=[bucket]),
+    )
+    return [items]
+
+
+class RunItems(Resource, module="toolkit", name="RunItems"):
+    """A map's item bundles, uploaded under ``<url>/items/`` of a bucket the run stack made itself
+    (``RunStorage`` uploads them where it owns the whole prefix). Deleting removes ``items/`` only:
+    the bucket, with the results in it, goes with its own resource."""
+
+    url: pulumi.Output[str]
+
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        items_path: str,
+        options: pulumi.Input[dict[str, Any]] | None = None,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        props = {"url": url, "items_path": items_path, "items_dir": ITEMS_DIR, "options": options or {}}
+        secret = pulumi.ResourceOptions(additional_secret_outputs=["options"])
+        super().__init__(RunItemsProvider(), name, props, pulumi.ResourceOptions.merge(secret, opts))

@@ -42,6 +42,32 @@ def _copy_items(props: dict[str, Any], path: str) -> None:
         shutil.copyfile(os.path.join(source, name), os.path.join(items, name))
 
 
+def _put_items(fs: Any, source: str, destination: str) -> None:
+    """Every staged item bundle to ``destination/<name>`` in object storage, in one batched call."""
+    names = sorted(os.listdir(source))
+    fs.put([os.path.join(source, n) for n in names], [f"{destination}/{n}" for n in names])
+
+
+class RunItemsProvider(ResourceProvider):
+    """Uploads a map's items into a bucket the stack made; removes just them on delete."""
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        import fsspec
+
+        fs, root = fsspec.core.url_to_fs(props["url"], **(props.get("options") or {}))
+        _put_items(fs, props["items_path"], f"{root}/{props['items_dir']}")
+        return CreateResult(id_=f"{props['url']}/{props['items_dir']}", outs=props)
+
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        import fsspec
+
+        fs, root = fsspec.core.url_to_fs(props["url"], **(props.get("options") or {}))
+        try:
+            fs.rm(f"{root}/{props['items_dir']}", recursive=True)
+        except FileNotFoundError:
+            pass  # the bucket went first
+
+
 class RunStorageProvider(ResourceProvider):
     """Creates the prefix (0700 when local), uploads the bundle, writes the secrets file; deletes it all on destroy.
 
@@ -77,9 +103,7 @@ class RunStorageProvider(ResourceProvider):
             if props.get("files_path"):
                 fs.put_file(props["files_path"], f"{root}/{props['files_name']}")
             if props.get("items_path"):
-                items = props["items_path"]
-                names = sorted(os.listdir(items))
-                fs.put([os.path.join(items, n) for n in names], [f"{root}/{props['items_dir']}/{n}" for n in names])
+                _put_items(fs, props["items_path"], f"{root}/{props['items_dir']}")
         except BaseException:
             if fs.exists(root):
                 fs.rm(root, recursive=True)
