@@ -17,6 +17,7 @@ bridge and cgroups; builds and imported images stay cached. Needs root.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import shlex
@@ -297,6 +298,39 @@ def up(log: Log = _say, where: Layout | None = None) -> ClusterInfo:
         raise
     log(f"cluster up in {time.monotonic() - started:.0f} s; for clients: source {where.env_file}")
     return info
+
+
+@contextmanager
+def shared(where: Layout | None = None) -> Iterator[ClusterInfo]:
+    """The running cluster, for a test session or a benchmark; started if needed, and stopped by the
+    last user of it.
+
+    Users hold a shared lock on ``sessions.lock`` while they use the cluster.
+    A cluster a user started is marked; the user that ends last (it gets the
+    lock exclusively) takes a marked cluster down. One started by hand
+    (``scripts/k8s-cluster up``) stays up.
+    """
+    where = where or Layout.default()
+    where.cache.mkdir(parents=True, exist_ok=True)
+    marker = where.state / "started-by-tests"
+    with (where.cache / "sessions.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if is_up(where):
+            info = ClusterInfo.load(where.info)
+        else:
+            info = up(where=where)
+            marker.touch()
+        fcntl.flock(lock, fcntl.LOCK_SH)
+        try:
+            yield info
+        finally:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pass  # another user still needs it; the last one out takes it down
+            else:
+                if marker.exists():
+                    down(where=where)
 
 
 def _delete_pods(where: Layout, log: Log) -> None:

@@ -11,7 +11,6 @@ namespace is deleted and must disappear.
 
 from __future__ import annotations
 
-import fcntl
 import time
 import uuid
 from collections.abc import Iterator
@@ -23,7 +22,7 @@ from kubernetes.client.exceptions import ApiException
 
 from tests.k8s import cluster
 from tests.k8s import layout as L
-from tests.k8s.layout import ClusterInfo, Layout
+from tests.k8s.layout import ClusterInfo
 from tests.leaks import assert_nothing_left
 from toolkit.futures import wait_for_teardowns
 from toolkit.infra.kubernetes import KubernetesTarget
@@ -37,34 +36,9 @@ deletion (pods first, each within its 30 s termination grace period) after the s
 
 @pytest.fixture(scope="session")
 def k8s_cluster() -> Iterator[ClusterInfo]:
-    """The running cluster; started if needed, and stopped by the last test session using it.
-
-    Sessions hold a shared lock on ``sessions.lock`` while they use the cluster.
-    A cluster a test session started is marked; the session that ends last (it
-    gets the lock exclusively) takes a marked cluster down. One started by hand
-    (``scripts/k8s-cluster up``) stays up.
-    """
-    where = Layout.default()
-    where.cache.mkdir(parents=True, exist_ok=True)
-    marker = where.state / "started-by-tests"
-    with (where.cache / "sessions.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if cluster.is_up(where):
-            info = ClusterInfo.load(where.info)
-        else:
-            info = cluster.up(where=where)
-            marker.touch()
-        fcntl.flock(lock, fcntl.LOCK_SH)
-        try:
-            yield info
-        finally:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                pass  # another session still uses it; the last one out takes it down
-            else:
-                if marker.exists():
-                    cluster.down(where=where)
+    """The running cluster; started if needed, and stopped by the last session using it (``cluster.shared``)."""
+    with cluster.shared() as info:
+        yield info
 
 
 @pytest.fixture(scope="session")
