@@ -272,7 +272,7 @@ class RunFuture:
         while True:
             self._forward_logs(watcher.read_logs())
             status = watcher.status()
-            if status.finished or self._poll_outputs():
+            if status.finished or self._poll_outputs(watcher):
                 self._forward_logs(watcher.read_logs())
                 return status
             if self._cancelled():
@@ -285,7 +285,7 @@ class RunFuture:
             time.sleep(interval)
             interval = min(interval * 1.2, 1.0)
 
-    def _poll_outputs(self) -> bool:
+    def _poll_outputs(self, watcher: JobWatcher) -> bool:
         """Take in what the job produced so far; True once the run has all it waits for before the
         job is seen to end. A single call's one result is collected when the job ends: False."""
         return False

@@ -25,7 +25,7 @@ import signal
 import sys
 import tarfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -52,8 +52,8 @@ BUNDLE_NAME = "bundle.tkb"
 RESULT_NAME = "result.tkb"
 RUN_KEY_ENV = "TOOLKIT_RUN_KEY"
 STORAGE_OPTIONS_ENV = "TOOLKIT_STORAGE_OPTIONS"
-AWAIT_SECONDS = 2.0
-"""How often ``--await-items`` looks for the other workers' results."""
+AWAIT_SECONDS = 0.5
+"""How often ``--await-items`` looks for the other workers' results and for released claims."""
 
 
 def _runner_error(error_type: str, message: str) -> Outcome:
@@ -154,9 +154,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--await-items",
         action="store_true",
-        help="with --items: once nothing is left to claim, wait until every item has a result (a primary "
-        "replica whose exit ends the whole job)",
+        help="with --items: once nothing is left to claim, stay until every item has a result, claiming "
+        "items the client released for a retry (a dead worker's); a primary replica's exit ends its job",
     )
+    parser.add_argument("--worker", default="", help="with --items: this worker's name, written into its claims")
     options = parser.parse_args(argv)
     if options.secrets:
         load_secrets(options.secrets)
@@ -179,11 +180,9 @@ def main(argv: list[str] | None = None) -> int:
             storage.mark_started(index)
             indexes: Iterator[int] = iter([index])
         else:
-            indexes = storage.claim(options.items)
+            indexes = storage.claim_all(options.items, options.worker, options.await_items)
         for index in indexes:
             run_item(storage, loaded, key, index)
-        while options.await_items and storage.results() < options.items:
-            time.sleep(AWAIT_SECONDS)
         return 0
     outcome = execute(read(BUNDLE_NAME), key, source, read=read)
     sys.stdout.flush()
@@ -213,27 +212,44 @@ class _Storage:
         with _open(self.url, name, "rb", self.options) as handle:
             return handle.read()
 
-    def claim(self, count: int) -> Iterator[int]:
-        """Every item no other worker claimed first, in order."""
-        for index in range(count):
+    def claim(self, indexes: Iterable[int], worker: str) -> Iterator[int]:
+        """Each of ``indexes`` no other worker claimed first, in order; the claim names ``worker``."""
+        for index in indexes:
             try:
                 with _open(self.url, f"{CLAIMS_DIR}/{index}", "xb", self.options) as handle:
-                    handle.write(str(os.getpid()).encode())
+                    handle.write(worker.encode())
             except FileExistsError:
                 continue
             yield index
 
-    def results(self) -> int:
-        """How many items have their result."""
+    def claim_all(self, count: int, worker: str, wait: bool) -> Iterator[int]:
+        """Claim items in order; with ``wait``, then stay until every item has a result, taking
+        any item whose claim the client released (its worker died) for a retry."""
+        yield from self.claim(range(count), worker)
+        while wait:
+            if len(self.names(RESULTS_DIR)) >= count:
+                return
+            claimed = {int(name) for name in self.names(CLAIMS_DIR) if name.isdigit()}
+            released = [index for index in range(count) if index not in claimed]
+            if released:
+                yield from self.claim(released, worker)
+            else:
+                time.sleep(AWAIT_SECONDS)
+
+    def names(self, directory: str) -> list[str]:
+        """Entry names under ``directory`` (not those being written, which start with '.')."""
         if self.local is not None:
-            names = os.listdir(os.path.join(self.local, RESULTS_DIR))
+            names = os.listdir(os.path.join(self.local, directory))
         else:
             import fsspec
 
             fs, root = fsspec.core.url_to_fs(self.url, **self.options)
-            fs.invalidate_cache(f"{root}/{RESULTS_DIR}")
-            names = [path.rsplit("/", 1)[-1] for path in fs.ls(f"{root}/{RESULTS_DIR}", detail=False)]
-        return sum(1 for name in names if not name.startswith("."))
+            fs.invalidate_cache(f"{root}/{directory}")
+            try:
+                names = [path.rsplit("/", 1)[-1] for path in fs.ls(f"{root}/{directory}", detail=False)]
+            except FileNotFoundError:
+                names = []
+        return [name for name in names if not name.startswith(".")]
 
     def mark_started(self, index: int) -> None:
         """An indexed task's item was not claimed: record that it started (a retried task rewrites it)."""

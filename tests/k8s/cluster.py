@@ -314,13 +314,17 @@ def shared(where: Layout | None = None) -> Iterator[ClusterInfo]:
     where.cache.mkdir(parents=True, exist_ok=True)
     marker = where.state / "started-by-tests"
     with (where.cache / "sessions.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        fcntl.flock(lock, fcntl.LOCK_SH)  # a running cluster is shared at once: nobody can stop it now
         if is_up(where):
             info = ClusterInfo.load(where.info)
         else:
-            info = up(where=where)
-            marker.touch()
-        fcntl.flock(lock, fcntl.LOCK_SH)
+            fcntl.flock(lock, fcntl.LOCK_EX)  # to start it: wait until no other user holds it
+            if is_up(where):
+                info = ClusterInfo.load(where.info)
+            else:
+                info = up(where=where)
+                marker.touch()
+            fcntl.flock(lock, fcntl.LOCK_SH)
         try:
             yield info
         finally:

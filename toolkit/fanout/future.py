@@ -19,10 +19,11 @@ from concurrent.futures import TimeoutError as FutureTimeoutError
 from typing import Any
 
 from toolkit import settings
-from toolkit.errors import RunCancelledError
+from toolkit.errors import JobFailedError, RunCancelledError
 from toolkit.fanout.results import ItemResults
+from toolkit.fanout.watch import WorkersWatcher
 from toolkit.futures import RunFuture
-from toolkit.infra.base import JobStatus
+from toolkit.infra.base import JobStatus, JobWatcher
 from toolkit.submission import PreparedRun
 
 _RECHECK_SECONDS = 0.25
@@ -78,6 +79,9 @@ class MapFuture(RunFuture):
             settings.runs_dir() / prepared.run_id / "results",
         )
         self._spool_finalizer = weakref.finalize(self, self._items.discard)
+        self._retries = int(prepared.variables.get("retries") or 0)
+        self._item_attempts: dict[int, int] = {}
+        self._dead_workers: set[int] = set()
         super().__init__(prepared, prefix_logs=prefix_logs)
 
     # -- public API -----------------------------------------------------------------------------
@@ -152,8 +156,36 @@ class MapFuture(RunFuture):
 
     # -- lifecycle hooks (``RunFuture``) ----------------------------------------------------------
 
-    def _poll_outputs(self) -> bool:
-        return self._items.poll()
+    def _poll_outputs(self, watcher: JobWatcher) -> bool:
+        complete = self._items.poll()
+        if not complete and isinstance(watcher, WorkersWatcher):
+            self._reclaim_from_dead_workers(watcher)
+            complete = self._items.complete()
+        return complete
+
+    def _reclaim_from_dead_workers(self, watcher: WorkersWatcher) -> None:
+        """A worker that failed (killed, OOM) held an item: retry it on a surviving worker within the
+        ``retries`` job variable, else fail just that item with the worker's reason."""
+        for number, status in enumerate(watcher.last):
+            if status.state != "failed" or number in self._dead_workers:
+                continue
+            self._dead_workers.add(number)
+            self._items.poll()  # a result written just before the worker died is a result
+            survivors = sum(1 for other in watcher.last if not other.finished)
+            for index in self._items.claimed_by(str(number)):
+                reason = f"its worker {number} died: {status.reason or 'no reason given'}"
+                attempts = self._item_attempts.get(index, 0)
+                if attempts < self._retries and survivors:
+                    self._item_attempts[index] = attempts + 1
+                    self.progress.say(
+                        f"[yellow]item {index}: attempt {attempts + 2}/{self._retries + 1}, retrying after {reason}[/yellow]"
+                    )
+                    self._items.release(index)
+                    continue
+                detail = f"; it was tried {attempts + 1} time(s) (retries={self._retries})"
+                if attempts < self._retries:
+                    detail += ", and no worker is left to try it again"
+                self._items.fail(index, JobFailedError(f"item {index} of map {self.run_id} has no result: {reason}{detail}"))
 
     def _collect(self, status: JobStatus) -> None:
         """Every result the job wrote is in; items without one failed with the job's reason."""

@@ -74,7 +74,52 @@ class ItemResults:
                     self.completion_order.append(index)
                 self._resolved += len(arrived)
                 self._changed.notify_all()
+        return self.complete()
+
+    def complete(self) -> bool:
+        """Every item has its outcome (a result, or a failure without one)."""
         return self._resolved >= self.count
+
+    def claimed_by(self, worker: str) -> list[int]:
+        """Items without a result whose claim names ``worker`` (a worker that died held them)."""
+        held = []
+        for index in range(self.count):
+            if self._states[index] == _RUNNING and self._claim_owner(index) == worker:
+                held.append(index)
+        return held
+
+    def release(self, index: int) -> None:
+        """Give item ``index`` back to the workers (its worker died): delete its claim."""
+        name = f"{CLAIMS_DIR}/{index}"
+        if self._local is not None:
+            Path(self._local, name).unlink(missing_ok=True)
+        else:
+            fs = self._filesystem()
+            fs.rm_file(f"{fs._strip_protocol(self._url)}/{name}")
+        with self._changed:
+            self._states[index] = _PENDING
+            self._all_claimed = False
+
+    def fail(self, index: int, error: BaseException) -> None:
+        """Item ``index`` will get no result: ``error`` is its outcome."""
+        with self._changed:
+            if self._states[index] >= _COMPLETED:
+                return
+            self._failures[index] = error
+            self._states[index] = _FAILED
+            self.completion_order.append(index)
+            self._resolved += 1
+            self._changed.notify_all()
+
+    def _claim_owner(self, index: int) -> str:
+        name = f"{CLAIMS_DIR}/{index}"
+        try:
+            if self._local is not None:
+                return Path(self._local, name).read_text()
+            fs = self._filesystem()
+            return fs.cat_file(f"{fs._strip_protocol(self._url)}/{name}").decode()
+        except (FileNotFoundError, UnicodeDecodeError):
+            return ""
 
     def fail_unfinished(self, error: BaseException | None, reason: str) -> int:
         """Items without a result when the job ended fail: with ``error`` (a cancel, a failed stack)

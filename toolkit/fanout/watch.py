@@ -3,7 +3,9 @@
 The job is running while any worker runs and has ended when all of them have;
 it succeeded only if every worker did. A worker that died (killed, OOM) fails
 only the item it held: the others go on claiming the rest, and the map's
-collector reports that item with this watcher's reason.
+collector (``MapFuture``) reads ``last`` to find the dead worker's item and
+retries it (releases its claim for a surviving worker) or fails it with the
+worker's reason.
 """
 
 from __future__ import annotations
@@ -18,9 +20,12 @@ class WorkersWatcher(JobWatcher):
 
     def __init__(self, workers: Sequence[JobWatcher]) -> None:
         self._workers = list(workers)
+        self.last: list[JobStatus] = []
+        """Each worker's status at the last ``status()`` (the map's collector reads who died)."""
 
     def status(self) -> JobStatus:
         statuses = [worker.status() for worker in self._workers]
+        self.last = statuses
         if any(not status.finished for status in statuses):
             running = any(status.state == "running" for status in statuses)
             return JobStatus(state="running" if running else "pending")

@@ -115,13 +115,15 @@ def runner_command(
     secrets_file: str | None = None,
     fanout: FanOut | None = None,
     index_env: str | None = None,
+    worker: str | None = None,
 ) -> list[str]:
     """The command every job runs: fetch, verify and call the bundle, write the result.
 
     ``secrets_file``: where a local job finds its run key and secret env values
     (``job_secrets``) instead of its environment. For a map (``fanout``), the job
     runs the item at the index in the variable ``index_env``, or without it claims
-    items until none is left.
+    items until none is left; a named ``worker`` writes its name into its claims and
+    stays until every item has a result, to take items released for a retry.
     """
     command = [python, "-u", "-m", "toolkit.runner", "--storage", storage_url]
     if secrets_file:
@@ -130,6 +132,8 @@ def runner_command(
         command += ["--items", str(fanout.count)]
         if index_env:
             command += ["--index-env", index_env]
+        if worker is not None:
+            command += ["--worker", worker, "--await-items"]
     return command
 
 

@@ -374,7 +374,10 @@ class DockerTarget(Target):
         containers = []
         for number, secrets_name in enumerate(secrets_names):
             command = runner_command(
-                CONTAINER_RUN_DIR, secrets_file=f"{CONTAINER_RUN_DIR}/{secrets_name}", fanout=run.fanout
+                CONTAINER_RUN_DIR,
+                secrets_file=f"{CONTAINER_RUN_DIR}/{secrets_name}",
+                fanout=run.fanout,
+                worker=str(number) if run.fanout else None,
             )
             suffix = f"-{number}" if run.fanout else ""
             containers.append(self._container(f"job{suffix}", f"toolkit-{run.run_id}{suffix}", command, run, storage))

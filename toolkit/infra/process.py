@@ -190,7 +190,8 @@ class ProcessTarget(Target):
         pids = []
         for number, secrets_name in enumerate(secrets_names or []):
             secrets_file = os.path.join(run.storage_url, secrets_name)
-            argv = [*job.command, *runner_command(run.storage_url, python, secrets_file, run.fanout)]
+            command = runner_command(run.storage_url, python, secrets_file, run.fanout, worker=str(number))
+            argv = [*job.command, *command]
             worker = LocalProcess(
                 f"worker-{number}",
                 {
