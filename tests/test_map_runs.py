@@ -10,6 +10,7 @@ containers).
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import textwrap
 import threading
@@ -20,8 +21,8 @@ import pytest
 import toolkit
 from tests.leaks import assert_nothing_left, leftovers
 from tests.test_interrupt import Client
-from toolkit import Submitter, records
-from toolkit.errors import BundleError, ConfigError, RunCancelledError
+from toolkit import Submitter, records, settings
+from toolkit.errors import BundleError, ConfigError, JobFailedError, RunCancelledError
 from toolkit.futures import wait_for_teardowns
 
 pytestmark = pytest.mark.engine
@@ -239,3 +240,57 @@ def test_preview_shows_the_one_stack_with_its_workers(target):
     assert len(workers) == 4, [c.type for c in plan.changes]
     assert all("--items" in c.inputs.get("argv", c.inputs.get("command", [])) for c in workers)
     assert "a map of 50 items, at most 4 at once" in str(plan)
+
+
+def holder(x: int) -> int:
+    """Item 3 holds its worker for a long time, unless an earlier attempt of it already did (a retry)."""
+    import os
+    import time
+
+    run_dir = "/toolkit-run" if os.path.isdir("/toolkit-run") else os.path.dirname(os.getcwd())
+    marker = os.path.join(run_dir, "item-3-was-held")
+    if x == 3 and not os.path.exists(marker):
+        open(marker, "w").close()
+        time.sleep(120)
+    return x
+
+
+def _kill_worker_holding(target: str, run_id: str, index: int) -> str:
+    """Kill, from outside, the worker that claimed item ``index``: ``docker kill`` or SIGKILL. Returns its name."""
+    claim = settings.home() / "work" / run_id / "claims" / str(index)
+    worker = claim.read_text()
+    if target == "docker":
+        subprocess.run(["docker", "kill", f"toolkit-{run_id}-{worker}"], check=True, capture_output=True)
+        return worker
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            command = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+        except OSError:
+            continue
+        if command[0] != b"sh" and any(run_id.encode() in part for part in command) and b"--worker" in command:
+            if command[command.index(b"--worker") + 1] == worker.encode():
+                os.kill(int(pid), signal.SIGKILL)
+                return worker
+    raise AssertionError(f"no worker process {worker} of run {run_id}")
+
+
+def _wait_until_running(future, index: int) -> None:  # noqa: ANN001 - a MapFuture
+    deadline = time.monotonic() + 120
+    while future.item(index).state != "running" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert future.item(index).state == "running", future.counts()
+    time.sleep(0.5)  # the function has started its sleep
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_a_worker_killed_mid_item_fails_only_that_item_with_a_clear_error(target):
+    future = bind(target, holder).map(range(8), max_parallel=2, return_exceptions=True)
+    _wait_until_running(future, 3)
+    worker = _kill_worker_holding(target, future.run_id, 3)
+    results = list(future)
+    assert results[:3] + results[4:] == [0, 1, 2, 4, 5, 6, 7]  # the surviving worker ran the rest
+    assert isinstance(results[3], JobFailedError)
+    message = str(results[3])
+    assert f"item 3 of map {future.run_id} has no result: its worker {worker} died" in message, message
+    assert "killed" in message and "retries=0" in message, message
+    assert future.item(3).state == "failed" and future.counts()["completed"] == 7
