@@ -408,6 +408,17 @@ def test_watcher_explains_failures(case: str) -> None:
     assert reason in str(status.reason)
 
 
+def test_watcher_keeps_waiting_while_the_kubelet_secret_cache_lags(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Seen on the real cluster under load: the Secret exists, the kubelet's cache sync timed out, and it retries."""
+    lagging = json.loads(json.dumps(OBJECTS["pods"]["config-error"]))
+    lagging["status"]["containerStatuses"][0]["state"]["waiting"]["message"] = (
+        "failed to sync secret cache: timed out waiting for the condition"
+    )
+    monkeypatch.setitem(OBJECTS["pods"], "config-sync-lag", lagging)
+    assert _watcher(FakeCluster("active", ["config-sync-lag"])).status().state != "failed"
+    assert _watcher(FakeCluster("active", ["config-error"])).status().state == "failed"
+
+
 def test_watcher_waits_for_a_retry_and_fails_once_retries_are_exhausted() -> None:
     cluster = FakeCluster("retrying", ["error-exit"])
     status = _watcher(cluster).status()

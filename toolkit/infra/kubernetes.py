@@ -67,6 +67,9 @@ _SECRET_REF = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[-._a-zA-Z0-9]+$")
 _IMAGE_WAITING_REASONS = ("ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName")
 _CONFIG_WAITING_REASONS = ("CreateContainerConfigError", "CreateContainerError")
 """Waiting reasons the kubelet never recovers from by itself: the run fails at once."""
+_TRANSIENT_CONFIG_MESSAGES = ("failed to sync", "timed out waiting for the condition")
+"""A config error with these words is the kubelet's secret/config-map cache lagging (a loaded node):
+it retries by itself, and the Secret does exist, so the run keeps waiting."""
 
 
 class Toleration(BaseModel):
@@ -300,7 +303,11 @@ def _failure_of_pod(pod: Any, container: str) -> tuple[int | None, str] | None:
                 f"the cluster's nodes can reach {registry!r}, and that they may pull from it (image_pull_secrets, "
                 "or username and password_env in the pool's image_registry)"
             )
-        if waiting and waiting.reason in _CONFIG_WAITING_REASONS:
+        if (
+            waiting
+            and waiting.reason in _CONFIG_WAITING_REASONS
+            and not any(words in (waiting.message or "") for words in _TRANSIENT_CONFIG_MESSAGES)
+        ):
             return None, (
                 f"the container {state.name!r} could not be created ({waiting.reason}: {waiting.message}). "
                 f"A Secret or key named in secret_env is probably missing from namespace {pod.metadata.namespace!r}"
