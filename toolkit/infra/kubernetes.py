@@ -387,8 +387,6 @@ def indexed_job_status(job: Any, pods: list[Any], container: str) -> JobStatus:
         return JobStatus(state="failed", exit_code=failed[0] if failed else None, reason=reason)
     for pod, failure in failures:
         if failure and failure[0] is None and pod.status.phase not in ("Failed", "Succeeded"):
-            if "failed to sync" in failure[1]:
-                continue  # the kubelet's Secret cache lagging behind many pods at once: it retries
             return JobStatus(state="failed", reason=failure[1])  # an image or a Secret that never comes
     return JobStatus(state="running" if job.status.active else "pending")
 
