@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import textwrap
 import threading
 import time
@@ -21,7 +22,7 @@ import pytest
 import toolkit
 from tests.leaks import assert_nothing_left, leftovers
 from tests.test_interrupt import Client
-from toolkit import Submitter, records, settings
+from toolkit import Submitter, gc, records, settings
 from toolkit.errors import BundleError, ConfigError, JobFailedError, RunCancelledError
 from toolkit.futures import wait_for_teardowns
 
@@ -294,3 +295,36 @@ def test_a_worker_killed_mid_item_fails_only_that_item_with_a_clear_error(target
     assert f"item 3 of map {future.run_id} has no result: its worker {worker} died" in message, message
     assert "killed" in message and "retries=0" in message, message
     assert future.item(3).state == "failed" and future.counts()["completed"] == 7
+
+
+HOLDING_MAP_CLIENT = textwrap.dedent(
+    """
+    import sys, time
+    import toolkit
+
+    @getattr(toolkit, sys.argv[1])
+    def sleeper(x):
+        time.sleep(600)
+
+    future = sleeper.map(range(4), max_parallel=2)
+    while future.counts()["running"] < 2:
+        time.sleep(0.1)
+    print(future.run_id, flush=True)
+    time.sleep(600)
+    """
+)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_a_client_killed_mid_map_leaves_a_stack_that_gc_destroys(tmp_path, target):
+    script = tmp_path / "client.py"
+    script.write_text(HOLDING_MAP_CLIENT)
+    client = subprocess.Popen([sys.executable, str(script), target], stdout=subprocess.PIPE, text=True)
+    run_id = client.stdout.readline().strip() if client.stdout else ""
+    client.send_signal(signal.SIGKILL)
+    client.wait()
+    assert run_id and _engine_count(target, run_id) == 2  # its two workers outlive it
+    leaks = gc.collect()
+    assert [(leak.stack, leak.destroyed) for leak in leaks] == [(f"run-{run_id}", True)]
+    assert _engine_count(target, run_id) == 0
+    assert not records.RunRecord.spool_of(run_id).exists()

@@ -19,7 +19,7 @@ from tests.k8s import images
 from tests.k8s.conftest import save_pool
 from tests.k8s.layout import ClusterInfo, Layout
 from toolkit import kubernetes
-from toolkit.errors import RunCancelledError
+from toolkit.errors import JobFailedError, RunCancelledError
 
 pytestmark = [pytest.mark.engine, pytest.mark.k8s]
 
@@ -106,3 +106,45 @@ def test_cancel_mid_map_deletes_the_job_and_its_pods(map_pool, kube, namespace):
     with pytest.raises(RunCancelledError):
         list(future)
     assert future.state == "cancelled"
+
+
+def slow_third(x: int) -> int:
+    import time
+
+    if x == 3:
+        time.sleep(15)
+    return x
+
+
+def _delete_item_pod(kube: tuple, namespace: str, run_id: str, index: int) -> str:
+    """Delete, through the API, the running pod of item ``index``; returns its name."""
+    core = kube[0]
+    selector = f"toolkit-run={run_id},batch.kubernetes.io/job-completion-index={index}"
+    deadline = time.monotonic() + RUN_SECONDS
+    while time.monotonic() < deadline:
+        running = [p for p in core.list_namespaced_pod(namespace, label_selector=selector).items
+                   if p.status.phase == "Running"]
+        if running:
+            time.sleep(2)  # the function has started
+            core.delete_namespaced_pod(running[0].metadata.name, namespace)
+            return running[0].metadata.name
+        time.sleep(0.2)
+    raise AssertionError(f"item {index}'s pod never ran")
+
+
+@pytest.mark.parametrize("retries", [0, 1])
+def test_a_deleted_pod_fails_only_its_item_or_is_retried_per_index(map_pool, kube, namespace, retries):
+    bound = kubernetes(pool=map_pool, backoff_limit=retries)(slow_third)
+    future = bound.map(range(6), max_parallel=3, return_exceptions=True)
+    try:
+        deleted = _delete_item_pod(kube, namespace, future.run_id, 3)
+        results = list(future)
+    finally:
+        future.cancel(timeout=180)
+    assert results[:3] + results[4:] == [0, 1, 2, 4, 5]
+    if retries:
+        assert results[3] == 3  # a fresh pod for index 3 ran it again
+        return
+    assert isinstance(results[3], JobFailedError), results[3]
+    assert "item 3" in str(results[3]) and "no result" in str(results[3]), str(results[3])
+    assert deleted

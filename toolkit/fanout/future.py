@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import TimeoutError as FutureTimeoutError
 from typing import Any
 
-from toolkit import settings
+from toolkit import records
 from toolkit.errors import JobFailedError, RunCancelledError
 from toolkit.fanout.results import ItemResults
 from toolkit.fanout.watch import WorkersWatcher
@@ -76,7 +76,7 @@ class MapFuture(RunFuture):
             context.storage_options,
             fanout.count,
             context.run_key,
-            settings.runs_dir() / prepared.run_id / "results",
+            records.RunRecord.spool_of(prepared.run_id),
         )
         self._spool_finalizer = weakref.finalize(self, self._items.discard)
         self._retries = int(prepared.variables.get("retries") or 0)
