@@ -21,7 +21,14 @@ import pytest
 from botocore.stub import Stubber
 
 from tests.emulators.aws import CLUSTER, REGION, aws, aws_emulator, ecs_cluster, moto_api  # noqa: F401 - fixtures
-from tests.infra.conformance import DIGEST, RUN_KEY, SECRET_ENV, SECRET_VALUE, RemoteEnvironmentConformance, items_argument
+from tests.infra.conformance import (
+    DIGEST,
+    RUN_KEY,
+    SECRET_ENV,
+    SECRET_VALUE,
+    RemoteEnvironmentConformance,
+    items_argument,
+)
 from tests.infra.mocking import ProgramRun, run_program
 from tests.infra.storage_roundtrip import round_trip
 from toolkit.environments.registry import ImageRegistry

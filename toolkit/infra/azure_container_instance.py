@@ -36,6 +36,7 @@ from pydantic import Field, model_validator
 from toolkit.bundles import FILES_NAME
 from toolkit.environments.registry import ImageRegistry
 from toolkit.environments.variables import EnvironmentVariables
+from toolkit.fanout.watch import WorkersWatcher
 from toolkit.infra.base import (
     JobConfiguration,
     JobStatus,
@@ -45,10 +46,9 @@ from toolkit.infra.base import (
     placeholders,
     runner_command,
 )
-from toolkit.fanout.watch import WorkersWatcher
 from toolkit.infra.pulling import refuse_loopback
-from toolkit.infra.storage import item_uploads
 from toolkit.infra.rest import PolledWatcher, RestClient, azure_session, endpoint
+from toolkit.infra.storage import item_uploads
 from toolkit.infra.synonyms import PREFECT_COMMON, no_counterpart, renamed
 from toolkit.runner import BUNDLE_NAME, RUN_KEY_ENV, STORAGE_OPTIONS_ENV
 from toolkit.secretvalues import Secret

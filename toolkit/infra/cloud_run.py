@@ -42,8 +42,8 @@ from toolkit.infra.base import (
     placeholders,
     runner_command,
 )
-from toolkit.infra.storage import item_uploads
 from toolkit.infra.rest import CloudApiError, PolledWatcher, RestClient, endpoint, google_session
+from toolkit.infra.storage import item_uploads
 from toolkit.infra.synonyms import (
     PREFECT_COMMON,
     Synonym,

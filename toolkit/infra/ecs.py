@@ -38,6 +38,7 @@ from toolkit.bundles import FILES_NAME
 from toolkit.environments.registry import EcrRepository, ImageRegistry
 from toolkit.environments.variables import EnvironmentVariables
 from toolkit.errors import ConfigError, ProvisionError
+from toolkit.fanout.watch import WorkersWatcher
 from toolkit.infra.base import (
     JobConfiguration,
     JobStatus,
@@ -49,7 +50,6 @@ from toolkit.infra.base import (
 )
 from toolkit.infra.pulling import refuse_loopback
 from toolkit.infra.storage import RunStorage, item_uploads
-from toolkit.fanout.watch import WorkersWatcher
 from toolkit.infra.synonyms import (
     PREFECT_COMMON,
     Synonym,

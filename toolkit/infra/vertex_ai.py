@@ -43,8 +43,8 @@ from toolkit.infra.base import (
     placeholders,
     runner_command,
 )
-from toolkit.infra.storage import item_uploads
 from toolkit.infra.rest import CloudApiError, PolledWatcher, RestClient, endpoint, google_session
+from toolkit.infra.storage import item_uploads
 from toolkit.infra.synonyms import PREFECT_COMMON, no_counterpart, renamed
 from toolkit.runner import RUN_KEY_ENV, STORAGE_OPTIONS_ENV
 from toolkit.secretvalues import Secret
