@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from toolkit.fanout.future import EmptyMapFuture, MapFuture
 from toolkit.plan import Plan
-from toolkit.preview import preview_run
+from toolkit.preview import nothing_to_create, preview_run
 from toolkit.submission import PreparedRun
 
 
@@ -32,19 +32,7 @@ def start_map(prepared: PreparedRun, return_exceptions: bool = False) -> MapFutu
 
 def preview_map(prepared: PreparedRun) -> Plan:
     """The plan of the map's one stack; a map over no items would create nothing."""
-    if prepared.context.fanout is None:
-        prepared.discard_bundle()
-        return Plan(
-            run_id=prepared.run_id,
-            pool=prepared.pool.name,
-            target=prepared.target.name,
-            function=prepared.function_name,
-            job=prepared.masked_job(),
-            plugins=prepared.plugins,
-            items=0,
-            parallelism=0,
-        )
-    return preview_run(prepared)
+    return preview_run(prepared) if prepared.context.fanout else nothing_to_create(prepared)
 
 
 class MapMethod:
