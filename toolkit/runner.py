@@ -213,11 +213,16 @@ class _Storage:
             return handle.read()
 
     def claim(self, indexes: Iterable[int], worker: str) -> Iterator[int]:
-        """Each of ``indexes`` no other worker claimed first, in order; the claim names ``worker``."""
+        """Each of ``indexes`` no other worker claimed first, in order; the claim names ``worker``.
+
+        Never empty: s3fs writes an empty file with a plain ``touch``, without the
+        conditional header that makes the create exclusive.
+        """
+        body = (worker or f"pid {os.getpid()}").encode()
         for index in indexes:
             try:
                 with _open(self.url, f"{CLAIMS_DIR}/{index}", "xb", self.options) as handle:
-                    handle.write(worker.encode())
+                    handle.write(body)
             except FileExistsError:
                 continue
             yield index

@@ -29,7 +29,7 @@ from tests.emulators.azure import (
 )
 from tests.infra.conformance import RUN_KEY, SECRET_ENV, RemoteEnvironmentConformance, items_argument
 from tests.infra.mocking import ProgramRun, run_program
-from tests.infra.storage_roundtrip import round_trip, run_job, sealed_bundle
+from tests.infra.storage_roundtrip import map_round_trip, round_trip, run_job, sealed_bundle
 from toolkit.bundles import unseal_result
 from toolkit.environments.registry import ImageRegistry
 from toolkit.errors import ConfigError
@@ -414,6 +414,16 @@ def test_bundle_and_result_travel_through_the_runs_container(azurite: Azurite) -
     result = round_trip(url, {"connection_string": connection}, upload, RUN_KEY)
     assert result == 42
     assert {b.name for b in service.get_container_client(container).list_blobs()} == {BUNDLE_NAME, "result.tkb"}
+
+
+def test_a_maps_containers_claim_each_item_once_on_blob_storage(azurite: Azurite, tmp_path) -> None:  # noqa: ANN001
+    """Items in the run's container, three runners claiming them at once (Blob's If-None-Match)."""
+    url = AzureContainerInstanceTarget().per_run_storage_url(RUN_ID)
+    container, account = url.removeprefix("az://").split("@")[0], url.split("@")[1].split(".")[0]
+    connection = azurite.connection_string(account)
+    BlobServiceClient.from_connection_string(connection).create_container(container)
+    results = map_round_trip(url, {"connection_string": connection}, RUN_KEY, tmp_path)
+    assert [value for value, _pid in results] == [x + 40 for x in range(12)]
 
 
 # -- the real credential code: DefaultAzureCredential's managed-identity path --------------------------------

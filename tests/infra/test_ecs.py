@@ -30,7 +30,7 @@ from tests.infra.conformance import (
     items_argument,
 )
 from tests.infra.mocking import ProgramRun, run_program
-from tests.infra.storage_roundtrip import round_trip
+from tests.infra.storage_roundtrip import map_round_trip, round_trip
 from toolkit.environments.registry import ImageRegistry
 from toolkit.errors import ConfigError, ProvisionError
 from toolkit.infra.base import RunContext
@@ -505,6 +505,16 @@ def test_bundle_and_result_travel_through_the_per_run_bucket() -> None:
     boto3.client("s3", region_name=REGION).create_bucket(Bucket=bucket)
     fs = fsspec.filesystem("s3")
     assert round_trip(url, {}, lambda bundle: fs.pipe_file(f"{bucket}/{BUNDLE_NAME}", bundle), "k" * 64) == 42
+
+
+@pytest.mark.usefixtures("aws")
+def test_a_maps_tasks_claim_each_item_once_through_s3_conditional_writes(tmp_path) -> None:
+    """The map's items uploaded into the run's bucket, three runners claiming them at once (S3's
+    If-None-Match), each result signed with its index and collected in order."""
+    url, _ = EcsTarget().storage_url("0123abcd4567", None)
+    boto3.client("s3", region_name=REGION).create_bucket(Bucket=url.removeprefix("s3://"))
+    results = map_round_trip(url, {}, "k" * 64, tmp_path)
+    assert [value for value, _pid in results] == [x + 40 for x in range(12)]
 
 
 # -- recorded ECS answers through botocore's Stubber -----------------------------------------------
