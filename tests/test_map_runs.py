@@ -292,9 +292,22 @@ def test_a_worker_killed_mid_item_fails_only_that_item_with_a_clear_error(target
     assert results[:3] + results[4:] == [0, 1, 2, 4, 5, 6, 7]  # the surviving worker ran the rest
     assert isinstance(results[3], JobFailedError)
     message = str(results[3])
-    assert f"item 3 of map {future.run_id} has no result: its worker {worker} died" in message, message
-    assert "killed" in message and "retries=0" in message, message
+    assert f"item 3 of map {future.run_id} failed: its worker {worker} died" in message, message
+    assert "killed" in message and "pass retries=N" in message, message
     assert future.item(3).state == "failed" and future.counts()["completed"] == 7
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_with_retries_an_item_whose_worker_was_killed_runs_again_on_a_survivor(target):
+    future = bind(target, holder, retries=1).map(range(8), max_parallel=2)
+    _wait_until_running(future, 3)
+    worker = _kill_worker_holding(target, future.run_id, 3)
+    assert list(future) == list(range(8))  # item 3 too: its second attempt did not hold its worker
+    claim = (settings.home() / "work" / future.run_id / "claims" / "3")
+    assert future.wait_teardown(120) and not claim.exists()
+    assert worker in ("0", "1")
+    retried = records.load(future.run_id).retried_after
+    assert len(retried) == 1 and retried[0].startswith(f"item 3: its worker {worker} died"), retried
 
 
 HOLDING_MAP_CLIENT = textwrap.dedent(

@@ -11,6 +11,7 @@ teardown, then re-raises).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import threading
@@ -23,11 +24,12 @@ import fsspec
 from toolkit import records
 from toolkit.bundles import unseal_result
 from toolkit.engine import RunStack, RunTag, owner_tag
-from toolkit.errors import JobFailedError, RunCancelledError, RunTimeoutError, TeardownError
+from toolkit.errors import RunCancelledError, RunTimeoutError, TeardownError
 from toolkit.guardrails.guard import RunGuard
 from toolkit.guardrails.policy import PolicyResult
 from toolkit.infra.base import JobStatus, JobWatcher
 from toolkit.progress import Progress
+from toolkit.retries import RetryPolicy, infrastructure_failure
 from toolkit.runner import RESULT_NAME
 from toolkit.submission import PreparedRun
 
@@ -91,7 +93,8 @@ class RunFuture:
             owner_pid=os.getpid(),
             owner=owner_tag(os.getpid()),
         )
-        self._ttl = prepared.timeout + 3600 if prepared.timeout else DEFAULT_TTL
+        self._retries = RetryPolicy.from_variables(prepared.variables, prepared.target.native_retries)
+        self._ttl = prepared.timeout * self._retries.attempts + 3600 if prepared.timeout else DEFAULT_TTL
         self._guard = RunGuard(prepared, self.progress, self._record.owner, self._record.created, self._ttl)
         try:
             self._guard.claim_now()  # block=False: PoolBusyError from submit(), before any record exists
@@ -115,6 +118,11 @@ class RunFuture:
     def state(self) -> str:
         """pending, waiting (for a pool slot), provisioning, running, collecting, completed, failed or cancelled."""
         return self._record.state
+
+    @property
+    def attempts(self) -> int:
+        """Jobs started for this call so far: 1, plus one per infrastructure retry (``retries``)."""
+        return self._retries.attempt
 
     def done(self) -> bool:
         """True once the result (or the error) is available."""
@@ -222,12 +230,12 @@ class RunFuture:
                 raise RunCancelledError(f"run {self.run_id} was cancelled before it started")
             self._guard.check_policies(stack)
             outputs = stack.up()
-            prepared.discard_bundle()
+            if not self._retries.engine_retries:  # a retry's `up` reads the staged bundle again (buckets hash it)
+                prepared.discard_bundle()
             self.timings["stack_up"] = time.perf_counter() - started
 
-            self._set_state("running")
             started = time.perf_counter()
-            status = self._watch(prepared.target.watcher(prepared.context, outputs))
+            status = self._run_attempts(stack, outputs)
             self.timings["run"] = time.perf_counter() - started
 
             self._set_state("collecting")
@@ -257,12 +265,48 @@ class RunFuture:
             self.progress.say(f"[red]{exc}[/red]")
         finally:
             self.timings["destroy"] = time.perf_counter() - started
-            self._guard.finish(self.state, self._error, torn_down=self.teardown_error is None)
+            self._guard.finish(
+                self.state, self._error, torn_down=self.teardown_error is None, attempts=self._retries.attempt
+            )
             outcome = self.state if self._error is None else f"{self.state}: {type(self._error).__name__}"
             self.progress.say(f"{outcome} ({sum(self.timings.values()):.1f}s)")
             self._torn_down.set()
             with _LIVE_LOCK:
                 _LIVE.discard(self)
+
+    def _run_attempts(self, stack: RunStack, outputs: dict[str, Any]) -> JobStatus:
+        """Watch the job; while it ends without a result and ``retries`` allow, run a fresh one.
+
+        A new attempt is a new ``up`` of the same stack with ``RunContext.attempt``
+        raised: the target replaces its job resource and keeps the storage.
+        """
+        prepared = self._prepared
+        while True:
+            self._set_state("running")
+            status = self._watch(prepared.target.watcher(prepared.context, outputs))
+            if not self._retries.retry(infrastructure_failure(status, self._has_result())):
+                return status
+            self._announce_attempt()
+            if self._cancelled():
+                raise RunCancelledError(f"run {self.run_id} was cancelled; its stack is being destroyed")
+            self._set_state("provisioning")
+            prepared.context = dataclasses.replace(prepared.context, attempt=self._retries.attempt)
+            outputs = stack.up()
+
+    def _announce_attempt(self, now: bool = True) -> None:
+        """Record the attempt now current; ``now``: it is starting (else it is over already: no news to show)."""
+        if now:
+            self.progress.say(f"[yellow]{self._retries.announcement()}[/yellow]")
+        self._record.update(attempts=self._retries.attempt, retried_after=list(self._retries.failures))
+
+    def _result_location(self) -> tuple[Any, str]:
+        context = self._prepared.context
+        fs, root = fsspec.core.url_to_fs(context.storage_url, **context.storage_options)
+        return fs, f"{root}/{RESULT_NAME}"
+
+    def _has_result(self) -> bool:
+        fs, path = self._result_location()
+        return bool(fs.exists(path))
 
     def _watch(self, watcher: JobWatcher) -> JobStatus:
         """Follow the job until it finishes, streaming logs; enforce timeout and cancel."""
@@ -272,6 +316,8 @@ class RunFuture:
         while True:
             self._forward_logs(watcher.read_logs())
             status = watcher.status()
+            if status.attempt and self._retries.observe(status.attempt, status.previous_failure):
+                self._announce_attempt(now=not status.finished)  # the target's controller ran another attempt
             if status.finished or self._poll_outputs(watcher):
                 self._forward_logs(watcher.read_logs())
                 return status
@@ -307,13 +353,9 @@ class RunFuture:
     def _collect(self, status: JobStatus) -> Any:
         """Read, verify and unpickle the result; a missing result becomes a clear job error."""
         context = self._prepared.context
-        fs, root = fsspec.core.url_to_fs(context.storage_url, **context.storage_options)
-        path = f"{root}/{RESULT_NAME}"
+        fs, path = self._result_location()
         if not fs.exists(path):
-            reason = status.reason or f"the job exited with status {status.exit_code} without writing a result"
+            reason = infrastructure_failure(status, has_result=False) or "the job ended without writing a result"
             tail = "".join(self.logs().splitlines(keepends=True)[-20:])
-            raise JobFailedError(
-                f"run {self.run_id} ({self._prepared.function_name}) failed: {reason}."
-                + (f"\nLast job output:\n{tail}" if tail else "")
-            )
+            raise self._retries.failed_error(f"run {self.run_id} ({self._prepared.function_name})", reason, tail)
         return unseal_result(fs.cat_file(path), context.run_key, f"{context.storage_url}/{RESULT_NAME}")

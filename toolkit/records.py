@@ -35,6 +35,10 @@ class RunRecord(BaseModel):
     torn_down: bool = False
     teardown_failed: bool = False
     """The client's own destroy failed; ``toolkit gc`` may collect the stack despite a live owner."""
+    attempts: int = 1
+    """Attempts the run made: more than one when its job ended without a result and ``retries`` allowed."""
+    retried_after: list[str] = []
+    """Why each earlier attempt failed (``toolkit.retries``)."""
 
     @property
     def directory(self) -> Path:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from toolkit import settings, templating
+from toolkit import retries, settings
 from toolkit.bundles import dump_call, seal
 from toolkit.environments import files, lifecycle
 from toolkit.environments.variables import EnvironmentSettings
@@ -141,9 +141,7 @@ def prepare(
     run_id = new_run_id()
     name = function_name(fn)
     runtime = {"run_id": run_id, "pool_name": pool.name, "function_name": name}
-    config, variables = templating.render(
-        pool.base_job_template, layers, runtime, pool.name, target.customization_root, target.synonyms
-    )
+    config, variables = retries.render_job(target, pool.base_job_template, layers, runtime, pool.name)
     target.check_capabilities(variables, pool.name)
     job = target.parse_job(config, pool.name)
     target.preflight(job, pool.name)

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import pytest
 
 from tests.infra.mocking import SECRET_SIG_KEY, MockOutputs, ProgramRun, run_program
-from toolkit import templating
+from toolkit import retries, templating
 from toolkit.bundles import FILES_NAME
 from toolkit.environments.registry import ImageRegistry
 from toolkit.errors import ConfigError
@@ -69,6 +69,8 @@ class TargetConformance:
     """The stack outputs the program exports for ``sample()`` under ``mock_outputs``."""
     job_type: ClassVar[str]
     """The job resource, as the platform shows it to whoever may list jobs (`docker inspect`, the Job ...)."""
+    attempt_type: ClassVar[str | None] = None
+    """The resource a new attempt replaces (``toolkit.retries``), when not ``job_type`` itself."""
     write_only_fields: ClassVar[frozenset[str]] = frozenset()
     """Fields of ``job_type`` whose values the platform never shows back (ACI's ``secureValue``)."""
 
@@ -80,11 +82,9 @@ class TargetConformance:
 
     def render(self, *layers: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         runtime = {"run_id": self.run_id, "pool_name": "test-pool", "function_name": "train"}
-        return templating.render(
-            self.target.default_template(), list(layers), runtime, "test-pool", self.target.customization_root
-        )
+        return retries.render_job(self.target, self.target.default_template(), list(layers), runtime, "test-pool")
 
-    def context(self, *layers: dict[str, Any]) -> RunContext:
+    def context(self, *layers: dict[str, Any], attempt: int = 1) -> RunContext:
         config, _ = self.render(*layers)
         url, shared = self.target.storage_url(self.run_id, self.pool_storage_url)
         return RunContext(
@@ -97,6 +97,7 @@ class TargetConformance:
             bundle_path=Path("/tmp/toolkit-test-bundle.tkb"),
             run_key=RUN_KEY,
             shared_storage=shared,
+            attempt=attempt,
         )
 
     def sample(self) -> dict[str, Any]:
@@ -195,6 +196,31 @@ class TargetConformance:
         context = self.map_context(self.sample())
         run = run_program(lambda: self.target.program(context), outputs=self.mock_outputs, calls=self.mock_calls)
         assert isinstance(self.target.watcher(context, run.exports), JobWatcher)
+
+    def test_retries_reach_the_platform_or_replace_only_the_job(self) -> None:
+        """``retries``: a target whose controller retries gets it in its own setting
+        (``assert_native_retries``); any other replaces exactly its job resource on a new attempt."""
+        native = self.target_cls.native_retries
+        if native:
+            config, variables = self.render(self.sample(), {native: 0, "retries": 3})
+            assert variables[native] == 3
+            run = self.program_of(config)
+            self.assert_native_retries(run, 3)
+            assert not [r.name for r in run.resources if "replacementTrigger" in r.options]  # never re-run
+            return
+        context = self.context(self.sample(), {"retries": 3}, attempt=2)
+        run = run_program(lambda: self.target.program(context), outputs=self.mock_outputs, calls=self.mock_calls)
+        triggered = {r.type: r.options.get("replacementTrigger") for r in run.resources if "replacementTrigger" in r.options}
+        assert triggered == {self.attempt_type or self.job_type: 2}
+
+    def assert_native_retries(self, run: ProgramRun, retries: int) -> None:
+        """Targets with ``native_retries``: ``retries`` reached the job resource's own setting."""
+        raise NotImplementedError(f"{self.target_cls.name} retries natively: assert where `retries` lands")
+
+    def program_of(self, config: dict[str, Any]) -> ProgramRun:
+        context = self.context()
+        context = dataclasses.replace(context, job=self.target.parse_job(config, "test-pool"))
+        return run_program(lambda: self.target.program(context), outputs=self.mock_outputs, calls=self.mock_calls)
 
     def test_declared_plugins_are_the_providers_the_program_uses(self) -> None:
         from toolkit.toolchain.plugins import specs_of

@@ -39,6 +39,8 @@ class MockedResource:
     id: str = ""
     extra_outputs: dict[str, Any] = field(default_factory=dict)
     """What the mocks returned beyond the echoed inputs (ARNs, version numbers ...)."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """Resource options the engine would see (``replacementTrigger``, ``deleteBeforeReplace`` ...)."""
 
     def secret_paths(self) -> set[str]:
         """Dotted paths of inputs that were registered as Pulumi secrets."""
@@ -106,9 +108,13 @@ class _RecordingMonitor(MockMonitor):
     def __init__(self, mocks: RecordingMocks) -> None:
         super().__init__(mocks)
         self.raw: dict[tuple[str, str], dict[str, Any]] = {}
+        self.options: dict[tuple[str, str], dict[str, Any]] = {}
 
     def RegisterResource(self, request: Any) -> Any:  # noqa: N802 - gRPC name
         self.raw[(request.type, request.name)] = json_format.MessageToDict(request.object)
+        options = json_format.MessageToDict(request)
+        options.pop("object", None)
+        self.options[(request.type, request.name)] = options
         return super().RegisterResource(request)
 
 
@@ -154,4 +160,5 @@ def run_program(
         pulumi.export = original_export
     for resource in mocks.resources:
         resource.raw = monitor.raw.get((resource.type, resource.name), {})
+        resource.options = monitor.options.get((resource.type, resource.name), {})
     return ProgramRun(mocks.resources, resolved)

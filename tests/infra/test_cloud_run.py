@@ -128,6 +128,9 @@ class TestCloudRunTarget(RemoteEnvironmentConformance):
         assert container["commands"] == ["python3"]
         assert container["args"] == ["-u", "-m", "toolkit.runner", "--storage", f"gs://toolkit-run-{RUN_ID}"]
 
+    def assert_native_retries(self, run: ProgramRun, retries: int) -> None:
+        assert run.one(JOB).inputs["template"]["template"]["maxRetries"] == retries
+
     def test_defaults_leave_cloud_runs_own_timeout(self) -> None:
         job = self.program({"image": "img", "project": "proj-1"}).one(JOB).inputs
         assert "timeout" not in job["template"]["template"]
@@ -298,11 +301,11 @@ def _cond(kind: str, state: str, **more: Any) -> dict[str, Any]:
     return {"type": kind, "state": state, "lastTransitionTime": "2026-11-24T10:00:00Z", **more}
 
 
-def _task(exit_code: int, message: str) -> dict[str, Any]:
+def _task(exit_code: int, message: str, retried: int = 0) -> dict[str, Any]:
     return {
         "name": f"{EXECUTION}/tasks/toolkit-{RUN_ID}-x7k2p-task0",
         "index": 0,
-        "retried": 0,
+        "retried": retried,
         "conditions": [_cond("Completed", "CONDITION_FAILED", message=message)],
         "lastAttemptResult": {"status": {"code": 2, "message": message}, "exitCode": exit_code},
     }
@@ -351,7 +354,7 @@ FAILED = _cond(
         ),
         (
             _execution([FAILED], failedCount=1, completionTime="t"),
-            [_task(137, "Memory limit of 512 MiB exceeded with 530 MiB used. Consider increasing the memory limit.")],
+            [_task(137, "Memory limit of 512 MiB exceeded with 530 MiB used. Consider increasing the memory limit.", 2)],
             "failed",
             137,
             ["Memory limit", "raise the 'memory' job variable"],
@@ -401,6 +404,8 @@ def test_watcher_maps_execution_states(
     status = watcher.status()
     assert (status.state, status.exit_code) == (state, exit_code)
     assert all(word in (status.reason or "") for word in reason_words), status.reason
+    if tasks:  # a failed task says how often Cloud Run ran it (max_retries = `retries`)
+        assert status.attempt == tasks[0]["retried"] + 1
 
 
 def test_api_calls_carry_the_token_of_the_metadata_server(cloud_run_api: FakeGoogleApis) -> None:

@@ -94,6 +94,7 @@ class TestEcsTarget(RemoteEnvironmentConformance):
         TASK: {"task_arn": TASK_ARN, "task_arns": [TASK_ARN]},
     }
     job_type = TASK_DEFINITION
+    attempt_type = TASK
     expected_resources = {
         ("pulumi:providers:aws", "aws"),
         ("aws:s3/bucket:Bucket", "bucket"),

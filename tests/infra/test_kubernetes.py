@@ -10,6 +10,7 @@ itself; and ``RunStorage`` plus the runner on ``s3://`` against an AWS emulator.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 from pathlib import Path
@@ -165,6 +166,9 @@ class TestKubernetesTarget(RemoteEnvironmentConformance):
         }
         assert container["command"][-3:] == ["toolkit.runner", "--storage", f"s3://pool-bucket/runs/{self.run_id}"]
         assert {m["metadata"]["namespace"] for m in manifests(run)} == {"ml"}
+
+    def assert_native_retries(self, run: ProgramRun, retries: int) -> None:
+        assert _integral(run.one(JOB).inputs)["spec"]["backoffLimit"] == retries
 
     def test_separate_requests_are_honoured(self) -> None:
         run = self.program(self.sample(), {"cpu_request": "2", "memory_request": "32Gi"})
@@ -364,7 +368,9 @@ def test_watcher_follows_a_job_from_unschedulable_to_success() -> None:
     cluster.pods = ["running"]
     assert watcher.status().state == "running"
     cluster.pods = ["succeeded"]
-    assert watcher.status().model_dump() == {"state": "succeeded", "exit_code": 0, "reason": None}
+    assert watcher.status().model_dump(include={"state", "exit_code", "reason", "attempt"}) == {
+        "state": "succeeded", "exit_code": 0, "reason": None, "attempt": 1
+    }
     cluster.job = "complete"
     assert watcher.status().state == "succeeded"
 
@@ -427,7 +433,19 @@ def test_watcher_waits_for_a_retry_and_fails_once_retries_are_exhausted() -> Non
     assert _watcher(cluster).status().state == "running"
     cluster.job, cluster.pods = "retries-exhausted-pending-condition", ["error-exit"]
     status = _watcher(cluster).status()
-    assert (status.state, status.exit_code) == ("failed", 3)
+    assert (status.state, status.exit_code, status.attempt) == ("failed", 3, 2)
+
+
+def test_watcher_counts_the_jobs_own_attempts_and_explains_a_vanished_pod() -> None:
+    """retries on Kubernetes are the Job's backoffLimit: each failed pod is an attempt; a deleted pod
+    leaves the API before the watcher may see it fail, so its disappearance is the reason."""
+    cluster = FakeCluster("active", ["running"])
+    watcher = _watcher(cluster)
+    assert (watcher.status().attempt, watcher.status().previous_failure) == (1, None)
+    cluster.job, cluster.pods = "retrying", ["retry-running"]
+    status = watcher.status()
+    assert (status.state, status.attempt) == ("running", 2)
+    assert "its pod toolkit-0123abcd4567-x7k2p vanished before it finished" in str(status.previous_failure)
 
 
 def test_watcher_streams_each_pods_log_once() -> None:
@@ -530,3 +548,15 @@ def test_run_storage_on_an_s3_prefix_carries_bundle_and_result(tmp_path: Path) -
     fs.invalidate_cache()
     assert not fs.exists("pool-bucket/runs/0123abcd4567")
     assert fs.cat_file("pool-bucket/runs/other-run/bundle.tkb") == b"another run's data"
+
+
+def test_watcher_names_a_deleted_pod_as_the_cause_of_the_failure(monkeypatch: pytest.MonkeyPatch) -> None:
+    deleted = copy.deepcopy(OBJECTS["pods"]["error-exit"])
+    deleted["metadata"]["deletionTimestamp"] = "2026-11-24T10:00:05Z"
+    monkeypatch.setitem(OBJECTS["pods"], "deleted-error-exit", deleted)
+    status = _watcher(FakeCluster("backoff-exceeded", ["deleted-error-exit"])).status()
+    assert status.state == "failed"
+    assert str(status.reason).startswith("its pod toolkit-0123abcd4567-x7k2p was deleted while it ran")
+    assert "the container exited with code 3" in str(status.reason)
+    deadline = _watcher(FakeCluster("deadline-exceeded", ["deleted-error-exit"])).status()
+    assert "was deleted" not in str(deadline.reason)  # the Job controller deleted it: the deadline is the cause

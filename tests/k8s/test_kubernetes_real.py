@@ -20,7 +20,7 @@ import toolkit
 from tests.k8s.conftest import OBJECTS_GONE_SECONDS, objects_left_after, run_objects
 from tests.test_interrupt import interrupt_a_blocked_call
 from tests.test_secret_hygiene import SECRET, reports_what_it_sees, run_and_check
-from toolkit import kubernetes
+from toolkit import kubernetes, records
 from toolkit.errors import JobFailedError, RunCancelledError
 
 pytestmark = [pytest.mark.engine, pytest.mark.k8s]
@@ -163,3 +163,50 @@ def test_secrets_never_in_plaintext_on_the_cluster(pool, kube, namespace, monkey
 def test_ctrl_c_in_a_blocked_call_tears_down_on_the_cluster(pool, namespace, tmp_path, twice):
     """A real client blocked in a call on the cluster; its run's objects and S3 prefix are checked by ``namespace``."""
     interrupt_a_blocked_call(tmp_path, "kubernetes", pool, twice=twice)
+
+
+# -- infrastructure retries: the Job's backoffLimit -----------------------------------------------------------
+
+
+def _delete_the_running_pod(kube: tuple, namespace: str, future) -> str:
+    """Delete the run's pod once it runs the function, as a drain or an operator would; returns its name."""
+    pod = _wait_for_pod(kube, namespace, future.run_id, phase="Running")
+    deadline = time.monotonic() + 120
+    while "nap starts" not in future.logs() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "nap starts" in future.logs()
+    kube[0].delete_namespaced_pod(pod.metadata.name, namespace)
+    return pod.metadata.name
+
+
+def test_a_deleted_pod_runs_again_with_retries_and_the_call_succeeds(pool, kube, namespace):
+    @kubernetes(pool=pool, retries=1)
+    def napper():
+        import time
+
+        print("nap starts", flush=True)
+        time.sleep(5)
+        return "rested"
+
+    future = napper.submit()
+    deleted = _delete_the_running_pod(kube, namespace, future)
+    assert _result(future) == "rested"
+    assert future.attempts == 2
+    future.wait_teardown()
+    record = records.load(future.run_id)
+    assert record.attempts == 2 and deleted in record.retried_after[0]
+
+
+def test_a_deleted_pod_without_retries_fails_naming_it_and_retries(pool, kube, namespace):
+    @kubernetes(pool=pool)
+    def napper():
+        import time
+
+        print("nap starts", flush=True)
+        time.sleep(600)
+
+    future = napper.submit()
+    deleted = _delete_the_running_pod(kube, namespace, future)
+    with pytest.raises(JobFailedError, match=rf"its pod {deleted} (was deleted while it ran|vanished).*pass retries=N"):
+        _result(future)
+    assert future.attempts == 1

@@ -134,7 +134,7 @@ def _delete_item_pod(kube: tuple, namespace: str, run_id: str, index: int) -> st
 
 @pytest.mark.parametrize("retries", [0, 1])
 def test_a_deleted_pod_fails_only_its_item_or_is_retried_per_index(map_pool, kube, namespace, retries):
-    bound = kubernetes(pool=map_pool, backoff_limit=retries)(slow_third)
+    bound = kubernetes(pool=map_pool, retries=retries)(slow_third)
     future = bound.map(range(6), max_parallel=3, return_exceptions=True)
     try:
         deleted = _delete_item_pod(kube, namespace, future.run_id, 3)

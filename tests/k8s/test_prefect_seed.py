@@ -1,65 +1,49 @@
 """The seed's two examples on the local Kubernetes cluster, with only the import line changed.
 
 The pool is named ``olympic`` as in the seed, so the code is the seed's but
-for ``from toolkit.prefect import ...``. Its image is the cluster's runner
-image plus Prefect (wheels resolved and downloaded on this host, imported into
-the cluster's containerd like the runner image): the kubernetes target takes
-no environment image yet (issue 14 pushes them to a registry), so the pool
-names an image that holds what its flows import, as a platform team's pool
-does today. The flow runs report to the session's Prefect server, which pods
-reach on the Docker bridge's gateway (an address of this host).
+for ``from toolkit.prefect import ...``. Its image is the cluster's plain
+runner image and it names a registry (Debian's ``docker-registry`` on
+loopback, ``tests/registry.py``): Prefect and whatever else the flow needs
+reach the pod the way any package a call uses does, in an environment image
+built and pushed by the environment stack and pulled by digest. The flow runs
+report to the session's Prefect server, which pods reach on the Docker
+bridge's gateway (an address of this host).
 """
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.k8s import images
 from tests.k8s.conftest import save_pool
-from tests.k8s.layout import ClusterInfo, Layout
-from tests.prefect import harness
+from tests.k8s.layout import ClusterInfo
 from tests.prefect.fixtures import PrefectServer, PrefectVenv, run_client
 from tests.prefect.seed import FLOW_NAME, SEEDS, seed_script
+from tests.registry import shared
 from toolkit.decorators import InfraFunction
-from toolkit.environments.base import describe_image
+from toolkit.environments import manage
 from toolkit.pools import PoolRegistry
 from toolkit.prefect.pool_import import import_pool
 
 pytestmark = [pytest.mark.engine, pytest.mark.k8s, pytest.mark.slow]
 TEMPLATES = Path(__file__).resolve().parents[2] / "toolkit" / "prefect" / "templates"
 
-DOCKERFILE = """\
-FROM {base}
-USER root
-COPY wheels /tmp/wheels
-RUN /opt/toolkit/bin/pip install --no-index --no-deps --no-cache-dir --disable-pip-version-check /tmp/wheels/*.whl \\
- && rm -rf /tmp/wheels
-USER 1000:1000
-"""
+@pytest.fixture
+def registry_path() -> Iterator[str]:
+    """The open registry and a repository path of this test alone (sessions share the registry)."""
+    with shared() as found:
+        yield f"{found['open'].host}/tk-{uuid.uuid4().hex[:8]}"
 
 
-@pytest.fixture(scope="session")
-def prefect_k8s_image(
-    k8s_cluster: ClusterInfo, prefect_venv: PrefectVenv, tmp_path_factory: pytest.TempPathFactory
-) -> str:
-    """``<runner>-s3-prefect`` in the cluster: rebuilt and re-imported only when its base or package set changed.
-
-    Resolved together with every package the base already has at its version,
-    so installing the wheels changes nothing the runner relies on.
-    """
-    base = k8s_cluster.runner_image
-    image = f"{base}-prefect"
-    present = describe_image(base, "olympic").distributions
-    kept = [f"{name}=={version}" for name, version in sorted(present.items()) if name not in ("toolkit", "pip")]
-    harness.ensure_image_with(
-        prefect_venv.path, [f"prefect=={harness.PREFECT}", *kept], base, image, DOCKERFILE,
-        tmp_path_factory.mktemp("prefect-k8s-image"), label="toolkit.test.prefect",
-    )
-    where = Layout.default()
-    images.import_docker_image(where.containerd_socket, image, where.containerd_root / "toolkit-imports.json", print)
-    return image
+@pytest.fixture
+def _prune_environments() -> Iterator[None]:
+    """The test's environment (Prefect's image) is pruned: stack, local image and pushed manifest."""
+    yield
+    failed = [result for result in manage.prune() if result.error]
+    assert not failed, f"could not prune environments: {failed}"
 
 
 @pytest.mark.parametrize("seed", sorted(SEEDS))
@@ -67,14 +51,15 @@ def test_seed_examples_run_on_the_local_cluster_with_the_import_line_changed(
     seed: str,
     k8s_cluster: ClusterInfo,
     namespace: str,
-    prefect_k8s_image: str,
+    registry_path: str,
+    _prune_environments: None,
     prefect_venv: PrefectVenv,
     prefect_server: PrefectServer,
     tmp_path: Path,
 ) -> None:
     # memory=64000 (MiB) is the seed's: it becomes the container's limit (and its request, by default).
     # A request that large fits no node here, so the platform team's pool requests less.
-    save_pool("olympic", k8s_cluster, namespace, image=prefect_k8s_image, memory_request="256Mi")
+    save_pool("olympic", k8s_cluster, namespace, image_registry=registry_path, memory_request="256Mi")
     before = prefect_server.flow_run_ids(FLOW_NAME)
     import_line = f"from toolkit.prefect import {SEEDS[seed][1]}"
     env = {**prefect_server.env, **k8s_cluster.client_env()}

@@ -432,7 +432,8 @@ def _runs_ls_all(as_json: bool) -> None:
         started = datetime.datetime.fromtimestamp(row.created).strftime("%Y-%m-%d %H:%M:%S")
         resources = "-" if row.resources is None else str(row.resources)
         duration = "-" if row.duration is None else f"{row.duration:.1f}s"
-        table.add_row(row.run_id, row.user, row.pool, row.function, resources, row.outcome, started, duration)
+        outcome = row.outcome + (f" ({row.attempts} attempts)" if row.attempts > 1 else "")
+        table.add_row(row.run_id, row.user, row.pool, row.function, resources, outcome, started, duration)
     out.print(table)
 
 
@@ -456,7 +457,8 @@ def runs_ls(
     table = Table("RUN", "FUNCTION", "POOL", "STATE", "CREATED", "TORN DOWN", box=None)
     for record in found:
         created = datetime.datetime.fromtimestamp(record.created).strftime("%Y-%m-%d %H:%M:%S")
-        table.add_row(record.run_id, record.function, record.pool, record.state, created, "yes" if record.torn_down else "no")
+        state = record.state + (f" ({record.attempts} attempts)" if record.attempts > 1 else "")
+        table.add_row(record.run_id, record.function, record.pool, state, created, "yes" if record.torn_down else "no")
     out.print(table)
 
 

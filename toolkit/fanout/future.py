@@ -19,11 +19,13 @@ from concurrent.futures import TimeoutError as FutureTimeoutError
 from typing import Any
 
 from toolkit import records
-from toolkit.errors import JobFailedError, RunCancelledError
+from toolkit.engine import RunStack
+from toolkit.errors import RunCancelledError
 from toolkit.fanout.results import ItemResults
 from toolkit.fanout.watch import WorkersWatcher
 from toolkit.futures import RunFuture
 from toolkit.infra.base import JobStatus, JobWatcher
+from toolkit.retries import RetryPolicy
 from toolkit.submission import PreparedRun
 
 _RECHECK_SECONDS = 0.25
@@ -79,8 +81,9 @@ class MapFuture(RunFuture):
             records.RunRecord.spool_of(prepared.run_id),
         )
         self._spool_finalizer = weakref.finalize(self, self._items.discard)
-        self._retries = int(prepared.variables.get("retries") or 0)
-        self._item_attempts: dict[int, int] = {}
+        self._item_retries: dict[int, RetryPolicy] = {}
+        """``retries`` per item that lost its worker (targets whose own controller retries per index
+        -- the Indexed Job's ``backoffLimitPerIndex`` -- never get here)."""
         self._dead_workers: set[int] = set()
         super().__init__(prepared, prefix_logs=prefix_logs)
 
@@ -164,28 +167,33 @@ class MapFuture(RunFuture):
         return complete
 
     def _reclaim_from_dead_workers(self, watcher: WorkersWatcher) -> None:
-        """A worker that failed (killed, OOM) held an item: retry it on a surviving worker within the
-        ``retries`` job variable, else fail just that item with the worker's reason."""
+        """A worker that failed (killed, OOM) held an item: run it again on a surviving worker within
+        the ``retries`` job variable (its claim is released), else fail just that item with the reason."""
         for number, status in enumerate(watcher.last):
             if status.state != "failed" or number in self._dead_workers:
                 continue
             self._dead_workers.add(number)
             self._items.poll()  # a result written just before the worker died is a result
-            survivors = sum(1 for other in watcher.last if not other.finished)
+            survivors = any(not other.finished for other in watcher.last)
             for index in self._items.claimed_by(str(number)):
                 reason = f"its worker {number} died: {status.reason or 'no reason given'}"
-                attempts = self._item_attempts.get(index, 0)
-                if attempts < self._retries and survivors:
-                    self._item_attempts[index] = attempts + 1
-                    self.progress.say(
-                        f"[yellow]item {index}: attempt {attempts + 2}/{self._retries + 1}, retrying after {reason}[/yellow]"
-                    )
+                policy = self._item_retries.setdefault(
+                    index, RetryPolicy.from_variables(self._prepared.variables, self._prepared.target.native_retries)
+                )
+                if survivors and policy.retry(reason):
+                    self.progress.say(f"[yellow]item {index}: {policy.announcement()}[/yellow]")
+                    self._record.update(retried_after=[*self._record.retried_after, f"item {index}: {reason}"])
                     self._items.release(index)
                     continue
-                detail = f"; it was tried {attempts + 1} time(s) (retries={self._retries})"
-                if attempts < self._retries:
-                    detail += ", and no worker is left to try it again"
-                self._items.fail(index, JobFailedError(f"item {index} of map {self.run_id} has no result: {reason}{detail}"))
+                if not survivors and policy.attempt < policy.attempts:
+                    reason += " (no worker is left to run it again)"
+                self._items.fail(index, policy.failed_error(f"item {index} of map {self.run_id}", reason))
+
+    def _run_attempts(self, stack: RunStack, outputs: dict[str, Any]) -> JobStatus:
+        """A map's job runs once: its items are retried one by one (above, or by the target's own
+        per-index retries), never the whole map."""
+        self._set_state("running")
+        return self._watch(self._prepared.target.watcher(self._prepared.context, outputs))
 
     def _collect(self, status: JobStatus) -> None:
         """Every result the job wrote is in; items without one failed with the job's reason."""

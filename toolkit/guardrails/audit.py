@@ -29,6 +29,8 @@ class AuditRow(BaseModel):
     created: float
     duration: float | None
     backend_url: str
+    attempts: int = 1
+    """Attempts of a finished run (``toolkit.retries``); 1 for live runs."""
 
 
 def audit_rows(urls: list[str] | None = None) -> list[AuditRow]:

@@ -80,7 +80,7 @@ class RunGuard:
         finally:
             self.progress.show = shown
 
-    def finish(self, state: str, error: BaseException | None, torn_down: bool) -> None:
+    def finish(self, state: str, error: BaseException | None, torn_down: bool, attempts: int = 1) -> None:
         """Free the slot (only once the stack is gone: it still counts until then) and write the audit entry."""
         if self.slot is not None and torn_down:
             self.slot.release()
@@ -99,6 +99,7 @@ class RunGuard:
             error=_audit_error(error),
             created=self.created,
             finished=time.time(),
+            attempts=attempts,
         )
         try:
             history.record(self.store, entry)

@@ -43,6 +43,8 @@ class RunEntry(BaseModel):
     error: str | None = None
     created: float
     finished: float
+    attempts: int = 1
+    """Attempts the run made (``toolkit.retries``): 1 unless its job ended without a result and was re-run."""
 
     @property
     def duration(self) -> float:

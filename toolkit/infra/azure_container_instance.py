@@ -49,7 +49,7 @@ from toolkit.infra.base import (
 from toolkit.infra.pulling import refuse_loopback
 from toolkit.infra.rest import PolledWatcher, RestClient, azure_session, endpoint
 from toolkit.infra.storage import item_uploads
-from toolkit.infra.synonyms import PREFECT_COMMON, no_counterpart, renamed
+from toolkit.infra.synonyms import PREFECT_COMMON, no_counterpart, prefect_retries, renamed
 from toolkit.runner import BUNDLE_NAME, RUN_KEY_ENV, STORAGE_OPTIONS_ENV
 from toolkit.secretvalues import Secret
 
@@ -264,6 +264,7 @@ class AzureContainerInstanceTarget(Target):
     plugin_packages = ("pulumi_azure_native",)
     synonyms = {
         **PREFECT_COMMON,
+        **prefect_retries(),
         "resource_group_name": renamed("resource_group"),
         "subscription_id": renamed("subscription"),
         "aci_credentials": no_counterpart(
@@ -463,7 +464,14 @@ class AzureContainerInstanceTarget(Target):
             "job",
             containers=containers,
             **group_args,
-            opts=pulumi.ResourceOptions(provider=provider, depends_on=[*uploads, *grants]),
+            # restart_policy OnFailure would restart without a count and collect the result twice: a new
+            # attempt (toolkit.retries) is a new group of the same name, so the old one goes first
+            opts=pulumi.ResourceOptions(
+                provider=provider,
+                depends_on=[*uploads, *grants],
+                replacement_trigger=run.attempt,
+                delete_before_replace=True,
+            ),
         )
         pulumi.export("container_group", group.id)
 

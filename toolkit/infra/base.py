@@ -29,14 +29,22 @@ from toolkit.infra.synonyms import Synonym
 class JobVariables(BaseModel):
     """Base of every ``<Target>Variables`` model: unknown names are errors.
 
-    ``timeout`` is common to all targets because the engine enforces it: a job
-    still running after that many seconds is cancelled and its stack destroyed.
+    ``timeout`` and ``retries`` are common to all targets because the engine
+    enforces them: a job still running after ``timeout`` seconds is cancelled and
+    its stack destroyed; a job that ended without a result runs again on a fresh
+    job up to ``retries`` times (``toolkit.retries``).
     """
 
     model_config = ConfigDict(extra="forbid")
 
     timeout: int | None = Field(
         default=None, ge=1, description="Seconds the job may run before it is cancelled and torn down."
+    )
+    retries: int = Field(
+        default=0,
+        ge=0,
+        description="Times a job that ended without a result (container or process killed, pod deleted or "
+        "evicted, node lost) runs again on a fresh job; an exception the function raises is never retried.",
     )
 
 
@@ -53,6 +61,10 @@ class JobStatus(BaseModel):
     exit_code: int | None = None
     reason: str | None = None
     """Human-readable cause of a failure (OOM, image pull, start failure ...)."""
+    attempt: int | None = None
+    """Which attempt of the job this is, from targets whose own controller retries (``native_retries``)."""
+    previous_failure: str | None = None
+    """With ``attempt`` > 1: why the attempt before it ended without a result, if the watcher saw it."""
 
     @property
     def finished(self) -> bool:
@@ -100,6 +112,9 @@ class RunContext:
     """The signed bundle's ``include_files`` archive, staged locally; uploaded next to the bundle."""
     fanout: FanOut | None = None
     """Set for a map: the job resource runs ``fanout.count`` items, ``fanout.parallelism`` at a time."""
+    attempt: int = 1
+    """Which attempt of the call this program runs (``toolkit.retries``): targets the engine retries
+    give their job resource ``replacement_trigger=attempt``, so a new attempt replaces only the job."""
     image_registry: ImageRegistry | None = None
     """The pool's registry when ``image`` was pushed there: the job must be allowed to pull from it."""
 
@@ -177,6 +192,10 @@ class Target(abc.ABC):
     storage_schemes: ClassVar[tuple[str, ...]] = ()
     """fsspec protocols a pool's ``storage.url`` may use, because its jobs can reach them
     (empty: any, e.g. a local path for local targets)."""
+    native_retries: ClassVar[str | None] = None
+    """This target's own job variable for re-running a job that ended without a result, which its
+    job controller honours (a Kubernetes Job's ``backoff_limit``): ``retries`` is carried into it and
+    the engine retries nothing itself. None: the engine re-runs the job resource (``toolkit.retries``)."""
     plugin_packages: ClassVar[tuple[str, ...]] = ()
     """Pulumi provider SDKs the program uses (``"pulumi_docker"``); each one's ``pulumi-plugin.json``
     names the resource plugin and version the engine needs. Runs check them before any stack exists."""

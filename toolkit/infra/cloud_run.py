@@ -52,6 +52,7 @@ from toolkit.infra.synonyms import (
     gcp_secret_into,
     gcp_secrets,
     no_counterpart,
+    prefect_retries,
     renamed,
 )
 from toolkit.runner import RUN_KEY_ENV, STORAGE_OPTIONS_ENV
@@ -91,7 +92,11 @@ class CloudRunVariables(EnvironmentVariables):
         default="512Mi", pattern=r"^\d+(Mi|Gi)$", description="Memory limit of the container, e.g. '512Mi' or '4Gi'."
     )
     max_retries: int = Field(
-        default=0, ge=0, le=10, description="Retries of a failed task (a Python exception is a result, not a failure)."
+        default=0,
+        ge=0,
+        le=10,
+        description="Retries of a task that ended without a result (a Python exception is a result, not a failure). "
+        "This target's own name for 'retries'.",
     )
     service_account: str | None = Field(
         default=None,
@@ -257,7 +262,9 @@ def _failure(completed: dict[str, Any], tasks: list[dict[str, Any]]) -> JobStatu
         reason += f" (exit code {exit_code})"
     if _oom(message, exit_code):
         reason += "; the container ran out of memory: raise the 'memory' job variable"
-    return JobStatus(state="failed", exit_code=exit_code, reason=reason)
+    # max_retries (= `retries`): Cloud Run ran the task again that many times before giving up
+    attempts = int(failed[0].get("retried") or 0) + 1
+    return JobStatus(state="failed", exit_code=exit_code, reason=reason, attempt=attempts)
 
 
 def _task_failed(task: dict[str, Any]) -> bool:
@@ -305,10 +312,13 @@ class CloudRunWatcher(PolledWatcher):
 class CloudRunTarget(Target):
     """Run the function as a Google Cloud Run job."""
 
+    native_retries = "max_retries"  # a task that ended without a result runs again; the runner exits 0 on a result
+
     name = "cloud_run"
     plugin_packages = ("pulumi_gcp",)
     synonyms = {
         **PREFECT_COMMON,
+        **prefect_retries("max_retries"),
         "memory": renamed(
             "memory", "with a unit, e.g. '512Mi'; Prefect's integer + memory_unit are combined", cloud_run_memory
         ),

@@ -34,6 +34,7 @@ from toolkit.infra import job_secrets
 from toolkit.infra.base import (
     JobConfiguration,
     JobStatus,
+    JobVariables,
     JobWatcher,
     RunContext,
     Target,
@@ -41,7 +42,7 @@ from toolkit.infra.base import (
     runner_command,
 )
 from toolkit.infra.storage import RunStorage
-from toolkit.infra.synonyms import PREFECT_COMMON, docker_memory, no_counterpart, renamed
+from toolkit.infra.synonyms import PREFECT_COMMON, docker_memory, no_counterpart, prefect_retries, renamed
 from toolkit.secretvalues import Secret
 
 CONTAINER_RUN_DIR = "/toolkit-run"
@@ -275,6 +276,7 @@ class DockerTarget(Target):
     plugin_packages = ("pulumi_docker",)
     synonyms = {
         **PREFECT_COMMON,
+        **prefect_retries(),
         "memory": renamed(
             "mem_limit", "memory limit with a unit, e.g. '512m' or '2g'; an integer is MiB", docker_memory
         ),
@@ -296,7 +298,7 @@ class DockerTarget(Target):
 
     @classmethod
     def default_job_configuration(cls) -> dict[str, Any]:
-        skip = {"timeout", *ENVIRONMENT_VARIABLES}
+        skip = {*JobVariables.model_fields, *ENVIRONMENT_VARIABLES}  # the engine's, and the environment's
         return placeholders(*(name for name in DockerVariables.model_fields if name not in skip))
 
     environment = "image"
@@ -370,6 +372,7 @@ class DockerTarget(Target):
             secrets_owner=job.user,
             items_path=str(run.fanout.items_path) if run.fanout else None,
             secrets_names=secrets_names if run.fanout else None,
+            attempt=run.attempt,
         )
         containers = []
         for number, secrets_name in enumerate(secrets_names):
@@ -429,7 +432,9 @@ class DockerTarget(Target):
             attach=False,
             logs=False,
             destroy_grace_seconds=2,
-            opts=pulumi.ResourceOptions(depends_on=[storage], delete_before_replace=True),
+            opts=pulumi.ResourceOptions(
+                depends_on=[storage], delete_before_replace=True, replacement_trigger=run.attempt
+            ),
         )
 
     def watcher(self, run: RunContext, outputs: dict[str, Any]) -> JobWatcher:

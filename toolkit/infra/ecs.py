@@ -57,6 +57,7 @@ from toolkit.infra.synonyms import (
     ecs_memory_mib,
     into_mapping,
     no_counterpart,
+    prefect_retries,
     renamed,
 )
 from toolkit.runner import BUNDLE_NAME, RUN_KEY_ENV, STORAGE_OPTIONS_ENV
@@ -595,6 +596,7 @@ class EcsTarget(Target):
     plugin_packages = ("pulumi_aws",)
     synonyms = {
         **PREFECT_COMMON,
+        **prefect_retries(),
         "cpu": renamed("cpu", "ECS CPU units (1024 = 1 vCPU); '1 vCPU' is accepted too", ecs_cpu_units),
         "memory": renamed("memory", "MiB, as ECS counts it; '2 GB' is accepted too", ecs_memory_mib),
         "labels": renamed("tags", "tags on the task and every resource of the run"),
@@ -776,7 +778,8 @@ class EcsTarget(Target):
                 "tags": {**job.tags, **run.labels},
                 **({"count": run.fanout.parallelism} if run.fanout else {}),  # a map: workers claiming items
             },
-            opts=pulumi.ResourceOptions(depends_on=[task_definition, *needs]),
+            # ECS has no retry of its own for run-task: a new attempt (toolkit.retries) runs a new task
+            opts=pulumi.ResourceOptions(depends_on=[task_definition, *needs], replacement_trigger=run.attempt),
         )
         pulumi.export("region", job.region)
         pulumi.export("cluster", job.cluster)

@@ -45,7 +45,14 @@ from toolkit.infra.base import (
     runner_command,
 )
 from toolkit.infra.storage import RunStorage
-from toolkit.infra.synonyms import PREFECT_COMMON, kubernetes_cpu, kubernetes_memory, no_counterpart, renamed
+from toolkit.infra.synonyms import (
+    PREFECT_COMMON,
+    kubernetes_cpu,
+    kubernetes_memory,
+    no_counterpart,
+    prefect_retries,
+    renamed,
+)
 from toolkit.runner import RUN_KEY_ENV, STORAGE_OPTIONS_ENV
 from toolkit.secretvalues import Secret
 
@@ -149,7 +156,8 @@ class KubernetesVariables(EnvironmentVariables):
     backoff_limit: int = Field(
         default=0,
         ge=0,
-        description="Pod retries after an infrastructure failure (a Python exception is a result, never retried).",
+        description="The Job's backoffLimit: pods started again after one ended without a result (deleted, evicted, "
+        "node lost); a Python exception is a result, never retried. This target's own name for 'retries'.",
     )
     active_deadline_seconds: int | None = Field(
         default=None, ge=1, description="Seconds after which Kubernetes itself stops the Job."
@@ -342,6 +350,19 @@ def job_status(job: Any, pods: list[Any], container: str) -> JobStatus:
 
     ``container`` names the runner container: only its exit decides the outcome.
     """
+    status = _job_status(job, pods, container)
+    # The Job controller retries by itself (backoffLimit = `retries`): each failed pod is one attempt.
+    status.attempt = min((job.status.failed or 0) + 1, (job.spec.backoff_limit or 0) + 1)
+    return status
+
+
+def _failed_for(job: Any) -> str | None:
+    """The reason of the Job's Failed condition (BackoffLimitExceeded, DeadlineExceeded ...), if it failed."""
+    failed = next((c for c in job.status.conditions or [] if c.type == "Failed" and c.status == "True"), None)
+    return failed.reason if failed else None
+
+
+def _job_status(job: Any, pods: list[Any], container: str) -> JobStatus:
     pods = sorted(pods, key=lambda pod: pod.metadata.creation_timestamp)
     latest = pods[-1] if pods else None
     failure = _failure_of_pod(latest, container) if latest is not None else None
@@ -410,6 +431,10 @@ class KubernetesWatcher(JobWatcher):
         self._apis: tuple[Any, Any] | None = None
         self._log_offsets: dict[str, int] = {}
         self._logs_complete: set[str] = set()
+        self._pod_failures: dict[str, str | None] = {}
+        """Every pod seen, with why it failed (None: not failed, as far as seen); explains retries."""
+        self._removed_pods: set[str] = set()
+        """Pods deleted (or gone) before they finished: their removal is why they failed."""
 
     def _clients(self) -> tuple[Any, Any]:
         if self._apis is None:
@@ -434,8 +459,48 @@ class KubernetesWatcher(JobWatcher):
                     reason=f"the Job {self._namespace}/{self._job_name} was deleted before it finished",
                 )
             raise
-        decide = indexed_job_status if self._indexed else job_status
-        return decide(job, self._pods(), self._container)
+        pods = self._pods()
+        if self._indexed:  # a map: one item's pod failing is that item's (retried per index), not the Job's
+            return indexed_job_status(job, pods, self._container)
+        last_failure = self._note_failures(pods)
+        status = job_status(job, pods, self._container)
+        status.previous_failure = last_failure
+        if status.state != "failed" or _failed_for(job) == "DeadlineExceeded":
+            return status  # (the Job controller deletes the pods of a Job past its deadline itself)
+        newest = next(reversed(self._pod_failures), None)
+        if newest in self._removed_pods:  # "exited with code 143" or BackoffLimitExceeded alone say less
+            detail = f"; {status.reason}" if pods and status.reason else ""
+            status.reason = f"{self._pod_failures[newest]}{detail}"
+        elif not pods and last_failure:
+            status.reason = last_failure
+        return status
+
+    def _note_failures(self, pods: list[Any]) -> str | None:
+        """Record why pods failed -- a pod deleted, evicted or lost with its node vanishes from the
+        API soon after -- and return the latest such reason."""
+        present = {pod.metadata.name for pod in pods}
+        for name, failure in list(self._pod_failures.items()):
+            if name not in present and failure is None:
+                self._removed_pods.add(name)
+                self._pod_failures[name] = (
+                    f"its pod {name} vanished before it finished (deleted, evicted or its node lost)"
+                )
+        for pod in pods:
+            name = pod.metadata.name
+            if pod.status.phase == "Succeeded":
+                self._pod_failures[name] = None
+            elif self._pod_failures.get(name):
+                continue  # the first cause seen is the one that explains it (deleted, then exit 143)
+            elif pod.metadata.deletion_timestamp is not None:
+                self._removed_pods.add(name)
+                self._pod_failures[name] = f"its pod {name} was deleted while it ran (by hand, a drain or node loss)"
+            elif pod.status.phase == "Failed":
+                failure = _failure_of_pod(pod, self._container)
+                self._pod_failures[name] = failure[1] if failure else "its pod failed"
+            else:
+                self._pod_failures.setdefault(name, None)
+        failures = [failure for failure in self._pod_failures.values() if failure]
+        return failures[-1] if failures else None
 
     def read_logs(self) -> str:
         from kubernetes.client.exceptions import ApiException
@@ -507,9 +572,11 @@ class KubernetesTarget(Target):
     """Run the function as a Kubernetes Job."""
 
     name = "kubernetes"
+    native_retries = "backoff_limit"  # the Job controller starts a new pod; a pod that wrote a result exits 0
     plugin_packages = ("pulumi_kubernetes",)
     synonyms = {
         **PREFECT_COMMON,
+        **prefect_retries("backoff_limit"),
         "memory": renamed(
             "memory", "an integer is MiB, as Prefect's examples write it: 64000 -> '64000Mi'", kubernetes_memory
         ),

@@ -36,7 +36,7 @@ from toolkit.infra.base import (
     runner_command,
 )
 from toolkit.infra.storage import RunStorage
-from toolkit.infra.synonyms import PREFECT_COMMON, renamed
+from toolkit.infra.synonyms import PREFECT_COMMON, prefect_retries, renamed
 from toolkit.providers.local_process import EXIT_NAME, LOG_NAME, LocalProcessProvider, running
 from toolkit.secretvalues import Secret
 
@@ -123,6 +123,7 @@ class ProcessTarget(Target):
     name = "process"
     synonyms = {
         **PREFECT_COMMON,
+        **prefect_retries(),
         "cwd": renamed("working_dir"),
         "interpreter": renamed("python"),
     }
@@ -168,6 +169,7 @@ class ProcessTarget(Target):
             secrets=job_secrets.secret_inputs(run.run_key, job.env),
             items_path=str(run.fanout.items_path) if run.fanout else None,
             secrets_names=secrets_names,
+            attempt=run.attempt,
         )
         python = run.python or job.python or sys.executable
         if run.fanout is None:
@@ -182,7 +184,10 @@ class ProcessTarget(Target):
                     "cwd": job.working_dir,
                     "pid": None,
                 },
-                opts=pulumi.ResourceOptions(depends_on=[storage]),
+                # a new attempt replaces the process; the old one goes first (its pid must not be reused meanwhile)
+                opts=pulumi.ResourceOptions(
+                    depends_on=[storage], delete_before_replace=True, replacement_trigger=run.attempt
+                ),
             )
             pulumi.export("pid", process.pid)
             pulumi.export("run_dir", run.storage_url)

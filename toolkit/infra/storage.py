@@ -41,12 +41,14 @@ class RunStorage(Resource, module="toolkit", name="RunStorage"):
         secrets_owner: str | None = None,
         items_path: str | None = None,
         secrets_names: list[str] | None = None,
+        attempt: int = 1,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         """``secrets`` (local storage only): values for the job's secrets file, each a Pulumi
         secret; ``secrets_owner`` ('uid[:gid]') the job's user the file is handed to;
         ``secrets_names``: one file per worker of a map (each reads and deletes its own).
-        ``items_path``: a map's staged item bundles, uploaded as ``items/``."""
+        ``items_path``: a map's staged item bundles, uploaded as ``items/``. ``attempt``
+        (``RunContext.attempt``): a new one writes the secrets file again for the job's new attempt."""
         if secrets and local_path(url) is None:
             raise ValueError(f"a secrets file needs local run storage, not {url!r}")
         props = {
@@ -57,6 +59,7 @@ class RunStorage(Resource, module="toolkit", name="RunStorage"):
             "bundle_name": BUNDLE_NAME,
             "secrets": secrets or {},
             "secrets_owner": secrets_owner,
+            "attempt": attempt,
         }
         if secrets_names:
             props["secrets_names"] = secrets_names

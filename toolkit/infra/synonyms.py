@@ -63,6 +63,14 @@ PREFECT_COMMON: dict[str, Synonym] = {
 """Names every Prefect worker's template has."""
 
 
+def prefect_retries(own: str | None = None) -> dict[str, Synonym]:
+    """Prefect's names for how often a job runs again -- its kubernetes worker's ``backoff_limit``,
+    its cloud-run-v2 worker's ``max_retries`` -- as our ``retries``; ``own``: the target's own
+    variable of one of those names (its controller's setting, which ``retries`` is carried into)."""
+    why = "runs of a job that ended without a result (killed, evicted, node lost); an exception is never retried"
+    return {name: renamed("retries", why) for name in ("backoff_limit", "max_retries") if name != own}
+
+
 # -- unit converters ------------------------------------------------------------------
 
 _NUMBER = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*$")

@@ -45,7 +45,7 @@ from toolkit.infra.base import (
 )
 from toolkit.infra.rest import CloudApiError, PolledWatcher, RestClient, endpoint, google_session
 from toolkit.infra.storage import item_uploads
-from toolkit.infra.synonyms import PREFECT_COMMON, no_counterpart, renamed
+from toolkit.infra.synonyms import PREFECT_COMMON, no_counterpart, prefect_retries, renamed
 from toolkit.runner import RUN_KEY_ENV, STORAGE_OPTIONS_ENV
 from toolkit.secretvalues import Secret
 
@@ -313,6 +313,7 @@ class VertexAiTarget(Target):
     plugin_packages = ("pulumi_gcp",)
     synonyms = {
         **PREFECT_COMMON,
+        **prefect_retries(),
         "service_account_name": renamed("service_account"),
         "credentials": no_counterpart("a Prefect block; credentials come from the caller's Google environment (ADC)"),
         "reserved_ip_ranges": no_counterpart("set jobSpec.reservedIpRanges through customizations"),
@@ -413,7 +414,9 @@ class VertexAiTarget(Target):
             region=job.region,
             parent=f"projects/{project}/locations/{job.region}",
             body=body,
-            opts=pulumi.ResourceOptions(depends_on=needed),
+            # Vertex restarts a job only per worker and without a count: a new attempt (toolkit.retries)
+            # is a new CustomJob
+            opts=pulumi.ResourceOptions(depends_on=needed, replacement_trigger=run.attempt),
         )
         pulumi.export("custom_job", custom_job.name)
         pulumi.export("region", job.region)

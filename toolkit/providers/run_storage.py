@@ -13,7 +13,7 @@ import os
 import shutil
 from typing import Any
 
-from pulumi.dynamic import CreateResult, ResourceProvider
+from pulumi.dynamic import CreateResult, DiffResult, ResourceProvider, UpdateResult
 
 from toolkit.providers import secrets_file
 
@@ -72,7 +72,26 @@ class RunStorageProvider(ResourceProvider):
     """Creates the prefix (0700 when local), uploads the bundle, writes the secrets file; deletes it all on destroy.
 
     The secrets are never echoed into the outputs, so state holds them only as the encrypted inputs.
+    A new attempt of the run (``attempt`` changes, ``toolkit.retries``) is an update that writes the
+    secrets file again, for the fresh job: the runner deleted it once read. The bundle stays.
     """
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        compared = (set(olds) | set(news)) - {"secrets", "__provider"}
+        changed = {key for key in compared if olds.get(key) != news.get(key)}
+        if changed == {"attempt"}:
+            return DiffResult(changes=True, replaces=[], delete_before_replace=False)
+        return DiffResult()  # anything else: the engine's own comparison of the inputs, as before
+
+    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        path = local_path(news["url"])
+        if path is not None and news.get("secrets"):
+            try:
+                os.unlink(os.path.join(path, secrets_file.SECRETS_NAME))  # a job killed before it read it
+            except FileNotFoundError:
+                pass
+            secrets_file.write(path, news["secrets"], news.get("secrets_owner"))
+        return UpdateResult(outs=_outputs(news))
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         url, options, name = props["url"], props.get("options") or {}, props["bundle_name"]
