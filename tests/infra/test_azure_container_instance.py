@@ -48,7 +48,9 @@ GROUP = "azure-native:containerinstance:ContainerGroup"
 ROLE = "azure-native:authorization:RoleAssignment"
 RUN_ID = "0123abcd4567"
 SUBSCRIPTION = "00000000-0000-0000-0000-0000000000aa"
-AZURITE_ACCOUNTS = (f"tkrun{RUN_ID}",)
+MAP_RUN_ID = "fedcba987654"
+"""The map's storage test has a run (and so a storage account) of its own."""
+AZURITE_ACCOUNTS = (f"tkrun{RUN_ID}", f"tkrun{MAP_RUN_ID}")
 """Azurite serves the storage account a run provisions, under its real name."""
 GROUP_ID = (
     f"/subscriptions/{SUBSCRIPTION}/resourceGroups/ml/providers/Microsoft.ContainerInstance/"
@@ -418,7 +420,7 @@ def test_bundle_and_result_travel_through_the_runs_container(azurite: Azurite) -
 
 def test_a_maps_containers_claim_each_item_once_on_blob_storage(azurite: Azurite, tmp_path) -> None:  # noqa: ANN001
     """Items in the run's container, three runners claiming them at once (Blob's If-None-Match)."""
-    url = AzureContainerInstanceTarget().per_run_storage_url(RUN_ID)
+    url = AzureContainerInstanceTarget().per_run_storage_url(MAP_RUN_ID)
     container, account = url.removeprefix("az://").split("@")[0], url.split("@")[1].split(".")[0]
     connection = azurite.connection_string(account)
     BlobServiceClient.from_connection_string(connection).create_container(container)

@@ -389,7 +389,7 @@ def test_the_jobs_command_reads_its_secrets_and_runs_the_bundle(
 
 def test_a_maps_replicas_claim_each_item_once_on_gcs(fake_gcs: FakeGcs, tmp_path) -> None:  # noqa: ANN001
     """Items in the run's bucket, three runners claiming them at once (GCS's ifGenerationMatch=0)."""
-    url = VertexAiTarget().per_run_storage_url(RUN_ID)
+    url = VertexAiTarget().per_run_storage_url("fedcba987654")  # a run of its own on fake-gcs-server
     fake_gcs.create_bucket(url.removeprefix("gs://"))
     results = map_round_trip(url, fake_gcs.storage_options, RUN_KEY, tmp_path)
     assert [value for value, _pid in results] == [x + 40 for x in range(12)]
