@@ -120,6 +120,8 @@ class ProcessWatcher(JobWatcher):
 class ProcessTarget(Target):
     """Run the function in a local subprocess."""
 
+    map_item_retries = True
+
     name = "process"
     synonyms = {
         **PREFECT_COMMON,
