@@ -9,7 +9,7 @@ resolves the pool and job variables of whoever owns them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 from toolkit.fanout.future import EmptyMapFuture, MapFuture
@@ -38,9 +38,8 @@ def preview_map(prepared: PreparedRun) -> Plan:
 class MapMethod:
     """``fn.map(iterable, *more, max_parallel=None, return_exceptions=False)``; ``fn.map.preview(...)``."""
 
-    def __init__(self, prepare: PrepareMap, on_start: Callable[[MapFuture | EmptyMapFuture], None] | None = None) -> None:
+    def __init__(self, prepare: PrepareMap) -> None:
         self._prepare = prepare
-        self._on_start = on_start
 
     def __call__(
         self,
@@ -55,10 +54,7 @@ class MapMethod:
         order. Bad input (``max_parallel``, job variables, an item that cannot be
         pickled) raises here, before anything is provisioned.
         """
-        future = start_map(self._prepare((iterable, *more_iterables), max_parallel, True), return_exceptions)
-        if self._on_start is not None:
-            self._on_start(future)
-        return future
+        return start_map(self._prepare((iterable, *more_iterables), max_parallel, True), return_exceptions)
 
     def preview(self, iterable: Iterable[Any], *more_iterables: Iterable[Any], max_parallel: int | None = None) -> Plan:
         """The one stack the map would create (its job resource shaped for the items), creating nothing."""
