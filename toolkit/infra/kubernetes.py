@@ -24,6 +24,7 @@ import copy
 import json
 import os
 import re
+import time
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -60,6 +61,8 @@ SKIP_AWAIT = "pulumi.com/skipAwait"
 DELETION_POLICY = "pulumi.com/deletionPropagationPolicy"
 """Foreground: destroying the Job deletes its pods first, so a cancelled run stops running."""
 RUN_KEY_DATA = "run-key"
+POD_LIST_REUSE_SECONDS = 0.5
+"""A map's pod list serves every read within this long (one list per poll, not one per read)."""
 INDEX_ENV = "JOB_COMPLETION_INDEX"
 """Where an Indexed Job's pod finds its completion index: the map item it runs."""
 PULL_SECRET_SUFFIX = "-pull"
@@ -435,6 +438,7 @@ class KubernetesWatcher(JobWatcher):
         """Every pod seen, with why it failed (None: not failed, as far as seen); explains retries."""
         self._removed_pods: set[str] = set()
         """Pods deleted (or gone) before they finished: their removal is why they failed."""
+        self._listed: tuple[float, list[Any]] | None = None
 
     def _clients(self) -> tuple[Any, Any]:
         if self._apis is None:
@@ -442,9 +446,15 @@ class KubernetesWatcher(JobWatcher):
         return self._apis
 
     def _pods(self) -> list[Any]:
+        """The Job's pods. A map's Indexed Job has one per item: the list (slow to decode for hundreds
+        of pods, on the client's CPU) is reused by the log read and the status of the same poll."""
+        if self._indexed and self._listed is not None and time.monotonic() - self._listed[0] < POD_LIST_REUSE_SECONDS:
+            return self._listed[1]
         core, _ = self._clients()
         pods = core.list_namespaced_pod(self._namespace, label_selector=f"job-name={self._job_name}").items
-        return sorted(pods, key=lambda pod: pod.metadata.creation_timestamp)
+        pods = sorted(pods, key=lambda pod: pod.metadata.creation_timestamp)
+        self._listed = (time.monotonic(), pods)
+        return pods
 
     def status(self) -> JobStatus:
         from kubernetes.client.exceptions import ApiException
