@@ -149,13 +149,9 @@ def main() -> None:
     section = render(run(args.repeats))
     print(section)
     if args.update:
-        results = HERE / "results.md"
-        text = results.read_text() if results.exists() else ""
-        if BEGIN in text:
-            text = text[: text.index(BEGIN)] + section + text[text.index(END) + len(END) + 1 :]
-        else:
-            text = text.rstrip("\n") + "\n\n" + section
-        results.write_text(text)
+        from sections import update  # bench/sections.py, next to this script
+
+        update(HERE / "results.md", BEGIN, END, section)
 
 
 if __name__ == "__main__":

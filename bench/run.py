@@ -14,7 +14,9 @@ takes through the Automation API's own ``Stack`` methods, measured in the same
 run; then the same trivial job through Prefect 3's ``@docker`` on the same
 engine (bench/prefect_docker.py), the environments figures
 (bench/environments.py: first-call build, per-call cost of a cached
-environment), and the goals of issue 15 against the figures before it. Times
+environment), many calls through one stack (bench/map.py: ``.map`` against
+``.submit()`` on docker, on the local cluster, and a 10,000-item map's client
+memory), and the goals of issue 15 against the figures before it. Times
 are never asserted anywhere: machines here are noisy, ratios from one run are
 what to compare.
 Teardown is checked, not assumed: after each throughput level every run's
@@ -550,6 +552,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE / "results.md")
     parser.add_argument("--no-prefect", action="store_true", help="Skip the Prefect @docker comparison.")
     parser.add_argument("--no-environments", action="store_true", help="Skip bench/environments.py.")
+    parser.add_argument(
+        "--map-parts", nargs="*", default=["docker", "kubernetes", "process"],
+        help="Parts of bench/map.py to run (none: skip it); kubernetes uses the local cluster of tests/k8s.",
+    )
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: bench one target, print JSON
     args = parser.parse_args()
     if args.one:
@@ -604,6 +610,10 @@ def main() -> None:
 
         print("benchmarking environments ...", file=sys.stderr, flush=True)
         lines += ["", environments.render(environments.run(max(args.repeats, 7)))]
+    if args.map_parts:
+        import map as map_bench  # bench/map.py, next to this script
+
+        lines += ["", map_bench.render(map_bench.run(args.map_parts))]
     notes = HERE / "tried.md"
     if notes.exists():
         lines += [notes.read_text()]

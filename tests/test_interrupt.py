@@ -61,9 +61,11 @@ def _default_sigint() -> None:
 class Client:
     """The client process, its output lines as they come (stdout and stderr), and Ctrl-C for its group."""
 
-    def __init__(self, tmp_path: Path, target: str, pool: str = "", env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, tmp_path: Path, target: str, pool: str = "", env: dict[str, str] | None = None, source: str = CLIENT
+    ) -> None:
         script = tmp_path / "client.py"
-        script.write_text(CLIENT)
+        script.write_text(source)
         self.lines: queue.Queue[tuple[str, str]] = queue.Queue()
         self.seen: list[str] = []
         self.process = subprocess.Popen(

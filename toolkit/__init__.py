@@ -22,6 +22,8 @@ _EXPORTS = {
     "InfraFunction": "toolkit.decorators",
     "Submitter": "toolkit.submitter",
     "RunFuture": "toolkit.futures",
+    "MapFuture": "toolkit.fanout.future",
+    "MapItem": "toolkit.fanout.future",
     "Plan": "toolkit.plan",
     "ResourceChange": "toolkit.plan",
     "WorkPool": "toolkit.pools",
@@ -43,6 +45,8 @@ __all__ = [
     "InfraFunction",
     "Submitter",
     "RunFuture",
+    "MapFuture",
+    "MapItem",
     "Plan",
     "ResourceChange",
     "WorkPool",
@@ -65,6 +69,7 @@ if TYPE_CHECKING:
         process,
         vertex_ai,
     )
+    from toolkit.fanout.future import MapFuture, MapItem
     from toolkit.futures import RunFuture
     from toolkit.guardrails.policy import PolicyResult
     from toolkit.plan import Plan, ResourceChange

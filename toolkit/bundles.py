@@ -22,7 +22,8 @@ import sysconfig
 import tarfile
 import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,12 @@ MAGIC = b"TKB1\n"
 FILES_NAME = "files.tar.gz"
 """The ``include_files`` archive, next to the bundle in run storage; the bundle's signed
 header carries its sha256 under ``files``."""
+ITEMS_DIR = "items"
+"""A map's per-item bundles in run storage: ``items/<index>.tkb``, each signed with its index."""
+RESULTS_DIR = "results"
+"""A map's per-item results: ``results/<index>.tkb``, each signed with its index."""
+CLAIMS_DIR = "claims"
+"""A map's claim markers: ``claims/<index>`` exists once a worker (or indexed task) took the item."""
 PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 _PICKLE_LOCK = threading.Lock()
 """cloudpickle's by-value registry is global; concurrent submissions must not interleave."""
@@ -126,7 +133,7 @@ def library_roots() -> tuple[str, ...]:
     return tuple(sorted(root for root in roots if root))
 
 
-def _local_packages() -> set[str]:
+def local_packages() -> set[str]:
     """Top-level packages loaded from outside the interpreter's libraries (the user's code).
 
     The job can't import these (it has only its image's libraries), so they go
@@ -144,26 +151,58 @@ def _local_packages() -> set[str]:
     return local
 
 
-def dump_call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
-    """cloudpickle ``(fn, args, kwargs)``, the user's own modules by value.
+def item_name(directory: str, index: int) -> str:
+    """``items/7.tkb``, ``results/7.tkb``: where item ``index`` of a map lives in run storage."""
+    return f"{directory}/{index}.tkb"
 
-    On failure, names the argument that cannot be pickled.
+
+@contextmanager
+def pickling_by_value(packages: set[str] | None = None) -> Iterator[None]:
+    """Pickle the user's own modules (``packages``, default: found now) by value inside the block.
+
+    Holds the lock that keeps concurrent submissions from interleaving their registrations.
     """
+    packages = local_packages() if packages is None else packages
     with _PICKLE_LOCK:
         registered = []
-        for package in sorted(_local_packages()):
+        for package in sorted(packages):
             try:
                 cloudpickle.register_pickle_by_value(sys.modules[package])
                 registered.append(package)
             except (ValueError, KeyError):
                 continue
         try:
-            return cloudpickle.dumps((fn, args, kwargs))
-        except Exception as exc:  # noqa: BLE001 - pickling raises anything
-            raise BundleError(_explain_unpicklable(fn, args, kwargs, exc)) from exc
+            yield
         finally:
             for package in registered:
                 cloudpickle.unregister_pickle_by_value(sys.modules[package])
+
+
+def dump_call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+    """cloudpickle ``(fn, args, kwargs)``, the user's own modules by value.
+
+    On failure, names the argument that cannot be pickled.
+    """
+    with pickling_by_value():
+        try:
+            return cloudpickle.dumps((fn, args, kwargs))
+        except Exception as exc:  # noqa: BLE001 - pickling raises anything
+            raise BundleError(_explain_unpicklable(fn, args, kwargs, exc)) from exc
+
+
+def dump_arguments(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+    """cloudpickle one map item's ``(args, kwargs)``; call inside ``pickling_by_value``.
+
+    On failure, names the argument that cannot be pickled.
+    """
+    try:
+        return cloudpickle.dumps((args, kwargs))
+    except Exception as exc:  # noqa: BLE001 - pickling raises anything
+        raise BundleError(_explain_unpicklable(fn, args, kwargs, exc)) from exc
+
+
+def load_arguments(payload: bytes) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    return cloudpickle.loads(payload)
 
 
 def _explain_unpicklable(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], error: Exception) -> str:
@@ -220,7 +259,8 @@ def outcome_of_exception(exc: BaseException) -> Outcome:
     return Outcome("error", payload, kind, str(exc), text)
 
 
-def seal_outcome(outcome: Outcome, key: str) -> bytes:
+def seal_outcome(outcome: Outcome, key: str, **fields: Any) -> bytes:
+    """A signed result; a map item's carries its ``index`` so results cannot be swapped."""
     return seal(
         "result",
         outcome.payload,
@@ -229,16 +269,30 @@ def seal_outcome(outcome: Outcome, key: str) -> bytes:
         error_type=outcome.error_type,
         message=outcome.message,
         traceback=outcome.traceback,
+        **fields,
     )
 
 
-def unseal_result(data: bytes, key: str, source: str) -> Any:
+def open_indexed(data: bytes, key: str, kind: str, source: str, index: int) -> tuple[dict[str, Any], bytes]:
+    """``open_envelope`` for a map item's bundle or result: its signed index must be ``index``."""
+    header, payload = open_envelope(data, key, kind, source)
+    if header.get("index") != index:
+        raise BundleVerificationError(
+            f"{source} is signed for item {header.get('index')!r}, not item {index}; refusing to load it"
+        )
+    return header, payload
+
+
+def unseal_result(data: bytes, key: str, source: str, index: int | None = None) -> Any:
     """Verify a result envelope, then return the value or raise the remote exception.
 
     The remote exception keeps its type; the remote traceback is attached as a
-    note and as ``remote_traceback``.
+    note and as ``remote_traceback``. ``index``: the map item the result must be signed for.
     """
-    header, payload = open_envelope(data, key, "result", source)
+    if index is None:
+        header, payload = open_envelope(data, key, "result", source)
+    else:
+        header, payload = open_indexed(data, key, "result", source, index)
     outcome = header.get("outcome")
     if outcome == "value":
         return cloudpickle.loads(payload)

@@ -19,6 +19,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic, ParamSpec, TypeVar
 
 from toolkit.errors import ConfigError
+from toolkit.fanout.api import MapMethod
+from toolkit.fanout.prepare import prepare_map
 from toolkit.futures import RunFuture
 from toolkit.plan import Plan
 from toolkit.preview import preview_run
@@ -58,6 +60,23 @@ class InfraFunction(Generic[P, R]):
     def preview(self, *args: P.args, **kwargs: P.kwargs) -> Plan:
         """The infrastructure a call would create, without creating anything."""
         return preview_run(prepare(self.fn, args, kwargs, self.pool, self.job_layers(), self.target_type, build=False))
+
+    @property
+    def map(self) -> MapMethod:
+        """``fn.map(items, *more, max_parallel=None, return_exceptions=False)``: many calls, one stack.
+
+        Like ``Executor.map``: the results come back in input order, lazily, from the
+        returned ``MapFuture``; ``fn.map.preview(items)`` shows the one stack.
+        """
+
+        def prepare(iterables: Sequence[Any], max_parallel: int | None, build: bool) -> Any:
+            prepared = prepare_map(
+                self.fn, iterables, self.pool, self.job_layers(), self.target_type, max_parallel, build=build
+            )
+            prepared.block = self.block
+            return prepared
+
+        return MapMethod(prepare)
 
     def local(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """A plain local call, no infrastructure."""

@@ -248,6 +248,7 @@ class RunFuture:
             state = "cancelled" if isinstance(exc, RunCancelledError) else "failed"
             self._set_state(state, error=f"{type(exc).__name__}: {exc}")
         finally:
+            self._settle()
             self._done.set()
             prepared.discard_bundle()
             self._teardown(stack)
@@ -317,7 +318,7 @@ class RunFuture:
             status = watcher.status()
             if status.attempt and self._retries.observe(status.attempt, status.previous_failure):
                 self._announce_attempt(now=not status.finished)  # the target's controller ran another attempt
-            if status.finished:
+            if status.finished or self._poll_outputs(watcher):
                 self._forward_logs(watcher.read_logs())
                 return status
             if self._cancelled():
@@ -329,6 +330,14 @@ class RunFuture:
                 )
             time.sleep(interval)
             interval = min(interval * 1.2, 1.0)
+
+    def _poll_outputs(self, watcher: JobWatcher) -> bool:
+        """Take in what the job produced so far; True once the run has all it waits for before the
+        job is seen to end. A single call's one result is collected when the job ends: False."""
+        return False
+
+    def _settle(self) -> None:
+        """Last step before ``done()``, on every path (a map resolves the items left without a result)."""
 
     def _forward_logs(self, text: str) -> None:
         if not text:

@@ -11,6 +11,7 @@ owners on other hosts are judged by TTL only. A lock left by a dead process
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import time
 from dataclasses import dataclass
@@ -140,6 +141,7 @@ def destroy_stack(stack: str, backend_url: str) -> None:
     if record.state not in records.TERMINAL_STATES:
         record.update(state="failed", error="its client died; collected by toolkit gc")
     record.update(torn_down=True)
+    shutil.rmtree(record.result_spool, ignore_errors=True)  # a map's results nobody will read now
 
 
 def _record_collected(backend_url: str, run_id: str, run: RunTag | None, resources: int) -> None:

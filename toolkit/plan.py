@@ -58,6 +58,8 @@ class Plan(BaseModel):
     )
     policy_packs: list[str] = Field(default_factory=list, description="The pool's policy packs the preview ran.")
     policy_results: list[PolicyResult] = Field(default_factory=list)
+    items: int | None = Field(default=None, description="A map's number of items (None: a single call).")
+    parallelism: int | None = Field(default=None, description="A map's items running at once.")
 
     @property
     def allowed(self) -> bool:
@@ -69,6 +71,8 @@ class Plan(BaseModel):
 
     def __str__(self) -> str:
         header = f"Plan for {self.function} on pool {self.pool!r} ({self.target}), run {self.run_id}"
+        if self.items is not None:
+            header += f": a map of {self.items} items, at most {self.parallelism} at once, in this one stack"
         rows = [(change.op, change.type, change.name) for change in self.changes]
         widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(("OP", "TYPE", "NAME"))]
         lines = [header, "", "Job configuration (secrets masked):"]

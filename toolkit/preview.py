@@ -36,6 +36,21 @@ def preview_run(prepared: PreparedRun) -> Plan:
             stack.remove_unprovisioned()
     finally:
         prepared.discard_bundle()
+    plan = _plan(prepared, changes=changes, policy_results=progress.policy_results)
+    if prepared.context.fanout:
+        plan.items, plan.parallelism = prepared.context.fanout.count, prepared.context.fanout.parallelism
+    return plan
+
+
+def nothing_to_create(prepared: PreparedRun) -> Plan:
+    """The plan of a map over no items: its job, and no resource at all (no stack is even made)."""
+    prepared.discard_bundle()
+    plan = _plan(prepared)
+    plan.items = plan.parallelism = 0
+    return plan
+
+
+def _plan(prepared: PreparedRun, **fields: object) -> Plan:
     return Plan(
         run_id=prepared.run_id,
         pool=prepared.pool.name,
@@ -43,8 +58,7 @@ def preview_run(prepared: PreparedRun) -> Plan:
         function=prepared.function_name,
         job=prepared.masked_job(),
         plugins=prepared.plugins,
-        changes=changes,
         environment=prepared.environment.summary() if prepared.environment else None,
         policy_packs=prepared.policy_packs,
-        policy_results=progress.policy_results,
+        **fields,
     )

@@ -65,6 +65,15 @@ class RunRecord(BaseModel):
         path = self.directory / "logs.txt"
         return path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
 
+    @property
+    def result_spool(self) -> Path:
+        """A map's item results, moved here from run storage until its client has read them."""
+        return self.spool_of(self.run_id)
+
+    @staticmethod
+    def spool_of(run_id: str) -> Path:
+        return settings.runs_dir() / run_id / "results"
+
     def request_cancel(self) -> None:
         (self.directory / "cancel").touch()
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -88,9 +89,12 @@ class PreparedRun:
         self.context.bundle_path.unlink(missing_ok=True)
         if self.context.files_path:
             self.context.files_path.unlink(missing_ok=True)
+        if self.context.fanout:
+            shutil.rmtree(self.context.fanout.items_path, ignore_errors=True)
 
 
-def _staging() -> Path:
+def staging_dir() -> Path:
+    """Where bundles wait (0700) until their run stack uploads them."""
     staging = settings.home() / "staging"
     staging.mkdir(parents=True, exist_ok=True)
     os.chmod(staging, 0o700)
@@ -98,7 +102,7 @@ def _staging() -> Path:
 
 
 def _stage_bundle(run_id: str, envelope: bytes) -> Path:
-    path = _staging() / f"{run_id}.tkb"
+    path = staging_dir() / f"{run_id}.tkb"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as handle:
         handle.write(envelope)
@@ -167,7 +171,7 @@ def prepare(
             target.check_image_registry(environment.registry, job, pool.name)
         if wanted.include_files:
             selected = files.select(wanted.include_files, cwd, wanted.include_files_max_mb)
-            archive = files.pack(selected, _staging() / f"{run_id}.files.tgz")
+            archive = files.pack(selected, staging_dir() / f"{run_id}.files.tgz")
     try:
         if build and environment is not None:
             if environment.status == "build" and environment.kind == "image":  # built (and pushed) by docker

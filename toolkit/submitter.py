@@ -8,11 +8,14 @@ included) cancels the runs still going first.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, ClassVar
 
 from toolkit.decorators import InfraFunction, resolve_pool
+from toolkit.fanout.api import preview_map, start_map
+from toolkit.fanout.future import EmptyMapFuture, MapFuture
+from toolkit.fanout.prepare import prepare_map
 from toolkit.futures import RunFuture
 from toolkit.plan import Plan
 from toolkit.preview import preview_run
@@ -29,7 +32,7 @@ class Submitter:
         self.block = block
         """False: ``submit`` raises ``PoolBusyError`` at once when the pool is at ``max_concurrent_runs``."""
         self.job_variables = job_variables
-        self.futures: list[RunFuture] = []
+        self.futures: list[RunFuture | EmptyMapFuture] = []
 
     target_type: ClassVar[str | None] = None
     """When set, the pool must run jobs of this type (a ``KubernetesWorker`` takes kubernetes pools)."""
@@ -67,6 +70,48 @@ class Submitter:
         self, fn: Callable[..., Any], *args: Any, job_variables: Mapping[str, Any] | None = None, **kwargs: Any
     ) -> Plan:
         return preview_run(self._prepare(fn, args, kwargs, job_variables, build=False))
+
+    def _prepare_map(
+        self,
+        fn: Callable[..., Any],
+        iterables: tuple[Iterable[Any], ...],
+        job_variables: Mapping[str, Any] | None,
+        max_parallel: int | None,
+        build: bool = True,
+    ) -> PreparedRun:
+        layers = self.job_layers(fn, job_variables)
+        if isinstance(fn, InfraFunction):
+            fn = fn.fn
+        prepared = prepare_map(fn, iterables, self.pool, layers, self.target_type, max_parallel, build=build)
+        prepared.block = self.block
+        return prepared
+
+    def map(
+        self,
+        fn: Callable[..., Any],
+        items: Iterable[Any],
+        *more_items: Iterable[Any],
+        job_variables: Mapping[str, Any] | None = None,
+        max_parallel: int | None = None,
+        return_exceptions: bool = False,
+    ) -> MapFuture | EmptyMapFuture:
+        """``fn`` once per item (``zip`` of the iterables) through one run stack; see ``fn.map``."""
+        future = start_map(
+            self._prepare_map(fn, (items, *more_items), job_variables, max_parallel), return_exceptions
+        )
+        self.futures.append(future)
+        return future
+
+    def preview_map(
+        self,
+        fn: Callable[..., Any],
+        items: Iterable[Any],
+        *more_items: Iterable[Any],
+        job_variables: Mapping[str, Any] | None = None,
+        max_parallel: int | None = None,
+    ) -> Plan:
+        """The one stack ``map`` would create, creating nothing."""
+        return preview_map(self._prepare_map(fn, (items, *more_items), job_variables, max_parallel, build=False))
 
     def __enter__(self) -> Submitter:
         return self

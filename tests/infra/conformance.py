@@ -22,13 +22,18 @@ from toolkit import retries, templating
 from toolkit.bundles import FILES_NAME
 from toolkit.environments.registry import ImageRegistry
 from toolkit.errors import ConfigError
-from toolkit.infra.base import JobWatcher, RunContext, Target
+from toolkit.infra.base import FanOut, JobWatcher, RunContext, Target
 from toolkit.runner import BUNDLE_NAME
 from toolkit.secretvalues import Secret
 
 SECRET_ENV = "API_TOKEN"
 SECRET_VALUE = "s3cr3t-value-never-in-plaintext"
 RUN_KEY = "run-key-0123456789abcdef-never-in-plaintext"
+
+
+def items_argument(command: list[str]) -> int:
+    """The item count a map's runner command names (``--items N``)."""
+    return int(command[command.index("--items") + 1])
 
 
 def _strip_secrets(node: Any) -> Any:
@@ -105,6 +110,22 @@ class TargetConformance:
         context = self.context(*layers)
         return run_program(lambda: self.target.program(context), outputs=self.mock_outputs, calls=self.mock_calls)
 
+    map_items: ClassVar[int] = 25
+    map_parallelism: ClassVar[int] = 7
+
+    def map_context(self, *layers: dict[str, Any]) -> RunContext:
+        """A map of ``map_items`` items, ``map_parallelism`` at once (the staged items are never read here)."""
+        fanout = FanOut(count=self.map_items, parallelism=self.map_parallelism, items_path=Path("/tmp/toolkit-test-items"))
+        return dataclasses.replace(self.context(*layers), fanout=fanout)
+
+    def map_program(self, *layers: dict[str, Any]) -> ProgramRun:
+        context = self.map_context(*layers)
+        return run_program(lambda: self.target.program(context), outputs=self.mock_outputs, calls=self.mock_calls)
+
+    def map_shape(self, run: ProgramRun) -> tuple[int, int]:
+        """``(items, parallelism)`` as the map's rendered job resource(s) carry them."""
+        raise NotImplementedError(f"{type(self).__name__} must say where its map's shape is rendered")
+
     # -- the contract -------------------------------------------------------------
 
     def test_default_template_is_strict_and_valid(self) -> None:
@@ -160,6 +181,21 @@ class TargetConformance:
         watcher = self.target.watcher(context, run.exports)
         assert isinstance(watcher, JobWatcher)
         assert type(watcher).__module__ == type(self.target).__module__  # the target's own watcher
+
+    def test_a_map_renders_its_item_count_and_parallelism(self) -> None:
+        assert self.map_shape(self.map_program(self.sample())) == (self.map_items, self.map_parallelism)
+
+    def test_a_maps_items_are_uploaded_to_run_storage_once(self) -> None:
+        run = self.map_program(self.sample())
+        uploads = [r for r in run.resources if r.type.startswith("pulumi-python:dynamic/toolkit:Run")
+                   and r.inputs.get("items_path") == "/tmp/toolkit-test-items"]
+        assert len(uploads) == 1, [(r.type, r.name) for r in run.resources]
+        assert not any("toolkit-test-items" in json.dumps(r.inputs, default=str) for r in run.resources if r not in uploads)
+
+    def test_a_maps_watcher_builds_from_its_exports(self) -> None:
+        context = self.map_context(self.sample())
+        run = run_program(lambda: self.target.program(context), outputs=self.mock_outputs, calls=self.mock_calls)
+        assert isinstance(self.target.watcher(context, run.exports), JobWatcher)
 
     def test_retries_reach_the_platform_or_replace_only_the_job(self) -> None:
         """``retries``: a target whose controller retries gets it in its own setting

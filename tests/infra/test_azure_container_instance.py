@@ -27,9 +27,9 @@ from tests.emulators.azure import (
     fake_arm,
     managed_identity,
 )
-from tests.infra.conformance import RUN_KEY, SECRET_ENV, RemoteEnvironmentConformance
+from tests.infra.conformance import RUN_KEY, SECRET_ENV, RemoteEnvironmentConformance, items_argument
 from tests.infra.mocking import ProgramRun, run_program
-from tests.infra.storage_roundtrip import round_trip, run_job, sealed_bundle
+from tests.infra.storage_roundtrip import map_round_trip, round_trip, run_job, sealed_bundle
 from toolkit.bundles import unseal_result
 from toolkit.environments.registry import ImageRegistry
 from toolkit.errors import ConfigError
@@ -48,7 +48,9 @@ GROUP = "azure-native:containerinstance:ContainerGroup"
 ROLE = "azure-native:authorization:RoleAssignment"
 RUN_ID = "0123abcd4567"
 SUBSCRIPTION = "00000000-0000-0000-0000-0000000000aa"
-AZURITE_ACCOUNTS = (f"tkrun{RUN_ID}",)
+MAP_RUN_ID = "fedcba987654"
+"""The map's storage test has a run (and so a storage account) of its own."""
+AZURITE_ACCOUNTS = (f"tkrun{RUN_ID}", f"tkrun{MAP_RUN_ID}")
 """Azurite serves the storage account a run provisions, under its real name."""
 GROUP_ID = (
     f"/subscriptions/{SUBSCRIPTION}/resourceGroups/ml/providers/Microsoft.ContainerInstance/"
@@ -80,6 +82,7 @@ class TestAzureContainerInstanceTarget(RemoteEnvironmentConformance):
         GROUP: {"identity": {"type": "UserAssigned", "userAssignedIdentities": {}}},
         "azure-native:managedidentity:UserAssignedIdentity": {"principalId": "principal-1", "clientId": "client-1"},
     }
+    mock_calls = {"azure-native:storage:listStorageAccountKeys": {"keys": [{"keyName": "key1", "value": "account-key"}]}}
     job_type = GROUP
     write_only_fields = frozenset({"secureValue"})  # never returned by the ACI API
     expected_resources = {
@@ -101,6 +104,18 @@ class TestAzureContainerInstanceTarget(RemoteEnvironmentConformance):
 
     def job_image(self, run: ProgramRun) -> str:
         return run.one(GROUP).inputs["containers"][0]["image"]
+
+    def map_shape(self, run: ProgramRun) -> tuple[int, int]:
+        containers = run.one(GROUP).inputs["containers"]
+        assert [c["name"] for c in containers][:2] == ["runner", "runner-1"]
+        counts = {items_argument(c["command"]) for c in containers}
+        assert len(counts) == 1
+        return counts.pop(), len(containers)
+
+    def test_a_map_beyond_a_groups_containers_is_refused_before_anything_exists(self) -> None:
+        with pytest.raises(ConfigError, match="at most 60 map items at once; max_parallel=61"):
+            self.target.map_parallelism(100, 61, "test-pool")
+        assert self.target.map_parallelism(100, None, "test-pool") == 60
 
     def uploaded_names(self, run: ProgramRun) -> set[str]:
         return {r.inputs["blobName"] for r in run.of_type("azure-native:storage:Blob")}
@@ -401,6 +416,16 @@ def test_bundle_and_result_travel_through_the_runs_container(azurite: Azurite) -
     result = round_trip(url, {"connection_string": connection}, upload, RUN_KEY)
     assert result == 42
     assert {b.name for b in service.get_container_client(container).list_blobs()} == {BUNDLE_NAME, "result.tkb"}
+
+
+def test_a_maps_containers_claim_each_item_once_on_blob_storage(azurite: Azurite, tmp_path) -> None:  # noqa: ANN001
+    """Items in the run's container, three runners claiming them at once (Blob's If-None-Match)."""
+    url = AzureContainerInstanceTarget().per_run_storage_url(MAP_RUN_ID)
+    container, account = url.removeprefix("az://").split("@")[0], url.split("@")[1].split(".")[0]
+    connection = azurite.connection_string(account)
+    BlobServiceClient.from_connection_string(connection).create_container(container)
+    results = map_round_trip(url, {"connection_string": connection}, RUN_KEY, tmp_path)
+    assert [value for value, _pid in results] == [x + 40 for x in range(12)]
 
 
 # -- the real credential code: DefaultAzureCredential's managed-identity path --------------------------------

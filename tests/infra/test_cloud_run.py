@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from tests.emulators.gcp import PROJECT_NUMBER, TOKEN, FakeGcs, FakeGoogleApis, fake_gcs, google_apis
-from tests.infra.conformance import RUN_KEY, SECRET_ENV, SECRET_VALUE, RemoteEnvironmentConformance
+from tests.infra.conformance import RUN_KEY, SECRET_ENV, SECRET_VALUE, RemoteEnvironmentConformance, items_argument
 from tests.infra.mocking import ProgramRun, secret_version_outputs
 from tests.infra.storage_roundtrip import round_trip
 from toolkit import settings
@@ -85,6 +85,13 @@ class TestCloudRunTarget(RemoteEnvironmentConformance):
 
     def job_image(self, run: ProgramRun) -> str:
         return run.one(JOB).inputs["template"]["template"]["containers"][0]["image"]
+
+    def map_shape(self, run: ProgramRun) -> tuple[int, int]:
+        template = run.one(JOB).inputs["template"]
+        args = template["template"]["containers"][0]["args"]
+        assert args[args.index("--index-env") + 1] == "CLOUD_RUN_TASK_INDEX"
+        assert items_argument(args) == template["taskCount"]
+        return template["taskCount"], template["parallelism"]
 
     def uploaded_names(self, run: ProgramRun) -> set[str]:
         return {r.inputs["name"] for r in run.of_type("gcp:storage/bucketObject:BucketObject")}

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from tests.infra.conformance import RUN_KEY, SECRET_ENV, SECRET_VALUE, TargetConformance
+from tests.infra.conformance import RUN_KEY, SECRET_ENV, SECRET_VALUE, TargetConformance, items_argument
+from tests.infra.mocking import ProgramRun
 from toolkit import settings
 from toolkit.errors import ConfigError
 from toolkit.infra import docker as docker_target
@@ -35,6 +36,18 @@ class TestDockerTarget(TargetConformance):
         client = SimpleNamespace(api=SimpleNamespace(logs=lambda *_args, **_kwargs: iter(())))
         monkeypatch.setattr(docker_target, "_docker_client", lambda: client)
         super().test_watcher_builds_from_program_exports()
+
+    def test_a_maps_watcher_builds_from_its_exports(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        client = SimpleNamespace(api=SimpleNamespace(logs=lambda *_args, **_kwargs: iter(())))
+        monkeypatch.setattr(docker_target, "_docker_client", lambda: client)
+        super().test_a_maps_watcher_builds_from_its_exports()
+
+    def map_shape(self, run: ProgramRun) -> tuple[int, int]:
+        containers = run.of_type(CONTAINER)
+        assert len({c.inputs["name"] for c in containers}) == len(containers)
+        counts = {items_argument(c.inputs["command"]) for c in containers}
+        assert len(counts) == 1
+        return counts.pop(), len(containers)
 
     def test_secrets_reach_the_job_as_a_file_owned_by_its_user_never_as_container_env(self) -> None:
         run = self.program(self.sample())

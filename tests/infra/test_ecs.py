@@ -21,9 +21,16 @@ import pytest
 from botocore.stub import Stubber
 
 from tests.emulators.aws import CLUSTER, REGION, aws, aws_emulator, ecs_cluster, moto_api  # noqa: F401 - fixtures
-from tests.infra.conformance import DIGEST, RUN_KEY, SECRET_ENV, SECRET_VALUE, RemoteEnvironmentConformance
+from tests.infra.conformance import (
+    DIGEST,
+    RUN_KEY,
+    SECRET_ENV,
+    SECRET_VALUE,
+    RemoteEnvironmentConformance,
+    items_argument,
+)
 from tests.infra.mocking import ProgramRun, run_program
-from tests.infra.storage_roundtrip import round_trip
+from tests.infra.storage_roundtrip import map_round_trip, round_trip
 from toolkit.environments.registry import ImageRegistry
 from toolkit.errors import ConfigError, ProvisionError
 from toolkit.infra.base import RunContext
@@ -84,7 +91,7 @@ class TestEcsTarget(RemoteEnvironmentConformance):
         "aws:iam/role:Role": lambda args: {"arn": f"arn:aws:iam::{ACCOUNT}:role/{args.inputs['name']}"},
         "aws:secretsmanager/secret:Secret": lambda args: {"arn": secret_arn(args.inputs["name"])},
         TASK_DEFINITION: {"arn": f"arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/toolkit-0123abcd4567:1"},
-        TASK: {"task_arn": TASK_ARN},
+        TASK: {"task_arn": TASK_ARN, "task_arns": [TASK_ARN]},
     }
     job_type = TASK_DEFINITION
     attempt_type = TASK
@@ -121,6 +128,12 @@ class TestEcsTarget(RemoteEnvironmentConformance):
 
     def job_image(self, run: ProgramRun) -> str:
         return _containers(run)[0]["image"]
+
+    def map_shape(self, run: ProgramRun) -> tuple[int, int]:
+        task = run.one(TASK).inputs
+        definition = run.one("aws:ecs/taskDefinition:TaskDefinition").inputs
+        command = json.loads(definition["containerDefinitions"])[0]["command"]
+        return items_argument(command), task["count"]
 
     def uploaded_names(self, run: ProgramRun) -> set[str]:
         return {r.inputs["key"] for r in run.of_type("aws:s3/bucketObjectv2:BucketObjectv2")}
@@ -493,6 +506,16 @@ def test_bundle_and_result_travel_through_the_per_run_bucket() -> None:
     boto3.client("s3", region_name=REGION).create_bucket(Bucket=bucket)
     fs = fsspec.filesystem("s3")
     assert round_trip(url, {}, lambda bundle: fs.pipe_file(f"{bucket}/{BUNDLE_NAME}", bundle), "k" * 64) == 42
+
+
+@pytest.mark.usefixtures("aws")
+def test_a_maps_tasks_claim_each_item_once_through_s3_conditional_writes(tmp_path) -> None:
+    """The map's items uploaded into the run's bucket, three runners claiming them at once (S3's
+    If-None-Match), each result signed with its index and collected in order."""
+    url, _ = EcsTarget().storage_url("0123abcd4567", None)
+    boto3.client("s3", region_name=REGION).create_bucket(Bucket=url.removeprefix("s3://"))
+    results = map_round_trip(url, {}, "k" * 64, tmp_path)
+    assert [value for value, _pid in results] == [x + 40 for x in range(12)]
 
 
 # -- recorded ECS answers through botocore's Stubber -----------------------------------------------

@@ -24,7 +24,7 @@ from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 
 from tests.emulators.aws import REGION, aws, aws_emulator  # noqa: F401 - fixtures
-from tests.infra.conformance import RUN_KEY, SECRET_ENV, SECRET_VALUE, RemoteEnvironmentConformance
+from tests.infra.conformance import RUN_KEY, SECRET_ENV, SECRET_VALUE, RemoteEnvironmentConformance, items_argument
 from tests.infra.mocking import ProgramRun, run_program
 from tests.infra.storage_roundtrip import round_trip
 from toolkit.bundles import FILES_NAME
@@ -103,6 +103,15 @@ class TestKubernetesTarget(RemoteEnvironmentConformance):
 
     def job_image(self, run: ProgramRun) -> str:
         return _container(run)["image"]
+
+    def map_shape(self, run: ProgramRun) -> tuple[int, int]:
+        spec = run.one(JOB).inputs["spec"]
+        assert spec["completionMode"] == "Indexed"
+        assert spec["backoffLimitPerIndex"] == 1 and "backoffLimit" not in spec  # backoff_limit, per item
+        command = _container(run)["command"]
+        assert command[command.index("--index-env") + 1] == "JOB_COMPLETION_INDEX"
+        assert items_argument(command) == spec["completions"]
+        return spec["completions"], spec["parallelism"]
 
     def uploaded_names(self, run: ProgramRun) -> set[str]:
         storage = run.one("pulumi-python:dynamic/toolkit:RunStorage").inputs

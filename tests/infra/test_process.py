@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.infra.conformance import RUN_KEY, SECRET_ENV, SECRET_VALUE, TargetConformance
+from tests.infra.conformance import RUN_KEY, SECRET_ENV, SECRET_VALUE, TargetConformance, items_argument
+from tests.infra.mocking import ProgramRun
 from toolkit import settings
 from toolkit.infra.process import ProcessTarget
 
@@ -22,6 +23,19 @@ class TestProcessTarget(TargetConformance):
     @property
     def expected_exports(self) -> dict[str, Any]:  # type: ignore[override]
         return {"pid": 4242, "run_dir": str(settings.home() / "work" / self.run_id)}
+
+    def map_shape(self, run: ProgramRun) -> tuple[int, int]:
+        workers = run.of_type("pulumi-python:dynamic/toolkit:LocalProcess")
+        counts = {items_argument(worker.inputs["argv"]) for worker in workers}
+        assert len(counts) == 1 and all("--index-env" not in w.inputs["argv"] for w in workers)  # they claim
+        return counts.pop(), len(workers)
+
+    def test_each_map_worker_has_its_own_secrets_file_log_and_directory(self) -> None:
+        run = self.map_program(self.sample())
+        workers = run.of_type("pulumi-python:dynamic/toolkit:LocalProcess")
+        files = {w.inputs["argv"][w.inputs["argv"].index("--secrets") + 1].rsplit("/", 1)[-1] for w in workers}
+        assert files == set(run.one("pulumi-python:dynamic/toolkit:RunStorage").inputs["secrets_names"])
+        assert len(files) == len({w.inputs["log_name"] for w in workers}) == len({w.inputs["cwd"] for w in workers}) == 7
 
     def test_job_runs_the_runner_behind_the_command_prefix(self) -> None:
         run = self.program(self.sample())

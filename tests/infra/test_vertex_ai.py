@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from tests.emulators.gcp import PROJECT_NUMBER, FakeGcs, FakeGoogleApis, fake_gcs, google_apis
-from tests.infra.conformance import RUN_KEY, SECRET_ENV, SECRET_VALUE, RemoteEnvironmentConformance
+from tests.infra.conformance import RUN_KEY, SECRET_ENV, SECRET_VALUE, RemoteEnvironmentConformance, items_argument
 from tests.infra.mocking import ProgramRun, secret_version_outputs
-from tests.infra.storage_roundtrip import round_trip, run_job
+from tests.infra.storage_roundtrip import map_round_trip, round_trip, run_job
 from toolkit.environments.registry import ImageRegistry
 from toolkit.errors import ConfigError
 from toolkit.gcp_secret_env import METADATA_HOST_ENV, SECRET_MANAGER_ENDPOINT_ENV
@@ -85,6 +85,15 @@ class TestVertexAiTarget(RemoteEnvironmentConformance):
 
     def job_image(self, run: ProgramRun) -> str:
         return run.one(CUSTOM_JOB).inputs["body"]["jobSpec"]["workerPoolSpecs"][0]["containerSpec"]["imageUri"]
+
+    def map_shape(self, run: ProgramRun) -> tuple[int, int]:
+        pools = run.one(CUSTOM_JOB).inputs["body"]["jobSpec"]["workerPoolSpecs"]
+        primary, workers = pools[0], pools[1]
+        assert primary["replicaCount"] == 1 and primary["containerSpec"]["command"][-1] == "--await-items"
+        assert "--await-items" not in workers["containerSpec"]["command"]
+        counts = {items_argument(pool["containerSpec"]["command"]) for pool in pools}
+        assert len(counts) == 1
+        return counts.pop(), sum(pool["replicaCount"] for pool in pools)
 
     def uploaded_names(self, run: ProgramRun) -> set[str]:
         return {r.inputs["name"] for r in run.of_type("gcp:storage/bucketObject:BucketObject")}
@@ -376,6 +385,14 @@ def test_the_jobs_command_reads_its_secrets_and_runs_the_bundle(
     assert result == 42
     accessed = google_apis.server.calls("GET", ":access")
     assert sorted(r.path for r in accessed) == sorted(f"/v1/{v.extra_outputs['name']}:access" for v in versions)
+
+
+def test_a_maps_replicas_claim_each_item_once_on_gcs(fake_gcs: FakeGcs, tmp_path) -> None:  # noqa: ANN001
+    """Items in the run's bucket, three runners claiming them at once (GCS's ifGenerationMatch=0)."""
+    url = VertexAiTarget().per_run_storage_url("fedcba987654")  # a run of its own on fake-gcs-server
+    fake_gcs.create_bucket(url.removeprefix("gs://"))
+    results = map_round_trip(url, fake_gcs.storage_options, RUN_KEY, tmp_path)
+    assert [value for value, _pid in results] == [x + 40 for x in range(12)]
 
 
 def test_the_bootstrap_refuses_to_start_without_its_secret(google_apis: FakeGoogleApis) -> None:

@@ -17,6 +17,7 @@ bridge and cgroups; builds and imported images stay cached. Needs root.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import shlex
@@ -29,6 +30,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 from tests.k8s import components, images
 from tests.k8s import layout as L
@@ -297,6 +299,52 @@ def up(log: Log = _say, where: Layout | None = None) -> ClusterInfo:
         raise
     log(f"cluster up in {time.monotonic() - started:.0f} s; for clients: source {where.env_file}")
     return info
+
+
+@contextmanager
+def shared(where: Layout | None = None) -> Iterator[ClusterInfo]:
+    """The running cluster, for a test session or a benchmark; started if needed, and stopped by the
+    last user of it.
+
+    Users hold a shared lock on ``sessions.lock`` while they use the cluster.
+    ``start.lock`` (exclusive, held only while the cluster is checked, started or
+    stopped) keeps a user from starting the cluster while another stops it;
+    waiting for ``sessions.lock`` itself exclusively would make a second user
+    wait until every other one has finished. A cluster a user started is marked;
+    the user that ends last (it gets ``sessions.lock`` exclusively) takes a marked
+    cluster down. One started by hand (``scripts/k8s-cluster up``) stays up.
+    """
+    where = where or Layout.default()
+    where.cache.mkdir(parents=True, exist_ok=True)
+    marker = where.state / "started-by-tests"
+    with (where.cache / "sessions.lock").open("w") as lock, (where.cache / "start.lock").open("w") as start:
+        with _held(start):
+            if is_up(where):
+                info = ClusterInfo.load(where.info)
+            else:
+                info = up(where=where)
+                marker.touch()
+            fcntl.flock(lock, fcntl.LOCK_SH)
+        try:
+            yield info
+        finally:
+            with _held(start):
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    pass  # another user still needs it; the last one out takes it down
+                else:
+                    if marker.exists():
+                        down(where=where)
+
+
+@contextmanager
+def _held(lock_file: IO[str]) -> Iterator[None]:
+    fcntl.flock(lock_file, fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        fcntl.flock(lock_file, fcntl.LOCK_UN)
 
 
 def _delete_pods(where: Layout, log: Log) -> None:

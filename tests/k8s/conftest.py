@@ -11,12 +11,9 @@ namespace is deleted and must disappear.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import time
 import uuid
 from collections.abc import Iterator
-from typing import IO
 
 import pytest
 import s3fs
@@ -25,7 +22,7 @@ from kubernetes.client.exceptions import ApiException
 
 from tests.k8s import cluster
 from tests.k8s import layout as L
-from tests.k8s.layout import ClusterInfo, Layout
+from tests.k8s.layout import ClusterInfo
 from tests.leaks import assert_nothing_left
 from toolkit.futures import wait_for_teardowns
 from toolkit.infra.kubernetes import KubernetesTarget
@@ -39,47 +36,9 @@ deletion (pods first, each within its 30 s termination grace period) after the s
 
 @pytest.fixture(scope="session")
 def k8s_cluster() -> Iterator[ClusterInfo]:
-    """The running cluster; started if needed, and stopped by the last test session using it.
-
-    Sessions hold a shared lock on ``sessions.lock`` while they use the cluster.
-    ``start.lock`` (exclusive, held only while the cluster is checked, started or
-    stopped) keeps a session from starting the cluster while another stops it;
-    waiting for ``sessions.lock`` itself exclusively would make a second session
-    wait until every other session has finished. A cluster a test session started
-    is marked; the session that ends last (it gets ``sessions.lock`` exclusively)
-    takes a marked cluster down. One started by hand (``scripts/k8s-cluster up``) stays up.
-    """
-    where = Layout.default()
-    where.cache.mkdir(parents=True, exist_ok=True)
-    marker = where.state / "started-by-tests"
-    with (where.cache / "sessions.lock").open("w") as lock, (where.cache / "start.lock").open("w") as start:
-        with _held(start):
-            if cluster.is_up(where):
-                info = ClusterInfo.load(where.info)
-            else:
-                info = cluster.up(where=where)
-                marker.touch()
-            fcntl.flock(lock, fcntl.LOCK_SH)
-        try:
-            yield info
-        finally:
-            with _held(start):
-                try:
-                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    pass  # another session still uses it; the last one out takes it down
-                else:
-                    if marker.exists():
-                        cluster.down(where=where)
-
-
-@contextlib.contextmanager
-def _held(lock_file: IO[str]) -> Iterator[None]:
-    fcntl.flock(lock_file, fcntl.LOCK_EX)
-    try:
-        yield
-    finally:
-        fcntl.flock(lock_file, fcntl.LOCK_UN)
+    """The running cluster; started if needed, and stopped by the last session using it (``cluster.shared``)."""
+    with cluster.shared() as info:
+        yield info
 
 
 @pytest.fixture(scope="session")

@@ -36,6 +36,7 @@ from pydantic import Field, model_validator
 from toolkit.bundles import FILES_NAME
 from toolkit.environments.registry import ImageRegistry
 from toolkit.environments.variables import EnvironmentVariables
+from toolkit.fanout.watch import WorkersWatcher
 from toolkit.infra.base import (
     JobConfiguration,
     JobStatus,
@@ -47,6 +48,7 @@ from toolkit.infra.base import (
 )
 from toolkit.infra.pulling import refuse_loopback
 from toolkit.infra.rest import PolledWatcher, RestClient, azure_session, endpoint
+from toolkit.infra.storage import item_uploads
 from toolkit.infra.synonyms import PREFECT_COMMON, no_counterpart, prefect_retries, renamed
 from toolkit.runner import BUNDLE_NAME, RUN_KEY_ENV, STORAGE_OPTIONS_ENV
 from toolkit.secretvalues import Secret
@@ -56,6 +58,8 @@ MANAGEMENT_ENDPOINT = "https://management.azure.com"
 ACI_API_VERSION = "2023-05-01"
 CONTAINER = "run"
 RUNNER = "runner"
+MAX_CONTAINERS = 60
+"""Azure's limit on containers in one container group: a map's workers at most."""
 BLOB_DATA_CONTRIBUTOR = "ba92f5b4-2d11-453d-a403-e96b0029c9fe"
 BLOB_DATA_READER = "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1"
 ACR_PULL = "7f951dda-4ed3-4680-a7ca-43fe172d538d"
@@ -172,11 +176,16 @@ def management_api() -> RestClient:
     return RestClient(base, azure_session())
 
 
-def container_group_status(group: dict[str, Any]) -> JobStatus:
-    """Map a container group (GET, with instance views) to a ``JobStatus``."""
+def worker_name(number: int) -> str:
+    """A map's worker ``number`` in the container group: the first is the usual runner container."""
+    return RUNNER if number == 0 else f"{RUNNER}-{number}"
+
+
+def container_group_status(group: dict[str, Any], container: str = RUNNER) -> JobStatus:
+    """Map a container group (GET, with instance views) to a ``JobStatus`` of its ``container``."""
     properties = group.get("properties", {})
     containers = properties.get("containers", [])
-    runner = next((c for c in containers if c.get("name") == RUNNER), containers[0] if containers else {})
+    runner = next((c for c in containers if c.get("name") == container), containers[0] if containers else {})
     view = runner.get("properties", {}).get("instanceView") or {}
     current = view.get("currentState") or {}
     if current.get("state") == "Terminated":
@@ -206,10 +215,15 @@ class AzureContainerInstanceWatcher(PolledWatcher):
     """Reads the container group's instance view and the runner container's logs."""
 
     def __init__(
-        self, group_id: str, client: RestClient | None = None, min_interval: float = STATUS_POLL_SECONDS
+        self,
+        group_id: str,
+        client: RestClient | None = None,
+        min_interval: float = STATUS_POLL_SECONDS,
+        container: str = RUNNER,
     ) -> None:
         super().__init__(min_interval)
         self._group_id = group_id
+        self._container = container
         self._given_client = client
         self._log_offset = 0
         self._last_log_read = float("-inf")
@@ -220,7 +234,7 @@ class AzureContainerInstanceWatcher(PolledWatcher):
 
     def fetch_status(self) -> JobStatus:
         group = self._client.call("GET", self._group_id, params={"api-version": ACI_API_VERSION})
-        return container_group_status(group)
+        return container_group_status(group, self._container)
 
     def read_logs(self) -> str:
         """The log text added since the last read (ACI returns the whole log each time)."""
@@ -230,7 +244,7 @@ class AzureContainerInstanceWatcher(PolledWatcher):
         self._last_log_read = now
         content = (
             self._client.call(
-                "GET", f"{self._group_id}/containers/{RUNNER}/logs", params={"api-version": ACI_API_VERSION}
+                "GET", f"{self._group_id}/containers/{self._container}/logs", params={"api-version": ACI_API_VERSION}
             ).get("content")
             or ""
         )
@@ -243,6 +257,8 @@ class AzureContainerInstanceWatcher(PolledWatcher):
 
 class AzureContainerInstanceTarget(Target):
     """Run the function in an Azure Container Instances container group."""
+
+    max_map_parallelism = MAX_CONTAINERS
 
     name = "azure_container_instance"
     plugin_packages = ("pulumi_azure_native",)
@@ -420,9 +436,21 @@ class AzureContainerInstanceTarget(Target):
         containers[0] = {
             **containers[0],
             **({"image": run.image} if run.image else {}),  # the call's environment, pulled by digest
-            "command": runner_command(run.storage_url),
+            "command": runner_command(run.storage_url, fanout=run.fanout),
             "environment_variables": [*containers[0].get("environment_variables", []), *env],
         }
+        if run.fanout is not None:  # a map: the group's containers are workers claiming items
+            workers = [{**containers[0], "name": worker_name(k)} for k in range(1, run.fanout.parallelism)]
+            containers[1:1] = workers
+            keys = azure.storage.list_storage_account_keys_output(
+                resource_group_name=rg, account_name=account.name, opts=pulumi.InvokeOutputOptions(provider=provider)
+            )
+            upload_options = pulumi.Output.secret(
+                pulumi.Output.all(account.name, keys.keys[0].value).apply(
+                    lambda values: {"account_name": values[0], "account_key": values[1]}
+                )
+            )
+            uploads += item_uploads(run, container, upload_options)
         group_args.update(
             container_group_name=f"toolkit-{run.run_id}",
             resource_group_name=rg,
@@ -486,7 +514,12 @@ class AzureContainerInstanceTarget(Target):
         return [{"server": registry.host, "identity": identity.id}]
 
     def watcher(self, run: RunContext, outputs: dict[str, Any]) -> JobWatcher:
-        return AzureContainerInstanceWatcher(outputs["container_group"])
+        if getattr(run, "fanout", None) is None:
+            return AzureContainerInstanceWatcher(outputs["container_group"])
+        names = [worker_name(k) for k in range(run.fanout.parallelism)]
+        return WorkersWatcher(
+            [AzureContainerInstanceWatcher(outputs["container_group"], container=name) for name in names]
+        )
 
 
 

@@ -72,6 +72,22 @@ class JobStatus(BaseModel):
 
 
 @dataclass(frozen=True)
+class FanOut:
+    """A map (``fn.map``): many items of one function in one run, as its job resource needs it.
+
+    The run's bundle holds the function; each item's arguments are their own
+    signed bundle under ``items/`` in run storage (``toolkit.fanout``).
+    """
+
+    count: int
+    """Items in the map (at least one)."""
+    parallelism: int
+    """At most this many items run at once (1 <= parallelism <= count)."""
+    items_path: Path
+    """The staged item bundles, a local directory the program uploads as the run's ``items/``."""
+
+
+@dataclass(frozen=True)
 class RunContext:
     """Everything a target's program and watcher know about one run."""
 
@@ -94,6 +110,8 @@ class RunContext:
     """The call's environment interpreter (process target), replacing the job's; None: as is."""
     files_path: Path | None = None
     """The signed bundle's ``include_files`` archive, staged locally; uploaded next to the bundle."""
+    fanout: FanOut | None = None
+    """Set for a map: the job resource runs ``fanout.count`` items, ``fanout.parallelism`` at a time."""
     attempt: int = 1
     """Which attempt of the call this program runs (``toolkit.retries``): targets the engine retries
     give their job resource ``replacement_trigger=attempt``, so a new attempt replaces only the job."""
@@ -106,14 +124,32 @@ class RunContext:
         return {"toolkit-run": self.run_id, "toolkit-pool": self.pool_name}
 
 
-def runner_command(storage_url: str, python: str = "python3", secrets_file: str | None = None) -> list[str]:
+def runner_command(
+    storage_url: str,
+    python: str = "python3",
+    secrets_file: str | None = None,
+    fanout: FanOut | None = None,
+    index_env: str | None = None,
+    worker: str | None = None,
+) -> list[str]:
     """The command every job runs: fetch, verify and call the bundle, write the result.
 
     ``secrets_file``: where a local job finds its run key and secret env values
-    (``job_secrets``) instead of its environment.
+    (``job_secrets``) instead of its environment. For a map (``fanout``), the job
+    runs the item at the index in the variable ``index_env``, or without it claims
+    items until none is left; a named ``worker`` writes its name into its claims and
+    stays until every item has a result, to take items released for a retry.
     """
     command = [python, "-u", "-m", "toolkit.runner", "--storage", storage_url]
-    return [*command, "--secrets", secrets_file] if secrets_file else command
+    if secrets_file:
+        command += ["--secrets", secrets_file]
+    if fanout is not None:
+        command += ["--items", str(fanout.count)]
+        if index_env:
+            command += ["--index-env", index_env]
+        if worker is not None:
+            command += ["--worker", worker, "--await-items"]
+    return command
 
 
 class JobWatcher(abc.ABC):
@@ -163,6 +199,27 @@ class Target(abc.ABC):
     plugin_packages: ClassVar[tuple[str, ...]] = ()
     """Pulumi provider SDKs the program uses (``"pulumi_docker"``); each one's ``pulumi-plugin.json``
     names the resource plugin and version the engine needs. Runs check them before any stack exists."""
+
+    map_item_retries: ClassVar[bool] = False
+    """A map on this target retries an item whose job died (``retries``) on its own: a released claim
+    taken by a surviving worker, or the platform's per-task retries. False: ``retries`` on a map is refused."""
+    max_map_parallelism: ClassVar[int | None] = None
+    """The most map items this target's job resource can run at once (None: no limit of its own)."""
+
+    def default_map_parallelism(self, count: int) -> int:
+        """``max_parallel=None``: every item at once (the platform queues what it cannot place)."""
+        return count
+
+    def map_parallelism(self, count: int, max_parallel: int | None, pool_name: str) -> int:
+        """How many of a map's ``count`` items run at once: ``max_parallel`` within the target's limit."""
+        limit = self.max_map_parallelism
+        if limit and max_parallel and max_parallel > limit:
+            raise ConfigError(
+                f"pool {pool_name!r} ({self.name}) runs at most {limit} map items at once; "
+                f"max_parallel={max_parallel} is more. Pass max_parallel={limit} or less"
+            )
+        wanted = max_parallel or self.default_map_parallelism(count)
+        return max(1, min(wanted, count, limit or wanted))
 
     @classmethod
     @abc.abstractmethod

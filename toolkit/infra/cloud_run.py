@@ -43,6 +43,7 @@ from toolkit.infra.base import (
     runner_command,
 )
 from toolkit.infra.rest import CloudApiError, PolledWatcher, RestClient, endpoint, google_session
+from toolkit.infra.storage import item_uploads
 from toolkit.infra.synonyms import (
     PREFECT_COMMON,
     Synonym,
@@ -65,6 +66,8 @@ CANCEL_WAIT_SECONDS = 300.0
 RESERVED_ENV = (RUN_KEY_ENV, STORAGE_OPTIONS_ENV)
 PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 SERVICE_AGENT = "service-{number}@serverless-robot-prod.iam.gserviceaccount.com"
+TASK_INDEX_ENV = "CLOUD_RUN_TASK_INDEX"
+"""Where each task of a map's execution finds its index: the item it runs."""
 """The Google-managed identity that pulls the job's image (not the job's own service account)."""
 _JOB_ARGUMENTS = frozenset(inspect.signature(gcp.cloudrunv2.JobArgs.__init__).parameters) - {"__self__"}
 
@@ -309,6 +312,8 @@ class CloudRunWatcher(PolledWatcher):
 class CloudRunTarget(Target):
     """Run the function as a Google Cloud Run job."""
 
+    map_item_retries = True
+
     native_retries = "max_retries"  # a task that ended without a result runs again; the runner exits 0 on a result
 
     name = "cloud_run"
@@ -396,6 +401,7 @@ class CloudRunTarget(Target):
         labels = shared.gcp_labels(job.labels, run.labels)
         identity = shared.run_identity(run, project, job.service_account)
         needed: list[pulumi.Resource] = shared.run_bucket(run, project, job.region, identity, labels)
+        needed += item_uploads(run, needed[0])
         needed += shared.image_pull_grant(run, project, SERVICE_AGENT)
 
         envs: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in job.env.items() if not isinstance(v, Secret)]
@@ -411,9 +417,11 @@ class CloudRunTarget(Target):
             needed.append(shared.grant_secret_access(name, reference, project, identity))
             envs.append({"name": name, "value_source": {"secret_key_ref": {"secret": secret_name, "version": version}}})
 
-        argv = runner_command(run.storage_url)
+        argv = runner_command(run.storage_url, fanout=run.fanout, index_env=TASK_INDEX_ENV)
         args = copy.deepcopy(job.job)
         template = args.pop("template")
+        if run.fanout is not None:  # a map: one task per item, its index in CLOUD_RUN_TASK_INDEX
+            template.update(task_count=run.fanout.count, parallelism=run.fanout.parallelism)
         template.setdefault("labels", {}).update(labels)
         task = template["template"]
         task["service_account"] = identity.email

@@ -29,6 +29,7 @@ from pydantic import Field, field_validator
 from toolkit import settings
 from toolkit.environments.variables import ENVIRONMENT_VARIABLES, EnvironmentVariables
 from toolkit.errors import ConfigError, TargetUnavailableError
+from toolkit.fanout.watch import WorkersWatcher
 from toolkit.infra import job_secrets
 from toolkit.infra.base import (
     JobConfiguration,
@@ -271,6 +272,8 @@ class DockerWatcher(JobWatcher):
 class DockerTarget(Target):
     """Run the function in a container on the local Docker engine."""
 
+    map_item_retries = True
+
     name = "docker"
     plugin_packages = ("pulumi_docker",)
     synonyms = {
@@ -341,12 +344,25 @@ class DockerTarget(Target):
     def per_run_storage_url(self, run_id: str) -> str:
         return str(settings.home() / "work" / run_id)
 
+    def default_map_parallelism(self, count: int) -> int:
+        """Worker containers on this machine's engine: one per CPU unless max_parallel says otherwise."""
+        return os.cpu_count() or 1
+
     def program(self, run: RunContext) -> None:
+        """One container; for a map, ``fanout.parallelism`` worker containers that claim items.
+
+        Workers, not a container per item: a container's create, start and the
+        function's load are paid once per worker, and the stack holds P containers, not N.
+        """
         job = run.job
         assert isinstance(job, DockerJob)
         work = settings.home() / "work"
         work.mkdir(parents=True, exist_ok=True)
         os.chmod(work, 0o700)  # the private parent is what keeps the 0777 run directory private
+        workers = run.fanout.parallelism if run.fanout else 1
+        secrets_names = (
+            [job_secrets.worker_secrets_name(k) for k in range(workers)] if run.fanout else [job_secrets.SECRETS_NAME]
+        )
         storage = RunStorage(
             "run-directory",
             url=run.storage_url,
@@ -356,8 +372,32 @@ class DockerTarget(Target):
             files_path=str(run.files_path) if run.files_path else None,
             secrets=job_secrets.secret_inputs(run.run_key, job.env),
             secrets_owner=job.user,
+            items_path=str(run.fanout.items_path) if run.fanout else None,
+            secrets_names=secrets_names if run.fanout else None,
             attempt=run.attempt,
         )
+        containers = []
+        for number, secrets_name in enumerate(secrets_names):
+            command = runner_command(
+                CONTAINER_RUN_DIR,
+                secrets_file=f"{CONTAINER_RUN_DIR}/{secrets_name}",
+                fanout=run.fanout,
+                worker=str(number) if run.fanout else None,
+            )
+            suffix = f"-{number}" if run.fanout else ""
+            containers.append(self._container(f"job{suffix}", f"toolkit-{run.run_id}{suffix}", command, run, storage))
+        if run.fanout is None:
+            pulumi.export("container_id", containers[0].id)
+        else:
+            pulumi.export("container_ids", [container.id for container in containers])
+        pulumi.export("run_dir", run.storage_url)
+
+    @staticmethod
+    def _container(
+        logical: str, name: str, command: list[str], run: RunContext, storage: pulumi.Resource
+    ) -> pulumi_docker.Container:
+        job = run.job
+        assert isinstance(job, DockerJob)
         envs = [f"{key}={value}" for key, value in job_secrets.plain_env(job.env).items()]
         volumes = [pulumi_docker.ContainerVolumeArgs(host_path=run.storage_url, container_path=CONTAINER_RUN_DIR)]
         for spec in job.volumes:
@@ -369,14 +409,11 @@ class DockerTarget(Target):
                 )
             )
         labels = {**job.labels, **run.labels}
-        container = pulumi_docker.Container(
-            "job",
-            name=f"toolkit-{run.run_id}",
+        return pulumi_docker.Container(
+            logical,
+            name=name,
             image=run.image or job.image,
-            command=[
-                *job.command,
-                *runner_command(CONTAINER_RUN_DIR, secrets_file=f"{CONTAINER_RUN_DIR}/{job_secrets.SECRETS_NAME}"),
-            ],
+            command=[*job.command, *command],
             envs=envs,
             volumes=volumes,
             user=job.user,
@@ -401,9 +438,9 @@ class DockerTarget(Target):
                 depends_on=[storage], delete_before_replace=True, replacement_trigger=run.attempt
             ),
         )
-        pulumi.export("container_id", container.id)
-        pulumi.export("run_dir", run.storage_url)
 
     def watcher(self, run: RunContext, outputs: dict[str, Any]) -> JobWatcher:
         assert isinstance(run.job, DockerJob)
-        return DockerWatcher(outputs["container_id"], run.job)
+        if run.fanout is None:
+            return DockerWatcher(outputs["container_id"], run.job)
+        return WorkersWatcher([DockerWatcher(container_id, run.job) for container_id in outputs["container_ids"]])

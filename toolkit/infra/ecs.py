@@ -38,6 +38,7 @@ from toolkit.bundles import FILES_NAME
 from toolkit.environments.registry import EcrRepository, ImageRegistry
 from toolkit.environments.variables import EnvironmentVariables
 from toolkit.errors import ConfigError, ProvisionError
+from toolkit.fanout.watch import WorkersWatcher
 from toolkit.infra.base import (
     JobConfiguration,
     JobStatus,
@@ -48,7 +49,7 @@ from toolkit.infra.base import (
     runner_command,
 )
 from toolkit.infra.pulling import refuse_loopback
-from toolkit.infra.storage import RunStorage
+from toolkit.infra.storage import RunStorage, item_uploads
 from toolkit.infra.synonyms import (
     PREFECT_COMMON,
     Synonym,
@@ -317,7 +318,7 @@ def container_definitions(
     """
     containers = json.loads(json.dumps(job.task_definition["containerDefinitions"]))
     runner = containers[0]
-    runner["command"] = runner_command(run.storage_url, job.python)
+    runner["command"] = runner_command(run.storage_url, job.python, fanout=run.fanout)
     if run.image:  # the call's environment, pushed to the pool's registry: pulled by digest
         runner["image"] = run.image
     if registry_secret:
@@ -391,7 +392,7 @@ def run_task(
         "cluster": props["cluster"],
         "taskDefinition": props["task_definition_arn"],
         "launchType": props["launch_type"],
-        "count": 1,
+        "count": int(props.get("count") or 1),
         "startedBy": "toolkit",
         "enableECSManagedTags": True,
         "tags": [{"key": k, "value": v} for k, v in sorted(props["tags"].items())],
@@ -430,7 +431,42 @@ def run_task(
             "lower cpu/memory"
         )
     task = tasks[0]
-    return {"task_arn": task["taskArn"], "cluster_arn": task.get("clusterArn", props["cluster"])}
+    return {
+        "task_arn": task["taskArn"],
+        "task_arns": [started["taskArn"] for started in tasks],
+        "cluster_arn": task.get("clusterArn", props["cluster"]),
+        "failures": "; ".join(_describe_failure(failure) for failure in failures),
+    }
+
+
+RUN_TASK_MAX_COUNT = 10
+"""The most tasks one RunTask call starts."""
+
+
+def run_tasks(ecs: Any, props: dict[str, Any], count: int, poll_seconds: float = POLL_SECONDS) -> dict[str, Any]:
+    """A map's ``count`` worker tasks, started by RunTask calls of at most ten tasks each.
+
+    ECS gives tasks started together no index, so each task claims items from run
+    storage (conditional writes); a batch ECS could place only partly stops what
+    was started and fails, since a failed create leaves nothing in the stack to destroy.
+    """
+    arns: list[str] = []
+    started: dict[str, Any] = {}
+    try:
+        while len(arns) < count:
+            batch = min(RUN_TASK_MAX_COUNT, count - len(arns))
+            started = run_task(ecs, {**props, "count": batch}, poll_seconds=poll_seconds)
+            arns += started["task_arns"]
+            if len(started["task_arns"]) < batch:
+                raise ProvisionError(
+                    f"ECS started only {len(arns)} of the map's {count} tasks on cluster {props['cluster']!r}: "
+                    f"{started['failures'] or 'no reason given'}. Add capacity to the cluster or lower max_parallel"
+                )
+    except BaseException:
+        for arn in arns:
+            stop_task(ecs, props["cluster"], arn, 0, poll_seconds)
+        raise
+    return {"task_arn": arns[0], "task_arns": arns, "cluster_arn": started["cluster_arn"]}
 
 
 def stop_task(ecs: Any, cluster: str, task_arn: str, wait_seconds: float, poll_seconds: float) -> None:
@@ -457,21 +493,30 @@ class _EcsTaskProvider(ResourceProvider):
         self.poll_seconds = poll_seconds
 
     def create(self, props: dict[str, Any]) -> CreateResult:
-        started = run_task(_client("ecs", props["region"]), props, poll_seconds=self.poll_seconds)
+        ecs = _client("ecs", props["region"])
+        count = int(props.get("count") or 1)
+        if count == 1:
+            started = run_task(ecs, props, poll_seconds=self.poll_seconds)
+        else:
+            started = run_tasks(ecs, props, count, poll_seconds=self.poll_seconds)
+        started.pop("failures", None)
         return CreateResult(id_=started["task_arn"], outs={**props, **started})
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         ecs = _client("ecs", props["region"])
-        stop_task(ecs, props["cluster"], props["task_arn"], self.wait_seconds, self.poll_seconds)
+        for arn in props.get("task_arns") or [props["task_arn"]]:
+            stop_task(ecs, props["cluster"], arn, self.wait_seconds, self.poll_seconds)
 
 
 class EcsTask(Resource, module="toolkit", name="EcsTask"):
-    """One ECS task of the run's task definition."""
+    """The ECS task of the run's task definition; for a map, ``count`` worker tasks."""
 
     task_arn: pulumi.Output[str]
+    task_arns: pulumi.Output[list[str]]
 
     def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__(_EcsTaskProvider(), name, {**props, "task_arn": None, "cluster_arn": None}, opts)
+        outputs = {"task_arn": None, "task_arns": None, "cluster_arn": None}
+        super().__init__(_EcsTaskProvider(), name, {**props, **outputs}, opts)
 
 
 # -- watching --------------------------------------------------------------------------------
@@ -731,6 +776,7 @@ class EcsTarget(Target):
                 "security_groups": job.security_groups,
                 "assign_public_ip": job.assign_public_ip,
                 "tags": {**job.tags, **run.labels},
+                **({"count": run.fanout.parallelism} if run.fanout else {}),  # a map: workers claiming items
             },
             # ECS has no retry of its own for run-task: a new attempt (toolkit.retries) runs a new task
             opts=pulumi.ResourceOptions(depends_on=[task_definition, *needs], replacement_trigger=run.attempt),
@@ -738,6 +784,8 @@ class EcsTarget(Target):
         pulumi.export("region", job.region)
         pulumi.export("cluster", job.cluster)
         pulumi.export("task_arn", task.task_arn)
+        if run.fanout:
+            pulumi.export("task_arns", task.task_arns)
         pulumi.export("container", job.task_definition["containerDefinitions"][0].get("name", "runner"))
         uses_awslogs = "logConfiguration" not in job.task_definition["containerDefinitions"][0]
         pulumi.export("log_group", log_group if uses_awslogs else "")
@@ -753,6 +801,7 @@ class EcsTarget(Target):
                     bundle_path=str(run.bundle_path),
                     options=run.storage_options,
                     files_path=str(run.files_path) if run.files_path else None,
+                    items_path=str(run.fanout.items_path) if run.fanout else None,
                 )
             ]
         bucket = aws.s3.Bucket("bucket", bucket=bucket_name(run.run_id), force_destroy=True, opts=opts)
@@ -766,7 +815,7 @@ class EcsTarget(Target):
             opts=opts,
         )
         objects = {BUNDLE_NAME: run.bundle_path, FILES_NAME: run.files_path}
-        return [
+        uploads: list[pulumi.Resource] = [
             aws.s3.BucketObjectv2(
                 "bundle" if key == BUNDLE_NAME else "files", bucket=bucket.id, key=key,
                 source=pulumi.FileAsset(str(path)), opts=opts,
@@ -774,6 +823,7 @@ class EcsTarget(Target):
             for key, path in objects.items()
             if path is not None
         ]
+        return uploads + item_uploads(run, bucket)
 
     @staticmethod
     def _registry_credentials(
@@ -816,11 +866,9 @@ class EcsTarget(Target):
 
     def watcher(self, run: RunContext, outputs: dict[str, Any]) -> JobWatcher:
         region = outputs["region"]
-        return EcsWatcher(
-            _client("ecs", region),
-            _client("logs", region),
-            outputs["cluster"],
-            outputs["task_arn"],
-            outputs["container"],
-            outputs["log_group"] or None,
-        )
+        ecs, logs = _client("ecs", region), _client("logs", region)
+        watchers = [
+            EcsWatcher(ecs, logs, outputs["cluster"], arn, outputs["container"], outputs["log_group"] or None)
+            for arn in (outputs["task_arns"] if run.fanout else [outputs["task_arn"]])
+        ]
+        return WorkersWatcher(watchers) if run.fanout else watchers[0]

@@ -20,7 +20,12 @@ from toolkit.providers.secrets_file import SECRETS_NAME, numeric_owner, write
 from toolkit.runner import RUN_KEY_ENV
 from toolkit.secretvalues import Secret
 
-__all__ = ["SECRETS_NAME", "numeric_owner", "plain_env", "secret_inputs", "write"]
+__all__ = ["SECRETS_NAME", "numeric_owner", "plain_env", "secret_inputs", "worker_secrets_name", "write"]
+
+
+def worker_secrets_name(number: int) -> str:
+    """The secrets file of a map's worker ``number``: each worker reads and deletes its own."""
+    return f"secrets-{number}.json"
 
 
 def secret_inputs(run_key: str, env: Mapping[str, object]) -> dict[str, pulumi.Output[str]]:

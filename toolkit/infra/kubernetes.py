@@ -24,6 +24,7 @@ import copy
 import json
 import os
 import re
+import time
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -60,6 +61,10 @@ SKIP_AWAIT = "pulumi.com/skipAwait"
 DELETION_POLICY = "pulumi.com/deletionPropagationPolicy"
 """Foreground: destroying the Job deletes its pods first, so a cancelled run stops running."""
 RUN_KEY_DATA = "run-key"
+POD_LIST_REUSE_SECONDS = 0.5
+"""A map's pod list serves every read within this long (one list per poll, not one per read)."""
+INDEX_ENV = "JOB_COMPLETION_INDEX"
+"""Where an Indexed Job's pod finds its completion index: the map item it runs."""
 PULL_SECRET_SUFFIX = "-pull"
 """The per-run ``kubernetes.io/dockerconfigjson`` Secret holding the pool registry's credentials."""
 RESERVED_ENV = (RUN_KEY_ENV, STORAGE_OPTIONS_ENV)
@@ -272,9 +277,24 @@ def run_manifest(job: KubernetesJob, run: RunContext, service_account: str) -> d
     runner = pod["containers"][0]
     if run.image:  # the call's environment, pushed to the pool's registry: pulled by digest
         runner["image"] = run.image
-    runner["command"] = runner_command(run.storage_url, job.python)
+    runner["command"] = runner_command(run.storage_url, job.python, fanout=run.fanout, index_env=INDEX_ENV)
     runner["env"] = [*runner.get("env", []), *_container_env(job, run, _run_name(run.run_id))]
+    if run.fanout is not None:
+        _index(manifest["spec"], run.fanout.count, run.fanout.parallelism)
     return manifest
+
+
+def _index(spec: dict[str, Any], count: int, parallelism: int) -> None:
+    """A map's Job: Indexed, one completion per item, ``parallelism`` pods at once.
+
+    The Job's ``backoffLimit`` becomes ``backoffLimitPerIndex``: an item whose pod
+    died of an infrastructure failure is retried on its own, and a failed item
+    does not stop the others (the Job ends once every index succeeded or failed).
+    """
+    spec["completionMode"] = "Indexed"
+    spec["completions"] = count
+    spec["parallelism"] = parallelism
+    spec["backoffLimitPerIndex"] = int(spec.pop("backoffLimit", 0) or 0)
 
 
 # -- watching ---------------------------------------------------------------------------
@@ -375,6 +395,26 @@ def _job_status(job: Any, pods: list[Any], container: str) -> JobStatus:
     return JobStatus(state="pending", reason=_pending_reason(latest))
 
 
+def indexed_job_status(job: Any, pods: list[Any], container: str) -> JobStatus:
+    """A map's Indexed Job: decided by the Job's conditions alone, since one pod's failure fails
+    only its item (retried up to ``backoffLimitPerIndex``); a pod that can never start fails it all."""
+    conditions = {c.type: c for c in job.status.conditions or [] if c.status == "True"}
+    failures = [(pod, _failure_of_pod(pod, container)) for pod in pods]
+    if "Complete" in conditions:
+        return JobStatus(state="succeeded", exit_code=0)
+    if "Failed" in conditions:
+        condition = conditions["Failed"]
+        reason = f"the Job failed ({condition.reason}: {condition.message})"
+        failed = next((failure for pod, failure in failures if failure and pod.status.phase == "Failed"), None)
+        if failed:
+            reason += f"; a failed item's pod: {failed[1]}"
+        return JobStatus(state="failed", exit_code=failed[0] if failed else None, reason=reason)
+    for pod, failure in failures:
+        if failure and failure[0] is None and pod.status.phase not in ("Failed", "Succeeded"):
+            return JobStatus(state="failed", reason=failure[1])  # an image or a Secret that never comes
+    return JobStatus(state="running" if job.status.active else "pending")
+
+
 class KubernetesWatcher(JobWatcher):
     """Follows one Job and its pods; ``connect`` builds the API clients on first use."""
 
@@ -384,7 +424,9 @@ class KubernetesWatcher(JobWatcher):
         job_name: str,
         container: str,
         connect: Callable[[], tuple[Any, Any]],
+        indexed: bool = False,
     ) -> None:
+        self._indexed = indexed
         self._namespace = namespace
         self._job_name = job_name
         self._container = container
@@ -396,6 +438,7 @@ class KubernetesWatcher(JobWatcher):
         """Every pod seen, with why it failed (None: not failed, as far as seen); explains retries."""
         self._removed_pods: set[str] = set()
         """Pods deleted (or gone) before they finished: their removal is why they failed."""
+        self._listed: tuple[float, list[Any]] | None = None
 
     def _clients(self) -> tuple[Any, Any]:
         if self._apis is None:
@@ -403,9 +446,15 @@ class KubernetesWatcher(JobWatcher):
         return self._apis
 
     def _pods(self) -> list[Any]:
+        """The Job's pods. A map's Indexed Job has one per item: the list (slow to decode for hundreds
+        of pods, on the client's CPU) is reused by the log read and the status of the same poll."""
+        if self._indexed and self._listed is not None and time.monotonic() - self._listed[0] < POD_LIST_REUSE_SECONDS:
+            return self._listed[1]
         core, _ = self._clients()
         pods = core.list_namespaced_pod(self._namespace, label_selector=f"job-name={self._job_name}").items
-        return sorted(pods, key=lambda pod: pod.metadata.creation_timestamp)
+        pods = sorted(pods, key=lambda pod: pod.metadata.creation_timestamp)
+        self._listed = (time.monotonic(), pods)
+        return pods
 
     def status(self) -> JobStatus:
         from kubernetes.client.exceptions import ApiException
@@ -421,6 +470,8 @@ class KubernetesWatcher(JobWatcher):
                 )
             raise
         pods = self._pods()
+        if self._indexed:  # a map: one item's pod failing is that item's (retried per index), not the Job's
+            return indexed_job_status(job, pods, self._container)
         last_failure = self._note_failures(pods)
         status = job_status(job, pods, self._container)
         status.previous_failure = last_failure
@@ -529,6 +580,8 @@ def _configuration() -> Any:
 
 class KubernetesTarget(Target):
     """Run the function as a Kubernetes Job."""
+
+    map_item_retries = True
 
     name = "kubernetes"
     native_retries = "backoff_limit"  # the Job controller starts a new pod; a pod that wrote a result exits 0
@@ -654,6 +707,7 @@ class KubernetesTarget(Target):
             bundle_path=str(run.bundle_path),
             options=run.storage_options,
             files_path=str(run.files_path) if run.files_path else None,
+            items_path=str(run.fanout.items_path) if run.fanout else None,
         )
         secret_data = {RUN_KEY_DATA: pulumi.Output.secret(run.run_key)}
         for env_name, value in job.env.items():
@@ -715,5 +769,9 @@ class KubernetesTarget(Target):
         job = run.job
         assert isinstance(job, KubernetesJob)
         return KubernetesWatcher(
-            outputs["namespace"], outputs["job_name"], outputs["container"], lambda: connect(job.context)
+            outputs["namespace"],
+            outputs["job_name"],
+            outputs["container"],
+            lambda: connect(job.context),
+            indexed=run.fanout is not None,
         )

@@ -24,6 +24,7 @@ from pydantic import Field
 
 from toolkit import settings
 from toolkit.environments.variables import EnvironmentVariables
+from toolkit.fanout.watch import WorkersWatcher
 from toolkit.infra import job_secrets
 from toolkit.infra.base import (
     JobConfiguration,
@@ -79,13 +80,15 @@ class LocalProcess(Resource, module="toolkit", name="LocalProcess"):
 class ProcessWatcher(JobWatcher):
     """Reads the exit-status file and the log the wrapper writes in the run directory."""
 
-    def __init__(self, run_dir: Path, pid: int) -> None:
+    def __init__(self, run_dir: Path, pid: int, log_name: str = LOG_NAME, exit_name: str = EXIT_NAME) -> None:
         self._run_dir = run_dir
         self._pid = pid
+        self._log_name = log_name
+        self._exit_name = exit_name
         self._offset = 0
 
     def status(self) -> JobStatus:
-        exit_file = self._run_dir / EXIT_NAME
+        exit_file = self._run_dir / self._exit_name
         if exit_file.exists():
             code = int(exit_file.read_text().strip() or "1")
             if code == 0:
@@ -104,7 +107,7 @@ class ProcessWatcher(JobWatcher):
         return JobStatus(state="running")
 
     def read_logs(self) -> str:
-        log = self._run_dir / LOG_NAME
+        log = self._run_dir / self._log_name
         if not log.exists():
             return ""
         with log.open("rb") as handle:
@@ -116,6 +119,8 @@ class ProcessWatcher(JobWatcher):
 
 class ProcessTarget(Target):
     """Run the function in a local subprocess."""
+
+    map_item_retries = True
 
     name = "process"
     synonyms = {
@@ -137,15 +142,26 @@ class ProcessTarget(Target):
         assert isinstance(job, ProcessJob)
         return job.python
 
+    def default_map_parallelism(self, count: int) -> int:
+        """Workers on this machine: one per CPU unless max_parallel says otherwise."""
+        return os.cpu_count() or 1
+
     def per_run_storage_url(self, run_id: str) -> str:
         return str(settings.home() / "work" / run_id)
 
     def program(self, run: RunContext) -> None:
+        """One process; for a map, ``fanout.parallelism`` worker processes that claim items.
+
+        Workers, not a process per item: an interpreter's start and the function's
+        load are paid once per worker, and the stack holds P resources, not N.
+        """
         job = run.job
         assert isinstance(job, ProcessJob)
         work = settings.home() / "work"
         work.mkdir(parents=True, exist_ok=True)
         os.chmod(work, 0o700)
+        workers = run.fanout.parallelism if run.fanout else 1
+        secrets_names = [job_secrets.worker_secrets_name(k) for k in range(workers)] if run.fanout else None
         storage = RunStorage(
             "run-directory",
             url=run.storage_url,
@@ -153,27 +169,61 @@ class ProcessTarget(Target):
             options=run.storage_options,
             files_path=str(run.files_path) if run.files_path else None,
             secrets=job_secrets.secret_inputs(run.run_key, job.env),
+            items_path=str(run.fanout.items_path) if run.fanout else None,
+            secrets_names=secrets_names,
             attempt=run.attempt,
         )
-        secrets_file = os.path.join(run.storage_url, job_secrets.SECRETS_NAME)
         python = run.python or job.python or sys.executable
-        argv = [*job.command, *runner_command(run.storage_url, python, secrets_file)]
-        process = LocalProcess(
-            "job",
-            {
-                "run_dir": run.storage_url,
-                "argv": argv,
-                "env": job_secrets.plain_env(job.env),
-                "cwd": job.working_dir,
-                "pid": None,
-            },
-            # a new attempt replaces the process; the old one goes first (its pid must not be reused meanwhile)
-            opts=pulumi.ResourceOptions(
-                depends_on=[storage], delete_before_replace=True, replacement_trigger=run.attempt
-            ),
-        )
-        pulumi.export("pid", process.pid)
+        if run.fanout is None:
+            secrets_file = os.path.join(run.storage_url, job_secrets.SECRETS_NAME)
+            argv = [*job.command, *runner_command(run.storage_url, python, secrets_file)]
+            process = LocalProcess(
+                "job",
+                {
+                    "run_dir": run.storage_url,
+                    "argv": argv,
+                    "env": job_secrets.plain_env(job.env),
+                    "cwd": job.working_dir,
+                    "pid": None,
+                },
+                # a new attempt replaces the process; the old one goes first (its pid must not be reused meanwhile)
+                opts=pulumi.ResourceOptions(
+                    depends_on=[storage], delete_before_replace=True, replacement_trigger=run.attempt
+                ),
+            )
+            pulumi.export("pid", process.pid)
+            pulumi.export("run_dir", run.storage_url)
+            return
+        pids = []
+        for number, secrets_name in enumerate(secrets_names or []):
+            secrets_file = os.path.join(run.storage_url, secrets_name)
+            command = runner_command(run.storage_url, python, secrets_file, run.fanout, worker=str(number))
+            argv = [*job.command, *command]
+            worker = LocalProcess(
+                f"worker-{number}",
+                {
+                    "run_dir": run.storage_url,
+                    "argv": argv,
+                    "env": job_secrets.plain_env(job.env),
+                    "cwd": job.working_dir or os.path.join(run.storage_url, f"worker-{number}"),
+                    "create_cwd": not job.working_dir,
+                    "log_name": f"worker-{number}.log",
+                    "exit_name": f"worker-{number}.exit",
+                    "pid": None,
+                },
+                opts=pulumi.ResourceOptions(depends_on=[storage]),
+            )
+            pids.append(worker.pid)
+        pulumi.export("pids", pids)
         pulumi.export("run_dir", run.storage_url)
 
     def watcher(self, run: RunContext, outputs: dict[str, Any]) -> JobWatcher:
-        return ProcessWatcher(Path(outputs["run_dir"]), int(outputs["pid"]))
+        run_dir = Path(outputs["run_dir"])
+        if run.fanout is None:
+            return ProcessWatcher(run_dir, int(outputs["pid"]))
+        return WorkersWatcher(
+            [
+                ProcessWatcher(run_dir, int(pid), f"worker-{number}.log", f"worker-{number}.exit")
+                for number, pid in enumerate(outputs["pids"])
+            ]
+        )

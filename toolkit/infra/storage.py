@@ -18,8 +18,9 @@ from typing import Any
 import pulumi
 from pulumi.dynamic import Resource
 
-from toolkit.bundles import FILES_NAME
-from toolkit.providers.run_storage import RunStorageProvider, local_path
+from toolkit.bundles import CLAIMS_DIR, FILES_NAME, ITEMS_DIR, RESULTS_DIR
+from toolkit.infra.base import RunContext
+from toolkit.providers.run_storage import RunItemsProvider, RunStorageProvider, local_path
 from toolkit.runner import BUNDLE_NAME
 
 
@@ -38,11 +39,15 @@ class RunStorage(Resource, module="toolkit", name="RunStorage"):
         files_path: str | None = None,
         secrets: dict[str, pulumi.Output[str]] | None = None,
         secrets_owner: str | None = None,
+        items_path: str | None = None,
+        secrets_names: list[str] | None = None,
         attempt: int = 1,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         """``secrets`` (local storage only): values for the job's secrets file, each a Pulumi
-        secret; ``secrets_owner`` ('uid[:gid]') the job's user the file is handed to. ``attempt``
+        secret; ``secrets_owner`` ('uid[:gid]') the job's user the file is handed to;
+        ``secrets_names``: one file per worker of a map (each reads and deletes its own).
+        ``items_path``: a map's staged item bundles, uploaded as ``items/``. ``attempt``
         (``RunContext.attempt``): a new one writes the secrets file again for the job's new attempt."""
         if secrets and local_path(url) is None:
             raise ValueError(f"a secrets file needs local run storage, not {url!r}")
@@ -56,6 +61,47 @@ class RunStorage(Resource, module="toolkit", name="RunStorage"):
             "secrets_owner": secrets_owner,
             "attempt": attempt,
         }
+        if secrets_names:
+            props["secrets_names"] = secrets_names
+        if items_path:
+            props.update(items_path=items_path, items_dir=ITEMS_DIR, work_dirs=[RESULTS_DIR, CLAIMS_DIR])
         if files_path:
             props.update(files_path=files_path, files_name=FILES_NAME)
         super().__init__(RunStorageProvider(), name, props, opts)
+
+
+def item_uploads(
+    run: RunContext, bucket: pulumi.Resource, options: pulumi.Input[dict[str, Any]] | None = None
+) -> list[pulumi.Resource]:
+    """A map's ``RunItems`` into the per-run ``bucket`` (nothing for a single call); ``options``:
+    the fsspec options the client uploads with (default: the pool's)."""
+    if run.fanout is None:
+        return []
+    items = RunItems(
+        "items",
+        url=run.storage_url,
+        items_path=str(run.fanout.items_path),
+        options=run.storage_options if options is None else options,
+        opts=pulumi.ResourceOptions(depends_on=[bucket]),
+    )
+    return [items]
+
+
+class RunItems(Resource, module="toolkit", name="RunItems"):
+    """A map's item bundles, uploaded under ``<url>/items/`` of a bucket the run stack made itself
+    (``RunStorage`` uploads them where it owns the whole prefix). Deleting removes ``items/`` only:
+    the bucket, with the results in it, goes with its own resource."""
+
+    url: pulumi.Output[str]
+
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        items_path: str,
+        options: pulumi.Input[dict[str, Any]] | None = None,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        props = {"url": url, "items_path": items_path, "items_dir": ITEMS_DIR, "options": options or {}}
+        secret = pulumi.ResourceOptions(additional_secret_outputs=["options"])
+        super().__init__(RunItemsProvider(), name, props, pulumi.ResourceOptions.merge(secret, opts))

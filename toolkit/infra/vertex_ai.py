@@ -44,6 +44,7 @@ from toolkit.infra.base import (
     runner_command,
 )
 from toolkit.infra.rest import CloudApiError, PolledWatcher, RestClient, endpoint, google_session
+from toolkit.infra.storage import item_uploads
 from toolkit.infra.synonyms import PREFECT_COMMON, no_counterpart, prefect_retries, renamed
 from toolkit.runner import RUN_KEY_ENV, STORAGE_OPTIONS_ENV
 from toolkit.secretvalues import Secret
@@ -289,6 +290,22 @@ class VertexAiWatcher(PolledWatcher):
         return self._logs.read(force=self.finished)
 
 
+def _worker_pools(spec: dict[str, Any], parallelism: int) -> None:
+    """A map's CustomJob: ``parallelism`` replicas claiming items from the run's bucket.
+
+    Vertex's first worker pool is the primary replica (exactly one), so it runs one
+    worker and waits for every item's result before it exits (its exit ends the
+    job); a second pool of the same container holds the other ``parallelism - 1``.
+    """
+    primary = spec["workerPoolSpecs"][0]
+    container = primary["containerSpec"]
+    if parallelism > 1:  # shallow copies: the command holds secret references (Outputs)
+        workers = {**primary, "replicaCount": parallelism - 1, "containerSpec": {**container}}
+        spec["workerPoolSpecs"] = [primary, workers, *spec["workerPoolSpecs"][1:]]
+    primary["replicaCount"] = 1
+    primary["containerSpec"] = {**container, "command": [*container["command"], "--await-items"]}
+
+
 class VertexAiTarget(Target):
     """Run the function as a Vertex AI custom training job."""
 
@@ -363,6 +380,7 @@ class VertexAiTarget(Target):
         labels = shared.gcp_labels(job.labels, run.labels)
         identity = shared.run_identity(run, project, job.service_account)
         needed: list[pulumi.Resource] = shared.run_bucket(run, project, job.region, identity, labels)
+        needed += item_uploads(run, needed[0])
         needed += shared.image_pull_grant(run, project, SERVICE_AGENT)
 
         plain = {k: v for k, v in job.env.items() if not isinstance(v, Secret)}
@@ -376,15 +394,18 @@ class VertexAiTarget(Target):
 
         spec = copy.deepcopy(job.job_spec)
         pool = spec["workerPoolSpecs"][0]
+        runner = runner_command(run.storage_url, fanout=run.fanout)
         pool["containerSpec"] = {
             **pool.get("containerSpec", {}),
             **({"imageUri": run.image} if run.image else {}),  # the call's environment, pulled by digest
-            "command": ["python3", "-m", "toolkit.gcp_secret_env", *references, "--", *runner_command(run.storage_url)],
+            "command": ["python3", "-m", "toolkit.gcp_secret_env", *references, "--", *runner],
             "env": [
                 *pool.get("containerSpec", {}).get("env", []),
                 *({"name": k, "value": v} for k, v in plain.items()),
             ],
         }
+        if run.fanout is not None:
+            _worker_pools(spec, run.fanout.parallelism)
         spec["serviceAccount"] = identity.email
         spec.setdefault("scheduling", {})["timeout"] = f"{job.maximum_run_time_hours * 3600}s"
         body = {"displayName": f"toolkit-{run.run_id}-{run.function_name}"[:128], "labels": labels, "jobSpec": spec}

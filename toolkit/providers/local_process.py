@@ -63,8 +63,10 @@ class LocalProcessProvider(ResourceProvider):
         (run_dir / EXIT_NAME).unlink(missing_ok=True)
         (run_dir / LOG_NAME).unlink(missing_ok=True)
         env = process_env(props["env"])
-        env["TOOLKIT_LOG"] = str(run_dir / LOG_NAME)
-        env["TOOLKIT_EXIT"] = str(run_dir / EXIT_NAME)
+        env["TOOLKIT_LOG"] = str(run_dir / (props.get("log_name") or LOG_NAME))
+        env["TOOLKIT_EXIT"] = str(run_dir / (props.get("exit_name") or EXIT_NAME))
+        if props.get("create_cwd"):  # a map's worker: its own working directory inside the run's
+            os.makedirs(props["cwd"], mode=0o700, exist_ok=True)
         process = subprocess.Popen(
             ["sh", "-c", _WRAPPER, "sh", *props["argv"]],
             cwd=props.get("cwd") or str(run_dir),

@@ -30,6 +30,44 @@ def _outputs(props: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in props.items() if key != "secrets"}
 
 
+def _copy_items(props: dict[str, Any], path: str) -> None:
+    """A map's item bundles into ``items/``, and the directories its jobs write (results, claims)
+    with the run directory's mode, so a container's unprivileged user can write there."""
+    mode = int(props.get("mode") or "700", 8)
+    for name in [props["items_dir"], *props["work_dirs"]]:
+        os.makedirs(os.path.join(path, name))
+        os.chmod(os.path.join(path, name), mode)
+    source, items = props["items_path"], os.path.join(path, props["items_dir"])
+    for name in os.listdir(source):  # copyfile: readable by the job's user, unlike the 0600 staged copies
+        shutil.copyfile(os.path.join(source, name), os.path.join(items, name))
+
+
+def _put_items(fs: Any, source: str, destination: str) -> None:
+    """Every staged item bundle to ``destination/<name>`` in object storage, in one batched call."""
+    names = sorted(os.listdir(source))
+    fs.put([os.path.join(source, n) for n in names], [f"{destination}/{n}" for n in names])
+
+
+class RunItemsProvider(ResourceProvider):
+    """Uploads a map's items into a bucket the stack made; removes just them on delete."""
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        import fsspec
+
+        fs, root = fsspec.core.url_to_fs(props["url"], **(props.get("options") or {}))
+        _put_items(fs, props["items_path"], f"{root}/{props['items_dir']}")
+        return CreateResult(id_=f"{props['url']}/{props['items_dir']}", outs=props)
+
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        import fsspec
+
+        fs, root = fsspec.core.url_to_fs(props["url"], **(props.get("options") or {}))
+        try:
+            fs.rm(f"{root}/{props['items_dir']}", recursive=True)
+        except FileNotFoundError:
+            pass  # the bucket went first
+
+
 class RunStorageProvider(ResourceProvider):
     """Creates the prefix (0700 when local), uploads the bundle, writes the secrets file; deletes it all on destroy.
 
@@ -65,8 +103,11 @@ class RunStorageProvider(ResourceProvider):
                 shutil.copyfile(props["bundle_path"], os.path.join(path, name))
                 if props.get("files_path"):
                     shutil.copyfile(props["files_path"], os.path.join(path, props["files_name"]))
+                if props.get("items_path"):
+                    _copy_items(props, path)
                 if props.get("secrets"):
-                    secrets_file.write(path, props["secrets"], props.get("secrets_owner"))
+                    for secrets_name in props.get("secrets_names") or [secrets_file.SECRETS_NAME]:
+                        secrets_file.write(path, props["secrets"], props.get("secrets_owner"), secrets_name)
             except BaseException:
                 # A failed create is not recorded in state, so destroy would never remove it.
                 shutil.rmtree(path, ignore_errors=True)
@@ -80,6 +121,8 @@ class RunStorageProvider(ResourceProvider):
             fs.put_file(props["bundle_path"], f"{root}/{name}")
             if props.get("files_path"):
                 fs.put_file(props["files_path"], f"{root}/{props['files_name']}")
+            if props.get("items_path"):
+                _put_items(fs, props["items_path"], f"{root}/{props['items_dir']}")
         except BaseException:
             if fs.exists(root):
                 fs.rm(root, recursive=True)

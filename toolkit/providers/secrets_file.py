@@ -21,15 +21,15 @@ def numeric_owner(user: str) -> tuple[int, int]:
     return int(uid), int(gid) if gid else -1
 
 
-def write(directory: str, values: Mapping[str, str], owner: str | None) -> str:
-    """Write ``values`` to ``directory/secrets.json``, 0600, owned by ``owner`` ('uid[:gid]').
+def write(directory: str, values: Mapping[str, str], owner: str | None, name: str = SECRETS_NAME) -> str:
+    """Write ``values`` to ``directory/<name>``, 0600, owned by ``owner`` ('uid[:gid]').
 
     Created with ``O_EXCL`` and the final mode, so no moment exists in which
     another user could open it. Handing the file to another uid needs root; a
     client that is not root writes it as itself, and the target's preflight has
     checked that the job runs under that same uid.
     """
-    path = os.path.join(directory, SECRETS_NAME)
+    path = os.path.join(directory, name)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         if owner is not None and os.geteuid() == 0:

@@ -1,0 +1,232 @@
+"""``fn.map`` benchmark: many calls through one stack, each figure against its baseline in the same run.
+
+    .venv/bin/python bench/map.py [--parts docker kubernetes process] [--update]
+
+- docker: 100 trivial items through ``@docker`` ``.map`` (workers: one per CPU)
+  vs the same 100 calls as ``.submit()``, 10 in flight at a time (issue 16's goal:
+  the map in ≤ 10 s wall on this 2-core machine);
+- kubernetes: 100 items through ``@kubernetes`` ``.map`` on the local cluster
+  (tests/k8s; started if needed, and stopped after if this run started it), 10
+  pods at once, vs 10 single ``.submit()`` calls in the same run (goal: the map in ≤ 60 s);
+- process: the client's peak RSS through a 10,000-item ``@process`` ``.map``,
+  each result read as the iteration reaches it, vs a client process making one
+  ``.submit()`` call (goal: ≤ 300 MB).
+
+Each part runs in a fresh interpreter and TOOLKIT_HOME, so a peak RSS is that
+client's own. Times are never asserted anywhere; ``--update`` rewrites only this
+section of bench/results.md, and bench/run.py includes it in a full run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # tests.k8s, when run as bench/map.py
+BEGIN, END = "<!-- map:begin -->", "<!-- map:end -->"
+GOALS = {"docker_seconds": 10.0, "kubernetes_seconds": 60.0, "process_rss_mb": 300.0}
+ITEMS = {"docker": 100, "kubernetes": 100, "process": 10_000}
+
+
+def trivial(x: int) -> int:
+    return x + 1
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _map_seconds(bound, items: int, **options) -> dict:  # noqa: ANN001 - an InfraFunction
+    """Submit -> last result of a map, and until its stack is gone."""
+    started = time.perf_counter()
+    future = bound.map(range(items), **options)
+    assert list(future) == [x + 1 for x in range(items)]
+    results = time.perf_counter() - started
+    future.wait_teardown()
+    return {"results": results, "torn_down": time.perf_counter() - started, "parallelism": options.get("max_parallel")}
+
+
+def _submits_seconds(bound, calls: int, in_flight: int) -> float:  # noqa: ANN001
+    """``calls`` single calls, ``in_flight`` at a time, each until its stack is gone."""
+
+    def one(x: int) -> None:
+        future = bound.submit(x)
+        assert future.result() == x + 1
+        future.wait_teardown()
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(in_flight) as pool:
+        list(pool.map(one, range(calls)))
+    return time.perf_counter() - started
+
+
+def measure_docker() -> dict:
+    from toolkit import docker
+
+    bound = docker(trivial)
+    bound(0)  # warm-up: plugin paths, the image probe
+    mapped = _map_seconds(bound, ITEMS["docker"])
+    submits = _submits_seconds(bound, ITEMS["docker"], 10)
+    return {"map": mapped, "submits": submits, "workers": os.cpu_count()}
+
+
+def measure_kubernetes() -> dict:
+    from kubernetes import client, config
+
+    from tests.k8s import cluster, images
+    from tests.k8s import layout as L
+    from tests.k8s.conftest import save_pool
+    from tests.k8s.layout import Layout
+    from toolkit import kubernetes
+
+    where = Layout.default()
+    with cluster.shared(where) as info:
+        os.environ.update(info.client_env())
+        image, _ = images.import_runner(
+            where.containerd_socket, where.cache, where.containerd_root / "toolkit-imports.json", lambda _line: None
+        )
+        core = client.CoreV1Api(config.new_client_from_config(config_file=info.kubeconfig))
+        namespace = f"tk-bench-{uuid.uuid4().hex[:6]}"
+        core.create_namespace({"metadata": {"name": namespace}})
+        try:
+            source = core.read_namespaced_secret(L.S3_SECRET, "default")
+            core.create_namespaced_secret(namespace, {"metadata": {"name": L.S3_SECRET}, "data": source.data})
+            bound = kubernetes(pool=save_pool(f"bench-{namespace}", info, namespace, image=image))(trivial)
+            bound(0)  # warm-up: the image on the node, the plugin
+            mapped = _map_seconds(bound, ITEMS["kubernetes"], max_parallel=10)
+            submits = _submits_seconds(bound, 10, 10)
+        finally:
+            core.delete_namespace(namespace)
+    return {"map": mapped, "submits": submits, "submit_calls": 10}
+
+
+def measure_process() -> dict:
+    from toolkit import process
+
+    bound = process(trivial)
+    started = time.perf_counter()
+    future = bound.map(range(ITEMS["process"]))
+    total = 0
+    for value in future:  # each result read when reached, none kept
+        total += value
+    assert total == sum(x + 1 for x in range(ITEMS["process"]))
+    results = time.perf_counter() - started
+    future.wait_teardown()
+    return {"seconds": results, "rss_mb": _peak_rss_mb(), "workers": os.cpu_count()}
+
+
+def measure_process_baseline() -> dict:
+    from toolkit import process
+
+    future = process(trivial).submit(1)
+    assert future.result() == 2
+    future.wait_teardown()
+    return {"rss_mb": _peak_rss_mb()}
+
+
+MEASURES = {
+    "docker": measure_docker,
+    "kubernetes": measure_kubernetes,
+    "process": measure_process,
+    "process-baseline": measure_process_baseline,
+}
+
+
+def _fresh(part: str) -> dict:
+    """``part`` measured in a fresh interpreter and TOOLKIT_HOME."""
+    env = {**os.environ, "TOOLKIT_PROGRESS": "0", "TOOLKIT_HOME": tempfile.mkdtemp(prefix="toolkit-bench-map-")}
+    output = subprocess.run(
+        [sys.executable, __file__, "--measure", part], env=env, check=True, capture_output=True, text=True
+    ).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def run(parts: list[str]) -> dict:
+    results: dict = {"measured": time.strftime("%Y-%m-%d %H:%M"), "load_average": os.getloadavg()[1]}
+    for part in parts:
+        print(f"benchmarking map on {part} ...", file=sys.stderr, flush=True)
+        results[part] = _fresh(part)
+        if part == "process":
+            results["process-baseline"] = _fresh("process-baseline")
+    return results
+
+
+def _verdict(value: float, goal: float) -> str:
+    return "met" if value <= goal else "**missed**"
+
+
+def render(result: dict) -> str:
+    lines = [
+        BEGIN,
+        "## Many calls, one stack (`bench/map.py`)",
+        "",
+        f"Measured {result['measured']}, 5-minute load average {result['load_average']:.1f} on {os.cpu_count()} "
+        "cores; each part in a fresh client process, the baseline in the same run.",
+        "",
+        "| | map | baseline in the same run | goal |",
+        "|---|---|---|---|",
+    ]
+    if "docker" in result:
+        d = result["docker"]
+        lines.append(
+            f"| `@docker` 100 trivial items ({d['workers']} worker containers) | {d['map']['results']:.1f} s to the last "
+            f"result, {d['map']['torn_down']:.1f} s with teardown | 100 `.submit()` calls, 10 in flight: "
+            f"{d['submits']:.1f} s ({d['submits'] / d['map']['torn_down']:.0f}× the map) "
+            f"| ≤ {GOALS['docker_seconds']:.0f} s: {_verdict(d['map']['torn_down'], GOALS['docker_seconds'])} |"
+        )
+    if "kubernetes" in result:
+        k = result["kubernetes"]
+        per_call = k["submits"] / k["submit_calls"]
+        lines.append(
+            f"| `@kubernetes` 100 items, 10 pods at once, local cluster | {k['map']['results']:.1f} s to the last "
+            f"result, {k['map']['torn_down']:.1f} s with teardown | {k['submit_calls']} `.submit()` calls, all in flight: "
+            f"{k['submits']:.1f} s ({per_call:.1f} s per call) "
+            f"| ≤ {GOALS['kubernetes_seconds']:.0f} s: {_verdict(k['map']['torn_down'], GOALS['kubernetes_seconds'])} |"
+        )
+    if "process" in result:
+        p, b = result["process"], result["process-baseline"]
+        lines.append(
+            f"| `@process` 10,000 tiny items ({p['workers']} workers), client peak RSS | {p['rss_mb']:.0f} MB "
+            f"({p['seconds']:.1f} s) | one `.submit()` call: {b['rss_mb']:.0f} MB "
+            f"| ≤ {GOALS['process_rss_mb']:.0f} MB: {_verdict(p['rss_mb'], GOALS['process_rss_mb'])} |"
+        )
+    lines += [
+        "",
+        "Items stream: the client pickles and seals them a few at a time into signed files, and results go "
+        "through a spool on disk, read when the iteration reaches them.",
+        END,
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--parts", nargs="+", default=["docker", "kubernetes", "process"], choices=list(ITEMS))
+    parser.add_argument("--update", action="store_true", help="Rewrite this section of bench/results.md.")
+    parser.add_argument("--measure", choices=list(MEASURES), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.measure:
+        print(json.dumps(MEASURES[args.measure]()))
+        return
+    result = run(args.parts)
+    print(json.dumps(result), file=sys.stderr)
+    section = render(result)
+    print(section)
+    if args.update:
+        from sections import update  # bench/sections.py, next to this script
+
+        update(HERE / "results.md", BEGIN, END, section)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+"""``retries`` on a map: honoured item by item where the target can, refused before anything exists where it cannot."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from toolkit import settings, submission
+from toolkit.errors import ConfigError
+from toolkit.fanout.prepare import prepare_map
+from toolkit.pools import PoolRegistry, WorkPool
+
+REQUIRED: dict[str, dict[str, Any]] = {
+    "ecs": {"image": "img", "cluster": "c", "subnets": ["subnet-1"], "region": "eu-west-1"},
+    "vertex_ai": {"image": "img", "project": "proj-1"},
+    "azure_container_instance": {"image": "img", "resource_group": "rg"},
+    "cloud_run": {"image": "img", "project": "proj-1"},
+}
+
+
+@pytest.fixture(autouse=True)
+def _plugins_present(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cloud providers' plugins cannot be had here; the check for them is not what is tested."""
+    monkeypatch.setattr(submission.plugins, "require", lambda *_args, **_kwargs: [])
+
+
+def _prepare(target: str, retries: int):  # noqa: ANN202 - a PreparedRun
+    pool = target.replace("_", "-") + "-maps"
+    PoolRegistry().save(WorkPool(name=pool, type=target), overwrite=True)
+    layer = {**REQUIRED[target], "retries": retries}
+    return prepare_map(lambda x: x, [range(3)], pool, [layer], target, build=False)
+
+
+@pytest.mark.parametrize("target", ["ecs", "vertex_ai", "azure_container_instance"])
+def test_retries_on_a_map_of_claiming_workers_is_refused_before_anything_exists(target: str) -> None:
+    staging = settings.home() / "staging"
+    with pytest.raises(ConfigError, match="cannot retry a map's items one by one"):
+        _prepare(target, retries=1)
+    assert not staging.exists() or not list(staging.glob("*"))
+    _prepare(target, retries=0).discard_bundle()  # without retries the map is fine
+
+
+def test_cloud_run_retries_each_items_task_itself() -> None:
+    prepared = _prepare("cloud_run", retries=2)
+    try:
+        assert prepared.variables["max_retries"] == 2 and prepared.context.fanout.count == 3
+    finally:
+        prepared.discard_bundle()
