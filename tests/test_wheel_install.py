@@ -77,6 +77,9 @@ def _seed_cache(cache: Path) -> None:
     bin_dir = cache / "bin"
     bin_dir.mkdir(parents=True)
     _link(real_pulumi(), bin_dir / "pulumi")
+    recipe = real_pulumi().with_name("pulumi.recipe")
+    if recipe.exists():  # the toolkit's own build: its recipe stamp, or it counts as an old build and is rebuilt
+        shutil.copy2(recipe, bin_dir / "pulumi.recipe")
     docker = plugins.spec_of("pulumi_docker")
     found = plugins.status(docker)
     assert found.present, "the docker plugin is not installed; run `toolkit toolchain install`"
