@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import s3fs
@@ -115,6 +116,19 @@ def namespace(kube: tuple, client_env: None, k8s_cluster: ClusterInfo) -> Iterat
             raise
         time.sleep(1)
     pytest.fail(f"namespace {name!r} still exists {NAMESPACE_GONE_SECONDS} s after its deletion")
+
+
+RUN_SECONDS = 300
+"""How long a test run on the cluster may take before it is cancelled."""
+
+
+def result_or_cancel(future: Any, timeout: float = RUN_SECONDS) -> Any:
+    """The run's result; a run still going after ``timeout`` is cancelled, so the test fails instead of hanging."""
+    try:
+        return future.result(timeout=timeout)
+    except TimeoutError:
+        future.cancel(timeout=180)
+        raise
 
 
 def save_pool(

@@ -17,7 +17,7 @@ import pytest
 from kubernetes.client import ApiClient
 
 import toolkit
-from tests.k8s.conftest import OBJECTS_GONE_SECONDS, objects_left_after, run_objects
+from tests.k8s.conftest import OBJECTS_GONE_SECONDS, objects_left_after, result_or_cancel, run_objects
 from tests.test_interrupt import interrupt_a_blocked_call
 from tests.test_secret_hygiene import SECRET, reports_what_it_sees, run_and_check
 from toolkit import kubernetes, records
@@ -25,18 +25,8 @@ from toolkit.errors import JobFailedError, RunCancelledError
 
 pytestmark = [pytest.mark.engine, pytest.mark.k8s]
 
-RUN_SECONDS = 300
 IMAGE_ERROR_SECONDS = 120
 """Bound on how long a run with an unpullable image may take to be reported (pull, back-off, teardown)."""
-
-
-def _result(future, timeout: float = RUN_SECONDS):
-    """The run's result; a run still going after ``timeout`` is cancelled, so the test fails instead of hanging."""
-    try:
-        return future.result(timeout=timeout)
-    except TimeoutError:
-        future.cancel(timeout=180)
-        raise
 
 
 def _pods(kube: tuple, namespace: str, run_id: str) -> list:
@@ -65,7 +55,7 @@ def test_success_returns_the_value_computed_in_the_pod(pool, kube, namespace):
                 "s3_key_from_secret": os.environ.get("AWS_ACCESS_KEY_ID")}
 
     future = where_am_i.submit(2, 3)
-    value = _result(future)
+    value = result_or_cancel(future)
     assert value["sum"] == 5
     assert value["host"].startswith(f"toolkit-{future.run_id}")  # the Job's pod, not this machine
     assert value["uid"] == 1000 and value["run_key_in_env"] is False
@@ -79,7 +69,7 @@ def test_remote_exception_is_reraised_with_its_type_and_traceback(pool):
         raise KeyError("missing-key")
 
     with pytest.raises(KeyError, match="missing-key") as info:
-        _result(fail.submit())
+        result_or_cancel(fail.submit())
     assert "in fail" in info.value.remote_traceback
 
 
@@ -95,7 +85,7 @@ def test_memory_override_reaches_the_pod_and_oom_kill_is_reported(pool, kube, na
     resources = pod.spec.containers[0].resources
     assert resources.limits["memory"] == "256Mi" and resources.requests["memory"] == "256Mi"
     with pytest.raises(JobFailedError, match=r"OOMKilled.*raise the 'memory' job variable"):
-        _result(future)
+        result_or_cancel(future)
 
 
 def test_unpullable_image_is_reported_as_an_image_pull_error_in_bounded_time(pool):
@@ -106,7 +96,7 @@ def test_unpullable_image_is_reported_as_an_image_pull_error_in_bounded_time(poo
     started = time.monotonic()
     with pytest.raises(JobFailedError, match=r"could not pull its image 'registry.invalid/toolkit/no-such-image:1' "
                                              r"from registry 'registry.invalid' \((ErrImagePull|ImagePullBackOff)"):
-        _result(never_runs.submit(), IMAGE_ERROR_SECONDS)
+        result_or_cancel(never_runs.submit(), IMAGE_ERROR_SECONDS)
     assert time.monotonic() - started < IMAGE_ERROR_SECONDS
 
 
@@ -190,7 +180,7 @@ def test_a_deleted_pod_runs_again_with_retries_and_the_call_succeeds(pool, kube,
 
     future = napper.submit()
     deleted = _delete_the_running_pod(kube, namespace, future)
-    assert _result(future) == "rested"
+    assert result_or_cancel(future) == "rested"
     assert future.attempts == 2
     future.wait_teardown()
     record = records.load(future.run_id)
@@ -208,5 +198,5 @@ def test_a_deleted_pod_without_retries_fails_naming_it_and_retries(pool, kube, n
     future = napper.submit()
     deleted = _delete_the_running_pod(kube, namespace, future)
     with pytest.raises(JobFailedError, match=rf"its pod {deleted} (was deleted while it ran|vanished).*pass retries=N"):
-        _result(future)
+        result_or_cancel(future)
     assert future.attempts == 1

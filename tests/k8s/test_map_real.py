@@ -16,14 +16,13 @@ import time
 import pytest
 
 from tests.k8s import images
-from tests.k8s.conftest import save_pool
+from tests.k8s.conftest import RUN_SECONDS, save_pool
 from tests.k8s.layout import ClusterInfo, Layout
 from toolkit import kubernetes
 from toolkit.errors import JobFailedError, RunCancelledError
 
 pytestmark = [pytest.mark.engine, pytest.mark.k8s]
 
-RUN_SECONDS = 300
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.k8s.conftest import save_pool
+from tests.k8s.conftest import RUN_SECONDS, result_or_cancel, save_pool
 from tests.registry import Registry, shared
 from toolkit import kubernetes, settings
 from toolkit.environments import manage, stack
@@ -30,7 +30,6 @@ from toolkit.submission import prepare
 
 pytestmark = [pytest.mark.engine, pytest.mark.k8s, pytest.mark.slow]
 
-RUN_SECONDS = 300
 PULL_ERROR_SECONDS = 60
 """Bound on reporting an image the kubelet cannot pull (ErrImagePull / ImagePullBackOff, then teardown)."""
 PASSWORD_ENV = "TOOLKIT_TEST_REGISTRY_PASSWORD"
@@ -70,14 +69,6 @@ def _env_stacks() -> list[str]:
     return [name for name, _tag in stack.list_stacks(settings.default_backend_url())]
 
 
-def _result(future, timeout: float = RUN_SECONDS):
-    try:
-        return future.result(timeout=timeout)
-    except TimeoutError:
-        future.cancel(timeout=180)
-        raise
-
-
 def _pod_image(kube: tuple, namespace: str, run_id: str, timeout: float = 120) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -112,7 +103,7 @@ def test_a_package_only_the_caller_has_runs_in_a_job_from_the_pushed_image(
 
     future = report.submit()
     pulled = _pod_image(kube, namespace, future.run_id)
-    assert _result(future) == (humanize.__version__, "8,000")
+    assert result_or_cancel(future) == (humanize.__version__, "8,000")
     repository, _, digest = pulled.partition("@")
     assert repository == environment.registry and digest.startswith("sha256:")  # by digest, never by tag
     assert open_registry.manifest_status(f"{repository_path}/toolkit-env", digest) == 200
@@ -122,7 +113,7 @@ def test_a_package_only_the_caller_has_runs_in_a_job_from_the_pushed_image(
     assert again.status == "cached" and again.reference == pulled
     future = report.submit()
     assert _pod_image(kube, namespace, future.run_id) == pulled
-    assert _result(future) == (humanize.__version__, "8,000")
+    assert result_or_cancel(future) == (humanize.__version__, "8,000")
     assert stack.updates(environment.stack, settings.default_backend_url()) == 1  # no second build, no second push
 
     pruned = manage.prune()
@@ -153,7 +144,7 @@ def test_an_image_missing_from_the_registry_fails_the_run_at_once_naming_the_reg
 
     started = time.monotonic()
     with pytest.raises(JobFailedError) as failure:
-        _result(kubernetes(pool=pool, **ask)(humanize_version).submit(), PULL_ERROR_SECONDS)
+        result_or_cancel(kubernetes(pool=pool, **ask)(humanize_version).submit(), PULL_ERROR_SECONDS)
     message = str(failure.value)
     assert f"could not pull its image {reference!r} from registry {open_registry.host!r}" in message
     assert "(ErrImagePull" in message or "(ImagePullBackOff" in message
@@ -180,7 +171,7 @@ def test_credentials_from_the_pool_push_and_pull_and_a_refusing_registry_keeps_i
 
         return humanize.__version__
 
-    assert _result(humanize_version.submit()) == "4.11.0"  # pushed with the pool's credentials, pulled with a pull Secret
+    assert result_or_cancel(humanize_version.submit()) == "4.11.0"  # pushed with the pool's credentials, pulled with a pull Secret
     environment = humanize_version.preview().environment
     state = list((Path(settings.home()) / "state").rglob(f"{environment.stack}.json"))
     assert state and all(locked.password not in path.read_text() for path in state)  # a Pulumi secret there

@@ -363,16 +363,12 @@ class DockerTarget(Target):
         secrets_names = (
             [job_secrets.worker_secrets_name(k) for k in range(workers)] if run.fanout else [job_secrets.SECRETS_NAME]
         )
-        storage = RunStorage(
+        storage = RunStorage.of_run(
             "run-directory",
-            url=run.storage_url,
-            bundle_path=str(run.bundle_path),
-            options=run.storage_options,
+            run,
             mode="777",  # writable by the container's unprivileged user, whatever its uid
-            files_path=str(run.files_path) if run.files_path else None,
             secrets=job_secrets.secret_inputs(run.run_key, job.env),
             secrets_owner=job.user,
-            items_path=str(run.fanout.items_path) if run.fanout else None,
             secrets_names=secrets_names if run.fanout else None,
             attempt=run.attempt,
         )

@@ -794,16 +794,7 @@ class EcsTarget(Target):
     def _storage(run: RunContext, opts: pulumi.ResourceOptions) -> list[pulumi.Resource]:
         """The bundle (and include_files archive) in the run's bucket (made here) or in the pool's shared prefix."""
         if run.shared_storage:
-            return [
-                RunStorage(
-                    "run-storage",
-                    url=run.storage_url,
-                    bundle_path=str(run.bundle_path),
-                    options=run.storage_options,
-                    files_path=str(run.files_path) if run.files_path else None,
-                    items_path=str(run.fanout.items_path) if run.fanout else None,
-                )
-            ]
+            return [RunStorage.of_run("run-storage", run)]
         bucket = aws.s3.Bucket("bucket", bucket=bucket_name(run.run_id), force_destroy=True, opts=opts)
         aws.s3.BucketPublicAccessBlock(
             "bucket-public-access-block",

@@ -701,14 +701,7 @@ class KubernetesTarget(Target):
         def metadata(**extra: Any) -> dict[str, Any]:
             return {"name": name, "namespace": namespace, "labels": run.labels, **extra}
 
-        storage = RunStorage(
-            "run-storage",
-            url=run.storage_url,
-            bundle_path=str(run.bundle_path),
-            options=run.storage_options,
-            files_path=str(run.files_path) if run.files_path else None,
-            items_path=str(run.fanout.items_path) if run.fanout else None,
-        )
+        storage = RunStorage.of_run("run-storage", run)
         secret_data = {RUN_KEY_DATA: pulumi.Output.secret(run.run_key)}
         for env_name, value in job.env.items():
             if isinstance(value, Secret):

@@ -162,14 +162,10 @@ class ProcessTarget(Target):
         os.chmod(work, 0o700)
         workers = run.fanout.parallelism if run.fanout else 1
         secrets_names = [job_secrets.worker_secrets_name(k) for k in range(workers)] if run.fanout else None
-        storage = RunStorage(
+        storage = RunStorage.of_run(
             "run-directory",
-            url=run.storage_url,
-            bundle_path=str(run.bundle_path),
-            options=run.storage_options,
-            files_path=str(run.files_path) if run.files_path else None,
+            run,
             secrets=job_secrets.secret_inputs(run.run_key, job.env),
-            items_path=str(run.fanout.items_path) if run.fanout else None,
             secrets_names=secrets_names,
             attempt=run.attempt,
         )

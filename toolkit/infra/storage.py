@@ -69,6 +69,21 @@ class RunStorage(Resource, module="toolkit", name="RunStorage"):
             props.update(files_path=files_path, files_name=FILES_NAME)
         super().__init__(RunStorageProvider(), name, props, opts)
 
+    @classmethod
+    def of_run(cls, name: str, run: RunContext, **settings: Any) -> RunStorage:
+        """The run's storage from what every target takes from ``run``: URL, staged bundle, fsspec
+        options, ``include_files`` archive and a map's items; ``settings``: the target's own
+        (mode, secrets, attempt, ...)."""
+        return cls(
+            name,
+            url=run.storage_url,
+            bundle_path=str(run.bundle_path),
+            options=run.storage_options,
+            files_path=str(run.files_path) if run.files_path else None,
+            items_path=str(run.fanout.items_path) if run.fanout else None,
+            **settings,
+        )
+
 
 def item_uploads(
     run: RunContext, bucket: pulumi.Resource, options: pulumi.Input[dict[str, Any]] | None = None
