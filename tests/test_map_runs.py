@@ -310,6 +310,31 @@ def test_with_retries_an_item_whose_worker_was_killed_runs_again_on_a_survivor(t
     assert len(retried) == 1 and retried[0].startswith(f"item 3: its worker {worker} died"), retried
 
 
+@pytest.mark.parametrize("target", TARGETS)
+def test_with_retries_a_map_whose_only_worker_was_killed_finishes_on_a_fresh_job(target):
+    future = bind(target, holder, retries=1).map(range(6), max_parallel=1)
+    _wait_until_running(future, 3)
+    _kill_worker_holding(target, future.run_id, 3)
+    assert list(future) == list(range(6))  # item 3 on its second attempt, 4 and 5 never claimed before
+    assert future.wait_teardown(120)
+    retried = records.load(future.run_id).retried_after
+    assert [entry.split(":", 1)[0] for entry in retried] == ["item 3", "item 4", "item 5"], retried
+    assert "killed" in retried[0], retried
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_without_retries_a_map_whose_only_worker_was_killed_fails_the_items_left_clearly(target):
+    future = bind(target, holder).map(range(6), max_parallel=1, return_exceptions=True)
+    _wait_until_running(future, 3)
+    _kill_worker_holding(target, future.run_id, 3)
+    results = list(future)
+    assert results[:3] == [0, 1, 2]
+    assert all(isinstance(result, JobFailedError) for result in results[3:]), results
+    assert "killed" in str(results[3]) and all("pass retries=N" in str(r) for r in results[3:]), results[3:]
+    assert f"item 5 of map {future.run_id} failed" in str(results[5])
+    assert records.load(future.run_id).retried_after == []
+
+
 HOLDING_MAP_CLIENT = textwrap.dedent(
     """
     import sys, time

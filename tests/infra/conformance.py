@@ -213,6 +213,16 @@ class TargetConformance:
         triggered = {r.type: r.options.get("replacementTrigger") for r in run.resources if "replacementTrigger" in r.options}
         assert triggered == {self.attempt_type or self.job_type: 2}
 
+    def test_a_maps_fresh_job_replaces_only_its_workers(self) -> None:
+        """A map whose job left items without a result goes ``up`` again with the attempt raised:
+        exactly its workers are replaced, so new ones claim those items (``MapFuture._run_attempts``)."""
+        if self.target_cls.native_retries:
+            return  # its controller retries each index itself; the engine never re-runs the job
+        context = dataclasses.replace(self.map_context(self.sample(), {"retries": 1}), attempt=2)
+        run = run_program(lambda: self.target.program(context), outputs=self.mock_outputs, calls=self.mock_calls)
+        triggered = [(r.type, r.options["replacementTrigger"]) for r in run.resources if "replacementTrigger" in r.options]
+        assert triggered and set(triggered) == {(self.attempt_type or self.job_type, 2)}, triggered
+
     def assert_native_retries(self, run: ProgramRun, retries: int) -> None:
         """Targets with ``native_retries``: ``retries`` reached the job resource's own setting."""
         raise NotImplementedError(f"{self.target_cls.name} retries natively: assert where `retries` lands")

@@ -1,4 +1,4 @@
-"""``retries`` on a map: honoured item by item where the target can, refused before anything exists where it cannot."""
+"""``retries`` on a map, valid on every target: by the platform per task where it retries by itself, else by the engine."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ from typing import Any
 
 import pytest
 
-from toolkit import settings, submission
-from toolkit.errors import ConfigError
+from toolkit import submission
 from toolkit.fanout.prepare import prepare_map
 from toolkit.pools import PoolRegistry, WorkPool
 
@@ -33,12 +32,14 @@ def _prepare(target: str, retries: int):  # noqa: ANN202 - a PreparedRun
 
 
 @pytest.mark.parametrize("target", ["ecs", "vertex_ai", "azure_container_instance"])
-def test_retries_on_a_map_of_claiming_workers_is_refused_before_anything_exists(target: str) -> None:
-    staging = settings.home() / "staging"
-    with pytest.raises(ConfigError, match="cannot retry a map's items one by one"):
-        _prepare(target, retries=1)
-    assert not staging.exists() or not list(staging.glob("*"))
-    _prepare(target, retries=0).discard_bundle()  # without retries the map is fine
+def test_retries_on_a_map_of_claiming_workers_is_taken_for_the_engine_to_honour(target: str) -> None:
+    """Workers that claim items: the engine retries the items a dead job left, on a fresh job."""
+    prepared = _prepare(target, retries=2)
+    try:
+        assert prepared.variables["retries"] == 2 and prepared.context.fanout.count == 3
+        assert prepared.target.native_retries is None
+    finally:
+        prepared.discard_bundle()
 
 
 def test_cloud_run_retries_each_items_task_itself() -> None:

@@ -4,14 +4,16 @@ The run's lifecycle is ``RunFuture``'s (slot, stack up, watch, teardown in a
 ``finally``, Ctrl-C and ``cancel()`` tearing the whole stack down); while the
 job runs, each poll also takes in the items' claims and results
 (``ItemResults``), and the watch ends as soon as every item has its result.
-Items the job ended without a result (an infrastructure failure, a cancel, a
-stack that could not come up) fail with that reason; the others are not
-affected. Iterating the future gives the results in input order, each read
+Items the job ended without a result (an infrastructure failure) run again
+within the ``retries`` job variable, on a surviving worker or on a fresh job
+(another ``up`` of the same stack); otherwise, and on a cancel or a stack that
+could not come up, they fail with that reason. The others are not affected. Iterating the future gives the results in input order, each read
 from the spool when it is reached, like ``concurrent.futures.Executor.map``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import weakref
 from collections.abc import Callable, Iterator
@@ -82,9 +84,11 @@ class MapFuture(RunFuture):
         )
         self._spool_finalizer = weakref.finalize(self, self._items.discard)
         self._item_retries: dict[int, RetryPolicy] = {}
-        """``retries`` per item that lost its worker (targets whose own controller retries per index
+        """``retries`` per item that lost its run (targets whose own controller retries per index
         -- the Indexed Job's ``backoffLimitPerIndex`` -- never get here)."""
         self._dead_workers: set[int] = set()
+        self._lost: dict[int, str] = {}
+        """Why an item's worker died when no other was left to take it over (it waits for a fresh job)."""
         super().__init__(prepared, prefix_logs=prefix_logs)
 
     # -- public API -----------------------------------------------------------------------------
@@ -167,8 +171,9 @@ class MapFuture(RunFuture):
         return complete
 
     def _reclaim_from_dead_workers(self, watcher: WorkersWatcher) -> None:
-        """A worker that failed (killed, OOM) held an item: run it again on a surviving worker within
-        the ``retries`` job variable (its claim is released), else fail just that item with the reason."""
+        """A worker that failed (killed, OOM) held an item: while other workers still run, retry it on one
+        of them within the ``retries`` job variable (its claim is released), else fail it with the reason.
+        With no worker left, the item waits for the job's end (``_retry_unfinished``: a fresh job)."""
         for number, status in enumerate(watcher.last):
             if status.state != "failed" or number in self._dead_workers:
                 continue
@@ -177,23 +182,60 @@ class MapFuture(RunFuture):
             survivors = any(not other.finished for other in watcher.last)
             for index in self._items.claimed_by(str(number)):
                 reason = f"its worker {number} died: {status.reason or 'no reason given'}"
-                policy = self._item_retries.setdefault(
-                    index, RetryPolicy.from_variables(self._prepared.variables, self._prepared.target.native_retries)
-                )
-                if survivors and policy.retry(reason):
-                    self.progress.say(f"[yellow]item {index}: {policy.announcement()}[/yellow]")
-                    self._record.update(retried_after=[*self._record.retried_after, f"item {index}: {reason}"])
-                    self._items.release(index)
-                    continue
-                if not survivors and policy.attempt < policy.attempts:
-                    reason += " (no worker is left to run it again)"
-                self._items.fail(index, policy.failed_error(f"item {index} of map {self.run_id}", reason))
+                if survivors:
+                    self._retry_or_fail(index, reason)
+                else:
+                    self._lost[index] = reason
+
+    def _retry_or_fail(self, index: int, reason: str) -> bool:
+        """Item ``index`` lost its run to its infrastructure: give it back to the workers (True) if its
+        ``retries`` allow another attempt, else fail it with ``reason``."""
+        policy = self._item_retries.setdefault(
+            index, RetryPolicy.from_variables(self._prepared.variables, self._prepared.target.native_retries)
+        )
+        if policy.retry(reason):
+            self.progress.say(f"[yellow]item {index}: {policy.announcement()}[/yellow]")
+            self._record.update(retried_after=[*self._record.retried_after, f"item {index}: {reason}"])
+            self._items.release(index)
+            return True
+        self._items.fail(index, policy.failed_error(f"item {index} of map {self.run_id}", reason))
+        return False
+
+    def _retry_unfinished(self, status: JobStatus) -> bool:
+        """The job ended and left items without a result (its workers died, were evicted, preempted):
+        each runs again on a fresh job within its own ``retries``, or fails. True when one will.
+
+        Every such item spends an attempt, also one no worker had claimed yet, so a job
+        that can never run anything ends after ``retries`` fresh ones. Targets whose
+        controller retries each index itself (``native_retries``) never get here."""
+        if self._prepared.target.native_retries or self._items.poll():
+            return False
+        ended = status.reason or (
+            f"the job exited with status {status.exit_code}" if status.exit_code else "the job ended"
+        )
+        again = False
+        for index in self._items.unfinished():
+            reason = self._lost.pop(index, None) or f"the map's job ended before it finished: {ended}"
+            again = self._retry_or_fail(index, reason) or again
+        return again
 
     def _run_attempts(self, stack: RunStack, outputs: dict[str, Any]) -> JobStatus:
-        """A map's job runs once: its items are retried one by one (above, or by the target's own
-        per-index retries), never the whole map."""
-        self._set_state("running")
-        return self._watch(self._prepared.target.watcher(self._prepared.context, outputs))
+        """Watch the map's job; while it ends with items its infrastructure lost that may run again,
+        go ``up`` once more with the attempt raised: the target replaces its workers, which claim
+        those items (their claims were released); the storage and every result stay."""
+        prepared = self._prepared
+        while True:
+            self._set_state("running")
+            self._dead_workers.clear()  # a fresh job's workers are numbered from 0 again
+            status = self._watch(prepared.target.watcher(prepared.context, outputs))
+            if not self._retry_unfinished(status):
+                return status
+            if self._cancelled():
+                raise RunCancelledError(f"map {self.run_id} was cancelled; its stack is being destroyed")
+            self._set_state("provisioning")
+            prepared.context = dataclasses.replace(prepared.context, attempt=prepared.context.attempt + 1)
+            self.progress.say(f"[yellow]a fresh job (attempt {prepared.context.attempt}) for the items left[/yellow]")
+            outputs = stack.up()
 
     def _collect(self, status: JobStatus) -> None:
         """Every result the job wrote is in; items without one failed with the job's reason."""
@@ -203,7 +245,8 @@ class MapFuture(RunFuture):
             f"the job exited with status {status.exit_code}" if status.exit_code else "the job ended without it"
         )
         failed = self._items.fail_unfinished(None, reason)
-        self.progress.say(f"[red]{failed} of {self._items.count} items have no result: {reason}[/red]")
+        if failed:
+            self.progress.say(f"[red]{failed} of {self._items.count} items have no result: {reason}[/red]")
         return None
 
     def _settle(self) -> None:

@@ -43,13 +43,6 @@ def prepare_map(
     """
     check_max_parallel(max_parallel)
     prepared = prepare(fn, (), {}, pool_name, layers, expected_type, build=build)
-    if prepared.variables.get("retries") and not prepared.target.map_item_retries:
-        prepared.discard_bundle()
-        raise ConfigError(
-            f"pool {prepared.pool.name!r} ({prepared.target.name}) cannot retry a map's items one by one: its "
-            "workers claim items and a lost one is not run again. Pass retries=0 for the map (an item whose "
-            "worker died then fails with the reason), or submit the calls one by one with retries"
-        )
     directory = staging_dir() / f"{prepared.run_id}.items"
     try:
         count = stage_items(fn, tuple(iterables), prepared.context.run_key, directory)

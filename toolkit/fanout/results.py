@@ -88,14 +88,21 @@ class ItemResults:
                 held.append(index)
         return held
 
+    def unfinished(self) -> list[int]:
+        """Items with neither a result nor a failure yet."""
+        return [index for index in range(self.count) if self._states[index] < _COMPLETED]
+
     def release(self, index: int) -> None:
-        """Give item ``index`` back to the workers (its worker died): delete its claim."""
+        """Give item ``index`` back to the workers (its worker died): delete its claim, if it has one."""
         name = f"{CLAIMS_DIR}/{index}"
         if self._local is not None:
             Path(self._local, name).unlink(missing_ok=True)
         else:
             fs = self._filesystem()
-            fs.rm_file(f"{fs._strip_protocol(self._url)}/{name}")
+            try:
+                fs.rm_file(f"{fs._strip_protocol(self._url)}/{name}")
+            except FileNotFoundError:
+                pass
         with self._changed:
             self._states[index] = _PENDING
             self._all_claimed = False

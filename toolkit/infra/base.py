@@ -200,9 +200,6 @@ class Target(abc.ABC):
     """Pulumi provider SDKs the program uses (``"pulumi_docker"``); each one's ``pulumi-plugin.json``
     names the resource plugin and version the engine needs. Runs check them before any stack exists."""
 
-    map_item_retries: ClassVar[bool] = False
-    """A map on this target retries an item whose job died (``retries``) on its own: a released claim
-    taken by a surviving worker, or the platform's per-task retries. False: ``retries`` on a map is refused."""
     max_map_parallelism: ClassVar[int | None] = None
     """The most map items this target's job resource can run at once (None: no limit of its own)."""
 

@@ -581,7 +581,6 @@ def _configuration() -> Any:
 class KubernetesTarget(Target):
     """Run the function as a Kubernetes Job."""
 
-    map_item_retries = True
 
     name = "kubernetes"
     native_retries = "backoff_limit"  # the Job controller starts a new pod; a pod that wrote a result exits 0

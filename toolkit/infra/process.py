@@ -120,7 +120,6 @@ class ProcessWatcher(JobWatcher):
 class ProcessTarget(Target):
     """Run the function in a local subprocess."""
 
-    map_item_retries = True
 
     name = "process"
     synonyms = {
@@ -207,7 +206,9 @@ class ProcessTarget(Target):
                     "exit_name": f"worker-{number}.exit",
                     "pid": None,
                 },
-                opts=pulumi.ResourceOptions(depends_on=[storage]),
+                opts=pulumi.ResourceOptions(
+                    depends_on=[storage], delete_before_replace=True, replacement_trigger=run.attempt
+                ),
             )
             pids.append(worker.pid)
         pulumi.export("pids", pids)

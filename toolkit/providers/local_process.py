@@ -58,13 +58,14 @@ class LocalProcessProvider(ResourceProvider):
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         run_dir = Path(props["run_dir"])
+        log, exit_status = run_dir / (props.get("log_name") or LOG_NAME), run_dir / (props.get("exit_name") or EXIT_NAME)
         # A new attempt of the run (toolkit.retries) starts clean: the last one's exit status would
         # read as this one's, and its output was forwarded already.
-        (run_dir / EXIT_NAME).unlink(missing_ok=True)
-        (run_dir / LOG_NAME).unlink(missing_ok=True)
+        exit_status.unlink(missing_ok=True)
+        log.unlink(missing_ok=True)
         env = process_env(props["env"])
-        env["TOOLKIT_LOG"] = str(run_dir / (props.get("log_name") or LOG_NAME))
-        env["TOOLKIT_EXIT"] = str(run_dir / (props.get("exit_name") or EXIT_NAME))
+        env["TOOLKIT_LOG"] = str(log)
+        env["TOOLKIT_EXIT"] = str(exit_status)
         if props.get("create_cwd"):  # a map's worker: its own working directory inside the run's
             os.makedirs(props["cwd"], mode=0o700, exist_ok=True)
         process = subprocess.Popen(

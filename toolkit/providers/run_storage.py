@@ -86,11 +86,12 @@ class RunStorageProvider(ResourceProvider):
     def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         path = local_path(news["url"])
         if path is not None and news.get("secrets"):
-            try:
-                os.unlink(os.path.join(path, secrets_file.SECRETS_NAME))  # a job killed before it read it
-            except FileNotFoundError:
-                pass
-            secrets_file.write(path, news["secrets"], news.get("secrets_owner"))
+            for secrets_name in news.get("secrets_names") or [secrets_file.SECRETS_NAME]:  # one per map worker
+                try:
+                    os.unlink(os.path.join(path, secrets_name))  # a job killed before it read it
+                except FileNotFoundError:
+                    pass
+                secrets_file.write(path, news["secrets"], news.get("secrets_owner"), secrets_name)
         return UpdateResult(outs=_outputs(news))
 
     def create(self, props: dict[str, Any]) -> CreateResult:
