@@ -56,6 +56,49 @@ def _map_seconds(bound, items: int, **options) -> dict:  # noqa: ANN001 - an Inf
     return {"results": results, "torn_down": time.perf_counter() - started, "parallelism": options.get("max_parallel")}
 
 
+def _busy_cpu_seconds() -> float:
+    """CPU seconds the whole machine has spent busy (user, nice, system, irq, softirq) since boot."""
+    with open("/proc/stat") as handle:
+        ticks = [int(field) for field in handle.readline().split()[1:8]]
+    return (ticks[0] + ticks[1] + ticks[2] + ticks[5] + ticks[6]) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+RUNNER_START = """
+import json, sys, time
+def cpu(): return time.process_time()
+marks = {}
+start = cpu(); import toolkit.runner, fsspec; marks["runner_imports"] = cpu() - start
+start = cpu(); fs, root = fsspec.core.url_to_fs(sys.argv[1], client_kwargs={"endpoint_url": sys.argv[2]})
+marks["s3fs_import"] = cpu() - start
+bucket = root.split("/")[0]
+start = cpu(); fs.ls(bucket, refresh=True); marks["s3_client"] = cpu() - start
+start = cpu()
+for _ in range(4): fs.ls(bucket, refresh=True)
+marks["s3_request"] = (cpu() - start) / 4
+print(json.dumps(marks))
+"""
+
+
+def _runner_start_in_container(image: str, bucket_url: str, endpoint: str, env: dict[str, str]) -> dict:
+    """CPU seconds of what the runner does before and around its S3 requests, in the image the
+    pods run (a container on this machine's Docker engine, against the cluster's S3 emulator)."""
+    credentials = [f"--env={name}={env[name]}" for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")]
+    runs = []
+    for _ in range(3):
+        output = subprocess.run(
+            ["docker", "run", "--rm", *credentials, "--entrypoint", "python", image, "-c", RUNNER_START,
+             bucket_url, endpoint],
+            check=True, capture_output=True, text=True,
+        ).stdout
+        runs.append(json.loads(output.strip().splitlines()[-1]))
+    return {key: sorted(run[key] for run in runs)[1] for key in runs[0]}
+
+
 def _submits_seconds(bound, calls: int, in_flight: int) -> float:  # noqa: ANN001
     """``calls`` single calls, ``in_flight`` at a time, each until its stack is gone."""
 
@@ -103,11 +146,18 @@ def measure_kubernetes() -> dict:
             core.create_namespaced_secret(namespace, {"metadata": {"name": L.S3_SECRET}, "data": source.data})
             bound = kubernetes(pool=save_pool(f"bench-{namespace}", info, namespace, image=image))(trivial)
             bound(0)  # warm-up: the image on the node, the plugin
+            node, client_cpu = _busy_cpu_seconds(), _own_cpu_seconds()
             mapped = _map_seconds(bound, ITEMS["kubernetes"], max_parallel=10)
+            node, client_cpu = _busy_cpu_seconds() - node, _own_cpu_seconds() - client_cpu
             submits = _submits_seconds(bound, 10, 10)
         finally:
             core.delete_namespace(namespace)
-    return {"map": mapped, "submits": submits, "submit_calls": 10}
+        runner = _runner_start_in_container(image, f"s3://{info.bucket}/", info.s3_endpoint, info.client_env())
+    per_item = ITEMS["kubernetes"]
+    return {
+        "map": mapped, "submits": submits, "submit_calls": 10,
+        "cpu_per_item": {"node": node / per_item, "client": client_cpu / per_item, **runner},
+    }
 
 
 def measure_process() -> dict:
@@ -193,6 +243,23 @@ def render(result: dict) -> str:
             f"{k['submits']:.1f} s ({per_call:.1f} s per call) "
             f"| ≤ {GOALS['kubernetes_seconds']:.0f} s: {_verdict(k['map']['torn_down'], GOALS['kubernetes_seconds'])} |"
         )
+    if "kubernetes" in result and "cpu_per_item" in result["kubernetes"]:
+        c = result["kubernetes"]["cpu_per_item"]
+        runner = c["runner_imports"] + c["s3fs_import"] + c["s3_client"] + 6 * c["s3_request"]
+        breakdown = (
+            f"Where a `@kubernetes` item's time goes: the map kept the node's {os.cpu_count()} cores busy, "
+            f"**{c['node']:.2f} CPU-s per item** from submit to torn down (the cluster, containerd, the pods, the "
+            f"client and the S3 emulator, all on this machine); the client's own share {c['client']:.2f} CPU-s. "
+            f"The runner in each pod, measured in the same image against the same S3 emulator: {runner:.2f} CPU-s, "
+            f"of which importing s3fs {c['s3fs_import']:.2f}, its S3 client's set-up {c['s3_client']:.2f}, the "
+            f"runner and fsspec {c['runner_imports']:.2f}, each of its 6 requests (HEAD and GET of the bundle and of the item, PUT of its start and result) {c['s3_request']:.3f}. "
+            f"CPU-bound: at 100 items the floor is {c['node'] * 100 / (os.cpu_count() or 1):.0f} s on these cores, "
+            f"and 60 s needs at most {60 * (os.cpu_count() or 1) / 100:.1f} CPU-s per item (one pod per item, as "
+            "the Indexed Job's form asks)."
+        )
+        extra = ["", breakdown]
+    else:
+        extra = []
     if "process" in result:
         p, b = result["process"], result["process-baseline"]
         lines.append(
@@ -200,6 +267,7 @@ def render(result: dict) -> str:
             f"({p['seconds']:.1f} s) | one `.submit()` call: {b['rss_mb']:.0f} MB "
             f"| ≤ {GOALS['process_rss_mb']:.0f} MB: {_verdict(p['rss_mb'], GOALS['process_rss_mb'])} |"
         )
+    lines += extra
     lines += [
         "",
         "Items stream: the client pickles and seals them a few at a time into signed files, and results go "
