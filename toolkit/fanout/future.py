@@ -7,8 +7,9 @@ job runs, each poll also takes in the items' claims and results
 Items the job ended without a result (an infrastructure failure) run again
 within the ``retries`` job variable, on a surviving worker or on a fresh job
 (another ``up`` of the same stack); otherwise, and on a cancel or a stack that
-could not come up, they fail with that reason. The others are not affected. Iterating the future gives the results in input order, each read
-from the spool when it is reached, like ``concurrent.futures.Executor.map``.
+could not come up, they fail with that reason. The others are not affected.
+Iterating the future gives the results in input order, each read from the
+spool when it is reached, like ``concurrent.futures.Executor.map``.
 """
 
 from __future__ import annotations

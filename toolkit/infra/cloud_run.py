@@ -312,7 +312,6 @@ class CloudRunWatcher(PolledWatcher):
 class CloudRunTarget(Target):
     """Run the function as a Google Cloud Run job."""
 
-
     native_retries = "max_retries"  # a task that ended without a result runs again; the runner exits 0 on a result
 
     name = "cloud_run"

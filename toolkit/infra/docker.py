@@ -272,7 +272,6 @@ class DockerWatcher(JobWatcher):
 class DockerTarget(Target):
     """Run the function in a container on the local Docker engine."""
 
-
     name = "docker"
     plugin_packages = ("pulumi_docker",)
     synonyms = {

@@ -581,7 +581,6 @@ def _configuration() -> Any:
 class KubernetesTarget(Target):
     """Run the function as a Kubernetes Job."""
 
-
     name = "kubernetes"
     native_retries = "backoff_limit"  # the Job controller starts a new pod; a pod that wrote a result exits 0
     plugin_packages = ("pulumi_kubernetes",)

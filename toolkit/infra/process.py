@@ -120,7 +120,6 @@ class ProcessWatcher(JobWatcher):
 class ProcessTarget(Target):
     """Run the function in a local subprocess."""
 
-
     name = "process"
     synonyms = {
         **PREFECT_COMMON,
