@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import subprocess
 
-from toolkit import settings
+from toolkit import diy_backend, settings
 from toolkit.engine import list_run_stacks
 
 
@@ -51,10 +51,24 @@ def _names(directory_name: str) -> list[str]:
     return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
 
 
+def stack_bookkeeping(stacks: list[str]) -> list[str]:
+    """History and lock directories the CLI made for run stacks that no longer exist."""
+    live = set(stacks)
+    return sorted(
+        str(path)
+        for parent in diy_backend.bookkeeping_dirs(settings.default_backend_url(), settings.RUN_PROJECT)
+        if parent.is_dir()
+        for path in parent.iterdir()
+        if path.name not in live
+    )
+
+
 def leftovers() -> dict[str, list[str]]:
-    """Stacks in the backend, run directories, staged bundles, toolkit containers."""
+    """Stacks in the backend and their bookkeeping, run directories, staged bundles, toolkit containers."""
+    stacks = run_stacks()
     found = {
-        "stacks": run_stacks(),
+        "stacks": stacks,
+        "stack history and lock directories": stack_bookkeeping(stacks),
         "run directories": _names("work"),
         "staged bundles": _names("staging"),
         "containers": session_containers(),

@@ -72,3 +72,20 @@ def test_orphaned_files_are_swept_once_old_and_only_without_their_stack(backend:
     assert sorted(Path(path).name for path in removed) == ["run-dead.json.bak", "run-dead.pulumi-tags"]
     # a live stack's tags and a file too young to judge (a stack being created) stay
     assert _files(backend) == ["run-live.json", "run-live.pulumi-tags", "run-new.pulumi-tags"]
+
+
+def test_empty_history_and_lock_directories_of_removed_stacks_are_swept_and_others_kept(backend: str) -> None:
+    diy_backend.create_stack(backend, PROJECT, "run-live", {RUN_TAG: "{}"})
+    past = time.time() - 2 * diy_backend.ORPHAN_GRACE_SECONDS
+    made = []
+    for parent in diy_backend.bookkeeping_dirs(backend, PROJECT):
+        for stack in ("run-dead", "run-live", "run-busy", "run-new"):
+            (parent / stack).mkdir(parents=True)
+            made.append(parent / stack)
+        (parent / "run-busy" / "held.json").write_text("{}")  # a lock or history file: not empty
+        for stack in ("run-dead", "run-live", "run-busy"):
+            os.utime(parent / stack, (past, past))
+    removed = diy_backend.sweep_orphans(backend, PROJECT)
+    assert sorted(Path(path).name for path in removed) == ["run-dead", "run-dead"]
+    assert sorted(path.name for path in made if path.exists()) == sorted(["run-live", "run-busy", "run-new"] * 2)
+

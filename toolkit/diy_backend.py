@@ -12,8 +12,9 @@ by. The first ``pulumi up`` then creates the stack's secrets provider as
 stack's config file; the run key stays encrypted in state).
 
 ``pulumi destroy --remove`` leaves a copy of the emptied checkpoint
-(``<stack>.json.bak``) which ``stack rm --remove-backups`` would have removed;
-``remove_leftovers`` deletes it. A client killed between two of these file
+(``<stack>.json.bak``) which ``stack rm --remove-backups`` would have removed,
+and the stack's empty update-history and lock directories (one pair per run,
+never removed by the CLI); ``remove_leftovers`` deletes them. A client killed between two of these file
 operations leaves a tags or backup file without a stack: ``sweep_orphans``
 (run by ``toolkit gc``) removes those once they are old enough not to belong
 to a stack being created right now.
@@ -111,11 +112,24 @@ def create_stack(backend_url: str, project: str, stack: str, tags: dict[str, str
         json.dump(checkpoint, handle)
 
 
+def bookkeeping_dirs(backend_url: str, project: str) -> list[Path]:
+    """The directories holding one subdirectory per stack that the CLI creates and leaves behind:
+    the update history (``.pulumi/history/<project>/<stack>``) and the lock
+    (``.pulumi/locks/organization/<project>/<stack>``)."""
+    root = _root(backend_url)
+    if root is None:
+        return []
+    return [root / ".pulumi" / "history" / project, root / ".pulumi" / "locks" / ORGANIZATION / project]
+
+
 def remove_leftovers(backend_url: str, project: str, stack: str) -> None:
-    """Delete what ``destroy --remove`` keeps of a removed stack (its last checkpoint's backup)."""
+    """Delete what ``destroy --remove`` keeps of a removed stack: its last checkpoint's backup, and
+    its history and lock directories if they are empty (a lock file in one means an update holds it)."""
     directory = stacks_dir(backend_url, project)
     if directory is not None and not (directory / f"{stack}.json").exists():
         _remove(directory, stack, _LEFTOVER_SUFFIXES)
+        for parent in bookkeeping_dirs(backend_url, project):
+            _remove_empty(parent / stack)
 
 
 def remove_unused_stack(backend_url: str, project: str, stack: str) -> None:
@@ -126,7 +140,8 @@ def remove_unused_stack(backend_url: str, project: str, stack: str) -> None:
 
 
 def sweep_orphans(backend_url: str, project: str, older_than: float = ORPHAN_GRACE_SECONDS) -> list[str]:
-    """Remove tags and backup files older than ``older_than`` seconds whose stack no longer exists."""
+    """Remove tags and backup files, and empty history and lock directories, older than ``older_than``
+    seconds whose stack no longer exists."""
     directory = stacks_dir(backend_url, project)
     if directory is None or not directory.is_dir():
         return []
@@ -144,7 +159,24 @@ def sweep_orphans(backend_url: str, project: str, older_than: float = ORPHAN_GRA
         if old and not (directory / f"{stack}.json").exists():
             _remove(directory, stack, (suffix,))
             removed.append(str(path))
+    for parent in bookkeeping_dirs(backend_url, project):
+        for path in sorted(parent.iterdir()) if parent.is_dir() else []:
+            try:
+                old = now - path.stat().st_mtime > older_than
+            except FileNotFoundError:
+                continue
+            if old and not (directory / f"{path.name}.json").exists() and _remove_empty(path):
+                removed.append(str(path))
     return removed
+
+
+def _remove_empty(directory: Path) -> bool:
+    """Remove ``directory`` if it exists and is empty; True when it did."""
+    try:
+        directory.rmdir()
+    except OSError:  # missing, not empty, or not a directory: not ours to remove
+        return False
+    return True
 
 
 def _remove(directory: Path, stack: str, suffixes: tuple[str, ...]) -> None:
