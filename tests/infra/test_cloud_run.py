@@ -11,11 +11,11 @@ import pytest
 import requests
 
 from tests.emulators.gcp import PROJECT_NUMBER, TOKEN, FakeGcs, FakeGoogleApis, fake_gcs, google_apis
-from tests.infra.conformance import RUN_KEY, SECRET_ENV, SECRET_VALUE, RemoteEnvironmentConformance, items_argument
+from tests.infra.conformance import RUN_KEY, SECRET_ENV, SECRET_VALUE, items_argument
+from tests.infra.gcp_conformance import GoogleCloudConformance
 from tests.infra.mocking import ProgramRun, secret_version_outputs
 from tests.infra.storage_roundtrip import round_trip
 from toolkit import settings
-from toolkit.environments.registry import ImageRegistry
 from toolkit.errors import ConfigError
 from toolkit.infra.cloud_run import (
     RUN_ENDPOINT_ENV,
@@ -38,10 +38,10 @@ EXECUTION = f"projects/proj-1/locations/europe-west4/jobs/toolkit-{RUN_ID}/execu
 
 
 GET_PROJECT = "gcp:organizations/getProject:getProject"
-REPOSITORY_IAM_MEMBER = "gcp:artifactregistry/repositoryIamMember:RepositoryIamMember"
 
 
-class TestCloudRunTarget(RemoteEnvironmentConformance):
+class TestCloudRunTarget(GoogleCloudConformance):
+    service_agent_domain = "serverless-robot-prod"
     target_cls = CloudRunTarget
     run_id = RUN_ID
     sample_variables = {
@@ -92,24 +92,6 @@ class TestCloudRunTarget(RemoteEnvironmentConformance):
         assert args[args.index("--index-env") + 1] == "CLOUD_RUN_TASK_INDEX"
         assert items_argument(args) == template["taskCount"]
         return template["taskCount"], template["parallelism"]
-
-    def uploaded_names(self, run: ProgramRun) -> set[str]:
-        return {r.inputs["name"] for r in run.of_type("gcp:storage/bucketObject:BucketObject")}
-
-    def test_the_service_agent_that_pulls_may_read_exactly_the_environments_repository(self) -> None:
-        grant = self.environment_program(self.sample()).one(REPOSITORY_IAM_MEMBER).inputs
-        assert (grant["project"], grant["location"], grant["repository"]) == ("proj-2", "us", "envs")
-        assert grant["role"] == "roles/artifactregistry.reader"
-        assert grant["member"] == f"serviceAccount:service-{PROJECT_NUMBER}@serverless-robot-prod.iam.gserviceaccount.com"
-        assert not self.program(self.sample()).of_type(REPOSITORY_IAM_MEMBER)
-
-    def test_a_private_registry_outside_artifact_registry_is_refused(self) -> None:
-        config, _ = self.render(self.sample())
-        job = self.target.parse_job(config, "test-pool")
-        private = ImageRegistry(url="registry.example.com/ml", username="robot", password_env="REGISTRY_TOKEN")
-        with pytest.raises(ConfigError, match="pulls private images only from Artifact Registry"):
-            self.target.check_image_registry(private, job, "test-pool")
-        self.target.check_image_registry(ImageRegistry(url="registry.example.com/public"), job, "test-pool")
 
     # -- what the program registers ------------------------------------------------------
 

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from tests.emulators.gcp import PROJECT_NUMBER, FakeGcs, FakeGoogleApis, fake_gcs, google_apis
-from tests.infra.conformance import RUN_KEY, SECRET_ENV, SECRET_VALUE, RemoteEnvironmentConformance, items_argument
+from tests.infra.conformance import RUN_KEY, SECRET_ENV, SECRET_VALUE, items_argument
+from tests.infra.gcp_conformance import GoogleCloudConformance
 from tests.infra.mocking import ProgramRun, secret_version_outputs
 from tests.infra.storage_roundtrip import map_round_trip, round_trip, run_job
-from toolkit.environments.registry import ImageRegistry
 from toolkit.errors import ConfigError
 from toolkit.gcp_secret_env import METADATA_HOST_ENV, SECRET_MANAGER_ENDPOINT_ENV
 from toolkit.infra.gcp import LOGGING_ENDPOINT_ENV
@@ -38,10 +38,10 @@ JOB_NAME = f"projects/{PROJECT_NUMBER}/locations/us-central1/customJobs/4711"
 
 
 GET_PROJECT = "gcp:organizations/getProject:getProject"
-REPOSITORY_IAM_MEMBER = "gcp:artifactregistry/repositoryIamMember:RepositoryIamMember"
 
 
-class TestVertexAiTarget(RemoteEnvironmentConformance):
+class TestVertexAiTarget(GoogleCloudConformance):
+    service_agent_domain = "gcp-sa-aiplatform"
     target_cls = VertexAiTarget
     run_id = RUN_ID
     sample_variables = {
@@ -94,24 +94,6 @@ class TestVertexAiTarget(RemoteEnvironmentConformance):
         counts = {items_argument(pool["containerSpec"]["command"]) for pool in pools}
         assert len(counts) == 1
         return counts.pop(), sum(pool["replicaCount"] for pool in pools)
-
-    def uploaded_names(self, run: ProgramRun) -> set[str]:
-        return {r.inputs["name"] for r in run.of_type("gcp:storage/bucketObject:BucketObject")}
-
-    def test_the_service_agent_that_pulls_may_read_exactly_the_environments_repository(self) -> None:
-        grant = self.environment_program(self.sample()).one(REPOSITORY_IAM_MEMBER).inputs
-        assert (grant["project"], grant["location"], grant["repository"]) == ("proj-2", "us", "envs")
-        assert grant["role"] == "roles/artifactregistry.reader"
-        assert grant["member"] == f"serviceAccount:service-{PROJECT_NUMBER}@gcp-sa-aiplatform.iam.gserviceaccount.com"
-        assert not self.program(self.sample()).of_type(REPOSITORY_IAM_MEMBER)
-
-    def test_a_private_registry_outside_artifact_registry_is_refused(self) -> None:
-        config, _ = self.render(self.sample())
-        job = self.target.parse_job(config, "test-pool")
-        private = ImageRegistry(url="registry.example.com/ml", username="robot", password_env="REGISTRY_TOKEN")
-        with pytest.raises(ConfigError, match="pulls private images only from Artifact Registry"):
-            self.target.check_image_registry(private, job, "test-pool")
-        self.target.check_image_registry(ImageRegistry(url="registry.example.com/public"), job, "test-pool")
 
     def body(self, *layers: dict[str, Any]) -> dict[str, Any]:
         return self.program(*layers).one(CUSTOM_JOB).inputs["body"]
