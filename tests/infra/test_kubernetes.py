@@ -13,6 +13,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,7 @@ from tests.infra.storage_roundtrip import round_trip
 from toolkit.bundles import FILES_NAME
 from toolkit.environments.registry import ImageRegistry
 from toolkit.errors import ConfigError, TargetUnavailableError
+from toolkit.infra import kubernetes as kubernetes_target
 from toolkit.infra.kubernetes import KubernetesTarget, KubernetesWatcher, connect
 from toolkit.providers.run_storage import RunStorageProvider
 from toolkit.runner import BUNDLE_NAME, RUN_KEY_ENV, STORAGE_OPTIONS_ENV
@@ -423,6 +426,31 @@ def test_watcher_keeps_waiting_while_the_kubelet_secret_cache_lags(monkeypatch: 
     monkeypatch.setitem(OBJECTS["pods"], "config-sync-lag", lagging)
     assert _watcher(FakeCluster("active", ["config-sync-lag"])).status().state != "failed"
     assert _watcher(FakeCluster("active", ["config-error"])).status().state == "failed"
+
+
+def test_an_unauthorized_pull_with_pull_secrets_is_final_only_after_the_kubelets_retry(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Seen on the real cluster under load: the pull Secret exists, the kubelet could not read it yet and
+    pulled without it (401). It pulls again after its back-off, so the run waits that long, no longer."""
+    refused = json.loads(json.dumps(OBJECTS["pods"]["image-pull-backoff"]))
+    refused["status"]["containerStatuses"][0]["state"]["waiting"]["message"] = (
+        'Back-off pulling image "reg.example.com/train:404": ErrImagePull: failed to resolve reference: '
+        "pulling from host reg.example.com failed with status code [manifests 404]: 401 Unauthorized"
+    )
+    refused["spec"]["imagePullSecrets"] = [{"name": "toolkit-0123abcd4567-pull"}]
+    young = time.time() - kubernetes_target.PULL_SECRET_GRACE_SECONDS / 3
+    old = time.time() - kubernetes_target.PULL_SECRET_GRACE_SECONDS * 2
+    without_secrets = json.loads(json.dumps(refused))
+    del without_secrets["spec"]["imagePullSecrets"]
+    for name, pod, created in (("young", refused, young), ("old", refused, old), ("bare", without_secrets, young)):
+        aged = json.loads(json.dumps(pod))
+        aged["metadata"]["creationTimestamp"] = datetime.fromtimestamp(created, timezone.utc).isoformat()
+        monkeypatch.setitem(OBJECTS["pods"], f"unauthorized-{name}", aged)
+    assert _watcher(FakeCluster("active", ["unauthorized-young"])).status().state != "failed"
+    status = _watcher(FakeCluster("active", ["unauthorized-old"])).status()
+    assert status.state == "failed" and "401 Unauthorized" in str(status.reason)
+    assert _watcher(FakeCluster("active", ["unauthorized-bare"])).status().state == "failed"  # no Secret to wait for
 
 
 def test_watcher_waits_for_a_retry_and_fails_once_retries_are_exhausted() -> None:

@@ -80,6 +80,11 @@ _CONFIG_WAITING_REASONS = ("CreateContainerConfigError", "CreateContainerError")
 _TRANSIENT_CONFIG_MESSAGES = ("failed to sync", "timed out waiting for the condition")
 """A config error with these words is the kubelet's secret/config-map cache lagging (a loaded node):
 it retries by itself, and the Secret does exist, so the run keeps waiting."""
+_UNAUTHORIZED_PULL_MESSAGES = ("401 Unauthorized", "unauthorized", "authorization failed", "no basic auth credentials")
+PULL_SECRET_GRACE_SECONDS = 45.0
+"""A pod that names pull Secrets yet was refused its image for want of credentials may have met the
+same lag: the kubelet then pulls without the Secret it could not read yet. It pulls again after its
+back-off (10 s, then 20 s), so such a refusal is final only this long after the pod was created."""
 
 
 class Toleration(BaseModel):
@@ -305,7 +310,7 @@ def _failure_of_pod(pod: Any, container: str) -> tuple[int | None, str] | None:
     status = pod.status
     for state in [*(status.init_container_statuses or []), *(status.container_statuses or [])]:
         waiting = state.state.waiting if state.state else None
-        if waiting and waiting.reason in _IMAGE_WAITING_REASONS:
+        if waiting and waiting.reason in _IMAGE_WAITING_REASONS and not _pull_may_recover(pod, waiting.message):
             registry = registry_of(state.image)
             return None, (
                 f"the pod could not pull its image {state.image!r} from registry {registry!r} ({waiting.reason}: "
@@ -339,6 +344,15 @@ def _failure_of_pod(pod: Any, container: str) -> tuple[int | None, str] | None:
     if status.phase == "Failed":
         return code, "the pod failed without a reason from the kubelet"
     return None
+
+
+def _pull_may_recover(pod: Any, message: str | None) -> bool:
+    """True while an image pull refused for want of credentials may still succeed: the pod names pull
+    Secrets and is younger than ``PULL_SECRET_GRACE_SECONDS`` (see there)."""
+    if not pod.spec.image_pull_secrets or not any(words in (message or "") for words in _UNAUTHORIZED_PULL_MESSAGES):
+        return False
+    created = pod.metadata.creation_timestamp
+    return created is not None and time.time() - created.timestamp() < PULL_SECRET_GRACE_SECONDS
 
 
 def _pending_reason(pod: Any) -> str | None:
