@@ -146,28 +146,28 @@ def sweep_orphans(backend_url: str, project: str, older_than: float = ORPHAN_GRA
     if directory is None or not directory.is_dir():
         return []
     removed = []
-    now = time.time()
+    before = time.time() - older_than
     for path in sorted(directory.iterdir()):
         suffix = next((s for s in _LEFTOVER_SUFFIXES if path.name.endswith(s)), None)
         if suffix is None:
             continue
         stack = path.name[: -len(suffix)]
-        try:
-            old = now - path.stat().st_mtime > older_than
-        except FileNotFoundError:
-            continue
-        if old and not (directory / f"{stack}.json").exists():
+        if _modified_before(path, before) and not (directory / f"{stack}.json").exists():
             _remove(directory, stack, (suffix,))
             removed.append(str(path))
     for parent in bookkeeping_dirs(backend_url, project):
         for path in sorted(parent.iterdir()) if parent.is_dir() else []:
-            try:
-                old = now - path.stat().st_mtime > older_than
-            except FileNotFoundError:
-                continue
-            if old and not (directory / f"{path.name}.json").exists() and _remove_empty(path):
+            if _modified_before(path, before) and not (directory / f"{path.name}.json").exists() and _remove_empty(path):
                 removed.append(str(path))
     return removed
+
+
+def _modified_before(path: Path, moment: float) -> bool:
+    """True when ``path`` was last modified before ``moment``; False if it is gone meanwhile."""
+    try:
+        return path.stat().st_mtime < moment
+    except FileNotFoundError:
+        return False
 
 
 def _remove_empty(directory: Path) -> bool:

@@ -28,7 +28,7 @@ from toolkit.fanout.results import ItemResults
 from toolkit.fanout.watch import WorkersWatcher
 from toolkit.futures import RunFuture
 from toolkit.infra.base import JobStatus, JobWatcher
-from toolkit.retries import RetryPolicy
+from toolkit.retries import RetryPolicy, infrastructure_failure
 from toolkit.submission import PreparedRun
 
 _RECHECK_SECONDS = 0.25
@@ -211,9 +211,7 @@ class MapFuture(RunFuture):
         controller retries each index itself (``native_retries``) never get here."""
         if self._prepared.target.native_retries or self._items.poll():
             return False
-        ended = status.reason or (
-            f"the job exited with status {status.exit_code}" if status.exit_code else "the job ended"
-        )
+        ended = infrastructure_failure(status, has_result=False) or "the job ended"
         again = False
         for index in self._items.unfinished():
             reason = self._lost.pop(index, None) or f"the map's job ended before it finished: {ended}"
@@ -242,9 +240,7 @@ class MapFuture(RunFuture):
         """Every result the job wrote is in; items without one failed with the job's reason."""
         if self._items.poll():
             return None
-        reason = status.reason or (
-            f"the job exited with status {status.exit_code}" if status.exit_code else "the job ended without it"
-        )
+        reason = infrastructure_failure(status, has_result=False) or "the job ended without it"
         failed = self._items.fail_unfinished(None, reason)
         if failed:
             self.progress.say(f"[red]{failed} of {self._items.count} items have no result: {reason}[/red]")
