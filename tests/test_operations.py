@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pulumi
+from pulumi import automation as auto
 import pytest
 
 from toolkit.engine import RunStack, list_run_stacks
@@ -41,5 +42,22 @@ def test_a_secret_export_is_refused_with_its_name(tmp_path: Path) -> None:
     try:
         with pytest.raises(ProvisionError, match="exports token as secrets.*Export plain values"):
             stack.up()
+    finally:
+        stack.destroy_and_remove()
+
+
+def test_a_stack_removed_between_listing_and_reading_its_tags_is_left_out(tmp_path: Path, monkeypatch) -> None:
+    """A run that finishes while another process lists stacks must not fail the listing (gc, guardrails)."""
+    stack = _stack(tmp_path, "0c0c0c0c0c0c", lambda: pulumi.export("pid", 1))
+    try:
+        stack.up()
+        listed = auto.LocalWorkspace.list_stacks
+
+        def listing_with_a_stack_already_gone(workspace):  # noqa: ANN001, ANN202 - patched method
+            gone = auto.StackSummary(name="run-0d0d0d0d0d0d", current=False)
+            return [gone, *listed(workspace)]
+
+        monkeypatch.setattr(auto.LocalWorkspace, "list_stacks", listing_with_a_stack_already_gone)
+        assert [name for name, _tags in list_run_stacks(stack.backend_url)] == ["run-0c0c0c0c0c0c"]
     finally:
         stack.destroy_and_remove()

@@ -384,6 +384,15 @@ def list_stacks(backend_url: str, project: str) -> list[tuple[str, dict[str, str
             pulumi_command=options.pulumi_command,
         )
         names = [summary.name for summary in workspace.list_stacks()]
-        return [(name, workspace.list_tags(name)) for name in names]
+        tagged = ((name, _tags_if_present(workspace, name)) for name in names)
+        return [(name, tags) for name, tags in tagged if tags is not None]
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
+
+
+def _tags_if_present(workspace: auto.LocalWorkspace, name: str) -> dict[str, str] | None:
+    """The stack's tags, or None if it was removed since the listing (a run finishing meanwhile)."""
+    try:
+        return workspace.list_tags(name)
+    except auto.errors.StackNotFoundError:
+        return None
