@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pulumi
-from pulumi import automation as auto
 import pytest
+from pulumi import automation as auto
 
 from toolkit.engine import RunStack, list_run_stacks
 from toolkit.errors import ProvisionError
