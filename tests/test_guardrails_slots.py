@@ -8,6 +8,7 @@ watches the backend's run stacks while they run.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import textwrap
@@ -144,21 +145,33 @@ def test_five_submits_from_two_processes_never_have_more_than_two_stacks_up(tmp_
     env = {**__import__("os").environ, "TOOLKIT_PROGRESS": "1"}
     clients = [
         subprocess.Popen(
-            [sys.executable, str(script), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+            [sys.executable, str(script), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # Ctrl-C works even if CI ignores it
         )
         for args in (("0", "3"), ("3", "2"))
     ]
     peak, seen, checks = 0, set(), []
-    while any(client.poll() is None for client in clients):
-        stacks = _stack_files(backend_dir)  # the backend's own record of which run stacks exist
-        peak = max(peak, len(stacks))
-        seen |= stacks
-        if len(checks) < 3 and len(stacks) == 2:
-            checks.append(len(list_run_stacks(backend)))  # and the Pulumi CLI's listing agrees
-        time.sleep(0.02)
+    outputs = []
+    try:
+        while any(client.poll() is None for client in clients):
+            stacks = _stack_files(backend_dir)  # the backend's own record of which run stacks exist
+            peak = max(peak, len(stacks))
+            seen |= stacks
+            if len(checks) < 3 and len(stacks) == 2:
+                checks.append(len(list_run_stacks(backend)))  # and the Pulumi CLI's listing agrees
+            time.sleep(0.02)
+        outputs = [client.communicate(timeout=60) for client in clients]
+    finally:  # a failure above must not leave the clients' runs going into the next tests
+        for client in clients:
+            if client.poll() is None:
+                client.send_signal(signal.SIGINT)  # Ctrl-C: each client cancels and tears its runs down
+                client.communicate(timeout=120)
     results, errors = [], ""
-    for client in clients:
-        out, err = client.communicate(timeout=60)
+    for client, (out, err) in zip(clients, outputs, strict=True):
         errors += err
         assert client.returncode == 0, err[-3000:]
         results += json.loads(out.strip().splitlines()[-1])
