@@ -63,6 +63,53 @@ def _busy_cpu_seconds() -> float:
     return (ticks[0] + ticks[1] + ticks[2] + ticks[5] + ticks[6]) / os.sysconf("SC_CLK_TCK")
 
 
+def _process_cpu_seconds() -> dict[int, tuple[str, float]]:
+    """Every live process: its pid, a name for its component, and its own CPU seconds (user + system)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                stat = handle.read()
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                argv = handle.read().split(b"\0")
+        except OSError:  # gone meanwhile
+            continue
+        comm, fields = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
+        name = (
+            "the client" if int(entry) == os.getpid() else _component(comm, [a.decode(errors="replace") for a in argv])
+        )
+        found[int(entry)] = (name, (int(fields[11]) + int(fields[12])) / tick)
+    return found
+
+
+def _component(comm: str, argv: list[str]) -> str:
+    """The part of the local cluster (or of this machine) a process belongs to."""
+    if "moto.server" in argv:
+        return "S3 emulator (moto)"
+    if comm.startswith("containerd-shim"):
+        return "containerd shims"
+    if comm in {"kube-apiserver", "etcd", "kube-controller", "kube-scheduler", "kubelet", "containerd"}:
+        return {"kube-controller": "kube-controller-manager"}.get(comm, comm)
+    if comm in {"dockerd"} or not argv[0]:  # the Docker engine (idle here), kernel threads
+        return "other"
+    return "pods, shims, runc, the CLI and the rest"
+
+
+def _cpu_by_component(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], total: float) -> dict:
+    """CPU seconds each component spent between two snapshots; what ended meanwhile (pods' processes,
+    runc, the CLI and its plugins) is in neither snapshot, so it is the machine's total minus the rest."""
+    spent: dict[str, float] = {}
+    for pid, (name, seconds) in after.items():
+        start = before[pid][1] if pid in before and before[pid][0] == name else 0.0
+        spent[name] = spent.get(name, 0.0) + seconds - start
+    rest = "pods, shims, runc, the CLI and the rest"
+    spent[rest] = total - sum(value for name, value in spent.items() if name != rest)
+    return spent
+
+
 def _own_cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -87,13 +134,28 @@ print(json.dumps(marks))
 def _runner_start_in_container(image: str, bucket_url: str, endpoint: str, env: dict[str, str]) -> dict:
     """CPU seconds of what the runner does before and around its S3 requests, in the image the
     pods run (a container on this machine's Docker engine, against the cluster's S3 emulator)."""
-    credentials = [f"--env={name}={env[name]}" for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")]
+    credentials = [
+        f"--env={name}={env[name]}" for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
+    ]
     runs = []
     for _ in range(3):
         output = subprocess.run(
-            ["docker", "run", "--rm", *credentials, "--entrypoint", "python", image, "-c", RUNNER_START,
-             bucket_url, endpoint],
-            check=True, capture_output=True, text=True,
+            [
+                "docker",
+                "run",
+                "--rm",
+                *credentials,
+                "--entrypoint",
+                "python",
+                image,
+                "-c",
+                RUNNER_START,
+                bucket_url,
+                endpoint,
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
         ).stdout
         runs.append(json.loads(output.strip().splitlines()[-1]))
     return {key: sorted(run[key] for run in runs)[1] for key in runs[0]}
@@ -146,17 +208,21 @@ def measure_kubernetes() -> dict:
             core.create_namespaced_secret(namespace, {"metadata": {"name": L.S3_SECRET}, "data": source.data})
             bound = kubernetes(pool=save_pool(f"bench-{namespace}", info, namespace, image=image))(trivial)
             bound(0)  # warm-up: the image on the node, the plugin
-            node, client_cpu = _busy_cpu_seconds(), _own_cpu_seconds()
+            node, client_cpu, processes = _busy_cpu_seconds(), _own_cpu_seconds(), _process_cpu_seconds()
             mapped = _map_seconds(bound, ITEMS["kubernetes"], max_parallel=10)
             node, client_cpu = _busy_cpu_seconds() - node, _own_cpu_seconds() - client_cpu
+            components = _cpu_by_component(processes, _process_cpu_seconds(), node)
             submits = _submits_seconds(bound, 10, 10)
         finally:
             core.delete_namespace(namespace)
         runner = _runner_start_in_container(image, f"s3://{info.bucket}/", info.s3_endpoint, info.client_env())
     per_item = ITEMS["kubernetes"]
     return {
-        "map": mapped, "submits": submits, "submit_calls": 10,
+        "map": mapped,
+        "submits": submits,
+        "submit_calls": 10,
         "cpu_per_item": {"node": node / per_item, "client": client_cpu / per_item, **runner},
+        "components_per_item": {name: seconds / per_item for name, seconds in components.items()},
     }
 
 
@@ -258,6 +324,14 @@ def render(result: dict) -> str:
             "the Indexed Job's form asks)."
         )
         extra = ["", breakdown]
+    if "kubernetes" in result and "components_per_item" in result["kubernetes"]:
+        parts = sorted(result["kubernetes"]["components_per_item"].items(), key=lambda item: -item[1])
+        extra += [
+            "",
+            "The same map's CPU per item by component (each process's CPU between a snapshot of `/proc` before "
+            "the map and one after; what started and ended in between, the pods' processes among it, is the "
+            "machine's total minus the rest): " + ", ".join(f"{name} {seconds:.2f}" for name, seconds in parts) + ".",
+        ]
     else:
         extra = []
     if "process" in result:

@@ -19,7 +19,8 @@ import pytest
 
 from tests.environments.conftest import env_stacks, fake_sdist, updates
 from tests.leaks import assert_nothing_left
-from toolkit import docker
+from toolkit import diy_backend, docker, settings
+from toolkit.environments import index
 from toolkit.errors import BundleVerificationError
 from toolkit.futures import RunFuture, wait_for_teardowns
 from toolkit.submission import prepare
@@ -151,6 +152,36 @@ def test_a_tampered_file_archive_is_refused(project):
     prepared.context.files_path.write_bytes(prepared.context.files_path.read_bytes() + b"extra")
     with pytest.raises(BundleVerificationError, match="does not match the digest in the bundle's signed header"):
         RunFuture(prepared).result(timeout=300)
+
+
+def _resources(environment_stack: str) -> list[dict]:
+    """The environment stack's resources in its checkpoint, pending deletions included."""
+    directory = diy_backend.stacks_dir(settings.default_backend_url(), settings.ENV_PROJECT)
+    assert directory is not None
+    checkpoint = json.loads((directory / f"{environment_stack}.json").read_text())
+    return checkpoint["checkpoint"]["latest"]["resources"]
+
+
+def test_building_an_environment_again_keeps_its_image_and_one_resource_for_it():
+    """A build runs ``up`` again on a stack that holds the image when the local record of it is lost
+    (a client killed between the stack's ``up`` and the record, or a push that failed after the build):
+    that ``up`` comes from another build context and must neither replace the image (its replacement
+    has the same name, so deleting the old one would untag the new) nor leave a pending deletion."""
+    environment = formatted.preview(1).environment
+    assert formatted(1) == ("4.12.3", "1")
+    index.forget(environment.hash)
+    assert formatted.preview(2).environment.status == "build"
+    before = updates(environment.stack)
+    assert formatted(2) == ("4.12.3", "2")
+    assert updates(environment.stack) == before + 1
+    assert image_exists(environment.reference)
+    images = [r for r in _resources(environment.stack) if r["type"] == "docker:index/remoteImage:RemoteImage"]
+    assert len(images) == 1 and not images[0].get("delete"), images
+
+    subprocess.run(["docker", "image", "rm", environment.reference], check=True, capture_output=True)
+    assert formatted.preview(3).environment.status == "build"  # an image removed by hand is built again
+    assert formatted(3) == ("4.12.3", "3")
+    assert image_exists(environment.reference)
 
 
 def test_toolkit_env_ls_and_prune_remove_the_images_and_their_stacks():

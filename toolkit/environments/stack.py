@@ -212,6 +212,10 @@ def _image_program(environment: Environment, context: Path, registry: ImageRegis
             context=str(context), dockerfile="Dockerfile", remove=True, force_remove=True
         ),
         keep_locally=False,
+        # The stack is named by the content's hash, so a build's inputs never differ in content, only
+        # in the context's temporary path. Replacing on that would delete the old image by its name,
+        # which the new one has too: the environment's image would vanish right after its build.
+        opts=pulumi.ResourceOptions(ignore_changes=["build"]),
     )
     pulumi.export("image_id", image.image_id)
     if registry is None:
