@@ -56,13 +56,8 @@ def cli_start(binary: Path, repeats: int) -> dict:
     for _ in range(repeats):
         before = _children_cpu()
         started = time.perf_counter()
-        trace = subprocess.run(
-            [str(binary), "version"],
-            env={**os.environ, "GODEBUG": "inittrace=1"},
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stderr
+        trace = subprocess.run([str(binary), "version"], env={**os.environ, "GODEBUG": "inittrace=1"},
+                               capture_output=True, text=True, check=True).stderr
         wall.append(time.perf_counter() - started)
         cpu.append(_children_cpu() - before)
         lines = [line.split() for line in trace.splitlines() if line.startswith("init ")]
@@ -78,9 +73,8 @@ def plugin_start(command: list[str], repeats: int) -> dict:
     for _ in range(repeats):
         before = _children_cpu()
         started = time.perf_counter()
-        plugin = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, start_new_session=True
-        )
+        plugin = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
+                                  start_new_session=True)
         int(plugin.stdout.readline())
         ready.append(time.perf_counter() - started)
         interrupted = time.perf_counter()
@@ -94,9 +88,8 @@ def plugin_start(command: list[str], repeats: int) -> dict:
 @contextmanager
 def attached(name: str, command: list[str]) -> Iterator[None]:
     """A provider started once, which the engine attaches to instead of starting its own."""
-    provider = subprocess.Popen(
-        command, stdout=subprocess.PIPE, env={**os.environ, "PULUMI_PYTHON_CMD": sys.executable}, start_new_session=True
-    )
+    provider = subprocess.Popen(command, stdout=subprocess.PIPE, env={**os.environ, "PULUMI_PYTHON_CMD": sys.executable},
+                                start_new_session=True)
     os.environ["PULUMI_DEBUG_PROVIDERS"] = f"{name}:{int(provider.stdout.readline())}"
     try:
         yield
@@ -120,9 +113,8 @@ def environment(**values: str) -> Iterator[None]:
 def runs(function: Any, variant: Callable[[], object], repeats: int) -> dict:
     """Submit→result, teardown and CPU medians of ``function`` with and without ``variant`` active,
     alternating. CPU: of the CLI processes the run started and the plugins they waited for."""
-    samples: dict[str, dict[str, list[float]]] = {
-        kind: {"latency": [], "teardown": [], "cpu": []} for kind in ("with", "without")
-    }
+    samples: dict[str, dict[str, list[float]]] = {kind: {"latency": [], "teardown": [], "cpu": []}
+                                                  for kind in ("with", "without")}
     for _ in range(repeats):
         for kind in ("without", "with"):
             with variant() if kind == "with" else _nothing():
@@ -155,10 +147,8 @@ def measure(repeats: int, upstream_cli: Path | None) -> dict:
         results["cli_start"]["upstream build"] = cli_start(upstream_cli, repeats)
 
     shim, _ = install_shim(Path(tempfile.mkdtemp(prefix="toolkit-candidates-")))
-    results["plugin"] = {
-        "lean entry point": plugin_start([str(shim)], repeats),
-        "python -m pulumi.dynamic": plugin_start([sys.executable, "-u", "-m", "pulumi.dynamic"], repeats),
-    }
+    results["plugin"] = {"lean entry point": plugin_start([str(shim)], repeats),
+                         "python -m pulumi.dynamic": plugin_start([sys.executable, "-u", "-m", "pulumi.dynamic"], repeats)}
 
     @toolkit.docker
     def in_docker() -> int:
@@ -169,14 +159,8 @@ def measure(repeats: int, upstream_cli: Path | None) -> dict:
         return 2
 
     in_docker(), in_process()  # warm-up
-    docker_plugin = glob.glob(
-        str(
-            Path(os.environ.get("PULUMI_HOME") or Path.home() / ".pulumi")
-            / "plugins"
-            / "resource-docker-v*"
-            / "pulumi-resource-docker"
-        )
-    )
+    docker_plugin = glob.glob(str(Path(os.environ.get("PULUMI_HOME") or Path.home() / ".pulumi")
+                                  / "plugins" / "resource-docker-v*" / "pulumi-resource-docker"))
     if docker_plugin:
         results["attached docker provider"] = runs(in_docker, lambda: attached("docker", [docker_plugin[0]]), repeats)
     with attached("pulumi-python", [str(shim)]):
@@ -203,26 +187,18 @@ def render(results: dict) -> str:
     start = results["cli_start"]
     ours = start["toolkit build"]
     upstream = start.get("upstream build")
-    figure = (
-        f"`pulumi version`: {ours['wall']:.2f} s wall, {ours['cpu']:.2f} s CPU, package init {ours['init_ms']:.0f} ms "
-        f"(zxcvbn {ours['zxcvbn_init_ms']:.0f} ms)"
-    )
+    figure = (f"`pulumi version`: {ours['wall']:.2f} s wall, {ours['cpu']:.2f} s CPU, package init {ours['init_ms']:.0f} ms "
+              f"(zxcvbn {ours['zxcvbn_init_ms']:.0f} ms)")
     if upstream:
-        figure += (
-            f"; upstream build: {upstream['wall']:.2f} s wall, {upstream['cpu']:.2f} s CPU, package init "
-            f"{upstream['init_ms']:.0f} ms (zxcvbn {upstream['zxcvbn_init_ms']:.0f} ms)"
-        )
-    lines.append(
-        f"| CLI built with zxcvbn's word lists loaded on first use (toolkit/toolchain/lazy_init.py); every "
-        f"CLI process paid for them | {figure} | yes |"
-    )
+        figure += (f"; upstream build: {upstream['wall']:.2f} s wall, {upstream['cpu']:.2f} s CPU, package init "
+                   f"{upstream['init_ms']:.0f} ms (zxcvbn {upstream['zxcvbn_init_ms']:.0f} ms)")
+    lines.append(f"| CLI built with zxcvbn's word lists loaded on first use (toolkit/toolchain/lazy_init.py); every "
+                 f"CLI process paid for them | {figure} | yes |")
     lean, sdk = results["plugin"]["lean entry point"], results["plugin"]["python -m pulumi.dynamic"]
-    lines.append(
-        f"| lean dynamic-provider plugin: `pulumi.automation` deferred, toolkit providers in light modules, "
-        f"exit at the engine's interrupt | start {lean['ready']:.2f} s, exit {lean['exit'] * 1000:.0f} ms, "
-        f"CPU {lean['cpu']:.2f} s; SDK's: start {sdk['ready']:.2f} s, exit {sdk['exit'] * 1000:.0f} ms, "
-        f"CPU {sdk['cpu']:.2f} s | yes |"
-    )
+    lines.append(f"| lean dynamic-provider plugin: `pulumi.automation` deferred, toolkit providers in light modules, "
+                 f"exit at the engine's interrupt | start {lean['ready']:.2f} s, exit {lean['exit'] * 1000:.0f} ms, "
+                 f"CPU {lean['cpu']:.2f} s; SDK's: start {sdk['ready']:.2f} s, exit {sdk['exit'] * 1000:.0f} ms, "
+                 f"CPU {sdk['cpu']:.2f} s | yes |")
     docker = results.get("attached docker provider")
     if docker:
         lines.append(
@@ -231,29 +207,22 @@ def render(results: dict) -> str:
             f"{docker['with']['teardown']:.2f} s vs {docker['without']['teardown']:.2f} s | no: one provider process "
             "would serve every run's `Configure` concurrently (the bridge keeps one configuration per process), "
             "the provider's environment would be frozen at its start, and a debugging hook would be on every run's "
-            "path; the gain does not pay for that |"
-        )
-    lines.append(
-        f"| warm dynamic provider attached as `pulumi-python:PORT` | the engine: "
-        f"{str(results['attached dynamic provider'])[:160]!r} | no: the engine supports it only for the "
-        "plugin it starts itself |"
-    )
+            "path; the gain does not pay for that |")
+    lines.append(f"| warm dynamic provider attached as `pulumi-python:PORT` | the engine: "
+                 f"{str(results['attached dynamic provider'])[:160]!r} | no: the engine supports it only for the "
+                 "plugin it starts itself |")
     skip = results["checkpoints off"]
-    lines.append(
-        f"| checkpoints off (`PULUMI_SKIP_CHECKPOINTS`) | `@process` submit→result {skip['with']['latency']:.2f} s "
-        f"vs {skip['without']['latency']:.2f} s, teardown {skip['with']['teardown']:.2f} s vs "
-        f"{skip['without']['teardown']:.2f} s | no: a client killed mid-update would leave a container or "
-        "process its stack does not record, which `toolkit gc` could not find |"
-    )
+    lines.append(f"| checkpoints off (`PULUMI_SKIP_CHECKPOINTS`) | `@process` submit→result {skip['with']['latency']:.2f} s "
+                 f"vs {skip['without']['latency']:.2f} s, teardown {skip['with']['teardown']:.2f} s vs "
+                 f"{skip['without']['teardown']:.2f} s | no: a client killed mid-update would leave a container or "
+                 "process its stack does not record, which `toolkit gc` could not find |")
     gc = results["go gc off"]
-    lines.append(
-        f"| Go's garbage collector off for the CLI and the provider plugins it starts (`GOGC=off "
-        f"GOMEMLIMIT=512MiB`) | `@process` submit→result {gc['with']['latency']:.2f} s vs "
-        f"{gc['without']['latency']:.2f} s, teardown {gc['with']['teardown']:.2f} s vs "
-        f"{gc['without']['teardown']:.2f} s, CPU of the CLI and its plugins per run {gc['with']['cpu']:.2f} s "
-        f"vs {gc['without']['cpu']:.2f} s | no: a setting that every Go provider plugin of every stack would "
-        "inherit (each process then grows until 512 MiB before it collects), for a small share of the CPU |"
-    )
+    lines.append(f"| Go's garbage collector off for the CLI and the provider plugins it starts (`GOGC=off "
+                 f"GOMEMLIMIT=512MiB`) | `@process` submit→result {gc['with']['latency']:.2f} s vs "
+                 f"{gc['without']['latency']:.2f} s, teardown {gc['with']['teardown']:.2f} s vs "
+                 f"{gc['without']['teardown']:.2f} s, CPU of the CLI and its plugins per run {gc['with']['cpu']:.2f} s "
+                 f"vs {gc['without']['cpu']:.2f} s | no: a setting that every Go provider plugin of every stack would "
+                 "inherit (each process then grows until 512 MiB before it collects), for a small share of the CPU |")
     lines += [
         "| no SDK reads after `up`/`destroy`; outputs from the engine's event for the stack resource | "
         "the *SDK* rows of the process table above | yes |",

@@ -130,10 +130,7 @@ def run(repeats: int) -> dict:
     try:
         output = subprocess.run(
             [sys.executable, __file__, "--measure", "--repeats", str(repeats)],
-            env=env,
-            check=True,
-            capture_output=True,
-            text=True,
+            env=env, check=True, capture_output=True, text=True,
         ).stdout
         return json.loads(output.strip().splitlines()[-1])
     finally:

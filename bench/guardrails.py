@@ -50,12 +50,8 @@ def main() -> None:
             wait_for_teardowns()
     base = statistics.median(samples["plain"])
     report = {
-        name: {
-            "min": min(times),
-            "median": statistics.median(times),
-            "max": max(times),
-            "ratio_to_plain": statistics.median(times) / base,
-        }
+        name: {"min": min(times), "median": statistics.median(times), "max": max(times),
+               "ratio_to_plain": statistics.median(times) / base}
         for name, times in samples.items()
     }
     print(json.dumps(report, indent=2))

@@ -74,15 +74,16 @@ def _process_cpu_seconds() -> dict[int, tuple[str, float]]:
             with open(f"/proc/{entry}/stat") as handle:
                 stat = handle.read()
             with open(f"/proc/{entry}/cmdline", "rb") as handle:
-                argv = handle.read().split(b"\0")
+                argv = [arg.decode(errors="replace") for arg in handle.read().split(b"\0")]
         except OSError:  # gone meanwhile
             continue
         comm, fields = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
-        name = (
-            "the client" if int(entry) == os.getpid() else _component(comm, [a.decode(errors="replace") for a in argv])
-        )
+        name = "the client" if int(entry) == os.getpid() else _component(comm, argv)
         found[int(entry)] = (name, (int(fields[11]) + int(fields[12])) / tick)
     return found
+
+
+REST = "pods, shims, runc, the CLI and the rest"
 
 
 def _component(comm: str, argv: list[str]) -> str:
@@ -93,9 +94,9 @@ def _component(comm: str, argv: list[str]) -> str:
         return "containerd shims"
     if comm in {"kube-apiserver", "etcd", "kube-controller", "kube-scheduler", "kubelet", "containerd"}:
         return {"kube-controller": "kube-controller-manager"}.get(comm, comm)
-    if comm in {"dockerd"} or not argv[0]:  # the Docker engine (idle here), kernel threads
+    if comm == "dockerd" or not argv[0]:  # the Docker engine (idle here), kernel threads
         return "other"
-    return "pods, shims, runc, the CLI and the rest"
+    return REST
 
 
 def _cpu_by_component(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], total: float) -> dict:
@@ -105,8 +106,7 @@ def _cpu_by_component(before: dict[int, tuple[str, float]], after: dict[int, tup
     for pid, (name, seconds) in after.items():
         start = before[pid][1] if pid in before and before[pid][0] == name else 0.0
         spent[name] = spent.get(name, 0.0) + seconds - start
-    rest = "pods, shims, runc, the CLI and the rest"
-    spent[rest] = total - sum(value for name, value in spent.items() if name != rest)
+    spent[REST] = total - sum(value for name, value in spent.items() if name != REST)
     return spent
 
 
@@ -134,28 +134,13 @@ print(json.dumps(marks))
 def _runner_start_in_container(image: str, bucket_url: str, endpoint: str, env: dict[str, str]) -> dict:
     """CPU seconds of what the runner does before and around its S3 requests, in the image the
     pods run (a container on this machine's Docker engine, against the cluster's S3 emulator)."""
-    credentials = [
-        f"--env={name}={env[name]}" for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
-    ]
+    credentials = [f"--env={name}={env[name]}" for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")]
     runs = []
     for _ in range(3):
         output = subprocess.run(
-            [
-                "docker",
-                "run",
-                "--rm",
-                *credentials,
-                "--entrypoint",
-                "python",
-                image,
-                "-c",
-                RUNNER_START,
-                bucket_url,
-                endpoint,
-            ],
-            check=True,
-            capture_output=True,
-            text=True,
+            ["docker", "run", "--rm", *credentials, "--entrypoint", "python", image, "-c", RUNNER_START,
+             bucket_url, endpoint],
+            check=True, capture_output=True, text=True,
         ).stdout
         runs.append(json.loads(output.strip().splitlines()[-1]))
     return {key: sorted(run[key] for run in runs)[1] for key in runs[0]}
@@ -218,9 +203,7 @@ def measure_kubernetes() -> dict:
         runner = _runner_start_in_container(image, f"s3://{info.bucket}/", info.s3_endpoint, info.client_env())
     per_item = ITEMS["kubernetes"]
     return {
-        "map": mapped,
-        "submits": submits,
-        "submit_calls": 10,
+        "map": mapped, "submits": submits, "submit_calls": 10,
         "cpu_per_item": {"node": node / per_item, "client": client_cpu / per_item, **runner},
         "components_per_item": {name: seconds / per_item for name, seconds in components.items()},
     }

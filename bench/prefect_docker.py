@@ -84,9 +84,7 @@ def _stats(samples: list[float]) -> dict[str, float]:
 def _remove_pool_containers(pool: str) -> int:
     ids = subprocess.run(
         ["docker", "ps", "-aq", "--filter", f"label=io.prefect.work-pool-name={pool}"],
-        capture_output=True,
-        text=True,
-        check=False,
+        capture_output=True, text=True, check=False,
     ).stdout.split()
     if ids:
         subprocess.run(["docker", "rm", "-f", *ids], capture_output=True, check=False)
@@ -99,10 +97,7 @@ def orchestrate(repeats: int) -> dict[str, Any]:
     image = f"toolkit-bench-prefect:{harness.PREFECT}"
     requirements = [f"prefect=={harness.PREFECT}", f"prefect-docker=={PREFECT_DOCKER}", f"uv=={harness.UV}"]
     report: dict[str, Any] = {
-        "prefect": harness.PREFECT,
-        "prefect_docker": PREFECT_DOCKER,
-        "image": image,
-        "prepare": {},
+        "prefect": harness.PREFECT, "prefect_docker": PREFECT_DOCKER, "image": image, "prepare": {},
     }
     WORK.mkdir(parents=True, exist_ok=True)
     python_version = harness.image_python(BASE_IMAGE)
@@ -111,9 +106,7 @@ def orchestrate(repeats: int) -> dict[str, Any]:
     report["prepare"]["venv_s"] = time.perf_counter() - clock
     clock = time.perf_counter()
     # Exactly what the worker will freeze, pip and setuptools (the venv's seed packages) included.
-    frozen = harness.run(
-        "freeze", [str(VENV / "bin" / "uv"), "pip", "freeze", "--python", str(VENV / "bin" / "python")]
-    )
+    frozen = harness.run("freeze", [str(VENV / "bin" / "uv"), "pip", "freeze", "--python", str(VENV / "bin" / "python")])
     report["image_packages_digest"] = harness.ensure_image_with(
         VENV, frozen.split(), BASE_IMAGE, image, DOCKERFILE, WORK, label="toolkit.bench.freeze"
     )
@@ -132,25 +125,10 @@ def orchestrate(repeats: int) -> dict[str, Any]:
                 report["prepare"]["server_start_s"] = ready_s
                 out = run_dir / "measure.json"
                 _log(f"measuring {repeats} calls (+1 warm-up) through @docker(work_pool={pool!r})")
-                harness.run(
-                    "measure",
-                    [
-                        str(VENV / "bin" / "python"),
-                        __file__,
-                        "--measure",
-                        str(out),
-                        "--repeats",
-                        str(repeats),
-                        "--pool",
-                        pool,
-                        "--results-dir",
-                        str(run_dir / "results"),
-                        "--image",
-                        image,
-                    ],
-                    env=env,
-                    timeout=300 + 120 * repeats,
-                )
+                harness.run("measure", [
+                    str(VENV / "bin" / "python"), __file__, "--measure", str(out), "--repeats", str(repeats),
+                    "--pool", pool, "--results-dir", str(run_dir / "results"), "--image", image,
+                ], env=env, timeout=300 + 120 * repeats)
                 report.update(json.loads(out.read_text()))
             report["outbound_attempts"] = sink.attempts
     finally:
@@ -179,13 +157,9 @@ def measure(repeats: int, pool: str, results_dir: str, image: str) -> dict[str, 
 
     async def create_pool() -> None:
         async with get_client() as client:
-            await client.create_work_pool(
-                WorkPoolCreate(
-                    name=pool,
-                    type="docker",
-                    base_job_template=DockerWorker.get_default_base_job_template(),
-                )
-            )
+            await client.create_work_pool(WorkPoolCreate(
+                name=pool, type="docker", base_job_template=DockerWorker.get_default_base_job_template(),
+            ))
 
     async def delete_pool() -> None:
         async with get_client() as client:
@@ -194,13 +168,8 @@ def measure(repeats: int, pool: str, results_dir: str, image: str) -> dict[str, 
     asyncio.run(create_pool())
     block_id = LocalFileSystem(basepath=results_dir).save(RESULT_BLOCK)
 
-    @docker(
-        work_pool=pool,
-        image=image,
-        image_pull_policy="Never",
-        auto_remove=True,
-        volumes=[f"{results_dir}:{results_dir}"],
-    )
+    @docker(work_pool=pool, image=image, image_pull_policy="Never", auto_remove=True,
+            volumes=[f"{results_dir}:{results_dir}"])
     @flow(persist_result=True, result_storage=f"local-file-system/{RESULT_BLOCK}")
     def trivial() -> int:
         print(1 + 1)
@@ -244,7 +213,7 @@ def measure(repeats: int, pool: str, results_dir: str, image: str) -> dict[str, 
     return {
         "ok": True,
         "method": "@docker(work_pool=..., image, image_pull_policy=Never, auto_remove=True) @flow(persist_result=True) "
-        "called synchronously, submit->value; baseline `docker run --rm` of the same image, alternating",
+                  "called synchronously, submit->value; baseline `docker run --rm` of the same image, alternating",
         "repeats": repeats,
         "prefect_latency": _stats(latency),
         "baseline": _stats(baseline),

@@ -557,9 +557,7 @@ def main() -> None:
     parser.add_argument("--no-prefect", action="store_true", help="Skip the Prefect @docker comparison.")
     parser.add_argument("--no-environments", action="store_true", help="Skip bench/environments.py.")
     parser.add_argument(
-        "--map-parts",
-        nargs="*",
-        default=["docker", "kubernetes", "process"],
+        "--map-parts", nargs="*", default=["docker", "kubernetes", "process"],
         help="Parts of bench/map.py to run (none: skip it); kubernetes uses the local cluster of tests/k8s.",
     )
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: bench one target, print JSON

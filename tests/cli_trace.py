@@ -71,10 +71,7 @@ class CliTrace:
             wrapper = self.bin_dir / name
             wrapper.write_text(
                 _WRAPPER.format(
-                    real=shlex.quote(str(real)),
-                    name=name,
-                    log=shlex.quote(str(self.log)),
-                    scratch=shlex.quote(str(root)),
+                    real=shlex.quote(str(real)), name=name, log=shlex.quote(str(self.log)), scratch=shlex.quote(str(root))
                 )
             )
             wrapper.chmod(0o755)

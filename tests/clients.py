@@ -32,15 +32,12 @@ HOLDING_CLIENT = textwrap.dedent(
 )
 
 
-def start_holding_client(
-    tmp_path: Path, target: str = "process", pool: str | None = None
-) -> tuple[subprocess.Popen[str], str]:
+def start_holding_client(tmp_path: Path, target: str = "process", pool: str | None = None) -> tuple[subprocess.Popen[str], str]:
     """A client process whose run is up and running; returns it and the run id."""
     script = tmp_path / "holding_client.py"
     script.write_text(HOLDING_CLIENT)
-    client = subprocess.Popen(
-        [sys.executable, str(script), target, *([pool] if pool else [])], stdout=subprocess.PIPE, text=True
-    )
+    client = subprocess.Popen([sys.executable, str(script), target, *([pool] if pool else [])],
+                              stdout=subprocess.PIPE, text=True)
     run_id = client.stdout.readline().strip() if client.stdout else ""
     if not run_id:
         client.kill()

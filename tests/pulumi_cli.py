@@ -40,12 +40,8 @@ class PulumiCli:
 
     def run(self, *args: str, cwd: Path, check: bool = True) -> Outcome:
         result = subprocess.run(
-            [str(self.binary), *args, "--non-interactive"],
-            cwd=cwd,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=300,
+            [str(self.binary), *args, "--non-interactive"], cwd=cwd, env=self.env,
+            capture_output=True, text=True, timeout=300,
         )
         outcome = Outcome(result.returncode, result.stdout + result.stderr)
         if check and result.returncode != 0:
@@ -55,12 +51,8 @@ class PulumiCli:
     def json(self, *args: str, cwd: Path) -> Any:
         """A command's ``--json`` document (stdout only)."""
         result = subprocess.run(
-            [str(self.binary), *args, "--json", "--non-interactive"],
-            cwd=cwd,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=300,
+            [str(self.binary), *args, "--json", "--non-interactive"], cwd=cwd, env=self.env,
+            capture_output=True, text=True, timeout=300,
         )
         if result.returncode != 0:
             raise AssertionError(f"pulumi {' '.join(args)} --json failed ({result.returncode}):\n{result.stderr}")

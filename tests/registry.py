@@ -81,14 +81,12 @@ class Registry:
 
     def manifest_status(self, repository: str, reference: str) -> int:
         """HTTP status of ``HEAD /v2/<repository>/manifests/<reference>`` (200 present, 404 gone)."""
-        accept = ", ".join(
-            (
-                "application/vnd.docker.distribution.manifest.v2+json",
-                "application/vnd.docker.distribution.manifest.list.v2+json",
-                "application/vnd.oci.image.manifest.v1+json",
-                "application/vnd.oci.image.index.v1+json",
-            )
-        )
+        accept = ", ".join((
+            "application/vnd.docker.distribution.manifest.v2+json",
+            "application/vnd.docker.distribution.manifest.list.v2+json",
+            "application/vnd.oci.image.manifest.v1+json",
+            "application/vnd.oci.image.index.v1+json",
+        ))
         return self.request("HEAD", f"/v2/{repository}/manifests/{reference}", {"Accept": accept})[0]
 
     def delete_manifest(self, repository: str, digest: str) -> int:
@@ -130,9 +128,7 @@ def _ensure_package() -> None:
     for argv in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", PACKAGE]):
         result = subprocess.run(argv, env=env, capture_output=True, text=True)
         if result.returncode != 0:
-            raise RuntimeError(
-                f"installing Debian's {PACKAGE}: {' '.join(argv)} failed:\n{result.stdout}{result.stderr}"
-            )
+            raise RuntimeError(f"installing Debian's {PACKAGE}: {' '.join(argv)} failed:\n{result.stdout}{result.stderr}")
 
 
 def _password(name: str) -> str | None:
@@ -180,13 +176,8 @@ def _start(name: str, port: int) -> None:
     config = _write_config(name, port)
     log = _state(name) / "registry.log"
     with log.open("ab") as handle:
-        process = subprocess.Popen(
-            [BINARY, "serve", str(config)],
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        process = subprocess.Popen([BINARY, "serve", str(config)], stdout=handle, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, start_new_session=True)
     _pid_file(name).write_text(json.dumps({"pid": process.pid}) + "\n")
     deadline = time.monotonic() + START_SECONDS
     while not _answers(port):
@@ -266,17 +257,13 @@ def shared() -> Iterator[dict[str, Registry]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="registry", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(prog="registry", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=("up", "down", "status"))
     command = parser.parse_args(argv).command
     if command == "up":
         for registry in up().values():
-            print(
-                f"{registry.name:8} http://{registry.host}"
-                + (f"  user {registry.username}" if registry.username else "")
-            )
+            print(f"{registry.name:8} http://{registry.host}" + (f"  user {registry.username}" if registry.username else ""))
     elif command == "down":
         down()
     else:

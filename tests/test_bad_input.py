@@ -40,18 +40,14 @@ def test_unknown_pool_lists_known_pools_and_how_to_create_one():
 
 
 def test_pool_of_another_type_is_refused():
-    with pytest.raises(
-        ConfigError, match=r"pool 'local-docker' runs 'docker' jobs, but identity is decorated with @process"
-    ):
+    with pytest.raises(ConfigError, match=r"pool 'local-docker' runs 'docker' jobs, but identity is decorated with @process"):
         identity.with_options(pool="local-docker").submit(1)
 
 
 def test_invalid_pool_document_names_the_file(toolkit_home):
     registry = PoolRegistry()
     (toolkit_home / "pools").mkdir(exist_ok=True)
-    (toolkit_home / "pools" / "broken.json").write_text(
-        '{"name": "broken", "type": "process", "storage": {"mode": "x"}}'
-    )
+    (toolkit_home / "pools" / "broken.json").write_text('{"name": "broken", "type": "process", "storage": {"mode": "x"}}')
     (toolkit_home / "pools" / "garbled.json").write_text("{not json")
     try:
         with pytest.raises(ConfigError, match=r"pool document .*broken.json is invalid: storage.mode"):
@@ -72,19 +68,14 @@ def test_template_referencing_an_undefined_variable_is_refused_at_creation():
 
 
 def test_wrong_type_names_variable_type_and_value():
-    with pytest.raises(
-        ConfigError, match=r"job variable 'timeout' for pool 'local-process' expects integer, got 'soon' \(str\)"
-    ):
+    with pytest.raises(ConfigError, match=r"job variable 'timeout' for pool 'local-process' expects integer, got 'soon' \(str\)"):
         identity.with_options(timeout="soon").submit(1)
 
 
 def test_storage_credentials_in_a_pool_document_are_refused():
     with pytest.raises(ValueError, match="look like credentials"):
-        WorkPool(
-            name="leaky",
-            type="process",
-            storage={"url": "s3://b/p", "mode": "shared-prefix", "options": {"secret": "x"}},
-        )
+        WorkPool(name="leaky", type="process", storage={"url": "s3://b/p", "mode": "shared-prefix",
+                                                         "options": {"secret": "x"}})
 
 
 @pytest.mark.engine

@@ -124,9 +124,7 @@ def test_python_version_mismatch_is_a_clear_error():
     header["signature"] = bundles._sign(KEY, header)
     envelope = bundles.MAGIC + json.dumps(header).encode() + b"\n" + payload
     result = bundles.seal_outcome(runner.execute(envelope, KEY, "b"), KEY)
-    with pytest.raises(
-        RuntimeMismatchError, match=f"Python 3.7 but the job runs Python {sys.version_info[0]}.{sys.version_info[1]}"
-    ):
+    with pytest.raises(RuntimeMismatchError, match=f"Python 3.7 but the job runs Python {sys.version_info[0]}.{sys.version_info[1]}"):
         bundles.unseal_result(result, KEY, "r")
 
 

@@ -59,18 +59,9 @@ def test_doctor_reports_every_component_and_exits_zero_when_healthy(tmp_path):
     result = toolkit("doctor", "--json", env={"TOOLKIT_HOME": str(tmp_path)})
     assert result.returncode == 0, result.stdout
     components = {check["component"]: check for check in json.loads(result.stdout)}
-    for name in (
-        "Pulumi CLI",
-        "Python language host",
-        "dynamic provider shim",
-        "plugin docker",
-        "plugin kubernetes",
-        "Docker engine",
-        "runner image",
-        "state backend",
-        "pool registry",
-        "policy packs",
-    ):
+    for name in ("Pulumi CLI", "Python language host", "dynamic provider shim", "plugin docker",
+                 "plugin kubernetes", "Docker engine", "runner image", "state backend", "pool registry",
+                 "policy packs"):
         assert components[name]["ok"], components[name]
     assert components["plugin docker"]["detail"].endswith("pools: local-docker")
     assert components["plugin mode"]["detail"].startswith(("online: ", "offline: "))
@@ -78,14 +69,8 @@ def test_doctor_reports_every_component_and_exits_zero_when_healthy(tmp_path):
 
 def test_doctor_reports_a_stopped_engine_and_a_missing_plugin_with_the_fix(tmp_path):
     # An empty plugin cache and toolkit cache (whose own builds the engine would find on PATH too).
-    result = toolkit(
-        "doctor",
-        env={
-            "DOCKER_HOST": "unix:///nonexistent/docker.sock",
-            "PULUMI_HOME": str(tmp_path),
-            "TOOLKIT_CACHE_DIR": str(tmp_path / "cache"),
-        },
-    )
+    result = toolkit("doctor", env={"DOCKER_HOST": "unix:///nonexistent/docker.sock", "PULUMI_HOME": str(tmp_path),
+                                    "TOOLKIT_CACHE_DIR": str(tmp_path / "cache")})
     assert result.returncode == 1
     lines = result.stdout.splitlines()
     engine = next(i for i, line in enumerate(lines) if "Docker engine" in line)
@@ -115,21 +100,9 @@ def test_pool_lifecycle_and_default_template(tmp_path):
 
 def test_pool_create_with_guardrails(tmp_path):
     pack = Path(__file__).resolve().parent.parent / "examples" / "policy_pack"
-    created = toolkit(
-        "pool",
-        "create",
-        "guarded-cli",
-        "--type",
-        "process",
-        "--policy-pack",
-        os.path.relpath(pack),
-        "--policy-pack",
-        "registry:team",
-        "--max-concurrent-runs",
-        "3",
-        "--secrets-provider",
-        "awskms://alias/runs?region=eu-west-1",
-    )
+    created = toolkit("pool", "create", "guarded-cli", "--type", "process", "--policy-pack", os.path.relpath(pack),
+                      "--policy-pack", "registry:team", "--max-concurrent-runs", "3",
+                      "--secrets-provider", "awskms://alias/runs?region=eu-west-1")
     assert created.returncode == 0, created.stderr
     shown = json.loads(toolkit("pool", "show", "guarded-cli").stdout)
     assert shown["policy_packs"] == [str(pack), "registry:team"]  # relative paths resolved
@@ -165,9 +138,7 @@ def test_run_preview_and_runs(jobs):
 def test_bad_variable_and_remote_error_exit_nonzero_with_a_clear_message(jobs):
     typo = toolkit("run", f"{jobs}:add", "--pool", "local-process", "-v", "evn.X=1", "--arg", "1", "--arg", "2")
     assert typo.returncode == 1
-    assert (
-        typo.stderr.strip().startswith("error: unknown job variable 'evn.X'") and "Did you mean 'env.X'?" in typo.stderr
-    )
+    assert typo.stderr.strip().startswith("error: unknown job variable 'evn.X'") and "Did you mean 'env.X'?" in typo.stderr
     assert "Traceback" not in typo.stderr
     failing = toolkit("run", f"{jobs}:add", "--pool", "local-process", "--arg", "1", "--arg", '"x"')
     assert failing.returncode == 1 and "TypeError" in failing.stderr and "in add" in failing.stderr
@@ -177,9 +148,7 @@ def test_bad_variable_and_remote_error_exit_nonzero_with_a_clear_message(jobs):
 def test_runs_cancel_from_another_process(jobs):
     runner = subprocess.Popen(
         [sys.executable, "-m", "toolkit", "run", f"{jobs}:sleepy", "--pool", "local-process"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
         run_id = ""

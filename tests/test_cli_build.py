@@ -35,11 +35,7 @@ def test_the_toolkit_built_cli_loads_no_word_lists_at_start() -> None:
     if binary != settings.bin_dir() / "pulumi":
         pytest.skip(f"the CLI in use ({binary}) is not the toolkit's own build")
     trace = subprocess.run(
-        [str(binary), "version"],
-        env={**os.environ, "GODEBUG": "inittrace=1"},
-        capture_output=True,
-        text=True,
-        check=True,
+        [str(binary), "version"], env={**os.environ, "GODEBUG": "inittrace=1"}, capture_output=True, text=True, check=True
     ).stderr
     allocated = {m["package"]: int(m["bytes"]) for m in map(_INIT.match, trace.splitlines()) if m}
     for module in MODULES:

@@ -88,3 +88,4 @@ def test_empty_history_and_lock_directories_of_removed_stacks_are_swept_and_othe
     removed = diy_backend.sweep_orphans(backend, PROJECT)
     assert sorted(Path(path).name for path in removed) == ["run-dead", "run-dead"]
     assert sorted(path.name for path in made if path.exists()) == sorted(["run-live", "run-busy", "run-new"] * 2)
+

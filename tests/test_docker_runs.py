@@ -50,9 +50,7 @@ def whoami(tag: str) -> dict:
     mounts = {fields[1]: fields for fields in (line.split() for line in open("/proc/mounts"))}
     with open("/tmp/probe", "w") as handle:  # the one writable place besides the run directory
         handle.write("x")
-    limits = [
-        p for p in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes") if os.path.exists(p)
-    ]
+    limits = [p for p in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes") if os.path.exists(p)]
     return {
         "uid": os.getuid(),
         "host": socket.gethostname(),
@@ -144,12 +142,8 @@ def test_preview_shows_the_container_and_creates_nothing():
     assert "p@ss" not in plan.to_json() and "p@ss" not in str(plan)
     assert [(plugin.name, plugin.version, plugin.present) for plugin in plan.plugins] == [("docker", "5.2.0", True)]
     assert "Provider plugins:\n    docker v5.2.0: present (" in str(plan)
-    containers = subprocess.run(
-        ["docker", "ps", "-aq", "--filter", f"label=toolkit-run={plan.run_id}"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    containers = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=toolkit-run={plan.run_id}"],
+                                capture_output=True, text=True, check=True)
     assert containers.stdout == ""  # none for this run (other sessions share the engine)
 
 

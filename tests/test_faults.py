@@ -86,12 +86,7 @@ def test_stack_locked_by_a_dead_process_is_unlocked_and_destroyed_by_gc(tmp_path
 
 def test_lock_of_a_live_process_is_respected(tmp_path):
     run_id = kill_holding_client(tmp_path, "process")
-    lock = {
-        "pid": os.getpid(),
-        "username": "root",
-        "hostname": socket.gethostname(),
-        "timestamp": "2026-01-01T00:00:00Z",
-    }
+    lock = {"pid": os.getpid(), "username": "root", "hostname": socket.gethostname(), "timestamp": "2026-01-01T00:00:00Z"}
     lock_file = _lock_dir(run_id) / f"{uuid.uuid4()}.json"
     lock_file.parent.mkdir(parents=True, exist_ok=True)
     lock_file.write_text(json.dumps(lock))

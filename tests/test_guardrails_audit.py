@@ -65,9 +65,7 @@ def test_runs_ls_all_lists_completed_failed_and_cancelled_runs_then_gc_prunes_th
 
     rows = [row for row in json.loads(_toolkit("runs", "ls", "--all", "--json").stdout) if row["pool"] == POOL]
     assert [(row["function"], row["outcome"]) for row in rows] == [
-        ("works", "completed"),
-        ("breaks", "failed"),
-        ("holds", "cancelled"),
+        ("works", "completed"), ("breaks", "failed"), ("holds", "cancelled")
     ]
     for row in rows:
         assert row["resources"] >= 2 and row["duration"] > 0 and "@" in row["user"]
@@ -88,19 +86,8 @@ def test_history_prunes_whole_old_days_and_old_entries_of_the_cutoff_day(tmp_pat
     now = 1_800_000_000.0
     for run_id, age_days in (("old", 40), ("edge-old", 30.01), ("recent", 1)):
         finished = now - age_days * 86400
-        history.record(
-            store,
-            history.RunEntry(
-                run_id=run_id,
-                pool="p",
-                function="f",
-                user="u@h",
-                owner="h:1:1",
-                resources=1,
-                outcome="completed",
-                created=finished - 5,
-                finished=finished,
-            ),
-        )
+        history.record(store, history.RunEntry(run_id=run_id, pool="p", function="f", user="u@h", owner="h:1:1",
+                                               resources=1, outcome="completed", created=finished - 5,
+                                               finished=finished))
     assert history.prune(store, 30 * 86400, now=now) == 2
     assert [entry.run_id for entry in history.entries(store)] == ["recent"]

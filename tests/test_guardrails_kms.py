@@ -37,9 +37,7 @@ POOL = "kms-runs"
 
 @pytest.fixture(scope="module")
 def kms_pool(aws_emulator: str, tmp_path_factory: pytest.TempPathFactory):  # noqa: F811 - the imported fixture
-    key_id = boto3.client("kms", region_name=REGION).create_key(Description="toolkit run stacks")["KeyMetadata"][
-        "KeyId"
-    ]
+    key_id = boto3.client("kms", region_name=REGION).create_key(Description="toolkit run stacks")["KeyMetadata"]["KeyId"]
     backend_dir = tmp_path_factory.mktemp("kms-backend")
     provider = f"awskms://{key_id}?region={REGION}"
     PoolRegistry().save(
@@ -88,24 +86,10 @@ def test_kms_encrypted_state_holds_only_ciphertext(kms_pool, tmp_path):
         assert len(data_key["Plaintext"]) == 32
         assert '"ciphertext"' in json.dumps(deployment["resources"])  # the secrets are there, encrypted
         with selected_stack(f"run-{future.run_id}", f"file://{backend_dir}") as stack:
-            plain = (
-                pulumi_command()
-                .run(
-                    ["stack", "export", "--stack", stack.name],
-                    stack.workspace.work_dir,
-                    settings.pulumi_env(f"file://{backend_dir}"),
-                )
-                .stdout
-            )
-            revealed = (
-                pulumi_command()
-                .run(
-                    ["stack", "export", "--show-secrets", "--stack", stack.name],
-                    stack.workspace.work_dir,
-                    settings.pulumi_env(f"file://{backend_dir}"),
-                )
-                .stdout
-            )
+            plain = pulumi_command().run(["stack", "export", "--stack", stack.name], stack.workspace.work_dir,
+                                         settings.pulumi_env(f"file://{backend_dir}")).stdout
+            revealed = pulumi_command().run(["stack", "export", "--show-secrets", "--stack", stack.name],
+                                            stack.workspace.work_dir, settings.pulumi_env(f"file://{backend_dir}")).stdout
         assert SECRET not in plain and run_key not in plain
         assert run_key in revealed  # decrypting through the emulator's KMS gives the value back
     finally:
@@ -122,21 +106,15 @@ def test_gc_and_runs_cancel_from_other_processes_destroy_kms_stacks(kms_pool, tm
     env = dict(os.environ)  # the same setting: the emulator's endpoint and credentials
 
     cancelled = kill_holding_client(tmp_path, "process", POOL)
-    cancel = subprocess.run(
-        [sys.executable, "-m", "toolkit", "runs", "cancel", cancelled],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
+    cancel = subprocess.run([sys.executable, "-m", "toolkit", "runs", "cancel", cancelled],
+                            capture_output=True, text=True, timeout=300, env=env)
     assert cancel.returncode == 0, cancel.stderr
     assert f"run-{cancelled}" not in [name for name, _ in list_run_stacks(backend)]
 
     collected = kill_holding_client(tmp_path, "process", POOL)
     assert [name for name, _ in list_run_stacks(backend)] == [f"run-{collected}"]
-    gc = subprocess.run(
-        [sys.executable, "-m", "toolkit", "gc", "--json"], capture_output=True, text=True, timeout=300, env=env
-    )
+    gc = subprocess.run([sys.executable, "-m", "toolkit", "gc", "--json"], capture_output=True, text=True,
+                        timeout=300, env=env)
     assert gc.returncode == 0, gc.stderr
     assert [(leak["stack"], leak["destroyed"]) for leak in json.loads(gc.stdout)] == [(f"run-{collected}", True)]
     assert list_run_stacks(backend) == []

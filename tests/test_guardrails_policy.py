@@ -80,9 +80,8 @@ def add_one(x: int) -> int:
 
 
 def _containers_of(run_id: str) -> list[str]:
-    found = subprocess.run(
-        ["docker", "ps", "-aq", "--filter", f"label=toolkit-run={run_id}"], capture_output=True, text=True, check=True
-    )
+    found = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=toolkit-run={run_id}"],
+                           capture_output=True, text=True, check=True)
     return found.stdout.split()
 
 
@@ -110,10 +109,8 @@ def test_image_outside_the_allowed_registry_is_stopped(guarded_pool):
     outside = "guardrails-outside:1"
     subprocess.run(["docker", "tag", settings.runner_image(), outside], check=True)
     try:
-        with pytest.raises(
-            PolicyViolationError,
-            match=r"allowed-image-registry .*Image 'guardrails-outside:1' is " r"not from an allowed registry",
-        ):
+        with pytest.raises(PolicyViolationError, match=r"allowed-image-registry .*Image 'guardrails-outside:1' is "
+                                                       r"not from an allowed registry"):
             add_one.with_options(image=outside, labels={"team": "ml"})(1)
     finally:
         subprocess.run(["docker", "rmi", outside], check=True, capture_output=True)
@@ -128,10 +125,8 @@ def test_advisory_violation_warns_and_the_call_succeeds(guarded_pool, capfd):
         assert future.result(timeout=300) == 42
         wait_for_teardowns()
     assert watch.most_resources > 0  # the watch does see resources of a run that goes up
-    warning = (
-        "warning: policy [advisory] toolkit-guardrails/required-labels on docker:index/container:Container "
-        "'job': Missing labels team"
-    )
+    warning = ("warning: policy [advisory] toolkit-guardrails/required-labels on docker:index/container:Container "
+               "'job': Missing labels team")
     assert warning in capfd.readouterr().err  # shown even with TOOLKIT_PROGRESS=0
     assert [(r.policy, r.enforcement) for r in future.policy_results] == [("required-labels", "advisory")]
     assert_nothing_left()
@@ -148,10 +143,7 @@ def test_preview_lists_policy_results_and_whether_the_call_is_allowed(guarded_po
         ("required-labels", "advisory", "job"),
     }
     text = str(blocked)
-    assert (
-        "Policies (1 pack(s)): BLOCKED" in text
-        and "Memory limit 8192 MB is above the pool's maximum of 4096 MB" in text
-    )
+    assert "Policies (1 pack(s)): BLOCKED" in text and "Memory limit 8192 MB is above the pool's maximum of 4096 MB" in text
     assert json.loads(blocked.to_json())["allowed"] is False
 
     allowed = add_one.with_options(labels={"team": "ml"}).preview(1)
@@ -202,9 +194,7 @@ def test_a_pack_published_with_the_pools_project_is_enforced(cli, tmp_path, monk
     cli.run("stack", "init", "dev", cwd=project)
     cli.run("config", "set", "toolkit:registryUrl", str(tmp_path / "registry"), cwd=project)
     cli.run("up", "--yes", cwd=project)
-    assert (
-        tmp_path / "registry" / "policy-packs" / "team-guardrails" / "__main__.py"
-    ).read_text() == LOCAL_PROCESS_PACK
+    assert (tmp_path / "registry" / "policy-packs" / "team-guardrails" / "__main__.py").read_text() == LOCAL_PROCESS_PACK
     monkeypatch.setenv("TOOLKIT_POOLS_URL", str(tmp_path / "registry"))
     pool = PoolRegistry().get("published-guarded")
     assert (pool.policy_packs, pool.max_concurrent_runs) == (["registry:team-guardrails"], 4)

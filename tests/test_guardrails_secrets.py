@@ -22,25 +22,19 @@ def _fn() -> int:
     return 1
 
 
-@pytest.mark.parametrize(
-    "provider",
-    [
-        "gcpkms://projects/p/locations/global/keyRings/r/cryptoKeys/k",
-        "azurekeyvault://vault.vault.azure.net/keys/runs",
-        "hashivault://runs",
-        "awskms://alias/runs?region=eu-west-1",
-    ],
-)
+@pytest.mark.parametrize("provider", [
+    "gcpkms://projects/p/locations/global/keyRings/r/cryptoKeys/k",
+    "azurekeyvault://vault.vault.azure.net/keys/runs",
+    "hashivault://runs",
+    "awskms://alias/runs?region=eu-west-1",
+])
 def test_a_pools_provider_reaches_the_stack_creation(provider, monkeypatch):
     monkeypatch.setenv("TOOLKIT_SECRETS_PROVIDER", "hashivault://ignored-the-pool-wins")
     PoolRegistry().save(WorkPool(name="kms-pool", type="process", secrets_provider=provider), overwrite=True)
     prepared = prepare(_fn, (), {}, "kms-pool", [])
     prepared.discard_bundle()
     assert prepared.secrets_provider == provider
-    assert (
-        workspace_options("file:///tmp/x", Path("/tmp"), secrets_provider=prepared.secrets_provider).secrets_provider
-        == provider
-    )
+    assert workspace_options("file:///tmp/x", Path("/tmp"), secrets_provider=prepared.secrets_provider).secrets_provider == provider
     PoolRegistry().delete("kms-pool")
 
 
@@ -62,7 +56,5 @@ def test_environment_then_passphrase(monkeypatch):
 
 
 def test_an_unknown_provider_in_a_pool_document_names_the_valid_forms():
-    with pytest.raises(
-        ConfigError, match=r"secrets_provider: .*'kms://x' is not one of: 'passphrase', 'awskms://\.\.\.'"
-    ):
+    with pytest.raises(ConfigError, match=r"secrets_provider: .*'kms://x' is not one of: 'passphrase', 'awskms://\.\.\.'"):
         parse_pool('{"name": "p", "type": "process", "secrets_provider": "kms://x"}', source="p.json")

@@ -30,9 +30,8 @@ from toolkit.pools import PoolRegistry, WorkPool
 def _marker(run_id: str, pool: str = "limited", owner: str | None = None, ttl: float = 3600) -> SlotMarker:
     import os
 
-    return SlotMarker(
-        run_id=run_id, pool=pool, function="f", owner=owner or owner_tag(os.getpid()), created=time.time(), ttl=ttl
-    )
+    return SlotMarker(run_id=run_id, pool=pool, function="f", owner=owner or owner_tag(os.getpid()),
+                      created=time.time(), ttl=ttl)
 
 
 def test_racing_threads_never_hold_more_slots_than_the_limit(tmp_path):
@@ -63,9 +62,7 @@ def test_racing_threads_never_hold_more_slots_than_the_limit(tmp_path):
 def test_markers_of_dead_owners_and_expired_ttls_do_not_count(tmp_path):
     store = BackendStore(f"file://{tmp_path}")
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    store.write(
-        "slots/limited/gone.json", json.loads(_marker("gone", owner=owner_tag(int(dead.stdout))).model_dump_json())
-    )
+    store.write("slots/limited/gone.json", json.loads(_marker("gone", owner=owner_tag(int(dead.stdout))).model_dump_json()))
     store.write("slots/limited/old.json", json.loads(_marker("old", ttl=0.0).model_dump_json()))
     (tmp_path / ".toolkit/slots/limited/half.json").write_text('{"run_id": "ha')  # being written: counts
     assert occupancy(store, "limited").others == 1
@@ -74,9 +71,8 @@ def test_markers_of_dead_owners_and_expired_ttls_do_not_count(tmp_path):
 
 def test_block_false_fails_at_once_naming_the_pool_and_its_count(tmp_path, monkeypatch):
     backend = f"file://{tmp_path}"
-    PoolRegistry().save(
-        WorkPool(name="limited-one", type="process", backend_url=backend, max_concurrent_runs=1), overwrite=True
-    )
+    PoolRegistry().save(WorkPool(name="limited-one", type="process", backend_url=backend, max_concurrent_runs=1),
+                        overwrite=True)
     store = BackendStore(backend)
     holder = _marker("holder", pool="limited-one")
     holder.admitted = True
@@ -96,10 +92,8 @@ def test_block_false_fails_at_once_naming_the_pool_and_its_count(tmp_path, monke
 
 
 def test_a_limit_needs_a_self_managed_backend():
-    PoolRegistry().save(
-        WorkPool(name="cloud-limited", type="process", backend_url="https://api.pulumi.com", max_concurrent_runs=3),
-        overwrite=True,
-    )
+    PoolRegistry().save(WorkPool(name="cloud-limited", type="process", backend_url="https://api.pulumi.com",
+                                 max_concurrent_runs=3), overwrite=True)
 
     @process(pool="cloud-limited")
     def f() -> int:
@@ -137,25 +131,18 @@ def _stack_files(backend_dir: Path) -> set[str]:
 def test_five_submits_from_two_processes_never_have_more_than_two_stacks_up(tmp_path):
     backend_dir = tmp_path / "backend"
     backend = f"file://{backend_dir}"
-    PoolRegistry().save(
-        WorkPool(name="two-at-a-time", type="process", backend_url=backend, max_concurrent_runs=2), overwrite=True
-    )
+    PoolRegistry().save(WorkPool(name="two-at-a-time", type="process", backend_url=backend, max_concurrent_runs=2),
+                        overwrite=True)
     script = tmp_path / "client.py"
     script.write_text(CLIENT)
     env = {**__import__("os").environ, "TOOLKIT_PROGRESS": "1"}
     clients = [
-        subprocess.Popen(
-            [sys.executable, str(script), *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # Ctrl-C works even if CI ignores it
-        )
+        subprocess.Popen([sys.executable, str(script), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, env=env,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # Ctrl-C works in CI too
         for args in (("0", "3"), ("3", "2"))
     ]
-    peak, seen, checks = 0, set(), []
-    outputs = []
+    peak, seen, checks, outputs = 0, set(), [], []
     try:
         while any(client.poll() is None for client in clients):
             stacks = _stack_files(backend_dir)  # the backend's own record of which run stacks exist
@@ -165,7 +152,7 @@ def test_five_submits_from_two_processes_never_have_more_than_two_stacks_up(tmp_
                 checks.append(len(list_run_stacks(backend)))  # and the Pulumi CLI's listing agrees
             time.sleep(0.02)
         outputs = [client.communicate(timeout=60) for client in clients]
-    finally:  # a failure above must not leave the clients' runs going into the next tests
+    finally:  # a failure above must not leave the clients' runs going on into the next tests
         for client in clients:
             if client.poll() is None:
                 client.send_signal(signal.SIGINT)  # Ctrl-C: each client cancels and tears its runs down

@@ -97,9 +97,7 @@ class Client:
             self.seen.append(line)
             if text in line:
                 return line
-        pytest.fail(
-            f"the client never printed {text!r} (exit status {self.process.poll()}); output:\n" + "\n".join(self.seen)
-        )
+        pytest.fail(f"the client never printed {text!r} (exit status {self.process.poll()}); output:\n" + "\n".join(self.seen))
 
     def ctrl_c(self) -> None:
         os.killpg(self.process.pid, signal.SIGINT)
@@ -181,7 +179,5 @@ def test_the_client_really_had_the_default_sigint_handler(tmp_path):
     probe = "import signal; print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)"
     ignoring = subprocess.run([sys.executable, "-c", probe], preexec_fn=_ignore_sigint, capture_output=True, text=True)
     assert ignoring.stdout.strip() == "False"  # inherited 'ignore': Python installs no KeyboardInterrupt
-    reset = subprocess.run(
-        [sys.executable, "-c", probe], preexec_fn=_ignored_then_reset, capture_output=True, text=True
-    )
+    reset = subprocess.run([sys.executable, "-c", probe], preexec_fn=_ignored_then_reset, capture_output=True, text=True)
     assert reset.stdout.strip() == "True"

@@ -53,10 +53,8 @@ def test_docker_jobs_of_a_client_that_is_not_root_run_as_the_client(monkeypatch:
     monkeypatch.setattr(docker_target, "_docker_client", lambda: _EngineWithImage())
     target = docker_target.DockerTarget()
     target.preflight(docker_target.DockerJob(image="img", user="1001:1002"), "pool")
-    with pytest.raises(
-        ConfigError,
-        match=r"runs docker jobs as user '1000:1000', but this client runs as uid 1001 .* " r"Pass user='1001:1002'",
-    ):
+    with pytest.raises(ConfigError, match=r"runs docker jobs as user '1000:1000', but this client runs as uid 1001 .* "
+                                          r"Pass user='1001:1002'"):
         target.preflight(docker_target.DockerJob(image="img", user="1000:1000"), "pool")
 
 

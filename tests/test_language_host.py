@@ -17,7 +17,7 @@ from tests.pulumi_cli import PulumiCli, make_cli
 from toolkit.errors import ConfigError
 from toolkit.toolchain.language_host import install_language_host, program_interpreter
 
-PROGRAM = """
+PROGRAM = '''
 import os
 import sys
 
@@ -41,7 +41,7 @@ print("program says", config.get("greeting"), "dry_run=" + str(pulumi.runtime.is
 thing = Thing("thing", {"greeting": config.require("greeting"), "token": config.require_secret("token")})
 pulumi.export("greeting", thing.greeting)
 pulumi.export("token", thing.token)
-"""
+'''
 
 
 @pytest.fixture(scope="module")
@@ -151,9 +151,8 @@ def test_missing_virtualenv_fails_preview_saying_how_to_create_it(cli: PulumiCli
 def _info(root: Path, **options: str) -> language_pb2.ProgramInfo:
     struct = struct_pb2.Struct()
     struct.update(options)
-    return language_pb2.ProgramInfo(
-        root_directory=str(root), program_directory=str(root), entry_point=".", options=struct
-    )
+    return language_pb2.ProgramInfo(root_directory=str(root), program_directory=str(root), entry_point=".",
+                                    options=struct)
 
 
 def test_interpreter_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -182,10 +181,7 @@ def test_host_prints_its_port_and_exits_when_orphaned(tmp_path: Path) -> None:
     # A parent shell that starts the host and exits a second later: the host must not linger.
     parent = subprocess.run(
         ["sh", "-c", f'"{shim}" 127.0.0.1:1 >"{tmp_path}/port" 2>"{tmp_path}/err" & echo $!; sleep 1'],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=30,
+        capture_output=True, text=True, check=True, timeout=30,
     )
     pid = int(parent.stdout.strip())
     deadline = time.monotonic() + 20
@@ -219,10 +215,7 @@ def test_run_plugin_streams_a_python_plugins_output_and_exit_code(tmp_path: Path
         port = host.stdout.readline().strip()
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             request = language_pb2.RunPluginRequest(
-                pwd=str(tmp_path),
-                args=["127.0.0.1:9"],
-                env=[f"PATH={os.environ['PATH']}"],
-                kind="analyzer",
+                pwd=str(tmp_path), args=["127.0.0.1:9"], env=[f"PATH={os.environ['PATH']}"], kind="analyzer",
                 info=_info(plugin),
             )
             replies = list(language_pb2_grpc.LanguageRuntimeStub(channel).RunPlugin(request, timeout=60))

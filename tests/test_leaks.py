@@ -35,9 +35,7 @@ def test_containers_of_this_sessions_runs_are_found(tmp_path: Path, monkeypatch:
     runs = tmp_path / "runs"
     (runs / "aaaaaaaaaaaa").mkdir(parents=True)
     monkeypatch.setattr(leaks.settings, "runs_dir", lambda: runs)
-    _fake_docker(
-        tmp_path, monkeypatch, 'echo "toolkit-aaaaaaaaaaaa aaaaaaaaaaaa"; echo "toolkit-bbbbbbbbbbbb bbbbbbbbbbbb"\n'
-    )
+    _fake_docker(tmp_path, monkeypatch, 'echo "toolkit-aaaaaaaaaaaa aaaaaaaaaaaa"; echo "toolkit-bbbbbbbbbbbb bbbbbbbbbbbb"\n')
     assert leaks.session_containers() == ["toolkit-aaaaaaaaaaaa"]  # another session's container is not ours
 
 

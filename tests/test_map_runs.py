@@ -95,10 +95,7 @@ def _engine_count(target: str, run_id: str) -> int:
     whose command line names the run's directory."""
     if target == "docker":
         names = subprocess.run(
-            ["docker", "ps", "-q", "--filter", f"label=toolkit-run={run_id}"],
-            capture_output=True,
-            text=True,
-            check=True,
+            ["docker", "ps", "-q", "--filter", f"label=toolkit-run={run_id}"], capture_output=True, text=True, check=True
         ).stdout.split()
         return len(names)
     count = 0
@@ -240,11 +237,7 @@ def test_a_map_over_no_items_creates_nothing():
 def test_preview_shows_the_one_stack_with_its_workers(target):
     plan = bind(target, square_unless_seven).map.preview(range(50), max_parallel=4)
     assert (plan.items, plan.parallelism) == (50, 4)
-    workers = [
-        c
-        for c in plan.changes
-        if c.type in ("pulumi-python:dynamic/toolkit:LocalProcess", "docker:index/container:Container")
-    ]
+    workers = [c for c in plan.changes if c.type in ("pulumi-python:dynamic/toolkit:LocalProcess", "docker:index/container:Container")]
     assert len(workers) == 4, [c.type for c in plan.changes]
     assert all("--items" in c.inputs.get("argv", c.inputs.get("command", [])) for c in workers)
     assert "a map of 50 items, at most 4 at once" in str(plan)
@@ -310,7 +303,7 @@ def test_with_retries_an_item_whose_worker_was_killed_runs_again_on_a_survivor(t
     _wait_until_running(future, 3)
     worker = _kill_worker_holding(target, future.run_id, 3)
     assert list(future) == list(range(8))  # item 3 too: its second attempt did not hold its worker
-    claim = settings.home() / "work" / future.run_id / "claims" / "3"
+    claim = (settings.home() / "work" / future.run_id / "claims" / "3")
     assert future.wait_teardown(120) and not claim.exists()
     assert worker in ("0", "1")
     retried = records.load(future.run_id).retried_after

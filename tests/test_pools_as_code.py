@@ -105,21 +105,21 @@ def test_top_level_project_previews_publishes_updates_and_destroys_pools(
     assert _stored(tmp_path / "moved") == []
 
 
-BROKEN_PLACEHOLDER = """
+BROKEN_PLACEHOLDER = '''
 
 def broken(config):
     template = template_with_defaults("docker")
     template["job_configuration"]["gpus"] = "{{ gpu_count }}"
     return [WorkPoolResource("gpu", type="docker", base_job_template=template)]
-"""
+'''
 
-BROKEN_SCHEMA = """
+BROKEN_SCHEMA = '''
 
 def broken(config):
     template = template_with_defaults("docker")
     template["variables"]["properties"]["image"]["type"] = "strnig"
     return [WorkPoolResource("gpu", type="docker", base_job_template=template)]
-"""
+'''
 
 
 @pytest.mark.engine
@@ -137,11 +137,8 @@ def test_a_broken_template_fails_preview_and_publishes_nothing(
     project = _copy_project(REPO, tmp_path / "project")
     stacks = project / "stacks"
     (stacks / "containers.py").write_text((stacks / "containers.py").read_text() + module_text)
-    _edit(
-        stacks / "__main__.py",
-        "*containers.declare(config)]",
-        "*containers.declare(config), *containers.broken(config)]",
-    )
+    _edit(stacks / "__main__.py", "*containers.declare(config)]",
+          "*containers.declare(config), *containers.broken(config)]")
     cli.run("stack", "init", stack, cwd=project)
     cli.run("config", "set", "toolkit:registryUrl", str(tmp_path / "registry"), cwd=project)
 
@@ -159,13 +156,10 @@ def test_a_broken_template_fails_preview_and_publishes_nothing(
 def test_export_writes_a_program_that_adopts_the_pools_unchanged(cli: PulumiCli, tmp_path: Path) -> None:
     registry = PoolRegistry(str(tmp_path / "registry"))
     by_hand = [
-        WorkPool(
-            name="nightly",
-            type="process",
-            description="made with toolkit pool create",
-            base_job_template=template_with_defaults("process", timeout=120, env={"A": "1"}),
-        ),
-        WorkPool(name="shared-docker", type="docker", storage={"url": str(tmp_path / "runs"), "mode": "shared-prefix"}),
+        WorkPool(name="nightly", type="process", description="made with toolkit pool create",
+                 base_job_template=template_with_defaults("process", timeout=120, env={"A": "1"})),
+        WorkPool(name="shared-docker", type="docker",
+                 storage={"url": str(tmp_path / "runs"), "mode": "shared-prefix"}),
     ]
     for pool in by_hand:
         registry.save(pool)
@@ -211,14 +205,10 @@ def test_example_project_publishes_its_pools(cli: PulumiCli, tmp_path: Path) -> 
 
 
 def test_field_changes_name_the_changed_leaves() -> None:
-    old = {
-        "variables": {"properties": {"memory": {"default": "8Gi"}, "gpu": {"type": "string"}}},
-        "job_configuration": {"containers": [{"image": "a"}], "args": ["x"]},
-    }
-    new = {
-        "variables": {"properties": {"memory": {"default": "16Gi"}, "cpu": {"type": "string"}}},
-        "job_configuration": {"containers": [{"image": "b"}], "args": ["x", "y"]},
-    }
+    old = {"variables": {"properties": {"memory": {"default": "8Gi"}, "gpu": {"type": "string"}}},
+           "job_configuration": {"containers": [{"image": "a"}], "args": ["x"]}}
+    new = {"variables": {"properties": {"memory": {"default": "16Gi"}, "cpu": {"type": "string"}}},
+           "job_configuration": {"containers": [{"image": "b"}], "args": ["x", "y"]}}
     assert field_changes(old, new) == [
         FieldChange("~", "variables.properties.memory.default", "8Gi", "16Gi"),
         FieldChange("-", "variables.properties.gpu", old={"type": "string"}),
@@ -244,19 +234,13 @@ def test_pool_diff_previews_a_template_change_without_writing(tmp_path: Path) ->
 
     cli = Path(sys.executable).parent / "toolkit"
     env = {**os.environ, "TOOLKIT_POOLS_URL": registry.url}
-    shown = subprocess.run(
-        [str(cli), "pool", "diff", "batch", "--template", str(template_file)],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=True,
-    )
+    shown = subprocess.run([str(cli), "pool", "diff", "batch", "--template", str(template_file)],
+                           capture_output=True, text=True, env=env, check=True)
     assert "1 field change(s)" in shown.stdout and "timeout.default: None -> 600" in shown.stdout
 
     template_file.write_text(json.dumps({"job_configuration": {"x": "{{ nope }}"}, "variables": {"type": "object"}}))
-    failed = subprocess.run(
-        [str(cli), "pool", "diff", "batch", "--template", str(template_file)], capture_output=True, text=True, env=env
-    )
+    failed = subprocess.run([str(cli), "pool", "diff", "batch", "--template", str(template_file)],
+                            capture_output=True, text=True, env=env)
     assert failed.returncode == 1 and "placeholder(s) {{ nope }}" in failed.stderr
 
 

@@ -121,9 +121,7 @@ def check_while_running(future: RunFuture, values: list[str], secret_holders: se
     assert {needle[:8]: holders(plain, needle) for needle in needles} == {needle[:8]: set() for needle in needles}
     decrypted = stack_export(f"run-{future.run_id}", show_secrets=True)
     # decrypted, each secret shows up (as is or base64), and only in the resource meant to carry it to the job
-    shown = {
-        value[:8]: set().union(*(holders(decrypted, form) for form in with_encodings([value]))) for value in values
-    }
+    shown = {value[:8]: set().union(*(holders(decrypted, form) for form in with_encodings([value]))) for value in values}
     assert shown == {value[:8]: secret_holders for value in values}
 
 
@@ -202,11 +200,8 @@ def _docker_inspect(future: RunFuture) -> str:
 
 def _process_environ(future: RunFuture) -> str:
     """The job process and its wrapper, as ``/proc`` shows them to anyone allowed to look."""
-    found = subprocess.run(
-        ["pgrep", "-f", f"toolkit.runner --storage {future._prepared.context.storage_url}"],
-        capture_output=True,
-        text=True,
-    )
+    found = subprocess.run(["pgrep", "-f", f"toolkit.runner --storage {future._prepared.context.storage_url}"],
+                           capture_output=True, text=True)
     pids = found.stdout.split()
     assert pids, "the job process was not found"
     texts = [Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace") for pid in pids]
@@ -236,7 +231,6 @@ def test_docker_secret_and_run_key_never_in_plaintext(monkeypatch, capfd):
 
 def test_run_directory_is_private_on_disk():
     """The process target's run directory is 0700 on disk, in a 0700 parent; its secrets file 0600."""
-
     @process
     def look() -> dict[str, Any]:
         import os

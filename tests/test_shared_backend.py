@@ -51,13 +51,10 @@ SUBMIT = textwrap.dedent(
     """
 )
 
-
 def test_two_clients_submit_at_once_through_the_shared_backend(backend, tmp_path):
     script = tmp_path / "submit.py"
     script.write_text(SUBMIT)
-    clients = [
-        subprocess.Popen([sys.executable, str(script), str(n)], stdout=subprocess.PIPE, text=True) for n in (0, 4)
-    ]
+    clients = [subprocess.Popen([sys.executable, str(script), str(n)], stdout=subprocess.PIPE, text=True) for n in (0, 4)]
     results = []
     for client in clients:
         out, _ = client.communicate(timeout=900)

@@ -41,9 +41,7 @@ class Marker(Resource, module="smoke", name="Marker"):
 
 
 def _networks() -> list[str]:
-    return subprocess.run(
-        ["docker", "network", "ls", "--format", "{{.Name}}"], capture_output=True, text=True
-    ).stdout.split()
+    return subprocess.run(["docker", "network", "ls", "--format", "{{.Name}}"], capture_output=True, text=True).stdout.split()
 
 
 def test_dynamic_resource_and_docker_network_up_and_down(tmp_path, monkeypatch):

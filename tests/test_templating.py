@@ -123,10 +123,7 @@ def test_invalid_json_schema_is_rejected():
 
 def test_runtime_placeholders_need_no_variable():
     templating.check_template(
-        {
-            "job_configuration": {"n": "{{ run_id }}-{{ pool_name }}-{{ function_name }}"},
-            "variables": {"type": "object"},
-        },
+        {"job_configuration": {"n": "{{ run_id }}-{{ pool_name }}-{{ function_name }}"}, "variables": {"type": "object"}},
         "pool 'p'",
     )
 
@@ -155,9 +152,7 @@ def test_schema_bounds_of_a_pool_are_enforced_naming_the_bound():
         render(cpus=8)
     with pytest.raises(ConfigError) as info:
         render(image="python:3.11")
-    assert "expects one of 'toolkit-runner:stable', 'registry.internal.example/ml:2' (enum), got 'python:3.11'" in str(
-        info.value
-    )
+    assert "expects one of 'toolkit-runner:stable', 'registry.internal.example/ml:2' (enum), got 'python:3.11'" in str(info.value)
     assert str(info.value).endswith("Pass one of the pool's allowed values")
     config, variables = render(gpu_memory_gb=64, cpus=4, image="toolkit-runner:stable")
     assert variables["gpu_memory_gb"] == 64 and config["labels"] == {"gpu-memory": 64}

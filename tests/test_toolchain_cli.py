@@ -67,13 +67,8 @@ def test_a_newer_cli_is_used_as_it_is(tmp_path, monkeypatch, clean_lookup, log):
     assert any("up" in call for call in ran) and any("destroy" in call for call in ran), ran
     assert log.of("go") == []  # nothing was built
 
-    doctor = subprocess.run(
-        [sys.executable, "-m", "toolkit", "doctor", "--json"],
-        capture_output=True,
-        text=True,
-        env={**os.environ},
-        timeout=120,
-    )
+    doctor = subprocess.run([sys.executable, "-m", "toolkit", "doctor", "--json"], capture_output=True, text=True,
+                            env={**os.environ}, timeout=120)
     cli = next(check for check in json.loads(doctor.stdout) if check["component"] == "Pulumi CLI")
     assert cli["ok"] and cli["detail"].startswith(f"v3.999.0 ({shim}, from TOOLKIT_PULUMI)"), cli
 
@@ -92,9 +87,8 @@ def test_an_older_cli_is_refused_naming_both_versions_and_the_upgrade(tmp_path, 
         install._ensure_pulumi_cli([], log=lambda _line: None)
     assert log.of("go") == []  # an old CLI is the user's to upgrade, not a reason to build another
 
-    doctor = subprocess.run(
-        [sys.executable, "-m", "toolkit", "doctor"], capture_output=True, text=True, env={**os.environ}, timeout=120
-    )
+    doctor = subprocess.run([sys.executable, "-m", "toolkit", "doctor"], capture_output=True, text=True,
+                            env={**os.environ}, timeout=120)
     assert doctor.returncode == 1
     lines = doctor.stdout.splitlines()
     at = next(i for i, line in enumerate(lines) if "Pulumi CLI" in line)
@@ -102,9 +96,7 @@ def test_an_older_cli_is_refused_naming_both_versions_and_the_upgrade(tmp_path, 
 
 
 def test_a_cli_of_another_major_version_is_refused(tmp_path, monkeypatch, clean_lookup, log):
-    monkeypatch.setenv(
-        "TOOLKIT_PULUMI", str(pulumi_shim(tmp_path / "v4" / "bin" / "pulumi", "4.0.0", clean_lookup, log))
-    )
+    monkeypatch.setenv("TOOLKIT_PULUMI", str(pulumi_shim(tmp_path / "v4" / "bin" / "pulumi", "4.0.0", clean_lookup, log)))
     with pytest.raises(ToolchainError, match="is v4.0.0, a major version the installed pulumi SDK"):
         engine.pulumi_command()
 
@@ -117,10 +109,8 @@ def test_with_no_cli_anywhere_install_takes_the_build_path(clean_lookup, log):
     with pytest.raises(ToolchainError, match="fake go: the module proxy is not reachable"):
         install._ensure_pulumi_cli([], log=lines.append)
     wanted = pulumi_cli.required_version()
-    assert lines[0] == (
-        f"no Pulumi CLI found (TOOLKIT_PULUMI, PATH, {settings.bin_dir()}): "
-        f"building v{wanted} from the Go module proxy"
-    )
+    assert lines[0] == (f"no Pulumi CLI found (TOOLKIT_PULUMI, PATH, {settings.bin_dir()}): "
+                        f"building v{wanted} from the Go module proxy")
     # The first step of the real build ran against the (fake) Go toolchain: the pinned CLI module.
     assert log.of("go") == [f"mod download -json {pulumi_cli.PKG}@v{wanted}"]
     assert log.of("pulumi") == []

@@ -46,12 +46,8 @@ def unreachable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, log: CallLog) -
     real = isolate(monkeypatch, tmp_path, log, hide="pulumi-resource-docker")
     monkeypatch.setenv("PULUMI_HOME", str(tmp_path / "pulumi-home"))
     monkeypatch.delenv("TOOLKIT_OFFLINE", raising=False)
-    monkeypatch.setenv(
-        "TOOLKIT_PULUMI",
-        str(
-            pulumi_shim(tmp_path / "cli" / "bin" / "pulumi", pulumi_cli.required_version(), real, log, download="fail")
-        ),
-    )
+    monkeypatch.setenv("TOOLKIT_PULUMI", str(pulumi_shim(tmp_path / "cli" / "bin" / "pulumi",
+                                                         pulumi_cli.required_version(), real, log, download="fail")))
     yield real
     engine.pulumi_command.cache_clear()
 
@@ -72,8 +68,7 @@ def test_an_unreachable_download_falls_back_to_the_go_build_and_is_remembered(mo
     assert lines[1].startswith(f"`pulumi {INSTALL_DOCKER}` failed: error: [resource plugin docker-{DOCKER.version}]")
     assert lines[1].endswith("now in offline mode for 1 h")
     assert lines[2].startswith(f"docker v{DOCKER.version}: not downloaded (") and lines[2].endswith(
-        "building it from the Go module proxy"
-    )
+        "building it from the Go module proxy")
 
     # Remembered: offline now, so Pulumi's automatic acquisition is off and no download is tried again.
     mode = offline.mode()
@@ -93,19 +88,9 @@ def test_a_stale_failure_is_retried_and_a_working_download_needs_no_build(
     tmp_path, monkeypatch, unreachable, log, installed_docker_plugin
 ):
     # The site is back: `plugin install` "downloads" (installs the real plugin binary); the failure is an hour old.
-    monkeypatch.setenv(
-        "TOOLKIT_PULUMI",
-        str(
-            pulumi_shim(
-                tmp_path / "cli" / "bin" / "pulumi",
-                pulumi_cli.required_version(),
-                unreachable,
-                log,
-                download="succeed",
-                downloaded=installed_docker_plugin,
-            )
-        ),
-    )
+    monkeypatch.setenv("TOOLKIT_PULUMI", str(pulumi_shim(tmp_path / "cli" / "bin" / "pulumi", pulumi_cli.required_version(),
+                                                         unreachable, log, download="succeed",
+                                                         downloaded=installed_docker_plugin)))
     marker = settings.cache_dir() / "offline.json"
     marker.parent.mkdir(parents=True)
     marker.write_text(json.dumps({"since": time.time() - offline.REMEMBER_SECONDS - 1, "detail": "old failure"}))
@@ -116,9 +101,7 @@ def test_a_stale_failure_is_retried_and_a_working_download_needs_no_build(
     assert outcome == f"downloaded docker v{DOCKER.version} (pulumi {INSTALL_DOCKER})"
     assert _steps(log) == [f"pulumi {INSTALL_DOCKER}"]  # no build
     found = plugins.status(DOCKER)
-    assert found.present and found.location == str(
-        tmp_path / "pulumi-home" / "plugins" / f"resource-docker-v{DOCKER.version}"
-    )
+    assert found.present and found.location == str(tmp_path / "pulumi-home" / "plugins" / f"resource-docker-v{DOCKER.version}")
     assert not marker.exists()
 
 

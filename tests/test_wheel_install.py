@@ -103,11 +103,8 @@ def test_the_wheel_installs_and_works_outside_the_repository(tmp_path):
     venv, home, cache, work = tmp_path / "venv", tmp_path / "home", tmp_path / "cache", tmp_path / "work"
     work.mkdir()
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in ("PYTHONPATH", "TOOLKIT_PULUMI", "TOOLKIT_OFFLINE", "TOOLKIT_POOLS_URL", "TOOLKIT_BACKEND_URL")
-    }
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("PYTHONPATH", "TOOLKIT_PULUMI", "TOOLKIT_OFFLINE", "TOOLKIT_POOLS_URL", "TOOLKIT_BACKEND_URL")}
     image = f"toolkit-runner:{version}-wheel-{uuid.uuid4().hex[:8]}"
     env |= {
         "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}",
@@ -117,9 +114,7 @@ def test_the_wheel_installs_and_works_outside_the_repository(tmp_path):
         "TOOLKIT_RUNNER_IMAGE": image,
         "VIRTUAL_ENV": str(venv),
     }
-    installed = _run(
-        [str(venv / "bin" / "pip"), "install", "--disable-pip-version-check", "--quiet", str(wheel)], env, work
-    )
+    installed = _run([str(venv / "bin" / "pip"), "install", "--disable-pip-version-check", "--quiet", str(wheel)], env, work)
     assert installed.returncode == 0, installed.stderr[-3000:]
     assert _run([str(venv / "bin" / "pip"), "check"], env, work).returncode == 0
     _seed_cache(cache)
@@ -144,11 +139,7 @@ def test_the_wheel_installs_and_works_outside_the_repository(tmp_path):
         assert calls.returncode == 0, calls.stderr[-4000:]
         result = json.loads(calls.stdout.strip().splitlines()[-1])
         site = str(venv / "lib")
-        assert result["process"][0] == 5 and result["process"][2].startswith(
-            site
-        )  # the venv's toolkit, not the checkout's
-        assert result["docker"][0].startswith("/opt/toolkit/bin/") and result["docker"][1].startswith(
-            "/opt/toolkit/lib/"
-        )
+        assert result["process"][0] == 5 and result["process"][2].startswith(site)  # the venv's toolkit, not the checkout's
+        assert result["docker"][0].startswith("/opt/toolkit/bin/") and result["docker"][1].startswith("/opt/toolkit/lib/")
     finally:
         subprocess.run(["docker", "image", "rm", "--force", image], capture_output=True, timeout=120)

@@ -205,9 +205,7 @@ def load_arguments(payload: bytes) -> tuple[tuple[Any, ...], dict[str, Any]]:
     return cloudpickle.loads(payload)
 
 
-def _explain_unpicklable(
-    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], error: Exception
-) -> str:
+def _explain_unpicklable(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], error: Exception) -> str:
     name = getattr(fn, "__qualname__", repr(fn))
     candidates: list[tuple[str, Any]] = [(f"the function {name}", fn)]
     candidates += [(f"positional argument {i} of {name}", value) for i, value in enumerate(args)]

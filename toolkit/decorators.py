@@ -87,10 +87,7 @@ class InfraFunction(Generic[P, R]):
     ) -> InfraFunction[P, R]:
         """A new bound function with more job variables (and optionally another pool or ``block``)."""
         return InfraFunction(
-            self.fn,
-            self.target_type,
-            pool or self.pool,
-            [*self.layers, job_variables],
+            self.fn, self.target_type, pool or self.pool, [*self.layers, job_variables],
             self.block if block is None else block,
         )
 
@@ -114,9 +111,7 @@ def resolve_pool(target_type: str, pool: str | None, work_pool_name: str | None,
         )
     chosen = pool or work_pool_name or default
     if not chosen:
-        raise ConfigError(
-            f"@{target_type} needs a work pool: @{target_type}(pool='NAME'); `toolkit pool ls` lists pools"
-        )
+        raise ConfigError(f"@{target_type} needs a work pool: @{target_type}(pool='NAME'); `toolkit pool ls` lists pools")
     return chosen
 
 

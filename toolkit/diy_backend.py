@@ -157,11 +157,7 @@ def sweep_orphans(backend_url: str, project: str, older_than: float = ORPHAN_GRA
             removed.append(str(path))
     for parent in bookkeeping_dirs(backend_url, project):
         for path in sorted(parent.iterdir()) if parent.is_dir() else []:
-            if (
-                _modified_before(path, before)
-                and not (directory / f"{path.name}.json").exists()
-                and _remove_empty(path)
-            ):
+            if _modified_before(path, before) and not (directory / f"{path.name}.json").exists() and _remove_empty(path):
                 removed.append(str(path))
     return removed
 

@@ -150,16 +150,9 @@ def _record_collected(backend_url: str, run_id: str, run: RunTag | None, resourc
         return
     try:
         entry = history.RunEntry(
-            run_id=run_id,
-            pool=run.pool,
-            function=run.function,
-            user=history.current_user(),
-            owner=run.owner,
-            resources=resources,
-            outcome="failed",
-            error="its client died; collected by toolkit gc",
-            created=run.created,
-            finished=time.time(),
+            run_id=run_id, pool=run.pool, function=run.function, user=history.current_user(), owner=run.owner,
+            resources=resources, outcome="failed", error="its client died; collected by toolkit gc",
+            created=run.created, finished=time.time(),
         )
         history.record(BackendStore(backend_url), entry)
     except Exception:  # noqa: BLE001 - a Pulumi Cloud backend keeps no history; gc goes on
@@ -174,7 +167,9 @@ class Pruned:
     error: str | None = None
 
 
-def prune_records(history_older_than: float = history.DEFAULT_RETENTION, urls: list[str] | None = None) -> list[Pruned]:
+def prune_records(
+    history_older_than: float = history.DEFAULT_RETENTION, urls: list[str] | None = None
+) -> list[Pruned]:
     """Drop audit entries past the retention and slot markers of dead runs, in every backend."""
     pruned = []
     for url in urls or backend_urls():

@@ -86,9 +86,7 @@ class Plan(BaseModel):
         for change in self.changes:
             if change.inputs:
                 lines += ["", f"{change.name} ({change.type}):"]
-                lines += [
-                    f"    {key}: {json.dumps(value, default=str)}" for key, value in sorted(change.inputs.items())
-                ]
+                lines += [f"    {key}: {json.dumps(value, default=str)}" for key, value in sorted(change.inputs.items())]
         counts: dict[str, int] = {}
         for change in self.changes:
             counts[change.op] = counts.get(change.op, 0) + 1

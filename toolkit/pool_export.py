@@ -72,3 +72,4 @@ def export_program(registry: PoolRegistry, out_dir: Path, force: bool = False) -
         main.write_text(_MAIN_TEXT)
         written.append(main)
     return written
+

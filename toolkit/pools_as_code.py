@@ -55,16 +55,8 @@ from toolkit.templating import check_template
 CONFIG_NAMESPACE = "toolkit"
 REGISTRY_URL_KEY = "registryUrl"
 DOCUMENT_FIELDS = (
-    "name",
-    "type",
-    "base_job_template",
-    "storage",
-    "backend_url",
-    "description",
-    "policy_packs",
-    "max_concurrent_runs",
-    "secrets_provider",
-    "image_registry",
+    "name", "type", "base_job_template", "storage", "backend_url", "description",
+    "policy_packs", "max_concurrent_runs", "secrets_provider", "image_registry",
 )
 """The inputs that make up the published pool document (the rest say where it is published)."""
 
@@ -252,9 +244,8 @@ class _PolicyPackProvider(ResourceProvider):
         if changed:
             names = sorted({relative for relative, _ in changed})
             print(f"policy pack {news['name']!r}: ~ {', '.join(names)}", file=sys.stderr, flush=True)
-        return DiffResult(
-            changes=bool(changed) or moved, replaces=["registry_url"] if moved else [], delete_before_replace=False
-        )
+        return DiffResult(changes=bool(changed) or moved, replaces=["registry_url"] if moved else [],
+                          delete_before_replace=False)
 
     def _publish(self, props: Mapping[str, Any]) -> str:
         fs, root = fsspec.core.url_to_fs(props["registry_url"])

@@ -100,12 +100,7 @@ class Progress:
             name = meta.urn.rsplit("::", 1)[-1]
             self.say(f"{_SYMBOLS[meta.op.value]} {meta.type} [bold]{name}[/bold] {_VERBS[meta.op.value][0]}")
         done = event.res_outputs_event
-        if (
-            done
-            and not done.planning
-            and done.metadata.op.value != "delete"
-            and done.metadata.type != "pulumi:pulumi:Stack"
-        ):
+        if done and not done.planning and done.metadata.op.value != "delete" and done.metadata.type != "pulumi:pulumi:Stack":
             self.resources.add(done.metadata.urn)
         if done and done.metadata.op.value in _VERBS:
             meta = done.metadata

@@ -150,9 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--storage", required=True, help="fsspec URL of the run's storage prefix")
     parser.add_argument("--secrets", help="file holding the run key and secret env values (read, then deleted)")
     parser.add_argument("--items", type=int, help="a map of this many items: run items, not one call")
-    parser.add_argument(
-        "--index-env", help="with --items: the variable holding this task's item index (else claim items)"
-    )
+    parser.add_argument("--index-env", help="with --items: the variable holding this task's item index (else claim items)")
     parser.add_argument(
         "--await-items",
         action="store_true",

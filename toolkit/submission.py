@@ -165,18 +165,8 @@ def prepare(
         cwd = Path.cwd()
         base = target.environment_base(job)
         registry = pool.image_registry if target.images_from_registry else None
-        environment = lifecycle.plan(
-            fn,
-            tuple(args),
-            dict(kwargs),
-            wanted,
-            target.environment,
-            base,
-            pool.name,
-            cwd,
-            remote=target.images_from_registry,
-            registry=registry,
-        )
+        environment = lifecycle.plan(fn, tuple(args), dict(kwargs), wanted, target.environment, base, pool.name, cwd,
+                                     remote=target.images_from_registry, registry=registry)
         if environment.registry is not None:
             target.check_image_registry(environment.registry, job, pool.name)
         if wanted.include_files:
@@ -185,9 +175,7 @@ def prepare(
     try:
         if build and environment is not None:
             if environment.status == "build" and environment.kind == "image":  # built (and pushed) by docker
-                plugins.require(
-                    ("pulumi_docker",), f"the environment image of pool {pool.name!r}", Progress(run_id).say
-                )
+                plugins.require(("pulumi_docker",), f"the environment image of pool {pool.name!r}", Progress(run_id).say)
             environment = lifecycle.ensure(environment)
         timings["environment"] = time.perf_counter() - started
 

@@ -96,7 +96,9 @@ class Submitter:
         return_exceptions: bool = False,
     ) -> MapFuture | EmptyMapFuture:
         """``fn`` once per item (``zip`` of the iterables) through one run stack; see ``fn.map``."""
-        future = start_map(self._prepare_map(fn, (items, *more_items), job_variables, max_parallel), return_exceptions)
+        future = start_map(
+            self._prepare_map(fn, (items, *more_items), job_variables, max_parallel), return_exceptions
+        )
         self.futures.append(future)
         return future
 

@@ -157,7 +157,9 @@ def validate_variables(
     return {key: _wrap_secret(value, properties.get(key, {})) for key, value in values.items()}
 
 
-def _unknown_variable(name: str, properties: Mapping[str, Any], synonyms: Mapping[str, Synonym], pool_name: str) -> str:
+def _unknown_variable(
+    name: str, properties: Mapping[str, Any], synonyms: Mapping[str, Synonym], pool_name: str
+) -> str:
     head, dot, rest = name.partition(".")  # 'evn.X' is meant as 'env.X'
     close = difflib.get_close_matches(head, [*properties, *synonyms], n=1, cutoff=0.6)
     match = head if head in synonyms else (close[0] if close else None)

@@ -179,11 +179,7 @@ class SecureAzurite(Azurite):
         return f"{self.blob_endpoint.removeprefix('https://')}/{account}"
 
     def connection_string(self, account: str = DEV_ACCOUNT) -> str:
-        return (
-            super()
-            .connection_string(account)
-            .replace("DefaultEndpointsProtocol=http;", "DefaultEndpointsProtocol=https;")
-        )
+        return super().connection_string(account).replace("DefaultEndpointsProtocol=http;", "DefaultEndpointsProtocol=https;")
 
 
 @pytest.fixture(scope="module")

@@ -436,11 +436,7 @@ class FakeGoogleApis:
 
     def _account(self, _match: re.Match[str], _request: Request) -> tuple[int, dict[str, Any]]:
         email = f"runner@{PROJECT_ID}.iam.gserviceaccount.com"
-        return 200, {
-            "aliases": ["default"],
-            "email": email,
-            "scopes": ["https://www.googleapis.com/auth/cloud-platform"],
-        }
+        return 200, {"aliases": ["default"], "email": email, "scopes": ["https://www.googleapis.com/auth/cloud-platform"]}
 
 
 def _matches(entry: dict[str, Any], key: str, op: str, value: str) -> bool:

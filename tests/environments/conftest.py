@@ -22,14 +22,12 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (tmp_path / "data" / "scores.csv").write_text("name,score\nada,3\nbob,5\n")
     (tmp_path / "teamlib").mkdir()
     (tmp_path / "teamlib" / "__init__.py").write_text("")
-    (tmp_path / "teamlib" / "report.py").write_text(
-        textwrap.dedent("""
+    (tmp_path / "teamlib" / "report.py").write_text(textwrap.dedent("""
         import humanize
 
         def total(scores):
             return humanize.intcomma(sum(scores) * 1000)
-    """)
-    )
+    """))
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
@@ -81,7 +79,7 @@ def fake_sdist(directory: Path, name: str, version: str, c_extension: bool = Fal
             f"setup(ext_modules=[Extension('{module}._speed', ['{module}/speed.c'])])\n"
         )
         files[f"{module}/speed.c"] = (
-            '#include <Python.h>\nstatic struct PyModuleDef m = {PyModuleDef_HEAD_INIT, "_speed"};\n'
+            "#include <Python.h>\nstatic struct PyModuleDef m = {PyModuleDef_HEAD_INIT, \"_speed\"};\n"
             "PyMODINIT_FUNC PyInit__speed(void) { return PyModule_Create(&m); }\n"
         )
     path = directory / f"{root}.tar.gz"

@@ -53,31 +53,23 @@ def test_an_unknown_distribution_is_named_with_close_names():
 
 
 def test_an_import_name_suggests_its_distribution():
-    with pytest.raises(
-        RequirementNotFoundError, match=r"'dateutil' is an import name; its distribution is 'python-dateutil'"
-    ):
+    with pytest.raises(RequirementNotFoundError, match=r"'dateutil' is an import name; its distribution is 'python-dateutil'"):
         process(packages=["dateutil"])(job).submit()
 
 
 def test_a_version_that_does_not_exist_lists_the_ones_that_do():
-    with pytest.raises(
-        RequirementNotFoundError, match=r"no version of 'humanize' satisfies 'humanize==99\.0' .*4\.12\.3"
-    ):
+    with pytest.raises(RequirementNotFoundError, match=r"no version of 'humanize' satisfies 'humanize==99\.0' .*4\.12\.3"):
         process(packages=["humanize==99.0"])(job).submit()
 
 
 def test_conflicting_pins_between_packages_and_requirements(project):
     (project / "requirements.txt").write_text("humanize==4.11.0\n")
-    with pytest.raises(
-        RequirementConflictError, match=r"conflicting pins for 'humanize': 'humanize==4.12.3' \(packages"
-    ):
+    with pytest.raises(RequirementConflictError, match=r"conflicting pins for 'humanize': 'humanize==4.12.3' \(packages"):
         process(packages=["humanize==4.12.3"], requirements="requirements.txt")(job).submit()
 
 
 def test_conflicting_pins_found_by_the_resolver():
-    with pytest.raises(
-        RequirementConflictError, match=r"conflict: .*requests 2\.31\.0 depends on urllib3<3 and >=1\.21\.1"
-    ):
+    with pytest.raises(RequirementConflictError, match=r"conflict: .*requests 2\.31\.0 depends on urllib3<3 and >=1\.21\.1"):
         process(packages=["requests==2.31.0", "urllib3==1.20"])(job).submit()
 
 
@@ -112,18 +104,13 @@ def test_no_wheel_for_the_images_platform_and_no_source(wheelhouse):
 @pytest.mark.slow
 def test_a_source_distribution_that_builds_only_a_platform_wheel_here(wheelhouse):
     fake_sdist(wheelhouse, "toolkit-test-c-demo", "1.0", c_extension=True)
-    with pytest.raises(
-        NoCompatibleWheelError,
-        match=r"its source builds a platform-specific wheel here \(toolkit_test_c_demo-1\.0-cp311-cp311-linux_x86_64\.whl\)",
-    ):
+    with pytest.raises(NoCompatibleWheelError, match=r"its source builds a platform-specific wheel here \(toolkit_test_c_demo-1\.0-cp311-cp311-linux_x86_64\.whl\)"):
         docker(packages=["toolkit-test-c-demo"])(job).submit()
 
 
 @pytest.mark.docker
 def test_a_pin_against_the_images_own_runner_packages():
-    with pytest.raises(
-        RequirementConflictError, match=r"'fsspec==2024\.2\.0' \(packages: packages\[0\]\) conflicts with fsspec"
-    ):
+    with pytest.raises(RequirementConflictError, match=r"'fsspec==2024\.2\.0' \(packages: packages\[0\]\) conflicts with fsspec"):
         docker(packages=["fsspec==2024.2.0"])(job).submit()
 
 

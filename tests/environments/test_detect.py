@@ -67,8 +67,7 @@ def test_a_local_module_is_walked_into_not_installed(tmp_path: Path, monkeypatch
     package = tmp_path / "teamlib"
     package.mkdir()
     (package / "__init__.py").write_text("")
-    (package / "fmt.py").write_text(
-        textwrap.dedent("""
+    (package / "fmt.py").write_text(textwrap.dedent("""
         import humanize
 
         class Report:
@@ -78,8 +77,7 @@ def test_a_local_module_is_walked_into_not_installed(tmp_path: Path, monkeypatch
         def helper(n):
             import six  # a second distribution, used only here
             return six.text_type(n)
-    """)
-    )
+    """))
     monkeypatch.syspath_prepend(str(tmp_path))
     from teamlib import fmt
 

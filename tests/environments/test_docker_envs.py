@@ -199,8 +199,7 @@ def test_toolkit_env_ls_and_prune_remove_the_images_and_their_stacks():
 
 
 def toolkit(*args: str) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [sys.executable, "-m", "toolkit", *args], capture_output=True, text=True, timeout=600, env={**os.environ}
-    )
+    result = subprocess.run([sys.executable, "-m", "toolkit", *args], capture_output=True, text=True,
+                            timeout=600, env={**os.environ})
     assert result.returncode == 0, result.stderr
     return result

@@ -58,9 +58,7 @@ def test_paths_outside_the_working_directory_are_refused(project: Path) -> None:
 @pytest.mark.parametrize("secret", [".env", "server.pem", "id_rsa", "id_rsa.pub", "tls.key"])
 def test_secret_looking_files_swept_in_by_a_glob_are_refused(project: Path, secret: str) -> None:
     (project / "data" / secret).write_text("SECRET=1")
-    with pytest.raises(
-        IncludeFilesError, match=rf"pattern 'data' sweeps in 'data/{secret}', which looks like a secret"
-    ):
+    with pytest.raises(IncludeFilesError, match=rf"pattern 'data' sweeps in 'data/{secret}', which looks like a secret"):
         files.select(["data"], project, 100)
     with pytest.raises(IncludeFilesError, match="looks like a secret"):
         files.select(["data/*"], project, 100)
@@ -71,9 +69,7 @@ def test_secret_looking_files_swept_in_by_a_glob_are_refused(project: Path, secr
 
 def test_files_over_the_size_limit_are_refused(project: Path) -> None:
     (project / "data" / "big.bin").write_bytes(b"\0" * 300_000)
-    with pytest.raises(
-        IncludeFilesError, match=r"selects 0\.3 MB in 4 files, over the limit of 0\.2 MB \(largest: data/big.bin"
-    ):
+    with pytest.raises(IncludeFilesError, match=r"selects 0\.3 MB in 4 files, over the limit of 0\.2 MB \(largest: data/big.bin"):
         files.select(["data"], project, 0.2)
     assert files.select(["data", "!data/big.bin"], project, 0.2)
 

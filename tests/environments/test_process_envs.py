@@ -91,10 +91,7 @@ def test_cli_json_consumers_get_the_build_as_events(tmp_path):
     )
     result = subprocess.run(
         [sys.executable, "-m", "toolkit", "run", f"{script}:six_version", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "TOOLKIT_PROGRESS": "1"},
+        capture_output=True, text=True, timeout=600, env={**os.environ, "TOOLKIT_PROGRESS": "1"},
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["result"] == "1.16.0"

@@ -14,20 +14,10 @@ def test_json_mode_emits_one_event_per_step(monkeypatch, capsys):
     report("building", "env-0123: 1 wheel(s)")
     events = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
     assert events == [
-        {
-            "event": "environment",
-            "environment": "env-0123",
-            "stage": "downloading",
-            "message": "humanize-4.12.3-py3-none-any.whl",
-            "bytes": 128_055,
-        },
-        {
-            "event": "environment",
-            "environment": "env-0123",
-            "stage": "building",
-            "message": "env-0123: 1 wheel(s)",
-            "bytes": None,
-        },
+        {"event": "environment", "environment": "env-0123", "stage": "downloading",
+         "message": "humanize-4.12.3-py3-none-any.whl", "bytes": 128_055},
+        {"event": "environment", "environment": "env-0123", "stage": "building",
+         "message": "env-0123: 1 wheel(s)", "bytes": None},
     ]
 
 

@@ -19,26 +19,13 @@ from toolkit.infra.kubernetes import KubernetesTarget
 from toolkit.pools import PoolRegistry, WorkPool, parse_pool
 from toolkit.settings import runner_image
 
-PIN = Pin(
-    name="six",
-    version="1.16.0",
-    wheel="six-1.16.0-py2.py3-none-any.whl",
-    sha256="0" * 64,
-    size=11053,
-    source="packages",
-)
+PIN = Pin(name="six", version="1.16.0", wheel="six-1.16.0-py2.py3-none-any.whl", sha256="0" * 64, size=11053,
+          source="packages")
 
 
 def environment(registry: str | None) -> Environment:
-    return Environment(
-        kind="image",
-        base="toolkit-runner:1",
-        base_identity="sha256:1",
-        python="3.11",
-        purelib="/usr/lib/python3/dist-packages",
-        pins=(PIN,),
-        registry=registry,
-    )
+    return Environment(kind="image", base="toolkit-runner:1", base_identity="sha256:1", python="3.11",
+                       purelib="/usr/lib/python3/dist-packages", pins=(PIN,), registry=registry)
 
 
 # -- the setting ----------------------------------------------------------------------------
@@ -121,25 +108,11 @@ def test_the_docker_configuration_is_used_when_it_knows_the_registry(
 
 
 def test_pool_create_takes_a_registry_and_never_a_password(toolkit_home: Path) -> None:
-    result = CliRunner().invoke(
-        app,
-        [
-            "pool",
-            "create",
-            "k8s-reg",
-            "--type",
-            "kubernetes",
-            "--storage",
-            "s3://b/p",
-            "--image-registry",
-            "reg.example.com/ml",
-            "--registry-username",
-            "robot",
-            "--registry-password-env",
-            "REG_TOKEN",
-            "--overwrite",
-        ],
-    )
+    result = CliRunner().invoke(app, [
+        "pool", "create", "k8s-reg", "--type", "kubernetes", "--storage", "s3://b/p",
+        "--image-registry", "reg.example.com/ml", "--registry-username", "robot",
+        "--registry-password-env", "REG_TOKEN", "--overwrite",
+    ])
     assert result.exit_code == 0, result.output
     stored = PoolRegistry().get("k8s-reg").image_registry
     assert stored == ImageRegistry(url="reg.example.com/ml", username="robot", password_env="REG_TOKEN")
@@ -161,23 +134,16 @@ def test_the_push_program_pushes_the_built_image_and_exports_its_digest(
     registry = ImageRegistry(url="reg.example.com/ml", username="robot", password_env="REG_TOKEN")
     env = environment(registry.repository)
     digest = "sha256:" + "ab" * 32
-    run = run_program(
-        lambda: _image_program(env, tmp_path, registry),
-        outputs={
-            "docker:index/registryImage:RegistryImage": {"sha256Digest": digest},
-            "docker:index/remoteImage:RemoteImage": {"imageId": "sha256:built"},
-        },
-    )
+    run = run_program(lambda: _image_program(env, tmp_path, registry),
+                      outputs={"docker:index/registryImage:RegistryImage": {"sha256Digest": digest},
+                               "docker:index/remoteImage:RemoteImage": {"imageId": "sha256:built"}})
     image = run.one("docker:index/remoteImage:RemoteImage").inputs
     pushed = run.one("docker:index/registryImage:RegistryImage").inputs
     assert image["name"] == pushed["name"] == env.image_name
     assert pushed["keepRemotely"] is False and pushed["triggers"] == {"image_id": "sha256:built"}  # rebuilt: pushed
     provider = next(r for r in run.of_type("pulumi:providers:docker") if r.name == "registry")
-    auth = (
-        json.loads(provider.inputs["registryAuth"])[0]
-        if isinstance(provider.inputs["registryAuth"], str)
+    auth = json.loads(provider.inputs["registryAuth"])[0] if isinstance(provider.inputs["registryAuth"], str) \
         else provider.inputs["registryAuth"][0]
-    )
     assert (auth["address"], auth["username"]) == ("https://reg.example.com", "robot")
     assert "registry-password-never-in-plaintext" not in json.dumps(
         [r.raw for r in run.resources if r.name != "registry"]
@@ -201,16 +167,9 @@ def test_an_open_registry_is_pushed_to_without_credentials(tmp_path: Path) -> No
 def _kubernetes_pool(image: str, **fields: object) -> str:
     template = KubernetesTarget.default_template()
     template["variables"]["properties"]["image"]["default"] = image
-    PoolRegistry().save(
-        WorkPool(
-            name="k8s-remote",
-            type="kubernetes",
-            base_job_template=template,
-            storage={"url": "s3://bucket/runs", "mode": "shared-prefix"},
-            **fields,
-        ),
-        overwrite=True,
-    )
+    PoolRegistry().save(WorkPool(name="k8s-remote", type="kubernetes", base_job_template=template,
+                                 storage={"url": "s3://bucket/runs", "mode": "shared-prefix"}, **fields),
+                        overwrite=True)
     return "k8s-remote"
 
 
@@ -222,9 +181,8 @@ def test_a_remote_pool_without_a_registry_refuses_a_call_that_needs_packages(too
     def f() -> None:
         return None
 
-    with pytest.raises(
-        ConfigError, match=r"pool 'k8s-remote' runs its jobs off this machine.*humanize==4\.11\.0.*" r"image_registry"
-    ):
+    with pytest.raises(ConfigError, match=r"pool 'k8s-remote' runs its jobs off this machine.*humanize==4\.11\.0.*"
+                                          r"image_registry"):
         f.preview()
 
 
@@ -243,9 +201,6 @@ def test_a_remote_base_not_on_this_machine_is_needed_only_when_the_call_adds_pac
     def with_humanize() -> None:
         return None
 
-    with pytest.raises(
-        ConfigError,
-        match=r"'registry.invalid/team/runner:1' of pool 'k8s-remote' is not on this "
-        r"machine and could not be pulled",
-    ):
+    with pytest.raises(ConfigError, match=r"'registry.invalid/team/runner:1' of pool 'k8s-remote' is not on this "
+                                          r"machine and could not be pulled"):
         with_humanize.preview()

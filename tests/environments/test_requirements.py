@@ -9,16 +9,9 @@ import pytest
 from toolkit.environments import requirements
 from toolkit.errors import ConfigError, RequirementConflictError
 
-LINUX = {
-    "python_version": "3.11",
-    "sys_platform": "linux",
-    "platform_system": "Linux",
-    "python_full_version": "3.11.2",
-    "implementation_name": "cpython",
-    "platform_machine": "x86_64",
-    "os_name": "posix",
-    "platform_python_implementation": "CPython",
-}
+LINUX = {"python_version": "3.11", "sys_platform": "linux", "platform_system": "Linux",
+         "python_full_version": "3.11.2", "implementation_name": "cpython", "platform_machine": "x86_64",
+         "os_name": "posix", "platform_python_implementation": "CPython"}
 
 
 def test_packages_and_requirements_files_keep_their_origin(tmp_path: Path):
@@ -47,10 +40,7 @@ def test_bad_requirements_are_named(tmp_path: Path):
 def test_contradicting_pins_are_refused_naming_both(tmp_path: Path):
     (tmp_path / "r.txt").write_text("humanize==4.11.0\n")
     items = requirements.from_packages(["humanize==4.12.3"]) + requirements.from_file("r.txt", tmp_path)
-    with pytest.raises(
-        RequirementConflictError,
-        match=r"conflicting pins for 'humanize': 'humanize==4.12.3' \(packages, packages\[0\]\) and 'humanize==4.11.0' \(requirements, r.txt:1\)",
-    ):
+    with pytest.raises(RequirementConflictError, match=r"conflicting pins for 'humanize': 'humanize==4.12.3' \(packages, packages\[0\]\) and 'humanize==4.11.0' \(requirements, r.txt:1\)"):
         requirements.check_pins(items)
     with pytest.raises(RequirementConflictError):
         requirements.check_pins(requirements.from_packages(["six==1.16.0", "six>=1.17"]))

@@ -115,9 +115,7 @@ class TargetConformance:
 
     def map_context(self, *layers: dict[str, Any]) -> RunContext:
         """A map of ``map_items`` items, ``map_parallelism`` at once (the staged items are never read here)."""
-        fanout = FanOut(
-            count=self.map_items, parallelism=self.map_parallelism, items_path=Path("/tmp/toolkit-test-items")
-        )
+        fanout = FanOut(count=self.map_items, parallelism=self.map_parallelism, items_path=Path("/tmp/toolkit-test-items"))
         return dataclasses.replace(self.context(*layers), fanout=fanout)
 
     def map_program(self, *layers: dict[str, Any]) -> ProgramRun:
@@ -189,16 +187,10 @@ class TargetConformance:
 
     def test_a_maps_items_are_uploaded_to_run_storage_once(self) -> None:
         run = self.map_program(self.sample())
-        uploads = [
-            r
-            for r in run.resources
-            if r.type.startswith("pulumi-python:dynamic/toolkit:Run")
-            and r.inputs.get("items_path") == "/tmp/toolkit-test-items"
-        ]
+        uploads = [r for r in run.resources if r.type.startswith("pulumi-python:dynamic/toolkit:Run")
+                   and r.inputs.get("items_path") == "/tmp/toolkit-test-items"]
         assert len(uploads) == 1, [(r.type, r.name) for r in run.resources]
-        assert not any(
-            "toolkit-test-items" in json.dumps(r.inputs, default=str) for r in run.resources if r not in uploads
-        )
+        assert not any("toolkit-test-items" in json.dumps(r.inputs, default=str) for r in run.resources if r not in uploads)
 
     def test_a_maps_watcher_builds_from_its_exports(self) -> None:
         context = self.map_context(self.sample())
@@ -218,9 +210,7 @@ class TargetConformance:
             return
         context = self.context(self.sample(), {"retries": 3}, attempt=2)
         run = run_program(lambda: self.target.program(context), outputs=self.mock_outputs, calls=self.mock_calls)
-        triggered = {
-            r.type: r.options.get("replacementTrigger") for r in run.resources if "replacementTrigger" in r.options
-        }
+        triggered = {r.type: r.options.get("replacementTrigger") for r in run.resources if "replacementTrigger" in r.options}
         assert triggered == {self.attempt_type or self.job_type: 2}
 
     def test_a_maps_fresh_job_replaces_only_its_workers(self) -> None:
@@ -230,9 +220,7 @@ class TargetConformance:
             return  # its controller retries each index itself; the engine never re-runs the job
         context = dataclasses.replace(self.map_context(self.sample(), {"retries": 1}), attempt=2)
         run = run_program(lambda: self.target.program(context), outputs=self.mock_outputs, calls=self.mock_calls)
-        triggered = [
-            (r.type, r.options["replacementTrigger"]) for r in run.resources if "replacementTrigger" in r.options
-        ]
+        triggered = [(r.type, r.options["replacementTrigger"]) for r in run.resources if "replacementTrigger" in r.options]
         assert triggered and set(triggered) == {(self.attempt_type or self.job_type, 2)}, triggered
 
     def assert_native_retries(self, run: ProgramRun, retries: int) -> None:
@@ -305,9 +293,7 @@ class RemoteEnvironmentConformance(TargetConformance):
 
     def test_the_environments_base_is_the_pools_image(self) -> None:
         config, _ = self.render(self.sample())
-        assert (
-            self.target.environment_base(self.target.parse_job(config, "test-pool")) == self.sample_variables["image"]
-        )
+        assert self.target.environment_base(self.target.parse_job(config, "test-pool")) == self.sample_variables["image"]
 
     def test_include_files_travel_next_to_the_bundle(self) -> None:
         assert FILES_NAME not in self.uploaded_names(self.program(self.sample()))

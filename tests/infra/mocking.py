@@ -71,10 +71,7 @@ def secret_version_outputs(project_number: str) -> Callable[[pulumi.runtime.Mock
 
     def outputs(args: pulumi.runtime.MockResourceArgs) -> dict[str, Any]:
         number = str(1 + zlib.crc32(args.name.encode()) % 997)
-        return {
-            "version": number,
-            "name": f"projects/{project_number}/secrets/{args.inputs['secret']}/versions/{number}",
-        }
+        return {"version": number, "name": f"projects/{project_number}/secrets/{args.inputs['secret']}/versions/{number}"}
 
     return outputs
 

@@ -82,9 +82,7 @@ class TestAzureContainerInstanceTarget(RemoteEnvironmentConformance):
         GROUP: {"identity": {"type": "UserAssigned", "userAssignedIdentities": {}}},
         "azure-native:managedidentity:UserAssignedIdentity": {"principalId": "principal-1", "clientId": "client-1"},
     }
-    mock_calls = {
-        "azure-native:storage:listStorageAccountKeys": {"keys": [{"keyName": "key1", "value": "account-key"}]}
-    }
+    mock_calls = {"azure-native:storage:listStorageAccountKeys": {"keys": [{"keyName": "key1", "value": "account-key"}]}}
     job_type = GROUP
     write_only_fields = frozenset({"secureValue"})  # never returned by the ACI API
     expected_resources = {

@@ -336,11 +336,7 @@ FAILED = _cond(
         ),
         (
             _execution([FAILED], failedCount=1, completionTime="t"),
-            [
-                _task(
-                    137, "Memory limit of 512 MiB exceeded with 530 MiB used. Consider increasing the memory limit.", 2
-                )
-            ],
+            [_task(137, "Memory limit of 512 MiB exceeded with 530 MiB used. Consider increasing the memory limit.", 2)],
             "failed",
             137,
             ["Memory limit", "raise the 'memory' job variable"],

@@ -145,10 +145,7 @@ class TestEcsTarget(RemoteEnvironmentConformance):
         repository = f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/ml/toolkit-env"
         assert {"Effect": "Allow", "Action": ECR_PULL_ACTIONS, "Resource": [repository]} in statements
         assert {"Effect": "Allow", "Action": ["ecr:GetAuthorizationToken"], "Resource": ["*"]} in statements
-        assert not any(
-            "ecr:" in str(s["Action"])
-            for s in _policy(self.program(self.sample()), "execution-role-policy")["Statement"]
-        )
+        assert not any("ecr:" in str(s["Action"]) for s in _policy(self.program(self.sample()), "execution-role-policy")["Statement"])
 
     def test_an_existing_execution_role_gets_the_pull_permission_for_the_run(self) -> None:
         run = self.environment_program(self.sample(), {"execution_role_arn": ROLE_ARN})
@@ -165,14 +162,10 @@ class TestEcsTarget(RemoteEnvironmentConformance):
             self.environment_context(self.sample()), image=f"{registry.repository}@{DIGEST}", image_registry=registry
         )
         run = run_program(lambda: self.target.program(context), outputs=self.mock_outputs)
-        version = next(
-            r
-            for r in run.of_type("aws:secretsmanager/secretVersion:SecretVersion")
-            if r.name == "registry-credentials-value"
-        )
+        version = next(r for r in run.of_type("aws:secretsmanager/secretVersion:SecretVersion")
+                       if r.name == "registry-credentials-value")
         assert json.loads(version.inputs["secretString"]) == {
-            "username": "robot",
-            "password": "registry-password-never-in-plaintext",
+            "username": "robot", "password": "registry-password-never-in-plaintext"
         }
         assert version.secret_paths() == {"secretString"}
         runner = _containers(run)[0]

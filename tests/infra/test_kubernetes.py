@@ -308,9 +308,7 @@ class TestKubernetesTarget(RemoteEnvironmentConformance):
     def test_pool_object_storage_is_required(self) -> None:
         with pytest.raises(ConfigError, match="mode 'shared-prefix'.*--storage s3://bucket/prefix"):
             self.target.storage_url("abc", None)
-        with pytest.raises(
-            ConfigError, match=r"cannot be reached by kubernetes jobs; use object storage they can reach \(s3://, gs://"
-        ):
+        with pytest.raises(ConfigError, match=r"cannot be reached by kubernetes jobs; use object storage they can reach \(s3://, gs://"):
             self.target.storage_url("abc", "/srv/toolkit")
         for url in ("s3://b/p", "gs://b/p", "az://c/p"):
             assert self.target.storage_url("abc", url) == (f"{url}/abc", True)
@@ -374,10 +372,7 @@ def test_watcher_follows_a_job_from_unschedulable_to_success() -> None:
     assert watcher.status().state == "running"
     cluster.pods = ["succeeded"]
     assert watcher.status().model_dump(include={"state", "exit_code", "reason", "attempt"}) == {
-        "state": "succeeded",
-        "exit_code": 0,
-        "reason": None,
-        "attempt": 1,
+        "state": "succeeded", "exit_code": 0, "reason": None, "attempt": 1
     }
     cluster.job = "complete"
     assert watcher.status().state == "succeeded"
@@ -568,13 +563,7 @@ def test_run_storage_on_an_s3_prefix_carries_bundle_and_result(tmp_path: Path) -
     fs.pipe_file("pool-bucket/runs/other-run/bundle.tkb", b"another run's data")
     url, shared = KubernetesTarget().storage_url("0123abcd4567", "s3://pool-bucket/runs")
     assert shared
-    props = {
-        "url": url,
-        "bundle_path": str(tmp_path / "bundle.tkb"),
-        "options": {},
-        "mode": "700",
-        "bundle_name": BUNDLE_NAME,
-    }
+    props = {"url": url, "bundle_path": str(tmp_path / "bundle.tkb"), "options": {}, "mode": "700", "bundle_name": BUNDLE_NAME}
     provider = RunStorageProvider()
 
     def upload(bundle: bytes) -> None:

@@ -35,9 +35,7 @@ class TestProcessTarget(TargetConformance):
         workers = run.of_type("pulumi-python:dynamic/toolkit:LocalProcess")
         files = {w.inputs["argv"][w.inputs["argv"].index("--secrets") + 1].rsplit("/", 1)[-1] for w in workers}
         assert files == set(run.one("pulumi-python:dynamic/toolkit:RunStorage").inputs["secrets_names"])
-        assert (
-            len(files) == len({w.inputs["log_name"] for w in workers}) == len({w.inputs["cwd"] for w in workers}) == 7
-        )
+        assert len(files) == len({w.inputs["log_name"] for w in workers}) == len({w.inputs["cwd"] for w in workers}) == 7
 
     def test_job_runs_the_runner_behind_the_command_prefix(self) -> None:
         run = self.program(self.sample())

@@ -88,12 +88,8 @@ def binaries_ready(bin_dir: Path) -> bool:
 def _staging_modules(go: str) -> list[str]:
     """The ``k8s.io/*`` modules that k8s.io/kubernetes takes from its own ``staging/`` directory."""
     with tempfile.TemporaryDirectory(prefix="toolkit-go-download-") as outside_any_module:
-        output = run(
-            [go, "mod", "download", "-json", f"{KUBERNETES}@{KUBERNETES_VERSION}"],
-            f"download {KUBERNETES}@{KUBERNETES_VERSION}",
-            cwd=Path(outside_any_module),
-            env=go_env(),
-        )
+        output = run([go, "mod", "download", "-json", f"{KUBERNETES}@{KUBERNETES_VERSION}"],
+                     f"download {KUBERNETES}@{KUBERNETES_VERSION}", cwd=Path(outside_any_module), env=go_env())
     go_mod = Path(json.loads(output)["GoMod"]).read_text()
     modules = _STAGING.findall(go_mod)
     if not modules:
@@ -106,18 +102,8 @@ def _write_module(work_dir: Path, staging: list[str]) -> None:
     published = "v0." + KUBERNETES_VERSION.removeprefix("v1.")
     replaces = [f"replace {m} => {m} {published}" for m in staging if not m.startswith("k8s.io/sample-")]
     (work_dir / "go.mod").write_text(
-        "\n".join(
-            [
-                "module toolkit.local/k8s-cluster",
-                "",
-                "go 1.24",
-                "",
-                f"require {KUBERNETES} {KUBERNETES_VERSION}",
-                "",
-                *replaces,
-                "",
-            ]
-        )
+        "\n".join(["module toolkit.local/k8s-cluster", "", "go 1.24", "",
+                   f"require {KUBERNETES} {KUBERNETES_VERSION}", "", *replaces, ""])
     )
     imports = "\n".join(f'\t_ "{KUBERNETES}/cmd/{c}"' for c in KUBERNETES_COMMANDS)
     (work_dir / "tools.go").write_text(f"//go:build tools\n\npackage tools\n\nimport (\n{imports}\n)\n")
@@ -129,18 +115,10 @@ def _write_module(work_dir: Path, staging: list[str]) -> None:
 def _version_ldflags() -> str:
     """What Kubernetes' own build stamps: components report it, and clients (Pulumi's provider) check it."""
     major, minor = KUBERNETES_VERSION.removeprefix("v").split(".")[:2]
-    values = {
-        "gitVersion": KUBERNETES_VERSION,
-        "gitMajor": major,
-        "gitMinor": minor,
-        "gitTreeState": "clean",
-        "buildDate": "1970-01-01T00:00:00Z",
-    }
-    flags = [
-        f"-X {package}.{key}={value}"
-        for package in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version")
-        for key, value in values.items()
-    ]
+    values = {"gitVersion": KUBERNETES_VERSION, "gitMajor": major, "gitMinor": minor, "gitTreeState": "clean",
+              "buildDate": "1970-01-01T00:00:00Z"}
+    flags = [f"-X {package}.{key}={value}" for package in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version")
+             for key, value in values.items()]
     return "-s -w " + " ".join(flags)
 
 
@@ -161,9 +139,7 @@ def _compile(go: str, work_dir: Path, bin_dir: Path, log: Log) -> None:
                 log(f"  compiling: {done} packages in {last_report - started:.0f} s")
     if process.returncode != 0:
         tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-25:])
-        raise ToolchainError(
-            f"go build of the cluster binaries failed (exit {process.returncode}); {log_path}:\n{tail}"
-        )
+        raise ToolchainError(f"go build of the cluster binaries failed (exit {process.returncode}); {log_path}:\n{tail}")
 
 
 def ensure_binaries(cache: Path, log: Log) -> Path:
@@ -176,10 +152,8 @@ def ensure_binaries(cache: Path, log: Log) -> Path:
     work_dir.mkdir(parents=True, exist_ok=True)
     bin_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    log(
-        f"building Kubernetes {KUBERNETES_VERSION}, etcd and pause from the Go module proxy into {bin_dir} "
-        "(once; about 7 minutes on 2 cores with cold Go caches)"
-    )
+    log(f"building Kubernetes {KUBERNETES_VERSION}, etcd and pause from the Go module proxy into {bin_dir} "
+        "(once; about 7 minutes on 2 cores with cold Go caches)")
     _write_module(work_dir, _staging_modules(go))
     log("  resolving modules (go mod tidy)")
     run([go, "mod", "tidy"], "go mod tidy for the cluster binaries", cwd=work_dir, env=go_env())
@@ -187,3 +161,4 @@ def ensure_binaries(cache: Path, log: Log) -> Path:
     (bin_dir / "build.stamp").write_text(_stamp() + "\n")
     log(f"  built {', '.join(PROGRAMS)} in {time.monotonic() - started:.0f} s")
     return bin_dir
+

@@ -38,12 +38,8 @@ from tests.k8s.binaries import KUBERNETES_VERSION, ensure_binaries
 from tests.k8s.components import Component, Credentials, tls_context
 from tests.k8s.layout import ClusterInfo, Layout
 
-DEBIAN_PACKAGES = {
-    "containerd": "containerd",
-    "runc": "runc",
-    "ctr": "containerd",
-    "/usr/lib/cni/bridge": "containernetworking-plugins",
-}
+DEBIAN_PACKAGES = {"containerd": "containerd", "runc": "runc", "ctr": "containerd",
+                   "/usr/lib/cni/bridge": "containernetworking-plugins"}
 STOP_SECONDS = 20
 Log = Callable[[str], None]
 
@@ -85,14 +81,9 @@ def _start(where: Layout, component: Component) -> subprocess.Popen[bytes]:
     where.logs.mkdir(parents=True, exist_ok=True)
     log_path = where.logs / f"{component.name.split()[0]}.log"
     with log_path.open("ab") as log_file:
-        process = subprocess.Popen(
-            component.argv,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            env={**os.environ, **component.env},
-        )
+        process = subprocess.Popen(component.argv, stdout=log_file, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, start_new_session=True,
+                                   env={**os.environ, **component.env})
     records = _recorded(where)
     records[component.name] = {"pid": process.pid, "executable": component.argv[0], "log": str(log_path)}
     where.pids.write_text(json.dumps(records, indent=2) + "\n")
@@ -112,15 +103,11 @@ def _wait_ready(where: Layout, component: Component, process: subprocess.Popen[b
     while waiting is not None:
         log_path = Path(str(_recorded(where)[component.name]["log"]))
         if process.poll() is not None:
-            raise ClusterError(
-                f"{component.name} exited with code {process.returncode} while starting. "
-                f"Its log {log_path} ends:\n{_tail(log_path)}"
-            )
+            raise ClusterError(f"{component.name} exited with code {process.returncode} while starting. "
+                               f"Its log {log_path} ends:\n{_tail(log_path)}")
         if time.monotonic() > deadline:
-            raise ClusterError(
-                f"{component.name} did not come up within {component.timeout:.0f} s ({waiting}). "
-                f"Its log {log_path} ends:\n{_tail(log_path)}"
-            )
+            raise ClusterError(f"{component.name} did not come up within {component.timeout:.0f} s ({waiting}). "
+                               f"Its log {log_path} ends:\n{_tail(log_path)}")
         time.sleep(0.5)
         waiting = component.probe()
 
@@ -148,13 +135,8 @@ def _stop_processes(where: Layout, log: Log, names: set[str]) -> None:
 
 
 def _ensure_debian_packages(log: Log) -> str:
-    missing = sorted(
-        {
-            package
-            for tool, package in DEBIAN_PACKAGES.items()
-            if not (Path(tool).exists() if tool.startswith("/") else shutil.which(tool))
-        }
-    )
+    missing = sorted({package for tool, package in DEBIAN_PACKAGES.items()
+                      if not (Path(tool).exists() if tool.startswith("/") else shutil.which(tool))})
     if not missing:
         return "containerd, runc, CNI plugins present"
     log(f"    apt-get install {' '.join(missing)}")
@@ -212,8 +194,7 @@ def _mounts_under(*roots: Path) -> list[str]:
 def _kubectl_json(creds: Credentials, method: str, path: str, body: dict[str, object] | None = None) -> dict:
     """One request to the API server as the admin (no kubectl binary needed)."""
     request = urllib.request.Request(
-        f"https://127.0.0.1:{L.APISERVER_PORT}{path}",
-        method=method,
+        f"https://127.0.0.1:{L.APISERVER_PORT}{path}", method=method,
         data=json.dumps(body).encode() if body is not None else None,
         headers={"Content-Type": "application/json"},
     )
@@ -228,17 +209,11 @@ def _credentials(where: Layout) -> Credentials:
         return pki / f"{name}.crt", pki / f"{name}.key"
 
     return Credentials(
-        ca=pki / "ca.crt",
-        apiserver=pair("apiserver"),
-        apiserver_kubelet_client=pair("apiserver-kubelet-client"),
-        controller_manager_serving=pair("controller-manager-serving"),
-        scheduler_serving=pair("scheduler-serving"),
-        kubelet_serving=pair("kubelet-serving"),
-        service_account=(pki / "service-account.key", pki / "service-account.pub"),
-        admin=where.state / "admin.kubeconfig",
-        controller_manager=where.state / "controller-manager.kubeconfig",
-        scheduler=where.state / "scheduler.kubeconfig",
-        kubelet=where.state / "kubelet.kubeconfig",
+        ca=pki / "ca.crt", apiserver=pair("apiserver"), apiserver_kubelet_client=pair("apiserver-kubelet-client"),
+        controller_manager_serving=pair("controller-manager-serving"), scheduler_serving=pair("scheduler-serving"),
+        kubelet_serving=pair("kubelet-serving"), service_account=(pki / "service-account.key", pki / "service-account.pub"),
+        admin=where.state / "admin.kubeconfig", controller_manager=where.state / "controller-manager.kubeconfig",
+        scheduler=where.state / "scheduler.kubeconfig", kubelet=where.state / "kubelet.kubeconfig",
         admin_client=pair("admin"),
     )
 
@@ -247,13 +222,9 @@ def _storage_setup(creds: Credentials, info: ClusterInfo) -> None:
     """The bucket, and the emulator's credentials as a Secret in ``default`` for pods' ``secret_env``."""
     import boto3
 
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=info.s3_endpoint,
-        region_name="us-east-1",
-        aws_access_key_id=L.S3_CREDENTIALS["access-key"],
-        aws_secret_access_key=L.S3_CREDENTIALS["secret-key"],
-    )
+    s3 = boto3.client("s3", endpoint_url=info.s3_endpoint, region_name="us-east-1",
+                      aws_access_key_id=L.S3_CREDENTIALS["access-key"],
+                      aws_secret_access_key=L.S3_CREDENTIALS["secret-key"])
     s3.create_bucket(Bucket=info.bucket)
     secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": L.S3_SECRET}, "stringData": L.S3_CREDENTIALS}
     _kubectl_json(creds, "POST", "/api/v1/namespaces/default/secrets", secret)
@@ -262,10 +233,8 @@ def _storage_setup(creds: Credentials, info: ClusterInfo) -> None:
 def status(where: Layout | None = None) -> dict[str, str]:
     """Component -> 'running' / 'stopped' for the processes ``up`` recorded."""
     where = where or Layout.default()
-    return {
-        name: "running" if _alive(int(str(r["pid"])), str(r["executable"])) else "stopped"
-        for name, r in _recorded(where).items()
-    }
+    return {name: "running" if _alive(int(str(r["pid"])), str(r["executable"])) else "stopped"
+            for name, r in _recorded(where).items()}
 
 
 def is_up(where: Layout | None = None) -> bool:
@@ -317,13 +286,8 @@ def up(log: Log = _say, where: Layout | None = None) -> ClusterInfo:
             with _step(log, component.name) as outcome:
                 _wait_ready(where, component, _start(where, component))
         info = ClusterInfo(
-            kubeconfig=str(creds.admin),
-            context=L.CONTEXT,
-            node_ip=node_ip,
-            s3_endpoint=f"http://{node_ip}:{L.S3_PORT}",
-            bucket=L.BUCKET,
-            s3_secret=L.S3_SECRET,
-            runner_image=runner,
+            kubeconfig=str(creds.admin), context=L.CONTEXT, node_ip=node_ip,
+            s3_endpoint=f"http://{node_ip}:{L.S3_PORT}", bucket=L.BUCKET, s3_secret=L.S3_SECRET, runner_image=runner,
         )
         with _step(log, f"storage: bucket {L.BUCKET!r}, Secret default/{L.S3_SECRET}"):
             _storage_setup(creds, info)
@@ -394,12 +358,8 @@ def _delete_pods(where: Layout, log: Log) -> None:
         pods = _kubectl_json(creds, "GET", "/api/v1/pods")["items"]
         for pod in pods:
             meta = pod["metadata"]
-            _kubectl_json(
-                creds,
-                "DELETE",
-                f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}",
-                {"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0},
-            )
+            _kubectl_json(creds, "DELETE", f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}",
+                          {"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0})
         deadline = time.monotonic() + 60
         while _kubectl_json(creds, "GET", "/api/v1/pods")["items"] and time.monotonic() < deadline:
             time.sleep(1)
@@ -450,9 +410,8 @@ def down(log: Log = _say, where: Layout | None = None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="k8s-cluster", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(prog="k8s-cluster", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=("up", "down", "status", "build"))
     command = parser.parse_args(argv).command
     where = Layout.default()

@@ -72,25 +72,16 @@ def write_pki(where: Layout, node_ip: str) -> Credentials:
     return Credentials(
         ca=ca.cert_path,
         apiserver=ca.issue(
-            "apiserver",
-            "kube-apiserver",
-            server_names=(
-                "localhost",
-                "kubernetes",
-                "kubernetes.default",
-                "kubernetes.default.svc",
-                "kubernetes.default.svc.cluster.local",
-            ),
+            "apiserver", "kube-apiserver",
+            server_names=("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
+                          "kubernetes.default.svc.cluster.local"),
             server_ips=("127.0.0.1", L.SERVICE_IP, node_ip),
         ),
-        apiserver_kubelet_client=ca.issue(
-            "apiserver-kubelet-client", "kube-apiserver-kubelet-client", "system:masters"
-        ),
+        apiserver_kubelet_client=ca.issue("apiserver-kubelet-client", "kube-apiserver-kubelet-client", "system:masters"),
         controller_manager_serving=ca.issue("controller-manager-serving", "kube-controller-manager", **local),
         scheduler_serving=ca.issue("scheduler-serving", "kube-scheduler", **local),
-        kubelet_serving=ca.issue(
-            "kubelet-serving", L.NODE_NAME, server_names=(L.NODE_NAME, "localhost"), server_ips=(node_ip, "127.0.0.1")
-        ),
+        kubelet_serving=ca.issue("kubelet-serving", L.NODE_NAME, server_names=(L.NODE_NAME, "localhost"),
+                                 server_ips=(node_ip, "127.0.0.1")),
         service_account=ca.signing_key_pair("service-account"),
         admin=kubeconfigs["admin"],
         controller_manager=kubeconfigs["controller-manager"],
@@ -189,29 +180,20 @@ state = "{where.run / 'containerd'}"
 """
     )
     where.cni_conf.mkdir(parents=True, exist_ok=True)
-    (where.cni_conf / "10-toolkit.conflist").write_text(
-        json.dumps(
+    (where.cni_conf / "10-toolkit.conflist").write_text(json.dumps({
+        "cniVersion": "0.4.0",
+        "name": L.CNI_NETWORK,
+        "plugins": [
             {
-                "cniVersion": "0.4.0",
-                "name": L.CNI_NETWORK,
-                "plugins": [
-                    {
-                        "type": "bridge",
-                        "bridge": L.BRIDGE,
-                        "isGateway": True,
-                        "ipMasq": False,
-                        "ipam": {
-                            "type": "host-local",
-                            "ranges": [[{"subnet": L.POD_SUBNET}]],
-                            "routes": [{"dst": "0.0.0.0/0"}],
-                        },
-                    },
-                    {"type": "loopback"},
-                ],
+                "type": "bridge",
+                "bridge": L.BRIDGE,
+                "isGateway": True,
+                "ipMasq": False,
+                "ipam": {"type": "host-local", "ranges": [[{"subnet": L.POD_SUBNET}]], "routes": [{"dst": "0.0.0.0/0"}]},
             },
-            indent=2,
-        )
-    )
+            {"type": "loopback"},
+        ],
+    }, indent=2))
     return Component(
         name="containerd",
         argv=["containerd", "--config", str(config)],
@@ -226,21 +208,10 @@ def etcd(where: Layout) -> Component:
     return Component(
         name="etcd",
         argv=[
-            str(where.bin / "etcd"),
-            "--name",
-            "toolkit",
-            "--data-dir",
-            str(where.state / "etcd"),
-            "--listen-client-urls",
-            client,
-            "--advertise-client-urls",
-            client,
-            "--listen-peer-urls",
-            peer,
-            "--initial-advertise-peer-urls",
-            peer,
-            "--initial-cluster",
-            f"toolkit={peer}",
+            str(where.bin / "etcd"), "--name", "toolkit", "--data-dir", str(where.state / "etcd"),
+            "--listen-client-urls", client, "--advertise-client-urls", client,
+            "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+            "--initial-cluster", f"toolkit={peer}",
             "--unsafe-no-fsync",  # a throw-away test cluster: no need to wait for the disk
         ],
         probe=http_probe(f"{client}/health", expect='"health":"true"'),
@@ -254,12 +225,9 @@ def apiserver(where: Layout, creds: Credentials, node_ip: str) -> Component:
         argv=[
             str(where.bin / "kube-apiserver"),
             f"--etcd-servers=http://127.0.0.1:{L.ETCD_PORT}",
-            "--bind-address=127.0.0.1",
-            f"--secure-port={L.APISERVER_PORT}",
-            f"--advertise-address={node_ip}",
+            "--bind-address=127.0.0.1", f"--secure-port={L.APISERVER_PORT}", f"--advertise-address={node_ip}",
             "--endpoint-reconciler-type=none",  # it listens on loopback only: advertise no endpoint for it
-            f"--tls-cert-file={creds.apiserver[0]}",
-            f"--tls-private-key-file={creds.apiserver[1]}",
+            f"--tls-cert-file={creds.apiserver[0]}", f"--tls-private-key-file={creds.apiserver[1]}",
             f"--client-ca-file={creds.ca}",
             f"--service-cluster-ip-range={L.SERVICE_SUBNET}",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
@@ -282,8 +250,7 @@ def controller_manager(where: Layout, creds: Credentials) -> Component:
         argv=[
             str(where.bin / "kube-controller-manager"),
             f"--kubeconfig={creds.controller_manager}",
-            "--bind-address=127.0.0.1",
-            f"--secure-port={L.CONTROLLER_MANAGER_PORT}",
+            "--bind-address=127.0.0.1", f"--secure-port={L.CONTROLLER_MANAGER_PORT}",
             f"--tls-cert-file={creds.controller_manager_serving[0]}",
             f"--tls-private-key-file={creds.controller_manager_serving[1]}",
             f"--service-account-private-key-file={creds.service_account[0]}",
@@ -302,8 +269,7 @@ def scheduler(where: Layout, creds: Credentials) -> Component:
         argv=[
             str(where.bin / "kube-scheduler"),
             f"--kubeconfig={creds.scheduler}",
-            "--bind-address=127.0.0.1",
-            f"--secure-port={L.SCHEDULER_PORT}",
+            "--bind-address=127.0.0.1", f"--secure-port={L.SCHEDULER_PORT}",
             f"--tls-cert-file={creds.scheduler_serving[0]}",
             f"--tls-private-key-file={creds.scheduler_serving[1]}",
             "--leader-elect=false",
@@ -315,51 +281,35 @@ def scheduler(where: Layout, creds: Credentials) -> Component:
 
 def kubelet(where: Layout, creds: Credentials, node_ip: str) -> Component:
     config = where.state / "kubelet.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "kubelet.config.k8s.io/v1beta1",
-                "kind": "KubeletConfiguration",
-                "address": node_ip,
-                "port": L.KUBELET_PORT,
-                "healthzBindAddress": "127.0.0.1",
-                "healthzPort": L.KUBELET_HEALTHZ_PORT,
-                "readOnlyPort": 0,
-                "authentication": {
-                    "anonymous": {"enabled": False},
-                    "webhook": {"enabled": False},
-                    "x509": {"clientCAFile": str(creds.ca)},
-                },
-                "authorization": {"mode": "AlwaysAllow"},  # only the API server holds a client certificate
-                "tlsCertFile": str(creds.kubelet_serving[0]),
-                "tlsPrivateKeyFile": str(creds.kubelet_serving[1]),
-                "containerRuntimeEndpoint": f"unix://{where.containerd_socket}",
-                "cgroupDriver": "cgroupfs",
-                "cgroupRoot": f"/{L.CGROUP_ROOT}",
-                "failSwapOn": False,
-                "resolvConf": "/etc/resolv.conf",
-                "evictionHard": {
-                    "memory.available": "100Mi",
-                    "nodefs.available": "1%",
-                    "imagefs.available": "1%",
-                    "nodefs.inodesFree": "1%",
-                },
-                "imageGCHighThresholdPercent": 100,
-                "imageGCLowThresholdPercent": 99,
-                "serializeImagePulls": False,
-            },
-            sort_keys=False,
-        )
-    )
+    config.write_text(yaml.safe_dump({
+        "apiVersion": "kubelet.config.k8s.io/v1beta1",
+        "kind": "KubeletConfiguration",
+        "address": node_ip,
+        "port": L.KUBELET_PORT,
+        "healthzBindAddress": "127.0.0.1",
+        "healthzPort": L.KUBELET_HEALTHZ_PORT,
+        "readOnlyPort": 0,
+        "authentication": {"anonymous": {"enabled": False}, "webhook": {"enabled": False},
+                           "x509": {"clientCAFile": str(creds.ca)}},
+        "authorization": {"mode": "AlwaysAllow"},  # only the API server holds a client certificate
+        "tlsCertFile": str(creds.kubelet_serving[0]),
+        "tlsPrivateKeyFile": str(creds.kubelet_serving[1]),
+        "containerRuntimeEndpoint": f"unix://{where.containerd_socket}",
+        "cgroupDriver": "cgroupfs",
+        "cgroupRoot": f"/{L.CGROUP_ROOT}",
+        "failSwapOn": False,
+        "resolvConf": "/etc/resolv.conf",
+        "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%", "imagefs.available": "1%",
+                         "nodefs.inodesFree": "1%"},
+        "imageGCHighThresholdPercent": 100,
+        "imageGCLowThresholdPercent": 99,
+        "serializeImagePulls": False,
+    }, sort_keys=False))
     return Component(
         name="kubelet",
         argv=[
-            str(where.bin / "kubelet"),
-            f"--config={config}",
-            f"--kubeconfig={creds.kubelet}",
-            f"--root-dir={where.kubelet_root}",
-            f"--hostname-override={L.NODE_NAME}",
-            f"--node-ip={node_ip}",
+            str(where.bin / "kubelet"), f"--config={config}", f"--kubeconfig={creds.kubelet}",
+            f"--root-dir={where.kubelet_root}", f"--hostname-override={L.NODE_NAME}", f"--node-ip={node_ip}",
         ],
         probe=node_ready_probe(creds),
         timeout=120,

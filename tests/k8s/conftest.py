@@ -142,29 +142,19 @@ def save_pool(
         "image": cluster.runner_image,
         "namespace": namespace,
         "context": cluster.context,
-        "secret_env": {
-            "AWS_ACCESS_KEY_ID": f"{L.S3_SECRET}/access-key",
-            "AWS_SECRET_ACCESS_KEY": f"{L.S3_SECRET}/secret-key",
-        },
+        "secret_env": {"AWS_ACCESS_KEY_ID": f"{L.S3_SECRET}/access-key",
+                       "AWS_SECRET_ACCESS_KEY": f"{L.S3_SECRET}/secret-key"},
         "env": {"AWS_DEFAULT_REGION": "us-east-1"},
         **defaults,
     }
     for variable, value in defaults.items():
         template["variables"]["properties"][variable]["default"] = value
-    PoolRegistry().save(
-        WorkPool(
-            name=name,
-            type="kubernetes",
-            base_job_template=template,
-            storage={
-                "url": f"s3://{cluster.bucket}/{namespace}",
-                "mode": "shared-prefix",
-                "options": {"endpoint_url": cluster.s3_endpoint},
-            },
-            image_registry=image_registry,
-        ),
-        overwrite=True,
-    )
+    PoolRegistry().save(WorkPool(
+        name=name, type="kubernetes", base_job_template=template,
+        storage={"url": f"s3://{cluster.bucket}/{namespace}", "mode": "shared-prefix",
+                 "options": {"endpoint_url": cluster.s3_endpoint}},
+        image_registry=image_registry,
+    ), overwrite=True)
     return name
 
 

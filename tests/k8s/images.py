@@ -61,14 +61,12 @@ def _pause_archive(pause_binary: Path) -> bytes:
         with pause_binary.open("rb") as handle:
             tar.addfile(info, handle)
     layer_bytes = layer.getvalue()
-    config = json.dumps(
-        {
-            "architecture": "amd64",
-            "os": "linux",
-            "config": {"Entrypoint": ["/pause"], "User": "65535:65535"},
-            "rootfs": {"type": "layers", "diff_ids": [f"sha256:{hashlib.sha256(layer_bytes).hexdigest()}"]},
-        }
-    ).encode()
+    config = json.dumps({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {"Entrypoint": ["/pause"], "User": "65535:65535"},
+        "rootfs": {"type": "layers", "diff_ids": [f"sha256:{hashlib.sha256(layer_bytes).hexdigest()}"]},
+    }).encode()
     manifest = json.dumps([{"Config": "config.json", "RepoTags": [PAUSE_IMAGE], "Layers": ["layer.tar"]}]).encode()
     archive = io.BytesIO()
     with tarfile.open(fileobj=archive, mode="w") as tar:
@@ -98,9 +96,8 @@ def import_runner(socket: Path, cache: Path, marks: Path, log: Log) -> tuple[str
 
 def import_docker_image(socket: Path, image: str, marks: Path, log: Log) -> str:
     """Move ``image`` from the Docker engine into containerd, unless the same build is there already."""
-    docker_id = subprocess.run(
-        ["docker", "image", "inspect", "--format", "{{.Id}}", image], capture_output=True, text=True, check=True
-    ).stdout.strip()
+    docker_id = subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}}", image],
+                               capture_output=True, text=True, check=True).stdout.strip()
     reference = f"docker.io/library/{image}"  # how containerd names an image saved as plain ``name:tag``
     with _marks_lock(marks):
         if _present(socket, reference, docker_id, marks):

@@ -61,10 +61,8 @@ class Layout:
 
     @classmethod
     def default(cls) -> Layout:
-        return cls(
-            cache=Path(os.environ.get("TOOLKIT_K8S_CACHE") or settings.cache_dir() / "k8s"),
-            run=Path("/run/toolkit-k8s"),
-        )
+        return cls(cache=Path(os.environ.get("TOOLKIT_K8S_CACHE") or settings.cache_dir() / "k8s"),
+                   run=Path("/run/toolkit-k8s"))
 
     @property
     def bin(self) -> Path:
@@ -137,12 +135,8 @@ class ClusterInfo:
 
     def client_env(self) -> dict[str, str]:
         """What a client on this machine needs: the kubeconfig, and the emulator's (dummy) S3 keys."""
-        return {
-            "KUBECONFIG": self.kubeconfig,
-            "AWS_ACCESS_KEY_ID": S3_CREDENTIALS["access-key"],
-            "AWS_SECRET_ACCESS_KEY": S3_CREDENTIALS["secret-key"],
-            "AWS_DEFAULT_REGION": "us-east-1",
-        }
+        return {"KUBECONFIG": self.kubeconfig, "AWS_ACCESS_KEY_ID": S3_CREDENTIALS["access-key"],
+                "AWS_SECRET_ACCESS_KEY": S3_CREDENTIALS["secret-key"], "AWS_DEFAULT_REGION": "us-east-1"}
 
     @classmethod
     def load(cls, path: Path) -> ClusterInfo:

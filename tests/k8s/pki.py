@@ -123,9 +123,7 @@ class Authority:
         document = {
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [
-                {"name": context, "cluster": {"server": server, "certificate-authority": str(self.cert_path)}}
-            ],
+            "clusters": [{"name": context, "cluster": {"server": server, "certificate-authority": str(self.cert_path)}}],
             "users": [{"name": identity.user, "user": {"client-certificate": str(cert), "client-key": str(key)}}],
             "contexts": [{"name": context, "context": {"cluster": context, "user": identity.user}}],
             "current-context": context,

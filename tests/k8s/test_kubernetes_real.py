@@ -50,13 +50,9 @@ def test_success_returns_the_value_computed_in_the_pod(pool, kube, namespace):
         import socket
 
         print(f"adding {a} and {b}", flush=True)
-        return {
-            "sum": a + b,
-            "host": socket.gethostname(),
-            "uid": os.getuid(),
-            "run_key_in_env": "TOOLKIT_RUN_KEY" in os.environ,
-            "s3_key_from_secret": os.environ.get("AWS_ACCESS_KEY_ID"),
-        }
+        return {"sum": a + b, "host": socket.gethostname(), "uid": os.getuid(),
+                "run_key_in_env": "TOOLKIT_RUN_KEY" in os.environ,
+                "s3_key_from_secret": os.environ.get("AWS_ACCESS_KEY_ID")}
 
     future = where_am_i.submit(2, 3)
     value = result_or_cancel(future)
@@ -98,11 +94,8 @@ def test_unpullable_image_is_reported_as_an_image_pull_error_in_bounded_time(poo
         return 1
 
     started = time.monotonic()
-    with pytest.raises(
-        JobFailedError,
-        match=r"could not pull its image 'registry.invalid/toolkit/no-such-image:1' "
-        r"from registry 'registry.invalid' \((ErrImagePull|ImagePullBackOff)",
-    ):
+    with pytest.raises(JobFailedError, match=r"could not pull its image 'registry.invalid/toolkit/no-such-image:1' "
+                                             r"from registry 'registry.invalid' \((ErrImagePull|ImagePullBackOff)"):
         result_or_cancel(never_runs.submit(), IMAGE_ERROR_SECONDS)
     assert time.monotonic() - started < IMAGE_ERROR_SECONDS
 

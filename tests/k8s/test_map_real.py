@@ -24,13 +24,12 @@ from toolkit.errors import JobFailedError, RunCancelledError
 pytestmark = [pytest.mark.engine, pytest.mark.k8s]
 
 
+
 @pytest.fixture(scope="session")
 def runner_image(k8s_cluster: ClusterInfo) -> str:
     """This checkout's s3 runner image in the cluster (the cluster may have been started by another checkout)."""
     where = Layout.default()
-    image, _ = images.import_runner(
-        where.containerd_socket, where.cache, where.containerd_root / "toolkit-imports.json", print
-    )
+    image, _ = images.import_runner(where.containerd_socket, where.cache, where.containerd_root / "toolkit-imports.json", print)
     return image
 
 
@@ -67,9 +66,7 @@ class PodCounter:
         return self.peak
 
 
-def test_indexed_job_runs_items_in_order_at_most_max_parallel_pods_and_one_failure_is_its_own(
-    map_pool, kube, namespace
-):
+def test_indexed_job_runs_items_in_order_at_most_max_parallel_pods_and_one_failure_is_its_own(map_pool, kube, namespace):
     future = kubernetes(pool=map_pool)(square_unless_seven).map(range(20), max_parallel=4)
     counter = PodCounter(kube, namespace, future.run_id)
     try:
@@ -124,9 +121,8 @@ def _delete_item_pod(kube: tuple, namespace: str, run_id: str, index: int) -> st
     selector = f"toolkit-run={run_id},batch.kubernetes.io/job-completion-index={index}"
     deadline = time.monotonic() + RUN_SECONDS
     while time.monotonic() < deadline:
-        running = [
-            p for p in core.list_namespaced_pod(namespace, label_selector=selector).items if p.status.phase == "Running"
-        ]
+        running = [p for p in core.list_namespaced_pod(namespace, label_selector=selector).items
+                   if p.status.phase == "Running"]
         if running:
             time.sleep(2)  # the function has started
             core.delete_namespaced_pod(running[0].metadata.name, namespace)

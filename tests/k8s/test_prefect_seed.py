@@ -31,7 +31,6 @@ from toolkit.prefect.pool_import import import_pool
 pytestmark = [pytest.mark.engine, pytest.mark.k8s, pytest.mark.slow]
 TEMPLATES = Path(__file__).resolve().parents[2] / "toolkit" / "prefect" / "templates"
 
-
 @pytest.fixture
 def registry_path() -> Iterator[str]:
     """The open registry and a repository path of this test alone (sessions share the registry)."""
@@ -83,9 +82,7 @@ def test_the_imported_collection_template_previews_a_run_on_the_cluster(
     """``toolkit pool import`` of prefect-kubernetes' default template, previewed for real (the provider
     asks the cluster), with what a platform team fills in: image, namespace, context, storage endpoint."""
     text = (TEMPLATES / "kubernetes.json").read_text()
-    pool, report = import_pool(
-        text, "imported-olympic", "kubernetes.json", storage=f"s3://{k8s_cluster.bucket}/{namespace}"
-    )
+    pool, report = import_pool(text, "imported-olympic", "kubernetes.json", storage=f"s3://{k8s_cluster.bucket}/{namespace}")
     assert report.lost == []
     defaults = {"image": k8s_cluster.runner_image, "namespace": namespace, "context": k8s_cluster.context}
     for variable, value in defaults.items():

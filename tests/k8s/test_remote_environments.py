@@ -86,9 +86,7 @@ def test_a_package_only_the_caller_has_runs_in_a_job_from_the_pushed_image(
 
     open_registry = registries["open"]
     assert describe_image(k8s_cluster.runner_image, "test").has("humanize") is None  # only the caller has it
-    pool = save_pool(
-        f"k8s-{namespace}", k8s_cluster, namespace, image_registry=f"{open_registry.host}/{repository_path}"
-    )
+    pool = save_pool(f"k8s-{namespace}", k8s_cluster, namespace, image_registry=f"{open_registry.host}/{repository_path}")
 
     @kubernetes(pool=pool, include_files=["data/scores.csv"])
     def report() -> tuple[str, str]:
@@ -130,9 +128,7 @@ def test_an_image_missing_from_the_registry_fails_the_run_at_once_naming_the_reg
     k8s_cluster, namespace, registries, repository_path
 ):
     open_registry = registries["open"]
-    pool = save_pool(
-        f"k8s-{namespace}", k8s_cluster, namespace, image_registry=f"{open_registry.host}/{repository_path}"
-    )
+    pool = save_pool(f"k8s-{namespace}", k8s_cluster, namespace, image_registry=f"{open_registry.host}/{repository_path}")
 
     def humanize_version() -> str:
         import humanize
@@ -164,14 +160,9 @@ def test_credentials_from_the_pool_push_and_pull_and_a_refusing_registry_keeps_i
     locked = registries["locked"]
     monkeypatch.setenv(PASSWORD_ENV, locked.password)
     pool = save_pool(
-        f"k8s-{namespace}",
-        k8s_cluster,
-        namespace,
-        image_registry={
-            "url": f"{locked.host}/{repository_path}",
-            "username": locked.username,
-            "password_env": PASSWORD_ENV,
-        },
+        f"k8s-{namespace}", k8s_cluster, namespace,
+        image_registry={"url": f"{locked.host}/{repository_path}", "username": locked.username,
+                        "password_env": PASSWORD_ENV},
     )
 
     @kubernetes(pool=pool, packages=[HUMANIZE], auto_packages=False)
@@ -180,9 +171,7 @@ def test_credentials_from_the_pool_push_and_pull_and_a_refusing_registry_keeps_i
 
         return humanize.__version__
 
-    assert (
-        result_or_cancel(humanize_version.submit()) == "4.11.0"
-    )  # pushed with the pool's credentials, pulled with a pull Secret
+    assert result_or_cancel(humanize_version.submit()) == "4.11.0"  # pushed with the pool's credentials, pulled with a pull Secret
     environment = humanize_version.preview().environment
     state = list((Path(settings.home()) / "state").rglob(f"{environment.stack}.json"))
     assert state and all(locked.password not in path.read_text() for path in state)  # a Pulumi secret there
@@ -216,14 +205,9 @@ def test_a_registry_that_refuses_the_push_is_a_clear_error_before_any_run(
 
     monkeypatch.setenv(PASSWORD_ENV, "wrong-password")
     save_pool(
-        pool,
-        k8s_cluster,
-        namespace,
-        image_registry={
-            "url": f"{locked.host}/{repository_path}",
-            "username": locked.username,
-            "password_env": PASSWORD_ENV,
-        },
+        pool, k8s_cluster, namespace,
+        image_registry={"url": f"{locked.host}/{repository_path}", "username": locked.username,
+                        "password_env": PASSWORD_ENV},
     )
     with pytest.raises(ImagePushError, match=rf"check the user name 'toolkit' and the password in \${PASSWORD_ENV}"):
         humanize_version()

@@ -61,8 +61,7 @@ class PrefectServer:
         body = json.dumps({"flows": {"name": {"any_": [flow_name]}}, "sort": "EXPECTED_START_TIME_DESC"}).encode()
         authorization = "Basic " + base64.b64encode(self.auth_string.encode()).decode()
         request = urllib.request.Request(
-            f"{self.api_url}/flow_runs/filter",
-            data=body,
+            f"{self.api_url}/flow_runs/filter", data=body,
             headers={"Content-Type": "application/json", "Authorization": authorization},
         )
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))

@@ -70,21 +70,9 @@ def compile_lock(venv: Path, requirements: list[str], python_version: str, lock:
     """Pin ``requirements`` for ``python_version`` into ``lock`` with the venv's uv."""
     source = lock.with_suffix(".in")
     source.write_text("\n".join(requirements) + "\n")
-    run(
-        f"resolve for python {python_version}",
-        [
-            str(venv / "bin" / "uv"),
-            "pip",
-            "compile",
-            "-q",
-            "--python-version",
-            python_version,
-            str(source),
-            "-o",
-            str(lock),
-        ],
-        env={**os.environ, "UV_CACHE_DIR": str(venv.parent / "uv-cache")},
-    )
+    run(f"resolve for python {python_version}", [
+        str(venv / "bin" / "uv"), "pip", "compile", "-q", "--python-version", python_version, str(source), "-o", str(lock),
+    ], env={**os.environ, "UV_CACHE_DIR": str(venv.parent / "uv-cache")})
 
 
 def ensure_venv(venv: Path, requirements: list[str], python_version: str, log: Callable[[str], None] = print) -> Path:
@@ -110,19 +98,14 @@ def ensure_venv(venv: Path, requirements: list[str], python_version: str, log: C
             log(f"creating {venv} (python {python_version}); a few minutes once")
             shutil.rmtree(venv, ignore_errors=True)
             run("venv", [interpreter(python_version), "-m", "venv", str(venv)])
-            run(
-                "venv: install uv",
-                [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", f"uv=={UV}"],
-            )
+            run("venv: install uv", [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                                     f"uv=={UV}"])
         log(f"syncing {venv} with {len(requirements)} requirements")
         stamp.unlink(missing_ok=True)
         lock = venv / "requirements.lock"
         compile_lock(venv, [*requirements, f"uv=={UV}"], python_version, lock)
-        run(
-            "venv: sync",
-            [str(uv), "pip", "sync", "-q", "--python", str(python), str(lock)],
-            env={**os.environ, "UV_CACHE_DIR": str(venv.parent / "uv-cache")},
-        )
+        run("venv: sync", [str(uv), "pip", "sync", "-q", "--python", str(python), str(lock)],
+            env={**os.environ, "UV_CACHE_DIR": str(venv.parent / "uv-cache")})
         stamp.write_text(wanted)
     return python
 
@@ -190,26 +173,15 @@ def outbound_sink() -> Iterator[OutboundSink]:
 
 def bridge_gateway() -> str:
     """The docker bridge's gateway: an address of this host that containers on the default bridge reach."""
-    out = run(
-        "docker bridge gateway",
-        [
-            "docker",
-            "network",
-            "inspect",
-            "bridge",
-            "--format",
-            "{{(index .IPAM.Config 0).Gateway}}",
-        ],
-    )
+    out = run("docker bridge gateway", [
+        "docker", "network", "inspect", "bridge", "--format", "{{(index .IPAM.Config 0).Gateway}}",
+    ])
     return out.strip()
 
 
 def package_index_hosts() -> list[str]:
     """Hosts pip downloads from (its index settings, else PyPI's): a client's environments resolve there."""
-    urls = [
-        os.environ.get("PIP_INDEX_URL") or "https://pypi.org/simple",
-        *os.environ.get("PIP_EXTRA_INDEX_URL", "").split(),
-    ]
+    urls = [os.environ.get("PIP_INDEX_URL") or "https://pypi.org/simple", *os.environ.get("PIP_EXTRA_INDEX_URL", "").split()]
     hosts = {urllib.parse.urlsplit(url).hostname for url in urls} - {None}
     if "pypi.org" in hosts:
         hosts.add("files.pythonhosted.org")
@@ -233,9 +205,7 @@ def server_env(
     its clients send it, as a team's self-hosted server would.
     """
     no_proxy = f"{host},localhost,127.0.0.1"
-    auth = (
-        {"PREFECT_SERVER_API_AUTH_STRING": auth_string, "PREFECT_API_AUTH_STRING": auth_string} if auth_string else {}
-    )
+    auth = {"PREFECT_SERVER_API_AUTH_STRING": auth_string, "PREFECT_API_AUTH_STRING": auth_string} if auth_string else {}
     return {
         **auth,
         **venv_env(venv),
@@ -245,12 +215,8 @@ def server_env(
         "PREFECT_SERVER_API_PORT": str(port),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_UI_ENABLED": "false",
-        "HTTP_PROXY": sink.url,
-        "HTTPS_PROXY": sink.url,
-        "http_proxy": sink.url,
-        "https_proxy": sink.url,
-        "NO_PROXY": no_proxy,
-        "no_proxy": no_proxy,
+        "HTTP_PROXY": sink.url, "HTTPS_PROXY": sink.url, "http_proxy": sink.url, "https_proxy": sink.url,
+        "NO_PROXY": no_proxy, "no_proxy": no_proxy,
     }
 
 
@@ -261,10 +227,7 @@ def prefect_server(venv: Path, env: dict[str, str], log: Path, timeout: float = 
     with log.open("w") as out:
         server = subprocess.Popen(
             [str(venv / "bin" / "prefect"), "server", "start"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )
     try:
         health = env["PREFECT_API_URL"] + "/health"
@@ -295,19 +258,10 @@ def prefect_server(venv: Path, env: dict[str, str], log: Path, timeout: float = 
 
 
 def image_python(image: str) -> str:
-    return run(
-        f"probe {image}",
-        [
-            "docker",
-            "run",
-            "--rm",
-            "--entrypoint",
-            "python3",
-            image,
-            "-c",
-            "import platform; print(platform.python_version())",
-        ],
-    ).strip()
+    return run(f"probe {image}", [
+        "docker", "run", "--rm", "--entrypoint", "python3", image, "-c",
+        "import platform; print(platform.python_version())",
+    ]).strip()
 
 
 def ensure_image_with(
@@ -326,49 +280,21 @@ def ensure_image_with(
     digest = hashlib.sha256((lock.read_text() + base_id + dockerfile).encode()).hexdigest()[:16]
     existing = subprocess.run(
         ["docker", "image", "inspect", "--format", f'{{{{.Id}}}} {{{{index .Config.Labels "{label}"}}}}', image],
-        capture_output=True,
-        text=True,
-        check=False,
+        capture_output=True, text=True, check=False,
     ).stdout.split()
     if existing[1:] == [digest]:
         return digest
     context = work / "image"
     shutil.rmtree(context, ignore_errors=True)
     (context / "wheels").mkdir(parents=True)
-    run(
-        "download wheels on the host",
-        [
-            str(venv / "bin" / "python"),
-            "-m",
-            "pip",
-            "download",
-            "-q",
-            "--no-deps",
-            "--only-binary=:all:",
-            "--python-version",
-            python_version,
-            "-d",
-            str(context / "wheels"),
-            "-r",
-            str(lock),
-        ],
-    )
+    run("download wheels on the host", [
+        str(venv / "bin" / "python"), "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
+        "--python-version", python_version, "-d", str(context / "wheels"), "-r", str(lock),
+    ])
     (context / "Dockerfile").write_text(dockerfile.format(base=base))
-    run(
-        "docker build",
-        [
-            "docker",
-            "build",
-            "--force-rm",
-            "-q",
-            "-t",
-            image,
-            "--label",
-            f"{label}={digest}",
-            str(context),
-        ],
-        env={**os.environ, "DOCKER_BUILDKIT": "0"},
-    )
+    run("docker build", [
+        "docker", "build", "--force-rm", "-q", "-t", image, "--label", f"{label}={digest}", str(context),
+    ], env={**os.environ, "DOCKER_BUILDKIT": "0"})
     if existing:  # the previous build, now untagged
         subprocess.run(["docker", "rmi", existing[0]], capture_output=True, check=False)
     shutil.rmtree(context, ignore_errors=True)
@@ -379,8 +305,5 @@ if __name__ == "__main__":  # scripts/test: python -m tests.prefect.harness venv
     if sys.argv[1:] != ["venv"]:
         sys.exit("usage: python -m tests.prefect.harness venv")
     started = time.perf_counter()
-    print(
-        f"{ensure_test_venv(lambda line: print(line, file=sys.stderr, flush=True))} "
-        f"({time.perf_counter() - started:.1f}s)",
-        file=sys.stderr,
-    )
+    print(f"{ensure_test_venv(lambda line: print(line, file=sys.stderr, flush=True))} "
+          f"({time.perf_counter() - started:.1f}s)", file=sys.stderr)

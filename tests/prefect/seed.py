@@ -6,7 +6,7 @@ seed's own output ("hello") and then one JSON line for ``run_client``.
 
 from __future__ import annotations
 
-DECORATOR = """\
+DECORATOR = '''\
 from prefect import flow
 {import_line}
 
@@ -20,9 +20,9 @@ def my_k8s_flow():
 
 future = my_k8s_flow() # Runs in the "{pool}" work pool
 print(future.result())  # prints "hello"
-"""
+'''
 
-WORKER = """\
+WORKER = '''\
 from prefect import flow
 {import_line}
 
@@ -35,7 +35,7 @@ with KubernetesWorker(
 ) as worker:
     future = worker.submit(my_k8s_flow, job_variables={{"memory": 64000}})
     print(future.result())  # prints "hello"
-"""
+'''
 
 SEEDS = {"decorator": (DECORATOR, "kubernetes"), "worker": (WORKER, "KubernetesWorker")}
 """Name -> (the seed's code, the name its ``from prefect_kubernetes import ...`` line imports)."""

@@ -39,13 +39,11 @@ CLOUD_VARIABLES: dict[str, dict[str, Any]] = {
     "ecs": {"image": "registry.example/runner:1", "subnets": ["subnet-0abc"]},
     "cloud_run": {"image": "us-docker.pkg.dev/p/r/runner:1", "project": "proj"},
     "vertex_ai": {"image": "us-docker.pkg.dev/p/r/runner:1", "project": "proj"},
-    "azure_container_instance": {
-        "image": "reg.azurecr.io/runner:1",
-        "resource_group": "rg",
-        "subscription": "00000000-0000-0000-0000-000000000000",
-    },
+    "azure_container_instance": {"image": "reg.azurecr.io/runner:1", "resource_group": "rg", "subscription": "00000000-0000-0000-0000-000000000000"},
 }
-MOCK_OUTPUTS = {case.target_cls.name: case.mock_outputs for case in (_Aci, _CloudRun, _Ecs, _Kubernetes, _VertexAi)}
+MOCK_OUTPUTS = {
+    case.target_cls.name: case.mock_outputs for case in (_Aci, _CloudRun, _Ecs, _Kubernetes, _VertexAi)
+}
 """What the conformance tests' mocks answer for each cloud target's resources (ARNs, ids)."""
 STORAGE = {"kubernetes": "s3://pool-bucket/runs", "ecs": "s3://pool-bucket/runs"}
 
@@ -72,10 +70,7 @@ def test_collection_template_imports_with_a_report_and_the_pool_previews_a_run(
 ) -> None:
     name = f"imported-{prefect_type}"
     pool, report = import_pool(
-        json.dumps(template(prefect_type)),
-        name,
-        f"{prefect_type}.json",
-        storage=STORAGE.get(PREFECT_TYPES[prefect_type]),
+        json.dumps(template(prefect_type)), name, f"{prefect_type}.json", storage=STORAGE.get(PREFECT_TYPES[prefect_type])
     )
     assert report.lost == [] and pool.type == PREFECT_TYPES[prefect_type]
     mapped = {row.name: row for row in report.variables}
@@ -172,8 +167,7 @@ def test_cli_dry_run_prints_the_report_and_creates_nothing(tmp_path: Path) -> No
     source.write_text(json.dumps(template("cloud-run-v2")))
     done = subprocess.run(
         [sys.executable, "-m", "toolkit", "pool", "import", str(source), "--name", "cr", "--dry-run"],
-        capture_output=True,
-        text=True,
+        capture_output=True, text=True,
     )
     assert done.returncode == 0, done.stderr
     assert "renamed              vpc_connector_name -> vpc_connector" in done.stdout
@@ -205,28 +199,13 @@ def test_cli_refuses_lossy_then_imports_with_allow_lossy(tmp_path: Path) -> None
         ("kubernetes", {"memory_limit": "8Gi", "cpu_limit": 2}, {"memory": "8Gi", "cpu": "2"}),
         ("kubernetes", {"finished_job_ttl": 60}, {"ttl_seconds_after_finished": 60}),
         ("ecs", {"cpu": "1 vCPU", "memory": "2 GB"}, {"cpu": 1024, "memory": 2048}),
-        (
-            "ecs",
-            {"cpu": 512, "memory": 1024, "labels": {"team": "a"}},
-            {"cpu": 512, "memory": 1024, "tags": {"team": "a"}},
-        ),
-        (
-            "ecs",
-            {"prefect_api_key_secret_arn": "arn:aws:secretsmanager:k"},
-            {"secrets": {"PREFECT_API_KEY": "arn:aws:secretsmanager:k"}},
-        ),
+        ("ecs", {"cpu": 512, "memory": 1024, "labels": {"team": "a"}}, {"cpu": 512, "memory": 1024, "tags": {"team": "a"}}),
+        ("ecs", {"prefect_api_key_secret_arn": "arn:aws:secretsmanager:k"},
+         {"secrets": {"PREFECT_API_KEY": "arn:aws:secretsmanager:k"}}),
         ("cloud_run", {"memory": 4, "memory_unit": "Gi", "cpu": 2}, {"memory": "4Gi", "cpu": "2000m"}),
         ("cloud_run", {"memory": 512}, {"memory": "512Mi"}),
-        (
-            "cloud_run",
-            {"env_from_secrets": {"DB": {"secret": "db-pass", "version": "3"}}},
-            {"secrets": {"DB": "db-pass:3"}},
-        ),
-        (
-            "azure_container_instance",
-            {"resource_group_name": "rg", "memory": 2.0},
-            {"resource_group": "rg", "memory": 2.0},
-        ),
+        ("cloud_run", {"env_from_secrets": {"DB": {"secret": "db-pass", "version": "3"}}}, {"secrets": {"DB": "db-pass:3"}}),
+        ("azure_container_instance", {"resource_group_name": "rg", "memory": 2.0}, {"resource_group": "rg", "memory": 2.0}),
         ("docker", {"memory": "1g"}, {"mem_limit": "1g"}),
     ],
 )

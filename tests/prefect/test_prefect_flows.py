@@ -156,17 +156,11 @@ def test_detection_maps_a_flows_imports_by_value_and_by_reference(prefect_venv: 
     cloudpickle ships the function's code (``__main__``, a local module) or its name (an installed one)."""
     (tmp_path / "teamflows.py").write_text(TEAM_FLOWS.format(prefix="detect") + "\nimport jsonpatch  # unused\n")
     found = run_client(prefect_venv, DETECT, tmp_path).outcome
-    assert found["main"] == {
-        "distributions": ["jsonpatch", "prefect", "pydantic", "rich"],
-        "by_value": True,
-        "loads": "Flow",
-    }
+    assert found["main"] == {"distributions": ["jsonpatch", "prefect", "pydantic", "rich"], "by_value": True,
+                             "loads": "Flow"}
     assert found["module"]["by_value"] and found["module"]["distributions"] == ["prefect", "pydantic", "rich"]
-    assert found["reference"] == {
-        "distributions": ["jsonpatch", "prefect", "pydantic", "rich"],
-        "by_value": False,
-        "loads": "Flow",
-    }
+    assert found["reference"] == {"distributions": ["jsonpatch", "prefect", "pydantic", "rich"], "by_value": False,
+                                  "loads": "Flow"}
     assert found["with_options"]["distributions"] == ["prefect", "pydantic", "rich"]
 
 

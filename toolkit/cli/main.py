@@ -26,14 +26,10 @@ from toolkit.errors import ToolkitError
 app = typer.Typer(
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help=__doc__.splitlines()[0]
 )
-pool_app = typer.Typer(
-    no_args_is_help=True, help="Work pools: list, show, create, import, delete, diff, export, default templates."
-)
+pool_app = typer.Typer(no_args_is_help=True, help="Work pools: list, show, create, import, delete, diff, export, default templates.")
 runs_app = typer.Typer(no_args_is_help=True, help="Runs of this machine: list, logs, cancel.")
 toolchain_app = typer.Typer(no_args_is_help=True, help="The Pulumi engine, plugins, Docker engine and runner image.")
-env_app = typer.Typer(
-    no_args_is_help=True, help="Environments (packages built into images or virtualenvs): list, prune."
-)
+env_app = typer.Typer(no_args_is_help=True, help="Environments (packages built into images or virtualenvs): list, prune.")
 app.add_typer(pool_app, name="pool")
 app.add_typer(env_app, name="env")
 app.add_typer(runs_app, name="runs")
@@ -43,9 +39,7 @@ out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print a JSON document for scripts.")]
-VarOption = Annotated[
-    list[str], typer.Option("-v", "--var", help="Job variable key=value (JSON values keep their type).")
-]
+VarOption = Annotated[list[str], typer.Option("-v", "--var", help="Job variable key=value (JSON values keep their type).")]
 ArgOption = Annotated[list[str], typer.Option("--arg", help="Positional argument as JSON; repeat for more.")]
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
 
@@ -74,9 +68,7 @@ def _duration(text: str) -> float:
 
 @toolchain_app.command("install")
 def toolchain_install(
-    docker: Annotated[
-        bool, typer.Option("--docker/--no-docker", help="Also the Docker engine, plugin and image.")
-    ] = True,
+    docker: Annotated[bool, typer.Option("--docker/--no-docker", help="Also the Docker engine, plugin and image.")] = True,
 ) -> None:
     """Build or install everything missing (idempotent; cached under ~/.cache/toolkit)."""
     from toolkit.toolchain.install import install
@@ -95,11 +87,7 @@ def doctor(as_json: JsonOption = False) -> None:
         _print_json([check.model_dump() for check in results])
     else:
         for check in results:
-            status = (
-                "[green]OK     [/green]"
-                if check.ok
-                else ("[red]MISSING[/red]" if check.required else "[yellow]absent [/yellow]")
-            )
+            status = "[green]OK     [/green]" if check.ok else ("[red]MISSING[/red]" if check.required else "[yellow]absent [/yellow]")
             line = f"{status} {check.component:<24} {check.detail}"
             if not check.ok and check.fix:
                 line += f"\n        fix: {check.fix}"
@@ -139,41 +127,15 @@ def pool_create(
     type_: Annotated[str, typer.Option("--type", help="Target type: process, docker, kubernetes, ecs, ...")],
     template: Annotated[Path | None, typer.Option(help="Base job template JSON file (default: the type's).")] = None,
     storage: Annotated[str | None, typer.Option(help="fsspec URL of shared run storage (s3://bucket/prefix).")] = None,
-    storage_mode: Annotated[
-        str | None,
-        typer.Option(help="per-run-bucket or shared-prefix (default: shared-prefix when --storage is given)."),
-    ] = None,
+    storage_mode: Annotated[str | None, typer.Option(help="per-run-bucket or shared-prefix (default: shared-prefix when --storage is given).")] = None,
     backend_url: Annotated[str | None, typer.Option(help="Pulumi state backend for this pool's run stacks.")] = None,
     description: str = "",
-    policy_pack: Annotated[
-        list[str],
-        typer.Option(help="Policy pack enforced on every run: a directory or registry:NAME; repeat for more."),
-    ] = [],  # noqa: B006
-    max_concurrent_runs: Annotated[
-        int | None, typer.Option(help="Live runs the pool allows at once (all clients of its backend).")
-    ] = None,
-    secrets_provider: Annotated[
-        str | None,
-        typer.Option(
-            help="Run stacks' secrets provider: passphrase, awskms://..., gcpkms://..., azurekeyvault://..., hashivault://..."
-        ),
-    ] = None,
-    image_registry: Annotated[
-        str | None,
-        typer.Option(
-            help="Registry HOST[:PORT]/PATH that environment images are pushed to for remote targets (pulled by digest)."
-        ),
-    ] = None,
-    registry_username: Annotated[
-        str | None,
-        typer.Option(help="User name for --image-registry (default: your Docker login or credential helper)."),
-    ] = None,
-    registry_password_env: Annotated[
-        str | None,
-        typer.Option(
-            help="Name of the environment variable holding the --image-registry password or token (never stored)."
-        ),
-    ] = None,
+    policy_pack: Annotated[list[str], typer.Option(help="Policy pack enforced on every run: a directory or registry:NAME; repeat for more.")] = [],  # noqa: B006
+    max_concurrent_runs: Annotated[int | None, typer.Option(help="Live runs the pool allows at once (all clients of its backend).")] = None,
+    secrets_provider: Annotated[str | None, typer.Option(help="Run stacks' secrets provider: passphrase, awskms://..., gcpkms://..., azurekeyvault://..., hashivault://...")] = None,
+    image_registry: Annotated[str | None, typer.Option(help="Registry HOST[:PORT]/PATH that environment images are pushed to for remote targets (pulled by digest).")] = None,
+    registry_username: Annotated[str | None, typer.Option(help="User name for --image-registry (default: your Docker login or credential helper).")] = None,
+    registry_password_env: Annotated[str | None, typer.Option(help="Name of the environment variable holding the --image-registry password or token (never stored).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing pool of that name.")] = False,
 ) -> None:
     """Register a work pool in the pool registry."""
@@ -199,11 +161,8 @@ def pool_create(
     if secrets_provider:
         document["secrets_provider"] = secrets_provider
     if image_registry:
-        document["image_registry"] = {
-            "url": image_registry,
-            "username": registry_username,
-            "password_env": registry_password_env,
-        }
+        document["image_registry"] = {"url": image_registry, "username": registry_username,
+                                      "password_env": registry_password_env}
     elif registry_username or registry_password_env:
         raise ConfigError("--registry-username and --registry-password-env go with --image-registry HOST/PATH")
     if template is not None:
@@ -220,18 +179,12 @@ def pool_create(
 
 @pool_app.command("import")
 def pool_import(
-    file: Annotated[
-        Path, typer.Argument(help="A Prefect base job template or `prefect work-pool inspect -o json` output.")
-    ],
+    file: Annotated[Path, typer.Argument(help="A Prefect base job template or `prefect work-pool inspect -o json` output.")],
     name: Annotated[str, typer.Option(help="Name of the pool to create.")],
     type_: Annotated[str | None, typer.Option("--type", help="Prefect work pool type (default: detected).")] = None,
-    storage: Annotated[
-        str | None, typer.Option(help="fsspec URL of shared run storage (default: the pool's bundle storage).")
-    ] = None,
+    storage: Annotated[str | None, typer.Option(help="fsspec URL of shared run storage (default: the pool's bundle storage).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only print the report; create nothing.")] = False,
-    allow_lossy: Annotated[
-        bool, typer.Option("--allow-lossy", help="Import even if settings cannot be carried over.")
-    ] = False,
+    allow_lossy: Annotated[bool, typer.Option("--allow-lossy", help="Import even if settings cannot be carried over.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing pool of that name.")] = False,
     as_json: JsonOption = False,
 ) -> None:
@@ -260,9 +213,7 @@ def _print_import_report(report: Any, as_json: bool) -> None:
         _print_json({**report.model_dump(), "lost": report.lost})
         return
     versions = ", ".join(f"{k} {v}" for k, v in report.reference.items() if k != "worker")
-    out.print(
-        f"Prefect {report.prefect_type} template -> {report.target} pool (compared with {versions})", markup=False
-    )
+    out.print(f"Prefect {report.prefect_type} template -> {report.target} pool (compared with {versions})", markup=False)
     for row in report.variables:
         what = f"{row.name} -> {row.ours}" if row.outcome in ("renamed", "combined") else row.name
         default = "" if row.default is None else f" = {row.default!r}"
@@ -382,12 +333,7 @@ def run(
     pool: Annotated[str | None, typer.Option(help="Work pool (default: the decorator's).")] = None,
     var: VarOption = [],  # noqa: B006
     arg: ArgOption = [],  # noqa: B006
-    block: Annotated[
-        bool,
-        typer.Option(
-            "--block/--no-block", help="Wait for a slot when the pool is at its concurrency limit, or fail at once."
-        ),
-    ] = True,
+    block: Annotated[bool, typer.Option("--block/--no-block", help="Wait for a slot when the pool is at its concurrency limit, or fail at once.")] = True,
     as_json: JsonOption = False,
 ) -> None:
     """Run FUNC on its pool and print the result."""
@@ -402,14 +348,8 @@ def run(
             raise
         except Exception as exc:  # the function's own exception, re-raised from the job
             if as_json:
-                _print_json(
-                    {
-                        "run_id": future.run_id,
-                        "state": future.state,
-                        "error": repr(exc),
-                        "traceback": getattr(exc, "remote_traceback", ""),
-                    }
-                )
+                _print_json({"run_id": future.run_id, "state": future.state, "error": repr(exc),
+                             "traceback": getattr(exc, "remote_traceback", "")})
             else:
                 err.print(getattr(exc, "remote_traceback", "") or repr(exc), markup=False)
             raise typer.Exit(1) from None
@@ -443,14 +383,9 @@ def env_ls(as_json: JsonOption = False) -> None:
     for info in found:
         names = [package.split("==")[0] for package in info.packages]
         packages = f"{len(names)}: " + ", ".join(names[:3]) + (" ..." if len(names) > 3 else "")
-        table.add_row(
-            info.hash or info.stack,
-            info.kind or "?",
-            packages,
-            human_size(info.size) if info.size is not None else "-",
-            _when(info.last_used or info.created),
-            "yes" if info.present else "no",
-        )
+        table.add_row(info.hash or info.stack, info.kind or "?", packages,
+                      human_size(info.size) if info.size is not None else "-",
+                      _when(info.last_used or info.created), "yes" if info.present else "no")
     out.print(table)
 
 
@@ -471,9 +406,8 @@ def env_prune(
     for result in results if not as_json else []:
         verb = "would destroy" if dry_run else ("destroyed" if result.destroyed else f"FAILED ({result.error})")
         info = result.environment
-        out.print(
-            f"{verb} {info.stack} ({info.reference}, last used {_when(info.last_used or info.created)})", markup=False
-        )
+        out.print(f"{verb} {info.stack} ({info.reference}, last used {_when(info.last_used or info.created)})",
+                  markup=False)
         if result.left_in_registry:
             err.print(f"  warning: {result.left_in_registry}", markup=False)
     if any(result.error for result in results):
@@ -505,9 +439,7 @@ def _runs_ls_all(as_json: bool) -> None:
 
 @runs_app.command("ls")
 def runs_ls(
-    all_runs: Annotated[
-        bool, typer.Option("--all", help="Every client's runs: live stacks and the backends' audit trail.")
-    ] = False,
+    all_runs: Annotated[bool, typer.Option("--all", help="Every client's runs: live stacks and the backends' audit trail.")] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Runs started from this machine, oldest first (--all: everyone's, from the backends)."""
@@ -559,9 +491,7 @@ def runs_cancel(
             time.sleep(0.5)
         final = records.load(run_id)
         if not final.torn_down:
-            raise ToolkitError(
-                f"run {run_id} was asked to cancel but is not torn down after {wait:g}s; retry or run `toolkit gc`"
-            )
+            raise ToolkitError(f"run {run_id} was asked to cancel but is not torn down after {wait:g}s; retry or run `toolkit gc`")
         err.print(f"run {run_id}: {final.state}, stack destroyed")
         return
     gc.destroy_stack(record.stack, record.backend_url)
@@ -571,9 +501,7 @@ def runs_cancel(
 @app.command("gc")
 def gc_command(
     older_than: Annotated[str | None, typer.Option(help="Only stacks older than this (30m, 1h, 2d).")] = None,
-    history_older_than: Annotated[
-        str, typer.Option(help="Drop audit-trail entries of runs that finished longer ago.")
-    ] = "30d",
+    history_older_than: Annotated[str, typer.Option(help="Drop audit-trail entries of runs that finished longer ago.")] = "30d",
     dry_run: Annotated[bool, typer.Option(help="List what would be destroyed, destroy nothing.")] = False,
     as_json: JsonOption = False,
 ) -> None:
@@ -595,11 +523,8 @@ def gc_command(
         if entry.error:
             err.print(f"could not prune {entry.backend_url}: {entry.error}", markup=False)
         elif entry.history_entries or entry.slot_markers:
-            err.print(
-                f"pruned {entry.history_entries} audit entries and {entry.slot_markers} slot markers "
-                f"in {entry.backend_url}",
-                markup=False,
-            )
+            err.print(f"pruned {entry.history_entries} audit entries and {entry.slot_markers} slot markers "
+                      f"in {entry.backend_url}", markup=False)
     for leak in leaks if not as_json else []:
         verb = "would destroy" if dry_run else ("destroyed" if leak.destroyed else f"FAILED ({leak.error})")
         out.print(f"{verb} {leak.stack} in {leak.backend_url}: {leak.reason}", markup=False)

@@ -24,20 +24,8 @@ from pathlib import Path
 from toolkit.errors import IncludeFilesError
 
 SECRET_PATTERNS = (
-    ".env",
-    ".env.*",
-    "*.env",
-    "*.pem",
-    "*.key",
-    "id_rsa*",
-    "id_dsa*",
-    "id_ecdsa*",
-    "id_ed25519*",
-    ".netrc",
-    ".pgpass",
-    "*.p12",
-    "*.pfx",
-    "credentials.json",
+    ".env", ".env.*", "*.env", "*.pem", "*.key", "id_rsa*", "id_dsa*", "id_ecdsa*", "id_ed25519*",
+    ".netrc", ".pgpass", "*.p12", "*.pfx", "credentials.json",
 )
 _GLOB_CHARACTERS = set("*?[")
 
@@ -122,13 +110,8 @@ def select(patterns: list[str] | tuple[str, ...], cwd: Path, max_mb: float) -> l
             raise IncludeFilesError(f"include_files has an empty pattern {raw!r}")
         matches = _expand(pattern, cwd)
         if negate:
-            removed = [
-                name
-                for name in chosen
-                if any(name == m.name for m in matches)
-                or fnmatch.fnmatch(name, pattern)
-                or name.startswith(pattern.rstrip("/") + "/")
-            ]
+            removed = [name for name in chosen if any(name == m.name for m in matches)
+                       or fnmatch.fnmatch(name, pattern) or name.startswith(pattern.rstrip("/") + "/")]
             if not removed:
                 raise IncludeFilesError(
                     f"include_files pattern {raw!r} excludes nothing: no file selected before it matches "
@@ -176,10 +159,8 @@ def _check_size(items: list[Selected], max_mb: float) -> None:
 def pack(items: list[Selected], destination: Path) -> FilesArchive:
     """A reproducible gzipped tar of ``items`` (sorted, owner-free, mtime kept), written 0600."""
     buffer = io.BytesIO()
-    with (
-        gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as compressed,
-        tarfile.open(fileobj=compressed, mode="w", format=tarfile.PAX_FORMAT) as archive,
-    ):
+    with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as compressed, \
+            tarfile.open(fileobj=compressed, mode="w", format=tarfile.PAX_FORMAT) as archive:
         for item in items:
             info = archive.gettarinfo(str(item.path), arcname=item.name)
             if not info.isfile():  # a symlink: ship what it points to

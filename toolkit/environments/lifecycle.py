@@ -80,17 +80,13 @@ class EnvironmentPlan:
         packages: list[PackageLine] = []
         installed = {pin.name for pin in self.environment.pins} if self.environment else set()
         for pin in self.environment.pins if self.environment else ():
-            packages.append(
-                PackageLine(name=pin.name, version=pin.version, source=pin.source, origin=pin.origin, size=pin.size)
-            )
+            packages.append(PackageLine(name=pin.name, version=pin.version, source=pin.source, origin=pin.origin,
+                                        size=pin.size))
         for item in self.requested:
             version = self.base.has(item.name) if self.base else None
             if item.name not in installed and version:
-                packages.append(
-                    PackageLine(
-                        name=item.name, version=version, source=item.source, origin=item.origin, state="in base"
-                    )
-                )
+                packages.append(PackageLine(name=item.name, version=version, source=item.source, origin=item.origin,
+                                            state="in base"))
         return EnvironmentSummary(
             status=self.status,
             base=self.base.describe() if self.base else "the pool's image as is (not on this machine, not inspected)",
@@ -235,9 +231,7 @@ def _resolve(
                     f"FROM {base.reference!r} with the version you need and set image= to it"
                 )
     wanted = requirements.combine([item for item in auto if not base.has(item.name)], explicit)
-    missing = [
-        item for item in wanted if not requirements.satisfied_by(item, base.has(item.name), base.marker_environment)
-    ]
+    missing = [item for item in wanted if not requirements.satisfied_by(item, base.has(item.name), base.marker_environment)]
     if not missing:
         index.remember(key, index.Resolution(environment=None, requested=wanted))
         return EnvironmentPlan(kind, base, "base", wanted, key=key)
@@ -249,12 +243,8 @@ def _resolve(
         )
     repository = destination.repository(missing)
     base.check_installable()
-    reporter(
-        "resolving",
-        f"{len(missing)} requirement(s) for {base.describe()}: "
-        + ", ".join(item.requirement for item in missing[:6])
-        + (" ..." if len(missing) > 6 else ""),
-    )
+    reporter("resolving", f"{len(missing)} requirement(s) for {base.describe()}: "
+             + ", ".join(item.requirement for item in missing[:6]) + (" ..." if len(missing) > 6 else ""))
     pins = resolve.resolve(
         missing, base, lambda line: reporter("resolving" if line.startswith("Collecting") else "downloading", line)
     )
@@ -277,9 +267,7 @@ def _resolve(
     return EnvironmentPlan(kind, base, "build", wanted, environment, None, key, registry)
 
 
-def ensure(
-    prepared: EnvironmentPlan, backend_url: str | None = None, reporter: Reporter | None = None
-) -> EnvironmentPlan:
+def ensure(prepared: EnvironmentPlan, backend_url: str | None = None, reporter: Reporter | None = None) -> EnvironmentPlan:
     """Build the planned environment unless it exists; once across threads and processes."""
     if prepared.status != "build":
         return prepared
@@ -291,15 +279,11 @@ def ensure(
         record = index.load(environment.hash)
         if record is not None and _exists(record):
             reporter("cached", f"{record.reference} (built meanwhile by another call)")
-            return EnvironmentPlan(
-                prepared.kind, base, "cached", prepared.requested, environment, record, prepared.key, prepared.registry
-            )
+            return EnvironmentPlan(prepared.kind, base, "cached", prepared.requested, environment, record,
+                                   prepared.key, prepared.registry)
         where = f", pushed to {prepared.registry.repository}" if prepared.registry else ""
-        reporter(
-            "building",
-            f"{environment.stack_name}: {len(environment.pins)} wheel(s) FROM {base.reference}{where}",
-            environment.size,
-        )
+        reporter("building", f"{environment.stack_name}: {len(environment.pins)} wheel(s) FROM {base.reference}{where}",
+                 environment.size)
         now = time.time()
         tag = stack.EnvTag(
             hash=environment.hash,
@@ -312,10 +296,8 @@ def ensure(
             created=now,
         )
         reference = stack.build(environment, tag, backend, reporter, prepared.registry)
-        record = index.EnvironmentRecord(
-            environment=environment, reference=reference, backend_url=backend, created=now, last_used=now
-        )
+        record = index.EnvironmentRecord(environment=environment, reference=reference, backend_url=backend,
+                                         created=now, last_used=now)
         index.save(record)
-    return EnvironmentPlan(
-        prepared.kind, base, "cached", prepared.requested, environment, record, prepared.key, prepared.registry
-    )
+    return EnvironmentPlan(prepared.kind, base, "cached", prepared.requested, environment, record,
+                           prepared.key, prepared.registry)

@@ -86,8 +86,7 @@ def prune(older_than: float | None = None, dry_run: bool = False, backend_url: s
     """Destroy environment stacks unused for ``older_than`` seconds (all of them when None)."""
     backend = backend_url or settings.default_backend_url()
     chosen = [
-        info
-        for info in list_environments(backend)
+        info for info in list_environments(backend)
         if older_than is None or (info.age is not None and info.age > older_than)
     ]
     results = [Pruned(environment=info) for info in chosen]

@@ -54,9 +54,7 @@ def _parse(text: str, origin: str, source: Source) -> Requested:
             f"{origin}: {text!r} names a URL; jobs install from wheels resolved on this machine's index. Build "
             "the wheel, put it in a wheelhouse (PIP_FIND_LINKS) and name the distribution instead"
         )
-    return Requested(
-        name=canonicalize_name(requirement.name), requirement=str(requirement), source=source, origin=origin
-    )
+    return Requested(name=canonicalize_name(requirement.name), requirement=str(requirement), source=source, origin=origin)
 
 
 def from_packages(packages: Iterable[str]) -> list[Requested]:
@@ -134,15 +132,8 @@ def installed_closure(roots: Mapping[str, set[str]], environment: Mapping[str, s
             continue
         version = _installed_version(name)
         if version is None:
-            missing.setdefault(
-                key,
-                Requested(
-                    name=key,
-                    requirement=f"{key}{specifier}",
-                    source="auto",
-                    origin=f"{origin} (for the job's platform; not installed here)",
-                ),
-            )
+            missing.setdefault(key, Requested(name=key, requirement=f"{key}{specifier}", source="auto",
+                                              origin=f"{origin} (for the job's platform; not installed here)"))
             continue
         pinned[key] = Requested(name=key, requirement=f"{key}=={version}", source="auto", origin=origin)
         for text in _requires(name, version):
@@ -170,11 +161,7 @@ def check_pins(items: list[Requested]) -> None:
         by_name.setdefault(item.name, []).append((item, Requirement(item.requirement)))
     for name, entries in by_name.items():
         for pinned, requirement in entries:
-            exact = [
-                spec.version
-                for spec in requirement.specifier
-                if spec.operator in ("==", "===") and "*" not in spec.version
-            ]
+            exact = [spec.version for spec in requirement.specifier if spec.operator in ("==", "===") and "*" not in spec.version]
             for version in exact:
                 for other, other_requirement in entries:
                     if other is pinned:

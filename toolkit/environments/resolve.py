@@ -50,18 +50,9 @@ from toolkit.errors import (
 Say = Callable[[str], None]
 _MAX_SOURCE_BUILDS = 5
 _OTHER_PLATFORMS = (
-    "win_amd64",
-    "win32",
-    "win_arm64",
-    "macosx_11_0_arm64",
-    "macosx_10_9_x86_64",
-    "macosx_10_9_universal2",
-    "manylinux_2_17_aarch64",
-    "manylinux_2_17_x86_64",
-    "manylinux2014_x86_64",
-    "musllinux_1_1_x86_64",
-    "linux_x86_64",
-    "linux_aarch64",
+    "win_amd64", "win32", "win_arm64", "macosx_11_0_arm64", "macosx_10_9_x86_64", "macosx_10_9_universal2",
+    "manylinux_2_17_aarch64", "manylinux_2_17_x86_64", "manylinux2014_x86_64", "musllinux_1_1_x86_64",
+    "linux_x86_64", "linux_aarch64",
 )
 """Asked only to tell "no such distribution" from "no wheel for this platform"."""
 
@@ -146,33 +137,17 @@ def resolve(requested: list[Requested], base: Base, say: Say) -> list[Pin]:
             if not missing:
                 raise _explain(failure, requested, base)
             _build_from_source(missing.group(1), base, built, requested, say)
-        raise RequirementError(
-            f"more than {_MAX_SOURCE_BUILDS} distributions had to be built from source; "
-            "provide wheels for them in a wheelhouse (PIP_FIND_LINKS)"
-        )
+        raise RequirementError(f"more than {_MAX_SOURCE_BUILDS} distributions had to be built from source; "
+                               "provide wheels for them in a wheelhouse (PIP_FIND_LINKS)")
 
 
 def _resolve(work: Path, base: Base, built: Path, say: Say) -> str | None:
     """``pip install --dry-run --report``: the resolution alone (PEP 658 metadata, no wheels fetched
     where the index serves it); returns pip's output on failure (its explanations go to stdout)."""
     command = [
-        *_pip(),
-        "install",
-        "--dry-run",
-        "--ignore-installed",
-        "--progress-bar",
-        "off",
-        "--only-binary=:all:",
-        "--report",
-        str(work / "report.json"),
-        "--find-links",
-        str(built),
-        "--find-links",
-        str(wheelhouse()),
-        "-r",
-        str(work / "requirements.txt"),
-        "-c",
-        str(work / "constraints.txt"),
+        *_pip(), "install", "--dry-run", "--ignore-installed", "--progress-bar", "off", "--only-binary=:all:",
+        "--report", str(work / "report.json"), "--find-links", str(built), "--find-links", str(wheelhouse()),
+        "-r", str(work / "requirements.txt"), "-c", str(work / "constraints.txt"),
         *_target_options(base),
     ]
     return _run_pip(command, ("Collecting",), say)
@@ -198,18 +173,8 @@ def _download(pins: list[Pin], work: Path, base: Base, built: Path, say: Say) ->
         return
     (work / "pins.txt").write_text("".join(f"{pin.name}=={pin.version} --hash=sha256:{pin.sha256}\n" for pin in wanted))
     command = [
-        *_pip(),
-        "download",
-        "--no-deps",
-        "--progress-bar",
-        "off",
-        "--only-binary=:all:",
-        "-d",
-        str(wheelhouse()),
-        "--find-links",
-        str(built),
-        "-r",
-        str(work / "pins.txt"),
+        *_pip(), "download", "--no-deps", "--progress-bar", "off", "--only-binary=:all:",
+        "-d", str(wheelhouse()), "--find-links", str(built), "-r", str(work / "pins.txt"),
         *_target_options(base),
     ]
     errors = _run_pip(command, ("Downloading", "File was already downloaded", "Using cached"), say)
@@ -217,10 +182,8 @@ def _download(pins: list[Pin], work: Path, base: Base, built: Path, say: Say) ->
         raise RequirementError(f"downloading the resolved wheels failed: {errors.strip()[-800:]}")
     for pin in wanted:
         if not (wheelhouse() / pin.wheel).exists():
-            raise RequirementError(
-                f"pip downloaded no {pin.wheel} for {pin.name}=={pin.version}; retry, or "
-                "check the index serves that file"
-            )
+            raise RequirementError(f"pip downloaded no {pin.wheel} for {pin.name}=={pin.version}; retry, or "
+                                   "check the index serves that file")
 
 
 def _shorten(line: str) -> str:
@@ -282,19 +245,8 @@ def _build_from_source(requirement: str, base: Base, built: Path, requested: lis
     what = _describe(requirement, requested)
     with tempfile.TemporaryDirectory(prefix="toolkit-sdist-") as scratch:
         fetched = subprocess.run(
-            [
-                *_pip(),
-                "download",
-                "--no-deps",
-                "--no-binary=:all:",
-                "--progress-bar",
-                "off",
-                "-d",
-                scratch,
-                requirement,
-            ],
-            capture_output=True,
-            text=True,
+            [*_pip(), "download", "--no-deps", "--no-binary=:all:", "--progress-bar", "off", "-d", scratch, requirement],
+            capture_output=True, text=True,
         )
         if fetched.returncode != 0:
             raise _not_available(requirement, what, base, requested)
@@ -303,8 +255,7 @@ def _build_from_source(requirement: str, base: Base, built: Path, requested: lis
         output = Path(scratch) / "wheel"
         wheel = subprocess.run(
             [*_pip(), "wheel", "--no-deps", "--progress-bar", "off", "-w", str(output), str(sdist)],
-            capture_output=True,
-            text=True,
+            capture_output=True, text=True,
         )
         if wheel.returncode != 0:
             raise NoCompatibleWheelError(
@@ -324,7 +275,9 @@ def _build_from_source(requirement: str, base: Base, built: Path, requested: lis
 
 
 def _index_versions(name: str, options: list[str]) -> list[str]:
-    result = subprocess.run([*_pip(), "index", "versions", "--json", name, *options], capture_output=True, text=True)
+    result = subprocess.run(
+        [*_pip(), "index", "versions", "--json", name, *options], capture_output=True, text=True
+    )
     if result.returncode != 0:
         return []
     try:
@@ -353,11 +306,8 @@ def _not_available(requirement: str, what: str, base: Base, requested: list[Requ
             f"for {base.platforms[0]} into a wheelhouse (PIP_FIND_LINKS), or drop the requirement"
         )
     hint = _close_names(parsed.name)
-    auto = (
-        " It was detected from the function's imports: set auto_packages=False and list packages= yourself"
-        if what.find("(auto") >= 0
-        else ""
-    )
+    auto = " It was detected from the function's imports: set auto_packages=False and list packages= yourself" \
+        if what.find("(auto") >= 0 else ""
     return RequirementNotFoundError(
         f"{what} cannot be resolved: the package index has no distribution named {parsed.name!r}.{hint}{auto}"
     )

@@ -103,37 +103,15 @@ class _VirtualenvProvider(ResourceProvider):
         path = Path(props["path"])
         shutil.rmtree(path, ignore_errors=True)  # a half-built one from an interrupted build
         try:
-            subprocess.run(
-                [props["base_python"], "-m", "venv", "--without-pip", str(path)],
-                check=True,
-                capture_output=True,
-                text=True,
-            )
+            subprocess.run([props["base_python"], "-m", "venv", "--without-pip", str(path)], check=True,
+                           capture_output=True, text=True)
             python = path / "bin" / "python"
-            site = subprocess.run(
-                [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                check=True,
-                capture_output=True,
-                text=True,
-            ).stdout.strip()
+            site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                  check=True, capture_output=True, text=True).stdout.strip()
             subprocess.run(
-                [
-                    props["base_python"],
-                    "-m",
-                    "pip",
-                    "install",
-                    "--no-index",
-                    "--no-deps",
-                    "--no-cache-dir",
-                    "--disable-pip-version-check",
-                    "--no-warn-script-location",
-                    "--target",
-                    site,
-                    *props["wheels"],
-                ],
-                check=True,
-                capture_output=True,
-                text=True,
+                [props["base_python"], "-m", "pip", "install", "--no-index", "--no-deps", "--no-cache-dir",
+                 "--disable-pip-version-check", "--no-warn-script-location", "--target", site, *props["wheels"]],
+                check=True, capture_output=True, text=True,
             )
         except subprocess.CalledProcessError as exc:
             shutil.rmtree(path, ignore_errors=True)
@@ -175,12 +153,8 @@ def _context(environment: Environment, directory: Path) -> Path:
     (directory / PTH_NAME).write_text(ENV_SITE + "\n")
     (directory / "Dockerfile").write_text(
         DOCKERFILE.format(
-            base=environment.base,
-            site=ENV_SITE,
-            pth=PTH_NAME,
-            purelib=environment.purelib,
-            label=ENV_LABEL,
-            hash=environment.hash,
+            base=environment.base, site=ENV_SITE, pth=PTH_NAME, purelib=environment.purelib,
+            label=ENV_LABEL, hash=environment.hash,
         )
     )
     return directory
@@ -208,9 +182,8 @@ def _image_program(environment: Environment, context: Path, registry: ImageRegis
     image = pulumi_docker.RemoteImage(
         "image",
         name=environment.image_name,
-        build=pulumi_docker.RemoteImageBuildArgs(
-            context=str(context), dockerfile="Dockerfile", remove=True, force_remove=True
-        ),
+        build=pulumi_docker.RemoteImageBuildArgs(context=str(context), dockerfile="Dockerfile", remove=True,
+                                                 force_remove=True),
         keep_locally=False,
         # The stack is named by the content's hash, so a build's inputs never differ in content, only
         # in the context's temporary path. Replacing on that would delete the old image by its name,
@@ -229,9 +202,7 @@ def _image_program(environment: Environment, context: Path, registry: ImageRegis
         triggers={"image_id": image.image_id},  # a rebuilt image is pushed again
         opts=pulumi.ResourceOptions(provider=_registry_provider(registry)),
     )
-    pulumi.export(
-        "reference", pushed.sha256_digest.apply(lambda digest: digest_reference(environment.registry, digest))
-    )
+    pulumi.export("reference", pushed.sha256_digest.apply(lambda digest: digest_reference(environment.registry, digest)))
 
 
 def _virtualenv_program(environment: Environment, caller_sites: list[str]) -> None:
@@ -351,21 +322,15 @@ class _PushFailure:
 def push_failure(environment: Environment, registry: ImageRegistry, detail: str) -> str:
     """Why a push failed, naming the registry, and what to change."""
     if registry.has_credentials:
-        fix = (
-            f"check the user name {registry.username!r} and the password in ${registry.password_env}, and "
-            f"that this user may push to {registry.repository!r}"
-        )
+        fix = (f"check the user name {registry.username!r} and the password in ${registry.password_env}, and "
+               f"that this user may push to {registry.repository!r}")
     else:
-        fix = (
-            f"log in with `docker login {registry.host}` (or set username and password_env in the pool's "
-            f"image_registry) and check that you may push to {registry.repository!r}"
-        )
+        fix = (f"log in with `docker login {registry.host}` (or set username and password_env in the pool's "
+               f"image_registry) and check that you may push to {registry.repository!r}")
     ecr = registry.ecr()
     if ecr is not None:
-        fix += (
-            f"; ECR needs the repository to exist: `aws ecr create-repository --repository-name {ecr.name} "
-            f"--region {ecr.region}`"
-        )
+        fix += (f"; ECR needs the repository to exist: `aws ecr create-repository --repository-name {ecr.name} "
+                f"--region {ecr.region}`")
     return (
         f"pushing environment {environment.hash} to the pool's image registry {registry.host!r} failed: "
         f"{detail[-800:]}. To fix: {fix}. Nothing of the run was provisioned; the built image stays in stack "

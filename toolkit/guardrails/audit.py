@@ -44,13 +44,8 @@ def audit_rows(urls: list[str] | None = None) -> list[AuditRow]:
         try:
             for entry in history.entries(BackendStore(url)):
                 finished.add(entry.run_id)
-                rows.append(
-                    AuditRow(
-                        **entry.model_dump(exclude={"owner", "target", "finished"}),
-                        duration=entry.duration,
-                        backend_url=url,
-                    )
-                )
+                rows.append(AuditRow(**entry.model_dump(exclude={"owner", "target", "finished"}),
+                                     duration=entry.duration, backend_url=url))
         except ConfigError:
             pass  # a Pulumi Cloud backend: live stacks only
         for stack, tags in list_run_stacks(url):
@@ -58,17 +53,6 @@ def audit_rows(urls: list[str] | None = None) -> list[AuditRow]:
             run_id = stack.removeprefix("run-")
             if run is None or run_id in finished:
                 continue  # not tagged yet (being created), or its teardown is ending
-            rows.append(
-                AuditRow(
-                    run_id=run_id,
-                    user=run.owner,
-                    pool=run.pool,
-                    function=run.function,
-                    resources=None,
-                    outcome="running",
-                    created=run.created,
-                    duration=now - run.created,
-                    backend_url=url,
-                )
-            )
+            rows.append(AuditRow(run_id=run_id, user=run.owner, pool=run.pool, function=run.function, resources=None,
+                                 outcome="running", created=run.created, duration=now - run.created, backend_url=url))
     return sorted(rows, key=lambda row: row.created)

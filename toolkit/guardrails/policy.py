@@ -64,9 +64,7 @@ def check_pack_directory(directory: Path) -> None:
         raise ValueError(f"{manifest} is not valid YAML: {exc}") from None
     name = runtime.get("name") if isinstance(runtime, dict) else runtime
     if name != "python":
-        raise ValueError(
-            f"{manifest} declares runtime {name!r}; the toolkit runs Python policy packs (runtime: python)"
-        )
+        raise ValueError(f"{manifest} declares runtime {name!r}; the toolkit runs Python policy packs (runtime: python)")
     if not (directory / "__main__.py").is_file():
         raise ValueError(f"policy pack directory {str(directory)!r} has no __main__.py declaring the PolicyPack")
 

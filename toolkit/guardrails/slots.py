@@ -134,9 +134,7 @@ class Slot:
             deadline = time.monotonic() + random.uniform(0.5, 1.5) * delay
             while time.monotonic() < deadline:
                 if cancelled():
-                    raise RunCancelledError(
-                        f"run {self.marker.run_id} was cancelled while waiting for a slot on pool {pool!r}"
-                    )
+                    raise RunCancelledError(f"run {self.marker.run_id} was cancelled while waiting for a slot on pool {pool!r}")
                 time.sleep(0.05)
             delay = min(delay * 1.5, 3.0)
 

@@ -498,12 +498,8 @@ class AzureContainerInstanceTarget(Target):
         if job.identities:
             return [{"server": registry.host, "identity": job.identities[0]}]
         scope = pulumi.Output.concat(
-            "/subscriptions/",
-            subscription,
-            "/resourceGroups/",
-            job.registry_resource_group or job.resource_group or "",
-            "/providers/Microsoft.ContainerRegistry/registries/",
-            acr,
+            "/subscriptions/", subscription, "/resourceGroups/", job.registry_resource_group or job.resource_group or "",
+            "/providers/Microsoft.ContainerRegistry/registries/", acr,
         )
         grants.append(
             azure.authorization.RoleAssignment(
@@ -524,6 +520,8 @@ class AzureContainerInstanceTarget(Target):
         return WorkersWatcher(
             [AzureContainerInstanceWatcher(outputs["container_group"], container=name) for name in names]
         )
+
+
 
 
 def _role(subscription: pulumi.Input[str], role: str) -> pulumi.Output[str]:

@@ -258,7 +258,9 @@ class Target(abc.ABC):
         try:
             return self.job_model.model_validate(config)
         except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+            )
             raise ConfigError(
                 f"the job rendered for pool {pool_name!r} ({self.name}) is invalid: {problems}. "
                 "Check the pool's base job template and your job variables"

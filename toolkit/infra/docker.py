@@ -87,17 +87,15 @@ class DockerVariables(EnvironmentVariables):
         description="Command prefix run before the runner inside the container, e.g. ['nice', '-n', '5'].",
     )
     env: dict[str, str] = Field(default_factory=dict, description="Environment variables of the container.")
-    volumes: list[str] = Field(default_factory=list, description="Bind mounts 'host_path:container_path[:ro|rw]'.")
+    volumes: list[str] = Field(
+        default_factory=list, description="Bind mounts 'host_path:container_path[:ro|rw]'."
+    )
     networks: list[str] = Field(default_factory=list, description="Existing Docker networks to attach.")
     network_mode: str | None = Field(default=None, description="Network mode (bridge, host, none, container:NAME).")
-    mem_limit: str | None = Field(
-        default=None, description="Memory limit, e.g. '512m' or '2g' (the OOM killer acts above it)."
-    )
+    mem_limit: str | None = Field(default=None, description="Memory limit, e.g. '512m' or '2g' (the OOM killer acts above it).")
     memswap_limit: str | None = Field(default=None, description="Memory + swap limit, e.g. '1g'.")
     cpus: float | None = Field(default=None, gt=0, description="CPUs the container may use, e.g. 1.5.")
-    gpus: str | None = Field(
-        default=None, description="GPUs to pass through, as `docker run --gpus`: 'all' or 'device=0'."
-    )
+    gpus: str | None = Field(default=None, description="GPUs to pass through, as `docker run --gpus`: 'all' or 'device=0'.")
     user: str = Field(
         default=default_user(),
         description="User 'uid:gid' the job runs as (never root); default 1000:1000, or the client's own "
@@ -415,9 +413,7 @@ class DockerTarget(Target):
             user=job.user,
             read_only=not job.privileged,
             privileged=job.privileged,
-            capabilities=None
-            if job.privileged
-            else pulumi_docker.ContainerCapabilitiesArgs(drops=["ALL"], adds=job.cap_add or None),
+            capabilities=None if job.privileged else pulumi_docker.ContainerCapabilitiesArgs(drops=["ALL"], adds=job.cap_add or None),
             security_opts=None if job.privileged else ["no-new-privileges"],
             tmpfs={"/tmp": f"rw,nosuid,nodev,size={job.tmp_size}"},
             memory=size_in_mb(job.mem_limit, "mem_limit") if job.mem_limit else None,

@@ -808,11 +808,8 @@ class EcsTarget(Target):
         objects = {BUNDLE_NAME: run.bundle_path, FILES_NAME: run.files_path}
         uploads: list[pulumi.Resource] = [
             aws.s3.BucketObjectv2(
-                "bundle" if key == BUNDLE_NAME else "files",
-                bucket=bucket.id,
-                key=key,
-                source=pulumi.FileAsset(str(path)),
-                opts=opts,
+                "bundle" if key == BUNDLE_NAME else "files", bucket=bucket.id, key=key,
+                source=pulumi.FileAsset(str(path)), opts=opts,
             )
             for key, path in objects.items()
             if path is not None

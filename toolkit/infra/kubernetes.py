@@ -556,9 +556,8 @@ def connect(context: str | None) -> tuple[Any, Any]:
 
     configuration = _configuration()
     try:  # KUBECONFIG is read now, not when the kubernetes package was imported
-        config.load_kube_config(
-            config_file=os.environ.get("KUBECONFIG"), context=context, client_configuration=configuration
-        )
+        config.load_kube_config(config_file=os.environ.get("KUBECONFIG"), context=context,
+                                client_configuration=configuration)
     except config.ConfigException as exc:
         if context:
             raise TargetUnavailableError(

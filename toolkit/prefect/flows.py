@@ -37,7 +37,9 @@ EPHEMERAL_ENV = {
 
 def is_prefect_flow(fn: Callable[..., Any]) -> bool:
     """True for a ``prefect.Flow`` (or subclass), without importing Prefect."""
-    return any(cls.__name__ == "Flow" and cls.__module__ == "prefect.flows" for cls in type(fn).__mro__)
+    return any(
+        cls.__name__ == "Flow" and cls.__module__ == "prefect.flows" for cls in type(fn).__mro__
+    )
 
 
 def _caller_setting(name: str) -> str | None:

@@ -113,10 +113,8 @@ def parse_document(text: str, source: str) -> tuple[dict[str, Any], str | None, 
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ConfigError(
-            f"{source} is not JSON ({exc}). Give the output of `prefect work-pool "
-            "get-default-base-job-template --type T` or `prefect work-pool inspect NAME --output json`"
-        ) from None
+        raise ConfigError(f"{source} is not JSON ({exc}). Give the output of `prefect work-pool "
+                          "get-default-base-job-template --type T` or `prefect work-pool inspect NAME --output json`") from None
     if isinstance(data, dict) and "base_job_template" in data:
         return data["base_job_template"], data.get("type"), data.get("storage_configuration") or {}
     if isinstance(data, dict) and {"job_configuration", "variables"} <= set(data):
@@ -156,29 +154,21 @@ def _map_variables(
         if synonym is None and name in ours:
             mapped.append(VariableMapping(name=name, outcome="as is", ours=name, default=default))
         elif synonym is None:
-            mapped.append(
-                VariableMapping(
-                    name=name,
-                    outcome="not supported",
-                    default=default,
-                    lost=not _empty(default),
-                    note=f"{target.name} has no variable of that name (the template's own); "
-                    "express it with the target's variables or customizations",
-                )
-            )
+            mapped.append(VariableMapping(
+                name=name, outcome="not supported", default=default, lost=not _empty(default),
+                note=f"{target.name} has no variable of that name (the template's own); "
+                     "express it with the target's variables or customizations",
+            ))
         elif synonym.ours is None:
-            mapped.append(
-                VariableMapping(name=name, outcome="not supported", default=default, note=synonym.why, lost=changed)
-            )
+            mapped.append(VariableMapping(name=name, outcome="not supported", default=default, note=synonym.why,
+                                          lost=changed))
         elif synonym.part_of:
-            mapped.append(
-                VariableMapping(name=name, outcome="combined", ours=synonym.ours, default=default, note=synonym.why)
-            )
+            mapped.append(VariableMapping(name=name, outcome="combined", ours=synonym.ours, default=default,
+                                          note=synonym.why))
         else:
             outcome = "as is" if synonym.ours == name else "renamed"
-            mapped.append(
-                VariableMapping(name=name, outcome=outcome, ours=synonym.ours, default=default, note=synonym.why)
-            )
+            mapped.append(VariableMapping(name=name, outcome=outcome, ours=synonym.ours, default=default,
+                                          note=synonym.why))
     return mapped
 
 
@@ -189,8 +179,7 @@ def _carry_defaults(mapped: list[VariableMapping], target: type[Target], ours: d
         if mapping.ours is None or mapping.outcome == "combined" or mapping.default is None:
             continue
         partners = {
-            name: value
-            for name, value in given.items()
+            name: value for name, value in given.items()
             if name in target.synonyms and target.synonyms[name].part_of == mapping.name
         }
         converted = translate(target.synonyms, {mapping.name: mapping.default, **partners})
@@ -221,26 +210,17 @@ def _map_settings(config: dict[str, Any], reference: dict[str, Any], target: typ
             and target.name in ("kubernetes", "ecs")  # the same resource shape on both sides
         )
         if carried:
-            inner = path[len(root) :]
+            inner = path[len(root):]
             last = inner.rsplit("/", 1)[-1]
-            settings.append(
-                SettingMapping(
-                    path=path,
-                    op="add" if not last.isdigit() else op["op"],
-                    value=value,
-                    outcome="customization",
-                    note=f"customizations: {op['op']} {inner}",
-                )
-            )
+            settings.append(SettingMapping(
+                path=path, op="add" if not last.isdigit() else op["op"], value=value, outcome="customization",
+                note=f"customizations: {op['op']} {inner}",
+            ))
         else:
-            why = (
-                "it uses a Prefect placeholder"
-                if templating.placeholders(value)
-                else "the toolkit builds this part of the job itself"
-            )
-            settings.append(
-                SettingMapping(path=path, op=op["op"], value=value, outcome="not supported", note=why, lost=True)
-            )
+            why = ("it uses a Prefect placeholder" if templating.placeholders(value)
+                   else "the toolkit builds this part of the job itself")
+            settings.append(SettingMapping(path=path, op=op["op"], value=value, outcome="not supported",
+                                           note=why, lost=True))
     return settings
 
 
@@ -266,9 +246,8 @@ def import_pool(
     template, declared, storage_configuration = parse_document(text, source)
     prefect_type = prefect_type or declared or detect_type(template, source)
     if prefect_type not in PREFECT_TYPES:
-        raise ConfigError(
-            f"Prefect work pool type {prefect_type!r} has no toolkit target; " f"supported: {', '.join(PREFECT_TYPES)}"
-        )
+        raise ConfigError(f"Prefect work pool type {prefect_type!r} has no toolkit target; "
+                          f"supported: {', '.join(PREFECT_TYPES)}")
     target = get_target_class(PREFECT_TYPES[prefect_type])
     reference = reference_template(prefect_type)
     ours_template = target.default_template()
@@ -276,11 +255,8 @@ def import_pool(
     variables = _map_variables(template.get("variables", {}), reference["variables"], target, ours)
     _carry_defaults(variables, target, ours)
     settings = _map_settings(template.get("job_configuration", {}), reference["job_configuration"], target)
-    customizations = [
-        {"op": s.op, "path": s.path[len(target.customization_root) :], "value": s.value}
-        for s in settings
-        if s.outcome == "customization"
-    ]
+    customizations = [{"op": s.op, "path": s.path[len(target.customization_root):], "value": s.value}
+                      for s in settings if s.outcome == "customization"]
     if customizations:
         ours["customizations"]["default"] = [*(ours["customizations"].get("default") or []), *customizations]
     report = ImportReport(

@@ -58,10 +58,7 @@ class LocalProcessProvider(ResourceProvider):
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         run_dir = Path(props["run_dir"])
-        log, exit_status = (
-            run_dir / (props.get("log_name") or LOG_NAME),
-            run_dir / (props.get("exit_name") or EXIT_NAME),
-        )
+        log, exit_status = run_dir / (props.get("log_name") or LOG_NAME), run_dir / (props.get("exit_name") or EXIT_NAME)
         # A new attempt of the run (toolkit.retries) starts clean: the last one's exit status would
         # read as this one's, and its output was forwarded already.
         exit_status.unlink(missing_ok=True)

@@ -49,13 +49,8 @@ class FoundCli:
 def cli_version(binary: Path) -> str:
     """``pulumi version`` without the leading 'v' ('' if it does not run)."""
     try:
-        result = subprocess.run(
-            [str(binary), "version"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env={**os.environ, "PULUMI_SKIP_UPDATE_CHECK": "true"},
-        )
+        result = subprocess.run([str(binary), "version"], capture_output=True, text=True, timeout=60,
+                                env={**os.environ, "PULUMI_SKIP_UPDATE_CHECK": "true"})
     except (OSError, subprocess.TimeoutExpired):
         return ""
     return result.stdout.strip().removeprefix("v") if result.returncode == 0 else ""

@@ -114,25 +114,13 @@ def build_docker_provider(
 
     log(f"docker provider {version}: building in {work_dir}")
     step("go mod download", [go, "mod", "download"])
-    upstream_dir = step("locate upstream module", [go, "list", "-m", "-f", "{{.Dir}}", UPSTREAM_MODULE]).strip()
+    upstream_dir = step(
+        "locate upstream module", [go, "list", "-m", "-f", "{{.Dir}}", UPSTREAM_MODULE]
+    ).strip()
     # -trimpath on both builds so they share the compile cache.
     step(
         "build tfgen",
-        [
-            go,
-            "build",
-            "-p",
-            "2",
-            "-trimpath",
-            "-buildvcs=false",
-            "-tags",
-            "tfgen",
-            "-ldflags",
-            ldflags,
-            "-o",
-            str(tfgen),
-            ".",
-        ],
+        [go, "build", "-p", "2", "-trimpath", "-buildvcs=false", "-tags", "tfgen", "-ldflags", ldflags, "-o", str(tfgen), "."],
     )
     step(
         "generate schema",
@@ -150,19 +138,7 @@ def build_docker_provider(
         shutil.copyfile(metadata, src / "bridge-metadata.json")
     step(
         "build plugin",
-        [
-            go,
-            "build",
-            "-p",
-            "2",
-            "-trimpath",
-            "-buildvcs=false",
-            "-ldflags",
-            f"-s -w {ldflags}",
-            "-o",
-            str(binary),
-            ".",
-        ],
+        [go, "build", "-p", "2", "-trimpath", "-buildvcs=false", "-ldflags", f"-s -w {ldflags}", "-o", str(binary), "."],
     )
     reported = step("check plugin version", [str(binary), "-version"]).strip()
     if reported != version:

@@ -36,25 +36,17 @@ def _pulumi() -> Check:
     found = cli_lookup.find_cli()
     minimum = f"the SDK needs v{cli_lookup.minimum_version()} or newer"
     if found is None:
-        return Check(
-            component="Pulumi CLI",
-            ok=False,
-            detail=f"not found (TOOLKIT_PULUMI, PATH, {settings.bin_dir()})",
-            fix="install Pulumi (curl -fsSL https://get.pulumi.com | sh), or "
-            f"{INSTALL} (builds it from the Go module proxy; needs Go)",
-        )
+        return Check(component="Pulumi CLI", ok=False, detail=f"not found (TOOLKIT_PULUMI, PATH, {settings.bin_dir()})",
+                     fix="install Pulumi (curl -fsSL https://get.pulumi.com | sh), or "
+                     f"{INSTALL} (builds it from the Go module proxy; needs Go)")
     problem = cli_lookup.version_problem(found)
     return Check(component="Pulumi CLI", ok=problem is None, detail=f"{found.describe()}; {minimum}", fix=problem or "")
 
 
 def _mode() -> Check:
     mode = offline.mode()
-    return Check(
-        component="plugin mode",
-        ok=True,
-        detail=f"{'offline' if mode.offline else 'online'}: {mode.reason}",
-        required=False,
-    )
+    return Check(component="plugin mode", ok=True, detail=f"{'offline' if mode.offline else 'online'}: {mode.reason}",
+                 required=False)
 
 
 def _on_path(name: str, component: str, required: bool) -> Check:
@@ -98,15 +90,9 @@ def _plugins() -> list[Check]:
         required = bool(pool_names) or package in core
         users = f"pools: {', '.join(pool_names)}" if pool_names else f"targets: {', '.join(targets)}; no pool uses it"
         if found.present:
-            source = (
-                kubernetes_provider.read_source_note(plugins.built_binary(spec.name))
-                if spec.name == "kubernetes"
-                else ""
-            )
+            source = kubernetes_provider.read_source_note(plugins.built_binary(spec.name)) if spec.name == "kubernetes" else ""
             detail = f"v{spec.version} at {found.location}" + (f" (built from {source})" if source else "")
-            checks.append(
-                Check(component=f"plugin {spec.name}", ok=True, detail=f"{detail}; {users}", required=required)
-            )
+            checks.append(Check(component=f"plugin {spec.name}", ok=True, detail=f"{detail}; {users}", required=required))
             continue
         offline_build = " (downloads it; offline it builds it with Go)" if spec.name in plugins.OFFLINE_BUILDERS else ""
         fix = f"{INSTALL}{offline_build}, or {spec.install_command()}" if required else spec.install_command()
@@ -146,12 +132,8 @@ def _backend() -> Check:
         existing = next(p for p in (path, *path.parents) if p.exists())  # created on first use
         ok = existing.is_dir() and os.access(existing, os.W_OK)
         detail = url if path.exists() else f"{url} (created on first run)"
-        return Check(
-            component="state backend",
-            ok=ok,
-            detail=detail if ok else f"{url}: {existing} is not writable",
-            fix="" if ok else f"make {existing} writable or set TOOLKIT_HOME / TOOLKIT_BACKEND_URL",
-        )
+        return Check(component="state backend", ok=ok, detail=detail if ok else f"{url}: {existing} is not writable",
+                     fix="" if ok else f"make {existing} writable or set TOOLKIT_HOME / TOOLKIT_BACKEND_URL")
     return Check(component="state backend", ok=True, detail=f"{url} (not checked: remote)")
 
 
@@ -162,12 +144,8 @@ def _registry() -> Check:
         registry = PoolRegistry()
         names = registry.names()
     except Exception as exc:  # noqa: BLE001 - any fsspec failure is a finding
-        return Check(
-            component="pool registry",
-            ok=False,
-            detail=f"{settings.pools_url()}: {exc}",
-            fix="check TOOLKIT_POOLS_URL / TOOLKIT_HOME and storage credentials",
-        )
+        return Check(component="pool registry", ok=False, detail=f"{settings.pools_url()}: {exc}",
+                     fix="check TOOLKIT_POOLS_URL / TOOLKIT_HOME and storage credentials")
     return Check(component="pool registry", ok=True, detail=f"{registry.url} ({len(names)} pools: {', '.join(names)})")
 
 
@@ -176,18 +154,11 @@ def _policy_sdk() -> Check:
     try:
         version = package_version("pulumi-policy")
     except PackageNotFoundError:
-        return Check(
-            component="policy packs",
-            ok=False,
-            required=False,
-            detail="pulumi-policy not installed (needed by pools with policy_packs)",
-            fix="pip install 'toolkit[policy]'",
-        )
-    return Check(
-        component="policy packs",
-        ok=True,
-        detail=f"pulumi-policy {version}, started by the Python language host (RunPlugin)",
-    )
+        return Check(component="policy packs", ok=False, required=False,
+                     detail="pulumi-policy not installed (needed by pools with policy_packs)",
+                     fix="pip install 'toolkit[policy]'")
+    return Check(component="policy packs", ok=True,
+                 detail=f"pulumi-policy {version}, started by the Python language host (RunPlugin)")
 
 
 def checks() -> list[Check]:

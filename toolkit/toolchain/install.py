@@ -39,9 +39,7 @@ def _ensure_pulumi_cli(outcome: list[str], log: Log) -> None:
     wanted = pulumi_cli.required_version()
     target.parent.mkdir(parents=True, exist_ok=True)
     if found is None:
-        log(
-            f"no Pulumi CLI found (TOOLKIT_PULUMI, PATH, {settings.bin_dir()}): building v{wanted} from the Go module proxy"
-        )
+        log(f"no Pulumi CLI found (TOOLKIT_PULUMI, PATH, {settings.bin_dir()}): building v{wanted} from the Go module proxy")
     else:
         log(f"rebuilding the toolkit's Pulumi CLI v{wanted}: its build recipe is now {RECIPE}")
     pulumi_cli.build_pulumi_cli(wanted, settings.cache_dir() / "build" / "pulumi-cli", target, log)
@@ -97,9 +95,7 @@ def install(log: Log, docker: bool = True) -> Timeline:
     with timeline.step("dynamic provider shim") as outcome:
         path, changed = install_shim(settings.bin_dir())
         outcome.append(f"{'installed' if changed else 'present'} {path}")
-        outcome.append(
-            "bytecode compiled" if compile_plugin_modules() else "bytecode: some modules could not be compiled"
-        )
+        outcome.append("bytecode compiled" if compile_plugin_modules() else "bytecode: some modules could not be compiled")
     with timeline.step("state backend") as outcome:
         backend = settings.default_backend_url()
         if backend.startswith("file://"):

@@ -102,12 +102,8 @@ def _download(go: str, module: str, version: str) -> _Module | None:
     """Download ``module@version``; None if the proxy does not serve that version."""
     try:
         with tempfile.TemporaryDirectory(prefix="toolkit-go-download-") as outside_any_module:
-            output = run(
-                [go, "mod", "download", "-json", f"{module}@{version}"],
-                f"download {module}@{version}",
-                cwd=Path(outside_any_module),
-                env=go_env(),
-            )
+            output = run([go, "mod", "download", "-json", f"{module}@{version}"], f"download {module}@{version}",
+                         cwd=Path(outside_any_module), env=go_env())
     except ToolchainError as exc:
         if any(text in str(exc) for text in ("not available", "unknown revision", "invalid version")):
             return None

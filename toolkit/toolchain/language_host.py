@@ -153,19 +153,8 @@ def _program_path(request: language_pb2.RunRequest) -> Path:
 
 def exec_command(request: language_pb2.RunRequest, python: str, engine_address: str) -> list[str]:
     """The command line of ``program_exec.py`` for one ``Run``."""
-    command = [
-        python,
-        "-u",
-        str(EXEC_SCRIPT),
-        "--monitor",
-        request.monitor_address,
-        "--project",
-        request.project,
-        "--stack",
-        request.stack,
-        "--parallel",
-        str(request.parallel),
-    ]
+    command = [python, "-u", str(EXEC_SCRIPT), "--monitor", request.monitor_address,
+               "--project", request.project, "--stack", request.stack, "--parallel", str(request.parallel)]
     optional = {
         "--engine": engine_address,
         "--organization": request.organization,
@@ -227,8 +216,7 @@ class LanguageHost(language_pb2_grpc.LanguageRuntimeServicer):
         except (ConfigError, OSError, subprocess.SubprocessError) as exc:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         return language_pb2.AboutResponse(
-            executable=python,
-            version=found.stdout.strip().removeprefix("Python "),
+            executable=python, version=found.stdout.strip().removeprefix("Python "),
             metadata={"host": "toolkit"},
         )
 

@@ -67,15 +67,11 @@ def vendor_patched_modules(work_dir: Path, go: str, env: dict[str, str]) -> list
     shutil.rmtree(vendor, ignore_errors=True)
     directives = []
     for module in MODULES:
-        listed = run(
-            [go, "list", "-m", "-f", "{{.Version}} {{.Dir}}", module], f"locate {module}", cwd=work_dir, env=env
-        )
+        listed = run([go, "list", "-m", "-f", "{{.Version}} {{.Dir}}", module], f"locate {module}", cwd=work_dir, env=env)
         version, _, source = listed.strip().partition(" ")
         if not source:
             run([go, "mod", "download", f"{module}@{version}"], f"download {module}", cwd=work_dir, env=env)
-            source = run(
-                [go, "list", "-m", "-f", "{{.Dir}}", module], f"locate {module}", cwd=work_dir, env=env
-            ).strip()
+            source = run([go, "list", "-m", "-f", "{{.Dir}}", module], f"locate {module}", cwd=work_dir, env=env).strip()
         target = vendor / re.sub(r"[^A-Za-z0-9]+", "-", module)
         shutil.copytree(source, target)
         for path in target.rglob("*"):

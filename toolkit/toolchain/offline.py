@@ -55,9 +55,7 @@ def mode(now: float | None = None) -> Mode:
         return Mode(offline=False, reason="plugins are downloaded by Pulumi when missing")
     now = time.time() if now is None else now
     if now - since >= REMEMBER_SECONDS:
-        return Mode(
-            offline=False, reason=f"the last failed download is over {REMEMBER_SECONDS / 3600:g} h old; trying again"
-        )
+        return Mode(offline=False, reason=f"the last failed download is over {REMEMBER_SECONDS / 3600:g} h old; trying again")
     retry = time.strftime("%H:%M", time.localtime(since + REMEMBER_SECONDS))
     return Mode(
         offline=True,

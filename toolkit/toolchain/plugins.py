@@ -134,9 +134,8 @@ def status(spec: PluginSpec) -> PluginStatus:
         return PluginStatus(name=spec.name, version=spec.version, present=True, location=str(ambient))
     directory = plugin_cache() / f"resource-{spec.name}-v{spec.version}"
     complete = directory.is_dir() and not directory.with_name(directory.name + ".partial").exists()
-    return PluginStatus(
-        name=spec.name, version=spec.version, present=complete, location=str(directory) if complete else ""
-    )
+    return PluginStatus(name=spec.name, version=spec.version, present=complete,
+                        location=str(directory) if complete else "")
 
 
 def acquire(spec: PluginSpec, log: Log) -> None:
@@ -147,13 +146,8 @@ def acquire(spec: PluginSpec, log: Log) -> None:
         command += ["--server", spec.server]
     log(f"downloading the {spec.label} plugin: {spec.install_command()}")
     try:
-        result = subprocess.run(
-            command,
-            capture_output=True,
-            text=True,
-            timeout=ACQUIRE_TIMEOUT,
-            env={**os.environ, **settings.pulumi_env()},
-        )
+        result = subprocess.run(command, capture_output=True, text=True, timeout=ACQUIRE_TIMEOUT,
+                                env={**os.environ, **settings.pulumi_env()})
         output, failed = (result.stdout + result.stderr).strip(), result.returncode != 0
     except subprocess.TimeoutExpired:
         output, failed = f"no answer within {ACQUIRE_TIMEOUT} s", True
@@ -212,31 +206,22 @@ def _build(spec: PluginSpec, log: Log) -> str:
         outcome = f"built {spec.label} ({OFFLINE_BUILDERS[spec.name](spec, binary, log)}) and installed it"
         write_stamp(stamp, spec.version)
     cli = cli_lookup.usable_cli()
-    run(
-        [str(cli.path), "plugin", "install", "resource", spec.name, spec.version, "--file", str(binary)],
-        f"pulumi plugin install {spec.name}",
-        env={**os.environ, **settings.pulumi_env()},
-    )
+    run([str(cli.path), "plugin", "install", "resource", spec.name, spec.version, "--file", str(binary)],
+        f"pulumi plugin install {spec.name}", env={**os.environ, **settings.pulumi_env()})
     return outcome
 
 
 def fixes(spec: PluginSpec) -> str:
     """Both ways to get a plugin, for error messages."""
-    online = (
-        f"online: `{spec.install_command()}` (or `toolkit toolchain install`) where get.pulumi.com is "
-        f"reachable ({offline.ENV}=0 retries at once after a remembered failure)"
-    )
+    online = (f"online: `{spec.install_command()}` (or `toolkit toolchain install`) where get.pulumi.com is "
+              f"reachable ({offline.ENV}=0 retries at once after a remembered failure)")
     if spec.name in OFFLINE_BUILDERS:
-        build = (
-            "offline: install Go (https://go.dev/dl) and run `toolkit toolchain install`, which builds it "
-            "from the Go module proxy"
-        )
+        build = ("offline: install Go (https://go.dev/dl) and run `toolkit toolchain install`, which builds it "
+                 "from the Go module proxy")
     else:
-        build = (
-            f"offline: the toolkit cannot build {spec.name} from source; copy `pulumi-resource-{spec.name}` "
-            f"v{spec.version} from a connected machine and run "
-            f"`{spec.install_command()} --file PATH`"
-        )
+        build = (f"offline: the toolkit cannot build {spec.name} from source; copy `pulumi-resource-{spec.name}` "
+                 f"v{spec.version} from a connected machine and run "
+                 f"`{spec.install_command()} --file PATH`")
     return f"Fix it {online}; or {build}"
 
 
@@ -257,9 +242,8 @@ def ensure(spec: PluginSpec, log: Log) -> str:
     if spec.name in OFFLINE_BUILDERS and _go_available():
         log(f"{spec.label}: not downloaded ({why_not_online}); building it from the Go module proxy")
         return _build(spec, log)
-    why_not_built = (
-        "Go is not installed" if spec.name in OFFLINE_BUILDERS else "the toolkit has no offline build for it"
-    )
+    why_not_built = ("Go is not installed" if spec.name in OFFLINE_BUILDERS
+                     else "the toolkit has no offline build for it")
     raise ToolchainError(
         f"the {spec.label} provider plugin is missing and could not be obtained: not downloaded "
         f"({why_not_online}), not built ({why_not_built}). {fixes(spec)}"

@@ -104,18 +104,7 @@ def build_pulumi_cli(version: str, work_dir: Path, out: Path, log: Log) -> Path:
         go_mod.write("\n".join(["", *vendor_patched_modules(work_dir, go, env), ""]))
     log(f"compiling pulumi {tag} (several minutes on a cold cache)")
     run(
-        [
-            go,
-            "build",
-            "-p",
-            "2",
-            "-trimpath",
-            "-ldflags",
-            f"-s -w -X {VERSION_SYMBOL}={tag}",
-            "-o",
-            str(out),
-            f"{PKG}/cmd/pulumi",
-        ],
+        [go, "build", "-p", "2", "-trimpath", "-ldflags", f"-s -w -X {VERSION_SYMBOL}={tag}", "-o", str(out), f"{PKG}/cmd/pulumi"],
         f"go build of pulumi {tag}",
         cwd=work_dir,
         env=env,

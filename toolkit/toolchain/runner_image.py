@@ -186,26 +186,14 @@ def ensure_base_image(cache: Path, log: Log) -> str:
     if not tarball.exists():
         if shutil.which("debootstrap") is None:
             if os.geteuid() != 0:
-                raise ToolchainError(
-                    "building the base image needs debootstrap: apt-get install -y debootstrap (as root)"
-                )
-            run(
-                ["apt-get", "install", "-y", "-qq", "debootstrap"],
-                "apt-get install debootstrap",
-                env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
-            )
+                raise ToolchainError("building the base image needs debootstrap: apt-get install -y debootstrap (as root)")
+            run(["apt-get", "install", "-y", "-qq", "debootstrap"], "apt-get install debootstrap",
+                env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
         cache.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="toolkit-rootfs-", dir=cache) as rootfs:
             log("debootstrap bookworm (minbase + python3), about a minute")
             run(
-                [
-                    "debootstrap",
-                    "--variant=minbase",
-                    "--include=python3,python3-venv",
-                    "bookworm",
-                    rootfs,
-                    DEBIAN_MIRROR,
-                ],
+                ["debootstrap", "--variant=minbase", "--include=python3,python3-venv", "bookworm", rootfs, DEBIAN_MIRROR],
                 "debootstrap",
             )
             run(["tar", "-C", rootfs, "-cf", str(tarball) + ".tmp", "."], "tar root filesystem")

@@ -14,13 +14,8 @@ from toolkit.errors import ToolchainError
 Log = Callable[[str], None]
 
 
-def run(
-    command: Sequence[str],
-    step: str,
-    cwd: Path | None = None,
-    env: dict[str, str] | None = None,
-    input_bytes: bytes | None = None,
-) -> str:
+def run(command: Sequence[str], step: str, cwd: Path | None = None, env: dict[str, str] | None = None,
+        input_bytes: bytes | None = None) -> str:
     """Run a command; on failure raise ``ToolchainError`` naming the step and the output's tail."""
     result = subprocess.run(
         list(command), cwd=cwd, env=env, input=input_bytes, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
