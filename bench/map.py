@@ -292,6 +292,7 @@ def render(result: dict) -> str:
             f"{k['submits']:.1f} s ({per_call:.1f} s per call) "
             f"| ≤ {GOALS['kubernetes_seconds']:.0f} s: {_verdict(k['map']['torn_down'], GOALS['kubernetes_seconds'])} |"
         )
+    extra: list[str] = []
     if "kubernetes" in result and "cpu_per_item" in result["kubernetes"]:
         c = result["kubernetes"]["cpu_per_item"]
         runner = c["runner_imports"] + c["s3fs_import"] + c["s3_client"] + 6 * c["s3_request"]
@@ -306,7 +307,7 @@ def render(result: dict) -> str:
             f"and 60 s needs at most {60 * (os.cpu_count() or 1) / 100:.1f} CPU-s per item (one pod per item, as "
             "the Indexed Job's form asks)."
         )
-        extra = ["", breakdown]
+        extra += ["", breakdown]
     if "kubernetes" in result and "components_per_item" in result["kubernetes"]:
         parts = sorted(result["kubernetes"]["components_per_item"].items(), key=lambda item: -item[1])
         extra += [
@@ -315,8 +316,6 @@ def render(result: dict) -> str:
             "the map and one after; what started and ended in between, the pods' processes among it, is the "
             "machine's total minus the rest): " + ", ".join(f"{name} {seconds:.2f}" for name, seconds in parts) + ".",
         ]
-    else:
-        extra = []
     if "process" in result:
         p, b = result["process"], result["process-baseline"]
         lines.append(
