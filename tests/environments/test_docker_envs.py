@@ -178,7 +178,9 @@ def test_building_an_environment_again_keeps_its_image_and_one_resource_for_it()
     images = [r for r in _resources(environment.stack) if r["type"] == "docker:index/remoteImage:RemoteImage"]
     assert len(images) == 1 and not images[0].get("delete"), images
 
-    subprocess.run(["docker", "image", "rm", environment.reference], check=True, capture_output=True)
+    wait_for_teardowns()  # the call's container, which uses the image, goes with its run's teardown
+    removed = subprocess.run(["docker", "image", "rm", environment.reference], capture_output=True, text=True)
+    assert removed.returncode == 0, removed.stderr
     assert formatted.preview(3).environment.status == "build"  # an image removed by hand is built again
     assert formatted(3) == ("4.12.3", "3")
     assert image_exists(environment.reference)
