@@ -188,6 +188,7 @@ def test_building_an_environment_again_keeps_its_image_and_one_resource_for_it()
 
 def test_toolkit_env_ls_and_prune_remove_the_images_and_their_stacks():
     formatted(1)  # at least one environment exists
+    wait_for_teardowns()  # the call's container uses the image until its run's stack is destroyed
     listed = json.loads(toolkit("env", "ls", "--json").stdout)
     assert listed and all(item["present"] for item in listed)
     images = [item["reference"] for item in listed if item["kind"] == "image"]
