@@ -1,8 +1,10 @@
-"""Latency candidates of issue 15, kept or not, each measured against its alternative in the same run.
+"""Latency candidates of issues 15 and 29, kept or not, each measured against its alternative in the same run.
 
-    .venv/bin/python bench/candidates.py [--repeats 8]     # writes bench/tried.md
+    .venv/bin/python bench/candidates.py [--issue 29] [--repeats 8] [--upstream-cli PATH]
 
-bench/run.py appends bench/tried.md to bench/results.md. Each candidate is
+Issue 29's candidates are in bench/candidates29.py; issue 15's follow. Each
+issue's candidates are saved as their own section of bench/results.md
+(``candidates15``, ``candidates29``; bench/report.py). Each candidate is
 measured alternating with what it replaces, so both see the same load:
 
 * CLI start: ``pulumi version`` of the toolkit's CLI build (zxcvbn word lists
@@ -23,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import json
 import os
 import re
 import resource
@@ -140,7 +141,7 @@ def measure(repeats: int, upstream_cli: Path | None) -> dict:
     from toolkit import settings
     from toolkit.toolchain.shim import install_shim
 
-    results: dict = {"date": time.strftime("%Y-%m-%d %H:%M"), "repeats": repeats, "load": os.getloadavg()[0]}
+    results: dict = {"repeats": repeats}
     cli = settings.pulumi_binary()
     results["cli_start"] = {"toolkit build": cli_start(cli, repeats)}
     if upstream_cli:
@@ -174,12 +175,13 @@ def measure(repeats: int, upstream_cli: Path | None) -> dict:
     return results
 
 
-def render(results: dict) -> str:
+def render_15(saved: dict, sections: dict[str, dict]) -> list[str]:
+    """Section ``candidates15``."""
+    results = saved["data"]
     lines = [
         "## Tried for issue 15: what was kept, what was not",
         "",
-        f"`bench/candidates.py --repeats {results['repeats']}`, {results['date']} (1-minute load average "
-        f"{results['load']:.1f} on 2 cores). Medians; each candidate alternates with what it replaces.",
+        f"Medians of {results['repeats']} runs; each candidate alternates with what it replaces.",
         "",
         "| candidate | measured | kept? |",
         "|---|---|---|",
@@ -238,22 +240,28 @@ def render(results: dict) -> str:
         "tail (the lean plugin exits at once), so the result comes no sooner | not built |",
         "| runner opens local storage without importing fsspec | fsspec is more than half of `import toolkit.runner` "
         "(`python -X importtime`) | yes |",
-        "",
     ]
-    return "\n".join(lines)
+    return lines
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--issue", type=int, choices=(15, 29), default=29, help="whose candidates to measure")
     parser.add_argument("--repeats", type=int, default=8)
-    parser.add_argument("--upstream-cli", type=Path, help="a Pulumi CLI of the same version built without the patch")
-    parser.add_argument("--out", type=Path, default=HERE / "tried.md")
+    parser.add_argument("--upstream-cli", type=Path, help="issue 15: a Pulumi CLI of the same version built "
+                        "without the patch")
     args = parser.parse_args()
     os.environ.update({"TOOLKIT_PROGRESS": "0", "TOOLKIT_HOME": tempfile.mkdtemp(prefix="toolkit-candidates-")})
-    results = measure(args.repeats, args.upstream_cli)
-    print(json.dumps(results, indent=2), file=sys.stderr)
-    args.out.write_text(render(results))
-    print(args.out.read_text())
+    from report import Run  # bench/report.py, next to this script
+
+    if args.issue == 15:
+        saved = Run.begin().section("candidates15", measure, args.repeats, args.upstream_cli)
+        print("\n".join(render_15(saved, {})))
+    else:
+        import candidates29
+
+        saved = Run.begin().section("candidates29", candidates29.measure, args.repeats)
+        print("\n".join(candidates29.render_section(saved, {})))
 
 
 if __name__ == "__main__":

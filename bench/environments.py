@@ -1,6 +1,6 @@
 """Environments benchmark: the first call's build, and what a cached environment adds per call.
 
-    .venv/bin/python bench/environments.py [--repeats 7] [--update]
+    .venv/bin/python bench/environments.py [--repeats 7]
 
 First call: a small package set (three tiny pure-Python wheels) on ``@docker``
 with nothing cached (no index entry, no stack, no image, no downloaded wheels;
@@ -11,8 +11,8 @@ Per call: the same function with that environment cached, alternating with a
 call that needs no extra packages, in the same run. Reported: the environment
 phase of each (what a cached environment costs: the walk of the pickled call,
 the index and one Docker API request) and the submit -> result medians. Times
-are never asserted anywhere; ``--update`` rewrites only this section of
-bench/results.md, and bench/run.py includes it in a full run.
+are never asserted anywhere. Saved as section ``environments`` (bench/report.py);
+bench/run.py includes it in a full run.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 PACKAGES = ["humanize==4.11.0", "six==1.16.0", "tabulate==0.9.0"]
-BEGIN, END = "<!-- environments:begin -->", "<!-- environments:end -->"
 
 
 def measure(repeats: int) -> dict:
@@ -89,22 +88,20 @@ def measure(repeats: int) -> dict:
         "plain_environment_phase": statistics.median(base_env),
         "cached_environment_phase_max": max(cached_env),
         "repeats": repeats,
-        "load_average": os.getloadavg()[1],
-        "measured": time.strftime("%Y-%m-%d %H:%M"),
     }
 
 
-def render(result: dict) -> str:
+def render(saved: dict, sections: dict[str, dict]) -> list[str]:
+    """Section ``environments``."""
+    result = saved["data"]
     size = sum(size or 0 for _name, _version, size in result["wheels"])
     overhead_ms = (result["cached_environment_phase"] - result["plain_environment_phase"]) * 1000
-    lines = [
-        BEGIN,
+    return [
         "## Environments (`bench/environments.py`)",
         "",
         f"`@docker(packages={result['packages']})`: {len(result['wheels'])} pure-Python wheels, "
         f"{size / 1000:.0f} kB, on a cold start (no index entry, stack, image or downloaded wheel; pip's HTTP "
-        f"cache as a user has it). Medians of {result['repeats']} alternating calls in the same run, "
-        f"{result['measured']}, 5-minute load average {result['load_average']:.1f} on {os.cpu_count()} cores "
+        f"cache as a user has it). Medians of {result['repeats']} alternating calls in the same run "
         "(other work on the machine inflates every absolute time alike; compare within the table).",
         "",
         "| | submit→result | environment phase |",
@@ -119,9 +116,7 @@ def render(result: dict) -> str:
         f"Per-call cost of a cached environment over none: **{overhead_ms:.1f} ms** in the environment phase "
         f"(goal ≤ 50 ms); submit→result differs by {(result['cached_latency'] - result['plain_latency']) * 1000:+.0f} ms "
         "end to end, within the run-to-run noise of the Pulumi engine.",
-        END,
     ]
-    return "\n".join(lines) + "\n"
 
 
 def run(repeats: int) -> dict:
@@ -140,18 +135,14 @@ def run(repeats: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--update", action="store_true", help="Rewrite this section of bench/results.md.")
     parser.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
         print(json.dumps(measure(args.repeats)))
         return
-    section = render(run(args.repeats))
-    print(section)
-    if args.update:
-        from sections import update  # bench/sections.py, next to this script
+    from report import Run  # bench/report.py, next to this script
 
-        update(HERE / "results.md", BEGIN, END, section)
+    print("\n".join(render(Run.begin().section("environments", run, args.repeats), {})))
 
 
 if __name__ == "__main__":

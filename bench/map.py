@@ -1,6 +1,6 @@
 """``fn.map`` benchmark: many calls through one stack, each figure against its baseline in the same run.
 
-    .venv/bin/python bench/map.py [--parts docker kubernetes process] [--update]
+    .venv/bin/python bench/map.py [--parts docker kubernetes process]
 
 - docker: 100 trivial items through ``@docker`` ``.map`` (workers: one per CPU)
   vs the same 100 calls as ``.submit()``, 10 in flight at a time (issue 16's goal:
@@ -13,8 +13,8 @@
   ``.submit()`` call (goal: ≤ 300 MB).
 
 Each part runs in a fresh interpreter and TOOLKIT_HOME, so a peak RSS is that
-client's own. Times are never asserted anywhere; ``--update`` rewrites only this
-section of bench/results.md, and bench/run.py includes it in a full run.
+client's own. Times are never asserted anywhere. Saved as section ``map``
+(bench/report.py); bench/run.py includes it in a full run.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # tests.k8s, when run as bench/map.py
-BEGIN, END = "<!-- map:begin -->", "<!-- map:end -->"
 GOALS = {"docker_seconds": 10.0, "kubernetes_seconds": 60.0, "process_rss_mb": 300.0}
 ITEMS = {"docker": 100, "kubernetes": 100, "process": 10_000}
 
@@ -251,7 +250,7 @@ def _fresh(part: str) -> dict:
 
 
 def run(parts: list[str]) -> dict:
-    results: dict = {"measured": time.strftime("%Y-%m-%d %H:%M"), "load_average": os.getloadavg()[1]}
+    results: dict = {}
     for part in parts:
         print(f"benchmarking map on {part} ...", file=sys.stderr, flush=True)
         results[part] = _fresh(part)
@@ -264,13 +263,13 @@ def _verdict(value: float, goal: float) -> str:
     return "met" if value <= goal else "**missed**"
 
 
-def render(result: dict) -> str:
+def render(saved: dict, sections: dict[str, dict]) -> list[str]:
+    """Section ``map``."""
+    result, cores = saved["data"], saved["host"]["cores"]
     lines = [
-        BEGIN,
         "## Many calls, one stack (`bench/map.py`)",
         "",
-        f"Measured {result['measured']}, 5-minute load average {result['load_average']:.1f} on {os.cpu_count()} "
-        "cores; each part in a fresh client process, the baseline in the same run.",
+        "Each part in a fresh client process, the baseline in the same run.",
         "",
         "| | map | baseline in the same run | goal |",
         "|---|---|---|---|",
@@ -297,14 +296,14 @@ def render(result: dict) -> str:
         c = result["kubernetes"]["cpu_per_item"]
         runner = c["runner_imports"] + c["s3fs_import"] + c["s3_client"] + 6 * c["s3_request"]
         breakdown = (
-            f"Where a `@kubernetes` item's time goes: the map kept the node's {os.cpu_count()} cores busy, "
+            f"Where a `@kubernetes` item's time goes: the map kept the node's {cores} cores busy, "
             f"**{c['node']:.2f} CPU-s per item** from submit to torn down (the cluster, containerd, the pods, the "
             f"client and the S3 emulator, all on this machine); the client's own share {c['client']:.2f} CPU-s. "
             f"The runner in each pod, measured in the same image against the same S3 emulator: {runner:.2f} CPU-s, "
             f"of which importing s3fs {c['s3fs_import']:.2f}, its S3 client's set-up {c['s3_client']:.2f}, the "
             f"runner and fsspec {c['runner_imports']:.2f}, each of its 6 requests (HEAD and GET of the bundle and of the item, PUT of its start and result) {c['s3_request']:.3f}. "
-            f"CPU-bound: at 100 items the floor is {c['node'] * 100 / (os.cpu_count() or 1):.0f} s on these cores, "
-            f"and 60 s needs at most {60 * (os.cpu_count() or 1) / 100:.1f} CPU-s per item (one pod per item, as "
+            f"CPU-bound: at 100 items the floor is {c['node'] * 100 / cores:.0f} s on these cores, "
+            f"and 60 s needs at most {60 * cores / 100:.1f} CPU-s per item (one pod per item, as "
             "the Indexed Job's form asks)."
         )
         extra += ["", breakdown]
@@ -328,28 +327,21 @@ def render(result: dict) -> str:
         "",
         "Items stream: the client pickles and seals them a few at a time into signed files, and results go "
         "through a spool on disk, read when the iteration reaches them.",
-        END,
     ]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parts", nargs="+", default=["docker", "kubernetes", "process"], choices=list(ITEMS))
-    parser.add_argument("--update", action="store_true", help="Rewrite this section of bench/results.md.")
     parser.add_argument("--measure", choices=list(MEASURES), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
         print(json.dumps(MEASURES[args.measure]()))
         return
-    result = run(args.parts)
-    print(json.dumps(result), file=sys.stderr)
-    section = render(result)
-    print(section)
-    if args.update:
-        from sections import update  # bench/sections.py, next to this script
+    from report import Run  # bench/report.py, next to this script
 
-        update(HERE / "results.md", BEGIN, END, section)
+    print("\n".join(render(Run.begin().section("map", run, args.parts), {})))
 
 
 if __name__ == "__main__":

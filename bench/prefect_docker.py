@@ -1,6 +1,7 @@
 """Prefect 3's ``@docker`` infrastructure decorator on the local engine, offline, vs ``docker run --rm``.
 
-    python3.11 bench/prefect_docker.py [--repeats 5]      # prints one JSON document
+    .venv/bin/python bench/prefect_docker.py [--repeats 5]   # saves section ``prefect`` (bench/report.py)
+    .venv/bin/python bench/prefect_docker.py --json          # prints one JSON document (bench/run.py)
 
 Why: the benchmark issue asks how the toolkit's per-call overhead compares with
 the nearest equivalent elsewhere -- Prefect 3 running one call of a flow in a
@@ -226,6 +227,7 @@ def measure(repeats: int, pool: str, results_dir: str, image: str) -> dict[str, 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--json", action="store_true", help="Print the JSON document; save nothing.")
     parser.add_argument("--measure", help=argparse.SUPPRESS)  # internal: JSON output path
     parser.add_argument("--pool", help=argparse.SUPPRESS)
     parser.add_argument("--results-dir", help=argparse.SUPPRESS)
@@ -234,9 +236,21 @@ def main() -> None:
     if args.measure:
         Path(args.measure).write_text(json.dumps(measure(args.repeats, args.pool, args.results_dir, args.image)))
         return
+    if args.json:
+        report = compare(args.repeats)
+        print(json.dumps(report, indent=2))
+        sys.exit(0 if report["ok"] else 1)
+    from report import Run  # bench/report.py, next to this script
+
+    saved = Run.begin().section("prefect", compare, args.repeats)
+    print(json.dumps(saved, indent=2))
+
+
+def compare(repeats: int) -> dict[str, Any]:
+    """The whole comparison; a failed step is reported (which step, its error), not raised."""
     started = time.perf_counter()
     try:
-        report = orchestrate(args.repeats)
+        report = orchestrate(repeats)
     except Exception as failed:  # noqa: BLE001 - the report says which step failed
         from tests.prefect.harness import StepFailed
 
@@ -244,9 +258,7 @@ def main() -> None:
             raise
         report = {"ok": False, "step": failed.step, "error": failed.error, "detail": failed.detail}
     report["total_s"] = time.perf_counter() - started
-    print(json.dumps(report, indent=2))
-    if not report["ok"]:
-        sys.exit(1)
+    return report
 
 
 if __name__ == "__main__":

@@ -16,13 +16,20 @@ engine (bench/prefect_docker.py), the environments figures
 (bench/environments.py: first-call build, per-call cost of a cached
 environment), many calls through one stack (bench/map.py: ``.map`` against
 ``.submit()`` on docker, on the local cluster, and a 10,000-item map's client
-memory), and the goals of issue 15 against the figures before it. Times
+memory), the goals of issue 29 against the path before it measured alternating in the same run
+(bench/candidates29.py), and the goals of issue 15 against the figures before it. Times
 are never asserted anywhere: machines here are noisy, ratios from one run are
 what to compare.
 Teardown is checked, not assumed: after each throughput level every run's
 ``teardown_error`` is read and the leak probes of tests/leaks.py look for
-stacks, run directories, staged bundles and containers left behind; the report
-says what they found.
+stacks, run directories, staged bundles and containers left behind; each thing
+found is matched by its run id against this bench run's toolkit run records and
+the SDK path's runs it made (``whose_leftovers``), and the report says what was
+found and whose.
+
+Every figure is saved as JSON (bench/results/<section>.json) and bench/results.md
+is rendered from those files alone (bench/report.py). Adding a section or a
+figure: bench/README.md.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
+import re
 import resource
 import shutil
 import statistics
@@ -57,7 +64,10 @@ BEFORE = {
 }
 """bench/results.md before issue 15 (the engine on the Automation API's ``Stack`` methods)."""
 GOALS = {"docker_ratio": 3.0, "process_median": 0.6, "teardown_median": 0.6, "throughput_factor": 2.0}
-PLUGINS = ("pulumi-resource-pulumi-python", "pulumi-resource-docker")
+PLUGINS = ("pulumi-resource-pulumi-python", "pulumi-resource-toolkit", "pulumi-resource-docker")
+BEFORE_29 = {"process": {"runs_per_min_10": 66}, "docker": {"runs_per_min_10": 45}, "date": "2026-11-26"}
+"""bench/results.md before issue 29 (its throughput goal: 1.5× these)."""
+GOALS_29 = {"throughput_factor": 1.5}
 
 
 def _stats(samples: list[float]) -> dict[str, float]:
@@ -67,7 +77,7 @@ def _stats(samples: list[float]) -> dict[str, float]:
 def _baseline_command(target: str) -> list[str]:
     if target == "process":
         return [sys.executable, "-c", TRIVIAL]
-    from toolkit.infra.docker import default_image
+    from toolkit.targets.docker.models import default_image
 
     return ["docker", "run", "--rm", default_image(), "python3", "-c", TRIVIAL]
 
@@ -89,9 +99,12 @@ def bench_target(target: str, repeats: int, concurrency: list[int]) -> dict:
         print(1 + 1)
         return 2
 
+    import candidates29  # bench/candidates29.py: the path before issue 29, for its same-run comparison
+
     trivial()  # warm-up: first import of the provider and plugin paths
     _sdk_run(trivial)  # and of the SDK path
     latency, baseline, teardown, sdk = [], [], [], []
+    before_29: dict[str, list[float]] = {"latency": [], "teardown": []}
     phases: dict[str, list[float]] = {phase: [] for phase in PHASES}
     for _ in range(repeats):
         baseline.append(_timed(_baseline_command(target)))
@@ -105,7 +118,15 @@ def bench_target(target: str, repeats: int, concurrency: list[int]) -> dict:
         for phase in PHASES:
             phases[phase].append(future.timings.get(phase, 0.0))
         sdk.append(_sdk_run(trivial))
-    from tests.leaks import leftovers
+        with candidates29.before():
+            started = time.perf_counter()
+            future = trivial.submit()
+            assert future.result() == 2
+            before_29["latency"].append(time.perf_counter() - started)
+            returned = time.perf_counter()
+            future.wait_teardown()
+            before_29["teardown"].append(time.perf_counter() - returned)
+    from tests.leaks import leftovers, session_run_ids
 
     throughput = {}
     for n in concurrency:
@@ -115,7 +136,8 @@ def bench_target(target: str, repeats: int, concurrency: list[int]) -> dict:
         unfinished = [f.run_id for f in futures if not f.wait_teardown(600)]
         wall = time.perf_counter() - started
         teardown_errors = [f"{f.run_id}: {f.teardown_error}" for f in futures if f.teardown_error]
-        left = leftovers()
+        toolkit_runs, sdk_runs = session_run_ids(), _sdk_run_ids()
+        left = whose_leftovers(leftovers(), toolkit_runs, sdk_runs)
         base_started = time.perf_counter()
         procs = [subprocess.Popen(_baseline_command(target), stdout=subprocess.DEVNULL) for _ in range(n)]
         for proc in procs:
@@ -128,6 +150,7 @@ def bench_target(target: str, repeats: int, concurrency: list[int]) -> dict:
             "not_torn_down": unfinished,
             "teardown_errors": teardown_errors,
             "leftovers": left,
+            "checked_against": {"toolkit_runs": len(toolkit_runs), "sdk_runs": len(sdk_runs)},
         }
     n = max(concurrency)
     started = time.perf_counter()
@@ -135,6 +158,13 @@ def bench_target(target: str, repeats: int, concurrency: list[int]) -> dict:
         list(pool.map(lambda _: _sdk_run(trivial), range(n)))
     sdk_throughput = {"n": n, "wall": time.perf_counter() - started}
     sdk_throughput["runs_per_min"] = 60 * n / sdk_throughput["wall"]
+    with candidates29.before():
+        started = time.perf_counter()
+        futures = [trivial.submit() for _ in range(n)]
+        assert [f.result() for f in futures] == [2] * n
+        for future in futures:
+            future.wait_teardown(600)
+        before_29_throughput = {"n": n, "runs_per_min": 60 * n / (time.perf_counter() - started)}
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {
         "target": target,
@@ -149,9 +179,44 @@ def bench_target(target: str, repeats: int, concurrency: list[int]) -> dict:
             "teardown_after_result": _stats([run.teardown for run in sdk]),
             "throughput": sdk_throughput,
         },
+        "before_29": {
+            "latency": _stats(before_29["latency"]),
+            "teardown_after_result": _stats(before_29["teardown"]),
+            "throughput": before_29_throughput,
+        },
         "peak_rss_mb": peak,
         "cli_calls": trace_target(trivial, repeats),
     }
+
+
+RUN_ID = re.compile(r"(?:^|[-/])([0-9a-f]{12})(?:[-.]|$)")
+"""A run id (``preparation.new_run_id``) inside a leftover's name: ``run-<id>``, ``toolkit-<id>-1``,
+``<id>.tkb``, a run directory ``<id>``, a bookkeeping path ending in ``run-<id>``."""
+
+
+def whose_leftovers(found: dict[str, list[str]], toolkit_runs: set[str], sdk_runs: set[str]) -> dict[str, dict]:
+    """What the leak probes found, by owner: this bench run's toolkit runs (the run ids of the run
+    records in its TOOLKIT_HOME), the SDK path's runs it made (``_sdk_run_ids``), or neither."""
+    owners: dict[str, dict[str, list[str]]] = {"toolkit": {}, "sdk": {}, "unknown": {}}
+    for kind, items in found.items():
+        for item in items:
+            match = RUN_ID.search(Path(item).name)
+            run_id = match.group(1) if match else None
+            owner = "toolkit" if run_id in toolkit_runs else "sdk" if run_id in sdk_runs else "unknown"
+            owners[owner].setdefault(kind, []).append(item)
+    return owners
+
+
+def _sdk_runs_file() -> Path:
+    """The SDK path's run ids, kept beside the run records: each target is measured in its own process."""
+    from toolkit import settings
+
+    return settings.home() / "bench-sdk-runs.txt"
+
+
+def _sdk_run_ids() -> set[str]:
+    path = _sdk_runs_file()
+    return set(path.read_text().split()) if path.exists() else set()
 
 
 # ------------------------------------------------------------------------ CLI processes per run
@@ -160,7 +225,7 @@ def bench_target(target: str, repeats: int, concurrency: list[int]) -> dict:
 def _tracer():
     """Wrappers for the CLI and the plugins a run starts, and the engine pointed at them."""
     from tests.cli_trace import CliTrace, plugins_on_path
-    from toolkit import engine, settings
+    from toolkit import settings, workspace
 
     real = settings.pulumi_binary()
     home = Path(os.environ.get("PULUMI_HOME") or Path.home() / ".pulumi")
@@ -171,8 +236,8 @@ def _tracer():
         plugins_on_path(list(PLUGINS), os.pathsep.join(search)),
     )
     os.environ.update(trace.env())
-    engine.pulumi_command.cache_clear()
-    engine.pulumi_command()  # `pulumi version` once, before the traced runs
+    workspace.pulumi_command.cache_clear()
+    workspace.pulumi_command()  # `pulumi version` once, before the traced runs
     return trace
 
 
@@ -317,10 +382,9 @@ def _sdk_run(trivial) -> SdkRun:
     import fsspec
     from pulumi import automation as auto
 
-    from toolkit import diy_backend, engine, settings
-    from toolkit.bundles import unseal_result
-    from toolkit.runner import RESULT_NAME
-    from toolkit.submission import prepare
+    from toolkit import diy_backend, engine, settings, workspace
+    from toolkit.bundles import RESULT_NAME, unseal_result
+    from toolkit.preparation import prepare
 
     started = time.perf_counter()
     prepared = prepare(trivial.fn, (), {}, trivial.pool, trivial.layers, trivial.target_type)
@@ -330,7 +394,7 @@ def _sdk_run(trivial) -> SdkRun:
         name,
         project_name=settings.RUN_PROJECT,
         program=lambda: prepared.target.program(prepared.context),
-        opts=engine.workspace_options(prepared.backend_url, work_dir),
+        opts=workspace.workspace_options(prepared.backend_url, work_dir),
     )
     tagger = threading.Thread(target=stack.set_tag, args=(engine.RUN_TAG, "{}"))
     tagger.start()
@@ -344,13 +408,15 @@ def _sdk_run(trivial) -> SdkRun:
     assert unseal_result(fs.cat_file(f"{root}/{RESULT_NAME}"), context.run_key, context.storage_url) == 2
     result_at, returned = time.time(), time.perf_counter()
     stack.destroy(on_output=lambda _line: None)
-    engine.remove_stack(name, prepared.backend_url, work_dir)
+    workspace.remove_stack(name, prepared.backend_url, work_dir)
     torn_down = time.perf_counter()
     # `stack rm` leaves the stack's empty history and lock directories, as the engine did before it
     # removed them itself; untimed, so the leak checks after each throughput level see only this run's.
     diy_backend.remove_leftovers(prepared.backend_url, settings.RUN_PROJECT, name)
     prepared.discard_bundle()
     shutil.rmtree(work_dir, ignore_errors=True)
+    with _sdk_runs_file().open("a") as known:  # whose_leftovers tells its leftovers from the toolkit's
+        known.write(prepared.run_id + "\n")
     return SdkRun(returned - started, torn_down - returned, result_at)
 
 
@@ -361,8 +427,60 @@ def _met(value: bool) -> str:
     return "**yes**" if value else "**no**"
 
 
-def render_goals(results: list[dict], prefect: dict | None) -> list[str]:
-    """Each goal against the figure before issue 15 and against the SDK path measured in this run."""
+def render_goals_29(results: list[dict]) -> list[str]:
+    """Issue 29's goals, each against its baseline from this run and against the path before issue 29
+    (dynamic resources, a plugin per operation, the passphrase key per CLI process) measured alternating."""
+    by = {r["target"]: r for r in results}
+    lines = [
+        "## Goals of issue 29",
+        "",
+        "*Before 29, this run*: the same calls on the path before issue 29 (the run's storage and process job as "
+        "dynamic resources, a plugin per `up` and `destroy`, the passphrase key derived in each CLI process; "
+        "bench/candidates29.py), alternating with *now*. Throughput's goal is 1.5× the figure on record before "
+        f"issue 29 ({BEFORE_29['date']}).",
+        "",
+        "| goal | before 29, this run | now | met |",
+        "|---|---|---|---|",
+    ]
+    if "process" in by:
+        r = by["process"]
+        median = r["latency"]["median"]
+        lines.append(
+            f"| `@process` submit→result median ≤ {GOALS['process_median']} s "
+            f"| {r['before_29']['latency']['median']:.2f} s | {median:.2f} s | {_met(median <= GOALS['process_median'])} |"
+        )
+    if "docker" in by:
+        r = by["docker"]
+        base = r["baseline"]["median"]
+        lines.append(
+            f"| `@docker` submit→result ≤ {GOALS['docker_ratio']:g}× a raw `docker run` of the same image "
+            f"| {r['before_29']['latency']['median'] / base:.1f}× | {r['ratio']:.1f}× ({r['latency']['median']:.2f} s "
+            f"vs {base:.2f} s) | {_met(r['ratio'] <= GOALS['docker_ratio'])} |"
+        )
+    for target, r in by.items():
+        median = r["teardown_after_result"]["median"]
+        lines.append(
+            f"| `@{target}` teardown after the result, median ≤ {GOALS['teardown_median']} s "
+            f"| {r['before_29']['teardown_after_result']['median']:.2f} s | {median:.2f} s "
+            f"| {_met(median <= GOALS['teardown_median'])} |"
+        )
+    for target, r in by.items():
+        n = r["before_29"]["throughput"]["n"]
+        now = {int(k): v for k, v in r["throughput"].items()}.get(n)
+        if now is None or n != 10:
+            continue
+        goal = GOALS_29["throughput_factor"] * BEFORE_29[target]["runs_per_min_10"]
+        lines.append(
+            f"| `@{target}` throughput at 10 concurrent ≥ {goal:.0f} runs/min "
+            f"| {r['before_29']['throughput']['runs_per_min']:.0f} runs/min | {now['runs_per_min']:.0f} runs/min "
+            f"| {_met(now['runs_per_min'] >= goal)} |"
+        )
+    return lines + [""]
+
+
+def render_goals(results: list[dict], prefect: dict | None, prefect_source: str = "") -> list[str]:
+    """Each goal against the figure before issue 15 and against the SDK path measured in this run;
+    ``prefect_source``: where the Prefect figure comes from when another run measured it."""
     by = {r["target"]: r for r in results}
     lines = [
         "## Goals of issue 15",
@@ -416,7 +534,7 @@ def render_goals(results: list[dict], prefect: dict | None) -> list[str]:
     if prefect and prefect.get("ok"):
         lines.append(
             f"| Prefect 3 `@docker` ratio, measured again | {BEFORE['prefect_ratio']}× | | "
-            f"{prefect['ratio']:.1f}× | measured |"
+            f"{prefect['ratio']:.1f}×{' ' + prefect_source if prefect_source else ''} | measured |"
         )
     return lines + [""]
 
@@ -468,7 +586,7 @@ def render_spans(results: list[dict], repeats: int) -> list[str]:
     return lines + [""]
 
 
-def render(results: list[dict], repeats: int) -> list[str]:
+def render_latency(results: list[dict]) -> list[str]:
     lines = [
         "| target | baseline | baseline median | toolkit submit→result (min / median / max) | ratio (median) | teardown after result (median) | client peak RSS |",
         "|---|---|---|---|---|---|---|",
@@ -487,8 +605,9 @@ def render(results: list[dict], repeats: int) -> list[str]:
     lines += [
         "",
         'Throughput (all runs submitted at once, until every stack is destroyed). "Left behind" is checked '
-        "after each level: every run's `teardown_error`, and the stacks, run directories, staged bundles and "
-        "containers the leak probes of tests/leaks.py find:",
+        "after each level: every run's `teardown_error`, and the stacks, their history and lock directories, "
+        "run directories, staged bundles and containers the leak probes of tests/leaks.py find, each matched "
+        "by its run id against the run records of this bench run's toolkit runs and the SDK path's runs:",
         "",
     ]
     lines += [
@@ -505,124 +624,132 @@ def render(results: list[dict], repeats: int) -> list[str]:
 
 
 def _left_behind(level: dict) -> str:
-    """What a throughput level's check found; "nothing" only when it looked and found nothing."""
+    """What a throughput level's check found, and whose; "nothing" only when it looked and found nothing."""
     found = []
     if level["not_torn_down"]:
         found.append(f"not torn down after 600 s: {', '.join(level['not_torn_down'])}")
     found += [f"teardown error {error}" for error in level["teardown_errors"]]
-    found += [f"{kind}: {', '.join(items)}" for kind, items in level["leftovers"].items()]
-    return "; ".join(found) if found else "nothing (checked)"
+    owners = {"toolkit": "of this run's toolkit runs", "sdk": "of its SDK-path runs", "unknown": "of no run of this bench"}
+    for owner, kinds in level["leftovers"].items():
+        found += [f"{kind} {owners[owner]}: {', '.join(items)}" for kind, items in kinds.items()]
+    checked = level["checked_against"]
+    looked = f"{checked['toolkit_runs']} toolkit runs' records and {checked['sdk_runs']} SDK-path runs so far"
+    return "; ".join(found) + f" (checked against {looked})" if found else f"nothing (checked against {looked})"
 
 
 def run_prefect(repeats: int) -> dict:
     """Prefect 3's ``@docker`` on the same engine (bench/prefect_docker.py prints one JSON document)."""
     result = subprocess.run(
-        [sys.executable, str(HERE / "prefect_docker.py"), "--repeats", str(repeats)], capture_output=True, text=True
+        [sys.executable, str(HERE / "prefect_docker.py"), "--json", "--repeats", str(repeats)],
+        capture_output=True, text=True,
     )
     return json.loads(result.stdout)
 
 
-def render_prefect(prefect: dict, toolkit_docker: dict | None) -> list[str]:
+def render_prefect(saved: dict, sections: dict[str, dict]) -> list[str]:
+    """Section ``prefect``: Prefect 3's ``@docker`` against its baseline, next to the toolkit's ``@docker``."""
+    prefect = saved["data"]
     lines = ["## Prefect 3 `@docker` on the same engine, offline", ""]
     if not prefect.get("ok"):
-        return lines + [f"Could not run: step {prefect.get('step')!r} failed: {prefect.get('error')}", ""]
+        return lines + [f"Could not run: step {prefect.get('step')!r} failed: {prefect.get('error')}"]
     lat = prefect["prefect_latency"]
     lines += [
-        f"`bench/prefect_docker.py` ({prefect['method']}).",
+        f"`bench/prefect_docker.py` ({prefect['method']}), {prefect['repeats']} calls.",
         "",
         "| | submit→value (min / median / max) | baseline `docker run --rm` median | ratio (median) |",
         "|---|---|---|---|",
         f"| Prefect `@docker` | {lat['min']:.2f} / {lat['median']:.2f} / {lat['max']:.2f}s "
         f"| {prefect['baseline']['median']:.2f}s | **{prefect['ratio']:.1f}x** |",
     ]
-    if toolkit_docker:
-        tk = toolkit_docker["latency"]
+    overview = sections.get("overview")
+    docker = next((r for r in overview["data"]["targets"] if r["target"] == "docker"), None) if overview else None
+    if docker:
+        tk = docker["latency"]
+        source = "table above" if saved["run"] == overview["run"] else f"from `{overview['command']}`, {overview['started']}"
         lines.append(
-            f"| toolkit `@docker` (table above) | {tk['min']:.2f} / {tk['median']:.2f} / {tk['max']:.2f}s "
-            f"| {toolkit_docker['baseline']['median']:.2f}s | **{toolkit_docker['ratio']:.1f}x** |"
+            f"| toolkit `@docker` ({source}) | {tk['min']:.2f} / {tk['median']:.2f} / {tk['max']:.2f}s "
+            f"| {docker['baseline']['median']:.2f}s | **{docker['ratio']:.1f}x** |"
         )
     return lines + [
         "",
         "The two baselines run different images (Prefect's image carries Prefect), so compare the ratios.",
+    ]
+
+
+def measure_targets(targets: list[str], repeats: int, concurrency: list[int]) -> dict:
+    """Each target in a fresh interpreter (its own peak memory), all in one fresh TOOLKIT_HOME."""
+    env = {**os.environ, "TOOLKIT_PROGRESS": "0", "TOOLKIT_HOME": tempfile.mkdtemp(prefix="toolkit-bench-")}
+    results = []
+    for target in targets:
+        print(f"benchmarking {target} ...", file=sys.stderr, flush=True)
+        command = [sys.executable, __file__, "--one", target, "--repeats", str(repeats),
+                   "--concurrency", *map(str, concurrency)]
+        output = subprocess.run(command, env=env, check=True, stdout=subprocess.PIPE, text=True).stdout
+        results.append(json.loads(output.strip().splitlines()[-1]))
+    return {"repeats": repeats, "concurrency": concurrency, "targets": results}
+
+
+def render(saved: dict, sections: dict[str, dict]) -> list[str]:
+    """Section ``overview``: goals, latency, phases, throughput, spans and CLI processes per target."""
+    data = saved["data"]
+    results, repeats = data["targets"], data["repeats"]
+    prefect = sections.get("prefect")
+    same = prefect is None or prefect["run"] == saved["run"]
+    prefect_source = "" if same else f"(from `{prefect['command']}`, {prefect['started']})"
+    return [
+        "## Overview (`bench/run.py`)",
         "",
+        f"A trivial function through the toolkit vs the same work run the plain way, alternating in the same "
+        f"run: {repeats} calls per target, then {', '.join(map(str, data['concurrency']))} at once.",
+        "",
+        *render_goals_29(results),
+        *render_goals(results, prefect["data"] if prefect else None, prefect_source),
+        "## Latency, phases, throughput",
+        "",
+        *render_latency(results),
+        *render_spans(results, repeats),
+        *render_cli_calls(results, repeats),
     ]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--targets", nargs="+", default=["process", "docker"])
+    parser.add_argument("--targets", nargs="*", default=["process", "docker"],
+                        help="Targets of the overview section (none: skip it).")
     parser.add_argument("--concurrency", nargs="+", type=int, default=[1, 4, 10])
-    parser.add_argument("--out", type=Path, default=HERE / "results.md")
     parser.add_argument("--no-prefect", action="store_true", help="Skip the Prefect @docker comparison.")
     parser.add_argument("--no-environments", action="store_true", help="Skip bench/environments.py.")
     parser.add_argument(
         "--map-parts", nargs="*", default=["docker", "kubernetes", "process"],
         help="Parts of bench/map.py to run (none: skip it); kubernetes uses the local cluster of tests/k8s.",
     )
+    parser.add_argument("--guardrails", action="store_true", help="Also run bench/guardrails.py.")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: bench one target, print JSON
     args = parser.parse_args()
     if args.one:
         print(json.dumps(bench_target(args.one, args.repeats, args.concurrency)))
         return
-    load_before = os.getloadavg()[0]
-    env = {**os.environ, "TOOLKIT_PROGRESS": "0", "TOOLKIT_HOME": tempfile.mkdtemp(prefix="toolkit-bench-")}
-    results = []
-    for target in args.targets:
-        print(f"benchmarking {target} ...", file=sys.stderr, flush=True)
-        output = subprocess.run(
-            [
-                sys.executable,
-                __file__,
-                "--one",
-                target,
-                "--repeats",
-                str(args.repeats),
-                "--concurrency",
-                *map(str, args.concurrency),
-            ],
-            env=env,
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-        results.append(json.loads(output.strip().splitlines()[-1]))
-    prefect = None
+    import environments  # bench/environments.py, next to this script
+    import guardrails
+    import map as map_bench
+    from report import Run
+
+    run = Run.begin()
+    if args.targets:
+        run.section("overview", measure_targets, args.targets, args.repeats, args.concurrency)
     if not args.no_prefect:
         print("benchmarking Prefect @docker ...", file=sys.stderr, flush=True)
-        prefect = run_prefect(args.repeats)
-    lines = [
-        "# Benchmark results",
-        "",
-        f"Produced by `.venv/bin/python bench/run.py --repeats {args.repeats}` on {platform.node()} "
-        f"({os.cpu_count()} cores, Python {platform.python_version()}), {time.strftime('%Y-%m-%d %H:%M')}.",
-        "A trivial function through the toolkit vs the same work run the plain way, alternating in the same run.",
-        f"1-minute load average {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end (other work "
-        "on the machine slows both sides of each ratio, and the absolute times).",
-        "",
-        *render_goals(results, prefect),
-        "## Latency, phases, throughput",
-        "",
-        *render(results, args.repeats),
-        *render_spans(results, args.repeats),
-        *render_cli_calls(results, args.repeats),
-    ]
-    if prefect is not None:
-        lines += render_prefect(prefect, next((r for r in results if r["target"] == "docker"), None))
-    if not args.no_environments and "docker" in args.targets:
-        import environments  # bench/environments.py, next to this script
-
+        run.section("prefect", run_prefect, args.repeats)
+    if not args.no_environments:
         print("benchmarking environments ...", file=sys.stderr, flush=True)
-        lines += ["", environments.render(environments.run(max(args.repeats, 7)))]
+        run.section("environments", environments.run, max(args.repeats, 7))
     if args.map_parts:
-        import map as map_bench  # bench/map.py, next to this script
-
-        lines += ["", map_bench.render(map_bench.run(args.map_parts))]
-    notes = HERE / "tried.md"
-    if notes.exists():
-        lines += [notes.read_text()]
-    args.out.write_text("\n".join(lines))
-    print(args.out.read_text())
+        run.section("map", map_bench.run, args.map_parts)
+    if args.guardrails:
+        print("benchmarking guardrails ...", file=sys.stderr, flush=True)
+        run.section("guardrails", guardrails.run, args.repeats)
+    print((HERE / "results.md").read_text())
 
 
 if __name__ == "__main__":

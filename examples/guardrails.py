@@ -12,8 +12,8 @@ from pathlib import Path
 from toolkit import WorkPool, docker
 from toolkit.errors import PolicyViolationError
 from toolkit.guardrails.audit import audit_rows
-from toolkit.pools import PoolRegistry
-from toolkit.pools_as_code import template_with_defaults
+from toolkit.pools.as_code import template_with_defaults
+from toolkit.pools.registry import PoolRegistry
 
 PACK = Path(__file__).resolve().parent / "policy_pack"
 

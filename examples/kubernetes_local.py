@@ -15,8 +15,8 @@ import json
 from pathlib import Path
 
 from toolkit import WorkPool, kubernetes
-from toolkit.infra.kubernetes import KubernetesTarget
-from toolkit.pools import PoolRegistry
+from toolkit.pools.registry import PoolRegistry
+from toolkit.targets.kubernetes.target import KubernetesTarget
 
 CLUSTER = Path.home() / ".cache" / "toolkit" / "k8s" / "state" / "cluster.json"
 POOL = "local-k8s"

@@ -1,5 +1,5 @@
 # Shared by scripts/setup and scripts/test: a venv with the toolkit, then the toolchain.
-# Both steps are idempotent and cached (pip's cache, ~/.cache/toolkit, Go's caches).
+# Every step is idempotent and cached (pip's cache, ~/.cache/toolkit, Go's caches).
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
@@ -20,7 +20,49 @@ ensure_venv() {
   echo "$wanted" > "$stamp"
 }
 
+# beside NAME COMMAND...: runs COMMAND in the background, its lines prefixed with [NAME]; `finish NAME` waits.
+declare -A BESIDE=()
+beside() {
+  local name="$1"; shift
+  ( "$@" 2>&1 | sed -u "s/^/[$name] /" >&2 ) &
+  BESIDE[$name]=$!
+}
+finish() {
+  local name="$1"
+  wait "${BESIDE[$name]}" || { log "$name failed (its lines above, prefixed [$name])"; return 1; }
+}
+
+ensure_venv_and_cli() {
+  # On a machine with no Pulumi CLI at all, its Go build (the longest step the main example needs) starts now,
+  # beside the Python environment's install: it needs only the standard library and Go.
+  if [ -x "$VENV/bin/toolkit" ] && [ -f "$VENV/.toolkit-installed" ]; then
+    ensure_venv
+    return
+  fi
+  beside "pulumi CLI" env PYTHONPATH="$ROOT" "$PYTHON_BIN" -m toolkit.toolchain.pulumi_cli "$ROOT/pyproject.toml"
+  ensure_venv
+  # A failed head start is not fatal: `toolkit toolchain install` builds the CLI again and says what is wrong.
+  finish "pulumi CLI" || true
+}
+
 ensure_toolchain() {
-  log "Toolchain: Pulumi engine, plugins, Docker engine, runner image (cached in ~/.cache/toolkit)"
-  "$VENV/bin/toolkit" toolchain install
+  # Arguments: the parts (core, docker, kubernetes, pools); none for all of them.
+  log "Toolchain${1:+ ($*)}: cached in ~/.cache/toolkit"
+  "$VENV/bin/toolkit" toolchain install "$@"
+}
+
+ensure_browser() {
+  # Debian's Chromium and its chromedriver, for the dashboard's browser tests (tests/test_ui_browser.py).
+  if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then
+    return
+  fi
+  if ! command -v apt-get >/dev/null; then
+    log "No Chromium here and no apt-get to install it: the browser tests will be skipped"
+    return
+  fi
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  log "Chromium and chromedriver for the dashboard's browser tests (Debian packages; a minute the first time)"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends chromium chromium-driver fonts-dejavu-core >/dev/null
 }

@@ -9,7 +9,7 @@ import pulumi
 
 import batch
 import containers
-from toolkit.pools_as_code import registry_url_from_config
+from toolkit.pools.as_code import registry_url_from_config
 
 config = pulumi.Config()
 pools = [*batch.declare(config), *containers.declare(config)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pulumi
 
 from toolkit import WorkPoolResource
-from toolkit.pools_as_code import template_with_defaults
+from toolkit.pools.as_code import template_with_defaults
 
 
 def declare(config: pulumi.Config) -> list[WorkPoolResource]:

@@ -20,7 +20,8 @@ import pytest
 
 from toolkit import settings
 from toolkit.toolchain.language_host import install_language_host
-from toolkit.toolchain.shim import install_shim
+from toolkit.toolchain.pulumi_env import pulumi_env
+from toolkit.toolchain.shim import install_provider_plugin, install_shim
 
 
 @dataclass(frozen=True)
@@ -74,13 +75,14 @@ def make_cli(root: Path) -> PulumiCli:
         shutil.copy2(installed, binary)
     install_language_host(bin_dir)
     install_shim(bin_dir)
+    install_provider_plugin(bin_dir)
     state = root / "state"
     state.mkdir()
     backend_url = f"file://{state}"
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TOOLKIT_CACHE_DIR", str(cache))
         patch.delenv("TOOLKIT_PULUMI", raising=False)
-        env = {**os.environ, **settings.pulumi_env(backend_url)}
+        env = {**os.environ, **pulumi_env(backend_url)}
     env["PULUMI_HOME"] = str(root / "pulumi-home")
     env["TOOLKIT_CACHE_DIR"] = str(cache)
     env.pop("TOOLKIT_PULUMI", None)

@@ -11,7 +11,7 @@ from tests.leaks import assert_nothing_left
 from toolkit import Submitter, WorkPool, process
 from toolkit.errors import BundleError, ConfigError, PoolNotFoundError
 from toolkit.futures import wait_for_teardowns
-from toolkit.pools import PoolRegistry, parse_pool
+from toolkit.pools.registry import PoolRegistry, parse_pool
 
 
 @pytest.fixture(autouse=True)

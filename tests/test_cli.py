@@ -53,6 +53,8 @@ def jobs(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.engine
+@pytest.mark.docker
 def test_doctor_reports_every_component_and_exits_zero_when_healthy(tmp_path):
     # A home of its own: pools other tests register (cloud targets whose plugins cannot exist here) would
     # rightly make doctor report those plugins missing.
@@ -125,7 +127,7 @@ def test_run_preview_and_runs(jobs):
     assert plain.returncode == 0 and plain.stdout.strip() == "'cli'"
     preview = toolkit("preview", f"{jobs}:add", "--pool", "local-process", "--arg", "1", "--arg", "2", "--json")
     plan = json.loads(preview.stdout)
-    assert {c["type"] for c in plan["changes"]} >= {"pulumi-python:dynamic/toolkit:LocalProcess"}
+    assert {c["type"] for c in plan["changes"]} >= {"toolkit:index:LocalProcess"}
     runs = json.loads(toolkit("runs", "ls", "--json").stdout)
     record = next(r for r in runs if r["run_id"] == document["run_id"])
     assert record["torn_down"] and record["state"] == "completed"

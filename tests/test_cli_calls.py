@@ -1,4 +1,5 @@
-"""A run starts only the CLI processes it needs: ``pulumi up`` and ``pulumi destroy --remove``.
+"""A run starts only the processes it needs: ``pulumi up`` and ``pulumi destroy --remove``, and no plugin
+for the toolkit's own resources (the client serves their provider: ``toolkit/providers/resident.py``).
 
 Counted through wrappers that log every Pulumi CLI and plugin process
 (tests/cli_trace.py). Counts, never times, so this holds on a loaded machine.
@@ -18,9 +19,10 @@ import pytest
 import toolkit
 from tests.cli_trace import CliTrace, plugins_on_path
 from tests.leaks import assert_nothing_left
-from toolkit import engine, settings
+from toolkit import settings, workspace
 from toolkit.futures import wait_for_teardowns
-from toolkit.toolchain.shim import SHIM_NAME
+from toolkit.toolchain.pulumi_env import pulumi_env
+from toolkit.toolchain.shim import PROVIDER_PLUGIN_NAME, SHIM_NAME
 
 pytestmark = pytest.mark.engine
 
@@ -32,19 +34,19 @@ def traced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[CliTrace
     real = settings.pulumi_binary()
     assert real is not None, "the Pulumi CLI is not installed; run `toolkit toolchain install`"
     search = [str(real.parent), str(settings.bin_dir()), *plugin_cache_dirs()]
-    plugins = plugins_on_path([SHIM_NAME, DOCKER_PLUGIN], ":".join(search))
+    plugins = plugins_on_path([SHIM_NAME, PROVIDER_PLUGIN_NAME, DOCKER_PLUGIN], ":".join(search))
     trace = CliTrace(tmp_path / "trace", real.resolve(), plugins)
     for name, value in trace.env().items():
         monkeypatch.setenv(name, value)
-    engine.pulumi_command.cache_clear()  # a fresh PulumiCommand on the traced CLI
+    workspace.pulumi_command.cache_clear()  # a fresh PulumiCommand on the traced CLI
     yield trace
     wait_for_teardowns()
-    engine.pulumi_command.cache_clear()
+    workspace.pulumi_command.cache_clear()
 
 
 def plugin_cache_dirs() -> list[str]:
     """Directories of the docker provider in Pulumi's plugin cache (the engine's other place to look)."""
-    home = Path(settings.pulumi_env().get("PULUMI_HOME") or Path.home() / ".pulumi")
+    home = Path(pulumi_env().get("PULUMI_HOME") or Path.home() / ".pulumi")
     return [str(path) for path in sorted((home / "plugins").glob("resource-docker-v*"))]
 
 
@@ -71,9 +73,24 @@ def test_each_run_is_one_up_and_one_destroy(traced: CliTrace, target: str) -> No
     assert _cli_commands(traced) == {"pulumi up": 3, "pulumi destroy": 3}
     assert all("--remove" in call.args for call in calls if call.command == "pulumi destroy")
     assert all(call.code == 0 for call in calls)
-    # One dynamic-provider plugin per operation (run storage, and the process job), and for
-    # docker one docker provider per operation: the engine starts nothing else.
+    # Run storage and the process job are served by the client: for docker one docker provider per
+    # operation, and the engine starts nothing else.
     plugins = Counter(call.name for call in calls if call.name != "pulumi")
-    expected = {SHIM_NAME: 6} | ({DOCKER_PLUGIN: 6} if target == "docker" else {})
-    assert plugins == expected
+    assert plugins == ({DOCKER_PLUGIN: 6} if target == "docker" else {})
+    assert_nothing_left()
+
+
+def test_without_a_resident_provider_each_operation_starts_the_toolkit_plugin(
+    traced: CliTrace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TOOLKIT_RESIDENT_PROVIDER", "0")
+    double = toolkit.process(_double)
+    assert double(1) == 2
+    wait_for_teardowns()
+    traced.clear()
+    futures = [double.submit(x) for x in range(3)]
+    assert [future.result(timeout=300) for future in futures] == [0, 2, 4]
+    wait_for_teardowns()
+    assert _cli_commands(traced) == {"pulumi up": 3, "pulumi destroy": 3}
+    assert Counter(call.name for call in traced.calls() if call.name != "pulumi") == {PROVIDER_PLUGIN_NAME: 6}
     assert_nothing_left()

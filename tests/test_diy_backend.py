@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from toolkit import diy_backend, settings
-from toolkit.engine import RUN_TAG, RunStack, RunTag, ensure_local_backend, list_run_stacks, owner_tag
+from toolkit.engine import RUN_TAG, RunStack, RunTag, list_run_stacks
+from toolkit.workspace import ensure_local_backend, owner_tag
 
 PROJECT = settings.RUN_PROJECT
 
@@ -42,6 +43,8 @@ def test_a_new_backend_gets_the_project_layout_the_cli_would_pick(backend: str, 
 def test_layouts_it_does_not_know_are_left_to_the_cli(backend: str) -> None:
     assert not diy_backend.writable_layout(backend, {"PULUMI_DIY_BACKEND_GZIP": "true"})
     assert not diy_backend.writable_layout(backend, {"PULUMI_DIY_BACKEND_LEGACY_LAYOUT": "1"})
+    assert not diy_backend.writable_layout(backend, {"PULUMI_DIY_BACKEND_ZSTD": "true"})  # CLI 3.224.0 on
+    assert not diy_backend.writable_layout(backend, {"PULUMI_SELF_MANAGED_STATE_GZIP": "1"})  # the older name
     assert diy_backend.writable_layout(backend, {"PULUMI_DIY_BACKEND_GZIP": "false"})
     assert not diy_backend.writable_layout("s3://bucket?region=x", {})
 

@@ -22,7 +22,7 @@ from tests.leaks import assert_nothing_left, run_stacks
 from toolkit import docker, gc, process, records, settings
 from toolkit.errors import JobFailedError, ProvisionError, TeardownError
 from toolkit.futures import wait_for_teardowns
-from toolkit.pools import PoolRegistry, StorageConfig, WorkPool
+from toolkit.pools.registry import PoolRegistry, StorageConfig, WorkPool
 from toolkit.toolchain import docker_engine
 
 pytestmark = pytest.mark.engine
@@ -43,15 +43,15 @@ def _segfault():
 
 @pytest.mark.parametrize(
     ("decorator", "expected"),
-    [(process, r"killed by signal 11 \(SIGSEGV\)"), (docker, r"segmentation fault, exit 139")],
-    ids=["process", "docker"],
+    [pytest.param(process, r"killed by signal 11 \(SIGSEGV\)", id="process"),
+     pytest.param(docker, r"segmentation fault, exit 139", id="docker", marks=pytest.mark.docker)],
 )
 def test_interpreter_crash_is_a_clear_error(decorator, expected):
     with pytest.raises(JobFailedError, match=expected):
         decorator(_segfault)()
 
 
-@pytest.mark.parametrize("target", ["process", "docker"])
+@pytest.mark.parametrize("target", ["process", pytest.param("docker", marks=pytest.mark.docker)])
 def test_killed_client_leaves_a_stack_that_gc_destroys(tmp_path, target):
     run_id = kill_holding_client(tmp_path, target)
     assert run_stacks() == [f"run-{run_id}"]

@@ -12,8 +12,9 @@ import pytest
 
 from tests.leaks import assert_nothing_left, run_stacks
 from toolkit import gc, process
-from toolkit.engine import RUN_TAG, RunTag, owner_tag
+from toolkit.engine import RUN_TAG, RunTag
 from toolkit.futures import wait_for_teardowns
+from toolkit.workspace import owner_tag
 
 
 def _tags(owner: str, age: float, ttl: float) -> dict[str, str]:

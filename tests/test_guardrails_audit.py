@@ -9,12 +9,13 @@ import time
 
 import pytest
 
+from tests.leaks import assert_nothing_left
 from toolkit import gc, process
+from toolkit.backend_store import BackendStore
 from toolkit.futures import wait_for_teardowns
 from toolkit.guardrails import history
 from toolkit.guardrails.audit import audit_rows
-from toolkit.guardrails.store import BackendStore
-from toolkit.pools import PoolRegistry, WorkPool
+from toolkit.pools.registry import PoolRegistry, WorkPool
 
 pytestmark = pytest.mark.engine
 
@@ -79,6 +80,7 @@ def test_runs_ls_all_lists_completed_failed_and_cancelled_runs_then_gc_prunes_th
     _toolkit("gc", "--history-older-than", "0s")
     assert history.entries(BackendStore(backend)) == []
     assert BackendStore(backend).names("history") == []
+    assert_nothing_left(backend)  # the pool's own backend, where these runs' stacks lived
 
 
 def test_history_prunes_whole_old_days_and_old_entries_of_the_cutoff_day(tmp_path):

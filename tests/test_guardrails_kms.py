@@ -24,11 +24,14 @@ import pytest
 import toolkit
 from tests.clients import kill_holding_client
 from tests.emulators.aws import REGION, aws_emulator  # noqa: F401 - fixture
+from tests.leaks import assert_nothing_left
 from tests.test_secret_hygiene import SECRET, grep_tree, with_encodings
 from toolkit import process, settings
-from toolkit.engine import list_run_stacks, pulumi_command, selected_stack
+from toolkit.engine import list_run_stacks, selected_stack
 from toolkit.futures import wait_for_teardowns
-from toolkit.pools import PoolRegistry, WorkPool
+from toolkit.pools.registry import PoolRegistry, WorkPool
+from toolkit.toolchain.pulumi_env import pulumi_env
+from toolkit.workspace import pulumi_command
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 
@@ -87,9 +90,9 @@ def test_kms_encrypted_state_holds_only_ciphertext(kms_pool, tmp_path):
         assert '"ciphertext"' in json.dumps(deployment["resources"])  # the secrets are there, encrypted
         with selected_stack(f"run-{future.run_id}", f"file://{backend_dir}") as stack:
             plain = pulumi_command().run(["stack", "export", "--stack", stack.name], stack.workspace.work_dir,
-                                         settings.pulumi_env(f"file://{backend_dir}")).stdout
+                                         pulumi_env(f"file://{backend_dir}")).stdout
             revealed = pulumi_command().run(["stack", "export", "--show-secrets", "--stack", stack.name],
-                                            stack.workspace.work_dir, settings.pulumi_env(f"file://{backend_dir}")).stdout
+                                            stack.workspace.work_dir, pulumi_env(f"file://{backend_dir}")).stdout
         assert SECRET not in plain and run_key not in plain
         assert run_key in revealed  # decrypting through the emulator's KMS gives the value back
     finally:
@@ -97,7 +100,7 @@ def test_kms_encrypted_state_holds_only_ciphertext(kms_pool, tmp_path):
     assert future.result(timeout=120) == SECRET[::-1]
     wait_for_teardowns()
     assert grep_tree(backend_dir, with_encodings([SECRET, run_key])) == []
-    assert list_run_stacks(f"file://{backend_dir}") == []
+    assert_nothing_left(f"file://{backend_dir}")
 
 
 def test_gc_and_runs_cancel_from_other_processes_destroy_kms_stacks(kms_pool, tmp_path):
@@ -117,4 +120,4 @@ def test_gc_and_runs_cancel_from_other_processes_destroy_kms_stacks(kms_pool, tm
                         timeout=300, env=env)
     assert gc.returncode == 0, gc.stderr
     assert [(leak["stack"], leak["destroyed"]) for leak in json.loads(gc.stdout)] == [(f"run-{collected}", True)]
-    assert list_run_stacks(backend) == []
+    assert_nothing_left(backend)  # stacks and their bookkeeping in the pool's backend; run directories, bundles

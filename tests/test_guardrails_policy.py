@@ -19,12 +19,12 @@ import pytest
 from tests.leaks import assert_nothing_left
 from tests.pulumi_cli import PulumiCli, make_cli
 from toolkit import docker, process, settings
+from toolkit.backend_store import BackendStore
 from toolkit.errors import PolicyViolationError
 from toolkit.futures import wait_for_teardowns
 from toolkit.guardrails import history
-from toolkit.guardrails.store import BackendStore
-from toolkit.pools import PoolRegistry, WorkPool
-from toolkit.pools_as_code import template_with_defaults
+from toolkit.pools.as_code import template_with_defaults
+from toolkit.pools.registry import PoolRegistry, WorkPool
 
 pytestmark = pytest.mark.engine
 
@@ -159,7 +159,7 @@ def cli(tmp_path_factory: pytest.TempPathFactory) -> PulumiCli:
 
 PROJECT = """
 import pulumi
-from toolkit.pools_as_code import PolicyPackResource, WorkPoolResource
+from toolkit.pools.as_code import PolicyPackResource, WorkPoolResource
 
 pack = PolicyPackResource("team-guardrails", directory="policies")
 WorkPoolResource("published-guarded", type="process", policy_packs=[pack.reference], max_concurrent_runs=4,

@@ -12,16 +12,17 @@ from pathlib import Path
 import pytest
 
 from toolkit import process
-from toolkit.engine import workspace_options
 from toolkit.errors import ConfigError
-from toolkit.pools import PoolRegistry, WorkPool, parse_pool
-from toolkit.submission import prepare
+from toolkit.pools.registry import PoolRegistry, WorkPool, parse_pool
+from toolkit.preparation import prepare
+from toolkit.workspace import workspace_options
 
 
 def _fn() -> int:
     return 1
 
 
+@pytest.mark.engine  # workspace_options asks the Pulumi CLI for its version
 @pytest.mark.parametrize("provider", [
     "gcpkms://projects/p/locations/global/keyRings/r/cryptoKeys/k",
     "azurekeyvault://vault.vault.azure.net/keys/runs",
@@ -38,6 +39,7 @@ def test_a_pools_provider_reaches_the_stack_creation(provider, monkeypatch):
     PoolRegistry().delete("kms-pool")
 
 
+@pytest.mark.engine  # workspace_options asks the Pulumi CLI for its version
 def test_environment_then_passphrase(monkeypatch):
     monkeypatch.delenv("TOOLKIT_SECRETS_PROVIDER", raising=False)
     prepared = prepare(_fn, (), {}, "local-process", [])

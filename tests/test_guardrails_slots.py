@@ -20,11 +20,12 @@ import pytest
 
 from tests.leaks import assert_nothing_left
 from toolkit import process, settings
-from toolkit.engine import list_run_stacks, owner_tag
+from toolkit.backend_store import BackendStore
+from toolkit.engine import list_run_stacks
 from toolkit.errors import ConfigError, PoolBusyError
 from toolkit.guardrails.slots import Slot, SlotMarker, occupancy, stale_markers
-from toolkit.guardrails.store import BackendStore
-from toolkit.pools import PoolRegistry, WorkPool
+from toolkit.pools.registry import PoolRegistry, WorkPool
+from toolkit.workspace import owner_tag
 
 
 def _marker(run_id: str, pool: str = "limited", owner: str | None = None, ttl: float = 3600) -> SlotMarker:

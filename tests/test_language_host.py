@@ -16,6 +16,7 @@ from pulumi.runtime.proto import language_pb2
 from tests.pulumi_cli import PulumiCli, make_cli
 from toolkit.errors import ConfigError
 from toolkit.toolchain.language_host import install_language_host, program_interpreter
+from toolkit.toolchain.pulumi_env import HOST_PYTHON_ENV, pulumi_env
 
 PROGRAM = '''
 import os
@@ -174,6 +175,24 @@ def test_install_is_idempotent_and_names_this_interpreter(tmp_path: Path) -> Non
     assert install_language_host(tmp_path) == (path, False)
     path.write_text("#!/bin/sh\nexec /gone/python\n")
     assert install_language_host(tmp_path) == (path, True)
+
+
+def test_the_shim_runs_the_calling_toolkits_interpreter_not_the_last_installers(tmp_path: Path) -> None:
+    """The shim sits in the per-user bin directory every virtualenv with the toolkit shares: a CLI started
+    by a toolkit process runs the host on that process's interpreter (``pulumi_env``), whichever
+    virtualenv installed the shim last; a plain ``pulumi`` (no variable) gets the installer's."""
+    shim, _ = install_language_host(tmp_path)
+    shim.write_text(shim.read_text().replace(sys.executable, "/gone/other-venv/bin/python"))  # another venv's install
+    recorder = tmp_path / "python"
+    recorder.write_text(f'#!/bin/sh\necho "$0 $*" > "{tmp_path}/ran"\n')
+    recorder.chmod(0o755)
+    env = {**pulumi_env(), "PATH": os.environ["PATH"]}
+    assert env[HOST_PYTHON_ENV] == sys.executable
+    subprocess.run([str(shim), "127.0.0.1:1"], env={**env, HOST_PYTHON_ENV: str(recorder)}, check=True, timeout=30)
+    assert (tmp_path / "ran").read_text().split()[:4] == [str(recorder), "-u", "-m", "toolkit.toolchain.language_host"]
+    unset = {name: value for name, value in env.items() if name != HOST_PYTHON_ENV}
+    gone = subprocess.run([str(shim), "127.0.0.1:1"], env=unset, capture_output=True, text=True, timeout=30)
+    assert gone.returncode == 127 and "/gone/other-venv/bin/python" in gone.stderr
 
 
 def test_host_prints_its_port_and_exits_when_orphaned(tmp_path: Path) -> None:

@@ -237,7 +237,7 @@ def test_a_map_over_no_items_creates_nothing():
 def test_preview_shows_the_one_stack_with_its_workers(target):
     plan = bind(target, square_unless_seven).map.preview(range(50), max_parallel=4)
     assert (plan.items, plan.parallelism) == (50, 4)
-    workers = [c for c in plan.changes if c.type in ("pulumi-python:dynamic/toolkit:LocalProcess", "docker:index/container:Container")]
+    workers = [c for c in plan.changes if c.type in ("toolkit:index:LocalProcess", "docker:index/container:Container")]
     assert len(workers) == 4, [c.type for c in plan.changes]
     assert all("--items" in c.inputs.get("argv", c.inputs.get("command", [])) for c in workers)
     assert "a map of 50 items, at most 4 at once" in str(plan)

@@ -17,10 +17,10 @@ from tests.pulumi_cli import PulumiCli, make_cli
 from toolkit import process
 from toolkit.errors import ConfigError
 from toolkit.futures import wait_for_teardowns
-from toolkit.pool_diff import FieldChange, field_changes, preview_template_change
-from toolkit.pool_export import export_program
-from toolkit.pools import PoolRegistry, WorkPool
-from toolkit.pools_as_code import template_with_defaults
+from toolkit.pools.as_code import template_with_defaults
+from toolkit.pools.diff import FieldChange, field_changes, preview_template_change
+from toolkit.pools.export import export_program
+from toolkit.pools.registry import PoolRegistry, WorkPool
 
 REPO = Path(__file__).resolve().parent.parent
 OMP_PATH = "base_job_template.variables.properties.env.default.OMP_NUM_THREADS"
@@ -86,6 +86,9 @@ def test_top_level_project_previews_publishes_updates_and_destroys_pools(
     cli.run("up", "--yes", cwd=project)
     published = PoolRegistry(str(registry)).get("cpu-batch")
     assert published.base_job_template["variables"]["properties"]["env"]["default"] == {"OMP_NUM_THREADS": "8"}
+    changes = PoolRegistry(str(registry)).changes("cpu-batch")  # the pool's history (the dashboard's pool page)
+    assert [change["op"] for change in changes] == ["create", "update"]
+    assert changes[-1]["document"] == json.loads(published.to_document())
 
     # A decorated function runs on the published pool, with its template's defaults.
     monkeypatch.setenv("TOOLKIT_POOLS_URL", str(registry))

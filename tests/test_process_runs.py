@@ -170,4 +170,4 @@ def test_preview_leaves_nothing_behind_and_masks_secrets():
     storage = next(c for c in plan.changes if c.name == "run-directory")
     assert storage.inputs["secrets"] == {"TOKEN": "[secret]", "TOOLKIT_RUN_KEY": "[secret]"}
     assert "hunter2" not in str(plan) and "hunter2" not in plan.to_json()
-    assert "OP" in str(plan) and "pulumi-python:dynamic/toolkit:LocalProcess" in str(plan)
+    assert "OP" in str(plan) and "toolkit:index:LocalProcess" in str(plan)

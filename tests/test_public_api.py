@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 
@@ -37,6 +38,16 @@ def test_the_runner_imports_only_the_standard_library_cloudpickle_and_fsspec():
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_the_runner_image_is_rebuilt_when_any_module_the_job_imports_changes():
+    """``JOB_MODULES`` is what the runner image's content hash covers: every toolkit module a job imports."""
+    from toolkit.toolchain.runner_image import JOB_MODULES
+
+    probe = "import sys, toolkit.runner, toolkit.gcp_secret_env; print(sorted(m for m in sys.modules if m.startswith('toolkit')))"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    imported = {name.removeprefix("toolkit").lstrip(".") or "__init__" for name in ast.literal_eval(result.stdout)}
+    assert {f"{name.replace('.', '/')}.py" for name in imported} <= set(JOB_MODULES)
 
 
 def test_work_pool_name_is_an_alias_of_pool():

@@ -14,12 +14,13 @@ import pytest
 
 from tests.leaks import assert_nothing_left
 from toolkit import docker, process, records, settings
+from toolkit.backend_store import BackendStore
 from toolkit.errors import ConfigError, JobFailedError, RunCancelledError
 from toolkit.futures import RunFuture, wait_for_teardowns
 from toolkit.guardrails import history
-from toolkit.guardrails.store import BackendStore
-from toolkit.infra.base import JobStatus
-from toolkit.retries import RetryPolicy, carry_into_native, infrastructure_failure
+from toolkit.infra.watch import JobStatus
+from toolkit.retries import RetryPolicy, infrastructure_failure
+from toolkit.templating import carry_into_native
 
 DECORATORS = {"process": process, "docker": docker}
 KILLED = {"process": r"killed by signal 9 \(SIGKILL\)", "docker": r"killed \(SIGKILL, exit 137\)"}
@@ -197,9 +198,9 @@ def test_retries_carry_into_a_native_variable_and_conflicts_are_errors():
 
 
 def test_prefects_names_for_retries_lead_to_retries():
-    from toolkit.infra.kubernetes import KubernetesTarget
-    from toolkit.infra.process import ProcessTarget
     from toolkit.infra.synonyms import translate
+    from toolkit.targets.kubernetes.target import KubernetesTarget
+    from toolkit.targets.process import ProcessTarget
 
     with pytest.raises(ConfigError, match="Did you mean 'retries'"):
         process(backoff_limit=2)(napper).submit(0)

@@ -23,8 +23,10 @@ import pytest
 import toolkit
 from tests.leaks import assert_nothing_left
 from toolkit import RunFuture, docker, process, records, settings
-from toolkit.engine import pulumi_command, selected_stack
+from toolkit.engine import selected_stack
 from toolkit.futures import wait_for_teardowns
+from toolkit.toolchain.pulumi_env import pulumi_env
+from toolkit.workspace import pulumi_command
 
 pytestmark = pytest.mark.engine
 
@@ -52,13 +54,16 @@ def reports_what_it_sees() -> dict[str, Any]:
     while not fs.exists(f"{root}/release") and time.monotonic() < deadline:
         time.sleep(0.1)
         fs.invalidate_cache()
+    # The processes that are the job: its own and its ancestors in its session (a wrapper; in a container its
+    # init, pid 1), not the machine's init a process job is handed to. One that cannot be read fails the job,
+    # and so the test: an environment nobody looked at must not pass as clean.
     environs = {}
-    for pid in sorted({"1", "self", str(os.getppid())}):
-        try:
-            with open(f"/proc/{pid}/environ", "rb") as handle:
-                environs[pid] = handle.read().decode(errors="replace")
-        except OSError as exc:
-            environs[pid] = f"unreadable: {exc}"
+    pid, session = os.getpid(), os.getsid(0)
+    while pid > 0 and os.getsid(pid) == session:
+        with open(f"/proc/{pid}/environ", "rb") as handle:
+            environs[str(pid)] = handle.read().decode(errors="replace")
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            pid = int(handle.read().rpartition(b")")[2].split()[1])  # the parent (0: none in this namespace)
     return {
         "token_reversed": os.environ["TOKEN"][::-1],
         "run_key_in_environ": "TOOLKIT_RUN_KEY" in os.environ,
@@ -84,7 +89,7 @@ def stack_export(stack_name: str, show_secrets: bool) -> dict[str, Any]:
     backend = settings.default_backend_url()
     with selected_stack(stack_name, backend) as stack:
         args = ["stack", "export", "--stack", stack.name, *(["--show-secrets"] if show_secrets else [])]
-        return json.loads(pulumi_command().run(args, stack.workspace.work_dir, settings.pulumi_env(backend)).stdout)
+        return json.loads(pulumi_command().run(args, stack.workspace.work_dir, pulumi_env(backend)).stdout)
 
 
 def holders(export: dict[str, Any], needle: str) -> set[str]:
@@ -188,7 +193,7 @@ def run_and_check(
 
 # -- the local targets ------------------------------------------------------------------------------------
 
-STORAGE = "pulumi-python:dynamic/toolkit:RunStorage"
+STORAGE = "toolkit:index:RunStorage"
 
 
 def _docker_inspect(future: RunFuture) -> str:

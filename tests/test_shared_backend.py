@@ -20,7 +20,7 @@ from tests.clients import start_holding_client
 from tests.emulators.aws import REGION, aws_emulator  # noqa: F401 - fixture
 from toolkit import gc
 from toolkit.engine import list_run_stacks
-from toolkit.pools import PoolRegistry, WorkPool
+from toolkit.pools.registry import PoolRegistry, WorkPool
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 
@@ -30,7 +30,9 @@ POOL = "shared-state"
 @pytest.fixture(scope="module")
 def backend(aws_emulator: str):  # noqa: F811 - the imported fixture
     boto3.client("s3", region_name=REGION).create_bucket(Bucket="toolkit-state")
-    url = f"s3://toolkit-state?endpoint={aws_emulator}&use_path_style=true&region={REGION}"
+    # gocloud's v1 name for path-style addressing: every supported CLI reads it (3.245.0's gocloud upgrade
+    # renamed it use_path_style, which a 3.212.0 CLI refuses as an "unknown query parameter"; 3.246.0 reads both).
+    url = f"s3://toolkit-state?endpoint={aws_emulator}&s3ForcePathStyle=true&region={REGION}"
     PoolRegistry().save(WorkPool(name=POOL, type="process", backend_url=url), overwrite=True)
     yield url
     PoolRegistry().delete(POOL)

@@ -20,8 +20,8 @@ import pytest
 from pulumi import automation as auto
 from pulumi.dynamic import CreateResult, Resource, ResourceProvider
 
-from toolkit import settings
-from toolkit.engine import pulumi_command
+from toolkit.toolchain.pulumi_env import pulumi_env
+from toolkit.workspace import pulumi_command
 
 pytestmark = [pytest.mark.engine, pytest.mark.docker]
 
@@ -46,7 +46,7 @@ def _networks() -> list[str]:
 
 def test_dynamic_resource_and_docker_network_up_and_down(tmp_path, monkeypatch):
     monkeypatch.setenv("TOOLKIT_OFFLINE", "1")
-    assert settings.pulumi_env()["PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION"] == "true"
+    assert pulumi_env()["PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION"] == "true"
     marker = tmp_path / "marker"
     network = f"toolkit-smoke-{uuid.uuid4().hex[:8]}"
 
@@ -68,7 +68,7 @@ def test_dynamic_resource_and_docker_network_up_and_down(tmp_path, monkeypatch):
                     name="toolkit-smoke", runtime="python", backend=auto.ProjectBackend(url=backend)
                 ),
                 secrets_provider="passphrase",
-                env_vars=settings.pulumi_env(backend),
+                env_vars=pulumi_env(backend),
                 pulumi_command=pulumi_command(),
             ),
         )

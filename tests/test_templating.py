@@ -130,7 +130,7 @@ def test_runtime_placeholders_need_no_variable():
 
 def test_schema_bounds_of_a_pool_are_enforced_naming_the_bound():
     """A platform team bounds variables in the pool's schema: maximum on memory, enum on images."""
-    from toolkit.pools_as_code import template_with_defaults
+    from toolkit.pools.as_code import template_with_defaults
 
     template = template_with_defaults("docker")
     properties = template["variables"]["properties"]

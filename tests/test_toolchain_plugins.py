@@ -17,9 +17,10 @@ import pytest
 
 import toolkit
 from tests.toolchain_fakes import CallLog, isolate, pulumi_shim
-from toolkit import engine, settings
+from toolkit import settings, workspace
 from toolkit.errors import ToolchainError
 from toolkit.toolchain import offline, plugins, pulumi_cli
+from toolkit.toolchain.pulumi_env import pulumi_env
 
 DOCKER = plugins.spec_of("pulumi_docker")
 INSTALL_DOCKER = f"plugin install resource docker {DOCKER.version}"
@@ -49,7 +50,7 @@ def unreachable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, log: CallLog) -
     monkeypatch.setenv("TOOLKIT_PULUMI", str(pulumi_shim(tmp_path / "cli" / "bin" / "pulumi",
                                                          pulumi_cli.required_version(), real, log, download="fail")))
     yield real
-    engine.pulumi_command.cache_clear()
+    workspace.pulumi_command.cache_clear()
 
 
 def _steps(log: CallLog) -> list[str]:
@@ -73,7 +74,7 @@ def test_an_unreachable_download_falls_back_to_the_go_build_and_is_remembered(mo
     # Remembered: offline now, so Pulumi's automatic acquisition is off and no download is tried again.
     mode = offline.mode()
     assert mode.offline and mode.reason.startswith(f"detected: `pulumi {INSTALL_DOCKER}` failed")
-    assert settings.pulumi_env()["PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION"] == "true"
+    assert pulumi_env()["PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION"] == "true"
     with pytest.raises(ToolchainError, match="fake go"):
         plugins.ensure(DOCKER, lambda _line: None)
     assert _steps(log)[2:] == ["go mod download"]
@@ -84,6 +85,7 @@ def test_an_unreachable_download_falls_back_to_the_go_build_and_is_remembered(mo
     assert _steps(log)[3:] == [f"pulumi {INSTALL_DOCKER}", "go mod download"]
 
 
+@pytest.mark.engine  # installs the docker plugin `toolkit toolchain install` provided
 def test_a_stale_failure_is_retried_and_a_working_download_needs_no_build(
     tmp_path, monkeypatch, unreachable, log, installed_docker_plugin
 ):
@@ -95,7 +97,7 @@ def test_a_stale_failure_is_retried_and_a_working_download_needs_no_build(
     marker.parent.mkdir(parents=True)
     marker.write_text(json.dumps({"since": time.time() - offline.REMEMBER_SECONDS - 1, "detail": "old failure"}))
     assert not offline.is_offline()
-    assert "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION" not in settings.pulumi_env()
+    assert "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION" not in pulumi_env()
 
     outcome = plugins.ensure(DOCKER, lambda _line: None)
     assert outcome == f"downloaded docker v{DOCKER.version} (pulumi {INSTALL_DOCKER})"

@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 import toolkit
+from tests.leaks import assert_nothing_left
 from tests.toolchain_fakes import real_pulumi
 from toolkit.toolchain import plugins
 
@@ -141,5 +142,6 @@ def test_the_wheel_installs_and_works_outside_the_repository(tmp_path):
         site = str(venv / "lib")
         assert result["process"][0] == 5 and result["process"][2].startswith(site)  # the venv's toolkit, not the checkout's
         assert result["docker"][0].startswith("/opt/toolkit/bin/") and result["docker"][1].startswith("/opt/toolkit/lib/")
+        assert_nothing_left(home=home)  # the installed toolkit's own TOOLKIT_HOME and its default backend
     finally:
         subprocess.run(["docker", "image", "rm", "--force", image], capture_output=True, timeout=120)

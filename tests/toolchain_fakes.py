@@ -1,7 +1,10 @@
 """Stand-ins for the toolchain tests: a ``pulumi`` shim and a ``go`` that only record.
 
 The shim reports whatever version a test asks for and hands every other
-command to the real CLI, so what the toolkit does with it is real. For
+command to the pinned CLI: it tests which CLI the toolkit picks and how it
+judges the version reported, never whether that version works (whatever the
+shim claims, the binary that runs is always the pinned one). A CLI that really
+is older is tests/old_cli.py's real build, used by tests/test_old_cli.py. For
 ``pulumi plugin install`` without ``--file`` (Pulumi's own download) it either
 fails as the real CLI does when the download site is unreachable, or succeeds
 by installing a local binary, as if it had been downloaded. The fake ``go``
@@ -18,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from toolkit import engine, settings
+from tests import lanes
+from toolkit import settings, workspace
 
 UNREACHABLE = (
     'warning: Error downloading plugin: Get "https://get.pulumi.com/releases/plugins/x.tar.gz": '
@@ -27,7 +31,15 @@ UNREACHABLE = (
 
 
 def real_pulumi() -> Path:
-    """The CLI `toolkit toolchain install` left for this session (resolved before any test changes the env)."""
+    """The CLI `toolkit toolchain install` left for this session (resolved before any test changes the env).
+
+    In a test without the engine marker (``tests/lanes.py``), a stand-in that fails naming the test: such a
+    test runs in the fast lane, where there may be no CLI, so its shims must answer without delegating."""
+    guarded = os.environ.get(lanes.ACTIVE_ENV)
+    if guarded:
+        message = f"{guarded} delegated to the real Pulumi CLI but is not marked engine: mark it @pytest.mark.engine"
+        stand_in = settings.home() / "refused-pulumi" / "bin" / "pulumi"
+        return _executable(stand_in, f"#!/bin/sh\necho {shlex.quote(message)} >&2\nexit 97\n")
     binary = settings.pulumi_binary()
     assert binary is not None and binary.exists(), "the Pulumi CLI is not installed; run `toolkit toolchain install`"
     return binary.resolve()
@@ -91,7 +103,7 @@ def isolate(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, log: CallLog, hide:
     """An empty toolkit cache, no ``TOOLKIT_PULUMI``, no ``hide`` on PATH and a recording ``go`` first on it.
 
     Returns the real CLI (found before the environment changed). The caller
-    clears ``engine.pulumi_command``'s cache again when done.
+    clears ``workspace.pulumi_command``'s cache again when done.
     """
     real = real_pulumi()
     monkeypatch.delenv("TOOLKIT_PULUMI", raising=False)
@@ -99,5 +111,5 @@ def isolate(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, log: CallLog, hide:
     fake_go(tmp_path / "go-bin", log)
     kept = [d for d in os.environ["PATH"].split(os.pathsep) if d and not (Path(d) / hide).exists()]
     monkeypatch.setenv("PATH", os.pathsep.join([str(tmp_path / "go-bin"), *kept]))
-    engine.pulumi_command.cache_clear()
+    workspace.pulumi_command.cache_clear()
     return real

@@ -1,4 +1,8 @@
-"""Bundles and results: cloudpickled payloads in signed envelopes.
+"""Bundles and results: cloudpickled payloads in signed envelopes, and the wire layout around them.
+
+The wire layout is what client and job agree on by name: the files in run
+storage (``BUNDLE_NAME``, ``RESULT_NAME``, ``FILES_NAME``, a map's directories)
+and the job's environment variables (``RUN_KEY_ENV``, ``STORAGE_OPTIONS_ENV``).
 
 The client pickles ``(fn, args, kwargs)``; the job pickles the outcome. Both
 travel through storage that other parties may be able to write, so each is an
@@ -19,7 +23,6 @@ import os
 import site
 import sys
 import sysconfig
-import tarfile
 import threading
 import traceback
 from collections.abc import Callable, Iterator
@@ -33,6 +36,14 @@ import cloudpickle
 from toolkit.errors import BundleError, BundleVerificationError, RemoteError, RuntimeMismatchError
 
 MAGIC = b"TKB1\n"
+BUNDLE_NAME = "bundle.tkb"
+"""The run's signed call (function and arguments; for a map, the function) in run storage."""
+RESULT_NAME = "result.tkb"
+"""The signed outcome the runner writes next to the bundle."""
+RUN_KEY_ENV = "TOOLKIT_RUN_KEY"
+"""Where the job finds the run's signing key: only ever from a platform secret (or the secrets file)."""
+STORAGE_OPTIONS_ENV = "TOOLKIT_STORAGE_OPTIONS"
+"""The pool's fsspec options for run storage, as JSON (never credentials)."""
 FILES_NAME = "files.tar.gz"
 """The ``include_files`` archive, next to the bundle in run storage; the bundle's signed
 header carries its sha256 under ``files``."""
@@ -97,6 +108,8 @@ def unpack_files(data: bytes, expected: dict[str, Any], destination: Path, sourc
             f"{source} does not match the digest in the bundle's signed header (tampered with or truncated); "
             "refusing to unpack it"
         )
+    import tarfile  # only a call with include_files needs it, and it is a tenth of the runner's imports
+
     root = destination.resolve()
     count = 0
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:

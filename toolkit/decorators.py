@@ -1,4 +1,4 @@
-"""Infrastructure decorators: ``@process``, ``@docker``, ``@kubernetes``, ...
+"""Infrastructure decorators: ``@process``, ``@docker``, ``@kubernetes``, ... one per registered target.
 
 A decorator binds a function to a pool and job variables; it does nothing else
 until the function is called. Job-variable precedence, lowest first:
@@ -22,9 +22,10 @@ from toolkit.errors import ConfigError
 from toolkit.fanout.api import MapMethod
 from toolkit.fanout.prepare import prepare_map
 from toolkit.futures import RunFuture
+from toolkit.infra.registry import registry
 from toolkit.plan import Plan
+from toolkit.preparation import prepare
 from toolkit.preview import preview_run
-from toolkit.submission import prepare
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -143,10 +144,11 @@ def _decorator_factory(target_type: str, default_pool: str | None = None) -> Cal
     return decorator
 
 
-process = _decorator_factory("process", "local-process")
-docker = _decorator_factory("docker", "local-docker")
-kubernetes = _decorator_factory("kubernetes")
-ecs = _decorator_factory("ecs")
-cloud_run = _decorator_factory("cloud_run")
-vertex_ai = _decorator_factory("vertex_ai")
-azure_container_instance = _decorator_factory("azure_container_instance")
+def __getattr__(name: str) -> Callable[..., Any]:
+    """``@process``, ``@docker``, ...: one decorator per row of the target registry (PEP 562)."""
+    row = registry().get(name)
+    if row is None:
+        raise AttributeError(f"module 'toolkit.decorators' has no attribute {name!r}")
+    decorator = _decorator_factory(name, row.default_pool)
+    globals()[name] = decorator
+    return decorator

@@ -42,7 +42,12 @@ ORGANIZATION = "organization"
 """The DIY backend's fixed organization name in fully qualified stack names."""
 ORPHAN_GRACE_SECONDS = 300.0
 """Age after which a tags or backup file without its stack is an orphan, not a stack being created."""
-_LAYOUT_OVERRIDES = ("PULUMI_DIY_BACKEND_GZIP", "PULUMI_DIY_BACKEND_COMPRESSION", "PULUMI_DIY_BACKEND_LEGACY_LAYOUT")
+_LAYOUT_OVERRIDES = tuple(
+    f"PULUMI_{prefix}_{setting}"
+    for prefix in ("DIY_BACKEND", "SELF_MANAGED_STATE")  # the CLI reads both names (sdk/go/common/env/env.go)
+    for setting in ("GZIP", "ZSTD", "LEGACY_LAYOUT")
+)
+"""Settings under which the CLI looks for other files than this module writes (compressed, legacy layout)."""
 _LEFTOVER_SUFFIXES = (".pulumi-tags", ".json.bak")
 _ATTRS = ".attrs"
 """Sidecar metadata file the CLI's blob store writes next to each file (optional when reading)."""
@@ -123,8 +128,9 @@ def bookkeeping_dirs(backend_url: str, project: str) -> list[Path]:
 
 
 def remove_leftovers(backend_url: str, project: str, stack: str) -> None:
-    """Delete what ``destroy --remove`` keeps of a removed stack: its last checkpoint's backup, and
-    its history and lock directories if they are empty (a lock file in one means an update holds it)."""
+    """Delete what the CLI keeps of a removed stack (``destroy --remove`` or ``stack rm``): its last checkpoint's
+    backup, and its history and lock directories if they are empty (a lock file in one means an update holds it).
+    Nothing for a backend that is not ``file://``."""
     directory = stacks_dir(backend_url, project)
     if directory is not None and not (directory / f"{stack}.json").exists():
         _remove(directory, stack, _LEFTOVER_SUFFIXES)

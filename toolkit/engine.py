@@ -16,10 +16,8 @@ stack without one. All run stacks share one ``PulumiCommand`` (it runs
 
 from __future__ import annotations
 
-import functools
 import os
 import shutil
-import socket
 import tempfile
 import threading
 import time
@@ -33,12 +31,12 @@ from pydantic import BaseModel
 
 from toolkit import diy_backend, settings
 from toolkit.errors import ProvisionError, TeardownError
-from toolkit.guardrails.policy import violation_error
-from toolkit.guardrails.secrets import PASSPHRASE, selected_provider
 from toolkit.operations import STACK_TYPE, OnEvent, OperationResult, OperationStack, is_secret
 from toolkit.plan import ResourceChange
+from toolkit.policy_packs import violation_error
 from toolkit.progress import Progress
-from toolkit.toolchain import cli_lookup
+from toolkit.toolchain import stack_key
+from toolkit.workspace import ensure_local_backend, list_stacks, remove_stack, workspace_options
 
 RUN_TAG = "toolkit:run"
 """One stack tag holding ``RunTag`` as JSON: one CLI call to set, instead of one per field."""
@@ -65,72 +63,6 @@ class RunTag(BaseModel):
 
 def stack_name(run_id: str) -> str:
     return f"run-{run_id}"
-
-
-def process_start_time(pid: int) -> str:
-    """Start time of ``pid`` in clock ticks since boot ('' if unknown): tells a reused pid apart."""
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return ""
-
-
-def owner_tag(pid: int) -> str:
-    return f"{socket.gethostname()}:{pid}:{process_start_time(pid)}"
-
-
-def owner_alive(owner: str) -> bool | None:
-    """True/False for an owner (``owner_tag``) on this host; None when it runs elsewhere (unknowable)."""
-    host, _, rest = owner.partition(":")
-    pid_text, _, started = rest.partition(":")
-    if host != socket.gethostname():
-        return None
-    try:
-        pid = int(pid_text)
-        os.kill(pid, 0)
-    except (ValueError, ProcessLookupError):
-        return False
-    except PermissionError:
-        pass
-    return process_start_time(pid) == started
-
-
-@functools.cache
-def pulumi_command() -> auto.PulumiCommand:
-    """The Pulumi CLI, found and checked once per process against the SDK's minimum version."""
-    return cli_lookup.automation_command()
-
-
-def workspace_options(
-    backend_url: str,
-    work_dir: Path,
-    *,
-    project: str = settings.RUN_PROJECT,
-    secrets_provider: str | None = None,
-    program: Callable[[], None] | None = None,
-) -> auto.LocalWorkspaceOptions:
-    """The one place a stack's workspace is described: project, backend, secrets provider, CLI, program.
-
-    ``secrets_provider`` applies to stacks created here (the pool's, else ``TOOLKIT_SECRETS_PROVIDER``).
-    """
-    return auto.LocalWorkspaceOptions(
-        work_dir=str(work_dir),
-        program=program,
-        project_settings=auto.ProjectSettings(
-            name=project, runtime="python", backend=auto.ProjectBackend(url=backend_url)
-        ),
-        secrets_provider=secrets_provider or selected_provider(),
-        env_vars=settings.pulumi_env(backend_url),
-        pulumi_command=pulumi_command(),
-    )
-
-
-def ensure_local_backend(backend_url: str) -> None:
-    """A ``file://`` backend directory must exist before the CLI logs into it."""
-    if backend_url.startswith("file://"):
-        Path(backend_url[len("file://") :]).mkdir(parents=True, exist_ok=True)
-        diy_backend.ensure_layout(backend_url)
 
 
 class RunStack:
@@ -161,12 +93,16 @@ class RunStack:
         """Policy pack directories the engine runs at every preview and up of this stack."""
         ensure_local_backend(backend_url)
         self._work_dir = Path(tempfile.mkdtemp(prefix=f"toolkit-{run_id}-"))
+        provider = secrets_provider or settings.secrets_provider()
+        if provider == settings.PASSPHRASE and stack_key.enabled():
+            provider = stack_key.URL  # the same passphrase, derived once per client instead of per CLI process
         try:
-            options = workspace_options(backend_url, self._work_dir, secrets_provider=secrets_provider, program=program)
+            options = workspace_options(backend_url, self._work_dir, secrets_provider=provider, program=program)
             self._workspace = auto.LocalWorkspace(**vars(options))  # writes Pulumi.yaml; no CLI call
             self.stack = OperationStack(self.name, self._workspace)
+            # The first `up` of a stack created as files gives it the secrets provider its stack settings name.
             self._direct = diy_backend.writable_layout(backend_url, {**os.environ, **options.env_vars}) and (
-                options.secrets_provider == PASSPHRASE  # what `up` gives a stack created without one
+                options.secrets_provider in (settings.PASSPHRASE, stack_key.URL)
             )
             self._pending_tag = tag
             if create:
@@ -190,6 +126,8 @@ class RunStack:
             except OSError as exc:
                 raise ProvisionError(f"could not create stack {self.name} in {self.backend_url}: {exc}") from None
             self._pending_tag = None
+            if self._workspace.secrets_provider == stack_key.URL:
+                (self._work_dir / f"Pulumi.{self.name}.yaml").write_text(f"secretsprovider: {stack_key.URL}\n")
         else:
             self._workspace.create_stack(self.name)  # `stack init`; the tag is set while `up` runs
 
@@ -264,10 +202,10 @@ class RunStack:
         Returns the engine's step counts (``{"delete": n}``, the stack resource included).
         """
         changes = self._operate("destroy", self.progress.on_event).changes
-        if self._direct:
-            diy_backend.remove_leftovers(self.backend_url, settings.RUN_PROJECT, self.name)
-        else:  # `--remove` would keep the checkpoint's backup in the bucket; `stack rm` can drop it
+        if not self._direct:  # `--remove` would keep the checkpoint's backup in the bucket; `stack rm` can drop it
             remove_stack(self.name, self.backend_url, self._work_dir)
+        # Either way the CLI leaves the stack's empty history and lock directories in a local backend.
+        diy_backend.remove_leftovers(self.backend_url, settings.RUN_PROJECT, self.name)
         return changes
 
     def destroy_and_remove(self, attempts: int = 5) -> None:
@@ -279,8 +217,7 @@ class RunStack:
                     self.destroy_once()
                     return
                 except auto.errors.StackNotFoundError:  # removed already (by an earlier attempt, or gc)
-                    if self._direct:
-                        diy_backend.remove_leftovers(self.backend_url, settings.RUN_PROJECT, self.name)
+                    diy_backend.remove_leftovers(self.backend_url, settings.RUN_PROJECT, self.name)
                     return
                 except auto.errors.CommandError as exc:
                     last = exc
@@ -342,14 +279,6 @@ def describe_failure(error: Exception, stack: str, backend_url: str) -> str:
     return f"could not destroy stack {stack} in {backend_url}: {detail[-400:]}."
 
 
-def remove_stack(name: str, backend_url: str, work_dir: Path) -> None:
-    """``pulumi stack rm --remove-backups``: the Automation API's remove_stack keeps
-    checkpoint backups (``*.json.bak``), which would outlive every run stack."""
-    pulumi_command().run(
-        ["stack", "rm", "--yes", "--remove-backups", name], str(work_dir), settings.pulumi_env(backend_url)
-    )
-
-
 @contextmanager
 def selected_stack(name: str, backend_url: str) -> Iterator[auto.Stack]:
     """An existing run stack, for gc and cancel from another process (program-less)."""
@@ -368,31 +297,3 @@ def selected_stack(name: str, backend_url: str) -> Iterator[auto.Stack]:
 def list_run_stacks(backend_url: str) -> list[tuple[str, dict[str, str]]]:
     """Every run stack in ``backend_url`` with its tags."""
     return list_stacks(backend_url, settings.RUN_PROJECT)
-
-
-def list_stacks(backend_url: str, project: str) -> list[tuple[str, dict[str, str]]]:
-    """Every stack of ``project`` in ``backend_url`` with its tags."""
-    ensure_local_backend(backend_url)
-    work_dir = Path(tempfile.mkdtemp(prefix="toolkit-ls-"))
-    try:
-        options = workspace_options(backend_url, work_dir, project=project)
-        workspace = auto.LocalWorkspace(
-            work_dir=options.work_dir,
-            env_vars=options.env_vars,
-            secrets_provider=options.secrets_provider,
-            project_settings=options.project_settings,
-            pulumi_command=options.pulumi_command,
-        )
-        names = [summary.name for summary in workspace.list_stacks()]
-        tagged = ((name, _tags_if_present(workspace, name)) for name in names)
-        return [(name, tags) for name, tags in tagged if tags is not None]
-    finally:
-        shutil.rmtree(work_dir, ignore_errors=True)
-
-
-def _tags_if_present(workspace: auto.LocalWorkspace, name: str) -> dict[str, str] | None:
-    """The stack's tags, or None if it was removed since the listing (a run finishing meanwhile)."""
-    try:
-        return workspace.list_tags(name)
-    except auto.errors.StackNotFoundError:
-        return None

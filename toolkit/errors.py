@@ -81,6 +81,10 @@ class NoCompatibleWheelError(RequirementError):
     """A distribution has no wheel for the job's platform and none can be built for it."""
 
 
+class MissingModuleError(RequirementError):
+    """The function imports a module installed neither on the caller's side nor in the job's."""
+
+
 class IncludeFilesError(ConfigError):
     """``include_files`` matched nothing, too much, something outside the working directory or a secret."""
 

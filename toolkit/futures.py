@@ -22,16 +22,16 @@ from typing import Any
 import fsspec
 
 from toolkit import records
-from toolkit.bundles import unseal_result
-from toolkit.engine import RunStack, RunTag, owner_tag
+from toolkit.bundles import RESULT_NAME, unseal_result
+from toolkit.engine import RunStack, RunTag
 from toolkit.errors import RunCancelledError, RunTimeoutError, TeardownError
 from toolkit.guardrails.guard import RunGuard
-from toolkit.guardrails.policy import PolicyResult
-from toolkit.infra.base import JobStatus, JobWatcher
+from toolkit.infra.watch import JobStatus, JobWatcher
+from toolkit.policy_packs import PolicyResult
+from toolkit.preparation import PreparedRun
 from toolkit.progress import Progress
 from toolkit.retries import RetryPolicy, infrastructure_failure
-from toolkit.runner import RESULT_NAME
-from toolkit.submission import PreparedRun
+from toolkit.workspace import owner_tag
 
 DEFAULT_TTL = 24 * 3600
 """Seconds after which ``toolkit gc`` may destroy a run stack even if its owner seems alive."""
@@ -92,7 +92,12 @@ class RunFuture:
             created=time.time(),
             owner_pid=os.getpid(),
             owner=owner_tag(os.getpid()),
+            variables=prepared.variable_layers,
+            items=prepared.context.fanout.count if prepared.context.fanout else None,
+            environment=prepared.context.image or prepared.context.python,
         )
+        self._record.phases = [records.PhaseMark(phase=self._record.state, at=self._record.created)]
+        self.progress.on_step = self._record_resources
         self._retries = RetryPolicy.from_variables(prepared.variables, prepared.target.native_retries)
         self._ttl = prepared.timeout * self._retries.attempts + 3600 if prepared.timeout else DEFAULT_TTL
         self._guard = RunGuard(prepared, self.progress, self._record.owner, self._record.created, self._ttl)
@@ -228,7 +233,11 @@ class RunFuture:
             )
             if self._cancelled():
                 raise RunCancelledError(f"run {self.run_id} was cancelled before it started")
+            if prepared.policy_packs:
+                self._record.mark("policy")
             self._guard.check_policies(stack)
+            self._record_policy()
+            self._record.mark("up")
             outputs = stack.up()
             if not self._retries.engine_retries:  # a retry's `up` reads the staged bundle again (buckets hash it)
                 prepared.discard_bundle()
@@ -246,6 +255,7 @@ class RunFuture:
         except BaseException as exc:  # noqa: BLE001 - delivered to the caller through result()
             self._error = exc
             state = "cancelled" if isinstance(exc, RunCancelledError) else "failed"
+            self._record.traceback = getattr(exc, "remote_traceback", None) or None
             self._set_state(state, error=f"{type(exc).__name__}: {exc}")
         finally:
             self._settle()
@@ -253,11 +263,24 @@ class RunFuture:
             prepared.discard_bundle()
             self._teardown(stack)
 
+    def _record_policy(self) -> None:
+        self._record.update(policy=[result.model_dump() for result in self.progress.policy_results])
+
+    def _record_resources(self) -> None:
+        steps = list(self.progress.steps.items())
+        self._record.update(resources=[
+            records.ResourceStep(urn=urn, type=type_, parent=parent, status=status)
+            for urn, (type_, parent, status) in steps
+        ])
+
     def _teardown(self, stack: RunStack | None) -> None:
         started = time.perf_counter()
+        self._record_policy()
+        self._record.mark("teardown")
         try:
             if stack is not None:
                 stack.destroy_and_remove()
+            self._record.mark("torn down")
             self._record.update(torn_down=True)
         except TeardownError as exc:
             self.teardown_error = exc

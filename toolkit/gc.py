@@ -10,22 +10,21 @@ owners on other hosts are judged by TTL only. A lock left by a dead process
 
 from __future__ import annotations
 
-import json
 import shutil
-import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
-import fsspec
 from pulumi import automation as auto
 
 from toolkit import diy_backend, records, settings
-from toolkit.engine import RunStack, RunTag, describe_failure, list_run_stacks, owner_alive, process_start_time
+from toolkit.backend_store import BackendStore
+from toolkit.engine import RunStack, RunTag, describe_failure, list_run_stacks
 from toolkit.errors import ConfigError
 from toolkit.guardrails import history
 from toolkit.guardrails.slots import stale_markers
-from toolkit.guardrails.store import BackendStore
-from toolkit.pools import PoolRegistry
+from toolkit.pools.registry import PoolRegistry
+from toolkit.workspace import break_stale_lock, current_user, owner_alive
 
 
 @dataclass
@@ -70,13 +69,18 @@ def _local_record(stack: str) -> records.RunRecord | None:
         return None  # a stack of another machine's client
 
 
-def find_leaks(older_than: float | None = None, urls: list[str] | None = None) -> list[Leak]:
+def find_leaks(
+    older_than: float | None = None,
+    urls: list[str] | None = None,
+    stacks: Callable[[str], list[tuple[str, dict[str, str]]]] = list_run_stacks,
+) -> list[Leak]:
     """Collectable stacks. A local run record refines the tags: it protects a live client's
-    stack that has no tags yet, and gives up one whose client's own teardown failed."""
+    stack that has no tags yet, and gives up one whose client's own teardown failed.
+    ``stacks`` lists a backend's run stacks with their tags (the dashboard reads them from its own listing)."""
     now = time.time()
     leaks: list[Leak] = []
     for url in urls or backend_urls():
-        for name, tags in list_run_stacks(url):
+        for name, tags in stacks(url):
             reason, age = judge(tags, now)
             record = _local_record(name)
             if record is not None and record.teardown_failed and not record.torn_down:
@@ -90,27 +94,6 @@ def find_leaks(older_than: float | None = None, urls: list[str] | None = None) -
                 continue
             leaks.append(Leak(name, url, reason, age))
     return leaks
-
-
-def break_stale_lock(stack: str, backend_url: str, project: str = settings.RUN_PROJECT) -> list[str]:
-    """Remove lock files of ``stack`` held by processes that no longer exist; returns what it removed."""
-    # Backend URLs carry gocloud query options (?endpoint=...&region=...) that fsspec does not
-    # understand; fsspec clients take those from the environment (AWS_ENDPOINT_URL, ...).
-    fs, root = fsspec.core.url_to_fs(backend_url.split("?", 1)[0])
-    directory = f"{root.rstrip('/')}/.pulumi/locks/organization/{project}/{stack}"
-    removed: list[str] = []
-    if not fs.exists(directory):
-        return removed
-    for path in fs.ls(directory, detail=False):
-        try:
-            lock = json.loads(fs.cat_file(path))
-        except (OSError, ValueError):
-            continue
-        owner = f"{lock.get('hostname')}:{lock.get('pid')}:{process_start_time(int(lock.get('pid', 0)))}"
-        if lock.get("hostname") == socket.gethostname() and owner_alive(owner) is not True:
-            fs.rm(path)
-            removed.append(path)
-    return removed
 
 
 def destroy_stack(stack: str, backend_url: str) -> None:
@@ -150,7 +133,7 @@ def _record_collected(backend_url: str, run_id: str, run: RunTag | None, resourc
         return
     try:
         entry = history.RunEntry(
-            run_id=run_id, pool=run.pool, function=run.function, user=history.current_user(), owner=run.owner,
+            run_id=run_id, pool=run.pool, function=run.function, user=current_user(), owner=run.owner,
             resources=resources, outcome="failed", error="its client died; collected by toolkit gc",
             created=run.created, finished=time.time(),
         )
@@ -188,7 +171,8 @@ def prune_records(
 
 
 def collect(older_than: float | None = None, dry_run: bool = False, urls: list[str] | None = None) -> list[Leak]:
-    """Destroy collectable stacks; also deletes stack files a killed client left without their stack."""
+    """Destroy collectable stacks; also deletes stack files a killed client left without their stack,
+    and run storage no stack recorded (``sweep_unrecorded_storage``)."""
     urls = urls or backend_urls()
     leaks = find_leaks(older_than, urls)
     if dry_run:
@@ -201,4 +185,44 @@ def collect(older_than: float | None = None, dry_run: bool = False, urls: list[s
             leak.destroyed = True
         except Exception as exc:  # noqa: BLE001 - report per stack, keep collecting the others
             leak.error = f"{type(exc).__name__}: {describe_failure(exc, leak.stack, leak.backend_url)}"
+    sweep_unrecorded_storage({(leak.backend_url, leak.stack) for leak in leaks if not leak.destroyed})
     return leaks
+
+
+def sweep_unrecorded_storage(kept: set[tuple[str, str]]) -> list[str]:
+    """Remove the run storage of dead clients' runs that no stack holds; returns the URLs removed.
+
+    The client serves its runs' storage and process jobs itself
+    (``providers/resident.py``): killed between its provider creating one and the
+    engine recording it, the storage is in no stack's state. A run whose record
+    is not torn down, whose owner on this host is gone and whose stack no longer
+    exists (``kept``: stacks still there) has its storage removed here, with any
+    job still running in it (``stop_recorded``). Only storage the run's
+    ``RunStorage`` owns: a local run directory or a pool's shared prefix.
+    """
+    from toolkit.infra.registry import get_target
+    from toolkit.providers.run_storage import RunStorageProvider, local_path
+
+    removed: list[str] = []
+    pools = {pool.name: pool for pool in PoolRegistry().list()}
+    stacks: dict[str, set[str]] = {}
+    for record in records.all_records():
+        if record.torn_down or owner_alive(record.owner) is not False or (record.backend_url, record.stack) in kept:
+            continue
+        if record.backend_url not in stacks:
+            stacks[record.backend_url] = {name for name, _tags in list_run_stacks(record.backend_url)}
+        if record.stack in stacks[record.backend_url]:
+            continue
+        pool = pools.get(record.pool)
+        shared = pool.storage.url if pool is not None and pool.storage.mode == "shared-prefix" else None
+        try:
+            url, _ = get_target(record.target).storage_url(record.run_id, shared)
+        except Exception:  # noqa: BLE001 - a target this installation lacks: nothing it can remove
+            continue
+        if shared is None and local_path(url) is None:
+            continue  # a bucket of the run's own stack: gone with it
+        options = dict(pool.storage.options) if pool is not None and shared else {}
+        RunStorageProvider().delete(url, {"url": url, "options": options})
+        record.update(torn_down=True)
+        removed.append(url)
+    return removed

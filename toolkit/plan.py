@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from toolkit.environments.summary import EnvironmentSummary
-from toolkit.guardrails.policy import PolicyResult
+from toolkit.policy_packs import PolicyResult
 from toolkit.secretvalues import mask
 from toolkit.toolchain.plugins import PluginStatus
 

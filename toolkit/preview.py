@@ -12,8 +12,8 @@ from __future__ import annotations
 from toolkit.engine import RunStack
 from toolkit.errors import PolicyViolationError
 from toolkit.plan import Plan
+from toolkit.preparation import PreparedRun
 from toolkit.progress import Progress
-from toolkit.submission import PreparedRun
 
 
 def preview_run(prepared: PreparedRun) -> Plan:

@@ -14,13 +14,14 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 from pulumi.automation import EngineEvent
 from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
 
-from toolkit.guardrails.policy import PolicyResult
+from toolkit.policy_packs import PolicyResult
 
 _SYMBOLS = {"create": "+", "delete": "-", "update": "~", "replace": "+-", "same": " ", "read": ">"}
 _VERBS = {
@@ -63,6 +64,10 @@ class Progress:
         """Every distinct policy verdict on this run (preview and up report the same ones once)."""
         self.resources: set[str] = set()
         """URNs of the resources the run's stack has held (created, not merely planned), for the audit trail."""
+        self.steps: dict[str, tuple[str, str | None, str]] = {}
+        """``urn -> (type, parent urn, status)``: the last step the engine reported for each resource."""
+        self.on_step: Callable[[], None] | None = None
+        """Called after ``steps`` changed (the run's record keeps them for the dashboard)."""
         self._started: dict[str, float] = {}
 
     def say(self, message: str) -> None:
@@ -113,3 +118,21 @@ class Progress:
         failed = event.res_op_failed_event
         if failed:
             self.say(f"[red]! {failed.metadata.type} {failed.metadata.urn.rsplit('::', 1)[-1]} failed[/red]")
+        self._note_step(event)
+
+    def _note_step(self, event: EngineEvent) -> None:
+        """Keep each resource's latest step (not a preview's planned ones) for ``steps``."""
+        for step, done in ((event.resource_pre_event, False), (event.res_outputs_event, True)):
+            if step is None or step.planning:
+                continue
+            meta = step.metadata
+            state = meta.new or meta.old
+            parent = state.parent if state is not None else None
+            verbs = _VERBS.get(meta.op.value)
+            status = (verbs[1] if done else verbs[0]) if verbs else meta.op.value
+            self.steps[meta.urn] = (meta.type, parent or None, status)
+        failed = event.res_op_failed_event
+        if failed is not None:
+            self.steps[failed.metadata.urn] = (failed.metadata.type, None, "failed")
+        if (event.resource_pre_event or event.res_outputs_event or failed) and self.on_step is not None:
+            self.on_step()

@@ -43,14 +43,12 @@ A watcher of a target that retries natively reports ``JobStatus.attempt``;
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from toolkit import templating
-from toolkit.errors import ConfigError, JobFailedError
-from toolkit.infra.base import JobStatus, Target
+from toolkit.errors import JobFailedError
+from toolkit.infra.watch import JobStatus
 
 VARIABLE = "retries"
 """The job variable's name (declared once, on ``JobVariables``)."""
@@ -89,7 +87,7 @@ class RetryPolicy:
     @classmethod
     def from_variables(cls, variables: Mapping[str, Any], native: str | None = None) -> RetryPolicy:
         """The policy of a call from its validated job variables; ``native``: the target's own variable
-        (which ``carry_into_native`` has set from ``retries``)."""
+        (which ``templating.carry_into_native`` has set from ``retries``)."""
         return cls(retries=int(variables.get(native or VARIABLE) or 0), engine=native is None)
 
     @property
@@ -147,43 +145,3 @@ class RetryPolicy:
         else:
             message = f"{run} failed: {reason}"
         return JobFailedError(message + "." + (f"\nLast job output:\n{tail}" if tail else ""))
-
-
-def render_job(
-    target: Target,
-    template: Mapping[str, Any],
-    layers: Sequence[Mapping[str, Any]],
-    runtime: Mapping[str, Any],
-    pool_name: str,
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``templating.render`` for ``target``, with ``retries`` handed to its own retry variable, if it has one."""
-    render = functools.partial(
-        templating.render,
-        template,
-        runtime=runtime,
-        pool_name=pool_name,
-        customization_root=target.customization_root,
-        synonyms=target.synonyms,
-    )
-    config, variables = render(layers=layers)
-    native = target.native_retries and carry_into_native(variables, target.native_retries, pool_name)
-    if native:
-        config, variables = render(layers=[*layers, native])
-    return config, variables
-
-
-def carry_into_native(variables: Mapping[str, Any], native: str, pool_name: str) -> dict[str, Any] | None:
-    """The override layer that hands ``retries`` to a target's own retry variable, or None if none is needed.
-
-    Both set to different non-zero values is ambiguous and an error.
-    """
-    retries = int(variables.get(VARIABLE) or 0)
-    own = variables.get(native)
-    if not retries:
-        return None
-    if own not in (None, 0, retries):
-        raise ConfigError(
-            f"pool {pool_name!r}: {VARIABLE}={retries!r} and {native}={own!r} both set how often a job that "
-            f"ended without a result runs again; {native} is this target's own name for {VARIABLE}. Pass one"
-        )
-    return {native: retries}

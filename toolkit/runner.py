@@ -3,13 +3,17 @@
 Fetches the bundle from run storage, refuses it unless digest and signature
 check out, calls the function and writes a signed result next to it. Imports
 only the standard library, cloudpickle and fsspec so runner images stay small.
+Storage is reached through the requests the client signed for the job, when it
+handed it some, else through fsspec (``toolkit.job_storage``).
 
 A map (``--items N``) runs items of one function bundle: the item whose index
 the platform put in the environment variable named by ``--index-env`` (an
 Indexed Job's ``JOB_COMPLETION_INDEX``, Cloud Run's ``CLOUD_RUN_TASK_INDEX``),
 or, without it, every item this worker manages to claim: ``claims/<i>`` is
 created exclusively (``O_EXCL`` locally, a conditional write in object
-storage), so each item runs once however many workers share the run.
+storage), so each item runs once however many workers share the run. A worker
+that stays for retries (``--await-items``) takes items still waiting for a claim:
+it lists the claims (fsspec), or reads the client's ``control.json`` (signed requests).
 
 Exit code 0 means a result was written, whatever the function did (so job
 controllers do not retry a user's exception); non-zero means no result could
@@ -23,18 +27,18 @@ import json
 import os
 import signal
 import sys
-import tarfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from toolkit.bundles import (
-    CLAIMS_DIR,
+    BUNDLE_NAME,
     FILES_NAME,
     ITEMS_DIR,
     PYTHON,
-    RESULTS_DIR,
+    RESULT_NAME,
+    RUN_KEY_ENV,
     Outcome,
     item_name,
     load_arguments,
@@ -47,11 +51,8 @@ from toolkit.bundles import (
     unpack_files,
 )
 from toolkit.errors import BundleError, BundleVerificationError
+from toolkit.job_storage import RunStorage, job_storage
 
-BUNDLE_NAME = "bundle.tkb"
-RESULT_NAME = "result.tkb"
-RUN_KEY_ENV = "TOOLKIT_RUN_KEY"
-STORAGE_OPTIONS_ENV = "TOOLKIT_STORAGE_OPTIONS"
 AWAIT_SECONDS = 0.5
 """How often ``--await-items`` looks for the other workers' results and for released claims."""
 
@@ -87,6 +88,8 @@ def load(bundle: bytes, key: str, source: str, read: Callable[[str], bytes] | No
             "client it was built on) or run the client on the job's Python",
         )
     if header.get("files") and read is not None:
+        import tarfile
+
         archive = f"{source.rsplit('/', 1)[0]}/{FILES_NAME}"
         try:
             unpack_files(read(FILES_NAME), header["files"], Path.cwd(), archive)
@@ -158,6 +161,12 @@ def main(argv: list[str] | None = None) -> int:
         "items the client released for a retry (a dead worker's); a primary replica's exit ends its job",
     )
     parser.add_argument("--worker", default="", help="with --items: this worker's name, written into its claims")
+    parser.add_argument(
+        "--stripe",
+        type=_stripe,
+        help="with --items: K/P, this worker's number K of P: claim items K, K+P, K+2P ... first (no other "
+        "worker starts there), then take what is left from the end",
+    )
     options = parser.parse_args(argv)
     if options.secrets:
         load_secrets(options.secrets)
@@ -165,30 +174,24 @@ def main(argv: list[str] | None = None) -> int:
     if not key:
         print(f"toolkit runner: {RUN_KEY_ENV} is not set; refusing to run an unverifiable bundle", file=sys.stderr)
         return 3
-    storage_options = json.loads(os.environ.get(STORAGE_OPTIONS_ENV) or "{}")
-
-    def read(name: str) -> bytes:
-        with _open(options.storage, name, "rb", storage_options) as handle:
-            return handle.read()
-
+    storage = job_storage(options.storage, key)
     source = f"{options.storage.rstrip('/')}/{BUNDLE_NAME}"
     if options.items is not None:
-        loaded = load(read(BUNDLE_NAME), key, source, read=read)
-        storage = _Storage(options.storage, storage_options)
+        loaded = load(storage.read(BUNDLE_NAME), key, source, read=storage.read)
+        worker = options.worker or os.environ.get("HOSTNAME") or f"pid {os.getpid()}"
         if options.index_env:
             index = _index_from(options.index_env, options.items)
             storage.mark_started(index)
             indexes: Iterator[int] = iter([index])
         else:
-            indexes = storage.claim_all(options.items, options.worker, options.await_items)
+            indexes = claim_items(storage, options.items, options.worker, options.await_items, options.stripe)
         for index in indexes:
-            run_item(storage, loaded, key, index)
+            run_item(storage, loaded, key, index, worker)
         return 0
-    outcome = execute(read(BUNDLE_NAME), key, source, read=read)
+    outcome = execute(storage.read(BUNDLE_NAME), key, source, read=storage.read)
     sys.stdout.flush()
     sys.stderr.flush()
-    with _open(options.storage, RESULT_NAME, "wb", storage_options) as handle:
-        handle.write(seal_outcome(outcome, key))
+    storage.write(RESULT_NAME, seal_outcome(outcome, key))
     return 0
 
 
@@ -200,89 +203,62 @@ def _index_from(variable: str, count: int) -> int:
     return int(value)
 
 
-class _Storage:
-    """The run's storage as a map's items see it: claims, item bundles, results."""
+def _stripe(value: str) -> tuple[int, int]:
+    number, _, workers = value.partition("/")
+    if not (number.isdigit() and workers.isdigit() and int(number) < int(workers)):
+        raise argparse.ArgumentTypeError(f"{value!r} is not K/P with 0 <= K < P")
+    return int(number), int(workers)
 
-    def __init__(self, url: str, options: dict[str, Any]) -> None:
-        self.url = url.rstrip("/")
-        self.options = options
-        self.local = _local_path(url)
 
-    def read(self, name: str) -> bytes:
-        with _open(self.url, name, "rb", self.options) as handle:
-            return handle.read()
-
-    def claim(self, indexes: Iterable[int], worker: str) -> Iterator[int]:
-        """Each of ``indexes`` no other worker claimed first, in order; the claim names ``worker``.
-
-        Never empty: s3fs writes an empty file with a plain ``touch``, without the
-        conditional header that makes the create exclusive.
-        """
-        body = (worker or f"pid {os.getpid()}").encode()
-        for index in indexes:
-            try:
-                with _open(self.url, f"{CLAIMS_DIR}/{index}", "xb", self.options) as handle:
-                    handle.write(body)
-            except FileExistsError:
-                continue
+def claim_items(
+    storage: RunStorage, count: int, worker: str, wait: bool, stripe: tuple[int, int] | None = None
+) -> Iterator[int]:
+    """Claim items in order (with ``stripe``: this worker's own first); with ``wait``, then stay until
+    every item has a result, taking any item still waiting (never claimed, or released by the client
+    because its worker died) for a retry."""
+    body_name = worker or f"pid {os.getpid()}"
+    own = range(count) if stripe is None else range(stripe[0], count, stripe[1])
+    for index in own:
+        if storage.claim(index, body_name):
             yield index
-
-    def claim_all(self, count: int, worker: str, wait: bool) -> Iterator[int]:
-        """Claim items in order; with ``wait``, then stay until every item has a result, taking
-        any item whose claim the client released (its worker died) for a retry."""
-        yield from self.claim(range(count), worker)
-        while wait:
-            if len(self.names(RESULTS_DIR)) >= count:
-                return
-            claimed = {int(name) for name in self.names(CLAIMS_DIR) if name.isdigit()}
-            released = [index for index in range(count) if index not in claimed]
-            if released:
-                yield from self.claim(released, worker)
-            else:
-                time.sleep(AWAIT_SECONDS)
-
-    def names(self, directory: str) -> list[str]:
-        """Entry names under ``directory`` (not those being written, which start with '.')."""
-        if self.local is not None:
-            names = os.listdir(os.path.join(self.local, directory))
-        else:
-            import fsspec
-
-            fs, root = fsspec.core.url_to_fs(self.url, **self.options)
-            fs.invalidate_cache(f"{root}/{directory}")
-            try:
-                names = [path.rsplit("/", 1)[-1] for path in fs.ls(f"{root}/{directory}", detail=False)]
-            except FileNotFoundError:
-                names = []
-        return [name for name in names if not name.startswith(".")]
-
-    def mark_started(self, index: int) -> None:
-        """An indexed task's item was not claimed: record that it started (a retried task rewrites it)."""
-        with _open(self.url, f"{CLAIMS_DIR}/{index}", "wb", self.options) as handle:
-            handle.write(str(os.getpid()).encode())
-
-    def write_result(self, index: int, data: bytes) -> None:
-        """Appears whole or not at all: a local file is renamed into place, an object store's PUT is atomic."""
-        name = item_name(RESULTS_DIR, index)
-        if self.local is None:
-            with _open(self.url, name, "wb", self.options) as handle:
-                handle.write(data)
+    while wait or stripe is not None:
+        waiting = storage.waiting(count)
+        if waiting is None or (not waiting and not wait):
             return
-        final = os.path.join(self.local, name)
-        temporary = os.path.join(self.local, RESULTS_DIR, f".{index}.{os.getpid()}.tmp")
-        with open(temporary, "wb") as handle:
-            handle.write(data)
-        os.replace(temporary, final)
+        took = False
+        for index in _steal_order(waiting, stripe):
+            if storage.claim(index, body_name):
+                took = True
+                yield index
+                break  # what waits has changed meanwhile: ask again
+        if not took:
+            if not wait:
+                return
+            time.sleep(AWAIT_SECONDS)
 
 
-def run_item(storage: _Storage, loaded: Call | Outcome, key: str, index: int) -> None:
-    """Run item ``index`` of the map with the loaded function and write its signed result."""
+def _steal_order(waiting: list[int], stripe: tuple[int, int] | None) -> list[int]:
+    """The order to try items others have not claimed: as they come, or, for a striped worker, from the
+    end (the owners work from the front), each worker starting at its own place so few collide."""
+    if stripe is None or not waiting:
+        return waiting
+    backwards = waiting[::-1]
+    start = stripe[0] * len(backwards) // stripe[1]
+    return backwards[start:] + backwards[:start]
+
+
+def run_item(storage: RunStorage, loaded: Call | Outcome, key: str, index: int, worker: str = "") -> None:
+    """Run item ``index`` of the map with the loaded function and write its signed result.
+
+    The result's header also says which worker ran the item and when (the dashboard's Gantt).
+    """
+    started = time.time()
     if isinstance(loaded, Outcome):  # the function itself cannot run: every item says why
         outcome = loaded
     else:
-        source = f"{storage.url}/{item_name(ITEMS_DIR, index)}"
+        name = item_name(ITEMS_DIR, index)
         try:
-            _, payload = open_indexed(storage.read(item_name(ITEMS_DIR, index)), key, "item", source, index)
+            _, payload = open_indexed(storage.read(name), key, "item", name, index)
             args, kwargs = load_arguments(payload)
         except BundleVerificationError as exc:
             outcome = _runner_error("toolkit.errors.BundleVerificationError", str(exc))
@@ -295,26 +271,8 @@ def run_item(storage: _Storage, loaded: Call | Outcome, key: str, index: int) ->
             outcome = call(loaded[0], args, kwargs)
     sys.stdout.flush()
     sys.stderr.flush()
-    storage.write_result(index, seal_outcome(outcome, key, index=index))
-
-
-def _local_path(storage: str) -> str | None:
-    scheme, _, path = storage.partition("://")
-    if not path:
-        return storage
-    return path if scheme in ("file", "local") else None
-
-
-def _open(storage: str, name: str, mode: str, storage_options: dict[str, Any]) -> IO[bytes]:
-    """``name`` in the run's storage. A local directory is opened directly: importing fsspec is
-    more than half of the runner's start-up, on the critical path of every local run."""
-    local = _local_path(storage)
-    if local is not None:
-        return open(os.path.join(local, name), mode)
-    import fsspec
-
-    fs, root = fsspec.core.url_to_fs(storage, **storage_options)
-    return fs.open(f"{root}/{name}", mode)
+    sealed = seal_outcome(outcome, key, index=index, worker=worker, started=started, finished=time.time())
+    storage.write_result(index, sealed)
 
 
 if __name__ == "__main__":

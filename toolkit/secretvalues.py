@@ -73,3 +73,24 @@ def contains_secret(value: Any) -> bool:
     if isinstance(value, list):
         return any(contains_secret(item) for item in value)
     return False
+
+
+def mask_as(value: Any, effective: Any) -> Any:
+    """``mask(value)``, also hiding what ``effective`` (the merged, validated values) holds as a
+    ``Secret`` at the same place: a plain string given for a variable the schema marks secret
+    only becomes a ``Secret`` when validated. A dotted key (``env.TOKEN``) is looked up by its path."""
+    if isinstance(value, Secret) or isinstance(effective, Secret):
+        return "[secret]"
+    if isinstance(value, dict):
+        inner = effective if isinstance(effective, dict) else {}
+        return {key: mask_as(item, _at_path(inner, key)) for key, item in value.items()}
+    return mask(value)
+
+
+def _at_path(values: dict[str, Any], key: str) -> Any:
+    if key in values or "." not in key:
+        return values.get(key)
+    found: Any = values
+    for part in key.split("."):
+        found = found.get(part) if isinstance(found, dict) else None
+    return found

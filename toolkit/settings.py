@@ -1,18 +1,19 @@
-"""Where the toolkit keeps things, and the environment every Pulumi call gets.
+"""Where the toolkit keeps things, and the settings read from the environment.
 
-One place decides paths (``TOOLKIT_HOME``, the cache, the state backend) so
-the CLI, the engine, the toolchain installer and ``doctor`` agree on them.
+One place decides paths (``TOOLKIT_HOME``, the cache, the state backend), the
+runner image's name and the secrets provider of run stacks, so the CLI, the
+engine, the toolchain installer and ``doctor`` agree on them. The environment
+each Pulumi CLI call gets is ``toolkit.toolchain.pulumi_env``'s.
 """
 
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
-import sys
 from pathlib import Path
 
 from toolkit._version import __version__
+from toolkit.errors import ConfigError
 
 RUN_PROJECT = "toolkit-runs"
 """Pulumi project that holds every ephemeral run stack."""
@@ -62,24 +63,6 @@ def default_backend_url() -> str:
     return "file://" + str(home() / "state")
 
 
-def _passphrase() -> str:
-    """The passphrase of the secrets provider: env if set, else a per-user random one.
-
-    Generated once and kept 0600 under ``TOOLKIT_HOME`` so local state is
-    encrypted without asking the user for anything.
-    """
-    explicit = os.environ.get("PULUMI_CONFIG_PASSPHRASE")
-    if explicit is not None:
-        return explicit
-    path = home() / "passphrase"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_urlsafe(32))
-    return path.read_text().strip()
-
-
 def runner_image(storage: str | None = None) -> str:
     """The runner image jobs start from: ``TOOLKIT_RUNNER_IMAGE`` or ``toolkit-runner:<version>``.
 
@@ -106,27 +89,33 @@ def pulumi_binary() -> Path | None:
     return built if built.exists() else None
 
 
-def pulumi_env(backend_url: str | None = None) -> dict[str, str]:
-    """Environment for every Pulumi CLI call: non-interactive, our binaries first.
+SECRETS_PROVIDER_ENV = "TOOLKIT_SECRETS_PROVIDER"
+PASSPHRASE = "passphrase"
+CLOUD_SCHEMES = ("awskms://", "gcpkms://", "azurekeyvault://", "hashivault://")
 
-    Automatic plugin acquisition stays Pulumi's default unless the toolkit is
-    offline (``toolkit.toolchain.offline``), where it could only fail slowly.
+
+def check_secrets_provider(value: str) -> str:
+    """``value`` if it names a provider Pulumi supports; ``ValueError`` listing the valid forms otherwise."""
+    if value == PASSPHRASE or (value.startswith(CLOUD_SCHEMES) and len(value) > len(value.split("://")[0]) + 3):
+        return value
+    raise ValueError(
+        f"secrets provider {value!r} is not one of: {PASSPHRASE!r}, "
+        + ", ".join(f"'{scheme}...'" for scheme in CLOUD_SCHEMES)
+        + " (e.g. 'awskms://alias/runs?region=eu-west-1')"
+    )
+
+
+def secrets_provider(pool_setting: str | None = None) -> str:
+    """Which secrets provider encrypts a run stack's state: the pool's ``pool_setting``, then
+    ``TOOLKIT_SECRETS_PROVIDER``, then ``passphrase`` (a per-user random passphrase).
+
+    Cloud providers are Pulumi's own (gocloud URLs): the CLI reaches the KMS with the
+    credentials and endpoints of its environment, so a process that destroys a stack
+    later (``toolkit gc``, ``toolkit runs cancel``) needs only the same environment.
     """
-    from toolkit.toolchain import offline
-
-    path = os.pathsep.join([str(bin_dir()), os.environ.get("PATH", "")])
-    env = {
-        "PATH": path,
-        "PULUMI_SKIP_UPDATE_CHECK": "true",
-        "PULUMI_CONFIG_PASSPHRASE": _passphrase(),
-        # Dynamic providers run in this interpreter, so they see the same packages.
-        "PULUMI_PYTHON_CMD": sys.executable,
-        # Run stacks live for one call; backups of their checkpoints only leave files behind.
-        "PULUMI_DIY_BACKEND_DISABLE_CHECKPOINT_BACKUPS": "true",
-        "PULUMI_SKIP_CONFIRMATIONS": "true",
-    }
-    if offline.is_offline():
-        env["PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION"] = "true"
-    if backend_url:
-        env["PULUMI_BACKEND_URL"] = backend_url
-    return env
+    value = pool_setting or os.environ.get(SECRETS_PROVIDER_ENV) or PASSPHRASE
+    try:
+        return check_secrets_provider(value)
+    except ValueError as exc:
+        source = "the pool's secrets_provider" if pool_setting else SECRETS_PROVIDER_ENV
+        raise ConfigError(f"{source}: {exc}") from None

@@ -14,12 +14,12 @@ from typing import Any, ClassVar
 
 from toolkit.decorators import InfraFunction, resolve_pool
 from toolkit.fanout.api import preview_map, start_map
-from toolkit.fanout.future import EmptyMapFuture, MapFuture
+from toolkit.fanout.map_future import EmptyMapFuture, MapFuture
 from toolkit.fanout.prepare import prepare_map
 from toolkit.futures import RunFuture
 from toolkit.plan import Plan
+from toolkit.preparation import PreparedRun, prepare
 from toolkit.preview import preview_run
-from toolkit.submission import PreparedRun, prepare
 
 
 class Submitter:

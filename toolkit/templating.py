@@ -14,20 +14,26 @@ A base job template is ``{"job_configuration": {...}, "variables": <JSON schema>
   inside a longer string is interpolated; a placeholder with no value removes
   its key. Unlike Prefect, a placeholder naming no variable is an error.
 * ``customizations`` (a JSON-6902 patch list) applies last.
+
+``render_job`` renders for a target: the path every job variable takes, from
+``preparation.prepare`` to the target's ``parse_job``.
 """
 
 from __future__ import annotations
 
 import copy
 import difflib
+import functools
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import jsonpatch
 import jsonschema
 
+from toolkit import retries
 from toolkit.errors import ConfigError, TemplateError
+from toolkit.infra.base import Target
 from toolkit.infra.synonyms import Synonym
 from toolkit.secretvalues import Secret
 
@@ -330,3 +336,45 @@ def render(
     variables = validate_variables(merged, schema, pool_name, synonyms)
     config = fill(template["job_configuration"], {**variables, **runtime})
     return apply_customizations(config, variables.get("customizations"), customization_root, pool_name), variables
+
+
+def render_job(
+    target: Target,
+    template: Mapping[str, Any],
+    layers: Sequence[Mapping[str, Any]],
+    runtime: Mapping[str, Any],
+    pool_name: str,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``render`` for ``target``: its customization root and synonyms, and ``retries`` handed to its own
+    retry variable (``Target.native_retries``), if it has one. The one path of a job variable into a job."""
+    render_layers = functools.partial(
+        render,
+        template,
+        runtime=runtime,
+        pool_name=pool_name,
+        customization_root=target.customization_root,
+        synonyms=target.synonyms,
+    )
+    config, variables = render_layers(layers=layers)
+    native = target.native_retries and carry_into_native(variables, target.native_retries, pool_name)
+    if native:
+        config, variables = render_layers(layers=[*layers, native])
+    return config, variables
+
+
+def carry_into_native(variables: Mapping[str, Any], native: str, pool_name: str) -> dict[str, Any] | None:
+    """The override layer that hands ``retries`` to a target's own retry variable, or None if none is needed.
+
+    Both set to different non-zero values is ambiguous and an error.
+    """
+    wanted = int(variables.get(retries.VARIABLE) or 0)
+    own = variables.get(native)
+    if not wanted:
+        return None
+    if own not in (None, 0, wanted):
+        raise ConfigError(
+            f"pool {pool_name!r}: {retries.VARIABLE}={wanted!r} and {native}={own!r} both set how often a job "
+            f"that ended without a result runs again; {native} is this target's own name for {retries.VARIABLE}. "
+            "Pass one"
+        )
+    return {native: wanted}

@@ -46,7 +46,7 @@ from typing import Any
 import pytest
 
 from tests.emulators.fakehttp import FakeHttpServer, Request
-from tests.emulators.gcp import emulator_cache, free_port, wait_until_serving
+from tests.emulators.gcp import emulator_cache, free_port, installing, wait_until_serving
 
 AZURITE_PACKAGE = "azurite@3"
 DEV_ACCOUNT = "devstoreaccount1"
@@ -62,6 +62,11 @@ def account_key(account: str) -> str:
 def azurite_binary() -> Path:
     """Install Azurite from npm once; later runs reuse it."""
     prefix = emulator_cache() / "azurite"
+    with installing(prefix):
+        return _install_azurite(prefix)
+
+
+def _install_azurite(prefix: Path) -> Path:
     binary = prefix / "node_modules" / ".bin" / "azurite-blob"
     if binary.exists():
         return binary
@@ -123,7 +128,9 @@ def _serve_azurite(request: pytest.FixtureRequest, tls: tuple[Path, Path] | None
         endpoint = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
         try:
             verify = str(tls[0]) if tls else True
-            wait_until_serving(f"{endpoint}/{DEV_ACCOUNT}?comp=list", process, "azurite-blob", verify=verify)
+            # Node's start takes well over 30 s on a busy 2-core machine; a healthy start returns at once.
+            wait_until_serving(f"{endpoint}/{DEV_ACCOUNT}?comp=list", process, "azurite-blob", timeout=120,
+                               verify=verify)
             yield Azurite(endpoint)
         finally:
             process.terminate()

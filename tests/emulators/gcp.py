@@ -4,7 +4,13 @@
 built from its Go module with ``go install`` into
 ``~/.cache/toolkit/emulators/`` on first use and started in memory mode on a
 free port. If Go, the module proxy or the server fails, the fixture fails
-with the reason: it never skips.
+with the reason: it never skips. fake-gcs-server checks no credentials, so
+clients under test reach it through ``gcs_with_credentials``: a gate in front
+of it that, as Cloud Storage does, takes a request only with the bearer token
+the fake metadata server (``google_apis``) issued, or as a V4 signed URL whose
+signature verifies against a service account key it was told to trust. gcsfs
+then has to find and use Application Default Credentials, as a job on Google
+Cloud does, and the toolkit's signed URLs have to be valid ones.
 
 ``google_apis``: one local HTTP server with the documented request/response
 shapes of the methods the targets use, and their state rules:
@@ -31,18 +37,27 @@ shapes of the methods the targets use, and their state rules:
 from __future__ import annotations
 
 import base64
+import datetime
+import fcntl
+import hashlib
+import http.client
 import itertools
+import json
 import os
 import re
 import shutil
 import socket
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, quote, urlsplit
 
 import pytest
 import requests
@@ -67,6 +82,16 @@ def emulator_cache() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "toolkit" / "emulators"
 
 
+@contextmanager
+def installing(target: Path) -> Iterator[None]:
+    """One installer of ``target`` at a time across test sessions (the cache is per machine, sessions are not):
+    a second waits, then finds the first one's result."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f".{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -84,7 +109,7 @@ def wait_until_serving(
         try:
             requests.get(url, timeout=1, verify=verify)
             return
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not up yet, or slow to answer on a loaded machine
             time.sleep(0.1)
     process.kill()
     pytest.fail(f"{what} did not serve {url} within {timeout:g}s")
@@ -93,6 +118,11 @@ def wait_until_serving(
 def fake_gcs_binary() -> Path:
     """Build fake-gcs-server from its Go module once; later runs reuse the binary."""
     bin_dir = emulator_cache() / f"fake-gcs-server-{FAKE_GCS_VERSION}"
+    with installing(bin_dir):
+        return _build_fake_gcs(bin_dir)
+
+
+def _build_fake_gcs(bin_dir: Path) -> Path:
     binary = bin_dir / "fake-gcs-server"
     if binary.exists():
         return binary
@@ -117,12 +147,9 @@ def fake_gcs_binary() -> Path:
 
 @dataclass
 class FakeGcs:
-    endpoint: str
+    """fake-gcs-server itself: what the Pulumi provider's side does (buckets, uploads), without credentials."""
 
-    @property
-    def storage_options(self) -> dict[str, Any]:
-        """fsspec (gcsfs) options that reach the emulator."""
-        return {"endpoint_url": self.endpoint, "token": "anon"}
+    endpoint: str
 
     def create_bucket(self, name: str) -> None:
         response = requests.post(f"{self.endpoint}/storage/v1/b", params={"project": "test"}, json={"name": name})
@@ -169,6 +196,152 @@ def fake_gcs() -> Iterator[FakeGcs]:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+@dataclass
+class GatedGcs:
+    """fake-gcs-server behind a gate that admits, as Cloud Storage does, a request with the metadata server's bearer
+    token or a V4 signed URL whose signature verifies against a service account key the gate was told to trust."""
+
+    url: str
+    fake: FakeGcs
+    requests: list[tuple[str, str, str]] = field(default_factory=list)
+    """``(method, path, why)`` of every request that reached the gate: ``why`` is "token", "signed" or the refusal."""
+    signers: dict[str, Any] = field(default_factory=dict)
+    """Public keys by service account email: whose signed URLs are honoured."""
+
+    @property
+    def storage_options(self) -> dict[str, Any]:
+        """fsspec (gcsfs) options for the gate: no token, so gcsfs uses Application Default Credentials."""
+        return {"endpoint_url": self.url}
+
+    def trust(self, key_file: str) -> None:
+        """Honour URLs signed with the service account key in ``key_file`` (its public half, as Google holds it)."""
+        from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+        info = json.loads(Path(key_file).read_text())
+        self.signers[info["client_email"]] = load_pem_private_key(info["private_key"].encode(), None).public_key()
+
+    def admitted(self, how: str | None = None) -> list[tuple[str, str]]:
+        """Requests let through (``how``: only those with a "token", or only "signed" ones)."""
+        wanted = {how} if how else {"token", "signed"}
+        return [(method, path) for method, path, why in self.requests if why in wanted]
+
+    def refused(self) -> list[tuple[str, str, str]]:
+        return [entry for entry in self.requests if entry[2] not in ("token", "signed")]
+
+    def admit(self, method: str, target: str, headers: Any) -> str:
+        """Why a request may pass ("token", "signed"), or why not."""
+        if headers.get("Authorization") == f"Bearer {TOKEN}":
+            return "token"
+        params = dict(parse_qsl(urlsplit(target).query, keep_blank_values=True))
+        if "X-Goog-Signature" not in params:
+            return "no credentials"
+        return _v4_signature_error(method, target, headers, self.signers) or "signed"
+
+
+def _v4_signature_error(method: str, target: str, headers: Any, signers: dict[str, Any]) -> str | None:
+    """Why a V4 signed URL (GOOG4-RSA-SHA256) does not hold, as Cloud Storage checks it; None when it does."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    url = urlsplit(target)
+    params = dict(parse_qsl(url.query, keep_blank_values=True))
+    signature = params.pop("X-Goog-Signature")
+    if params.get("X-Goog-Algorithm") != "GOOG4-RSA-SHA256":
+        return f"unsupported algorithm {params.get('X-Goog-Algorithm')!r}"
+    email, _, scope = params.get("X-Goog-Credential", "").partition("/")
+    key = signers.get(email)
+    if key is None:
+        return f"signed by {email!r}, not a key this bucket trusts"
+    signed_at = datetime.datetime.strptime(params["X-Goog-Date"], "%Y%m%dT%H%M%SZ").replace(tzinfo=datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    if now > signed_at + datetime.timedelta(seconds=int(params["X-Goog-Expires"])):
+        return "the signed URL has expired"
+    names = params["X-Goog-SignedHeaders"].split(";")
+    canonical_headers = "".join(f"{name}:{' '.join((headers.get(name) or '').split())}\n" for name in names)
+    query = "&".join(sorted(f"{quote(k, safe='~')}={quote(v, safe='~')}" for k, v in params.items()))
+    canonical = "\n".join([method, url.path, query, canonical_headers, ";".join(names), "UNSIGNED-PAYLOAD"])
+    to_sign = "\n".join(["GOOG4-RSA-SHA256", params["X-Goog-Date"], scope, hashlib.sha256(canonical.encode()).hexdigest()])
+    try:
+        key.verify(bytes.fromhex(signature), to_sign.encode(), padding.PKCS1v15(), hashes.SHA256())
+    except (InvalidSignature, ValueError):
+        return "the signature does not match the request"
+    return None
+
+
+_HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host"}
+
+
+def _gate(upstream: str, gated: GatedGcs) -> ThreadingHTTPServer:
+    """A reverse proxy to ``upstream`` that answers 401 (no credentials) or 403 (credentials that do not hold), as
+    Cloud Storage does, to what ``GatedGcs.admit`` refuses; fake-gcs-server's own address in responses (upload
+    session URLs) is rewritten to the gate's."""
+    target = urlsplit(upstream)
+
+    class Gate(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _body(self) -> bytes:
+            if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                chunks = []
+                while True:
+                    size = int(self.rfile.readline().split(b";")[0], 16)
+                    chunk = self.rfile.read(size + 2)[:size]
+                    if not size:
+                        break
+                    chunks.append(chunk)
+                return b"".join(chunks)
+            return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+        def _serve(self) -> None:
+            body = self._body()
+            why = gated.admit(self.command, self.path, self.headers)
+            gated.requests.append((self.command, urlsplit(self.path).path, why))
+            if why not in ("token", "signed"):
+                message = "Anonymous caller does not have storage access." if why == "no credentials" else why
+                status, payload = google_error(401 if why == "no credentials" else 403, "UNAUTHENTICATED", message)
+                self._reply(status, [("Content-Type", "application/json")], json.dumps(payload).encode())
+                return
+            connection = http.client.HTTPConnection(target.hostname, target.port, timeout=60)
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
+            connection.request(self.command, self.path, body=body or None, headers=headers)
+            response = connection.getresponse()
+            data = response.read().replace(target.netloc.encode(), gated.url.removeprefix("http://").encode())
+            kept = [(k, v.replace(upstream, gated.url)) for k, v in response.getheaders() if k.lower() not in _HOP_BY_HOP]
+            connection.close()
+            self._reply(response.status, kept, data)
+
+        def _reply(self, status: int, headers: list[tuple[str, str]], data: bytes) -> None:
+            self.send_response(status)
+            for name, value in headers:
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _serve
+
+        def log_message(self, *_args: Any) -> None:
+            pass
+
+    return ThreadingHTTPServer(("127.0.0.1", 0), Gate)
+
+
+@pytest.fixture
+def gcs_with_credentials(fake_gcs: FakeGcs, google_apis: FakeGoogleApis) -> Iterator[GatedGcs]:
+    """Cloud Storage as a job on Google Cloud meets it: credentials from the metadata server, or no access."""
+    gated = GatedGcs("", fake_gcs)
+    server = _gate(fake_gcs.endpoint, gated)
+    gated.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield gated
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 # -- fakes of the REST APIs -----------------------------------------------------------------------

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.leaks import no_stack_ever_made
 from toolkit import settings
 from toolkit.environments import stack
 
@@ -33,6 +34,8 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def env_stacks() -> list[str]:
+    if no_stack_ever_made(settings.default_backend_url(), settings.ENV_PROJECT):
+        return []
     return [name for name, _tag in stack.list_stacks(settings.default_backend_url())]
 
 

@@ -14,6 +14,7 @@ from toolkit import docker, process
 from toolkit.environments import base as environment_base
 from toolkit.errors import (
     IncludeFilesError,
+    MissingModuleError,
     NoCompatibleWheelError,
     RequirementConflictError,
     RequirementNotFoundError,
@@ -34,6 +35,27 @@ def _nothing_provisioned():
 
 def job() -> str:
     return "never runs"
+
+
+def uses_a_module_installed_nowhere() -> str:
+    import toolkit_test_nowhere  # noqa: F401  (no distribution here or in any base provides it)
+
+    return "never runs"
+
+
+def test_a_module_installed_on_neither_side_is_named_with_how_to_fix():
+    with pytest.raises(MissingModuleError) as info:
+        process(uses_a_module_installed_nowhere).submit()
+    message = str(info.value)
+    assert "uses_a_module_installed_nowhere imports 'toolkit_test_nowhere', which this interpreter" in message
+    assert "-m pip install toolkit_test_nowhere" in message and "packages=[...]" in message
+
+
+@pytest.mark.docker
+def test_a_module_neither_here_nor_in_the_image_is_named_with_how_to_fix():
+    with pytest.raises(MissingModuleError, match=r"imports 'toolkit_test_nowhere', which neither this interpreter .* nor "
+                                                 r"the job's image .*toolkit-runner.* has: .*packages=\[\.\.\.\]"):
+        docker(uses_a_module_installed_nowhere).submit()
 
 
 def test_a_pip_too_old_to_resolve_for_the_job_says_how_to_upgrade(monkeypatch: pytest.MonkeyPatch):

@@ -23,7 +23,7 @@ from toolkit import diy_backend, docker, settings
 from toolkit.environments import index
 from toolkit.errors import BundleVerificationError
 from toolkit.futures import RunFuture, wait_for_teardowns
-from toolkit.submission import prepare
+from toolkit.preparation import prepare
 
 pytestmark = [pytest.mark.engine, pytest.mark.docker]
 
@@ -36,7 +36,15 @@ def _nothing_left_after_each_test():
 
 
 def image_exists(name: str) -> bool:
-    return subprocess.run(["docker", "image", "inspect", name], capture_output=True).returncode == 0
+    """Whether the engine has image ``name``; ``docker`` failing for any other reason raises (a broken engine must
+    not read as "image gone")."""
+    inspected = subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}}", name], capture_output=True,
+                               text=True, timeout=60)
+    if inspected.returncode == 0:
+        return True
+    if "no such image" in inspected.stderr.lower():
+        return False
+    raise AssertionError(f"`docker image inspect {name}` failed (exit {inspected.returncode}): {inspected.stderr.strip()}")
 
 
 @docker

@@ -18,15 +18,29 @@ from typing import Any, ClassVar
 import pytest
 
 from tests.infra.mocking import SECRET_SIG_KEY, MockOutputs, ProgramRun, run_program
-from toolkit import retries, templating
-from toolkit.bundles import FILES_NAME
-from toolkit.environments.registry import ImageRegistry
+from toolkit import templating
+from toolkit.bundles import BUNDLE_NAME, FILES_NAME
 from toolkit.errors import ConfigError
-from toolkit.infra.base import FanOut, JobWatcher, RunContext, Target
-from toolkit.runner import BUNDLE_NAME
+from toolkit.infra.base import Target
+from toolkit.infra.image_registry import ImageRegistry
+from toolkit.infra.run import FanOut, RunContext
+from toolkit.infra.watch import JobWatcher, WorkersWatcher
 from toolkit.secretvalues import Secret
 
 SECRET_ENV = "API_TOKEN"
+BUNDLE = "/tmp/toolkit-test-bundle.tkb"
+FILES = "/tmp/toolkit-test-files.tgz"
+ITEMS = "/tmp/toolkit-test-items"
+BUCKET_TYPES = frozenset(
+    {
+        "aws:s3/bucket:Bucket",
+        "aws:s3/bucketV2:BucketV2",
+        "gcp:storage/bucket:Bucket",
+        "azure-native:storage:StorageAccount",
+        "azure-native:storage:BlobContainer",
+    }
+)
+"""Resources that make storage of their own: a run of a shared-prefix pool makes none of them."""
 SECRET_VALUE = "s3cr3t-value-never-in-plaintext"
 RUN_KEY = "run-key-0123456789abcdef-never-in-plaintext"
 
@@ -34,6 +48,19 @@ RUN_KEY = "run-key-0123456789abcdef-never-in-plaintext"
 def items_argument(command: list[str]) -> int:
     """The item count a map's runner command names (``--items N``)."""
     return int(command[command.index("--items") + 1])
+
+
+def _identity(watcher: JobWatcher) -> tuple[Any, ...]:
+    """What a watcher follows: its plain attribute values (ids, names, paths), not its clients."""
+    return tuple(sorted((str(value) for value in vars(watcher).values() if isinstance(value, (str, int, Path)))))
+
+
+def _flat_values(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        return [value for child in node.values() for value in _flat_values(child)]
+    if isinstance(node, list):
+        return [value for child in node for value in _flat_values(child)]
+    return [str(node)]
 
 
 def _strip_secrets(node: Any) -> Any:
@@ -73,6 +100,8 @@ class TargetConformance:
     """The resource a new attempt replaces (``toolkit.retries``), when not ``job_type`` itself."""
     write_only_fields: ClassVar[frozenset[str]] = frozenset()
     """Fields of ``job_type`` whose values the platform never shows back (ACI's ``secureValue``)."""
+    shared_prefix_url: ClassVar[str] = "/tmp/toolkit-pool-storage/runs"
+    """A pool ``storage.url`` in ``shared-prefix`` mode that this target's jobs can reach."""
 
     # -- helpers -------------------------------------------------------------------
 
@@ -82,7 +111,7 @@ class TargetConformance:
 
     def render(self, *layers: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         runtime = {"run_id": self.run_id, "pool_name": "test-pool", "function_name": "train"}
-        return retries.render_job(self.target, self.target.default_template(), list(layers), runtime, "test-pool")
+        return templating.render_job(self.target, self.target.default_template(), list(layers), runtime, "test-pool")
 
     def context(self, *layers: dict[str, Any], attempt: int = 1) -> RunContext:
         config, _ = self.render(*layers)
@@ -94,7 +123,7 @@ class TargetConformance:
             job=self.target.parse_job(config, "test-pool"),
             storage_url=url,
             storage_options={},
-            bundle_path=Path("/tmp/toolkit-test-bundle.tkb"),
+            bundle_path=Path(BUNDLE),
             run_key=RUN_KEY,
             shared_storage=shared,
             attempt=attempt,
@@ -112,14 +141,25 @@ class TargetConformance:
 
     map_items: ClassVar[int] = 25
     map_parallelism: ClassVar[int] = 7
+    map_workers_are_jobs: ClassVar[bool] = True
+    """Whether a map's workers are jobs of their own, each followed (containers, processes, tasks), or one job
+    resource runs them all (an Indexed Job, a Cloud Run execution, a custom job)."""
 
     def map_context(self, *layers: dict[str, Any]) -> RunContext:
         """A map of ``map_items`` items, ``map_parallelism`` at once (the staged items are never read here)."""
-        fanout = FanOut(count=self.map_items, parallelism=self.map_parallelism, items_path=Path("/tmp/toolkit-test-items"))
+        fanout = FanOut(count=self.map_items, parallelism=self.map_parallelism, items_path=Path(ITEMS))
         return dataclasses.replace(self.context(*layers), fanout=fanout)
 
     def map_program(self, *layers: dict[str, Any]) -> ProgramRun:
         context = self.map_context(*layers)
+        return run_program(lambda: self.target.program(context), outputs=self.mock_outputs, calls=self.mock_calls)
+
+    def shared_prefix_program(self) -> ProgramRun:
+        """A map with ``include_files`` on a pool whose storage is a shared prefix."""
+        url, shared = self.target.storage_url(self.run_id, self.shared_prefix_url)
+        context = dataclasses.replace(
+            self.map_context(self.sample()), storage_url=url, shared_storage=shared, files_path=Path(FILES)
+        )
         return run_program(lambda: self.target.program(context), outputs=self.mock_outputs, calls=self.mock_calls)
 
     def map_shape(self, run: ProgramRun) -> tuple[int, int]:
@@ -187,15 +227,39 @@ class TargetConformance:
 
     def test_a_maps_items_are_uploaded_to_run_storage_once(self) -> None:
         run = self.map_program(self.sample())
-        uploads = [r for r in run.resources if r.type.startswith("pulumi-python:dynamic/toolkit:Run")
+        uploads = [r for r in run.resources if r.type.startswith("toolkit:index:Run")
                    and r.inputs.get("items_path") == "/tmp/toolkit-test-items"]
         assert len(uploads) == 1, [(r.type, r.name) for r in run.resources]
         assert not any("toolkit-test-items" in json.dumps(r.inputs, default=str) for r in run.resources if r not in uploads)
 
-    def test_a_maps_watcher_builds_from_its_exports(self) -> None:
+    def test_a_shared_prefix_run_makes_no_bucket_and_uploads_under_its_prefix(self) -> None:
+        """``storage.mode: shared-prefix``: the run's storage is ``<prefix>/<run-id>/`` of the pool's bucket.
+        Nothing makes storage of its own; the bundle, the files archive and the map's items go there,
+        and there is where the job looks for them."""
+        run = self.shared_prefix_program()
+        prefix = f"{self.shared_prefix_url}/{self.run_id}"
+        assert [(r.type, r.name) for r in run.resources if r.type in BUCKET_TYPES] == []
+        for staged in (BUNDLE, FILES, ITEMS):
+            uploads = [r for r in run.resources if staged in json.dumps(r.inputs, default=str)]
+            assert uploads, f"{staged} is not uploaded"
+            assert [(r.name, r.inputs.get("url")) for r in uploads] == [(r.name, prefix) for r in uploads]
+        jobs = run.of_type(self.job_type)
+        assert jobs and all(prefix in json.dumps(job.inputs, default=str) for job in jobs)
+
+    def test_a_maps_watcher_follows_each_worker_the_program_made(self) -> None:
+        """The map's watcher follows what its program exported: one watcher of the target's own per worker when the
+        workers are jobs of their own (``map_workers_are_jobs``), else the one job that runs them all; each follows a
+        job no other follows, named in the exports."""
         context = self.map_context(self.sample())
         run = run_program(lambda: self.target.program(context), outputs=self.mock_outputs, calls=self.mock_calls)
-        assert isinstance(self.target.watcher(context, run.exports), JobWatcher)
+        watcher = self.target.watcher(context, run.exports)
+        followed = watcher.workers if isinstance(watcher, WorkersWatcher) else [watcher]
+        assert len(followed) == (self.map_parallelism if self.map_workers_are_jobs else 1), followed
+        assert all(isinstance(w, JobWatcher) and type(w).__module__ == type(self.target).__module__ for w in followed)
+        identities = [_identity(w) for w in followed]
+        assert len(set(identities)) == len(identities), identities  # no two watch the same worker
+        exported = set(_flat_values(run.exports))
+        assert all(exported & set(identity) for identity in identities), (identities, run.exports)
 
     def test_retries_reach_the_platform_or_replace_only_the_job(self) -> None:
         """``retries``: a target whose controller retries gets it in its own setting
@@ -236,7 +300,8 @@ class TargetConformance:
         from toolkit.toolchain.plugins import specs_of
 
         run = self.program(self.sample())
-        used = {r.type.split(":")[0] for r in run.resources} - {"pulumi", "pulumi-python"}  # dynamic: no plugin
+        # dynamic resources and the toolkit's own provider (toolkit/providers/server.py): no plugin to obtain
+        used = {r.type.split(":")[0] for r in run.resources} - {"pulumi", "pulumi-python", "toolkit"}
         used |= {r.type.split(":")[2] for r in run.resources if r.type.startswith("pulumi:providers:")}
         assert {spec.name for spec in specs_of(self.target_cls.plugin_packages)} == used
 
@@ -275,7 +340,7 @@ class RemoteEnvironmentConformance(TargetConformance):
             self.context(*layers),
             image=self.reference(),
             image_registry=self.registry,
-            files_path=Path("/tmp/toolkit-test-files.tgz") if files else None,
+            files_path=Path(FILES) if files else None,
         )
 
     def environment_program(self, *layers: dict[str, Any], files: bool = False) -> ProgramRun:

@@ -13,8 +13,8 @@ import pytest
 from tests.emulators.gcp import PROJECT_NUMBER
 from tests.infra.conformance import RemoteEnvironmentConformance
 from tests.infra.mocking import ProgramRun
-from toolkit.environments.registry import ImageRegistry
 from toolkit.errors import ConfigError
+from toolkit.infra.image_registry import ImageRegistry
 
 REPOSITORY_IAM_MEMBER = "gcp:artifactregistry/repositoryIamMember:RepositoryIamMember"
 
@@ -41,3 +41,18 @@ class GoogleCloudConformance(RemoteEnvironmentConformance):
         with pytest.raises(ConfigError, match="pulls private images only from Artifact Registry"):
             self.target.check_image_registry(private, job, "test-pool")
         self.target.check_image_registry(ImageRegistry(url="registry.example.com/public"), job, "test-pool")
+
+    def test_a_shared_prefix_run_may_use_only_its_own_prefix(self) -> None:
+        grants = self.shared_prefix_program().of_type("gcp:storage/bucketIAMMember:BucketIAMMember")
+        assert sorted(g.inputs["role"] for g in grants) == ["roles/storage.objectCreator", "roles/storage.objectViewer"]
+        for grant in grants:
+            condition = grant.inputs["condition"]
+            assert grant.inputs["bucket"] == "pool-bucket" and condition["title"] == f"toolkit-run-{self.run_id}"
+            assert f'startsWith("projects/_/buckets/pool-bucket/objects/runs/{self.run_id}/")' in condition["expression"]
+            assert f'objectListPrefix", "").startsWith("runs/{self.run_id}/")' in condition["expression"]
+
+    def test_pool_storage_must_be_cloud_storage(self) -> None:
+        with pytest.raises(ConfigError, match="gs://"):
+            self.target_cls.check_storage_url("/srv/runs")
+        self.target_cls.check_storage_url("gs://pool-bucket/runs")
+

@@ -30,19 +30,12 @@ from tests.emulators.azure import (
 from tests.infra.conformance import RUN_KEY, SECRET_ENV, RemoteEnvironmentConformance, items_argument
 from tests.infra.mocking import ProgramRun, run_program
 from tests.infra.storage_roundtrip import map_round_trip, round_trip, run_job, sealed_bundle
-from toolkit.bundles import unseal_result
-from toolkit.environments.registry import ImageRegistry
+from toolkit.bundles import BUNDLE_NAME, RESULT_NAME, RUN_KEY_ENV, STORAGE_OPTIONS_ENV, unseal_result
 from toolkit.errors import ConfigError
-from toolkit.infra.azure_container_instance import (
-    ACR_PULL,
-    BLOB_DATA_CONTRIBUTOR,
-    BLOB_DATA_READER,
-    MANAGEMENT_ENDPOINT_ENV,
-    AzureContainerInstanceTarget,
-    AzureContainerInstanceWatcher,
-)
+from toolkit.infra.image_registry import ImageRegistry
 from toolkit.infra.rest import CloudApiError, RestClient
-from toolkit.runner import BUNDLE_NAME, RESULT_NAME, RUN_KEY_ENV, STORAGE_OPTIONS_ENV
+from toolkit.targets.azure import ACR_PULL, BLOB_DATA_CONTRIBUTOR, BLOB_DATA_READER, MANAGEMENT_ENDPOINT_ENV
+from toolkit.targets.azure_container_instance.target import AzureContainerInstanceTarget, AzureContainerInstanceWatcher
 
 GROUP = "azure-native:containerinstance:ContainerGroup"
 ROLE = "azure-native:authorization:RoleAssignment"
@@ -84,6 +77,7 @@ class TestAzureContainerInstanceTarget(RemoteEnvironmentConformance):
     }
     mock_calls = {"azure-native:storage:listStorageAccountKeys": {"keys": [{"keyName": "key1", "value": "account-key"}]}}
     job_type = GROUP
+    shared_prefix_url = "az://runs@poolstorage.blob.core.windows.net/toolkit"
     write_only_fields = frozenset({"secureValue"})  # never returned by the ACI API
     expected_resources = {
         ("pulumi:providers:azure-native", "azure"),
@@ -157,6 +151,25 @@ class TestAzureContainerInstanceTarget(RemoteEnvironmentConformance):
         assert "registry-password-never-in-plaintext" not in json.dumps(
             {k: v for k, v in group.raw.items() if k != "imageRegistryCredentials"}
         )
+
+    def test_a_shared_prefix_run_may_use_only_its_own_prefix(self) -> None:
+        run = self.shared_prefix_program()
+        grant = run.one(ROLE).inputs
+        assert grant["scope"] == (
+            "/subscriptions/x-sub/resourceGroups/ml/providers/Microsoft.Storage/storageAccounts/poolstorage"
+            "/blobServices/default/containers/runs"
+        ).replace("x-sub", SUBSCRIPTION)
+        assert grant["conditionVersion"] == "2.0"
+        assert f"StringStartsWith 'toolkit/{RUN_ID}/'" in grant["condition"]
+        assert run.one(GROUP).inputs["containers"][0]["environmentVariables"]
+
+    def test_a_shared_prefix_must_name_its_storage_account(self) -> None:
+        self.target_cls.check_storage_url("az://runs@poolstorage.blob.core.windows.net/toolkit")
+        with pytest.raises(ConfigError, match="az://"):
+            self.target_cls.check_storage_url("/srv/runs")
+        context = dataclasses.replace(self.context(self.sample()), storage_url="az://runs/toolkit/x", shared_storage=True)
+        with pytest.raises(Exception, match="names no storage account"):
+            run_program(lambda: self.target.program(context), outputs=self.mock_outputs)
 
     def test_overrides_reach_the_container_group(self) -> None:
         group = self.group(self.sample())

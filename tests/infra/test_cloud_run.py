@@ -10,26 +10,28 @@ from typing import Any
 import pytest
 import requests
 
-from tests.emulators.gcp import PROJECT_NUMBER, TOKEN, FakeGcs, FakeGoogleApis, fake_gcs, google_apis
+from tests.emulators.gcp import (  # noqa: F401 - fixtures
+    PROJECT_NUMBER,
+    TOKEN,
+    FakeGoogleApis,
+    GatedGcs,
+    fake_gcs,
+    gcs_with_credentials,
+    google_apis,
+)
 from tests.infra.conformance import RUN_KEY, SECRET_ENV, SECRET_VALUE, items_argument
 from tests.infra.gcp_conformance import GoogleCloudConformance
 from tests.infra.mocking import ProgramRun, secret_version_outputs
 from tests.infra.storage_roundtrip import round_trip
 from toolkit import settings
+from toolkit.bundles import BUNDLE_NAME
 from toolkit.errors import ConfigError
-from toolkit.infra.cloud_run import (
-    RUN_ENDPOINT_ENV,
-    CloudRunTarget,
-    CloudRunWatcher,
-    _ExecutionProvider,
-    cancel_execution,
-    run_api,
-)
-from toolkit.infra.gcp import LOGGING_ENDPOINT_ENV, CloudLogReader
 from toolkit.infra.rest import CloudApiError, RestClient, google_session
-from toolkit.pools import PoolRegistry, WorkPool
-from toolkit.runner import BUNDLE_NAME
-from toolkit.submission import prepare
+from toolkit.pools.registry import PoolRegistry, WorkPool
+from toolkit.preparation import prepare
+from toolkit.targets.cloud_run.execution import RUN_ENDPOINT_ENV, _ExecutionProvider, cancel_execution, run_api
+from toolkit.targets.cloud_run.target import CloudRunTarget, CloudRunWatcher
+from toolkit.targets.google.logs import LOGGING_ENDPOINT_ENV, CloudLogReader
 
 JOB = "gcp:cloudrunv2/job:Job"
 RUN_ID = "0123abcd4567"
@@ -43,6 +45,7 @@ GET_PROJECT = "gcp:organizations/getProject:getProject"
 class TestCloudRunTarget(GoogleCloudConformance):
     service_agent_domain = "serverless-robot-prod"
     target_cls = CloudRunTarget
+    map_workers_are_jobs = False  # one execution runs the tasks
     run_id = RUN_ID
     sample_variables = {
         "project": "proj-1",
@@ -63,6 +66,7 @@ class TestCloudRunTarget(GoogleCloudConformance):
         "gcp:serviceaccount/account:Account": {"email": EMAIL},
     }
     job_type = JOB
+    shared_prefix_url = "gs://pool-bucket/runs"
     expected_resources = {
         ("gcp:serviceaccount/account:Account", "job-identity"),
         ("gcp:storage/bucket:Bucket", "bucket"),
@@ -433,17 +437,20 @@ def test_log_failures_are_reported_once_and_never_fail_the_run(cloud_run_api: Fa
 # -- storage: the per-run bucket on fake-gcs-server ------------------------------------------------------
 
 
-def test_bundle_and_result_travel_through_the_runs_bucket(fake_gcs: FakeGcs) -> None:
+def test_bundle_and_result_travel_through_the_runs_bucket(gcs_with_credentials: GatedGcs) -> None:
+    """The job and the client reach the bucket with the credentials the metadata server gives, never anonymously."""
+    gcs = gcs_with_credentials
     target = CloudRunTarget()
     suite = TestCloudRunTarget()
     bundle = suite.program(suite.sample()).one("gcp:storage/bucketObject:BucketObject").inputs
     url = target.per_run_storage_url(RUN_ID)
     assert url == f"gs://{bundle['bucket']}"
-    fake_gcs.create_bucket(bundle["bucket"])
+    gcs.fake.create_bucket(bundle["bucket"])
     result = round_trip(
-        url, fake_gcs.storage_options, lambda data: fake_gcs.upload(bundle["bucket"], bundle["name"], data), RUN_KEY
+        url, gcs.storage_options, lambda data: gcs.fake.upload(bundle["bucket"], bundle["name"], data), RUN_KEY
     )
     assert result == 42
+    assert gcs.refused() == [] and gcs.admitted()  # the job and the client reached it only through the gate, as themselves
 
 
 # -- the whole submission path -----------------------------------------------------------------------------

@@ -14,11 +14,10 @@ from tests.infra.conformance import RUN_KEY, SECRET_ENV, SECRET_VALUE, TargetCon
 from tests.infra.mocking import ProgramRun
 from toolkit import settings
 from toolkit.errors import ConfigError
-from toolkit.infra import docker as docker_target
-from toolkit.infra.docker import DockerTarget
+from toolkit.targets.docker.target import DockerTarget
 
 CONTAINER = "docker:index/container:Container"
-STORAGE = "pulumi-python:dynamic/toolkit:RunStorage"
+STORAGE = "toolkit:index:RunStorage"
 
 
 class TestDockerTarget(TargetConformance):
@@ -34,13 +33,13 @@ class TestDockerTarget(TargetConformance):
     def test_watcher_builds_from_program_exports(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """Without an engine: the watcher's client is a stand-in whose log stream is already over."""
         client = SimpleNamespace(api=SimpleNamespace(logs=lambda *_args, **_kwargs: iter(())))
-        monkeypatch.setattr(docker_target, "_docker_client", lambda: client)
+        monkeypatch.setattr("toolkit.targets.docker.target._docker_client", lambda: client)
         super().test_watcher_builds_from_program_exports()
 
-    def test_a_maps_watcher_builds_from_its_exports(self, monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_a_maps_watcher_follows_each_worker_the_program_made(self, monkeypatch: pytest.MonkeyPatch) -> None:
         client = SimpleNamespace(api=SimpleNamespace(logs=lambda *_args, **_kwargs: iter(())))
-        monkeypatch.setattr(docker_target, "_docker_client", lambda: client)
-        super().test_a_maps_watcher_builds_from_its_exports()
+        monkeypatch.setattr("toolkit.targets.docker.target._docker_client", lambda: client)
+        super().test_a_maps_watcher_follows_each_worker_the_program_made()
 
     def map_shape(self, run: ProgramRun) -> tuple[int, int]:
         containers = run.of_type(CONTAINER)

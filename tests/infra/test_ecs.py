@@ -31,11 +31,13 @@ from tests.infra.conformance import (
 )
 from tests.infra.mocking import ProgramRun, run_program
 from tests.infra.storage_roundtrip import map_round_trip, round_trip
-from toolkit.environments.registry import ImageRegistry
+from toolkit.bundles import BUNDLE_NAME, RUN_KEY_ENV
 from toolkit.errors import ConfigError, ProvisionError
-from toolkit.infra.base import RunContext
-from toolkit.infra.ecs import ECR_PULL_ACTIONS, EcsTarget, EcsWatcher, _EcsTaskProvider, run_task, task_status
-from toolkit.runner import BUNDLE_NAME, RUN_KEY_ENV
+from toolkit.infra.image_registry import ImageRegistry
+from toolkit.infra.run import RunContext
+from toolkit.targets.aws import ECR_PULL_ACTIONS
+from toolkit.targets.ecs.target import EcsTarget, EcsWatcher, task_status
+from toolkit.targets.ecs.task import _EcsTaskProvider, run_task
 
 ACCOUNT = "123456789012"
 
@@ -60,6 +62,12 @@ def _containers(run: ProgramRun) -> list[dict[str, Any]]:
 
 def _policy(run: ProgramRun, name: str) -> dict[str, Any]:
     return json.loads(next(r for r in run.of_type(ROLE_POLICY) if r.name == name).inputs["policy"])
+
+
+def _run_task_outputs(count: int) -> dict[str, Any]:
+    """A task ARN per task started, as run-task returns them (a map's workers are ``count`` tasks)."""
+    arns = [TASK_ARN] + [f"{TASK_ARN}{number:02d}" for number in range(1, count)]
+    return {"task_arn": arns[0], "task_arns": arns}
 
 
 class TestEcsTarget(RemoteEnvironmentConformance):
@@ -91,9 +99,10 @@ class TestEcsTarget(RemoteEnvironmentConformance):
         "aws:iam/role:Role": lambda args: {"arn": f"arn:aws:iam::{ACCOUNT}:role/{args.inputs['name']}"},
         "aws:secretsmanager/secret:Secret": lambda args: {"arn": secret_arn(args.inputs["name"])},
         TASK_DEFINITION: {"arn": f"arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/toolkit-0123abcd4567:1"},
-        TASK: {"task_arn": TASK_ARN, "task_arns": [TASK_ARN]},
+        TASK: lambda args: _run_task_outputs(int(args.inputs.get("count") or 1)),
     }
     job_type = TASK_DEFINITION
+    shared_prefix_url = "s3://pool-bucket/runs"
     attempt_type = TASK
     expected_resources = {
         ("pulumi:providers:aws", "aws"),
@@ -229,7 +238,7 @@ class TestEcsTarget(RemoteEnvironmentConformance):
         url = f"s3://pool-bucket/runs/{self.run_id}"
         run = self.program_on(url, self.sample())
         assert not run.of_type("aws:s3/bucket:Bucket")
-        assert run.one("pulumi-python:dynamic/toolkit:RunStorage").inputs["url"] == url
+        assert run.one("toolkit:index:RunStorage").inputs["url"] == url
         statements = _policy(run, "task-role-policy")["Statement"]
         assert statements[0]["Resource"] == [f"arn:aws:s3:::pool-bucket/runs/{self.run_id}/*"]
         assert statements[1]["Condition"] == {

@@ -29,13 +29,13 @@ from tests.emulators.aws import REGION, aws, aws_emulator  # noqa: F401 - fixtur
 from tests.infra.conformance import RUN_KEY, SECRET_ENV, SECRET_VALUE, RemoteEnvironmentConformance, items_argument
 from tests.infra.mocking import ProgramRun, run_program
 from tests.infra.storage_roundtrip import round_trip
-from toolkit.bundles import FILES_NAME
-from toolkit.environments.registry import ImageRegistry
+from toolkit.bundles import BUNDLE_NAME, FILES_NAME, RUN_KEY_ENV, STORAGE_OPTIONS_ENV
 from toolkit.errors import ConfigError, TargetUnavailableError
-from toolkit.infra import kubernetes as kubernetes_target
-from toolkit.infra.kubernetes import KubernetesTarget, KubernetesWatcher, connect
+from toolkit.infra.image_registry import ImageRegistry
 from toolkit.providers.run_storage import RunStorageProvider
-from toolkit.runner import BUNDLE_NAME, RUN_KEY_ENV, STORAGE_OPTIONS_ENV
+from toolkit.targets.kubernetes.cluster import connect
+from toolkit.targets.kubernetes.status import PULL_SECRET_GRACE_SECONDS
+from toolkit.targets.kubernetes.target import KubernetesTarget, KubernetesWatcher
 
 KUBERNETES_VERSIONS = ("1.30", "1.33")
 IRSA = {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/toolkit-runs"}
@@ -69,7 +69,9 @@ def _env(run: ProgramRun) -> dict[str, dict[str, Any]]:
 
 class TestKubernetesTarget(RemoteEnvironmentConformance):
     target_cls = KubernetesTarget
+    map_workers_are_jobs = False  # one Indexed Job
     pool_storage_url = "s3://pool-bucket/runs"
+    shared_prefix_url = "s3://pool-bucket/runs"
     pull_registry = {"url": "registry.example.com/ml"}
     reaches_loopback = True
     sample_variables = {
@@ -95,7 +97,7 @@ class TestKubernetesTarget(RemoteEnvironmentConformance):
     job_type = JOB
     expected_resources = {
         ("pulumi:providers:kubernetes", "cluster"),
-        ("pulumi-python:dynamic/toolkit:RunStorage", "run-storage"),
+        ("toolkit:index:RunStorage", "run-storage"),
         ("kubernetes:core/v1:Secret", "run-secret"),
         ("kubernetes:core/v1:ServiceAccount", "service-account"),
         ("kubernetes:rbac.authorization.k8s.io/v1:Role", "run-role"),
@@ -117,7 +119,7 @@ class TestKubernetesTarget(RemoteEnvironmentConformance):
         return spec["completions"], spec["parallelism"]
 
     def uploaded_names(self, run: ProgramRun) -> set[str]:
-        storage = run.one("pulumi-python:dynamic/toolkit:RunStorage").inputs
+        storage = run.one("toolkit:index:RunStorage").inputs
         return {BUNDLE_NAME} | ({FILES_NAME} if storage.get("files_path") else set())
 
     # -- what the program creates ------------------------------------------------------------
@@ -178,7 +180,7 @@ class TestKubernetesTarget(RemoteEnvironmentConformance):
         assert _container(run)["resources"]["requests"] == {"cpu": "2", "memory": "32Gi"}
 
     def test_bundle_goes_to_the_pools_storage_prefix(self) -> None:
-        storage = self.program(self.sample()).one("pulumi-python:dynamic/toolkit:RunStorage").inputs
+        storage = self.program(self.sample()).one("toolkit:index:RunStorage").inputs
         assert storage["url"] == f"s3://pool-bucket/runs/{self.run_id}"
 
     def test_identity_is_a_run_service_account_that_may_read_only_its_secret(self) -> None:
@@ -439,8 +441,8 @@ def test_an_unauthorized_pull_with_pull_secrets_is_final_only_after_the_kubelets
         "pulling from host reg.example.com failed with status code [manifests 404]: 401 Unauthorized"
     )
     refused["spec"]["imagePullSecrets"] = [{"name": "toolkit-0123abcd4567-pull"}]
-    young = time.time() - kubernetes_target.PULL_SECRET_GRACE_SECONDS / 3
-    old = time.time() - kubernetes_target.PULL_SECRET_GRACE_SECONDS * 2
+    young = time.time() - PULL_SECRET_GRACE_SECONDS / 3
+    old = time.time() - PULL_SECRET_GRACE_SECONDS * 2
     without_secrets = json.loads(json.dumps(refused))
     del without_secrets["spec"]["imagePullSecrets"]
     for name, pod, created in (("young", refused, young), ("old", refused, old), ("bare", without_secrets, young)):

@@ -6,9 +6,12 @@ from typing import Any
 
 import pytest
 
-from toolkit import submission
+from toolkit import preparation
 from toolkit.fanout.prepare import prepare_map
-from toolkit.pools import PoolRegistry, WorkPool
+from toolkit.pools.registry import PoolRegistry, WorkPool
+
+pytestmark = pytest.mark.docker
+"""The environment's plan for a remote target asks the Docker engine whether the base image is here."""
 
 REQUIRED: dict[str, dict[str, Any]] = {
     "ecs": {"image": "img", "cluster": "c", "subnets": ["subnet-1"], "region": "eu-west-1"},
@@ -21,7 +24,7 @@ REQUIRED: dict[str, dict[str, Any]] = {
 @pytest.fixture(autouse=True)
 def _plugins_present(monkeypatch: pytest.MonkeyPatch) -> None:
     """The cloud providers' plugins cannot be had here; the check for them is not what is tested."""
-    monkeypatch.setattr(submission.plugins, "require", lambda *_args, **_kwargs: [])
+    monkeypatch.setattr(preparation.plugins, "require", lambda *_args, **_kwargs: [])
 
 
 def _prepare(target: str, retries: int):  # noqa: ANN202 - a PreparedRun

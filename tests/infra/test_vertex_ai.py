@@ -11,23 +11,24 @@ from typing import Any
 
 import pytest
 
-from tests.emulators.gcp import PROJECT_NUMBER, FakeGcs, FakeGoogleApis, fake_gcs, google_apis
+from tests.emulators.gcp import (  # noqa: F401 - fixtures
+    PROJECT_NUMBER,
+    FakeGoogleApis,
+    GatedGcs,
+    fake_gcs,
+    gcs_with_credentials,
+    google_apis,
+)
 from tests.infra.conformance import RUN_KEY, SECRET_ENV, SECRET_VALUE, items_argument
 from tests.infra.gcp_conformance import GoogleCloudConformance
 from tests.infra.mocking import ProgramRun, secret_version_outputs
 from tests.infra.storage_roundtrip import map_round_trip, round_trip, run_job
 from toolkit.errors import ConfigError
 from toolkit.gcp_secret_env import METADATA_HOST_ENV, SECRET_MANAGER_ENDPOINT_ENV
-from toolkit.infra.gcp import LOGGING_ENDPOINT_ENV
 from toolkit.infra.rest import CloudApiError
-from toolkit.infra.vertex_ai import (
-    VERTEX_ENDPOINT_ENV,
-    VertexAiTarget,
-    VertexAiWatcher,
-    _CustomJobProvider,
-    remove_custom_job,
-    vertex_api,
-)
+from toolkit.targets.google.logs import LOGGING_ENDPOINT_ENV
+from toolkit.targets.vertex_ai.custom_job import VERTEX_ENDPOINT_ENV, _CustomJobProvider, remove_custom_job, vertex_api
+from toolkit.targets.vertex_ai.target import VertexAiTarget, VertexAiWatcher
 
 CUSTOM_JOB = "pulumi-python:dynamic/toolkit:VertexCustomJob"
 RUN_ID = "0123abcd4567"
@@ -43,6 +44,7 @@ GET_PROJECT = "gcp:organizations/getProject:getProject"
 class TestVertexAiTarget(GoogleCloudConformance):
     service_agent_domain = "gcp-sa-aiplatform"
     target_cls = VertexAiTarget
+    map_workers_are_jobs = False  # one custom job runs the replicas
     run_id = RUN_ID
     sample_variables = {
         "project": "proj-1",
@@ -65,6 +67,7 @@ class TestVertexAiTarget(GoogleCloudConformance):
         "gcp:serviceaccount/account:Account": {"email": EMAIL},
     }
     job_type = CUSTOM_JOB
+    shared_prefix_url = "gs://pool-bucket/runs"
     expected_resources = {
         ("gcp:serviceaccount/account:Account", "job-identity"),
         ("gcp:storage/bucket:Bucket", "bucket"),
@@ -344,8 +347,9 @@ def test_watcher_reads_the_jobs_log_entries(vertex: FakeGoogleApis) -> None:
 
 def test_the_jobs_command_reads_its_secrets_and_runs_the_bundle(
     google_apis: FakeGoogleApis,
-    fake_gcs: FakeGcs,
+    gcs_with_credentials: GatedGcs,
 ) -> None:
+    gcs = gcs_with_credentials
     suite = TestVertexAiTarget()
     run = suite.program(suite.sample())
     command = run.one(CUSTOM_JOB).inputs["body"]["jobSpec"]["workerPoolSpecs"][0]["containerSpec"]["command"]
@@ -353,28 +357,31 @@ def test_the_jobs_command_reads_its_secrets_and_runs_the_bundle(
     versions = run.of_type("gcp:secretmanager/secretVersion:SecretVersion")
     for version in versions:  # each version holds its own value: a job reading the wrong one fails
         google_apis.secrets[version.extra_outputs["name"]] = version.inputs["secretData"]
-    fake_gcs.create_bucket(bundle["bucket"])
+    gcs.fake.create_bucket(bundle["bucket"])
     host = google_apis.url.removeprefix("http://")
     env = {METADATA_HOST_ENV: host, SECRET_MANAGER_ENDPOINT_ENV: google_apis.url}
     result = round_trip(
         VertexAiTarget().per_run_storage_url(RUN_ID),
-        fake_gcs.storage_options,
-        lambda data: fake_gcs.upload(bundle["bucket"], bundle["name"], data),
+        gcs.storage_options,
+        lambda data: gcs.fake.upload(bundle["bucket"], bundle["name"], data),
         RUN_KEY,
         argv=command,
         env=env,
     )
     assert result == 42
+    assert gcs.refused() == [] and gcs.admitted()  # the job's storage calls carried the metadata server's token
     accessed = google_apis.server.calls("GET", ":access")
     assert sorted(r.path for r in accessed) == sorted(f"/v1/{v.extra_outputs['name']}:access" for v in versions)
 
 
-def test_a_maps_replicas_claim_each_item_once_on_gcs(fake_gcs: FakeGcs, tmp_path) -> None:  # noqa: ANN001
-    """Items in the run's bucket, three runners claiming them at once (GCS's ifGenerationMatch=0)."""
+def test_a_maps_replicas_claim_each_item_once_on_gcs(gcs_with_credentials: GatedGcs, tmp_path) -> None:  # noqa: ANN001
+    """Items in the run's bucket, three runners claiming them at once (GCS's ifGenerationMatch=0), with credentials."""
+    gcs = gcs_with_credentials
     url = VertexAiTarget().per_run_storage_url("fedcba987654")  # a run of its own on fake-gcs-server
-    fake_gcs.create_bucket(url.removeprefix("gs://"))
-    results = map_round_trip(url, fake_gcs.storage_options, RUN_KEY, tmp_path)
+    gcs.fake.create_bucket(url.removeprefix("gs://"))
+    results = map_round_trip(url, gcs.storage_options, RUN_KEY, tmp_path)
     assert [value for value, _pid in results] == [x + 40 for x in range(12)]
+    assert gcs.refused() == [] and gcs.admitted()
 
 
 def test_the_bootstrap_refuses_to_start_without_its_secret(google_apis: FakeGoogleApis) -> None:

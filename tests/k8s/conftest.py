@@ -26,8 +26,8 @@ from tests.k8s import layout as L
 from tests.k8s.layout import ClusterInfo
 from tests.leaks import assert_nothing_left
 from toolkit.futures import wait_for_teardowns
-from toolkit.infra.kubernetes import KubernetesTarget
-from toolkit.pools import PoolRegistry, WorkPool
+from toolkit.pools.registry import PoolRegistry, WorkPool
+from toolkit.targets.kubernetes.target import KubernetesTarget
 
 NAMESPACE_GONE_SECONDS = 60
 OBJECTS_GONE_SECONDS = 60

@@ -115,6 +115,11 @@ def slow_third(x: int) -> int:
     return x
 
 
+def _the_job(kube: tuple, namespace: str, run_id: str):  # noqa: ANN202 - a V1Job
+    [job] = kube[1].list_namespaced_job(namespace, label_selector=f"toolkit-run={run_id}").items
+    return job
+
+
 def _delete_item_pod(kube: tuple, namespace: str, run_id: str, index: int) -> str:
     """Delete, through the API, the running pod of item ``index``; returns its name."""
     core = kube[0]
@@ -138,11 +143,20 @@ def test_a_deleted_pod_fails_only_its_item_or_is_retried_per_index(map_pool, kub
     try:
         deleted = _delete_item_pod(kube, namespace, future.run_id, 3)
         results = list(future)
+        job = _the_job(kube, namespace, future.run_id)
+        pods = {pod.metadata.name: pod for pod in kube[0].list_namespaced_pod(
+            namespace, label_selector=f"toolkit-run={future.run_id},batch.kubernetes.io/job-completion-index=3").items}
     finally:
         future.cancel(timeout=180)
     assert results[:3] + results[4:] == [0, 1, 2, 4, 5]
     if retries:
-        assert results[3] == 3  # a fresh pod for index 3 ran it again
+        assert results[3] == 3
+        # ... because the controller ran index 3 again, not because the deleted pod got to finish: one failed pod,
+        # and the pod that ran it is a fresh one that counts the failure of its index.
+        assert job.status.failed == 1, job.status
+        [fresh] = [pod for name, pod in pods.items() if name != deleted]
+        assert fresh.metadata.annotations["batch.kubernetes.io/job-index-failure-count"] == "1", fresh.metadata.annotations
+        assert fresh.status.phase == "Succeeded", fresh.status.phase
         return
     assert isinstance(results[3], JobFailedError), results[3]
     assert "item 3" in str(results[3]) and "no result" in str(results[3]), str(results[3])

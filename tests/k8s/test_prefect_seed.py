@@ -25,7 +25,7 @@ from tests.prefect.seed import FLOW_NAME, SEEDS, seed_script
 from tests.registry import shared
 from toolkit.decorators import InfraFunction
 from toolkit.environments import manage
-from toolkit.pools import PoolRegistry
+from toolkit.pools.registry import PoolRegistry
 from toolkit.prefect.pool_import import import_pool
 
 pytestmark = [pytest.mark.engine, pytest.mark.k8s, pytest.mark.slow]

@@ -26,7 +26,7 @@ from toolkit import kubernetes, settings
 from toolkit.environments import manage, stack
 from toolkit.environments.base import describe_image, image_id
 from toolkit.errors import ImagePushError, JobFailedError
-from toolkit.submission import prepare
+from toolkit.preparation import prepare
 
 pytestmark = [pytest.mark.engine, pytest.mark.k8s, pytest.mark.slow]
 

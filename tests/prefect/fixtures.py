@@ -10,7 +10,7 @@ per machine under ``~/.cache/toolkit/tests/`` (keyed by what it holds); the
 server is one per test session, bound to the Docker bridge's gateway so
 containers (and the local cluster's pods) reach it as well as this host, and
 it requires an auth string, so a job reports there only if the caller's
-Prefect settings reached it (``toolkit.prefect.flows``). Results are checked
+Prefect settings reached it (``toolkit.prefect_flows``). Results are checked
 through the server's REST API from the test process.
 """
 

@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import ipaddress
+import json
 import os
 import shutil
 import signal
 import socket
 import socketserver
+import struct
 import subprocess
 import sys
 import threading
@@ -173,10 +176,42 @@ def outbound_sink() -> Iterator[OutboundSink]:
 
 def bridge_gateway() -> str:
     """The docker bridge's gateway: an address of this host that containers on the default bridge reach."""
-    out = run("docker bridge gateway", [
-        "docker", "network", "inspect", "bridge", "--format", "{{(index .IPAM.Config 0).Gateway}}",
-    ])
-    return out.strip()
+    inspected = json.loads(run("docker bridge", ["docker", "network", "inspect", "bridge"]))
+    return gateway_of(inspected[0], interface_ipv4)
+
+
+def gateway_of(network: dict, interface_address: Callable[[str], str | None]) -> str:
+    """The host's address on a bridge network, from ``docker network inspect``'s document of it.
+
+    A Docker 20.10 daemon that was never restarted reports the default bridge's
+    IPAM config with a ``Subnet`` only and no ``Gateway`` (a restart fills it in),
+    so the bridge interface (``docker0``) is asked next, and the subnet's first
+    host, where Docker puts the bridge's address by default, comes last.
+    """
+    configs = (network.get("IPAM") or {}).get("Config") or []
+    for config in configs:
+        if config.get("Gateway"):
+            return config["Gateway"].split("/")[0]
+    interface = (network.get("Options") or {}).get("com.docker.network.bridge.name", "docker0")
+    address = interface_address(interface)
+    if address:
+        return address
+    for config in configs:
+        subnet = ipaddress.ip_network(config.get("Subnet", ""), strict=False) if config.get("Subnet") else None
+        if subnet is not None and subnet.version == 4:
+            return str(next(subnet.hosts()))
+    raise StepFailed("docker bridge", f"no address for bridge {network.get('Name')!r}: no Gateway, interface "
+                     f"{interface!r} has no IPv4 address and no IPv4 Subnet", json.dumps(configs))
+
+
+def interface_ipv4(name: str) -> str | None:
+    """The IPv4 address of the network interface ``name`` (SIOCGIFADDR), or None if it has none."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            answer = fcntl.ioctl(probe.fileno(), 0x8915, struct.pack("256s", name[:15].encode()))  # SIOCGIFADDR
+        except OSError:
+            return None
+    return socket.inet_ntoa(answer[20:24])
 
 
 def package_index_hosts() -> list[str]:
@@ -301,9 +336,12 @@ def ensure_image_with(
     return digest
 
 
-if __name__ == "__main__":  # scripts/test: python -m tests.prefect.harness venv
+if __name__ == "__main__":  # scripts/test: python -m tests.prefect.harness venv | gateway
+    if sys.argv[1:] == ["gateway"]:  # the address the Prefect server binds to, from the daemon as it is now
+        print(bridge_gateway())
+        sys.exit(0)
     if sys.argv[1:] != ["venv"]:
-        sys.exit("usage: python -m tests.prefect.harness venv")
+        sys.exit("usage: python -m tests.prefect.harness venv | gateway")
     started = time.perf_counter()
     print(f"{ensure_test_venv(lambda line: print(line, file=sys.stderr, flush=True))} "
           f"({time.perf_counter() - started:.1f}s)", file=sys.stderr)

@@ -1,5 +1,9 @@
 """The seed's two examples (shared/reference/000), verbatim but for the import line and pool name.
 
+One change more in the decorator example: the design had the call itself return
+the future; released Prefect (3's ``InfrastructureBoundFlow``) made the call
+block and return the value, and gives the future from ``.submit()``, so the
+seed's ``future = my_k8s_flow()`` reads ``future = my_k8s_flow.submit()``.
 ``seed_script`` puts in the import line and the pool; the script prints the
 seed's own output ("hello") and then one JSON line for ``run_client``.
 """
@@ -18,7 +22,7 @@ from prefect import flow
 def my_k8s_flow():
     return "hello"
 
-future = my_k8s_flow() # Runs in the "{pool}" work pool
+future = my_k8s_flow.submit() # Runs in the "{pool}" work pool
 print(future.result())  # prints "hello"
 '''
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from toolkit.decorators import InfraFunction
-from toolkit.prefect.flows import EPHEMERAL_ENV, flow_job_env, is_prefect_flow
+from toolkit.prefect_flows import EPHEMERAL_ENV, flow_job_env, is_prefect_flow
 from toolkit.secretvalues import Secret
 
 KEY = "pnu_never-in-a-preview-5b1e"

@@ -25,13 +25,13 @@ from tests.infra.test_cloud_run import TestCloudRunTarget as _CloudRun
 from tests.infra.test_ecs import TestEcsTarget as _Ecs
 from tests.infra.test_kubernetes import TestKubernetesTarget as _Kubernetes
 from tests.infra.test_vertex_ai import TestVertexAiTarget as _VertexAi
-from toolkit import submission
+from toolkit import preparation
 from toolkit.errors import ConfigError
-from toolkit.infra import get_target_class
-from toolkit.pools import PoolRegistry
+from toolkit.infra.registry import get_target_class
+from toolkit.pools.registry import PoolRegistry
 from toolkit.prefect.infrastructure import prefect_variables
 from toolkit.prefect.pool_import import PREFECT_TYPES, LossyImportError, import_pool, reference_versions
-from toolkit.submission import prepare
+from toolkit.preparation import prepare
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "toolkit" / "prefect" / "templates"
 CLOUD_VARIABLES: dict[str, dict[str, Any]] = {
@@ -64,7 +64,11 @@ def test_every_template_records_the_package_versions_it_came_from() -> None:
         assert (TEMPLATES / f"{prefect_type}.json").is_file()
 
 
-@pytest.mark.parametrize("prefect_type", sorted(PREFECT_TYPES))
+@pytest.mark.parametrize("prefect_type", [
+    # A cloud pool's preview plans the run's environment, which asks the Docker engine for the base image.
+    prefect_type if PREFECT_TYPES[prefect_type] in ("process", "docker") else pytest.param(prefect_type, marks=pytest.mark.docker)
+    for prefect_type in sorted(PREFECT_TYPES)
+])
 def test_collection_template_imports_with_a_report_and_the_pool_previews_a_run(
     prefect_type: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -83,7 +87,7 @@ def test_collection_template_imports_with_a_report_and_the_pool_previews_a_run(
         return  # previewed for real in test_imported_local_pools_preview_for_real
     # The program runs under Pulumi mocks, which load no provider plugin: the check that a real call
     # meets first (the aws, gcp and azure-native plugins cannot be built or downloaded here) is skipped.
-    monkeypatch.setattr(submission.plugins, "require", lambda *args: [])
+    monkeypatch.setattr(preparation.plugins, "require", lambda *args: [])
     prepared = prepare(double, (21,), {}, name, [CLOUD_VARIABLES[pool.type]])
     try:
         run = run_program(lambda: target().program(prepared.context), outputs=MOCK_OUTPUTS[pool.type])
@@ -93,7 +97,7 @@ def test_collection_template_imports_with_a_report_and_the_pool_previews_a_run(
 
 
 @pytest.mark.engine
-@pytest.mark.parametrize("prefect_type", ["process", "docker"])
+@pytest.mark.parametrize("prefect_type", ["process", pytest.param("docker", marks=pytest.mark.docker)])
 def test_imported_local_pools_preview_for_real(prefect_type: str) -> None:
     from toolkit.decorators import InfraFunction
 
@@ -104,6 +108,8 @@ def test_imported_local_pools_preview_for_real(prefect_type: str) -> None:
     assert plan.pool == name and plan.changes
 
 
+@pytest.mark.engine  # the kubernetes provider plugin must be present (or downloaded through the CLI)
+@pytest.mark.docker  # the environment's plan asks the Docker engine for the base image
 def test_kubernetes_manifest_additions_become_customizations_and_render() -> None:
     changed = template("kubernetes")
     spec = changed["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]

@@ -120,6 +120,63 @@ def test_flow_runs_without_a_server_in_prefects_ephemeral_mode(prefect_venv: Pre
     _run_flows(prefect_venv, tmp_path, "process", "alone", None, with_failure=False)
 
 
+RELEASED_FORMS = textwrap.dedent(
+    """
+    import json
+    from prefect import flow
+    from prefect.states import State
+    from toolkit.prefect import process
+
+    @process(work_pool="local-process")
+    @flow(name="forms-adds")
+    def adds(x, y):
+        return x + y
+
+    @process(work_pool="local-process")
+    @flow(name="forms-fails")
+    def fails():
+        raise ValueError("flow failed on purpose")
+
+    outcome = {"value": repr(adds(1, 2))}
+    try:
+        fails()
+    except ValueError as exc:
+        outcome["error"] = [type(exc).__name__, str(exc)]
+
+    state = adds(2, 3, return_state=True)
+    outcome["state"] = [isinstance(state, State), state.type.value, state.result(), str(state.state_details.flow_run_id)]
+    failed = fails(return_state=True)
+    try:
+        failed.result()
+    except ValueError as exc:
+        outcome["failed"] = [isinstance(failed, State), failed.type.value, str(exc), str(failed.state_details.flow_run_id)]
+
+    future = adds.submit(y=4, x=3)
+    outcome["future"] = [type(future).__name__, future.result()]
+    print(json.dumps(outcome))
+    """
+)
+"""Prefect 3's forms for a flow bound to infrastructure (``InfrastructureBoundFlow``): the call blocks and returns
+the value or raises, ``return_state=True`` gives the run's ``State``, ``.submit()`` the future."""
+
+
+def test_released_prefects_call_forms_value_exception_state_and_future(
+    prefect_venv: PrefectVenv, prefect_server: PrefectServer, tmp_path: Path
+) -> None:
+    outcome = run_client(prefect_venv, RELEASED_FORMS, tmp_path, env=prefect_server.env).outcome
+    assert outcome["value"] == "3"
+    assert outcome["error"] == ["ValueError", "flow failed on purpose"]
+    is_state, state_type, result, run_id = outcome["state"]
+    assert (is_state, state_type, result) == (True, "COMPLETED", 5)
+    assert outcome["failed"][:3] == [True, "FAILED", "flow failed on purpose"]
+    assert outcome["future"] == ["RunFuture", 7]
+    # The states are those of the flow runs the server recorded, not made up on this side.
+    runs = {run["id"]: run for run in prefect_server.flow_runs("forms-adds") + prefect_server.flow_runs("forms-fails")}
+    assert runs[run_id]["state_type"] == "COMPLETED" and runs[run_id]["parameters"] == {"x": 2, "y": 3}
+    assert runs[outcome["failed"][3]]["state_type"] == "FAILED"
+    assert sorted(run["state_type"] for run in runs.values()) == ["COMPLETED"] * 3 + ["FAILED"] * 2
+
+
 DETECT = textwrap.dedent(
     """
     import json, pickle

@@ -11,15 +11,17 @@ engine the same stack pushes it to the pool's registry and jobs pull it by diges
 the bundle. Targets only receive the result: an image reference or an
 interpreter (``RunContext.image`` / ``RunContext.python``).
 
-Modules: ``variables`` (the shared job variables), ``detect`` (what the pickled
+Modules: ``variables`` (a call's environment settings, from the job variables
+``toolkit.infra.variables`` declares for every target), ``detect`` (what the pickled
 call imports), ``requirements`` (what is asked for, and from where), ``base``
 (the base image's or interpreter's Python, platform and packages), ``resolve``
 (pip: resolution and wheel download), ``spec`` (the environment and its hash),
 ``index`` (the local cache that keeps a built environment's per-call cost to
 file reads), ``stack`` (the environment stacks: image build and push,
-virtualenv, ls/prune), ``registry`` (a pool's ``image_registry``: where images
-for remote targets are pushed, and with which credentials), ``files`` (the
+virtualenv, ls/prune), ``files`` (the
 include_files archive), ``events`` (build progress) and ``lifecycle`` (plan and
-ensure, called by ``toolkit.submission``).
+ensure, called by ``toolkit.preparation``). Where images for remote targets are
+pushed, and with which credentials, is the pool's ``image_registry``
+(``toolkit.infra.image_registry``, which targets read too).
 This package is client side only: the job never imports it.
 """

@@ -1,16 +1,20 @@
 """The base an environment builds on: a runner image, or the caller's interpreter.
 
 What a resolution needs to know about it (Python version, the wheel platform
-tags its interpreter accepts, its marker environment, the distributions it
-already has) is asked of the base itself, by running a small script with its
-own ``python3``: a container for an image, the interpreter for a process
-target. Answers are cached per image ID (or interpreter path and mtime), so a
-call pays one Docker API request to learn the image's ID.
+tags its interpreter accepts, its marker environment, the distributions and
+modules it already has) is asked of the base itself, by running a small script
+with its own ``python3``: a container for an image, the interpreter for a
+process target. Answers are cached per image ID (or interpreter path and
+mtime, asked again when its site-packages change), so a call pays one Docker
+API request to learn the image's ID. The caller's own interpreter runs the
+same script in-process, again whenever its site-packages change: a package
+installed mid-session is part of the next call's base.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import subprocess
@@ -23,35 +27,47 @@ from packaging.utils import canonicalize_name
 from pydantic import BaseModel
 
 from toolkit import settings
+from toolkit.environments import detect
 from toolkit.environments.events import Reporter
 from toolkit.errors import ConfigError, RuntimeMismatchError, TargetUnavailableError
 
 BaseKind = Literal["image", "interpreter"]
 
-PROBE = r"""
-import importlib.metadata as m, json, os, platform, sys, sysconfig
-try:
-    from packaging import markers, tags
-except ImportError:
+DESCRIBE = r"""
+def describe():
+    import importlib.metadata as m, os, pkgutil, platform, sys, sysconfig
     try:
-        from pip._vendor.packaging import markers, tags
+        from packaging import markers, tags
     except ImportError:
-        markers = tags = None
-supported = list(tags.sys_tags()) if tags else []
-print(json.dumps({
-    "python": "%d.%d" % sys.version_info[:2],
-    "python_full": platform.python_version(),
-    "implementation": tags.interpreter_name() if tags else sys.implementation.name[:2],
-    "platforms": list(dict.fromkeys(t.platform for t in supported)),
-    "abis": list(dict.fromkeys(t.abi for t in supported)),
-    "marker_environment": markers.default_environment() if markers else {},
-    "purelib": sysconfig.get_paths()["purelib"],
-    "distributions": {d.metadata["Name"]: d.version for d in m.distributions() if d.metadata["Name"]},
-}))
+        try:
+            from pip._vendor.packaging import markers, tags
+        except ImportError:
+            markers = tags = None
+    supported = list(tags.sys_tags()) if tags else []
+    site_dirs = {}
+    for entry in sys.path:
+        if entry.rstrip("/").endswith(("site-packages", "dist-packages")) and os.path.isdir(entry):
+            site_dirs[entry] = os.stat(entry).st_mtime_ns
+    return {
+        "python": "%d.%d" % sys.version_info[:2],
+        "python_full": platform.python_version(),
+        "implementation": tags.interpreter_name() if tags else sys.implementation.name[:2],
+        "platforms": list(dict.fromkeys(t.platform for t in supported)),
+        "abis": list(dict.fromkeys(t.abi for t in supported)),
+        "marker_environment": markers.default_environment() if markers else {},
+        "purelib": sysconfig.get_paths()["purelib"],
+        "distributions": {d.metadata["Name"]: d.version for d in m.distributions() if d.metadata["Name"]},
+        "modules": sorted({module.name for module in pkgutil.iter_modules()} | set(sys.builtin_module_names)),
+        "site_dirs": site_dirs,
+    }
 """
-"""Runs inside the base with its own interpreter. Only the standard library is required; the wheel
-tags come from ``packaging`` or pip's copy of it (a base without either can run jobs but not
-have packages added: ``Base.check_installable`` says so)."""
+"""Defines ``describe()``, run inside the base with its own interpreter. Only the standard library is
+required; the wheel tags come from ``packaging`` or pip's copy of it (a base without either can run
+jobs but not have packages added: ``Base.check_installable`` says so)."""
+PROBE = DESCRIBE + "\nimport json\nprint(json.dumps(describe()))\n"
+"""The script a base image or another interpreter runs: its description as one JSON document."""
+_PROBE_VERSION = hashlib.sha256(PROBE.encode()).hexdigest()[:8]
+"""Part of the cache file's name: a changed probe asks every base again."""
 
 
 class Base(BaseModel):
@@ -73,6 +89,10 @@ class Base(BaseModel):
     purelib: str
     distributions: dict[str, str]
     """Canonical name -> version of what the base already has installed."""
+    modules: list[str]
+    """Top-level modules its interpreter can import (standard library included)."""
+    site_dirs: dict[str, int]
+    """Its site-packages directories and their mtimes: they change when a package is installed."""
 
     @property
     def is_caller(self) -> bool:
@@ -118,7 +138,7 @@ def _from_probe(kind: BaseKind, reference: str, identity: str, answer: dict[str,
 
 def _probe_cache(identity: str) -> Path:
     safe = identity.replace(":", "-").replace("/", "_")
-    return settings.cache_dir() / "environments" / "bases" / f"{safe}.json"
+    return settings.cache_dir() / "environments" / "bases" / f"{safe}-{_PROBE_VERSION}.json"
 
 
 def _cached_probe(identity: str) -> dict[str, Any] | None:
@@ -131,7 +151,7 @@ def _cached_probe(identity: str) -> dict[str, Any] | None:
 def _store_probe(identity: str, answer: dict[str, Any]) -> None:
     path = _probe_cache(identity)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(f".{os.getpid()}.tmp")
+    temporary = path.with_suffix(f".{os.getpid()}-{threading.get_ident()}.tmp")
     temporary.write_text(json.dumps(answer))
     os.replace(temporary, path)
 
@@ -228,14 +248,14 @@ def describe_interpreter(python: str | None) -> Base:
     """The interpreter a process job runs: the caller's own (asked in-process) or another one."""
     path = python or sys.executable
     if path == sys.executable:
-        return _caller_base()
+        return _caller_base(detect.installed_state())
     try:
         stat = os.stat(path)
     except OSError:
         raise ConfigError(f"interpreter {path!r} does not exist; fix the 'python' job variable") from None
     identity = f"{os.path.realpath(path)}@{stat.st_mtime_ns}"
     answer = _cached_probe(identity)
-    if answer is None:
+    if answer is None or not _same_site_dirs(answer["site_dirs"]):
         result = subprocess.run([path, "-c", PROBE], capture_output=True, text=True)
         if result.returncode != 0:
             raise ConfigError(f"interpreter {path!r} could not describe itself: {result.stderr.strip()[-300:]}")
@@ -244,14 +264,18 @@ def describe_interpreter(python: str | None) -> Base:
     return _from_probe("interpreter", path, identity, dict(answer))
 
 
-@functools.cache
-def _caller_base() -> Base:
-    namespace: dict[str, Any] = {}
-    from contextlib import redirect_stdout
-    from io import StringIO
+def _same_site_dirs(recorded: dict[str, int]) -> bool:
+    """Whether an interpreter's site-packages are as probed (a package installed since changes them)."""
+    try:
+        return all(os.stat(path).st_mtime_ns == mtime for path, mtime in recorded.items())
+    except OSError:
+        return False
 
-    buffer = StringIO()
-    with redirect_stdout(buffer):
-        exec(PROBE, namespace)  # noqa: S102 - our own constant script, same as in a base image
+
+@functools.lru_cache(maxsize=4)
+def _caller_base(installed_state: str) -> Base:
+    """This interpreter, described in-process, once per state of its site-packages (``installed_state``)."""
+    namespace: dict[str, Any] = {}
+    exec(DESCRIBE, namespace)  # noqa: S102 - our own constant script, the one a base image runs
     identity = f"{os.path.realpath(sys.executable)}@{sys.version}"
-    return _from_probe("interpreter", sys.executable, identity, json.loads(buffer.getvalue()))
+    return _from_probe("interpreter", sys.executable, identity, namespace["describe"]())

@@ -11,6 +11,10 @@ several distributions (``google``) is narrowed down by the module's file.
 Modules of the caller's own code (anything not under the interpreter's
 library directories, editable installs included) travel by value in the bundle
 (``toolkit.bundles``) and are walked into, never mapped to a distribution.
+
+The view of what is installed follows the interpreter's site-packages: a
+distribution installed after the first call (``pip install`` in a notebook)
+is seen by the next one (``installed_state``).
 """
 
 from __future__ import annotations
@@ -18,12 +22,16 @@ from __future__ import annotations
 import dis
 import functools
 import hashlib
+import importlib
 import importlib.metadata as metadata
+import importlib.util
 import json
 import os
 import sys
+import threading
 import types
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,11 +54,23 @@ def _is_installed_module(module: types.ModuleType) -> bool:
     return os.path.abspath(path).startswith(library_roots())
 
 
+@dataclass(frozen=True)
+class CallModules:
+    """What a walk of one call found."""
+
+    referenced: set[str]
+    """Every module the call imports or references, the caller's own included."""
+    imported: set[str]
+    """Absolute ``import`` statements of the code that travels by value, outside any ``try`` block:
+    the job runs them, and one that cannot import fails the call."""
+
+
 class _Walker:
-    """Collects top-level module names a call needs (``import`` targets and referenced modules)."""
+    """Collects module names a call needs (``import`` targets and referenced modules)."""
 
     def __init__(self) -> None:
         self.modules: set[str] = set()
+        self.imports: set[str] = set()
         self._seen: set[int] = set()
 
     def walk(self, roots: Iterable[Any]) -> set[str]:
@@ -111,10 +131,33 @@ class _Walker:
 
     def _code(self, code: types.CodeType) -> list[Any]:
         nested: list[Any] = [const for const in code.co_consts if isinstance(const, types.CodeType)]
-        for instruction in dis.get_instructions(code):
-            if instruction.opname == "IMPORT_NAME":
-                self._module(str(instruction.argval))
+        bytecode = dis.Bytecode(code)
+        instructions = list(bytecode)
+        guarded = _try_blocks(bytecode, instructions)
+        for index, instruction in enumerate(instructions):
+            if instruction.opname != "IMPORT_NAME":
+                continue
+            level = instructions[index - 2].argval if index >= 2 else 0
+            if isinstance(level, int) and level > 0:
+                continue  # ``from . import x``: a module of the caller's own package
+            name = str(instruction.argval)
+            self._module(name)
+            if not any(start <= instruction.offset < end for start, end in guarded):
+                self.imports.add(name)
         return nested
+
+
+def _try_blocks(bytecode: dis.Bytecode, instructions: list[dis.Instruction]) -> list[tuple[int, int]]:
+    """Offset ranges inside a ``try`` block: an import there (``try: import x`` / ``except ImportError``) may be
+    meant to fail. A ``with`` block's handler only cleans up, so its body is not one."""
+    position = {instruction.offset: index for index, instruction in enumerate(instructions)}
+    blocks = []
+    for entry in bytecode.exception_entries:
+        handler = position.get(entry.target)
+        following = instructions[handler + 1].opname if handler is not None and handler + 1 < len(instructions) else ""
+        if following != "WITH_EXCEPT_START":
+            blocks.append((entry.start, entry.end))
+    return blocks
 
 
 def _has_contents(cell: types.CellType) -> bool:
@@ -149,7 +192,31 @@ def _by_value(obj: Any) -> bool:
 
 def referenced_modules(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> set[str]:
     """Dotted names of every module the call imports or references, the caller's own included."""
-    return _Walker().walk([fn, args, kwargs])
+    return walk_call(fn, args, kwargs).referenced
+
+
+def walk_call(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> CallModules:
+    """The modules a call references and the ``import`` statements its job will run."""
+    walker = _Walker()
+    referenced = walker.walk([fn, args, kwargs])
+    return CallModules(referenced=referenced, imported=walker.imports)
+
+
+def not_importable_here(imported: Iterable[str]) -> list[str]:
+    """Top-level names among ``imported`` that this interpreter cannot import (sorted)."""
+    installed_state()
+    missing: set[str] = set()
+    for name in imported:
+        top = name.partition(".")[0]
+        if not top or top in sys.modules or top in sys.stdlib_module_names or top in sys.builtin_module_names:
+            continue
+        try:
+            found = importlib.util.find_spec(top) is not None
+        except (ImportError, ValueError):
+            found = True  # it exists but would not say how: leave it to the job
+        if not found:
+            missing.add(top)
+    return sorted(missing)
 
 
 def site_fingerprint() -> str:
@@ -166,18 +233,38 @@ def site_fingerprint() -> str:
     return digest.hexdigest()[:16]
 
 
-@functools.cache
+_seen_state = ""
+
+
+def installed_state() -> str:
+    """The site fingerprint now; when it changed since the last look (a package was installed or
+    removed meanwhile), the import system's and ``importlib.metadata``'s directory caches are
+    dropped first, so imports and distribution lookups see the new files."""
+    global _seen_state
+    fingerprint = site_fingerprint()
+    if fingerprint != _seen_state:
+        importlib.invalidate_caches()
+        _seen_state = fingerprint
+    return fingerprint
+
+
 def module_distributions() -> dict[str, list[str]]:
-    """``packages_distributions()``, cached on disk per ``sys.path`` state (it scans every
-    distribution's file list, a few hundred milliseconds in a large environment)."""
-    cache = settings.cache_dir() / "environments" / f"distributions-{site_fingerprint()}.json"
+    """``packages_distributions()`` of the site-packages as they are now."""
+    return _module_distributions(installed_state())
+
+
+@functools.lru_cache(maxsize=4)
+def _module_distributions(fingerprint: str) -> dict[str, list[str]]:
+    """Cached in memory and on disk per site fingerprint (it scans every distribution's file list,
+    a few hundred milliseconds in a large environment)."""
+    cache = settings.cache_dir() / "environments" / f"distributions-{fingerprint}.json"
     try:
         return json.loads(cache.read_text())
     except (OSError, ValueError):
         pass
     mapping = {name: sorted(set(dists)) for name, dists in metadata.packages_distributions().items()}
     cache.parent.mkdir(parents=True, exist_ok=True)
-    temporary = cache.with_suffix(f".{os.getpid()}.tmp")
+    temporary = cache.with_suffix(f".{os.getpid()}-{threading.get_ident()}.tmp")  # threads race to the first write
     temporary.write_text(json.dumps(mapping))
     os.replace(temporary, cache)
     return mapping

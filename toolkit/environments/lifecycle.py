@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from toolkit import settings
-from toolkit.environments import detect, index, requirements, resolve, stack
+from toolkit.environments import detect, imports, index, requirements, resolve, stack
 from toolkit.environments.base import (
     Base,
     check_python,
@@ -37,12 +37,12 @@ from toolkit.environments.base import (
     pull_image,
 )
 from toolkit.environments.events import Reporter
-from toolkit.environments.registry import ImageRegistry
 from toolkit.environments.requirements import Requested
 from toolkit.environments.spec import ENV_LABEL, Environment, request_key
 from toolkit.environments.summary import EnvironmentSummary, PackageLine, Status
 from toolkit.environments.variables import EnvironmentSettings
 from toolkit.errors import ConfigError, RequirementConflictError
+from toolkit.infra.image_registry import ImageRegistry
 
 
 @dataclass
@@ -180,14 +180,35 @@ def plan(
     reporter: Reporter | None = None,
     remote: bool = False,
     registry: ImageRegistry | None = None,
+    function: str | None = None,
 ) -> EnvironmentPlan:
     """What the call's environment is and whether it exists; raises on bad input, builds nothing.
 
     ``remote``: the job pulls its image from ``registry`` (the pool's ``image_registry``) instead of
-    running it on this machine's Docker engine.
+    running it on this machine's Docker engine. ``function`` names the call in errors.
     """
+    walked = detect.walk_call(fn, args, kwargs)
+    prepared = _plan(walked.referenced, env, kind, base_reference, pool_name, cwd, reporter, remote, registry)
+    missing_here = detect.not_importable_here(walked.imported)
+    if missing_here and prepared.base is not None:  # None: a remote base not on this machine; the job will tell
+        imports.check_available(function or repr(fn), missing_here, prepared.base, prepared.environment,
+                                resolve.wheelhouse())
+    return prepared
+
+
+def _plan(
+    referenced: set[str],
+    env: EnvironmentSettings,
+    kind: Literal["image", "interpreter"],
+    base_reference: str | None,
+    pool_name: str,
+    cwd: Path,
+    reporter: Reporter | None,
+    remote: bool,
+    registry: ImageRegistry | None,
+) -> EnvironmentPlan:
     explicit = _explicit(env, cwd)
-    used = detect.distributions_of(detect.referenced_modules(fn, args, kwargs)) if env.auto_packages else {}
+    used = detect.distributions_of(referenced) if env.auto_packages else {}
     base = _describe_base(kind, base_reference, pool_name, remote, bool(explicit or used), reporter)
     if base is None:
         return EnvironmentPlan(kind, None, "base")

@@ -11,6 +11,7 @@ far as the registry allows) and forgets it in the index.
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 
 from pydantic import BaseModel
 
@@ -82,12 +83,19 @@ def list_environments(backend_url: str | None = None) -> list[EnvironmentInfo]:
     return sorted(found, key=lambda info: info.created or 0)
 
 
-def prune(older_than: float | None = None, dry_run: bool = False, backend_url: str | None = None) -> list[Pruned]:
-    """Destroy environment stacks unused for ``older_than`` seconds (all of them when None)."""
+def prune(
+    older_than: float | None = None,
+    dry_run: bool = False,
+    backend_url: str | None = None,
+    stacks: Collection[str] | None = None,
+) -> list[Pruned]:
+    """Destroy environment stacks unused for ``older_than`` seconds (all of them when None);
+    ``stacks``: only those of these names."""
     backend = backend_url or settings.default_backend_url()
     chosen = [
         info for info in list_environments(backend)
-        if older_than is None or (info.age is not None and info.age > older_than)
+        if (older_than is None or (info.age is not None and info.age > older_than))
+        and (stacks is None or info.stack in stacks)
     ]
     results = [Pruned(environment=info) for info in chosen]
     if dry_run:

@@ -21,7 +21,6 @@ Built once: callers hold the environment's lock while they check and build.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import tempfile
@@ -36,37 +35,21 @@ from pulumi import automation as auto
 from pulumi.dynamic import CreateResult, Resource, ResourceProvider
 from pydantic import BaseModel
 
-from toolkit import engine, settings
-from toolkit.engine import ensure_local_backend, remove_stack, workspace_options
+from toolkit import settings, workspace
+from toolkit.environments.build_context import build_context
 from toolkit.environments.events import Reporter
-from toolkit.environments.registry import ImageRegistry, digest_reference
 from toolkit.environments.resolve import wheelhouse
-from toolkit.environments.spec import ENV_LABEL, Environment
+from toolkit.environments.spec import Environment
 from toolkit.errors import EnvironmentBuildError, ImagePushError, TeardownError
-from toolkit.gc import break_stale_lock
+from toolkit.infra.image_registry import ImageRegistry, digest_reference
+from toolkit.workspace import break_stale_lock, ensure_local_backend, remove_stack, workspace_options
 
 ENV_TAG = "toolkit:env"
-ENV_SITE = "/opt/toolkit-env"
-"""Where an environment image's packages live (a ``.pth`` in the base's site-packages names it)."""
-PTH_NAME = "toolkit-env.pth"
 PUSH_RESOURCE = "pushed"
 """The environment stack's registry image resource (remote targets only)."""
 PUSH_ATTEMPTS = 2
 """A failed push is tried once more (the build is kept): registries and the push stream have transient
 failures, and a refusal costs a second or two to confirm."""
-
-DOCKERFILE = """\
-FROM {base} AS install
-USER root
-COPY wheels /tmp/toolkit-wheels
-RUN python3 -m pip install --no-index --no-deps --no-cache-dir --disable-pip-version-check \\
-    --no-warn-script-location --target {site} /tmp/toolkit-wheels/*.whl
-FROM {base}
-COPY --from=install {site} {site}
-COPY {pth} {purelib}/{pth}
-ENV PATH=$PATH:{site}/bin
-LABEL {label}={hash}
-"""
 
 
 class EnvTag(BaseModel):
@@ -134,30 +117,6 @@ class Virtualenv(Resource, module="toolkit", name="Virtualenv"):
 
 
 # -- programs -----------------------------------------------------------------------------
-
-
-def _context(environment: Environment, directory: Path) -> Path:
-    """The image's build context: the Dockerfile, the ``.pth`` and hard links to the wheels.
-
-    FROM names the base image as the pool does (BuildKit resolves a local image by name, not by
-    ID); the environment's hash holds the ID the plan saw, so a rebuilt base gets a new environment.
-    """
-    wheels = directory / "wheels"
-    wheels.mkdir(parents=True)
-    for pin in environment.pins:
-        source = wheelhouse() / pin.wheel
-        try:
-            os.link(source, wheels / pin.wheel)
-        except OSError:
-            shutil.copy2(source, wheels / pin.wheel)
-    (directory / PTH_NAME).write_text(ENV_SITE + "\n")
-    (directory / "Dockerfile").write_text(
-        DOCKERFILE.format(
-            base=environment.base, site=ENV_SITE, pth=PTH_NAME, purelib=environment.purelib,
-            label=ENV_LABEL, hash=environment.hash,
-        )
-    )
-    return directory
 
 
 def _registry_provider(registry: ImageRegistry) -> Any:
@@ -243,7 +202,7 @@ def build(
 
     ensure_local_backend(backend_url)
     with _workspace() as work_dir:
-        context = _context(environment, work_dir / "context") if environment.kind == "image" else None
+        context = build_context(environment, work_dir / "context") if environment.kind == "image" else None
         if context is not None:
             program = lambda: _image_program(environment, context, registry)  # noqa: E731
         else:
@@ -404,7 +363,7 @@ def updates(name: str, backend_url: str) -> int:
 def list_stacks(backend_url: str) -> list[tuple[str, EnvTag | None]]:
     """Every environment stack with its tag (None if unreadable)."""
     found: list[tuple[str, EnvTag | None]] = []
-    for name, tags in engine.list_stacks(backend_url, settings.ENV_PROJECT):
+    for name, tags in workspace.list_stacks(backend_url, settings.ENV_PROJECT):
         try:
             found.append((name, EnvTag.model_validate_json(tags[ENV_TAG])))
         except (KeyError, ValueError):

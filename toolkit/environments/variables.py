@@ -1,46 +1,14 @@
-"""The job variables every target that supports environments declares, defined once.
+"""The environment settings of one call, read from its validated job variables.
 
-A target's variables model subclasses ``EnvironmentVariables`` instead of
-``JobVariables``. The values are read from the validated variables by
-``toolkit.submission`` (they shape the job's environment, not its job resource),
-so they never appear in a target's job configuration.
+The variables themselves are declared once for every target in
+``toolkit.infra.variables.EnvironmentVariables``.
 """
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
-from toolkit.infra.base import JobVariables
-
-
-class EnvironmentVariables(JobVariables):
-    """``packages``, ``requirements``, ``auto_packages``, ``include_files`` and its size limit."""
-
-    packages: list[str] = Field(
-        default_factory=list,
-        description="PEP 508 requirements added to the job's environment, e.g. ['numpy>=2', 'pandas==2.2.3'].",
-    )
-    requirements: str | None = Field(
-        default=None, description="A requirements file, relative to the caller's working directory."
-    )
-    auto_packages: bool = Field(
-        default=True,
-        description="Add the third-party distributions the call imports, pinned to the caller's installed versions.",
-    )
-    include_files: list[str] = Field(
-        default_factory=list,
-        description="Files, directories and globs ('!' negates) relative to the caller's working directory, "
-        "unpacked into the job's working directory.",
-    )
-    include_files_max_mb: float = Field(
-        default=100, gt=0, description="Size limit of include_files in MB (uncompressed)."
-    )
-
-
-ENVIRONMENT_VARIABLES: tuple[str, ...] = tuple(
-    name for name in EnvironmentVariables.model_fields if name not in JobVariables.model_fields
-)
-"""Names of the environment job variables (left out of job configurations)."""
+from toolkit.infra.variables import ENVIRONMENT_VARIABLES
 
 
 class EnvironmentSettings(BaseModel):

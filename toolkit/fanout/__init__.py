@@ -10,9 +10,9 @@ many items, each its own signed bundle under ``items/`` in run storage:
 - ``results``: the item results polled from run storage while the job runs,
   moved into a local spool, and the per-item states;
 - ``future``: ``MapFuture``, the run's lifecycle (``RunFuture``'s) plus ordered,
-  lazy results, ``as_completed`` and per-item handles;
-- ``watch``: one watcher over a map's several workers (process, docker).
+  lazy results, ``as_completed`` and per-item handles.
 
 Targets only read ``RunContext.fanout`` (count, parallelism, staged items)
-and render their job resource's form of it; everything else lives here.
+and render their job resource's form of it (one watcher over a map's workers
+is ``toolkit.infra.watch``); everything else lives here.
 """

@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
-from toolkit.fanout.future import EmptyMapFuture, MapFuture
+from toolkit.fanout.map_future import EmptyMapFuture, MapFuture
 from toolkit.plan import Plan
+from toolkit.preparation import PreparedRun
 from toolkit.preview import nothing_to_create, preview_run
-from toolkit.submission import PreparedRun
 
 
 class PrepareMap(Protocol):

@@ -1,7 +1,7 @@
 """A map, resolved and staged: the function's run prepared as a single call's, plus its items.
 
 Everything that can be wrong with a map's input fails here, before any stack
-exists: ``max_parallel``, the pool and job variables (``submission.prepare``),
+exists: ``max_parallel``, the pool and job variables (``preparation.prepare``),
 an item that cannot be pickled or an iterable that raises.
 """
 
@@ -14,8 +14,8 @@ from typing import Any
 
 from toolkit.errors import ConfigError
 from toolkit.fanout.items import stage_items
-from toolkit.infra.base import FanOut
-from toolkit.submission import PreparedRun, prepare, staging_dir
+from toolkit.infra.run import FanOut
+from toolkit.preparation import PreparedRun, prepare, staging_dir
 
 
 def check_max_parallel(max_parallel: int | None) -> None:

@@ -11,6 +11,11 @@ States per item: pending, running (claimed by a worker, or started by its
 indexed task), completed (a value or the function's exception: its result is
 there), failed (no result: the infrastructure failed it, or the map was
 cancelled). One byte per item.
+
+With a ``journal``, each change of an item's state is also one JSON line there
+(``{"i": 3, "state": "completed", "worker": "1", "started": ..., "finished": ...}``):
+what the dashboard's Gantt and item table read, live and after the run. The
+worker and times of a result come from its header (the job's clock).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import json
 import os
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +34,7 @@ import fsspec
 from toolkit.bundles import CLAIMS_DIR, MAGIC, RESULTS_DIR, unseal_result
 from toolkit.errors import JobFailedError
 from toolkit.providers.run_storage import local_path
+from toolkit.storage_urls import CONTROL_NAME
 
 STATES = ("pending", "running", "completed", "failed")
 _PENDING, _RUNNING, _COMPLETED, _FAILED = range(4)
@@ -36,8 +43,22 @@ _PENDING, _RUNNING, _COMPLETED, _FAILED = range(4)
 class ItemResults:
     """What is known of each item of one map; thread-safe, with waiting for an item or any change."""
 
-    def __init__(self, storage_url: str, storage_options: dict[str, Any], count: int, key: str, spool: Path) -> None:
+    def __init__(
+        self,
+        storage_url: str,
+        storage_options: dict[str, Any],
+        count: int,
+        key: str,
+        spool: Path,
+        control: bool = False,
+        journal: Path | None = None,
+    ) -> None:
+        """``control``: the map's workers reach storage through signed requests, which cannot list it,
+        so each poll tells them in ``control.json`` what still waits for a claim and whether all is done."""
         self.count = count
+        self._control = control
+        self._published: tuple[list[int], bool] | None = None
+        self._journal = journal
         self._key = key
         self._url = storage_url.rstrip("/")
         self._local = local_path(storage_url)
@@ -59,14 +80,16 @@ class ItemResults:
         """Take in new claims and results; True once every item has its result."""
         if not self._all_claimed:
             claimed = self._names(CLAIMS_DIR)
+            started = []
             with self._changed:
                 for index in claimed:
                     if self._states[index] == _PENDING:
                         self._states[index] = _RUNNING
+                        started.append(index)
                 self._all_claimed = len(claimed) >= self.count
+            self._note(*(self._started_line(index) for index in started))
         arrived = [index for index in self._names(RESULTS_DIR) if self._states[index] < _COMPLETED]
-        for index in arrived:
-            self._take(index)
+        self._note(*(self._take(index) for index in arrived))
         if arrived:
             with self._changed:
                 for index in arrived:
@@ -74,7 +97,25 @@ class ItemResults:
                     self.completion_order.append(index)
                 self._resolved += len(arrived)
                 self._changed.notify_all()
+        if self._control:
+            self._publish()
         return self.complete()
+
+    def _publish(self) -> None:
+        """``control.json`` for the workers, when it changed: the items nobody holds, and whether all are done."""
+        with self._changed:
+            word = ([index for index in range(self.count) if self._states[index] == _PENDING], self.complete())
+        if word == self._published:
+            return
+        data = json.dumps({"pending": word[0], "done": word[1]}).encode()
+        if self._local is not None:
+            temporary = Path(self._local, f".{CONTROL_NAME}.tmp")
+            temporary.write_bytes(data)
+            os.replace(temporary, Path(self._local, CONTROL_NAME))
+        else:
+            fs = self._filesystem()
+            fs.pipe_file(f"{fs._strip_protocol(self._url)}/{CONTROL_NAME}", data)
+        self._published = word
 
     def complete(self) -> bool:
         """Every item has its outcome (a result, or a failure without one)."""
@@ -106,6 +147,7 @@ class ItemResults:
         with self._changed:
             self._states[index] = _PENDING
             self._all_claimed = False
+        self._note({"i": index, "state": "pending", "at": time.time()})
 
     def fail(self, index: int, error: BaseException) -> None:
         """Item ``index`` will get no result: ``error`` is its outcome."""
@@ -117,6 +159,7 @@ class ItemResults:
             self.completion_order.append(index)
             self._resolved += 1
             self._changed.notify_all()
+        self._note(_failure_line(index, error))
 
     def _claim_owner(self, index: int) -> str:
         name = f"{CLAIMS_DIR}/{index}"
@@ -132,17 +175,32 @@ class ItemResults:
         """Items without a result when the job ended fail: with ``error`` (a cancel, a failed stack)
         or, when None, a ``JobFailedError`` naming ``reason``. Returns how many."""
         with self._changed:
-            failed = 0
+            failed = []
             for index in range(self.count):
                 if self._states[index] >= _COMPLETED:
                     continue
                 self._failures[index] = error or JobFailedError(f"item {index} has no result: {reason}")
                 self._states[index] = _FAILED
                 self.completion_order.append(index)
-                failed += 1
+                failed.append(index)
             self._resolved = self.count
             self._changed.notify_all()
-        return failed
+        self._note(*(_failure_line(index, self._failures[index]) for index in failed))
+        return len(failed)
+
+    def _started_line(self, index: int) -> dict[str, Any]:
+        """A claimed item's journal line; its worker too where reading the claim costs no request."""
+        line: dict[str, Any] = {"i": index, "state": "running", "at": time.time()}
+        if self._journal is not None and self._local is not None:
+            line["worker"] = self._claim_owner(index)
+        return line
+
+    def _note(self, *lines: dict[str, Any]) -> None:
+        """Append item events to the journal (one write for a poll's worth)."""
+        if self._journal is None or not lines:
+            return
+        with self._journal.open("a", encoding="utf-8") as handle:
+            handle.write("".join(json.dumps(line) + "\n" for line in lines))
 
     def _names(self, directory: str) -> list[int]:
         """Indexes of the entries under ``directory`` (files being written start with '.')."""
@@ -166,8 +224,9 @@ class ItemResults:
                 indexes.append(int(stem))
         return indexes
 
-    def _take(self, index: int) -> None:
-        """Move (local) or copy (remote) one result into the spool; note whether it is an exception."""
+    def _take(self, index: int) -> dict[str, Any]:
+        """Move (local) or copy (remote) one result into the spool; note whether it is an exception.
+        Returns the item's journal line."""
         target = self.spool / f"{index}.tkb"
         name = f"{RESULTS_DIR}/{index}.tkb"
         if self._local is not None:
@@ -175,7 +234,14 @@ class ItemResults:
         else:
             fs = self._filesystem()
             fs.get_file(f"{fs._strip_protocol(self._url)}/{name}", str(target))
-        self._outcome_errors[index] = _outcome_of(target) != "value"
+        header = _header_of(target)
+        raised = header.get("outcome") != "value"
+        self._outcome_errors[index] = raised
+        line = {"i": index, "state": "raised" if raised else "completed", "at": time.time()}
+        line.update({key: header[key] for key in ("worker", "started", "finished") if key in header})
+        if raised:
+            line["error"] = f"{header.get('error_type') or 'error'}: {header.get('message') or ''}"[:500]
+        return line
 
     def _filesystem(self) -> Any:
         if self._fs is None:
@@ -219,13 +285,18 @@ class ItemResults:
         shutil.rmtree(self.spool, ignore_errors=True)
 
 
-def _outcome_of(path: Path) -> str:
-    """The ``outcome`` field of a result's header, unverified (for the item's state only; the
-    whole envelope is verified when the caller reads the result)."""
+def _header_of(path: Path) -> dict[str, Any]:
+    """A result's header, unverified (for the item's state and journal only; the whole envelope is
+    verified when the caller reads the result). A corrupt one reads ``{"outcome": "corrupt"}``."""
     with path.open("rb") as handle:
         if handle.read(len(MAGIC)) != MAGIC:
-            return "corrupt"
+            return {"outcome": "corrupt"}
         try:
-            return str(json.loads(handle.readline()).get("outcome"))
+            header = json.loads(handle.readline())
         except ValueError:
-            return "corrupt"
+            return {"outcome": "corrupt"}
+    return header if isinstance(header, dict) else {"outcome": "corrupt"}
+
+
+def _failure_line(index: int, error: BaseException) -> dict[str, Any]:
+    return {"i": index, "state": "failed", "at": time.time(), "error": f"{type(error).__name__}: {error}"[:500]}

@@ -10,10 +10,10 @@ import time
 
 from pydantic import BaseModel
 
+from toolkit.backend_store import BackendStore
 from toolkit.engine import RunTag, list_run_stacks
 from toolkit.errors import ConfigError
 from toolkit.guardrails import history
-from toolkit.guardrails.store import BackendStore
 
 
 class AuditRow(BaseModel):
@@ -33,13 +33,12 @@ class AuditRow(BaseModel):
     """Attempts of a finished run (``toolkit.retries``); 1 for live runs."""
 
 
-def audit_rows(urls: list[str] | None = None) -> list[AuditRow]:
-    """Live and finished runs of every backend in ``urls`` (default: every backend gc knows), oldest first."""
-    from toolkit.gc import backend_urls  # late: gc imports the guardrails
-
+def audit_rows(urls: list[str]) -> list[AuditRow]:
+    """Live and finished runs of every backend in ``urls`` (``gc.backend_urls()``: every backend gc knows),
+    oldest first."""
     rows: list[AuditRow] = []
     now = time.time()
-    for url in urls or backend_urls():
+    for url in urls:
         finished: set[str] = set()
         try:
             for entry in history.entries(BackendStore(url)):

@@ -13,13 +13,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from toolkit.backend_store import BackendStore
 from toolkit.engine import RunStack
 from toolkit.errors import ConfigError, PolicyViolationError, RemoteError, ToolkitError
 from toolkit.guardrails import history
 from toolkit.guardrails.slots import Slot, SlotMarker
-from toolkit.guardrails.store import BackendStore
+from toolkit.preparation import PreparedRun
 from toolkit.progress import Progress
-from toolkit.submission import PreparedRun
+from toolkit.workspace import current_user
 
 
 def _store(backend_url: str) -> BackendStore | None:
@@ -92,7 +93,7 @@ class RunGuard:
             pool=self.prepared.pool.name,
             function=self.prepared.function_name,
             target=self.prepared.target.name,
-            user=history.current_user(),
+            user=current_user(),
             owner=self.owner,
             resources=len(self.progress.resources),
             outcome=outcome,

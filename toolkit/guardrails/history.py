@@ -8,21 +8,23 @@ Layout: ``.toolkit/history/<YYYY-MM-DD>/<run-id>.json`` (UTC day the run
 finished), a few hundred bytes each. Day directories make pruning cheap:
 ``toolkit gc`` drops whole days older than the retention (30 days unless
 ``--history-older-than`` says otherwise), so the trail stays bounded.
+
+Actions people take on runs and stacks from the dashboard (cancel, gc,
+prune) are audited beside it: ``.toolkit/actions/<YYYY-MM-DD>/<ns>-<action>.json``.
 """
 
 from __future__ import annotations
 
 import datetime
-import getpass
 import json
-import socket
 import time
 
 from pydantic import BaseModel
 
-from toolkit.guardrails.store import BackendStore
+from toolkit.backend_store import BackendStore
 
 HISTORY = "history"
+ACTIONS = "actions"
 DEFAULT_RETENTION = 30 * 86400.0
 
 
@@ -51,11 +53,19 @@ class RunEntry(BaseModel):
         return self.finished - self.created
 
 
-def current_user() -> str:
-    try:
-        return f"{getpass.getuser()}@{socket.gethostname()}"
-    except (KeyError, OSError):
-        return f"?@{socket.gethostname()}"
+class ActionEntry(BaseModel):
+    """Someone acted on a run, a stack or an environment (from the dashboard)."""
+
+    action: str
+    """cancel, gc or prune."""
+    subject: str
+    """The run id, the run stack or the environment stack acted on."""
+    user: str
+    via: str
+    """What the action was taken through (``toolkit ui``)."""
+    at: float
+    outcome: str
+    """done, requested (a cancel the run's own client carries out) or ``failed: <reason>``."""
 
 
 def _day(timestamp: float) -> str:
@@ -64,6 +74,23 @@ def _day(timestamp: float) -> str:
 
 def record(store: BackendStore, entry: RunEntry) -> None:
     store.write(f"{HISTORY}/{_day(entry.finished)}/{entry.run_id}.json", json.loads(entry.model_dump_json()))
+
+
+def record_action(store: BackendStore, entry: ActionEntry) -> None:
+    name = f"{int(entry.at * 1e9)}-{entry.action}.json"
+    store.write(f"{ACTIONS}/{_day(entry.at)}/{name}", json.loads(entry.model_dump_json()))
+
+
+def actions(store: BackendStore) -> list[ActionEntry]:
+    """Every audited action in the backend, oldest first."""
+    found = []
+    for day in store.names(ACTIONS):
+        for document in store.read_all(f"{ACTIONS}/{day}"):
+            try:
+                found.append(ActionEntry.model_validate(document))
+            except ValueError:
+                continue
+    return sorted(found, key=lambda entry: entry.at)
 
 
 def entries(store: BackendStore, since: float | None = None) -> list[RunEntry]:
@@ -87,6 +114,9 @@ def prune(store: BackendStore, older_than: float, now: float | None = None) -> i
     """Remove entries of runs that finished more than ``older_than`` seconds ago; returns how many."""
     cutoff = (now or time.time()) - older_than
     cutoff_day = _day(cutoff)
+    for day in store.names(ACTIONS):
+        if day < cutoff_day:
+            store.remove_tree(f"{ACTIONS}/{day}")  # by whole days: actions are few
     removed = 0
     for day in store.names(HISTORY):
         if day < cutoff_day:

@@ -28,9 +28,10 @@ from collections.abc import Callable
 
 from pydantic import BaseModel
 
-from toolkit.engine import RunTag, owner_alive
+from toolkit.backend_store import BackendStore
+from toolkit.engine import RunTag
 from toolkit.errors import PoolBusyError, RunCancelledError
-from toolkit.guardrails.store import BackendStore
+from toolkit.workspace import owner_alive
 
 SLOTS = "slots"
 

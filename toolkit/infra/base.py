@@ -1,10 +1,12 @@
 """The contract every target implements.
 
-A target owns four things: its job-variables model (which *is* the JSON schema
-of its default template), its rendered job-configuration model, its Pulumi
-program (bucket + IAM + job resource) and a watcher that reports the job's
-state and logs. Teardown is always ``pulumi destroy`` of the run stack, so
-cancelling a job is deleting its resources; no target has a separate stop path.
+A target supplies only what differs between targets: its job-variables model
+(which *is* the JSON schema of its default template) and its rendered
+job-configuration model, its platform's primitives and its job resource (the
+hooks of the run flow, ``toolkit.infra.flow``, which writes the Pulumi program
+once for all), and its watcher with its status mapping. Teardown is always
+``pulumi destroy`` of the run stack, so cancelling a job is deleting its
+resources; no target has a separate stop path.
 
 Abstract methods make an incomplete target fail when its class is created,
 not in the middle of a run.
@@ -15,157 +17,21 @@ from __future__ import annotations
 import abc
 import copy
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 
-from toolkit.environments.registry import ImageRegistry
 from toolkit.errors import ConfigError
+from toolkit.infra.flow import RunFlow
+from toolkit.infra.image_registry import ImageRegistry
+from toolkit.infra.run import JobConfiguration, RunContext
 from toolkit.infra.synonyms import Synonym
+from toolkit.infra.variables import JobVariables
+from toolkit.infra.watch import JobWatcher, WorkersWatcher
 
 
-class JobVariables(BaseModel):
-    """Base of every ``<Target>Variables`` model: unknown names are errors.
-
-    ``timeout`` and ``retries`` are common to all targets because the engine
-    enforces them: a job still running after ``timeout`` seconds is cancelled and
-    its stack destroyed; a job that ended without a result runs again on a fresh
-    job up to ``retries`` times (``toolkit.retries``).
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    timeout: int | None = Field(
-        default=None, ge=1, description="Seconds the job may run before it is cancelled and torn down."
-    )
-    retries: int = Field(
-        default=0,
-        ge=0,
-        description="Times a job that ended without a result (container or process killed, pod deleted or "
-        "evicted, node lost) runs again on a fresh job; an exception the function raises is never retried.",
-    )
-
-
-class JobConfiguration(BaseModel):
-    """Base of every rendered job-configuration model."""
-
-    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
-
-
-class JobStatus(BaseModel):
-    """What a watcher reports about the job at one moment."""
-
-    state: Literal["pending", "running", "succeeded", "failed"]
-    exit_code: int | None = None
-    reason: str | None = None
-    """Human-readable cause of a failure (OOM, image pull, start failure ...)."""
-    attempt: int | None = None
-    """Which attempt of the job this is, from targets whose own controller retries (``native_retries``)."""
-    previous_failure: str | None = None
-    """With ``attempt`` > 1: why the attempt before it ended without a result, if the watcher saw it."""
-
-    @property
-    def finished(self) -> bool:
-        return self.state in ("succeeded", "failed")
-
-
-@dataclass(frozen=True)
-class FanOut:
-    """A map (``fn.map``): many items of one function in one run, as its job resource needs it.
-
-    The run's bundle holds the function; each item's arguments are their own
-    signed bundle under ``items/`` in run storage (``toolkit.fanout``).
-    """
-
-    count: int
-    """Items in the map (at least one)."""
-    parallelism: int
-    """At most this many items run at once (1 <= parallelism <= count)."""
-    items_path: Path
-    """The staged item bundles, a local directory the program uploads as the run's ``items/``."""
-
-
-@dataclass(frozen=True)
-class RunContext:
-    """Everything a target's program and watcher know about one run."""
-
-    run_id: str
-    pool_name: str
-    function_name: str
-    job: JobConfiguration
-    storage_url: str
-    """fsspec URL of this run's storage prefix: bundle and result live under it."""
-    storage_options: dict[str, Any]
-    bundle_path: Path
-    """The signed bundle, staged locally; the program uploads it into run storage."""
-    run_key: str = field(repr=False)
-    """Per-run signing key; programs must pass it on only as ``pulumi.Output.secret``."""
-    shared_storage: bool = False
-    """True when ``storage_url`` is a prefix of a pool's existing bucket (nothing to create)."""
-    image: str | None = None
-    """The call's environment image (``toolkit.environments``), replacing the job's ``image``; None: as is."""
-    python: str | None = None
-    """The call's environment interpreter (process target), replacing the job's; None: as is."""
-    files_path: Path | None = None
-    """The signed bundle's ``include_files`` archive, staged locally; uploaded next to the bundle."""
-    fanout: FanOut | None = None
-    """Set for a map: the job resource runs ``fanout.count`` items, ``fanout.parallelism`` at a time."""
-    attempt: int = 1
-    """Which attempt of the call this program runs (``toolkit.retries``): targets the engine retries
-    give their job resource ``replacement_trigger=attempt``, so a new attempt replaces only the job."""
-    image_registry: ImageRegistry | None = None
-    """The pool's registry when ``image`` was pushed there: the job must be allowed to pull from it."""
-
-    @property
-    def labels(self) -> dict[str, str]:
-        """Labels/tags put on every resource, so leaked resources can be traced to a run."""
-        return {"toolkit-run": self.run_id, "toolkit-pool": self.pool_name}
-
-
-def runner_command(
-    storage_url: str,
-    python: str = "python3",
-    secrets_file: str | None = None,
-    fanout: FanOut | None = None,
-    index_env: str | None = None,
-    worker: str | None = None,
-) -> list[str]:
-    """The command every job runs: fetch, verify and call the bundle, write the result.
-
-    ``secrets_file``: where a local job finds its run key and secret env values
-    (``job_secrets``) instead of its environment. For a map (``fanout``), the job
-    runs the item at the index in the variable ``index_env``, or without it claims
-    items until none is left; a named ``worker`` writes its name into its claims and
-    stays until every item has a result, to take items released for a retry.
-    """
-    command = [python, "-u", "-m", "toolkit.runner", "--storage", storage_url]
-    if secrets_file:
-        command += ["--secrets", secrets_file]
-    if fanout is not None:
-        command += ["--items", str(fanout.count)]
-        if index_env:
-            command += ["--index-env", index_env]
-        if worker is not None:
-            command += ["--worker", worker, "--await-items"]
-    return command
-
-
-class JobWatcher(abc.ABC):
-    """Follows one job after ``pulumi up`` created it."""
-
-    @abc.abstractmethod
-    def status(self) -> JobStatus:
-        """The job's state now; cheap enough to call a few times a second."""
-
-    @abc.abstractmethod
-    def read_logs(self) -> str:
-        """Log text produced since the previous call ('' if none)."""
-
-
-class Target(abc.ABC):
-    """One kind of infrastructure: ``toolkit/infra/<name>.py`` defines one subclass."""
+class Target(RunFlow):
+    """One kind of infrastructure: a module or folder of ``toolkit.targets`` defines one subclass."""
 
     name: ClassVar[str]
     extra: ClassVar[str | None] = None
@@ -192,7 +58,7 @@ class Target(abc.ABC):
     storage_schemes: ClassVar[tuple[str, ...]] = ()
     """fsspec protocols a pool's ``storage.url`` may use, because its jobs can reach them
     (empty: any, e.g. a local path for local targets)."""
-    native_retries: ClassVar[str | None] = None
+    native_retries: ClassVar[str | None] = None  # (declared by RunFlow, described here)
     """This target's own job variable for re-running a job that ended without a result, which its
     job controller honours (a Kubernetes Job's ``backoff_limit``): ``retries`` is carried into it and
     the engine retries nothing itself. None: the engine re-runs the job resource (``toolkit.retries``)."""
@@ -276,7 +142,9 @@ class Target(abc.ABC):
 
     def environment_base(self, job: JobConfiguration) -> str | None:
         """The image (or interpreter; None: the caller's) a call's environment builds on."""
-        return None
+        if self.environment == "image":
+            return job.runner_image
+        return getattr(job, "python", None) if self.environment == "interpreter" else None
 
     def check_image_registry(self, registry: ImageRegistry, job: JobConfiguration, pool_name: str) -> None:
         """Refuse, before anything exists, a registry this target's jobs cannot be allowed to pull from."""
@@ -307,13 +175,21 @@ class Target(abc.ABC):
     def per_run_storage_url(self, run_id: str) -> str:
         """URL of the storage the run stack provisions for ``run_id``."""
 
-    @abc.abstractmethod
-    def program(self, run: RunContext) -> None:
-        """The Pulumi program: bucket + IAM + job. Must ``pulumi.export`` what ``watcher`` needs."""
+    def check_job(self, job: JobConfiguration, pool_name: str) -> None:
+        """Step 1 of the run flow: the ``required`` variables, again as the rendered job holds them
+        (the pool's ``customizations`` may have dropped them)."""
+        values = {name: job.runner_image if name == "image" else getattr(job, name, None) for name in self.required}
+        self.require(values, pool_name, self.required)
+
+    def watcher(self, run: RunContext, outputs: dict[str, Any]) -> JobWatcher:
+        """The watcher of the job the program created, from the stack's outputs: the target's own, or
+        for a map of several workers one over all of them (``WorkersWatcher``)."""
+        found = self.watch(run, outputs)
+        return WorkersWatcher(found) if isinstance(found, list) else found
 
     @abc.abstractmethod
-    def watcher(self, run: RunContext, outputs: dict[str, Any]) -> JobWatcher:
-        """A watcher for the job ``program`` created, from the stack's outputs."""
+    def watch(self, run: RunContext, outputs: dict[str, Any]) -> JobWatcher | list[JobWatcher]:
+        """The target's watcher (its status mapping) of the job ``job`` created; a list: one per map worker."""
 
 
 def placeholders(*names: str) -> dict[str, str]:

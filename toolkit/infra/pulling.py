@@ -10,8 +10,8 @@ this machine, never a cloud service.
 
 from __future__ import annotations
 
-from toolkit.environments.registry import ImageRegistry
 from toolkit.errors import ConfigError
+from toolkit.infra.image_registry import ImageRegistry
 
 
 def refuse_loopback(registry: ImageRegistry, target: str, pool_name: str) -> None:

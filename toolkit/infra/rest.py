@@ -22,7 +22,7 @@ from typing import Any
 import requests
 
 from toolkit.errors import ToolkitError
-from toolkit.infra.base import JobStatus, JobWatcher
+from toolkit.infra.watch import JobStatus, JobWatcher
 
 GOOGLE_SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
 ARM_SCOPE = "https://management.azure.com/.default"

@@ -13,35 +13,20 @@ import importlib
 from typing import Any
 
 _INFRASTRUCTURE = "toolkit.prefect.infrastructure"
-_EXPORTS = {
-    name: _INFRASTRUCTURE
-    for name in (
-        "process",
-        "docker",
-        "kubernetes",
-        "ecs",
-        "cloud_run",
-        "vertex_ai",
-        "azure_container_instance",
-        "ProcessWorker",
-        "DockerWorker",
-        "KubernetesWorker",
-        "ECSWorker",
-        "CloudRunWorker",
-        "CloudRunWorkerV2",
-        "VertexAIWorker",
-        "AzureContainerWorker",
-        "PrefectBoundFlow",
-        "PrefectWorker",
-    )
-}
-__all__ = sorted(_EXPORTS)
+
+
+def _names() -> list[str]:
+    """The decorators and workers of every registered target (``toolkit.infra.registry``), and the bases."""
+    from toolkit.infra.registry import prefect_workers, target_names
+
+    return sorted([*target_names(), *prefect_workers(), "PrefectBoundFlow", "PrefectWorker"])
 
 
 def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
+    if name == "__all__":
+        return _names()
+    if name.startswith("_") or name not in _names():
         raise AttributeError(f"module 'toolkit.prefect' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    value = getattr(importlib.import_module(_INFRASTRUCTURE), name)
     globals()[name] = value
     return value

@@ -9,35 +9,33 @@ line changed::
     @flow
     def my_k8s_flow(): ...
 
-    future = my_k8s_flow()          # a RunFuture, as the design shows
-    print(future.result())
+    my_k8s_flow()                            # blocks: the value, or the flow's exception
+    state = my_k8s_flow(return_state=True)   # the run's final Prefect State; state.result()
+    future = my_k8s_flow.submit()            # a RunFuture; future.result()
 
     with KubernetesWorker(work_pool_name="olympic") as worker:
         future = worker.submit(my_k8s_flow, job_variables={"memory": 64000})
 
-Differences from ``toolkit``'s own decorators: calling a decorated flow
-returns its future (``toolkit.kubernetes`` blocks and returns the value),
-and job variables may use Prefect's names and units for the target (the
-target's ``synonyms`` table: ``memory=64000`` is MiB on kubernetes,
-``memory_limit`` is ``memory``, ``finished_job_ttl`` is
-``ttl_seconds_after_finished`` ...). A Prefect name with no counterpart is an
-error saying why and what to use. The pool keyword is ``work_pool`` (Prefect
-3), ``work_pool_name`` (the design) or ``pool``.
+A call behaves as Prefect 3's ``InfrastructureBoundFlow.__call__``. Job
+variables may use Prefect's names and units for the target (the target's
+``synonyms`` table: ``memory=64000`` is MiB on kubernetes, ``memory_limit`` is
+``memory``, ``finished_job_ttl`` is ``ttl_seconds_after_finished`` ...). A
+Prefect name with no counterpart is an error saying why and what to use. The
+pool keyword is ``work_pool`` (Prefect 3), ``work_pool_name`` (the design) or
+``pool``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
 from toolkit.decorators import InfraFunction, resolve_pool
-from toolkit.errors import ConfigError
+from toolkit.errors import ConfigError, RunCancelledError
 from toolkit.futures import RunFuture
-from toolkit.infra import get_target_class
+from toolkit.infra.registry import get_target_class, prefect_workers, registry
 from toolkit.infra.synonyms import translate
 from toolkit.submitter import Submitter
-
-LOCAL_POOLS = {"process": "local-process", "docker": "local-docker"}
 
 
 def prefect_variables(target_type: str, variables: Mapping[str, Any]) -> dict[str, Any]:
@@ -51,14 +49,36 @@ def _pool(target_type: str, work_pool: str | None, work_pool_name: str | None, p
     given = [name for name in (work_pool, work_pool_name, pool) if name]
     if len(set(given)) > 1:
         raise ConfigError(f"@{target_type} got more than one pool name {given!r}; pass one of work_pool=, pool=")
-    return resolve_pool(target_type, given[0] if given else None, None, LOCAL_POOLS.get(target_type))
+    return resolve_pool(target_type, given[0] if given else None, None, registry()[target_type].default_pool)
 
 
 class PrefectBoundFlow(InfraFunction[Any, Any]):
-    """A flow bound to a work pool the way Prefect binds it: calling it submits it and returns the future."""
+    """A flow bound to a work pool the way Prefect binds it."""
 
-    def __call__(self, *args: Any, **kwargs: Any) -> RunFuture:  # type: ignore[override]
-        return self.submit(*args, **kwargs)
+    def __call__(
+        self, *args: Any, return_state: bool = False, wait_for: Iterable[Any] | None = None, **kwargs: Any
+    ) -> Any:
+        """Run on the pool and block: the flow's value, or its exception re-raised.
+
+        ``return_state=True`` returns the run's final Prefect ``State`` instead, never raising for the
+        flow's own failure: the job's engine runs the flow with ``return_state=True`` and the state
+        comes back with its result, so ``state.result()`` gives the value or raises the exception. A
+        run that ended without a state (its job died, timed out) is a ``Crashed`` state, a cancelled
+        one ``Cancelled``. ``wait_for``: futures (or anything with ``wait()``) to wait for first.
+        """
+        for upstream in wait_for or ():
+            upstream.wait()
+        if not return_state:
+            return super().__call__(*args, **kwargs)
+        future = self.submit(*args, return_state=True, **kwargs)
+        from prefect.states import Cancelled, Crashed
+
+        try:
+            return future.result()
+        except RunCancelledError as exc:
+            return Cancelled(message=str(exc))
+        except Exception as exc:
+            return Crashed(message=f"the run ended without a state: {type(exc).__name__}: {exc}", data=exc)
 
     def job_layers(self) -> list[dict[str, Any]]:
         return [prefect_variables(self.target_type, layer) for layer in self.layers]
@@ -105,13 +125,6 @@ def _decorator(target_type: str) -> Callable[..., Callable[[Callable[..., Any]],
     return decorator
 
 
-process = _decorator("process")
-docker = _decorator("docker")
-kubernetes = _decorator("kubernetes")
-ecs = _decorator("ecs")
-cloud_run = _decorator("cloud_run")
-vertex_ai = _decorator("vertex_ai")
-azure_container_instance = _decorator("azure_container_instance")
 
 
 class PrefectWorker(Submitter):
@@ -148,33 +161,14 @@ class PrefectWorker(Submitter):
         return super().submit(flow, *args, job_variables=job_variables, **{**(parameters or {}), **kwargs})
 
 
-class ProcessWorker(PrefectWorker):
-    target_type = "process"
-
-
-class DockerWorker(PrefectWorker):
-    target_type = "docker"
-
-
-class KubernetesWorker(PrefectWorker):
-    target_type = "kubernetes"
-
-
-class ECSWorker(PrefectWorker):
-    target_type = "ecs"
-
-
-class CloudRunWorker(PrefectWorker):
-    target_type = "cloud_run"
-
-
-class CloudRunWorkerV2(PrefectWorker):
-    target_type = "cloud_run"
-
-
-class VertexAIWorker(PrefectWorker):
-    target_type = "vertex_ai"
-
-
-class AzureContainerWorker(PrefectWorker):
-    target_type = "azure_container_instance"
+def __getattr__(name: str) -> Any:
+    """Prefect's decorator (``kubernetes``) and worker classes (``KubernetesWorker``) of every registered
+    target, made on first use (PEP 562)."""
+    if name in registry():
+        value: Any = _decorator(name)
+    elif name in prefect_workers():
+        value = type(name, (PrefectWorker,), {"target_type": prefect_workers()[name], "__module__": __name__})
+    else:
+        raise AttributeError(f"module 'toolkit.prefect.infrastructure' has no attribute {name!r}")
+    globals()[name] = value
+    return value

@@ -35,22 +35,13 @@ from pydantic import BaseModel
 
 from toolkit import templating
 from toolkit.errors import ConfigError
-from toolkit.infra import get_target_class
 from toolkit.infra.base import Target
+from toolkit.infra.registry import get_target_class, prefect_types
 from toolkit.infra.synonyms import translate
-from toolkit.pools import StorageConfig, WorkPool
+from toolkit.pools.registry import StorageConfig, WorkPool
 
-PREFECT_TYPES = {
-    "process": "process",
-    "docker": "docker",
-    "kubernetes": "kubernetes",
-    "ecs": "ecs",
-    "cloud-run": "cloud_run",
-    "cloud-run-v2": "cloud_run",
-    "vertex-ai": "vertex_ai",
-    "azure-container-instance": "azure_container_instance",
-}
-"""Prefect work pool type -> the toolkit target that runs the same kind of job."""
+PREFECT_TYPES = prefect_types()
+"""Prefect work pool type -> the toolkit target that runs the same kind of job (the target registry's rows)."""
 
 BUNDLE_STORAGE = {"prefect_aws": "s3", "prefect_gcp": "gs", "prefect_azure": "az"}
 """A Prefect pool's bundle upload step (by collection) -> the fsspec scheme of the same storage."""

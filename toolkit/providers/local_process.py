@@ -12,6 +12,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ from pulumi.dynamic import CreateResult, ResourceProvider
 
 LOG_NAME = "job.log"
 EXIT_NAME = "exit_code"
+PID_SUFFIX = ".pid"
+"""``<exit name>.pid`` in the run directory: the job's pid and start time, for run storage's delete."""
 _WRAPPER = '"$@" >>"$TOOLKIT_LOG" 2>&1; echo $? >"$TOOLKIT_EXIT.tmp" && mv "$TOOLKIT_EXIT.tmp" "$TOOLKIT_EXIT"'
 """Runs the command with output to the log, then records its exit status atomically."""
 
@@ -41,6 +44,17 @@ def exists(pid: int) -> bool:
     return True
 
 
+def group_exists(pgid: int) -> bool:
+    """True while any process of group ``pgid`` exists (a zombie not yet reaped included)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def running(pid: int) -> bool:
     """True while ``pid`` runs: a zombie -- exited, not yet reaped by the process that adopted it
     when the provider that started it exited -- has stopped running."""
@@ -51,6 +65,42 @@ def running(pid: int) -> bool:
         return False
     except OSError:  # no /proc here
         return exists(pid)
+
+
+def start_time(pid: int) -> str:
+    """Start time of ``pid`` in clock ticks since boot ('' if unknown): tells a reused pid apart."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def record_pid(path: str, pid: int) -> None:
+    """Write ``pid`` and its start time to ``path``."""
+    with open(path, "w") as handle:
+        handle.write(f"{pid} {start_time(pid)}\n")
+
+
+def stop_recorded(directory: str) -> None:
+    """Kill the process group of every job recorded in ``directory`` (``record_pid``) that still runs.
+
+    A job whose create the engine never heard of (the resident provider's
+    client killed between starting it and answering) is in no stack's state;
+    its run directory is, and deleting that stops it here.
+    """
+    for name in os.listdir(directory):
+        if not name.endswith(PID_SUFFIX):
+            continue
+        try:
+            with open(os.path.join(directory, name)) as handle:
+                pid_text, _, started = handle.read().strip().partition(" ")
+            pid = int(pid_text)
+        except (OSError, ValueError):
+            continue
+        if started and start_time(pid) == started and running(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
 
 
 class LocalProcessProvider(ResourceProvider):
@@ -77,6 +127,10 @@ class LocalProcessProvider(ResourceProvider):
             stderr=subprocess.DEVNULL,
             start_new_session=True,  # survives the provider; Ctrl-C at the client doesn't reach it
         )
+        record_pid(f"{exit_status}{PID_SUFFIX}", process.pid)
+        # Reaped as soon as it exits: served resident, this process is its parent for as long as the
+        # client lives, and a zombie would keep its pid (and `delete`'s wait) alive.
+        threading.Thread(target=process.wait, name=f"reap-{process.pid}", daemon=True).start()
         outs = {"pid": process.pid, "run_dir": str(run_dir), "argv": props["argv"]}
         return CreateResult(id_=str(process.pid), outs=outs)
 
@@ -95,6 +149,6 @@ class LocalProcessProvider(ResourceProvider):
                 return
             deadline = time.monotonic() + grace
             while time.monotonic() < deadline:
-                if not exists(pid):
-                    return
+                if not group_exists(pid):  # the job and its children, not only the wrapper: served
+                    return  # resident, the wrapper is reaped at once, before its child is gone
                 time.sleep(0.05)

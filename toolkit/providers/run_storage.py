@@ -16,6 +16,7 @@ from typing import Any
 from pulumi.dynamic import CreateResult, DiffResult, ResourceProvider, UpdateResult
 
 from toolkit.providers import secrets_file
+from toolkit.providers.local_process import stop_recorded
 
 
 def local_path(url: str) -> str | None:
@@ -134,6 +135,7 @@ class RunStorageProvider(ResourceProvider):
         path = local_path(props["url"])
         if path is not None:
             if os.path.exists(path):
+                stop_recorded(path)
                 shutil.rmtree(path)
             return
         import fsspec

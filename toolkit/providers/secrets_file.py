@@ -2,7 +2,7 @@
 
 Standard library only: it runs inside the dynamic-provider plugin, on every
 run's critical path (see ``toolkit/providers/__init__.py``). Why a file and not
-the environment: ``toolkit/infra/job_secrets.py``.
+the environment: ``toolkit/targets/local.py``.
 """
 
 from __future__ import annotations

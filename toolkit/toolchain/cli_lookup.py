@@ -2,10 +2,12 @@
 
 The first CLI found (``TOOLKIT_PULUMI``, then ``pulumi`` on PATH, then the one
 ``toolkit toolchain install`` built into the cache) is used whenever its
-version is at least the minimum the installed ``pulumi`` Python SDK supports,
-within the SDK's major version: that is what the Automation API itself
-accepts. A CLI outside that range is an error that names both versions and how
-to upgrade; the toolkit never silently skips a CLI the user put first.
+version is at least ``MINIMUM_CLI_VERSION``, within the SDK's major version.
+That floor is the toolkit's own, well above the Automation API's (3.1.0 in
+``pulumi`` 3.260.0): the SDK gates its newer features by version, the toolkit
+needs them. A CLI outside that range is an error, raised before the first
+stack, that names both versions and how to upgrade; the toolkit never silently
+skips a CLI the user put first.
 """
 
 from __future__ import annotations
@@ -29,9 +31,25 @@ UPGRADE_HINT = (
 )
 
 
+MINIMUM_CLI_VERSION = VersionInfo(3, 211, 0)
+"""The oldest Pulumi CLI the toolkit works with; each line is a release the toolkit's runs need.
+
+- 3.211.0: stack tags in DIY backends (``file://``, buckets): ``toolkit gc``, ``runs ls`` and the
+  pools' run limits read each run stack's owner tag with ``stack tag ls``; before, every DIY backend
+  answers "does not support stack tags" (the tags file ``diy_backend`` writes is that release's format).
+- 3.208.0: the ``replacement_trigger`` resource option, by which ``retries`` replaces a job; an older
+  engine drops the option, so a retry would re-run nothing.
+- 3.188.0: ``stack rm --remove-backups`` (run stacks in object-store backends, environment stacks).
+- 3.61.0: project-scoped DIY stacks (``.pulumi/stacks/<project>/``, ``meta.yaml`` version 1), the
+  layout ``diy_backend`` writes; 3.43.0: ``destroy --remove``.
+
+Run with a real CLI of the oldest version the Go module proxy serves at or above it: tests/test_old_cli.py.
+"""
+
+
 def minimum_version() -> VersionInfo:
-    """The oldest CLI the installed ``pulumi`` SDK's Automation API supports."""
-    return _MINIMUM_VERSION
+    """The oldest CLI the toolkit runs: its own floor, or the installed SDK's if that is ever higher."""
+    return max(MINIMUM_CLI_VERSION, _MINIMUM_VERSION)
 
 
 @dataclass(frozen=True)
@@ -83,7 +101,7 @@ def version_problem(found: FoundCli) -> str | None:
     if version.compare(minimum) < 0:
         return (
             f"the Pulumi CLI {found.path} (from {found.source}) is v{version}, older than v{minimum}, "
-            f"the oldest the installed pulumi SDK supports; {UPGRADE_HINT}"
+            f"the oldest the toolkit supports; {UPGRADE_HINT}"
         )
     if version.major != minimum.major:
         return (

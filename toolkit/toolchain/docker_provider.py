@@ -79,35 +79,12 @@ def build_docker_provider(
     Returns the path of the built binary; raises DockerProviderBuildError (a
     RuntimeError) naming the failing step and the tail of its output.
     """
-    if version != SUPPORTED_VERSION:
-        raise DockerProviderBuildError(
-            f"cannot build the docker provider plugin at version {version!r}: the Go "
-            f"sources in {str(GO_SOURCES)!r} reproduce pulumi_docker {SUPPORTED_VERSION!r} "
-            f"only. Install pulumi-docker=={SUPPORTED_VERSION} or update those sources."
-        )
-    go = go_binary()
-    if not (GO_SOURCES / "go.mod").is_file():
-        raise DockerProviderBuildError(
-            f"the Go sources of the docker provider are missing: {str(GO_SOURCES)!r} has no go.mod."
-        )
-
+    go = _check_sources(version)
     work_dir = Path(work_dir).resolve()
-    src = work_dir / "src"
-    gen = work_dir / "gen"
-    bin_dir = work_dir / "bin"
-    logs = work_dir / "logs"
-    for path in (src, gen):
-        shutil.rmtree(path, ignore_errors=True)
-    for path in (bin_dir, logs):
-        path.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(GO_SOURCES, src, ignore=shutil.ignore_patterns("schema-embed.json", "bin", "gen"))
-    # A fresh, empty metadata file: the tfgen build embeds it, tfgen rewrites it.
-    (src / "bridge-metadata.json").write_text("{}\n")
-
+    src, gen, bin_dir, logs = _fresh_work_dir(work_dir)
     step_env = {**go_env(), **(env or {})}
     ldflags = f"-X main.Version={version}"
-    tfgen = bin_dir / TFGEN_NAME
-    binary = bin_dir / BINARY_NAME
+    tfgen, binary = bin_dir / TFGEN_NAME, bin_dir / BINARY_NAME
 
     def step(name: str, argv: Sequence[str], extra_env: Mapping[str, str] | None = None) -> str:
         return _run(name, argv, cwd=src, env={**step_env, **(extra_env or {})}, logs=logs, log=log)
@@ -147,6 +124,35 @@ def build_docker_provider(
         )
     log(f"docker provider {version}: built {binary} ({binary.stat().st_size // (1024 * 1024)} MiB)")
     return binary
+
+
+def _check_sources(version: str) -> str:
+    """The Go binary, once ``version`` is the one the sources reproduce and the sources are there."""
+    if version != SUPPORTED_VERSION:
+        raise DockerProviderBuildError(
+            f"cannot build the docker provider plugin at version {version!r}: the Go "
+            f"sources in {str(GO_SOURCES)!r} reproduce pulumi_docker {SUPPORTED_VERSION!r} "
+            f"only. Install pulumi-docker=={SUPPORTED_VERSION} or update those sources."
+        )
+    go = go_binary()
+    if not (GO_SOURCES / "go.mod").is_file():
+        raise DockerProviderBuildError(
+            f"the Go sources of the docker provider are missing: {str(GO_SOURCES)!r} has no go.mod."
+        )
+    return go
+
+
+def _fresh_work_dir(work_dir: Path) -> tuple[Path, Path, Path, Path]:
+    """``(src, gen, bin, logs)`` under ``work_dir``: the sources copied afresh, nothing generated yet."""
+    src, gen, bin_dir, logs = work_dir / "src", work_dir / "gen", work_dir / "bin", work_dir / "logs"
+    for path in (src, gen):
+        shutil.rmtree(path, ignore_errors=True)
+    for path in (bin_dir, logs):
+        path.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(GO_SOURCES, src, ignore=shutil.ignore_patterns("schema-embed.json", "bin", "gen"))
+    # A fresh, empty metadata file: the tfgen build embeds it, tfgen rewrites it.
+    (src / "bridge-metadata.json").write_text("{}\n")
+    return src, gen, bin_dir, logs
 
 
 def _run(

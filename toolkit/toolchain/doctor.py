@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Mapping
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 from pathlib import Path
@@ -15,11 +16,10 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from toolkit import settings
-from toolkit.errors import ToolkitError
 from toolkit.toolchain import cli_lookup, docker_engine, kubernetes_provider, offline, plugins, runner_image
 from toolkit.toolchain.install import core_plugin_packages
 from toolkit.toolchain.language_host import HOST_NAME
-from toolkit.toolchain.shim import SHIM_NAME
+from toolkit.toolchain.shim import PROVIDER_PLUGIN_NAME, SHIM_NAME
 
 INSTALL = "toolkit toolchain install"
 
@@ -34,7 +34,7 @@ class Check(BaseModel):
 
 def _pulumi() -> Check:
     found = cli_lookup.find_cli()
-    minimum = f"the SDK needs v{cli_lookup.minimum_version()} or newer"
+    minimum = f"the toolkit needs v{cli_lookup.minimum_version()} or newer"
     if found is None:
         return Check(component="Pulumi CLI", ok=False, detail=f"not found (TOOLKIT_PULUMI, PATH, {settings.bin_dir()})",
                      fix="install Pulumi (curl -fsSL https://get.pulumi.com | sh), or "
@@ -61,30 +61,15 @@ def _on_path(name: str, component: str, required: bool) -> Check:
     )
 
 
-def _plugin_users() -> dict[str, tuple[list[str], list[str]]]:
-    """SDK package -> (targets using it, pools of those targets), over every target whose SDK is installed."""
-    from toolkit.infra import get_target_class, target_names
-    from toolkit.pools import PoolRegistry
-
-    pools = PoolRegistry().list()
-    users: dict[str, tuple[list[str], list[str]]] = {}
-    for name in target_names():
-        try:
-            target = get_target_class(name)
-        except ToolkitError:
-            continue  # its extra is not installed: no plugin to look for
-        for package in target.plugin_packages:
-            targets, pool_names = users.setdefault(package, ([], []))
-            targets.append(name)
-            pool_names += [pool.name for pool in pools if pool.type == name]
-    return users
+PluginUsers = Mapping[str, tuple[list[str], list[str]]]
+"""SDK package -> (targets using it, pools of those targets), over every target whose SDK is installed."""
 
 
-def _plugins() -> list[Check]:
+def _plugins(plugin_users: PluginUsers) -> list[Check]:
     """One line per plugin: present or not, and which pools need it (those make it required)."""
     checks = []
     core = core_plugin_packages(docker=True)  # `toolkit toolchain install` gets these in any case
-    for package, (targets, pool_names) in sorted(_plugin_users().items()):
+    for package, (targets, pool_names) in sorted(plugin_users.items()):
         spec = plugins.spec_of(package)
         found = plugins.status(spec)
         required = bool(pool_names) or package in core
@@ -137,18 +122,6 @@ def _backend() -> Check:
     return Check(component="state backend", ok=True, detail=f"{url} (not checked: remote)")
 
 
-def _registry() -> Check:
-    from toolkit.pools import PoolRegistry
-
-    try:
-        registry = PoolRegistry()
-        names = registry.names()
-    except Exception as exc:  # noqa: BLE001 - any fsspec failure is a finding
-        return Check(component="pool registry", ok=False, detail=f"{settings.pools_url()}: {exc}",
-                     fix="check TOOLKIT_POOLS_URL / TOOLKIT_HOME and storage credentials")
-    return Check(component="pool registry", ok=True, detail=f"{registry.url} ({len(names)} pools: {', '.join(names)})")
-
-
 def _policy_sdk() -> Check:
     """Pools' Python policy packs run through the language host's RunPlugin on this interpreter."""
     try:
@@ -161,17 +134,19 @@ def _policy_sdk() -> Check:
                  detail=f"pulumi-policy {version}, started by the Python language host (RunPlugin)")
 
 
-def checks() -> list[Check]:
+def checks(plugin_users: PluginUsers, pool_registry: Check) -> list[Check]:
+    """Every check; what needs the targets and pools (``plugin_users``, ``pool_registry``) comes from the caller."""
     return [
         _pulumi(),
         _mode(),
         _on_path(HOST_NAME, "Python language host", required=True),
         _policy_sdk(),
         _on_path(SHIM_NAME, "dynamic provider shim", required=True),
-        *_plugins(),
+        _on_path(PROVIDER_PLUGIN_NAME, "toolkit provider plugin", required=True),
+        *_plugins(plugin_users),
         *_docker(),
         _backend(),
-        _registry(),
+        pool_registry,
     ]
 
 

@@ -49,7 +49,6 @@ from __future__ import annotations
 import json
 import os
 import queue
-import shlex
 import shutil
 import signal
 import subprocess
@@ -70,14 +69,21 @@ from pulumi.runtime.proto import language_pb2, language_pb2_grpc, plugin_pb2
 from toolkit import settings
 from toolkit.errors import ConfigError
 from toolkit.toolchain.program_exec import EXIT_REPORTED
+from toolkit.toolchain.pulumi_env import HOST_PYTHON_ENV
 
 HOST_NAME = "pulumi-language-python"
 EXEC_SCRIPT = Path(__file__).with_name("program_exec.py")
+PARENT_ENV = "TOOLKIT_LANGUAGE_HOST_PARENT"
+"""The engine's pid as the shim saw it: the host's imports take seconds on a busy machine, and an engine
+that ended meanwhile would otherwise leave the host its new parent's pid to wait on for ever."""
 
 
 def shim_text(python: str) -> str:
-    """The executable the engine starts: this module on the toolkit's interpreter."""
-    return f'#!/bin/sh\nexec {shlex.quote(python)} -u -m toolkit.toolchain.language_host "$@"\n'
+    """The executable the engine starts: this module on the calling toolkit's interpreter, else ``python``."""
+    return (
+        f'#!/bin/sh\n{PARENT_ENV}=$PPID exec "${{{HOST_PYTHON_ENV}:-{python}}}" '
+        '-u -m toolkit.toolchain.language_host "$@"\n'
+    )
 
 
 def install_language_host(bin_dir: Path) -> tuple[Path, bool]:
@@ -313,7 +319,7 @@ def _pump(stream: Any, name: str, chunks: queue.Queue[Any]) -> None:
 
 
 def _stop_when_orphaned(server: grpc.Server, parent: int) -> None:
-    """The engine may die without stopping us; a host nobody can reach must not linger."""
+    """The engine may die without stopping us (even before we started); a host nobody can reach must not linger."""
     while os.getppid() == parent:
         time.sleep(1.0)
     server.stop(grace=None)
@@ -329,7 +335,8 @@ def serve(engine_address: str) -> None:
         signal.signal(number, lambda *_: server.stop(grace=None))
     server.start()
     print(port, flush=True)
-    threading.Thread(target=_stop_when_orphaned, args=(server, os.getppid()), daemon=True).start()
+    parent = int(os.environ.pop(PARENT_ENV, "") or os.getppid())
+    threading.Thread(target=_stop_when_orphaned, args=(server, parent), daemon=True).start()
     server.wait_for_termination()
 
 

@@ -38,6 +38,7 @@ from pydantic import BaseModel
 from toolkit import settings
 from toolkit.errors import ToolchainError
 from toolkit.toolchain import cli_lookup, offline
+from toolkit.toolchain.pulumi_env import pulumi_env
 from toolkit.toolchain.steps import Log, read_stamp, run, write_stamp
 
 ACQUIRE_TIMEOUT = 600
@@ -147,7 +148,7 @@ def acquire(spec: PluginSpec, log: Log) -> None:
     log(f"downloading the {spec.label} plugin: {spec.install_command()}")
     try:
         result = subprocess.run(command, capture_output=True, text=True, timeout=ACQUIRE_TIMEOUT,
-                                env={**os.environ, **settings.pulumi_env()})
+                                env={**os.environ, **pulumi_env()})
         output, failed = (result.stdout + result.stderr).strip(), result.returncode != 0
     except subprocess.TimeoutExpired:
         output, failed = f"no answer within {ACQUIRE_TIMEOUT} s", True
@@ -207,7 +208,7 @@ def _build(spec: PluginSpec, log: Log) -> str:
         write_stamp(stamp, spec.version)
     cli = cli_lookup.usable_cli()
     run([str(cli.path), "plugin", "install", "resource", spec.name, spec.version, "--file", str(binary)],
-        f"pulumi plugin install {spec.name}", env={**os.environ, **settings.pulumi_env()})
+        f"pulumi plugin install {spec.name}", env={**os.environ, **pulumi_env()})
     return outcome
 
 

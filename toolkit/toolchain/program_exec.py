@@ -60,16 +60,9 @@ def _user_traceback(exc: BaseException, program_dir: Path) -> str:
     return "".join(traceback.format_list(frames))
 
 
-def main(argv: list[str]) -> int:
-    # Imported here so `--help` and argument errors need no pulumi install.
-    import pulumi
+def _configure(args: argparse.Namespace) -> None:
+    """The Pulumi runtime as the language host's arguments describe it: the engine, the stack, its config."""
     import pulumi.runtime
-
-    signal.signal(signal.SIGINT, signal.SIG_DFL)  # the engine reports why it stopped the run
-    args = _parse(argv)
-    program = Path(args.program).absolute()
-    entry = _entry(program)
-    program_dir = entry.parent.resolve()
 
     pulumi.runtime.set_all_config(pulumi.runtime.get_config_env(), pulumi.runtime.get_config_secret_keys_env())
     pulumi.runtime.configure(
@@ -84,6 +77,20 @@ def main(argv: list[str]) -> int:
             root_directory=args.root_directory or None,
         )
     )
+
+
+def main(argv: list[str]) -> int:
+    # Imported here so `--help` and argument errors need no pulumi install.
+    import pulumi
+    import pulumi.runtime
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # the engine reports why it stopped the run
+    args = _parse(argv)
+    program = Path(args.program).absolute()
+    entry = _entry(program)
+    program_dir = entry.parent.resolve()
+
+    _configure(args)
     if not entry.is_file():
         expected = "a __main__.py in it" if program.is_dir() else "that file"
         pulumi.log.error(

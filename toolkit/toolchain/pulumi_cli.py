@@ -8,6 +8,10 @@ non-local replace directives, then ``go build`` the command from it with the
 version stamped at link time (the Automation API refuses an unversioned CLI).
 Two dependencies are vendored with their start-up work deferred to first use
 (``lazy_init.py``): it cost every CLI process 0.15 s of CPU.
+
+This module imports only the standard library (and the toolkit's stdlib-only
+modules), so ``python -m toolkit.toolchain.pulumi_cli pyproject.toml`` can
+start the build before the toolkit's virtualenv exists (``main``).
 """
 
 from __future__ import annotations
@@ -15,12 +19,15 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import sys
+import tomllib
 from importlib.metadata import version as package_version
 from pathlib import Path
 
+from toolkit import settings
 from toolkit.errors import ToolchainError
-from toolkit.toolchain.lazy_init import vendor_patched_modules
-from toolkit.toolchain.steps import Log, run
+from toolkit.toolchain.lazy_init import RECIPE, vendor_patched_modules
+from toolkit.toolchain.steps import Log, run, write_stamp
 
 PKG = "github.com/pulumi/pulumi/pkg/v3"
 SDK = "github.com/pulumi/pulumi/sdk/v3"
@@ -113,3 +120,43 @@ def build_pulumi_cli(version: str, work_dir: Path, out: Path, log: Log) -> Path:
     if reported != tag:
         raise ToolchainError(f"the built Pulumi CLI reports {reported!r}, expected {tag!r}")
     return out
+
+
+def build_into_cache(version: str, log: Log) -> Path:
+    """Build v``version`` as the toolkit's own CLI: ``settings.bin_dir()/pulumi`` with its recipe stamp."""
+    target = settings.bin_dir() / "pulumi"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    build_pulumi_cli(version, settings.cache_dir() / "build" / "pulumi-cli", target, log)
+    write_stamp(target.with_name("pulumi.recipe"), RECIPE)
+    return target
+
+
+def pinned_version(pyproject: Path) -> str:
+    """The ``pulumi==X`` pin of a checkout's pyproject.toml (the version its virtualenv will have)."""
+    dependencies = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
+    pins = [spec.split("==", 1)[1].strip() for spec in dependencies if re.match(r"pulumi\s*==", spec)]
+    if not pins:
+        raise ToolchainError(f"{pyproject} pins no pulumi version (pulumi==X)")
+    return pins[0]
+
+
+def main(argv: list[str]) -> int:
+    """``python -m toolkit.toolchain.pulumi_cli PYPROJECT``: scripts/setup's head start on a machine with no
+    Pulumi CLI at all, beside the virtualenv's install. Builds the version PYPROJECT pins only when no CLI is
+    found anywhere; every other case (a CLI to check, an older build of the toolkit's) is left to
+    ``toolkit toolchain install``, which runs next and finds this build."""
+    if settings.pulumi_binary() is not None:
+        return 0
+    version = pinned_version(Path(argv[0]))
+    print(f"no Pulumi CLI found: building v{version} from the Go module proxy", flush=True)
+    try:
+        built = build_into_cache(version, lambda line: print(line, flush=True))
+    except ToolchainError as exc:
+        print(f"could not build the Pulumi CLI: {exc}", file=sys.stderr)
+        return 1
+    print(f"built {built}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -29,16 +29,20 @@ from importlib.metadata import PackageNotFoundError, requires
 from importlib.metadata import version as package_version
 from pathlib import Path
 
-import toolkit
 from toolkit import settings
+from toolkit._version import __version__
 from toolkit.errors import ToolchainError
 from toolkit.toolchain.steps import Log, run
 
 BASE_IMAGE = "toolkit-base:bookworm"
+BASE_TARBALL = "bookworm-minbase.tar"
 HASH_LABEL = "toolkit.content-hash"
 RUNNER_UID = 1000
 JOB_DEPENDENCIES = ("cloudpickle", "fsspec")
-JOB_MODULES = ("__init__.py", "_version.py", "runner.py", "bundles.py", "errors.py", "gcp_secret_env.py")
+JOB_MODULES = (
+    "__init__.py", "_version.py", "runner.py", "job_storage.py", "storage_urls.py", "bundles.py", "errors.py",
+    "gcp_secret_env.py",
+)
 """The toolkit modules a job imports (tests/test_public_api.py checks the runner needs no others)."""
 STORAGE_DRIVERS = {"s3": "s3fs", "gs": "gcsfs", "az": "adlfs"}
 """Storage scheme -> the fsspec driver a runner image variant adds (tag suffix: the scheme)."""
@@ -134,9 +138,9 @@ def stage_toolkit_project(into: Path) -> Path:
     a user's install from a wheel has no source tree (and ``toolkit`` on a
     package index is not this project).
     """
-    package = Path(toolkit.__file__).resolve().parent
+    package = Path(__file__).resolve().parents[1]
     shutil.copytree(package, into / "toolkit", ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "go"))
-    (into / "pyproject.toml").write_text(STAGED_PYPROJECT.format(version=toolkit.__version__))
+    (into / "pyproject.toml").write_text(STAGED_PYPROJECT.format(version=__version__))
     return into
 
 
@@ -149,7 +153,7 @@ def content_hash(storage: str | None = None) -> str:
     digest = hashlib.sha256(DOCKERFILE.encode())
     for pin in _driver_pins(storage):
         digest.update(pin.encode())
-    package = Path(toolkit.__file__).resolve().parent
+    package = Path(__file__).resolve().parents[1]
     for name in JOB_MODULES:
         digest.update(name.encode())
         digest.update((package / name).read_bytes())
@@ -177,11 +181,16 @@ def runner_image_status() -> tuple[str, bool]:
     return image, _image_label(image) == content_hash()
 
 
+def base_image_cached(cache: Path) -> bool:
+    """Whether the base image's root filesystem is cached (no debootstrap needed); asks no engine."""
+    return (cache / BASE_TARBALL).exists()
+
+
 def ensure_base_image(cache: Path, log: Log) -> str:
     """Import the Debian base image, running debootstrap only when no cached tarball exists."""
     if image_exists(BASE_IMAGE):
         return "present"
-    tarball = cache / "bookworm-minbase.tar"
+    tarball = cache / BASE_TARBALL
     outcome = "imported cached root filesystem"
     if not tarball.exists():
         if shutil.which("debootstrap") is None:

@@ -1,10 +1,15 @@
-"""The ``pulumi-resource-pulumi-python`` shim that Python dynamic providers need.
+"""The plugin executables the engine looks up on PATH: ``pulumi-resource-pulumi-python`` and ``pulumi-resource-toolkit``.
 
 The engine starts dynamic providers as a plugin named ``pulumi-python``; the
 Python SDK ships the provider (``python -m pulumi.dynamic``) but not the
 executable the engine looks for on PATH. It runs the interpreter named by
 ``PULUMI_PYTHON_CMD`` (set by the toolkit to its own interpreter), on the
 toolkit's lean entry point when that interpreter has it.
+
+``pulumi-resource-toolkit`` serves the toolkit's own resources (run storage, a
+map's items, a local job process: ``toolkit/providers/server.py``) when no
+resident provider is attached, e.g. for ``toolkit gc`` of a stack whose client
+is gone. It runs the toolkit's interpreter, named when it was installed.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import compileall
 import importlib.util
 import os
+import sys
 from pathlib import Path
 
 SHIM_NAME = "pulumi-resource-pulumi-python"
@@ -29,15 +35,32 @@ SHIM_TEXT = f'#!/bin/sh\nexec "${{PULUMI_PYTHON_CMD:-python3}}" -u -c "{_LAUNCH}
 (``python -m pulumi.dynamic``) in an interpreter without the toolkit."""
 
 
-def install_shim(bin_dir: Path) -> tuple[Path, bool]:
-    """Write the shim into ``bin_dir``; returns ``(path, changed)``."""
-    path = bin_dir / SHIM_NAME
-    if path.exists() and path.read_text() == SHIM_TEXT and os.access(path, os.X_OK):
+PROVIDER_PLUGIN_NAME = "pulumi-resource-toolkit"
+
+
+def provider_plugin_text(python: str = sys.executable) -> str:
+    """The ``toolkit`` provider plugin: the provider's server in the toolkit's interpreter ``python``."""
+    launch = "from toolkit.providers.server import main; main()"
+    return f'#!/bin/sh\nexec "${{PULUMI_PYTHON_CMD:-{python}}}" -u -c "{launch}" "$@"\n'
+
+
+def _install(path: Path, text: str) -> tuple[Path, bool]:
+    if path.exists() and path.read_text() == text and os.access(path, os.X_OK):
         return path, False
-    bin_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(SHIM_TEXT)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
     path.chmod(0o755)
     return path, True
+
+
+def install_shim(bin_dir: Path) -> tuple[Path, bool]:
+    """Write the dynamic-provider shim into ``bin_dir``; returns ``(path, changed)``."""
+    return _install(bin_dir / SHIM_NAME, SHIM_TEXT)
+
+
+def install_provider_plugin(bin_dir: Path) -> tuple[Path, bool]:
+    """Write ``pulumi-resource-toolkit`` into ``bin_dir``; returns ``(path, changed)``."""
+    return _install(bin_dir / PROVIDER_PLUGIN_NAME, provider_plugin_text())
 
 
 PLUGIN_PACKAGES = ("toolkit.toolchain", "toolkit.providers", "pulumi.dynamic")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pulumi
 
 from toolkit import WorkPoolResource
-from toolkit.pools import StorageConfig
-from toolkit.pools_as_code import template_with_defaults
+from toolkit.pools.as_code import template_with_defaults
+from toolkit.pools.registry import StorageConfig
 
 
 def declare(config: pulumi.Config) -> list[WorkPoolResource]:

@@ -1,0 +1,42 @@
+"""``toolkit gc``: destroy leaked run stacks and prune what the backends keep."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from toolkit.cli.output import JsonOption, duration, err, out, print_json
+
+
+def gc_command(
+    older_than: Annotated[str | None, typer.Option(help="Only stacks older than this (30m, 1h, 2d).")] = None,
+    history_older_than: Annotated[str, typer.Option(help="Drop audit-trail entries of runs that finished longer ago.")] = "30d",
+    dry_run: Annotated[bool, typer.Option(help="List what would be destroyed, destroy nothing.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Destroy leaked run stacks (owner gone or TTL passed); live owners' stacks are never touched.
+
+    Also prunes the audit trail (runs ls --all) and dead runs' slot markers in each backend.
+    """
+    from dataclasses import asdict
+
+    from toolkit import gc
+
+    leaks = gc.collect(duration(older_than) if older_than else None, dry_run=dry_run)
+    pruned = [] if dry_run else gc.prune_records(duration(history_older_than))
+    if as_json:
+        print_json([asdict(leak) for leak in leaks])
+    elif not leaks:
+        err.print("no leaked run stacks")
+    for entry in pruned if not as_json else []:
+        if entry.error:
+            err.print(f"could not prune {entry.backend_url}: {entry.error}", markup=False)
+        elif entry.history_entries or entry.slot_markers:
+            err.print(f"pruned {entry.history_entries} audit entries and {entry.slot_markers} slot markers "
+                      f"in {entry.backend_url}", markup=False)
+    for leak in leaks if not as_json else []:
+        verb = "would destroy" if dry_run else ("destroyed" if leak.destroyed else f"FAILED ({leak.error})")
+        out.print(f"{verb} {leak.stack} in {leak.backend_url}: {leak.reason}", markup=False)
+    if any(leak.error for leak in leaks):
+        raise typer.Exit(1)

@@ -1,0 +1,360 @@
+"""The dashboard's web app (Starlette): pages, the JSON API behind them, log streams and actions.
+
+Pages are rendered on the server with Jinja2 (autoescaped: function names,
+log lines and exception texts are user data) and kept live by htmx, which
+refetches a fragment every few seconds; a run's log follows through
+server-sent events. Every page has its JSON twin under ``/api``. Actions
+(cancel a run, gc a leaked stack, prune an environment) are a confirmation page
+and a POST that carries the CSRF token; each is written to the backend's audit
+trail. A read-only dashboard has neither.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import datetime
+import json
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import jinja2
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+
+from toolkit.ui import adapter, details, security
+from toolkit.ui.catalog import CLIENT_DIED, Catalog, RunRow
+
+FOLLOW_SECONDS = 0.2
+"""How often a log stream looks for new lines."""
+
+
+@dataclass
+class Settings:
+    backends: list[str]
+    read_only: bool = False
+    token: str | None = None
+    """Required from every request when set (a non-loopback bind)."""
+    refresh_seconds: float = 1.0
+
+
+class _Cached:
+    """A slow listing (leaks, environments) computed at most every ``seconds``, off the event loop."""
+
+    def __init__(self, compute: Callable[[], Any], seconds: float) -> None:
+        self.compute, self.seconds = compute, seconds
+        self.value: Any = None
+        self.at = 0.0
+        self.error: str | None = None
+        self._lock = threading.Lock()
+
+    def get(self, fresh: bool = False) -> Any:
+        with self._lock:
+            if fresh or time.monotonic() - self.at > self.seconds:
+                try:
+                    self.value, self.error = self.compute(), None
+                except Exception as exc:  # noqa: BLE001 - shown on the page
+                    self.error = f"{type(exc).__name__}: {exc}"
+                self.at = time.monotonic()
+            return self.value
+
+
+def _when(moment: float | None) -> str:
+    return datetime.datetime.fromtimestamp(moment).strftime("%Y-%m-%d %H:%M:%S") if moment else "-"
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value < 60:
+        return f"{value:.1f}s"
+    if value < 3600:
+        return f"{int(value // 60)}m{int(value % 60):02d}s"
+    return f"{int(value // 3600)}h{int(value % 3600 // 60):02d}m"
+
+
+def _size(value: int | None) -> str:
+    if value is None:
+        return "-"
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value = value / 1024  # type: ignore[assignment]
+    return "-"
+
+
+def _pretty(value: Any) -> str:
+    return json.dumps(value, indent=2, sort_keys=True, default=str)
+
+
+def _row_document(row: RunRow, now: float) -> dict[str, Any]:
+    document = dataclasses.asdict(row)
+    document["duration"] = row.duration(now)
+    return document
+
+
+def create_app(settings: Settings, catalog: Catalog | None = None) -> Starlette:
+    """The dashboard over ``settings.backends``; ``catalog``: one already loaded (else made and started here)."""
+    catalog = catalog or Catalog(settings.backends, settings.refresh_seconds)
+    csrf = security.new_secret()
+    files = resources.files("toolkit.ui")
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(files / "templates")), autoescape=True, trim_blocks=True, lstrip_blocks=True
+    )
+    environment.filters.update(when=_when, seconds=_seconds, size=_size, pretty=_pretty)
+    environment.globals.update(read_only=settings.read_only, csrf=csrf, backends=settings.backends,
+                               client_died=CLIENT_DIED)
+    templates = Jinja2Templates(env=environment)
+    leaks = _Cached(lambda: adapter.leaks(settings.backends), 3.0)
+    envs = _Cached(lambda: [info for url in settings.backends for info in adapter.environment_list(url)], 15.0)
+
+    def page(request: Request, name: str, **context: Any) -> Response:
+        context.setdefault("errors", catalog.errors)
+        return templates.TemplateResponse(request, name, {"now": time.time(), **context})
+
+    def wants_json(request: Request) -> bool:
+        return request.url.path.startswith("/api/")
+
+    # -- runs ----------------------------------------------------------------------------------
+
+    def _filters(request: Request) -> dict[str, Any]:
+        query = request.query_params
+        try:
+            number = int(query.get("page", "1"))
+        except ValueError:
+            number = 1
+        return {"pool": query.get("pool", ""), "state": query.get("state", ""),
+                "function": query.get("function", ""), "number": number}
+
+    def runs(request: Request) -> Response:
+        filters = _filters(request)
+        listing = catalog.page(**filters)
+        if wants_json(request):
+            now = time.time()
+            return JSONResponse({"total": listing.total, "page": listing.number, "pages": listing.pages,
+                                 "runs": [_row_document(row, now) for row in listing.rows]})
+        name = "_runs_table.html" if request.url.path == "/runs/rows" else "runs.html"
+        return page(request, name, listing=listing, filters=filters, query=request.url.query)
+
+    def run(request: Request) -> Response:
+        run_id = request.path_params["run_id"]
+        detail = details.run_detail(catalog, run_id)
+        if detail is None:
+            raise HTTPException(404, f"no run {run_id!r} in the watched backends or this machine's records")
+        if wants_json(request):
+            return JSONResponse(_detail_document(detail))
+        if request.url.path.endswith("/live"):
+            return page(request, "_run_live.html", d=detail)
+        text, size, cut = details.log_tail(run_id) if detail.row.local else ("", 0, False)
+        return page(request, "run.html", d=detail, log=text, log_size=size, log_cut=cut)
+
+    def logs_download(request: Request) -> Response:
+        run_id = request.path_params["run_id"]
+        row = catalog.known(run_id)
+        if row is None or not row.local:
+            raise HTTPException(404, f"no logs of run {run_id!r} on this machine")
+        text, _ = details.log_since(run_id, 0)
+        return PlainTextResponse(text, headers={"content-disposition": f'attachment; filename="{run_id}.log"'})
+
+    async def logs_follow(request: Request) -> Response:
+        """Server-sent events: each new piece of the log as one JSON string, until the run is torn down."""
+        run_id = request.path_params["run_id"]
+        row = await run_in_threadpool(catalog.known, run_id)
+        if row is None or not row.local:
+            raise HTTPException(404, f"no logs of run {run_id!r} on this machine")
+        try:
+            offset = max(0, int(request.query_params.get("offset", "0")))
+        except ValueError:
+            offset = 0
+
+        async def events() -> AsyncIterator[str]:
+            nonlocal offset
+            quiet = 0.0
+            while not await request.is_disconnected():
+                text, offset = details.log_since(run_id, offset)
+                if text:
+                    yield f"data: {json.dumps(text)}\n\n"
+                    quiet = 0.0
+                current = catalog.row(run_id)
+                if current is not None and not current.active and not current.stack_live and not text:
+                    yield "event: end\ndata: \"\"\n\n"
+                    return
+                quiet += FOLLOW_SECONDS
+                if quiet >= 15:
+                    yield ": keep-alive\n\n"
+                    quiet = 0.0
+                await asyncio.sleep(FOLLOW_SECONDS)
+
+        return StreamingResponse(events(), media_type="text/event-stream", headers={"x-accel-buffering": "no"})
+
+    # -- pools, leaks, environments ---------------------------------------------------------------
+
+    def pools(request: Request) -> Response:
+        found = adapter.pools()
+        if wants_json(request):
+            return JSONResponse([json.loads(pool.to_document()) for pool in found])
+        return page(request, "pools.html", pools=found, rows=catalog.rows())
+
+    def pool(request: Request) -> Response:
+        name = request.path_params["name"]
+        try:
+            found = adapter.pool(name)
+        except adapter.ToolkitError as exc:
+            raise HTTPException(404, str(exc)) from None
+        recent = [row for row in catalog.rows() if row.pool == name]
+        refused = [row for row in recent if row.state == "rejected"]
+        verdicts = {row.run_id: (adapter.read_record(row.run_id) or None) for row in refused[:20] if row.local}
+        slots = adapter.slots_in_use(found)
+        changes = adapter.pool_changes(name)
+        if wants_json(request):
+            now = time.time()
+            return JSONResponse({"pool": json.loads(found.to_document()), "slots_in_use": slots,
+                                 "recent_runs": [_row_document(row, now) for row in recent[:50]],
+                                 "refused": [_row_document(row, now) for row in refused[:50]],
+                                 "changes": [change.model_dump() for change in changes]})
+        variables = found.base_job_template.get("variables", {})
+        return page(request, "pool.html", pool=found, schema=variables, slots=slots, recent=recent[:25],
+                    refused=refused[:20], verdicts=verdicts, changes=changes)
+
+    def leak_list(request: Request) -> Response:
+        found = leaks.get() or []
+        if wants_json(request):
+            return JSONResponse({"leaks": [dataclasses.asdict(leak) for leak in found], "error": leaks.error})
+        return page(request, "leaks.html", leaks=found, error=leaks.error, stacks=catalog.stacks())
+
+    def environment_list(request: Request) -> Response:
+        found = envs.get() or []
+        used_by = catalog.environment_pools()
+        if wants_json(request):
+            return JSONResponse({"environments": [
+                {**info.model_dump(), "pools": sorted(used_by.get(info.reference or "", set()))} for info in found
+            ], "error": envs.error})
+        return page(request, "environments.html", environments=found, used_by=used_by, error=envs.error)
+
+    # -- actions ----------------------------------------------------------------------------------
+
+    def confirm(request: Request) -> Response:
+        action = request.path_params["action"]
+        subject = request.query_params.get("subject", "")
+        if action not in ACTIONS:
+            raise HTTPException(404, f"no action {action!r}")
+        return page(request, "confirm.html", action=action, subject=subject, what=ACTIONS[action])
+
+    async def act(request: Request) -> Response:
+        action = request.path_params["action"]
+        if action not in ACTIONS:
+            raise HTTPException(404, f"no action {action!r}")
+        form = await request.form()
+        headers = {key.lower(): value for key, value in request.headers.items()}
+        refusal = security.check_action(headers, str(form.get("csrf") or ""), csrf)
+        if refusal:
+            return PlainTextResponse(refusal, status_code=403)
+        subject = str(form.get("subject") or "")
+        outcome, backend, back = await run_in_threadpool(_perform, action, subject)
+        await run_in_threadpool(adapter.record_action, backend, action, subject, outcome)
+        if action == "gc":
+            await run_in_threadpool(leaks.get, True)
+        if action == "prune":
+            await run_in_threadpool(envs.get, True)
+        await run_in_threadpool(catalog.refresh)
+        if outcome.startswith("failed"):
+            return page(request, "confirm.html", action=action, subject=subject, what=ACTIONS[action], failure=outcome)
+        return RedirectResponse(back, status_code=303)
+
+    def _perform(action: str, subject: str) -> tuple[str, str, str]:
+        """Carry out one action: ``(outcome, backend to audit it in, page to go back to)``."""
+        try:
+            if action == "cancel":
+                row = catalog.row(subject)
+                if row is None:
+                    raise adapter.ToolkitError(f"no run {subject!r}")
+                return adapter.cancel(subject, catalog.stack(subject)), row.backend_url, f"/runs/{subject}"
+            if action == "gc":
+                stack = next((item for item in catalog.stacks() if item.name == subject), None)
+                if stack is None:
+                    raise adapter.ToolkitError(f"no run stack {subject!r} in the watched backends")
+                adapter.collect(stack)
+                return "done", stack.backend_url, "/leaks"
+            left = adapter.prune_environment(subject, settings.backends[0])
+            return ("done" + (f" ({left})" if left else "")), settings.backends[0], "/environments"
+        except Exception as exc:  # noqa: BLE001 - reported on the page and in the audit trail
+            backend = settings.backends[0]
+            return f"failed: {type(exc).__name__}: {exc}", backend, "/"
+
+    def not_found(request: Request, exc: Exception) -> Response:
+        detail = getattr(exc, "detail", str(exc))
+        status = getattr(exc, "status_code", 500)
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"error": detail}, status_code=status)
+        return templates.TemplateResponse(request, "error.html", {"message": detail, "now": time.time(),
+                                                                  "errors": {}}, status_code=status)
+
+    routes = [
+        Route("/", lambda request: RedirectResponse("/runs", status_code=303)),
+        Route("/runs", runs),
+        Route("/runs/rows", runs),
+        Route("/api/runs", runs),
+        Route("/runs/{run_id}", run),
+        Route("/runs/{run_id}/live", run),
+        Route("/api/runs/{run_id}", run),
+        Route("/runs/{run_id}/logs", logs_download),
+        Route("/runs/{run_id}/logs/follow", logs_follow),
+        Route("/pools", pools),
+        Route("/api/pools", pools),
+        Route("/pools/{name}", pool),
+        Route("/api/pools/{name}", pool),
+        Route("/leaks", leak_list),
+        Route("/api/leaks", leak_list),
+        Route("/environments", environment_list),
+        Route("/api/environments", environment_list),
+        Mount("/static", StaticFiles(directory=str(files / "static")), name="static"),
+    ]
+    if not settings.read_only:
+        routes += [Route("/act/{action}", confirm, methods=["GET"]), Route("/act/{action}", act, methods=["POST"])]
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        await run_in_threadpool(catalog.start)
+        try:
+            yield
+        finally:
+            catalog.stop()
+
+    app = Starlette(routes=routes, exception_handlers={HTTPException: not_found}, lifespan=lifespan)
+    app.state.catalog = catalog
+    app.state.csrf = csrf
+    app.add_middleware(security.Guard, token=settings.token)
+    return app
+
+
+ACTIONS = {
+    "cancel": "Cancel run {subject}: stop its job and destroy its stack.",
+    "gc": "Destroy the leaked stack {subject} and everything in it, as `toolkit gc` would.",
+    "prune": "Destroy the environment stack {subject}, its image (the pushed one too) or virtualenv.",
+}
+
+
+def _detail_document(detail: details.RunDetail) -> dict[str, Any]:
+    now = time.time()
+    return {
+        "run": _row_document(detail.row, now),
+        "phases": [{"phase": phase, "began": began, "seconds": seconds} for phase, began, seconds in detail.phases],
+        "resources": [{"urn": urn, "type": type_, "parent": parent, "status": status}
+                      for urn, type_, parent, status in detail.resources],
+        "variables": [layer.model_dump() for layer in detail.variables],
+        "policy": detail.policy,
+        "error": detail.row.error,
+        "traceback": detail.record.traceback if detail.record else None,
+        "leak": detail.row.leak,
+        "items": [dataclasses.asdict(item) for item in detail.items],
+    }
