@@ -170,7 +170,7 @@ LOCAL_PROCESS_PACK = """
 from pulumi_policy import EnforcementLevel, PolicyPack, ResourceValidationPolicy
 
 def no_long_jobs(args, report_violation):
-    if args.resource_type.endswith("toolkit:LocalProcess") and "SLOW" in dict(args.props.get("env") or {}):
+    if args.resource_type == "toolkit:index:LocalProcess" and "SLOW" in dict(args.props.get("env") or {}):
         report_violation("SLOW jobs are not allowed on this pool.")
 
 PolicyPack(name="team-guardrails", enforcement_level=EnforcementLevel.MANDATORY, policies=[

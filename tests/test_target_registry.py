@@ -112,7 +112,7 @@ def test_a_registered_target_previews_and_runs_for_real(minimal_registered: None
         plan = bound.preview(21)
         assert ("create", LOCAL_PROCESS, "job") in {(c.op, c.type, c.name) for c in plan.changes}
         assert bound(21) == 42
-        assert toolkit.prefect.minimal(work_pool="minimal-pool")(double)(5).result() == 10
+        assert toolkit.prefect.minimal(work_pool="minimal-pool")(double)(5) == 10
     finally:
         wait_for_teardowns()
         pools.delete("minimal-pool")

@@ -136,6 +136,18 @@ def _delete_item_pod(kube: tuple, namespace: str, run_id: str, index: int) -> st
     raise AssertionError(f"item {index}'s pod never ran")
 
 
+def _settled_item_pods(kube: tuple, namespace: str, run_id: str, index: int) -> dict:
+    """Item ``index``'s pods by name, once none is still running: a pod writes its result before it exits,
+    so the map may have every result while the kubelet still reports the last pod as Running."""
+    selector = f"toolkit-run={run_id},batch.kubernetes.io/job-completion-index={index}"
+    deadline = time.monotonic() + RUN_SECONDS
+    while True:
+        pods = {pod.metadata.name: pod for pod in kube[0].list_namespaced_pod(namespace, label_selector=selector).items}
+        if all(pod.status.phase not in ("Pending", "Running") for pod in pods.values()) or time.monotonic() > deadline:
+            return pods
+        time.sleep(0.5)
+
+
 @pytest.mark.parametrize("retries", [0, 1])
 def test_a_deleted_pod_fails_only_its_item_or_is_retried_per_index(map_pool, kube, namespace, retries):
     bound = kubernetes(pool=map_pool, retries=retries)(slow_third)
@@ -143,9 +155,8 @@ def test_a_deleted_pod_fails_only_its_item_or_is_retried_per_index(map_pool, kub
     try:
         deleted = _delete_item_pod(kube, namespace, future.run_id, 3)
         results = list(future)
+        pods = _settled_item_pods(kube, namespace, future.run_id, 3)
         job = _the_job(kube, namespace, future.run_id)
-        pods = {pod.metadata.name: pod for pod in kube[0].list_namespaced_pod(
-            namespace, label_selector=f"toolkit-run={future.run_id},batch.kubernetes.io/job-completion-index=3").items}
     finally:
         future.cancel(timeout=180)
     assert results[:3] + results[4:] == [0, 1, 2, 4, 5]
