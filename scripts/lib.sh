@@ -13,10 +13,10 @@ ensure_venv() {
   if [ -x "$VENV/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$wanted" ]; then
     return
   fi
-  log "Python environment: $VENV (toolkit[all,test]; about two minutes the first time)"
+  log "Python environment: $VENV (toolkit[all,test,docs]; about two minutes the first time)"
   [ -x "$VENV/bin/python" ] || "$PYTHON_BIN" -m venv "$VENV"
   "$VENV/bin/python" -m pip install --quiet --upgrade pip
-  "$VENV/bin/python" -m pip install --quiet -e "$ROOT[all,test]"
+  "$VENV/bin/python" -m pip install --quiet -e "$ROOT[all,test,docs]"
   echo "$wanted" > "$stamp"
 }
 
