@@ -64,10 +64,10 @@ def test_the_automatic_closure_pins_installed_dependencies():
 def test_a_dependency_only_the_jobs_platform_needs_is_asked_for_by_its_specifier():
     """pip evaluates markers for its own interpreter, not the job's, so the closure names what the job adds."""
     windows = {**LINUX, "sys_platform": "win32", "platform_system": "Windows", "os_name": "nt"}
-    closure = {i.name: i for i in requirements.installed_closure({"pytest": {"pytest"}}, windows)}
-    # pytest needs colorama on Windows only (colorama>=0.4; sys_platform == "win32"); not installed on this Linux.
-    assert closure["colorama"].requirement == "colorama>=0.4"
-    assert closure["colorama"].origin == "dependency of pytest (for the job's platform; not installed here)"
-    assert closure["pytest"].requirement.startswith("pytest==")
-    linux = {i.name for i in requirements.installed_closure({"pytest": {"pytest"}}, LINUX)}
-    assert "colorama" not in linux
+    closure = {i.name: i for i in requirements.installed_closure({"docker": {"docker"}}, windows)}
+    # docker needs pywin32 on Windows only (pywin32>=304; sys_platform == "win32"); not installed on this Linux.
+    assert closure["pywin32"].requirement == "pywin32>=304"
+    assert closure["pywin32"].origin == "dependency of docker (for the job's platform; not installed here)"
+    assert closure["docker"].requirement.startswith("docker==")
+    linux = {i.name for i in requirements.installed_closure({"docker": {"docker"}}, LINUX)}
+    assert "pywin32" not in linux
