@@ -25,17 +25,9 @@ from pulumi import automation as auto
 
 from toolkit import diy_backend, settings
 from toolkit.providers import resident
+from toolkit.providers.local_process import start_time
 from toolkit.toolchain import cli_lookup
 from toolkit.toolchain.pulumi_env import pulumi_env
-
-
-def process_start_time(pid: int) -> str:
-    """Start time of ``pid`` in clock ticks since boot ('' if unknown): tells a reused pid apart."""
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return ""
 
 
 def current_user() -> str:
@@ -47,7 +39,7 @@ def current_user() -> str:
 
 
 def owner_tag(pid: int) -> str:
-    return f"{socket.gethostname()}:{pid}:{process_start_time(pid)}"
+    return f"{socket.gethostname()}:{pid}:{start_time(pid)}"
 
 
 def owner_alive(owner: str) -> bool | None:
@@ -63,7 +55,7 @@ def owner_alive(owner: str) -> bool | None:
         return False
     except PermissionError:
         pass
-    return process_start_time(pid) == started
+    return start_time(pid) == started
 
 
 @functools.cache
@@ -154,7 +146,7 @@ def break_stale_lock(stack: str, backend_url: str, project: str = settings.RUN_P
             lock = json.loads(fs.cat_file(path))
         except (OSError, ValueError):
             continue
-        owner = f"{lock.get('hostname')}:{lock.get('pid')}:{process_start_time(int(lock.get('pid', 0)))}"
+        owner = f"{lock.get('hostname')}:{lock.get('pid')}:{start_time(int(lock.get('pid', 0)))}"
         if lock.get("hostname") == socket.gethostname() and owner_alive(owner) is not True:
             fs.rm(path)
             removed.append(path)

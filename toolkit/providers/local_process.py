@@ -14,6 +14,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,19 +36,18 @@ def process_env(extra: dict[str, str]) -> dict[str, str]:
 
 def exists(pid: int) -> bool:
     """True until ``pid`` is reaped (a zombie still exists)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return _answers_signal_zero(os.kill, pid)
 
 
 def group_exists(pgid: int) -> bool:
     """True while any process of group ``pgid`` exists (a zombie not yet reaped included)."""
+    return _answers_signal_zero(os.killpg, pgid)
+
+
+def _answers_signal_zero(send: Callable[[int, int], None], target: int) -> bool:
+    """Whether ``send(target, 0)`` finds its target: one owned by another user refuses it, but exists."""
     try:
-        os.killpg(pgid, 0)
+        send(target, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
