@@ -104,29 +104,28 @@ def docker_memory(value: Any, _given: Mapping[str, Any]) -> Any:
 
 
 _ECS_CPU = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(vcpus?)?\s*$", re.I)
-_ECS_MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(gb|gib|mb|mib)?\s*$", re.I)
+_ECS_MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:(gb|gib)|mb|mib)?\s*$", re.I)
 
 
 def ecs_cpu_units(value: Any, _given: Mapping[str, Any]) -> Any:
     """ECS CPU units (1024 = one vCPU), also as ECS writes them: ``'1024'`` or ``'1 vCPU'``."""
-    if isinstance(value, str):
-        match = _ECS_CPU.match(value)
-        if not match:
-            raise ConfigError(f"ECS cpu {value!r} is not CPU units (1024) or vCPUs ('1 vCPU')")
-        amount = float(match.group(1))
-        return round(amount * 1024) if match.group(2) else round(amount)
-    return value
+    return _ecs_amount(value, _ECS_CPU, "ECS cpu {!r} is not CPU units (1024) or vCPUs ('1 vCPU')")
 
 
 def ecs_memory_mib(value: Any, _given: Mapping[str, Any]) -> Any:
     """ECS memory in MiB, also as ECS writes it: ``'2048'`` or ``'2 GB'``."""
-    if isinstance(value, str):
-        match = _ECS_MEMORY.match(value)
-        if not match:
-            raise ConfigError(f"ECS memory {value!r} is not MiB (2048) or GB ('2 GB')")
-        amount = float(match.group(1))
-        return round(amount * 1024) if (match.group(2) or "").lower() in ("gb", "gib") else round(amount)
-    return value
+    return _ecs_amount(value, _ECS_MEMORY, "ECS memory {!r} is not MiB (2048) or GB ('2 GB')")
+
+
+def _ecs_amount(value: Any, pattern: re.Pattern[str], refusal: str) -> Any:
+    """A string in ECS's unit, or in the unit 1024 times larger when ``pattern``'s second group names it."""
+    if not isinstance(value, str):
+        return value
+    match = pattern.match(value)
+    if not match:
+        raise ConfigError(refusal.format(value))
+    amount = float(match.group(1))
+    return round(amount * 1024) if match.group(2) else round(amount)
 
 
 _CLOUD_RUN_UNITS = ("G", "Gi", "M", "Mi")
