@@ -8,7 +8,7 @@ layers below it (``import-linter`` holds this in the test suite, its contracts
 are in ``pyproject.toml``):
 
 1. settings, errors and the wire layout (``settings``, ``errors``, ``bundles``,
-   ``storage_urls``, ``secretvalues``);
+   ``storage_urls``, ``secretvalues``, ``nested``);
 2. the infra contract (``infra``: what a target is, the run's models);
 3. targets, bundles' users, templating, environments, toolchain, pools, policy
    packs, the Pulumi workspace and the records beside them;

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from toolkit.nested import any_leaf
+
 
 class Secret:
     """A string that is masked everywhere except inside the job's environment."""
@@ -66,13 +68,7 @@ def mask(value: Any) -> Any:
 
 def contains_secret(value: Any) -> bool:
     """Whether ``value`` holds a ``Secret`` anywhere inside."""
-    if isinstance(value, Secret):
-        return True
-    if isinstance(value, dict):
-        return any(contains_secret(item) for item in value.values())
-    if isinstance(value, list):
-        return any(contains_secret(item) for item in value)
-    return False
+    return any_leaf(value, lambda item: isinstance(item, Secret))
 
 
 def mask_as(value: Any, effective: Any) -> Any:

@@ -47,6 +47,7 @@ from pulumi.runtime.rpc import UNKNOWN
 
 from toolkit import settings
 from toolkit.errors import ConfigError
+from toolkit.nested import any_leaf
 from toolkit.policy_packs import PUBLISHED, PUBLISHED_DIR, check_pack_directory
 from toolkit.pools.diff import document, field_changes
 from toolkit.pools.registry import PoolRegistry, StorageConfig, WorkPool, parse_pool
@@ -98,13 +99,7 @@ def registry_url_from_config() -> str:
 
 
 def _has_unknowns(value: Any) -> bool:
-    if value == UNKNOWN:
-        return True
-    if isinstance(value, Mapping):
-        return any(_has_unknowns(item) for item in value.values())
-    if isinstance(value, list):
-        return any(_has_unknowns(item) for item in value)
-    return False
+    return any_leaf(value, lambda item: item == UNKNOWN)
 
 
 def pool_from_inputs(props: Mapping[str, Any]) -> WorkPool:
