@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from toolkit.environments.summary import EnvironmentSummary
+from toolkit.infra.fields import unset
 from toolkit.policy_packs import PolicyResult
 from toolkit.secretvalues import mask
 from toolkit.toolchain.plugins import PluginStatus
@@ -53,13 +54,13 @@ class Plan(BaseModel):
         default_factory=list, description="Provider plugins the pool's target needs and where each was found."
     )
     changes: list[ResourceChange] = Field(default_factory=list)
-    environment: EnvironmentSummary | None = Field(
-        default=None, description="The call's environment: cached or to be built, and each package's source."
+    environment: EnvironmentSummary | None = unset(
+        "The call's environment: cached or to be built, and each package's source.",
     )
     policy_packs: list[str] = Field(default_factory=list, description="The pool's policy packs the preview ran.")
     policy_results: list[PolicyResult] = Field(default_factory=list)
-    items: int | None = Field(default=None, description="A map's number of items (None: a single call).")
-    parallelism: int | None = Field(default=None, description="A map's items running at once.")
+    items: int | None = unset("A map's number of items (None: a single call).")
+    parallelism: int | None = unset("A map's items running at once.")
 
     @property
     def allowed(self) -> bool:

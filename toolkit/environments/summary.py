@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from toolkit.infra.fields import unset
+
 Status = Literal["base", "cached", "build"]
 
 
@@ -37,9 +39,7 @@ class EnvironmentSummary(BaseModel):
     reference: str = Field(description="The image or interpreter the job runs.")
     hash: str | None = None
     stack: str | None = None
-    registry: str | None = Field(
-        default=None, description="The repository the image is pushed to; the job pulls it by digest."
-    )
+    registry: str | None = unset("The repository the image is pushed to; the job pulls it by digest.")
     packages: list[PackageLine] = Field(default_factory=list)
 
     def lines(self) -> list[str]:

@@ -29,6 +29,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from toolkit.errors import ConfigError
+from toolkit.infra.fields import unset
 
 IMAGE_NAME = "toolkit-env"
 """The image name under the pool's repository path: ``<url>/toolkit-env:<hash>``."""
@@ -74,16 +75,13 @@ class ImageRegistry(BaseModel):
         description="Registry host and repository path, e.g. '123456789012.dkr.ecr.us-east-1.amazonaws.com/ml', "
         "'us-docker.pkg.dev/proj/repo', 'myacr.azurecr.io/ml' or '127.0.0.1:5000/toolkit'."
     )
-    username: str | None = Field(
-        default=None, description="User name for the registry (with password_env); default: the Docker configuration."
-    )
-    password_env: str | None = Field(
-        default=None,
-        description="Name of the caller's environment variable holding the password or token. The value is read "
+    username: str | None = unset("User name for the registry (with password_env); default: the Docker configuration.")
+    password_env: str | None = unset(
+        "Name of the caller's environment variable holding the password or token. The value is read "
         "at push time and travels only as a Pulumi secret; pool documents never hold it.",
     )
-    insecure: bool | None = Field(
-        default=None, description="Plain HTTP instead of HTTPS (default: only for a loopback registry, as Docker does)."
+    insecure: bool | None = unset(
+        "Plain HTTP instead of HTTPS (default: only for a loopback registry, as Docker does).",
     )
 
     @model_validator(mode="before")

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from toolkit.infra.fields import unset
+
 
 class JobVariables(BaseModel):
     """Base of every ``<Target>Variables`` model: unknown names are errors.
@@ -23,9 +25,7 @@ class JobVariables(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    timeout: int | None = Field(
-        default=None, ge=1, description="Seconds the job may run before it is cancelled and torn down."
-    )
+    timeout: int | None = unset("Seconds the job may run before it is cancelled and torn down.", ge=1)
     retries: int = Field(
         default=0,
         ge=0,
@@ -41,9 +41,7 @@ class EnvironmentVariables(JobVariables):
         default_factory=list,
         description="PEP 508 requirements added to the job's environment, e.g. ['numpy>=2', 'pandas==2.2.3'].",
     )
-    requirements: str | None = Field(
-        default=None, description="A requirements file, relative to the caller's working directory."
-    )
+    requirements: str | None = unset("A requirements file, relative to the caller's working directory.")
     auto_packages: bool = Field(
         default=True,
         description="Add the third-party distributions the call imports, pinned to the caller's installed versions.",

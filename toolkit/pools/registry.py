@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from toolkit import settings
 from toolkit.errors import ConfigError, PoolNotFoundError
+from toolkit.infra.fields import unset
 from toolkit.infra.image_registry import ImageRegistry
 from toolkit.policy_packs import check_pack_reference
 from toolkit.templating import check_template
@@ -33,9 +34,8 @@ class StorageConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    url: str | None = Field(
-        default=None,
-        description="fsspec URL of the storage root (s3://bucket/prefix, gs://..., az://..., /local/dir). "
+    url: str | None = unset(
+        "fsspec URL of the storage root (s3://bucket/prefix, gs://..., az://..., /local/dir). "
         "None lets the target provision storage itself (per-run directory, volume or bucket).",
     )
     options: dict[str, Any] = Field(
@@ -76,24 +76,23 @@ class WorkPool(BaseModel):
     type: str = Field(description="Target type: process, docker, kubernetes, ecs, cloud_run, ...")
     base_job_template: dict[str, Any] = Field(default_factory=dict)
     storage: StorageConfig = Field(default_factory=StorageConfig)
-    backend_url: str | None = Field(default=None, description="Pulumi state backend for run stacks.")
+    backend_url: str | None = unset("Pulumi state backend for run stacks.")
     description: str = ""
     policy_packs: list[str] = Field(
         default_factory=list,
         description="Pulumi policy packs enforced at preview and up of every run stack: absolute directories, "
         "or 'registry:NAME' for a pack published with the pools project.",
     )
-    max_concurrent_runs: int | None = Field(
-        default=None, ge=1, description="Live run stacks the pool allows at once, counted in its state backend."
+    max_concurrent_runs: int | None = unset(
+        "Live run stacks the pool allows at once, counted in its state backend.",
+        ge=1,
     )
-    secrets_provider: str | None = Field(
-        default=None,
-        description="Secrets provider of run stacks: 'passphrase' or awskms://, gcpkms://, azurekeyvault://, "
+    secrets_provider: str | None = unset(
+        "Secrets provider of run stacks: 'passphrase' or awskms://, gcpkms://, azurekeyvault://, "
         "hashivault:// (default: TOOLKIT_SECRETS_PROVIDER, else passphrase).",
     )
-    image_registry: ImageRegistry | None = Field(
-        default=None,
-        description="Where environment images are pushed for targets whose jobs do not run on the caller's "
+    image_registry: ImageRegistry | None = unset(
+        "Where environment images are pushed for targets whose jobs do not run on the caller's "
         "Docker engine (kubernetes, ecs, cloud_run, vertex_ai, azure_container_instance); jobs pull them by "
         "digest. 'host[:port]/path', or an object with url, username, password_env, insecure.",
     )

@@ -21,6 +21,7 @@ from typing import Any
 from pydantic import Field
 
 from toolkit.infra.base import Target, placeholders
+from toolkit.infra.fields import unset
 from toolkit.infra.flow import JobParts, MapForm, Platform
 from toolkit.infra.resources import LocalProcess
 from toolkit.infra.run import JobConfiguration, RunContext
@@ -36,15 +37,10 @@ class ProcessVariables(EnvironmentVariables):
     """Job variables of the process target."""
 
     env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables for the process.")
-    python: str | None = Field(
-        default=None, description="Interpreter that runs the job (default: the client's own interpreter)."
-    )
-    working_dir: str | None = Field(
-        default=None, description="Working directory of the process (default: the run directory)."
-    )
-    command: list[str] | None = Field(
-        default=None,
-        description="Command prefix run before the runner, e.g. ['nice', '-n', '10'] or ['taskset', '-c', '0'].",
+    python: str | None = unset("Interpreter that runs the job (default: the client's own interpreter).")
+    working_dir: str | None = unset("Working directory of the process (default: the run directory).")
+    command: list[str] | None = unset(
+        "Command prefix run before the runner, e.g. ['nice', '-n', '10'] or ['taskset', '-c', '0'].",
     )
     labels: dict[str, str] = Field(default_factory=dict, description="Labels recorded on the run (metadata only).")
     stream_output: bool = Field(default=True, description="Stream the process output to the caller.")

@@ -10,6 +10,7 @@ import pulumi_azure_native as azure
 from pydantic import Field, model_validator
 
 from toolkit.bundles import RUN_KEY_ENV, STORAGE_OPTIONS_ENV
+from toolkit.infra.fields import customizations_field, unset
 from toolkit.infra.run import JobConfiguration
 from toolkit.infra.variables import EnvironmentVariables
 from toolkit.secretvalues import Secret
@@ -23,36 +24,30 @@ _GROUP_ARGUMENTS = frozenset(inspect.signature(azure.containerinstance.Container
 class AzureContainerInstanceVariables(EnvironmentVariables):
     """Job variables of the Azure Container Instances target."""
 
-    subscription: str | None = Field(
-        default=None,
+    subscription: str | None = unset(
+        "Subscription ID (default: the Azure provider's, e.g. ARM_SUBSCRIPTION_ID or `az account`).",
         pattern=r"^[0-9a-fA-F-]{36}$",
-        description="Subscription ID (default: the Azure provider's, e.g. ARM_SUBSCRIPTION_ID or `az account`).",
     )
-    resource_group: str | None = Field(
-        default=None, description="Existing resource group the run's resources are created in (required)."
-    )
-    location: str | None = Field(default=None, description="Azure region (default: the resource group's).")
-    image: str | None = Field(
-        default=None,
-        description=f"Container image with Python {PYTHON}, toolkit, cloudpickle and adlfs installed (required).",
+    resource_group: str | None = unset("Existing resource group the run's resources are created in (required).")
+    location: str | None = unset("Azure region (default: the resource group's).")
+    image: str | None = unset(
+        f"Container image with Python {PYTHON}, toolkit, cloudpickle and adlfs installed (required).",
     )
     cpu: float = Field(default=1.0, gt=0, le=4, description="CPU cores requested for the container.")
     memory: float = Field(default=1.5, gt=0, le=16, description="Memory requested for the container, in GB.")
-    gpu_sku: Literal["K80", "P100", "V100"] | None = Field(default=None, description="GPU model, if any.")
-    gpu_count: int | None = Field(default=None, ge=1, le=4, description="Number of GPUs (default 1 with gpu_sku).")
+    gpu_sku: Literal["K80", "P100", "V100"] | None = unset("GPU model, if any.")
+    gpu_count: int | None = unset("Number of GPUs (default 1 with gpu_sku).", ge=1, le=4)
     identities: list[str] = Field(
         default_factory=list,
         description="Resource IDs of further user-assigned identities to attach; the first one pulls the "
         "environment image from the pool's ACR when set (else the run's own identity gets AcrPull on it).",
     )
-    registry_resource_group: str | None = Field(
-        default=None,
-        description="Resource group of the pool's Azure Container Registry, where the run's identity is granted "
+    registry_resource_group: str | None = unset(
+        "Resource group of the pool's Azure Container Registry, where the run's identity is granted "
         "AcrPull (default: resource_group).",
     )
-    storage_resource_group: str | None = Field(
-        default=None,
-        description="Resource group of the storage account of a shared-prefix pool, where the run's identity is "
+    storage_resource_group: str | None = unset(
+        "Resource group of the storage account of a shared-prefix pool, where the run's identity is "
         "granted access to its own prefix (default: resource_group).",
     )
     subnet_ids: list[str] = Field(
@@ -68,10 +63,9 @@ class AzureContainerInstanceVariables(EnvironmentVariables):
         "to the run's container so it can read the result.",
     )
     labels: dict[str, str] = Field(default_factory=dict, description="Tags on every resource of the run.")
-    customizations: list[dict[str, Any]] = Field(
-        default_factory=list,
-        description="JSON-6902 patches applied to the containerinstance.ContainerGroup arguments (snake_case), "
-        "e.g. [{'op': 'add', 'path': '/priority', 'value': 'Spot'}].",
+    customizations: list[dict[str, Any]] = customizations_field(
+        "the containerinstance.ContainerGroup arguments (snake_case)",
+        "[{'op': 'add', 'path': '/priority', 'value': 'Spot'}]",
     )
 
 

@@ -8,6 +8,7 @@ from typing import Any
 import pulumi_gcp as gcp
 from pydantic import Field, model_validator
 
+from toolkit.infra.fields import customizations_field, unset
 from toolkit.targets.google.target import GoogleJob, GoogleVariables
 
 _JOB_ARGUMENTS = frozenset(inspect.signature(gcp.cloudrunv2.JobArgs.__init__).parameters) - {"__self__"}
@@ -29,17 +30,16 @@ class CloudRunVariables(GoogleVariables):
         description="Retries of a task that ended without a result (a Python exception is a result, not a failure). "
         "This target's own name for 'retries'.",
     )
-    vpc_connector: str | None = Field(default=None, description="Serverless VPC Access connector for egress.")
+    vpc_connector: str | None = unset("Serverless VPC Access connector for egress.")
     secrets: dict[str, str] = Field(
         default_factory=dict,
         description="Environment variables read from Secret Manager: NAME -> 'secret', 'secret:version' "
         "or 'projects/P/secrets/S[/versions/V]'.",
     )
-    customizations: list[dict[str, Any]] = Field(
-        default_factory=list,
-        description="JSON-6902 patches applied to the gcp.cloudrunv2.Job arguments (snake_case), "
-        "e.g. [{'op': 'add', 'path': '/template/template/execution_environment', "
-        "'value': 'EXECUTION_ENVIRONMENT_GEN2'}].",
+    customizations: list[dict[str, Any]] = customizations_field(
+        "the gcp.cloudrunv2.Job arguments (snake_case)",
+        "[{'op': 'add', 'path': '/template/template/execution_environment', "
+        "'value': 'EXECUTION_ENVIRONMENT_GEN2'}]",
     )
 
 

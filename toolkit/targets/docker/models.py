@@ -8,6 +8,7 @@ import re
 from pydantic import Field, field_validator
 
 from toolkit import settings
+from toolkit.infra.fields import unset
 from toolkit.infra.run import JobConfiguration
 from toolkit.infra.variables import EnvironmentVariables
 from toolkit.secretvalues import Secret
@@ -56,11 +57,11 @@ class DockerVariables(EnvironmentVariables):
         default_factory=list, description="Bind mounts 'host_path:container_path[:ro|rw]'."
     )
     networks: list[str] = Field(default_factory=list, description="Existing Docker networks to attach.")
-    network_mode: str | None = Field(default=None, description="Network mode (bridge, host, none, container:NAME).")
-    mem_limit: str | None = Field(default=None, description="Memory limit, e.g. '512m' or '2g' (the OOM killer acts above it).")
-    memswap_limit: str | None = Field(default=None, description="Memory + swap limit, e.g. '1g'.")
-    cpus: float | None = Field(default=None, gt=0, description="CPUs the container may use, e.g. 1.5.")
-    gpus: str | None = Field(default=None, description="GPUs to pass through, as `docker run --gpus`: 'all' or 'device=0'.")
+    network_mode: str | None = unset("Network mode (bridge, host, none, container:NAME).")
+    mem_limit: str | None = unset("Memory limit, e.g. '512m' or '2g' (the OOM killer acts above it).")
+    memswap_limit: str | None = unset("Memory + swap limit, e.g. '1g'.")
+    cpus: float | None = unset("CPUs the container may use, e.g. 1.5.", gt=0)
+    gpus: str | None = unset("GPUs to pass through, as `docker run --gpus`: 'all' or 'device=0'.")
     user: str = Field(
         default=default_user(),
         description="User 'uid:gid' the job runs as (never root); default 1000:1000, or the client's own "

@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, StringConstraints, model_validator
 
+from toolkit.infra.fields import customizations_field, unset
 from toolkit.infra.run import JobConfiguration
 from toolkit.infra.variables import EnvironmentVariables
 from toolkit.secretvalues import Secret
@@ -52,18 +53,15 @@ class EcsVariables(EnvironmentVariables):
 
     region: str = Field(default="us-east-1", pattern=r"^[a-z]{2}(-[a-z]+)+-\d$", description="AWS region of the run.")
     cluster: str = Field(default="default", description="Name or ARN of the ECS cluster that runs the task.")
-    image: str | None = Field(
-        default=None,
-        description="Container image with the job's Python, the toolkit, cloudpickle and s3fs installed (required).",
+    image: str | None = unset(
+        "Container image with the job's Python, the toolkit, cloudpickle and s3fs installed (required).",
     )
     launch_type: Literal["FARGATE", "EC2"] = Field(default="FARGATE", description="Where the task runs.")
     cpu: int = Field(default=1024, ge=128, description="CPU units of the task (1024 = one vCPU).")
     memory: int = Field(default=2048, ge=128, description="Memory of the task in MiB (Fargate: a valid size for cpu).")
-    gpu: int | None = Field(default=None, ge=1, description="GPUs for the container (EC2 launch type only).")
+    gpu: int | None = unset("GPUs for the container (EC2 launch type only).", ge=1)
     cpu_architecture: Literal["X86_64", "ARM64"] = Field(default="X86_64", description="CPU architecture of the task.")
-    ephemeral_storage: int | None = Field(
-        default=None, ge=21, le=200, description="Ephemeral storage of a Fargate task in GiB (default 20)."
-    )
+    ephemeral_storage: int | None = unset("Ephemeral storage of a Fargate task in GiB (default 20).", ge=21, le=200)
     network_mode: Literal["awsvpc", "bridge", "host"] = Field(
         default="awsvpc", description="Task network mode (Fargate needs 'awsvpc')."
     )
@@ -72,22 +70,16 @@ class EcsVariables(EnvironmentVariables):
     assign_public_ip: bool = Field(
         default=False, description="Give the task a public IP (needed in public subnets to reach S3 and registries)."
     )
-    platform_version: str | None = Field(
-        default=None, description="Fargate platform version, e.g. 'LATEST' or '1.4.0'."
-    )
-    task_role_arn: str | None = Field(
-        default=None,
-        description="An existing task role to run as (default: a per-run one); it gets an inline policy for "
+    platform_version: str | None = unset("Fargate platform version, e.g. 'LATEST' or '1.4.0'.")
+    task_role_arn: str | None = unset(
+        "An existing task role to run as (default: a per-run one); it gets an inline policy for "
         "the run's bucket for the run's lifetime.",
     )
-    execution_role_arn: str | None = Field(
-        default=None,
-        description="An existing execution role (default: a per-run one); it gets an inline policy for the "
+    execution_role_arn: str | None = unset(
+        "An existing execution role (default: a per-run one); it gets an inline policy for the "
         "run's secrets for the run's lifetime.",
     )
-    log_group: str | None = Field(
-        default=None, description="An existing CloudWatch log group (default: /toolkit/runs/<run-id>, made per run)."
-    )
+    log_group: str | None = unset("An existing CloudWatch log group (default: /toolkit/runs/<run-id>, made per run).")
     log_retention_days: int = Field(default=7, ge=1, description="Retention of the per-run log group in days.")
     env: dict[str, str] = Field(
         default_factory=dict,
@@ -101,11 +93,10 @@ class EcsVariables(EnvironmentVariables):
     )
     tags: dict[str, str] = Field(default_factory=dict, description="Tags on every resource of the run and the task.")
     python: str = Field(default="python3", description="The Python interpreter in the image.")
-    customizations: list[dict[str, Any]] = Field(
-        default_factory=list,
-        description="JSON-6902 patches applied to the task definition (RegisterTaskDefinition shape), e.g. "
+    customizations: list[dict[str, Any]] = customizations_field(
+        "the task definition (RegisterTaskDefinition shape)",
         "[{'op': 'add', 'path': '/containerDefinitions/0/ulimits', 'value': "
-        "[{'name': 'nofile', 'softLimit': 65536, 'hardLimit': 65536}]}].",
+        "[{'name': 'nofile', 'softLimit': 65536, 'hardLimit': 65536}]}]",
     )
 
 

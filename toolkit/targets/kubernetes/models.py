@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
+from toolkit.infra.fields import customizations_field, unset
 from toolkit.infra.run import JobConfiguration
 from toolkit.infra.variables import EnvironmentVariables
 from toolkit.secretvalues import Secret
@@ -33,9 +34,8 @@ class Toleration(BaseModel):
 class KubernetesVariables(EnvironmentVariables):
     """Job variables of the Kubernetes target."""
 
-    image: str | None = Field(
-        default=None,
-        description="Container image with the job's Python, the toolkit, cloudpickle and the fsspec "
+    image: str | None = unset(
+        "Container image with the job's Python, the toolkit, cloudpickle and the fsspec "
         "driver of the pool's storage (s3fs, gcsfs or adlfs) installed (required).",
     )
     namespace: str = Field(
@@ -43,12 +43,9 @@ class KubernetesVariables(EnvironmentVariables):
         pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$",
         description="Namespace of the Job and its ServiceAccount, Role and Secret.",
     )
-    context: str | None = Field(
-        default=None, description="kubeconfig context of the cluster (default: the current context, or in-cluster)."
-    )
-    service_account_name: str | None = Field(
-        default=None,
-        description="An existing ServiceAccount to run as, which must be able to use the pool's storage "
+    context: str | None = unset("kubeconfig context of the cluster (default: the current context, or in-cluster).")
+    service_account_name: str | None = unset(
+        "An existing ServiceAccount to run as, which must be able to use the pool's storage "
         "(default: a per-run one carrying service_account_annotations).",
     )
     service_account_annotations: dict[str, str] = Field(
@@ -57,31 +54,26 @@ class KubernetesVariables(EnvironmentVariables):
         "e.g. {'eks.amazonaws.com/role-arn': 'arn:aws:iam::123456789012:role/toolkit-runs'} (IRSA) or "
         "{'iam.gke.io/gcp-service-account': 'runs@project.iam.gserviceaccount.com'} (GKE workload identity).",
     )
-    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = Field(
-        default=None, description="Image pull policy of the container (default: Kubernetes' own rule)."
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = unset(
+        "Image pull policy of the container (default: Kubernetes' own rule).",
     )
     image_pull_secrets: list[str] = Field(
         default_factory=list, description="Names of Secrets in the namespace holding private registry credentials."
     )
-    cpu: str | None = Field(
-        default=None,
+    cpu: str | None = unset(
+        "CPU limit of the container, e.g. '8' or '500m'; also its request unless cpu_request is set.",
         pattern=CPU_QUANTITY,
-        description="CPU limit of the container, e.g. '8' or '500m'; also its request unless cpu_request is set.",
     )
-    memory: str | None = Field(
-        default=None,
+    memory: str | None = unset(
+        "Memory limit of the container, e.g. '64Gi'; also its request unless memory_request is set.",
         pattern=MEMORY_QUANTITY,
-        description="Memory limit of the container, e.g. '64Gi'; also its request unless memory_request is set.",
     )
-    cpu_request: str | None = Field(
-        default=None, pattern=CPU_QUANTITY, description="CPU request of the container when it differs from cpu."
-    )
-    memory_request: str | None = Field(
-        default=None,
+    cpu_request: str | None = unset("CPU request of the container when it differs from cpu.", pattern=CPU_QUANTITY)
+    memory_request: str | None = unset(
+        "Memory request of the container when it differs from memory.",
         pattern=MEMORY_QUANTITY,
-        description="Memory request of the container when it differs from memory.",
     )
-    gpu: int | None = Field(default=None, ge=1, description="NVIDIA GPUs for the container (nvidia.com/gpu).")
+    gpu: int | None = unset("NVIDIA GPUs for the container (nvidia.com/gpu).", ge=1)
     node_selector: dict[str, str] = Field(
         default_factory=dict,
         description="Node labels the pod must run on, e.g. {'cloud.google.com/gke-nodepool': 'gpu'}.",
@@ -98,9 +90,7 @@ class KubernetesVariables(EnvironmentVariables):
         description="The Job's backoffLimit: pods started again after one ended without a result (deleted, evicted, "
         "node lost); a Python exception is a result, never retried. This target's own name for 'retries'.",
     )
-    active_deadline_seconds: int | None = Field(
-        default=None, ge=1, description="Seconds after which Kubernetes itself stops the Job."
-    )
+    active_deadline_seconds: int | None = unset("Seconds after which Kubernetes itself stops the Job.", ge=1)
     ttl_seconds_after_finished: int | None = Field(
         default=3600,
         ge=0,
@@ -115,10 +105,9 @@ class KubernetesVariables(EnvironmentVariables):
         description="Environment variables read from existing Kubernetes Secrets: NAME -> 'secret-name/key'.",
     )
     python: str = Field(default="python3", description="The Python interpreter in the image.")
-    customizations: list[dict[str, Any]] = Field(
-        default_factory=list,
-        description="JSON-6902 patches applied to the Job manifest, e.g. [{'op': 'add', "
-        "'path': '/spec/template/spec/priorityClassName', 'value': 'batch-low'}].",
+    customizations: list[dict[str, Any]] = customizations_field(
+        "the Job manifest",
+        "[{'op': 'add', 'path': '/spec/template/spec/priorityClassName', 'value': 'batch-low'}]",
     )
 
 

@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from toolkit.infra.fields import customizations_field, unset
 from toolkit.targets.google.target import GoogleJob, GoogleVariables
 
 
@@ -13,33 +14,26 @@ class VertexAiVariables(GoogleVariables):
     """Job variables of the Vertex AI target."""
 
     machine_type: str = Field(default="n1-standard-4", description="Compute Engine machine type of the replica.")
-    accelerator_type: str | None = Field(
-        default=None, pattern=r"^[A-Z0-9_]+$", description="Accelerator, e.g. 'NVIDIA_TESLA_T4' or 'NVIDIA_L4'."
-    )
-    accelerator_count: int | None = Field(
-        default=None, ge=1, description="Number of accelerators (default 1 when accelerator_type is set)."
-    )
+    accelerator_type: str | None = unset("Accelerator, e.g. 'NVIDIA_TESLA_T4' or 'NVIDIA_L4'.", pattern=r"^[A-Z0-9_]+$")
+    accelerator_count: int | None = unset("Number of accelerators (default 1 when accelerator_type is set).", ge=1)
     boot_disk_type: Literal["pd-ssd", "pd-standard", "hyperdisk-balanced"] = Field(
         default="pd-ssd", description="Boot disk type of the replica."
     )
     boot_disk_size_gb: int = Field(default=100, ge=100, le=64000, description="Boot disk size in GB.")
-    network: str | None = Field(
-        default=None, description="Full name of a peered VPC network: projects/NUMBER/global/networks/NAME."
-    )
+    network: str | None = unset("Full name of a peered VPC network: projects/NUMBER/global/networks/NAME.")
     maximum_run_time_hours: int = Field(
         default=1, ge=1, le=168, description="Vertex AI cancels the job after this many hours."
     )
     restart_job_on_worker_restart: bool = Field(
         default=False, description="Restart the whole job when a replica restarts."
     )
-    scheduling_strategy: Literal["STANDARD", "SPOT", "FLEX_START"] | None = Field(
-        default=None, description="How resources are obtained (default: Vertex AI's, on-demand)."
+    scheduling_strategy: Literal["STANDARD", "SPOT", "FLEX_START"] | None = unset(
+        "How resources are obtained (default: Vertex AI's, on-demand).",
     )
     disable_retries: bool = Field(default=False, description="Do not retry the job after an infrastructure error.")
-    customizations: list[dict[str, Any]] = Field(
-        default_factory=list,
-        description="JSON-6902 patches applied to the CustomJob's jobSpec (REST shape, camelCase), "
-        "e.g. [{'op': 'add', 'path': '/enableWebAccess', 'value': true}].",
+    customizations: list[dict[str, Any]] = customizations_field(
+        "the CustomJob's jobSpec (REST shape, camelCase)",
+        "[{'op': 'add', 'path': '/enableWebAccess', 'value': true}]",
     )
 
 
