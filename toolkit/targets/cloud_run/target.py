@@ -29,7 +29,6 @@ from toolkit.infra.flow import JobParts
 from toolkit.infra.rest import PolledWatcher, RestClient
 from toolkit.infra.run import RunContext
 from toolkit.infra.synonyms import (
-    PREFECT_COMMON,
     Synonym,
     cloud_run_cpu,
     cloud_run_memory,
@@ -50,7 +49,7 @@ from toolkit.targets.google.platform import (
     parse_secret_reference,
     storage_options_env,
 )
-from toolkit.targets.google.target import GoogleTarget
+from toolkit.targets.google.target import PREFECT_GOOGLE, GoogleTarget
 
 SERVICE_AGENT = "service-{number}@serverless-robot-prod.iam.gserviceaccount.com"
 """The Google-managed identity that pulls the job's image (not the job's own service account)."""
@@ -106,7 +105,7 @@ class CloudRunTarget(GoogleTarget):
     name = "cloud_run"
     service_agent = SERVICE_AGENT
     synonyms = {
-        **PREFECT_COMMON,
+        **PREFECT_GOOGLE,
         **prefect_retries("max_retries"),
         "memory": renamed(
             "memory", "with a unit, e.g. '512Mi'; Prefect's integer + memory_unit are combined", cloud_run_memory
@@ -114,7 +113,6 @@ class CloudRunTarget(GoogleTarget):
         "memory_unit": Synonym("memory", "memory=4, memory_unit='Gi' -> memory='4Gi'", part_of="memory"),
         "cpu": renamed("cpu", "'1000m' or '2'; a whole number of CPUs becomes millicores", cloud_run_cpu),
         "vpc_connector_name": renamed("vpc_connector"),
-        "service_account_name": renamed("service_account"),
         "env_from_secrets": renamed("secrets", "NAME -> 'secret:version'", gcp_secrets),
         "prefect_api_key_secret": Synonym(
             "secrets", "becomes secrets={'PREFECT_API_KEY': 'secret:version'}", gcp_secret_into("PREFECT_API_KEY")
@@ -124,7 +122,6 @@ class CloudRunTarget(GoogleTarget):
             "becomes secrets={'PREFECT_API_AUTH_STRING': 'secret:version'}",
             gcp_secret_into("PREFECT_API_AUTH_STRING"),
         ),
-        "credentials": no_counterpart("a Prefect block; credentials come from the caller's Google environment (ADC)"),
         "args": no_counterpart("the container runs the toolkit's runner"),
         "keep_job": no_counterpart("a run's job is always deleted at teardown"),
         "launch_stage": no_counterpart("the job is created with the provider's default launch stage"),

@@ -12,14 +12,22 @@ from typing import ClassVar
 from pydantic import Field
 
 from toolkit.infra.base import Target
+from toolkit.infra.fields import unset
 from toolkit.infra.flow import Platform
 from toolkit.infra.image_registry import ImageRegistry
 from toolkit.infra.run import JobConfiguration, RunContext
+from toolkit.infra.synonyms import PREFECT_COMMON, no_counterpart, renamed
 from toolkit.infra.variables import EnvironmentVariables
 from toolkit.secretvalues import Secret
 from toolkit.targets.google.platform import GooglePlatform, check_registry, gcp_labels, resolve_project, storage_url
 
 PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
+PREFECT_GOOGLE = {
+    **PREFECT_COMMON,
+    "service_account_name": renamed("service_account"),
+    "credentials": no_counterpart("a Prefect block; credentials come from the caller's Google environment (ADC)"),
+}
+"""The names Prefect's Google workers (Cloud Run, Vertex AI) share, with those every Prefect worker has."""
 
 
 class GoogleVariables(EnvironmentVariables):
@@ -28,16 +36,12 @@ class GoogleVariables(EnvironmentVariables):
     region: str = Field(
         default="us-central1", pattern=r"^[a-z]+-[a-z]+\d+$", description="Region of the job and its bucket."
     )
-    project: str | None = Field(
-        default=None, description="Google Cloud project (default: the provider's, e.g. GOOGLE_CLOUD_PROJECT)."
+    project: str | None = unset("Google Cloud project (default: the provider's, e.g. GOOGLE_CLOUD_PROJECT).")
+    image: str | None = unset(
+        f"Container image with Python {PYTHON}, toolkit, cloudpickle and gcsfs installed (required).",
     )
-    image: str | None = Field(
-        default=None,
-        description=f"Container image with Python {PYTHON}, toolkit, cloudpickle and gcsfs installed (required).",
-    )
-    service_account: str | None = Field(
-        default=None,
-        description="Email of an existing service account to run as (default: a per-run one). "
+    service_account: str | None = unset(
+        "Email of an existing service account to run as (default: a per-run one). "
         "It is granted access to the run's bucket and secrets only.",
     )
     env: dict[str, str] = Field(default_factory=dict, description="Environment variables of the container.")

@@ -30,7 +30,7 @@ from toolkit.infra.base import placeholders
 from toolkit.infra.flow import JobParts
 from toolkit.infra.rest import PolledWatcher, RestClient
 from toolkit.infra.run import RunContext
-from toolkit.infra.synonyms import PREFECT_COMMON, no_counterpart, prefect_retries, renamed
+from toolkit.infra.synonyms import no_counterpart, prefect_retries
 from toolkit.infra.watch import JobStatus, JobWatcher
 from toolkit.secretvalues import Secret
 from toolkit.targets.google.logs import CloudLogReader
@@ -38,7 +38,7 @@ from toolkit.targets.google.platform import (
     GooglePlatform,
     storage_options_env,
 )
-from toolkit.targets.google.target import GoogleTarget
+from toolkit.targets.google.target import PREFECT_GOOGLE, GoogleTarget
 from toolkit.targets.vertex_ai.custom_job import STATUS_POLL_SECONDS, CustomJob, custom_job_status, vertex_api
 from toolkit.targets.vertex_ai.models import VertexAiJob, VertexAiVariables
 
@@ -98,10 +98,8 @@ class VertexAiTarget(GoogleTarget):
     name = "vertex_ai"
     service_agent = SERVICE_AGENT
     synonyms = {
-        **PREFECT_COMMON,
+        **PREFECT_GOOGLE,
         **prefect_retries(),
-        "service_account_name": renamed("service_account"),
-        "credentials": no_counterpart("a Prefect block; credentials come from the caller's Google environment (ADC)"),
         "reserved_ip_ranges": no_counterpart("set jobSpec.reservedIpRanges through customizations"),
         "scheduling": no_counterpart(
             "use maximum_run_time_hours, restart_job_on_worker_restart and scheduling_strategy"
