@@ -104,30 +104,35 @@ def _row_document(row: RunRow, now: float) -> dict[str, Any]:
     return document
 
 
-def create_app(settings: Settings, catalog: Catalog | None = None) -> Starlette:
-    """The dashboard over ``settings.backends``; ``catalog``: one already loaded (else made and started here)."""
-    catalog = catalog or Catalog(settings.backends, settings.refresh_seconds)
-    csrf = security.new_secret()
-    files = resources.files("toolkit.ui")
-    environment = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(files / "templates")), autoescape=True, trim_blocks=True, lstrip_blocks=True
-    )
-    environment.filters.update(when=_when, seconds=_seconds, size=_size, pretty=_pretty)
-    environment.globals.update(read_only=settings.read_only, csrf=csrf, backends=settings.backends,
-                               client_died=CLIENT_DIED)
-    templates = Jinja2Templates(env=environment)
-    leaks = _Cached(lambda: adapter.leaks(settings.backends), 3.0)
-    envs = _Cached(lambda: [info for url in settings.backends for info in adapter.environment_list(url)], 15.0)
+class _Dashboard:
+    """One dashboard's state (catalog, templates, CSRF secret, cached listings) and its request handlers."""
 
-    def page(request: Request, name: str, **context: Any) -> Response:
-        context.setdefault("errors", catalog.errors)
-        return templates.TemplateResponse(request, name, {"now": time.time(), **context})
+    def __init__(self, settings: Settings, catalog: Catalog) -> None:
+        self.settings, self.catalog = settings, catalog
+        self.csrf = security.new_secret()
+        self.files = resources.files("toolkit.ui")
+        environment = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(str(self.files / "templates")), autoescape=True, trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        environment.filters.update(when=_when, seconds=_seconds, size=_size, pretty=_pretty)
+        environment.globals.update(read_only=settings.read_only, csrf=self.csrf, backends=settings.backends,
+                                   client_died=CLIENT_DIED)
+        self.templates = Jinja2Templates(env=environment)
+        self.leaks = _Cached(lambda: adapter.leaks(settings.backends), 3.0)
+        self.envs = _Cached(lambda: [info for url in settings.backends for info in adapter.environment_list(url)], 15.0)
 
+    def page(self, request: Request, name: str, **context: Any) -> Response:
+        context.setdefault("errors", self.catalog.errors)
+        return self.templates.TemplateResponse(request, name, {"now": time.time(), **context})
+
+    @staticmethod
     def wants_json(request: Request) -> bool:
         return request.url.path.startswith("/api/")
 
     # -- runs ----------------------------------------------------------------------------------
 
+    @staticmethod
     def _filters(request: Request) -> dict[str, Any]:
         query = request.query_params
         try:
@@ -137,40 +142,40 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> Starlette:
         return {"pool": query.get("pool", ""), "state": query.get("state", ""),
                 "function": query.get("function", ""), "number": number}
 
-    def runs(request: Request) -> Response:
-        filters = _filters(request)
-        listing = catalog.page(**filters)
-        if wants_json(request):
+    def runs(self, request: Request) -> Response:
+        filters = self._filters(request)
+        listing = self.catalog.page(**filters)
+        if self.wants_json(request):
             now = time.time()
             return JSONResponse({"total": listing.total, "page": listing.number, "pages": listing.pages,
                                  "runs": [_row_document(row, now) for row in listing.rows]})
         name = "_runs_table.html" if request.url.path == "/runs/rows" else "runs.html"
-        return page(request, name, listing=listing, filters=filters, query=request.url.query)
+        return self.page(request, name, listing=listing, filters=filters, query=request.url.query)
 
-    def run(request: Request) -> Response:
+    def run(self, request: Request) -> Response:
         run_id = request.path_params["run_id"]
-        detail = details.run_detail(catalog, run_id)
+        detail = details.run_detail(self.catalog, run_id)
         if detail is None:
             raise HTTPException(404, f"no run {run_id!r} in the watched backends or this machine's records")
-        if wants_json(request):
+        if self.wants_json(request):
             return JSONResponse(_detail_document(detail))
         if request.url.path.endswith("/live"):
-            return page(request, "_run_live.html", d=detail)
+            return self.page(request, "_run_live.html", d=detail)
         text, size, cut = details.log_tail(run_id) if detail.row.local else ("", 0, False)
-        return page(request, "run.html", d=detail, log=text, log_size=size, log_cut=cut)
+        return self.page(request, "run.html", d=detail, log=text, log_size=size, log_cut=cut)
 
-    def logs_download(request: Request) -> Response:
+    def logs_download(self, request: Request) -> Response:
         run_id = request.path_params["run_id"]
-        row = catalog.known(run_id)
+        row = self.catalog.known(run_id)
         if row is None or not row.local:
             raise HTTPException(404, f"no logs of run {run_id!r} on this machine")
         text, _ = details.log_since(run_id, 0)
         return PlainTextResponse(text, headers={"content-disposition": f'attachment; filename="{run_id}.log"'})
 
-    async def logs_follow(request: Request) -> Response:
+    async def logs_follow(self, request: Request) -> Response:
         """Server-sent events: each new piece of the log as one JSON string, until the run is torn down."""
         run_id = request.path_params["run_id"]
-        row = await run_in_threadpool(catalog.known, run_id)
+        row = await run_in_threadpool(self.catalog.known, run_id)
         if row is None or not row.local:
             raise HTTPException(404, f"no logs of run {run_id!r} on this machine")
         try:
@@ -186,7 +191,7 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> Starlette:
                 if text:
                     yield f"data: {json.dumps(text)}\n\n"
                     quiet = 0.0
-                current = catalog.row(run_id)
+                current = self.catalog.row(run_id)
                 if current is not None and not current.active and not current.stack_live and not text:
                     yield "event: end\ndata: \"\"\n\n"
                     return
@@ -200,139 +205,149 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> Starlette:
 
     # -- pools, leaks, environments ---------------------------------------------------------------
 
-    def pools(request: Request) -> Response:
+    def pools(self, request: Request) -> Response:
         found = adapter.pools()
-        if wants_json(request):
+        if self.wants_json(request):
             return JSONResponse([json.loads(pool.to_document()) for pool in found])
-        return page(request, "pools.html", pools=found, rows=catalog.rows())
+        return self.page(request, "pools.html", pools=found, rows=self.catalog.rows())
 
-    def pool(request: Request) -> Response:
+    def pool(self, request: Request) -> Response:
         name = request.path_params["name"]
         try:
             found = adapter.pool(name)
         except adapter.ToolkitError as exc:
             raise HTTPException(404, str(exc)) from None
-        recent = [row for row in catalog.rows() if row.pool == name]
+        recent = [row for row in self.catalog.rows() if row.pool == name]
         refused = [row for row in recent if row.state == "rejected"]
         verdicts = {row.run_id: (adapter.read_record(row.run_id) or None) for row in refused[:20] if row.local}
         slots = adapter.slots_in_use(found)
         changes = adapter.pool_changes(name)
-        if wants_json(request):
+        if self.wants_json(request):
             now = time.time()
             return JSONResponse({"pool": json.loads(found.to_document()), "slots_in_use": slots,
                                  "recent_runs": [_row_document(row, now) for row in recent[:50]],
                                  "refused": [_row_document(row, now) for row in refused[:50]],
                                  "changes": [change.model_dump() for change in changes]})
         variables = found.base_job_template.get("variables", {})
-        return page(request, "pool.html", pool=found, schema=variables, slots=slots, recent=recent[:25],
+        return self.page(request, "pool.html", pool=found, schema=variables, slots=slots, recent=recent[:25],
                     refused=refused[:20], verdicts=verdicts, changes=changes)
 
-    def leak_list(request: Request) -> Response:
-        found = leaks.get() or []
-        if wants_json(request):
-            return JSONResponse({"leaks": [dataclasses.asdict(leak) for leak in found], "error": leaks.error})
-        return page(request, "leaks.html", leaks=found, error=leaks.error, stacks=catalog.stacks())
+    def leak_list(self, request: Request) -> Response:
+        found = self.leaks.get() or []
+        if self.wants_json(request):
+            return JSONResponse({"leaks": [dataclasses.asdict(leak) for leak in found], "error": self.leaks.error})
+        return self.page(request, "leaks.html", leaks=found, error=self.leaks.error, stacks=self.catalog.stacks())
 
-    def environment_list(request: Request) -> Response:
-        found = envs.get() or []
-        used_by = catalog.environment_pools()
-        if wants_json(request):
+    def environment_list(self, request: Request) -> Response:
+        found = self.envs.get() or []
+        used_by = self.catalog.environment_pools()
+        if self.wants_json(request):
             return JSONResponse({"environments": [
                 {**info.model_dump(), "pools": sorted(used_by.get(info.reference or "", set()))} for info in found
-            ], "error": envs.error})
-        return page(request, "environments.html", environments=found, used_by=used_by, error=envs.error)
+            ], "error": self.envs.error})
+        return self.page(request, "environments.html", environments=found, used_by=used_by, error=self.envs.error)
 
     # -- actions ----------------------------------------------------------------------------------
 
-    def confirm(request: Request) -> Response:
+    def confirm(self, request: Request) -> Response:
         action = request.path_params["action"]
         subject = request.query_params.get("subject", "")
         if action not in ACTIONS:
             raise HTTPException(404, f"no action {action!r}")
-        return page(request, "confirm.html", action=action, subject=subject, what=ACTIONS[action])
+        return self.page(request, "confirm.html", action=action, subject=subject, what=ACTIONS[action])
 
-    async def act(request: Request) -> Response:
+    async def act(self, request: Request) -> Response:
         action = request.path_params["action"]
         if action not in ACTIONS:
             raise HTTPException(404, f"no action {action!r}")
         form = await request.form()
         headers = {key.lower(): value for key, value in request.headers.items()}
-        refusal = security.check_action(headers, str(form.get("csrf") or ""), csrf)
+        refusal = security.check_action(headers, str(form.get("csrf") or ""), self.csrf)
         if refusal:
             return PlainTextResponse(refusal, status_code=403)
         subject = str(form.get("subject") or "")
-        outcome, backend, back = await run_in_threadpool(_perform, action, subject)
+        outcome, backend, back = await run_in_threadpool(self._perform, action, subject)
         await run_in_threadpool(adapter.record_action, backend, action, subject, outcome)
         if action == "gc":
-            await run_in_threadpool(leaks.get, True)
+            await run_in_threadpool(self.leaks.get, True)
         if action == "prune":
-            await run_in_threadpool(envs.get, True)
-        await run_in_threadpool(catalog.refresh)
+            await run_in_threadpool(self.envs.get, True)
+        await run_in_threadpool(self.catalog.refresh)
         if outcome.startswith("failed"):
-            return page(request, "confirm.html", action=action, subject=subject, what=ACTIONS[action], failure=outcome)
+            return self.page(request, "confirm.html", action=action, subject=subject, what=ACTIONS[action],
+                             failure=outcome)
         return RedirectResponse(back, status_code=303)
 
-    def _perform(action: str, subject: str) -> tuple[str, str, str]:
+    def _perform(self, action: str, subject: str) -> tuple[str, str, str]:
         """Carry out one action: ``(outcome, backend to audit it in, page to go back to)``."""
         try:
             if action == "cancel":
-                row = catalog.row(subject)
+                row = self.catalog.row(subject)
                 if row is None:
                     raise adapter.ToolkitError(f"no run {subject!r}")
-                return adapter.cancel(subject, catalog.stack(subject)), row.backend_url, f"/runs/{subject}"
+                return adapter.cancel(subject, self.catalog.stack(subject)), row.backend_url, f"/runs/{subject}"
             if action == "gc":
-                stack = next((item for item in catalog.stacks() if item.name == subject), None)
+                stack = next((item for item in self.catalog.stacks() if item.name == subject), None)
                 if stack is None:
                     raise adapter.ToolkitError(f"no run stack {subject!r} in the watched backends")
                 adapter.collect(stack)
                 return "done", stack.backend_url, "/leaks"
-            left = adapter.prune_environment(subject, settings.backends[0])
-            return ("done" + (f" ({left})" if left else "")), settings.backends[0], "/environments"
+            left = adapter.prune_environment(subject, self.settings.backends[0])
+            return ("done" + (f" ({left})" if left else "")), self.settings.backends[0], "/environments"
         except Exception as exc:  # noqa: BLE001 - reported on the page and in the audit trail
-            backend = settings.backends[0]
+            backend = self.settings.backends[0]
             return f"failed: {type(exc).__name__}: {exc}", backend, "/"
 
-    def not_found(request: Request, exc: Exception) -> Response:
+    def not_found(self, request: Request, exc: Exception) -> Response:
         detail = getattr(exc, "detail", str(exc))
         status = getattr(exc, "status_code", 500)
         if request.url.path.startswith("/api/"):
             return JSONResponse({"error": detail}, status_code=status)
-        return templates.TemplateResponse(request, "error.html", {"message": detail, "now": time.time(),
+        return self.templates.TemplateResponse(request, "error.html", {"message": detail, "now": time.time(),
                                                                   "errors": {}}, status_code=status)
 
-    routes = [
-        Route("/", lambda request: RedirectResponse("/runs", status_code=303)),
-        Route("/runs", runs),
-        Route("/runs/rows", runs),
-        Route("/api/runs", runs),
-        Route("/runs/{run_id}", run),
-        Route("/runs/{run_id}/live", run),
-        Route("/api/runs/{run_id}", run),
-        Route("/runs/{run_id}/logs", logs_download),
-        Route("/runs/{run_id}/logs/follow", logs_follow),
-        Route("/pools", pools),
-        Route("/api/pools", pools),
-        Route("/pools/{name}", pool),
-        Route("/api/pools/{name}", pool),
-        Route("/leaks", leak_list),
-        Route("/api/leaks", leak_list),
-        Route("/environments", environment_list),
-        Route("/api/environments", environment_list),
-        Mount("/static", StaticFiles(directory=str(files / "static")), name="static"),
-    ]
-    if not settings.read_only:
-        routes += [Route("/act/{action}", confirm, methods=["GET"]), Route("/act/{action}", act, methods=["POST"])]
+    def routes(self) -> list[Route | Mount]:
+        routes: list[Route | Mount] = [
+            Route("/", lambda request: RedirectResponse("/runs", status_code=303)),
+            Route("/runs", self.runs),
+            Route("/runs/rows", self.runs),
+            Route("/api/runs", self.runs),
+            Route("/runs/{run_id}", self.run),
+            Route("/runs/{run_id}/live", self.run),
+            Route("/api/runs/{run_id}", self.run),
+            Route("/runs/{run_id}/logs", self.logs_download),
+            Route("/runs/{run_id}/logs/follow", self.logs_follow),
+            Route("/pools", self.pools),
+            Route("/api/pools", self.pools),
+            Route("/pools/{name}", self.pool),
+            Route("/api/pools/{name}", self.pool),
+            Route("/leaks", self.leak_list),
+            Route("/api/leaks", self.leak_list),
+            Route("/environments", self.environment_list),
+            Route("/api/environments", self.environment_list),
+            Mount("/static", StaticFiles(directory=str(self.files / "static")), name="static"),
+        ]
+        if not self.settings.read_only:
+            routes += [Route("/act/{action}", self.confirm, methods=["GET"]),
+                       Route("/act/{action}", self.act, methods=["POST"])]
+        return routes
+
     @contextlib.asynccontextmanager
-    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        await run_in_threadpool(catalog.start)
+    async def lifespan(self, _app: Starlette) -> AsyncIterator[None]:
+        await run_in_threadpool(self.catalog.start)
         try:
             yield
         finally:
-            catalog.stop()
+            self.catalog.stop()
 
-    app = Starlette(routes=routes, exception_handlers={HTTPException: not_found}, lifespan=lifespan)
-    app.state.catalog = catalog
-    app.state.csrf = csrf
+
+def create_app(settings: Settings, catalog: Catalog | None = None) -> Starlette:
+    """The dashboard over ``settings.backends``; ``catalog``: one already loaded (else made and started here)."""
+    dashboard = _Dashboard(settings, catalog or Catalog(settings.backends, settings.refresh_seconds))
+    app = Starlette(routes=dashboard.routes(), exception_handlers={HTTPException: dashboard.not_found},
+                    lifespan=dashboard.lifespan)
+    app.state.catalog = dashboard.catalog
+    app.state.csrf = dashboard.csrf
     app.add_middleware(security.Guard, token=settings.token)
     return app
 
