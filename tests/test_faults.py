@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -18,12 +17,12 @@ from pathlib import Path
 import pytest
 
 from tests.clients import kill_holding_client
+from tests.docker_restart import restart_docker_engine
 from tests.leaks import assert_nothing_left, run_stacks
 from toolkit import docker, gc, process, records, settings
 from toolkit.errors import JobFailedError, ProvisionError, TeardownError
 from toolkit.futures import wait_for_teardowns
 from toolkit.pools.registry import PoolRegistry, StorageConfig, WorkPool
-from toolkit.toolchain import docker_engine
 
 pytestmark = pytest.mark.engine
 
@@ -177,11 +176,7 @@ def test_docker_engine_restart_mid_run_is_a_clear_error():
     while "started" not in future.logs() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert future.state == "running"
-    pid = int(subprocess.run(["pidof", "dockerd"], capture_output=True, text=True, check=True).stdout.split()[0])
-    os.kill(pid, signal.SIGTERM)
-    while subprocess.run(["pidof", "dockerd"], capture_output=True).returncode == 0:
-        time.sleep(0.2)
-    docker_engine.ensure_running(lambda _line: None, settings.cache_dir() / "dockerd.log")
+    restart_docker_engine()
     with pytest.raises(JobFailedError, match="Docker engine"):
         future.result(timeout=180)
     assert future.wait_teardown(180), f"run {future.run_id} was not torn down within 180 s"
