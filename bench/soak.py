@@ -379,7 +379,7 @@ def _soak(home: Path, calls: int, faults: int, seed: int, clients: int, max_seco
         gc = _gc(env)
         from tests.leaks import leftovers
 
-        left = leftovers(home=home)
+        left = leftovers(home=home, containers="docker" in targets)
         processes = _job_processes(home)
         if processes:
             left["job processes"] = processes
@@ -394,6 +394,7 @@ def _soak(home: Path, calls: int, faults: int, seed: int, clients: int, max_seco
             docker_engine.ensure_running(log, settings.cache_dir() / "dockerd.log")
         if not gc:
             _gc(env)  # the soak itself failed: still leave nothing behind
+        _sweep(home, soak.run_ids() if "docker" in targets else set())
     data = account(planned, soak.calls, soak.faults, phases, RETRIES, stopped)
     data.update(
         seed=seed, clients=clients, retries=RETRIES, map_items=MAP_ITEMS, targets=list(targets),
@@ -430,6 +431,20 @@ def _gc(env: dict[str, str]) -> dict[str, Any]:
         "destroyed": sum(1 for leak in leaks if leak["destroyed"]),
         "errors": [f"{leak['stack']}: {leak['error']}" for leak in leaks if leak["error"]],
     }
+
+
+def _sweep(home: Path, run_ids: set[str]) -> None:
+    """After the count: whatever the soak's runs still hold goes, so that a failed soak leaves nothing on the
+    machine either (its containers, its job processes; its stacks go with its home)."""
+    if run_ids:
+        listed = subprocess.run(["docker", "ps", "-a", "--filter", "label=toolkit-run",
+                                 "--format", '{{.Names}} {{.Label "toolkit-run"}}'], capture_output=True, text=True)
+        names = [line.split()[0] for line in listed.stdout.splitlines() if line.split()[-1] in run_ids]
+        if names:
+            subprocess.run(["docker", "rm", "-f", *names], capture_output=True)
+    for line in _job_processes(home):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(line.split(":")[0]), signal.SIGKILL)
 
 
 def _job_processes(home: Path) -> list[str]:

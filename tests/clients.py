@@ -18,11 +18,13 @@ HOLDING_CLIENT = textwrap.dedent(
     import toolkit
 
     decorator = getattr(toolkit, sys.argv[1])
+    pool, retries = sys.argv[2] or None, int(sys.argv[3])
 
     def sleeper():
         time.sleep(600)
 
-    bound = decorator(pool=sys.argv[2])(sleeper) if len(sys.argv) > 2 else decorator(sleeper)
+    options = {**({"pool": pool} if pool else {}), **({"retries": retries} if retries else {})}
+    bound = decorator(**options)(sleeper) if options else decorator(sleeper)
     future = bound.submit()
     while future.state != "running":
         time.sleep(0.1)
@@ -32,11 +34,13 @@ HOLDING_CLIENT = textwrap.dedent(
 )
 
 
-def start_holding_client(tmp_path: Path, target: str = "process", pool: str | None = None) -> tuple[subprocess.Popen[str], str]:
+def start_holding_client(
+    tmp_path: Path, target: str = "process", pool: str | None = None, retries: int = 0
+) -> tuple[subprocess.Popen[str], str]:
     """A client process whose run is up and running; returns it and the run id."""
     script = tmp_path / "holding_client.py"
     script.write_text(HOLDING_CLIENT)
-    client = subprocess.Popen([sys.executable, str(script), target, *([pool] if pool else [])],
+    client = subprocess.Popen([sys.executable, str(script), target, pool or "", str(retries)],
                               stdout=subprocess.PIPE, text=True)
     run_id = client.stdout.readline().strip() if client.stdout else ""
     if not run_id:
@@ -46,9 +50,9 @@ def start_holding_client(tmp_path: Path, target: str = "process", pool: str | No
     return client, run_id
 
 
-def kill_holding_client(tmp_path: Path, target: str = "process", pool: str | None = None) -> str:
+def kill_holding_client(tmp_path: Path, target: str = "process", pool: str | None = None, retries: int = 0) -> str:
     """Start a holding client, then SIGKILL it: its stack is left for gc (or another process) to collect."""
-    client, run_id = start_holding_client(tmp_path, target, pool)
+    client, run_id = start_holding_client(tmp_path, target, pool, retries)
     client.send_signal(signal.SIGKILL)
     client.wait()
     return run_id

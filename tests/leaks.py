@@ -85,11 +85,12 @@ def stack_bookkeeping(stacks: list[str], backend_url: str | None = None) -> list
     )
 
 
-def leftovers(backend_url: str | None = None, home: Path | None = None) -> dict[str, list[str]]:
+def leftovers(backend_url: str | None = None, home: Path | None = None, containers: bool = True) -> dict[str, list[str]]:
     """Stacks in the backend and their bookkeeping, run directories, staged bundles, toolkit containers.
 
     ``backend_url`` defaults to the session's backend, ``home`` to its ``TOOLKIT_HOME``; a home
-    of its own has its own default backend (``<home>/state``).
+    of its own has its own default backend (``<home>/state``). ``containers=False``: runs that
+    used no Docker engine, none to ask.
     """
     if home is not None and backend_url is None:
         backend_url = f"file://{home / 'state'}"
@@ -100,7 +101,7 @@ def leftovers(backend_url: str | None = None, home: Path | None = None) -> dict[
         "stack history and lock directories": stack_bookkeeping(stacks, backend_url),
         "run directories": _names(home, "work"),
         "staged bundles": _names(home, "staging"),
-        "containers": session_containers(home),
+        "containers": session_containers(home) if containers else [],
     }
     return {kind: items for kind, items in found.items() if items}
 

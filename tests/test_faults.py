@@ -65,6 +65,16 @@ def test_killed_client_leaves_a_stack_that_gc_destroys(tmp_path, target):
     assert not (settings.home() / "work" / run_id).exists()
 
 
+def test_killed_client_with_retries_leaves_staged_files_that_gc_removes(tmp_path):
+    """With ``retries`` the bundle stays staged until the run ends (a retry's ``up`` reads it again): a client
+    killed meanwhile leaves it in ``$TOOLKIT_HOME/staging``, and gc removes it with the run's stack."""
+    run_id = kill_holding_client(tmp_path, "process", retries=1)
+    staging = settings.home() / "staging"
+    assert sorted(path.name for path in staging.iterdir() if path.name.startswith(run_id)) == [f"{run_id}.tkb"]
+    assert [leak.destroyed for leak in gc.collect()] == [True]
+    assert not any(path.name.startswith(run_id) for path in staging.iterdir())
+
+
 def _lock_dir(run_id: str) -> Path:
     state = Path(settings.default_backend_url().removeprefix("file://"))
     return state / ".pulumi" / "locks" / "organization" / settings.RUN_PROJECT / f"run-{run_id}"

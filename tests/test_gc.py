@@ -79,3 +79,22 @@ def test_gc_never_destroys_a_live_clients_running_stack():
         future.cancel(timeout=120)
     wait_for_teardowns()
     assert_nothing_left()
+
+
+def test_staged_files_of_dead_owners_runs_go_and_the_rest_stay(tmp_path, monkeypatch):
+    """A killed client's bundle and items (kept staged for its retries) go; a live client's stay, and so does
+    a staged file whose run has no record yet (its client is preparing it)."""
+    from toolkit import records, settings
+
+    monkeypatch.setenv("TOOLKIT_HOME", str(tmp_path))
+    staging = settings.home() / "staging"
+    staging.mkdir()
+    for run_id, owner in (("deadbeef0001", _dead_owner()), ("a11ve0000002", owner_tag(os.getpid()))):
+        records.RunRecord(run_id=run_id, function="f", pool="p", target="process", stack=f"run-{run_id}",
+                          backend_url="file:///nowhere", created=time.time(), owner_pid=0, owner=owner).save()
+        (staging / f"{run_id}.tkb").write_bytes(b"bundle")
+        (staging / f"{run_id}.items").mkdir()
+        (staging / f"{run_id}.items" / "0").write_bytes(b"item")
+    (staging / "unrecorded03.tkb").write_bytes(b"bundle")
+    assert gc.sweep_staged() == ["deadbeef0001.items", "deadbeef0001.tkb"]
+    assert sorted(path.name for path in staging.iterdir()) == ["a11ve0000002.items", "a11ve0000002.tkb", "unrecorded03.tkb"]

@@ -172,7 +172,7 @@ def prune_records(
 
 def collect(older_than: float | None = None, dry_run: bool = False, urls: list[str] | None = None) -> list[Leak]:
     """Destroy collectable stacks; also deletes stack files a killed client left without their stack,
-    and run storage no stack recorded (``sweep_unrecorded_storage``)."""
+    run storage no stack recorded (``sweep_unrecorded_storage``) and its staged bundles (``sweep_staged``)."""
     urls = urls or backend_urls()
     leaks = find_leaks(older_than, urls)
     if dry_run:
@@ -186,7 +186,33 @@ def collect(older_than: float | None = None, dry_run: bool = False, urls: list[s
         except Exception as exc:  # noqa: BLE001 - report per stack, keep collecting the others
             leak.error = f"{type(exc).__name__}: {describe_failure(exc, leak.stack, leak.backend_url)}"
     sweep_unrecorded_storage({(leak.backend_url, leak.stack) for leak in leaks if not leak.destroyed})
+    sweep_staged()
     return leaks
+
+
+def sweep_staged() -> list[str]:
+    """Remove what dead clients staged for their runs (``$TOOLKIT_HOME/staging``); returns the names removed.
+
+    A call with ``retries`` keeps its bundle (and a map its items) staged until the
+    run ends, as a retry's ``up`` reads them again; a client killed meanwhile
+    leaves them. Those of runs whose owner on this host is gone go. A staged file
+    with no run record yet is a live client's, preparing that run: it stays.
+    """
+    staging = settings.home() / "staging"
+    if not staging.is_dir():
+        return []
+    owners = {record.run_id: record.owner for record in records.all_records()}
+    removed = []
+    for path in sorted(staging.iterdir()):
+        owner = owners.get(path.name.split(".")[0])
+        if owner is None or owner_alive(owner) is not False:
+            continue
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path.name)
+    return removed
 
 
 def sweep_unrecorded_storage(kept: set[tuple[str, str]]) -> list[str]:
