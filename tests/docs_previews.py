@@ -51,16 +51,18 @@ def mocked_preview(target: str) -> str:
     return str(plan) + "\n"
 
 
+def train(epochs: int) -> float:
+    return epochs * 0.1
+
+
 def real_preview(target: str) -> str:
-    """``str(fn.preview(...))`` of a small function on the target's built-in pool (engine and Docker)."""
+    """``str(fn.preview(...))`` of ``train`` on the target's built-in pool (engine and Docker), with this
+    machine's paths written as a reader's."""
     import toolkit
 
-    def train(epochs: int) -> float:
-        return epochs * 0.1
-
     decorated = getattr(toolkit, target)(env={"MODE": "fast", "API_TOKEN": toolkit.secret("not-shown")})(train)
-    text = str(decorated.preview(3))
-    return re.sub(str(Path.home()), "~", text) + "\n"
+    text = str(decorated.preview(3)).replace(str(PREVIEWS.parents[2]), "/path/to/checkout")
+    return re.sub(re.escape(str(Path.home())), "~", text) + "\n"
 
 
 def main(targets: list[str]) -> None:
