@@ -105,6 +105,19 @@ def test_a_run_whose_client_died_shows_as_such_and_as_a_gc_candidate(home, backe
         assert "gc candidate" in page and "Collect its stack" in page
 
 
+def test_a_deleted_pools_page_still_lists_its_runs_and_an_unknown_pool_is_not_found(home, backend):
+    make_record("eeeeeeeeeee1", backend, pool="retired", state="failed", torn_down=True, finished=time.time(),
+                error="PolicyViolationError: team/no-slow-jobs")
+    with app_for(backend) as client:
+        page = client.get("/pools/retired")
+        assert page.status_code == 200
+        assert 'id="pool-gone"' in page.text and "eeeeeeeeeee1" in page.text
+        answer = client.get("/api/pools/retired").json()
+        assert (answer["name"], answer["pool"], [run["run_id"] for run in answer["refused"]]) == (
+            "retired", None, ["eeeeeeeeeee1"])
+        assert client.get("/pools/never-was").status_code == 404
+
+
 def test_runs_are_paged_on_the_server(home, backend):
     base = time.time() - 1000
     for number in range(120):

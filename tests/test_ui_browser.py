@@ -18,6 +18,7 @@ import sys
 import tempfile
 import textwrap
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -376,9 +377,12 @@ def crawl(start: str, seeds: list[str], limit: int = 400) -> dict[str, bytes]:
         if url in seen or urlparse(url).netloc != origin or "/static/" in url:
             continue
         seen.add(url)
-        with urllib.request.urlopen(url, timeout=60) as answer:
-            body = answer.read()
-            kind = answer.headers.get("content-type", "")
+        try:
+            with urllib.request.urlopen(url, timeout=60) as answer:
+                body = answer.read()
+                kind = answer.headers.get("content-type", "")
+        except urllib.error.HTTPError as exc:
+            raise AssertionError(f"{url} answered {exc.code}: {exc.read()[:300]!r}") from None
         bodies[url] = body
         if kind.startswith("text/html"):
             parser = _Links()

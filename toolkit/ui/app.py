@@ -213,24 +213,27 @@ class _Dashboard:
 
     def pool(self, request: Request) -> Response:
         name = request.path_params["name"]
-        try:
-            found = adapter.pool(name)
-        except adapter.ToolkitError as exc:
-            raise HTTPException(404, str(exc)) from None
         recent = [row for row in self.catalog.rows() if row.pool == name]
+        changes = adapter.pool_changes(name)
+        try:
+            found: adapter.WorkPool | None = adapter.pool(name)
+        except adapter.ToolkitError as exc:
+            if not (recent or changes):
+                raise HTTPException(404, str(exc)) from None
+            found = None  # deleted (or registered elsewhere): its runs and history are still worth a page
         refused = [row for row in recent if row.state == "rejected"]
         verdicts = {row.run_id: (adapter.read_record(row.run_id) or None) for row in refused[:20] if row.local}
-        slots = adapter.slots_in_use(found)
-        changes = adapter.pool_changes(name)
+        slots = adapter.slots_in_use(found) if found is not None else None
         if self.wants_json(request):
             now = time.time()
-            return JSONResponse({"pool": json.loads(found.to_document()), "slots_in_use": slots,
+            document = json.loads(found.to_document()) if found is not None else None
+            return JSONResponse({"name": name, "pool": document, "slots_in_use": slots,
                                  "recent_runs": [_row_document(row, now) for row in recent[:50]],
                                  "refused": [_row_document(row, now) for row in refused[:50]],
                                  "changes": [change.model_dump() for change in changes]})
-        variables = found.base_job_template.get("variables", {})
-        return self.page(request, "pool.html", pool=found, schema=variables, slots=slots, recent=recent[:25],
-                    refused=refused[:20], verdicts=verdicts, changes=changes)
+        variables = found.base_job_template.get("variables", {}) if found is not None else {}
+        return self.page(request, "pool.html", pool_name=name, pool=found, schema=variables, slots=slots,
+                         recent=recent[:25], refused=refused[:20], verdicts=verdicts, changes=changes)
 
     def leak_list(self, request: Request) -> Response:
         found = self.leaks.get() or []
