@@ -266,8 +266,37 @@ def test_a_maps_items_come_from_its_journal(home, backend):
         assert [(item["state"], item["worker"]) for item in items] == [("completed", "0"), ("raised", "1"),
                                                                         ("completed", "0")]
         page = client.get("/runs/hhhhhhhhhhh1").text
-        assert page.count('class="item-') >= 6  # three bars in the Gantt, three rows in the table
+        assert page.count("<tr id=\"item-") == 3
+        assert page.index('<tr id="item-1"') < page.index('<tr id="item-0"')  # the raised item first
+        # The Gantt: the two completed items in one path, the raised one a bar linked to its row.
+        completed = page.split('<path d="', 1)[1].split('"', 1)[0]
+        assert completed.count("M") == 2 and '" class="item-completed"><title>2 completed items</title>' in page
+        assert page.count("<rect ") == 1 + page.count('class="phase-')  # the raised item and the phases
+        assert '<a href="?items=raised&amp;items_page=1#item-1">' in page
         assert XSS not in page
+
+
+def test_a_big_maps_items_table_is_paged_with_the_failed_ones_first(home, backend):
+    record = make_record("hhhhhhhhhhh2", backend, state="failed", torn_down=True, items=250, finished=time.time())
+    now = time.time()
+    lines = [{"i": i, "state": "completed", "worker": str(i % 4), "started": now - 9 + i / 100,
+              "finished": now - 8 + i / 100} for i in range(250) if i != 200]
+    lines.append({"i": 200, "state": "failed", "at": now - 1, "error": f"worker lost {XSS}"})
+    records.RunRecord.items_journal_of(record.run_id).write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+    def rows(page: str) -> list[int]:
+        return [int(part.split('"', 1)[0]) for part in page.split('<tr id="item-')[1:]]
+
+    with app_for(backend) as client:
+        first = client.get("/runs/hhhhhhhhhhh2").text
+        assert rows(first) == [200, *range(99)]
+        assert "items 1–100 of 250, failed and raised first" in first and "page 1 of 3" in first
+        assert rows(client.get("/runs/hhhhhhhhhhh2?items_page=3").text) == [199, *range(201, 250)]
+        assert rows(client.get("/runs/hhhhhhhhhhh2?items=failed").text) == [200]
+        assert rows(client.get("/runs/hhhhhhhhhhh2?items=completed&items_page=9").text) == list(range(201, 250))
+        assert rows(client.get("/runs/hhhhhhhhhhh2?items=nonsense&items_page=x").text)[:2] == [200, 0]
+        assert len(client.get("/api/runs/hhhhhhhhhhh2").json()["items"]) == 250  # the API lists them all
+        assert XSS not in first
 
 
 def test_the_recorded_job_variables_hide_every_secret():

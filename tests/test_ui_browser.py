@@ -273,7 +273,12 @@ def test_a_map_shows_its_items_with_the_failing_one(ui, browser):
     raised = browser.find_elements(By.CSS_SELECTOR, "table.items tr.item-raised")
     assert [row.find_element(By.TAG_NAME, "td").text for row in raised] == ["3"]
     assert "ValueError: item 3 fails" in raised[0].text
-    assert len(browser.find_elements(By.CSS_SELECTOR, "svg.gantt rect")) == 9
+    # The Gantt: the eight completed items as one path, the raised one as its own bar, linked to its row.
+    completed = browser.find_elements(By.CSS_SELECTOR, "svg.gantt path.item-completed")
+    assert len(completed) == 1 and completed[0].get_attribute("d").count("M") == 8
+    bars = browser.find_elements(By.CSS_SELECTOR, "svg.gantt rect")
+    assert [bar.get_attribute("class") for bar in bars] == ["item-raised"]
+    assert bars[0].find_element(By.XPATH, "..").get_dom_attribute("href") == "?items=raised&items_page=1#item-3"
     assert "8 ok, 1 raised of 9" in text_of(browser, "#run-live .status")
     screenshot(browser, "run-map")
 

@@ -154,7 +154,11 @@ class _Dashboard:
 
     def run(self, request: Request) -> Response:
         run_id = request.path_params["run_id"]
-        detail = details.run_detail(self.catalog, run_id)
+        try:
+            items_page = int(request.query_params.get("items_page", "1"))
+        except ValueError:
+            items_page = 1
+        detail = details.run_detail(self.catalog, run_id, request.query_params.get("items", ""), items_page)
         if detail is None:
             raise HTTPException(404, f"no run {run_id!r} in the watched backends or this machine's records")
         if self.wants_json(request):

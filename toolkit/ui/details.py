@@ -3,21 +3,75 @@
 Built per request from the catalog (in memory) and the run's own files (its
 record, log and item journal, read fresh), so a live run's page is current.
 A run made on another machine has no record here: its page shows what the
-audit trail and its stack's checkpoint say.
+audit trail and its stack's checkpoint say. A map's items table is paged
+(``ITEMS_PAGE`` rows) and filterable by state; unfiltered, the failed and
+raised items come first, so the one that went wrong is on the first page.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from toolkit.ui import adapter, pictures
 from toolkit.ui.catalog import Catalog, RunRow
-from toolkit.ui.journal import Item, read_items
+from toolkit.ui.journal import STATES, Item, read_items
 
 LOG_TAIL_BYTES = 256 * 1024
 """The run page shows the last this-many bytes of the log; the download has all of it."""
+ITEMS_PAGE = 100
+"""Rows of a map's items table per page (the API lists them all)."""
+FIRST = ("failed", "raised")
+"""Item states listed before the others when the table is not filtered."""
+
+
+@dataclass
+class ItemPage:
+    """One page of a map's items table: ``state`` is the filter ("" for all)."""
+
+    rows: list[Item]
+    state: str
+    number: int
+    pages: int
+    total: int
+    first: int
+    """The 1-based position of the first row, for "items 101-200 of 1000"."""
+    counts: list[tuple[str, int]]
+    """``(state, items in it)`` for every state some item is in, in ``STATES`` order."""
+    leading: int
+    """How many failed and raised items an unfiltered table lists before the others."""
+
+
+def item_page(items: list[Item], state: str, number: int) -> ItemPage:
+    """The ``number``-th page of the items in ``state`` (all when "", failed and raised first), clamped."""
+    state = state if state in STATES else ""
+    leading = 0
+    if state:
+        chosen = [item for item in items if item.state == state]
+    else:
+        chosen = [item for item in items if item.state in FIRST]
+        leading = len(chosen)
+        chosen += [item for item in items if item.state not in FIRST]
+    pages = max(1, -(-len(chosen) // ITEMS_PAGE))
+    number = min(max(number, 1), pages)
+    counts = {name: 0 for name in STATES}
+    for item in items:
+        counts[item.state] += 1
+    start = (number - 1) * ITEMS_PAGE
+    return ItemPage(chosen[start : start + ITEMS_PAGE], state, number, pages, len(chosen), start + 1,
+                    [(name, count) for name, count in counts.items() if count], leading)
+
+
+def item_link(items: list[Item]) -> Callable[[Item], str]:
+    """Where a Gantt bar of an item links to: its row, on the page of its state's table that lists it."""
+    rank: dict[int, int] = {}
+    seen = dict.fromkeys(STATES, 0)
+    for item in items:
+        rank[item.index] = seen[item.state]
+        seen[item.state] += 1
+    return lambda item: f"?items={item.state}&items_page={rank[item.index] // ITEMS_PAGE + 1}#item-{item.index}"
 
 
 @dataclass
@@ -34,6 +88,7 @@ class RunDetail:
     tree_height: float
     items: list[Item] = field(default_factory=list)
     gantt: pictures.Picture | None = None
+    item_page: ItemPage | None = None
 
     @property
     def variables(self) -> list[Any]:
@@ -62,7 +117,8 @@ def _resources(record: adapter.RunRecord | None, stack: adapter.LiveStack | None
     return []
 
 
-def run_detail(catalog: Catalog, run_id: str) -> RunDetail | None:
+def run_detail(catalog: Catalog, run_id: str, items_state: str = "", items_page: int = 1) -> RunDetail | None:
+    """The run's page; for a map, its items table's page ``items_page`` of the items in ``items_state``."""
     row = catalog.known(run_id)
     if row is None:
         return None
@@ -81,7 +137,8 @@ def run_detail(catalog: Catalog, run_id: str) -> RunDetail | None:
     detail = RunDetail(row, record, catalog.entry(run_id), stack, timeline, phases, resources, tree, height)
     if record is not None and record.items is not None:
         detail.items = read_items(adapter.items_journal(run_id), record.items)
-        detail.gantt = pictures.gantt(detail.items, now, link="#item-")
+        detail.gantt = pictures.gantt(detail.items, now, link=item_link(detail.items))
+        detail.item_page = item_page(detail.items, items_state, items_page)
     return detail
 
 
