@@ -8,11 +8,18 @@ on GitHub and on the site):
   built-in local pools and carries those markers;
 - ``<!-- example: skip: REASON -->``: it needs what the suite does not have (a cloud account, a
   cluster pool, your own inputs); it is collected and reported as skipped with REASON.
+
+A shell block of CLI commands that need no engine, Docker or cloud is marked ``<!-- example: shell -->``:
+its commands run one by one in the fast lane, against a fresh ``TOOLKIT_HOME``.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import shlex
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,3 +78,26 @@ def test_every_python_block_is_run_or_says_why_not() -> None:
     for example in EXAMPLES:
         mark = marking(example)
         assert mark.skip is None or len(mark.skip) > 10, f"{example.path}:{example.start_line}: say why it is skipped"
+
+
+SHELL_BLOCK = re.compile(r"^<!-- example: shell -->\n```(?:bash|console|sh)\n(?P<body>.*?)^```", re.M | re.S)
+
+
+def _shell_blocks() -> list[object]:
+    found = []
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]:
+        text = path.read_text()
+        for block in SHELL_BLOCK.finditer(text):
+            line = text.count("\n", 0, block.start()) + 1
+            found.append(pytest.param(block["body"], id=f"{path.relative_to(ROOT)}:{line}"))
+    return found
+
+
+@pytest.mark.parametrize("body", _shell_blocks())
+def test_shell_example(body: str, tmp_path: Path) -> None:
+    env = {**os.environ, "TOOLKIT_HOME": str(tmp_path / "home"), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    for line in body.splitlines():
+        command = line.split("#", 1)[0].strip()
+        if command:
+            done = subprocess.run(shlex.split(command), env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+            assert done.returncode == 0, f"{command}: {done.stdout[-2000:]}{done.stderr[-2000:]}"
