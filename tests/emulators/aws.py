@@ -16,13 +16,16 @@ import functools
 import json
 import os
 import socket
+import threading
 import urllib.request
 from collections.abc import Iterator
 
 import boto3
 import pytest
 import s3fs
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 from moto.server import ThreadedMotoServer
+from werkzeug.serving import make_server
 
 REGION = "us-east-1"
 CLUSTER = "toolkit-test"
@@ -43,10 +46,34 @@ def moto_api(path: str, body: dict[str, object] | None = None) -> None:
         pass
 
 
+class _OneRequestAtATime:
+    """moto's S3 checks ``If-None-Match: *`` and then writes, as two steps another request can come
+    between, so two racing conditional creates may both succeed; S3 itself makes each one atomic.
+    Serving one request at a time gives the emulator that guarantee, which the claim tests rely on."""
+
+    def __init__(self, app: DomainDispatcherApplication) -> None:
+        self.app = app
+        self.lock = threading.Lock()
+
+    def __call__(self, environ: dict, start_response):  # noqa: ANN204 - WSGI
+        with self.lock:
+            return list(self.app(environ, start_response))
+
+
+class SerialMotoServer(ThreadedMotoServer):
+    """moto's threaded server with its requests serialized (``_OneRequestAtATime``)."""
+
+    def _server_entry(self) -> None:
+        app = _OneRequestAtATime(DomainDispatcherApplication(create_backend_app))
+        self._server = make_server(self._ip_address, self._port, app, True)
+        self._server_ready_event.set()
+        self._server.serve_forever()
+
+
 @pytest.fixture(scope="module")
 def aws_emulator() -> Iterator[str]:
     """The emulator's endpoint URL; the process environment points every AWS client at it."""
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=_free_port(), verbose=False)
+    server = SerialMotoServer(ip_address="127.0.0.1", port=_free_port(), verbose=False)
     server.start()
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
