@@ -319,14 +319,16 @@ def docker_available() -> bool:
 
 
 def run_soak(calls: int, faults: int, seed: int, clients: int = 3, max_seconds: float = 3600.0,
-             log: Callable[[str], None] = print, targets: tuple[str, ...] = TARGETS) -> dict[str, Any]:
+             log: Callable[[str], None] = print, targets: tuple[str, ...] = TARGETS,
+             kinds: tuple[str, ...] = KINDS) -> dict[str, Any]:
     """The whole soak in a TOOLKIT_HOME of its own; returns the data the section saves.
 
     With docker among ``targets`` it holds the machine's Docker lock throughout; on ``process``
     alone it touches no engine and injects only the faults that need none."""
     from tests.docker_restart import docker_engine_lock
 
-    kinds = KINDS if "docker" in targets else tuple(kind for kind in KINDS if not kind.startswith("docker"))
+    if "docker" not in targets:
+        kinds = tuple(kind for kind in kinds if not kind.startswith("docker"))
     home = Path(tempfile.mkdtemp(prefix="toolkit-soak-"))
     try:
         with docker_engine_lock() if "docker" in targets else contextlib.nullcontext():
@@ -635,6 +637,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=3)
     parser.add_argument("--max-seconds", type=float, default=3600.0, help="start no call after this")
     parser.add_argument("--targets", nargs="+", default=list(TARGETS), choices=TARGETS)
+    parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS, help="the faults to inject")
     parser.add_argument("--client", nargs=2, metavar=("SPEC", "JOURNAL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.client:
@@ -646,7 +649,7 @@ def main() -> None:
         print(line, file=sys.stderr, flush=True)
 
     saved = Run.begin().section("soak", run_soak, args.calls, args.faults, args.seed, args.clients,
-                                args.max_seconds, progress, tuple(args.targets))
+                                args.max_seconds, progress, tuple(args.targets), tuple(args.kinds))
     print("\n".join(render(saved, {})))
 
 
