@@ -10,7 +10,7 @@ Client processes (``--clients`` at a time, each given a few calls in turn)
 make the calls with ``retries=2``, one after the other, and journal each
 one; a fifth of the calls are maps of three items. The plan of calls and the
 kinds of fault come from ``--seed``; the moments depend on the machine. A
-fault is due each time another ``calls / faults`` calls have ended, and
+fault is due each time another ``0.8 * calls / faults`` calls have ended, and
 picks its victim at random among those present then:
 
 - ``client_kill``: SIGKILL of a client with a call in flight (its calls not
@@ -72,6 +72,8 @@ DISK_FULL_SECONDS = 3.0
 CALL_TIMEOUT = 600.0
 KINDS = ("client_kill", "docker_kill", "docker_restart", "disk_full")
 TARGETS = ("process", "docker")
+FAULTS_WITHIN = 0.8
+"""The share of the calls (the first ones to end) while which the faults fall due."""
 NOT_EXERCISED = {"pod_delete": "no Kubernetes cluster: the soak runs on process and docker only"}
 GOAL = {"lost": 0, "left": 0}
 EXCUSED = ("not started", "killed with its client", "stopped at the time bound")
@@ -109,11 +111,13 @@ def expected(call: dict[str, Any]) -> Any:
 
 def plan_faults(faults: int, calls: int, seed: int, kinds: tuple[str, ...]) -> list[dict[str, Any]]:
     """``faults`` faults, the kinds as evenly spread as the count allows and shuffled; the i-th is due
-    once (i + 1/2) * calls / faults calls have ended."""
+    once (i + 1/2) * spread / faults calls have ended, ``spread`` being the first 80% of the calls, so
+    that the last ones still find a victim among the calls left."""
     rng = random.Random(seed + 1)
     chosen = [kinds[i % len(kinds)] for i in range(faults)]
     rng.shuffle(chosen)
-    return [{"kind": kind, "due": int((i + 0.5) * calls / faults)} for i, kind in enumerate(chosen)]
+    spread = calls * FAULTS_WITHIN
+    return [{"kind": kind, "due": int((i + 0.5) * spread / faults)} for i, kind in enumerate(chosen)]
 
 
 # -- the client -----------------------------------------------------------------------------------
