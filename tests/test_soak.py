@@ -37,7 +37,7 @@ soak = _soak_module()
 @pytest.mark.engine
 def test_a_short_soak_loses_nothing_and_leaves_nothing():
     lines: list[str] = []
-    data = soak.run_soak(calls=50, faults=5, seed=25, clients=3, max_seconds=150, log=lines.append)
+    data = soak.run_soak(calls=50, faults=5, seed=25, clients=3, max_seconds=300, log=lines.append)
     report = "\n".join([*lines, *soak.render({"data": data, "host": {"cores": 2}}, {})])
     assert set(data["faults"]) == set(soak.KINDS) and sum(data["faults"].values()) == 5, report
     assert data["faults_not_injected"] == [], report
