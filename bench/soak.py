@@ -404,7 +404,7 @@ def _soak(home: Path, calls: int, faults: int, seed: int, clients: int, max_seco
     data = account(planned, soak.calls, soak.faults, phases, RETRIES, stopped)
     data.update(
         seed=seed, clients=clients, retries=RETRIES, map_items=MAP_ITEMS, targets=list(targets),
-        faults_requested=faults, faults_not_injected=[fault["kind"] for fault in pending],
+        faults_requested=faults, faults_not_injected=[fault["kind"] for fault in pending], kinds=list(kinds),
         not_exercised=NOT_EXERCISED, max_seconds=max_seconds, seconds=round(wall, 1),
         clients_crashed=crashed, gc=gc, left=left, disk_full_size=WORK_TMPFS_SIZE,
     )
@@ -574,11 +574,19 @@ def verdict(data: dict[str, Any]) -> bool:
             and not data["faults_not_injected"] and not data["gc"]["errors"] and not data["clients_crashed"])
 
 
+def _not_exercised(data: dict[str, Any]) -> dict[str, str]:
+    """The fault kinds this soak left out, and why."""
+    requested = data.get("kinds", KINDS)
+    left_out = {kind: f"not requested: `--kinds {' '.join(requested)}`" for kind in KINDS if kind not in requested}
+    return {**left_out, **data["not_exercised"]}
+
+
 def _goal(data: dict[str, Any]) -> str:
     if not verdict(data):
         return "**missed**"
-    full = data["calls"] >= 500 and sum(data["faults"].values()) >= 50
-    return "met" if full else f"met at this size ({data['calls']} calls, {sum(data['faults'].values())} faults)"
+    full = data["calls"] >= 500 and sum(data["faults"].values()) >= 50 and set(data.get("kinds", KINDS)) == set(KINDS)
+    return "met" if full else (f"met at this size and with these kinds ({data['calls']} calls, "
+                               f"{sum(data['faults'].values())} faults), not the goal's")
 
 
 def render(saved: dict[str, Any], sections: dict[str, dict[str, Any]]) -> list[str]:
@@ -617,7 +625,7 @@ def render(saved: dict[str, Any], sections: dict[str, dict[str, Any]]) -> list[s
         "A call should have succeeded when its client was not killed while it was in flight, no fault hit it "
         "before its job first ran, and at most `retries` faults hit it while its job ran (a fault aimed at its "
         "container, or the engine restart for a docker call, or the full disk for any call, overlapping it). "
-        "Not exercised: " + "; ".join(f"{kind} ({why})" for kind, why in d["not_exercised"].items()) + ".",
+        "Not exercised: " + "; ".join(f"{kind} ({why})" for kind, why in _not_exercised(d).items()) + ".",
     ]
     for j in lost:
         lines.append(f"- lost: call {j['call']} ({j['target']}{', map' if j['map'] else ''}, run {j['run_id']}), "

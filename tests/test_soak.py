@@ -98,3 +98,16 @@ def test_the_plan_and_the_faults_come_from_the_seed():
     faults = soak.plan_faults(5, 50, 7, soak.KINDS)
     assert sorted(f["due"] for f in faults) == [4, 12, 20, 28, 36]
     assert set(f["kind"] for f in faults) == set(soak.KINDS)
+
+
+def test_the_section_renders_what_the_soak_counted():
+    states = {3: {"start": 50, "ended": 60, "run_id": "d", "outcome": "failed", "error": "JobFailedError: no space"}}
+    data = soak.account(PLAN, states, [{"kind": "disk_full", "t": 55, "until": 58}], {"d": 52}, retries=2)
+    data.update(seed=1, clients=2, retries=2, map_items=3, targets=["process", "docker"], faults_requested=1,
+                faults_not_injected=[], kinds=["client_kill", "docker_kill", "disk_full"],
+                not_exercised=soak.NOT_EXERCISED, max_seconds=60, seconds=30, clients_crashed=[],
+                gc={"exit": 0, "destroyed": 0, "errors": []}, left={})
+    text = "\n".join(soak.render({"data": data, "host": {"cores": 2}}, {}))
+    assert "| **results lost** | **1** |" in text and "| **left behind after gc** (" in text
+    assert "lost: call 3 (process, run d), failed" in text and "Goal (500 calls, 50 faults: 0 lost, 0 left): **missed**" in text
+    assert "docker_restart (not requested: `--kinds client_kill docker_kill disk_full`)" in text and "pod_delete" in text
