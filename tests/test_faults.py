@@ -137,6 +137,24 @@ def test_full_storage_is_a_clear_error(tiny_mount):
         PoolRegistry().delete(pool)
 
 
+def _fills_the_disk() -> bytes:
+    return b"x" * 2 * 1024 * 1024
+
+
+def test_a_result_the_disk_cannot_hold_is_no_result_not_a_corrupt_one(tiny_mount):
+    """The runner's write of the result fails part-way (ENOSPC): no part of it may be left for the client to
+    take as the result. Without a result the job died of its infrastructure, which ``retries`` covers."""
+    pool = _pool_on("tiny-result", tiny_mount)
+    try:
+        with pytest.raises(JobFailedError, match="ended without a result, an infrastructure failure") as raised:
+            process(pool=pool)(_fills_the_disk)()
+        assert "No space left on device" in str(raised.value)
+        wait_for_teardowns()
+        assert list(tiny_mount.iterdir()) == []
+    finally:
+        PoolRegistry().delete(pool)
+
+
 def test_unwritable_storage_is_a_clear_error(tiny_mount):
     subprocess.run(["mount", "-o", "remount,ro", str(tiny_mount)], check=True)
     pool = _pool_on("readonly-storage", tiny_mount)

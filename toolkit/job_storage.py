@@ -9,6 +9,7 @@ fsspec and the wire layout only.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -66,6 +67,12 @@ class FsspecStorage:
             return handle.read()
 
     def write(self, name: str, data: bytes) -> None:
+        """Whole or not at all: the client takes a result file that exists as the result, so a write that
+        fails part-way (a full disk) must leave none. An object store's PUT is atomic; a local file is
+        renamed into place."""
+        if self.local is not None:
+            _write_whole(os.path.join(self.local, name), data)
+            return
         with _open(self.url, name, "wb", self.options) as handle:
             handle.write(data)
 
@@ -105,16 +112,7 @@ class FsspecStorage:
             handle.write(str(os.getpid()).encode())
 
     def write_result(self, index: int, data: bytes) -> None:
-        """A local file is renamed into place, an object store's PUT is atomic."""
-        name = item_name(RESULTS_DIR, index)
-        if self.local is None:
-            self.write(name, data)
-            return
-        final = os.path.join(self.local, name)
-        temporary = os.path.join(self.local, RESULTS_DIR, f".{index}.{os.getpid()}.tmp")
-        with open(temporary, "wb") as handle:
-            handle.write(data)
-        os.replace(temporary, final)
+        self.write(item_name(RESULTS_DIR, index), data)
 
 
 class SignedRunStorage:
@@ -178,6 +176,20 @@ class SignedOrDirect:
 
     def waiting(self, count: int) -> list[int] | None:
         return self._call("waiting", count)
+
+
+def _write_whole(path: str, data: bytes) -> None:
+    """``path`` appears whole or not at all; its temporary (a dot name, which ``names`` skips) never stays."""
+    directory, name = os.path.split(path)
+    temporary = os.path.join(directory, f".{name}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
 
 
 def _local_path(storage: str) -> str | None:
