@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -63,6 +64,7 @@ def test_killed_client_leaves_a_stack_that_gc_destroys(tmp_path, target):
     record = records.load(run_id)
     assert record.torn_down and record.state == "failed"
     assert not (settings.home() / "work" / run_id).exists()
+    assert not list(Path(tempfile.gettempdir()).glob(f"toolkit-{run_id}-*")), "the dead client's Pulumi workspace"
 
 
 def test_killed_client_with_retries_leaves_staged_files_that_gc_removes(tmp_path):

@@ -11,9 +11,11 @@ owners on other hosts are judged by TTL only. A lock left by a dead process
 from __future__ import annotations
 
 import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from pulumi import automation as auto
 
@@ -117,6 +119,8 @@ def destroy_stack(stack: str, backend_url: str) -> None:
     run_id = _stack_run_id(stack)
     deleted = changes.get("delete", 0)
     _record_collected(backend_url, run_id, run, resources=max(deleted - 1, 0))  # minus the Stack resource itself
+    if run is None or owner_alive(run.owner) is False:
+        remove_workspace_dirs(run_id)
     try:
         record = records.load(run_id)
     except Exception:  # noqa: BLE001 - stacks from other clients have no local record
@@ -125,6 +129,13 @@ def destroy_stack(stack: str, backend_url: str) -> None:
         record.update(state="failed", error="its client died; collected by toolkit gc")
     record.update(torn_down=True)
     shutil.rmtree(record.result_spool, ignore_errors=True)  # a map's results nobody will read now
+
+
+def remove_workspace_dirs(run_id: str) -> None:
+    """The Pulumi workspace directories a dead client made for the run (``engine.RunStack``'s
+    ``toolkit-<run id>-*`` in the temporary directory), which only its own teardown removes."""
+    for path in Path(tempfile.gettempdir()).glob(f"toolkit-{run_id}-*"):
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _record_collected(backend_url: str, run_id: str, run: RunTag | None, resources: int) -> None:
