@@ -388,7 +388,10 @@ def _soak(home: Path, calls: int, faults: int, seed: int, clients: int, max_seco
         left = leftovers(home=home, containers="docker" in targets)
         processes = _job_processes(home)
         if processes:
-            left["job processes"] = processes
+            left["job and plugin processes"] = processes
+        workspaces = _workspace_dirs(soak.run_ids())
+        if workspaces:
+            left["Pulumi workspace directories"] = workspaces
         phases = _first_running(home)
     finally:
         soak.stop_clients()
@@ -400,7 +403,7 @@ def _soak(home: Path, calls: int, faults: int, seed: int, clients: int, max_seco
             docker_engine.ensure_running(log, settings.cache_dir() / "dockerd.log")
         if not gc:
             _gc(env)  # the soak itself failed: still leave nothing behind
-        _sweep(home, soak.run_ids() if "docker" in targets else set())
+        _sweep(home, soak.run_ids(), "docker" in targets)
     data = account(planned, soak.calls, soak.faults, phases, RETRIES, stopped)
     data.update(
         seed=seed, clients=clients, retries=RETRIES, map_items=MAP_ITEMS, targets=list(targets),
@@ -439,10 +442,10 @@ def _gc(env: dict[str, str]) -> dict[str, Any]:
     }
 
 
-def _sweep(home: Path, run_ids: set[str]) -> None:
+def _sweep(home: Path, run_ids: set[str], docker: bool) -> None:
     """After the count: whatever the soak's runs still hold goes, so that a failed soak leaves nothing on the
     machine either (its containers, its job processes; its stacks go with its home)."""
-    if run_ids:
+    if docker and run_ids:
         listed = subprocess.run(["docker", "ps", "-a", "--filter", "label=toolkit-run",
                                  "--format", '{{.Names}} {{.Label "toolkit-run"}}'], capture_output=True, text=True)
         names = [line.split()[0] for line in listed.stdout.splitlines() if line.split()[-1] in run_ids]
@@ -451,19 +454,28 @@ def _sweep(home: Path, run_ids: set[str]) -> None:
     for line in _job_processes(home):
         with contextlib.suppress(ProcessLookupError):
             os.kill(int(line.split(":")[0]), signal.SIGKILL)
+    for directory in _workspace_dirs(run_ids):
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _workspace_dirs(run_ids: set[str]) -> list[str]:
+    """The Pulumi workspace directories of the soak's runs (``engine.RunStack``'s ``toolkit-<run id>-*``)."""
+    return sorted(str(path) for run_id in run_ids for path in Path(tempfile.gettempdir()).glob(f"toolkit-{run_id}-*"))
 
 
 def _job_processes(home: Path) -> list[str]:
-    """Processes whose command line names the soak's home (a job that outlived its run), but not this one."""
+    """Processes whose command line or environment names the soak's home (a job, a Pulumi CLI or provider
+    plugin that outlived its run), but not this one."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
+            environ = (entry / "environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        if any(str(home).encode() in arg for arg in argv):
+        if any(str(home).encode() in arg for arg in argv) or f"TOOLKIT_HOME={home}".encode() in environ:
             found.append(f"{entry.name}: {b' '.join(argv).decode(errors='replace')[:200]}")
     return found
 
@@ -619,7 +631,8 @@ def render(saved: dict[str, Any], sections: dict[str, dict[str, Any]]) -> list[s
         f"| **results lost** | **{len(lost)}** |",
         f"| runs whose own teardown failed (left to gc) | {d['teardown_errors']} |",
         f"| `toolkit gc` afterwards | destroyed {d['gc']['destroyed']} stacks, {len(d['gc']['errors'])} errors |",
-        f"| **left behind after gc** (stacks, their bookkeeping, run directories, staged bundles, containers, job processes) | **{left}** |",
+        f"| **left behind after gc** (stacks, their bookkeeping, run directories, staged bundles, containers, "
+        f"job and plugin processes, Pulumi workspace directories) | **{left}** |",
         "",
         f"Goal (500 calls, 50 faults: 0 lost, 0 left): {_goal(d)}. "
         "A call should have succeeded when its client was not killed while it was in flight, no fault hit it "
