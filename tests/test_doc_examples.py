@@ -26,6 +26,9 @@ from pathlib import Path
 import pytest
 from pytest_examples import CodeExample, EvalExample, find_examples
 
+from tests.leaks import assert_nothing_left
+from toolkit.futures import wait_for_teardowns
+
 ROOT = Path(__file__).resolve().parents[1]
 MARK = re.compile(r"<!-- example: (?P<what>.+?) -->")
 RUN_MARKERS = {"engine", "docker"}
@@ -69,6 +72,10 @@ def test_example(example: CodeExample, eval_example: EvalExample, tmp_path: Path
                  monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # files a block writes or includes stay out of the repository
     eval_example.run(example)
+    if marking(example).markers:
+        # A call's teardown goes on after its result: it belongs to this test, not to the next one.
+        wait_for_teardowns()
+        assert_nothing_left()
 
 
 def test_every_python_block_is_run_or_says_why_not() -> None:
