@@ -319,3 +319,23 @@ def test_the_recorded_job_variables_hide_every_secret():
         "effective": {"password": "[secret]", "memory": "2g", "env": {"TOKEN": "[secret]", "PLAIN": "x"}},
     }
     assert "pass" not in json.dumps(shown).replace("password", "") and "dotted-secret" not in json.dumps(shown)
+
+
+def test_an_unreachable_backend_hides_no_other_backends_leaks(home, backend, monkeypatch):
+    from toolkit.ui import adapter
+
+    owner = dead_owner()
+    tag = RunTag(pool="local-process", function="cube", owner=owner, created=time.time() - 10, ttl=3600)
+    diy_backend.create_stack(backend, settings.RUN_PROJECT, "run-fffffffffff1", {RUN_TAG: tag.model_dump_json()})
+    unreachable = "s3://no-credentials-here"
+    readable = adapter.run_stack_tags
+
+    def listing(url: str) -> list[tuple[str, dict[str, str]]]:
+        if url == unreachable:
+            raise PermissionError("NoCredentialsError: Unable to locate credentials")
+        return readable(url)
+
+    monkeypatch.setattr(adapter, "run_stack_tags", listing)
+    found, errors = adapter.leaks([unreachable, backend])
+    assert [leak.stack for leak in found] == ["run-fffffffffff1"]
+    assert errors and errors[0].startswith(unreachable)

@@ -240,10 +240,11 @@ class _Dashboard:
                          recent=recent[:25], refused=refused[:20], verdicts=verdicts, changes=changes)
 
     def leak_list(self, request: Request) -> Response:
-        found = self.leaks.get() or []
+        found, unreachable = self.leaks.get() or ([], [])
+        error = "; ".join([*([self.leaks.error] if self.leaks.error else []), *unreachable]) or None
         if self.wants_json(request):
-            return JSONResponse({"leaks": [dataclasses.asdict(leak) for leak in found], "error": self.leaks.error})
-        return self.page(request, "leaks.html", leaks=found, error=self.leaks.error, stacks=self.catalog.stacks())
+            return JSONResponse({"leaks": [dataclasses.asdict(leak) for leak in found], "error": error})
+        return self.page(request, "leaks.html", leaks=found, error=error, stacks=self.catalog.stacks())
 
     def environment_list(self, request: Request) -> Response:
         found = self.envs.get() or []
