@@ -392,7 +392,8 @@ def crawl(start: str, seeds: list[str], limit: int = 400) -> dict[str, bytes]:
         if kind.startswith("text/html"):
             parser = _Links()
             parser.feed(body.decode("utf-8", errors="replace"))
-            queue += [urljoin(url, link) for link in parser.links]
+            # another run's live log stream never ends while that run lives: only the seeds' are read
+            queue += [urljoin(url, link) for link in parser.links if "/logs/follow" not in link]
     return bodies
 
 
