@@ -14,6 +14,7 @@ import pytest
 from tests.environments.conftest import fake_wheel
 from toolkit.environments import detect, imports, lifecycle
 from toolkit.environments.variables import EnvironmentSettings
+from toolkit.errors import TargetUnavailableError
 
 
 def imported(fn) -> set[str]:
@@ -23,6 +24,7 @@ def imported(fn) -> set[str]:
 def test_plain_imports_count_guarded_and_relative_ones_do_not():
     def plain():
         import json  # noqa: F401
+
         import toolkit_test_nowhere.sub  # noqa: F401
 
     def guarded():
@@ -72,3 +74,23 @@ def test_a_module_an_explicit_package_installs_is_not_refused(
     plan = lifecycle.plan(uses_a_module_installed_nowhere, (), {}, settings, "interpreter", None, "local-process",
                           tmp_path)
     assert plan.status == "build" and [pin.name for pin in plan.environment.pins] == ["toolkit-test-nowhere"]
+
+
+def _no_engine(image: str) -> None:
+    raise TargetUnavailableError("the Docker engine is not reachable")
+
+
+def test_a_remote_call_with_nothing_to_build_needs_no_docker_engine(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """A cloud pool's job pulls its image itself: a caller with no engine can still call it, unless its
+    environment must be built on that image."""
+    monkeypatch.setattr(lifecycle, "image_id", _no_engine)
+
+    def plain() -> int:
+        return 1
+
+    plan = lifecycle.plan(plain, (), {}, EnvironmentSettings(), "image", "reg.example.com/runner:1", "ml", tmp_path,
+                          remote=True)
+    assert plan.status == "base" and plan.base is None
+    with pytest.raises(TargetUnavailableError, match="not reachable"):
+        lifecycle.plan(plain, (), {}, EnvironmentSettings(packages=("six==1.16.0",)), "image",
+                       "reg.example.com/runner:1", "ml", tmp_path, remote=True)

@@ -41,7 +41,7 @@ from toolkit.environments.requirements import Requested
 from toolkit.environments.spec import ENV_LABEL, Environment, request_key
 from toolkit.environments.summary import EnvironmentSummary, PackageLine, Status
 from toolkit.environments.variables import EnvironmentSettings
-from toolkit.errors import ConfigError, RequirementConflictError
+from toolkit.errors import ConfigError, RequirementConflictError, TargetUnavailableError
 from toolkit.infra.image_registry import ImageRegistry
 
 
@@ -113,15 +113,28 @@ def _exists(record: index.EnvironmentRecord) -> bool:
 def _describe_base(
     kind: str, reference: str | None, pool_name: str, remote: bool, needed: bool, reporter: Reporter | None
 ) -> Base | None:
-    """The base, probed; a remote target's base image is pulled when missing and ``needed``, else None."""
+    """The base, probed; a remote target's base image is pulled when missing and ``needed``, else None.
+
+    A remote target's job pulls its image itself: with nothing to build on it, a caller without a Docker
+    engine (a laptop with only a cloud account) gets None, as for a base its engine does not have."""
     if kind != "image":
         return describe_interpreter(reference)
     assert reference, "an image target names its base image"
-    if remote and image_id(reference) is None:
+    if remote and _local_image_id(reference, needed) is None:
         if not needed:
             return None
         pull_image(reference, pool_name, reporter or Reporter())
     return describe_image(reference, pool_name)
+
+
+def _local_image_id(reference: str, needed: bool) -> str | None:
+    """``image_id``; an unreachable engine is an error only when an environment must be built on the image."""
+    try:
+        return image_id(reference)
+    except TargetUnavailableError:
+        if needed:
+            raise
+        return None
 
 
 def _explicit(env: EnvironmentSettings, cwd: Path) -> list[Requested]:
