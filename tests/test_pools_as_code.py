@@ -254,3 +254,11 @@ def test_template_with_defaults_rejects_unknown_variables_and_invalid_values() -
         template_with_defaults("docker", cpus="two")
     template = template_with_defaults("docker", mem_limit="2g")
     assert template["variables"]["properties"]["mem_limit"]["default"] == "2g"
+
+
+def test_template_with_defaults_checks_a_variable_whose_schema_refers_to_the_templates_definitions() -> None:
+    toleration = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    template = template_with_defaults("kubernetes", tolerations=[toleration])  # items: {"$ref": "#/$defs/Toleration"}
+    assert template["variables"]["properties"]["tolerations"]["default"] == [toleration]
+    with pytest.raises(ConfigError, match="default .* for 'kubernetes' variable 'tolerations' is invalid"):
+        template_with_defaults("kubernetes", tolerations=[{"key": 1}])

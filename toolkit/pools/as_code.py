@@ -78,8 +78,10 @@ def template_with_defaults(type_: str, template: Mapping[str, Any] | None = None
             f"cannot set defaults for {', '.join(map(repr, unknown))}: the {type_!r} template has no such "
             f"variable. Valid: {', '.join(sorted(properties))}"
         )
+    definitions = {"$defs": result["variables"]["$defs"]} if "$defs" in result.get("variables", {}) else {}
     for name, value in defaults.items():
-        error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(properties[name]).iter_errors(value))
+        schema = {**properties[name], **definitions}  # a property's "#/$defs/..." refers to the variables schema's
+        error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(value))
         if error is not None:
             raise ConfigError(
                 f"default {value!r} for {type_!r} variable {name!r} is invalid: {error.message}. Pass a valid value"
