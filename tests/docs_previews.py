@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 from toolkit.plan import Plan, ResourceChange, _scrub
 
@@ -35,12 +36,17 @@ LOCAL = ("process", "docker")
 MOCKED = [target for target in SUITES if target not in LOCAL]
 
 
-def mocked_preview(target: str) -> str:
-    """``str(Plan)`` of the target's program under mocks, for its conformance test's sample call."""
+def conformance_suite(target: str) -> Any:
+    """The target's conformance test (tests/infra): its sample job variables and mock outputs."""
     import importlib
 
     module_name, _, class_name = SUITES[target].partition(":")
-    suite = getattr(importlib.import_module(module_name), class_name)()
+    return getattr(importlib.import_module(module_name), class_name)()
+
+
+def mocked_preview(target: str) -> str:
+    """``str(Plan)`` of the target's program under mocks, for its conformance test's sample call."""
+    suite = conformance_suite(target)
     config, _ = suite.render(suite.sample())
     run = suite.program(suite.sample())
     # The mocks record resources in the order their inputs resolve, which varies: the page lists them by type.
