@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -12,7 +15,7 @@ import pytest
 
 from toolkit import diy_backend, settings
 from toolkit.engine import RUN_TAG, RunStack, RunTag, list_run_stacks
-from toolkit.workspace import ensure_local_backend, owner_tag
+from toolkit.workspace import break_stale_lock, ensure_local_backend, owner_tag
 
 PROJECT = settings.RUN_PROJECT
 
@@ -92,3 +95,21 @@ def test_empty_history_and_lock_directories_of_removed_stacks_are_swept_and_othe
     assert sorted(Path(path).name for path in removed) == ["run-dead", "run-dead"]
     assert sorted(path.name for path in made if path.exists()) == sorted(["run-live", "run-busy", "run-new"] * 2)
 
+
+
+def test_a_dead_processs_lock_goes_with_its_attrs_file_so_the_lock_directory_can_be_removed(backend: str) -> None:
+    """The CLI's blob store writes ``<lock>.json.attrs`` beside each lock file; a lock left by a killed ``pulumi``
+    must go with it, or the stack's lock directory outlives the stack (gc then leaves it for good)."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    locks = diy_backend.bookkeeping_dirs(backend, PROJECT)[1]
+    for stack, pid in (("run-dead", dead.pid), ("run-held", os.getpid())):
+        (locks / stack).mkdir(parents=True)
+        lock = {"pid": pid, "username": "root", "hostname": socket.gethostname(), "timestamp": "2026-01-01T00:00:00Z"}
+        (locks / stack / "3f1c.json").write_text(json.dumps(lock))
+        (locks / stack / "3f1c.json.attrs").write_text(json.dumps({"md5": "LEb9CLlbe+o+xPfal2mizw=="}))
+    assert [Path(path).name for path in break_stale_lock("run-dead", backend)] == ["3f1c.json"]
+    assert break_stale_lock("run-held", backend) == []
+    assert sorted(path.name for path in (locks / "run-held").iterdir()) == ["3f1c.json", "3f1c.json.attrs"]
+    diy_backend.remove_leftovers(backend, PROJECT, "run-dead")  # what gc's destroy ends with
+    assert not (locks / "run-dead").exists()

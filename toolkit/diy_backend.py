@@ -49,7 +49,7 @@ _LAYOUT_OVERRIDES = tuple(
 )
 """Settings under which the CLI looks for other files than this module writes (compressed, legacy layout)."""
 _LEFTOVER_SUFFIXES = (".pulumi-tags", ".json.bak")
-_ATTRS = ".attrs"
+ATTRS = ".attrs"
 """Sidecar metadata file the CLI's blob store writes next to each file (optional when reading)."""
 
 
@@ -187,7 +187,7 @@ def _remove_empty(directory: Path) -> bool:
 
 def _remove(directory: Path, stack: str, suffixes: tuple[str, ...]) -> None:
     for suffix in suffixes:
-        for name in (f"{stack}{suffix}", f"{stack}{suffix}{_ATTRS}"):
+        for name in (f"{stack}{suffix}", f"{stack}{suffix}{ATTRS}"):
             (directory / name).unlink(missing_ok=True)
 
 

@@ -141,7 +141,10 @@ def break_stale_lock(stack: str, backend_url: str, project: str = settings.RUN_P
     removed: list[str] = []
     if not fs.exists(directory):
         return removed
-    for path in fs.ls(directory, detail=False):
+    paths = fs.ls(directory, detail=False)
+    for path in paths:
+        if path.endswith(diy_backend.ATTRS):
+            continue
         try:
             lock = json.loads(fs.cat_file(path))
         except (OSError, ValueError):
@@ -150,4 +153,6 @@ def break_stale_lock(stack: str, backend_url: str, project: str = settings.RUN_P
         if lock.get("hostname") == socket.gethostname() and owner_alive(owner) is not True:
             fs.rm(path)
             removed.append(path)
+            if path + diy_backend.ATTRS in paths:  # the CLI's blob store writes one beside each lock file
+                fs.rm(path + diy_backend.ATTRS)
     return removed
