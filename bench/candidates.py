@@ -1,8 +1,9 @@
 """Latency candidates of issues 15 and 29, kept or not, each measured against its alternative in the same run.
 
-    .venv/bin/python bench/candidates.py [--issue 29] [--repeats 8] [--upstream-cli PATH]
+    .venv/bin/python bench/candidates.py [--issue 29] [--part engine] [--repeats 8] [--upstream-cli PATH]
 
-Issue 29's candidates are in bench/candidates29.py; issue 15's follow. Each
+Issue 29's candidates are in bench/candidates29.py, the engine started ahead and
+the kept key measured again in bench/standby29.py (``--part engine``); issue 15's follow. Each
 issue's candidates are saved as their own section of bench/results.md
 (``candidates15``, ``candidates29``; bench/report.py). Each candidate is
 measured alternating with what it replaces, so both see the same load:
@@ -248,6 +249,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--issue", type=int, choices=(15, 29), default=29, help="whose candidates to measure")
     parser.add_argument("--repeats", type=int, default=8)
+    parser.add_argument("--part", choices=("all", "engine"), default="all", help="issue 29: every candidate, "
+                        "or only the engine started ahead and the kept key (bench/standby29.py)")
     parser.add_argument("--upstream-cli", type=Path, help="issue 15: a Pulumi CLI of the same version built "
                         "without the patch")
     args = parser.parse_args()
@@ -257,6 +260,11 @@ def main() -> None:
     if args.issue == 15:
         saved = Run.begin().section("candidates15", measure, args.repeats, args.upstream_cli)
         print("\n".join(render_15(saved, {})))
+    elif args.part == "engine":
+        import standby29
+
+        saved = Run.begin().section("standby29", standby29.measure, args.repeats)
+        print("\n".join(standby29.render(saved, {})))
     else:
         import candidates29
 

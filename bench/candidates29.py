@@ -219,6 +219,24 @@ def early_destroy() -> Iterator[None]:
 # -- measuring ------------------------------------------------------------------------------------
 
 
+def one_call(function: Any, variant: Variant) -> dict[str, float]:
+    """One call of ``function`` (which returns 2) under ``variant``: submit→result, teardown after the result,
+    CPU of the CLI processes reaped meanwhile and of the client."""
+    with variant():
+        children, own = _cpu()
+        started = time.perf_counter()
+        future = function.submit()
+        assert future.result(timeout=300) == 2
+        returned = time.perf_counter()
+        future.wait_teardown()
+        ended = time.perf_counter()
+        children_after, own_after = _cpu()
+        if future.teardown_error is not None:
+            raise future.teardown_error
+    return {"latency": returned - started, "teardown": ended - returned, "cli_cpu": children_after - children,
+            "client_cpu": own_after - own}
+
+
 def calls(function: Any, variants: dict[str, Variant], repeats: int) -> dict[str, dict[str, float]]:
     """Submit→result, teardown and CPU medians of ``function`` under each variant, alternating."""
     samples: dict[str, dict[str, list[float]]] = {
@@ -226,22 +244,8 @@ def calls(function: Any, variants: dict[str, Variant], repeats: int) -> dict[str
     }
     for _ in range(repeats):
         for name, variant in variants.items():
-            with variant():
-                children, own = _cpu()
-                started = time.perf_counter()
-                future = function.submit()
-                assert future.result(timeout=300) == 2
-                returned = time.perf_counter()
-                future.wait_teardown()
-                ended = time.perf_counter()
-                children_after, own_after = _cpu()
-                if future.teardown_error is not None:
-                    raise future.teardown_error
-            measured = samples[name]
-            measured["latency"].append(returned - started)
-            measured["teardown"].append(ended - returned)
-            measured["cli_cpu"].append(children_after - children)
-            measured["client_cpu"].append(own_after - own)
+            for key, value in one_call(function, variant).items():
+                samples[name][key].append(value)
     return {name: {key: _median(values) for key, values in measured.items()} for name, measured in samples.items()}
 
 

@@ -75,6 +75,7 @@ SECTIONS = (
     Section("soak", "soak", "Chaos soak"),
     Section("candidates15", "candidates", "Tried for issue 15", render="render_15"),
     Section("candidates29", "candidates29", "Tried for issue 29", render="render_section"),
+    Section("standby29", "standby29", "Tried for issue 29: the engine started ahead, the kept key"),
 )
 """Every section results.md may hold, in the order it shows them."""
 
