@@ -90,6 +90,7 @@ class PreparedRun:
 
     def discard_bundle(self) -> None:
         self.context.bundle_path.unlink(missing_ok=True)
+        self.context.table_path.unlink(missing_ok=True)
         if self.context.files_path:
             self.context.files_path.unlink(missing_ok=True)
         if self.context.fanout:
@@ -180,7 +181,7 @@ def prepare(
         bundle_path=bundle_path, run_key=key, files_path=archive.path if archive else None,
         image=environment.image if environment else None,
         python=environment.python if environment else None,
-        image_registry=environment.registry if environment else None,
+        image_registry=environment.registry if environment else None, timeout=variables.get("timeout"),
     )
     return PreparedRun(
         run_id=run_id, pool=pool, target=target, context=context, variables=variables, job_config=config,

@@ -35,6 +35,7 @@ from toolkit.bundles import BUNDLE_NAME, RUN_KEY_ENV
 from toolkit.errors import ConfigError, ProvisionError
 from toolkit.infra.image_registry import ImageRegistry
 from toolkit.infra.run import RunContext
+from toolkit.storage_urls import URLS_ENV
 from toolkit.targets.aws import ECR_PULL_ACTIONS
 from toolkit.targets.ecs.target import EcsTarget, EcsWatcher, task_status
 from toolkit.targets.ecs.task import _EcsTaskProvider, run_task
@@ -422,7 +423,7 @@ def test_rendered_task_definition_registers_with_ecs() -> None:
     arn = _register(run)
     described = boto3.client("ecs", region_name=REGION).describe_task_definition(taskDefinition=arn)["taskDefinition"]
     runner = described["containerDefinitions"][0]
-    assert {s["name"] for s in runner["secrets"]} == {RUN_KEY_ENV}
+    assert {s["name"] for s in runner["secrets"]} == {RUN_KEY_ENV, URLS_ENV}  # the emulator's credentials sign
     assert runner["logConfiguration"]["logDriver"] == "awslogs"
 
 

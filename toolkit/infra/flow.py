@@ -6,7 +6,8 @@ implements a fixed set of functions):
 
 1. check the job (what a run cannot go without, again after customizations);
 2. storage: the run's own bucket, or the pool's shared prefix, decided here once;
-3. the run's secrets (its signing key, the ``toolkit.secret`` env values) as the
+3. the run's secrets (its signing key, the ``toolkit.secret`` env values and, where
+   the target takes them, the storage requests signed for its job) as the
    platform's secret references;
 4. pull access to the pool's image registry, when the environment image is there;
 5. the environment image, in place of the job's own;
@@ -22,6 +23,7 @@ AWS, Google and Azure targets), its job resource (``job``) and its watcher.
 from __future__ import annotations
 
 import abc
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +35,9 @@ from toolkit.bundles import BUNDLE_NAME, FILES_NAME, RUN_KEY_ENV
 from toolkit.infra.image_registry import ImageRegistry
 from toolkit.infra.resources import RunStorage, item_uploads
 from toolkit.infra.run import FanOut, JobConfiguration, RunContext, runner_command
+from toolkit.presign import SignedRun, sign_run
 from toolkit.secretvalues import Secret
+from toolkit.storage_urls import TABLE_NAME, URLS_ENV
 
 
 @dataclass
@@ -153,10 +157,36 @@ class JobParts:
         return pulumi.ResourceOptions(depends_on=[*self.needs, *depends_on], **trigger, **more)
 
 
-def run_secrets(run: RunContext) -> dict[str, str]:
-    """The values a job must receive as secrets: the run's signing key and every ``toolkit.secret`` env value."""
+def run_secrets(run: RunContext, signed: SignedRun | None = None) -> dict[str, str]:
+    """The values a job must receive as secrets: the run's signing key, every ``toolkit.secret`` env value and
+    the requests ``signed`` for it (each URL is a credential for its object)."""
     env: Mapping[str, Any] = getattr(run.job, "env", {})
-    return {RUN_KEY_ENV: run.run_key, **{name: value.reveal() for name, value in env.items() if isinstance(value, Secret)}}
+    values = {RUN_KEY_ENV: run.run_key, **{name: value.reveal() for name, value in env.items() if isinstance(value, Secret)}}
+    return {**values, URLS_ENV: signed.env} if signed is not None else values
+
+
+def signed_requests(run: RunContext, indexed: bool) -> SignedRun | None:
+    """Every request the run's job makes to its storage, signed with the caller's credentials for as long as
+    an attempt may run (``toolkit.presign``), so the job imports no storage driver; None where signing does not
+    fit (local storage, credentials that cannot sign here ...): the job reaches storage through fsspec then.
+
+    Signed at each ``up``: one per attempt, whose job is new. A map's table of per-item requests is staged at
+    ``run.table_path``, uploaded next to the bundle."""
+    fanout = run.fanout
+    signed = sign_run(
+        run.storage_url,
+        run.storage_options,
+        run.run_key,
+        files=run.files_path is not None,
+        items=fanout.count if fanout is not None else None,
+        claims=not indexed,
+        timeout=run.timeout,
+    )
+    if signed is not None and signed.table is not None:
+        fd = os.open(run.table_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(signed.table)
+    return signed
 
 
 class RunFlow(abc.ABC):
@@ -167,6 +197,9 @@ class RunFlow(abc.ABC):
     """How a map runs: an indexed job (one task per item) or workers that claim items from run storage."""
     index_env: ClassVar[str | None] = None
     """With ``map_form = "indexed"``: the variable the platform puts each task's index in."""
+    signed_storage: ClassVar[bool] = False
+    """The job gets its storage requests signed (``signed_requests``), as a secret, where the pool's storage
+    and the caller's credentials allow it."""
 
     @abc.abstractmethod
     def check_job(self, job: JobConfiguration, pool_name: str) -> None:
@@ -185,8 +218,9 @@ class RunFlow(abc.ABC):
         self.check_job(run.job, run.pool_name)
         platform = self.platform(run)
         identity = platform.identity()
-        storage = _storage(platform, run, identity)
-        secrets = platform.secret_references(run_secrets(run), identity)
+        signed = signed_requests(run, self.map_form == "indexed") if self.signed_storage else None
+        storage = _storage(platform, run, identity, signed is not None and signed.table is not None)
+        secrets = platform.secret_references(run_secrets(run, signed), identity)
         pull = platform.pull_access(run.image_registry, identity) if run.image_registry else PullAccess()
         parts = JobParts(
             run=run,
@@ -204,13 +238,20 @@ class RunFlow(abc.ABC):
             pulumi.export(name, value)
 
 
-def _storage(platform: Platform, run: RunContext, identity: Any) -> list[pulumi.Resource]:
-    """Step 2: the bundle, the files archive and a map's items in the run's storage, which is a bucket of
-    its own or, for a pool in ``shared-prefix`` mode (and where the platform makes none), a prefix."""
+def _storage(platform: Platform, run: RunContext, identity: Any, table: bool) -> list[pulumi.Resource]:
+    """Step 2: the bundle, the files archive, a map's items (and with ``table``, its signed requests) in the
+    run's storage, which is a bucket of its own or, for a pool in ``shared-prefix`` mode (and where the
+    platform makes none), a prefix."""
+    table_path = run.table_path if table else None
     bucket = None if run.shared_storage else platform.bucket(identity)
     if bucket is None:
-        storage = RunStorage.of_run(platform.storage_name, run, **platform.run_storage_settings())
+        settings = {**platform.run_storage_settings(), **({"table_path": str(table_path)} if table_path else {})}
+        storage = RunStorage.of_run(platform.storage_name, run, **settings)
         return [storage, *(platform.prefix_access(identity) if run.shared_storage else [])]
-    staged = (("bundle", BUNDLE_NAME, run.bundle_path), ("files", FILES_NAME, run.files_path))
+    staged = (
+        ("bundle", BUNDLE_NAME, run.bundle_path),
+        ("files", FILES_NAME, run.files_path),
+        ("urls", TABLE_NAME, table_path),
+    )
     uploads = [bucket.upload(logical, key, path) for logical, key, path in staged if path is not None]
     return [*uploads, *item_uploads(run, bucket.resource, bucket.items_options), *bucket.guards]

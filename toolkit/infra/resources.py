@@ -28,6 +28,7 @@ from toolkit.bundles import BUNDLE_NAME, CLAIMS_DIR, FILES_NAME, ITEMS_DIR, RESU
 from toolkit.infra.run import RunContext
 from toolkit.providers.run_storage import local_path
 from toolkit.providers.server import resource_token
+from toolkit.storage_urls import TABLE_NAME
 
 
 class RunStorage(pulumi.CustomResource):
@@ -48,13 +49,15 @@ class RunStorage(pulumi.CustomResource):
         items_path: str | None = None,
         secrets_names: list[str] | None = None,
         attempt: int = 1,
+        table_path: str | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         """``secrets`` (local storage only): values for the job's secrets file, each a Pulumi
         secret; ``secrets_owner`` ('uid[:gid]') the job's user the file is handed to;
         ``secrets_names``: one file per worker of a map (each reads and deletes its own).
         ``items_path``: a map's staged item bundles, uploaded as ``items/``. ``attempt``
-        (``RunContext.attempt``): a new one writes the secrets file again for the job's new attempt."""
+        (``RunContext.attempt``): a new one writes the secrets file again for the job's new attempt.
+        ``table_path``: a map's staged table of signed requests (``toolkit.presign``), uploaded next to the bundle."""
         if secrets and local_path(url) is None:
             raise ValueError(f"a secrets file needs local run storage, not {url!r}")
         props = {
@@ -73,6 +76,8 @@ class RunStorage(pulumi.CustomResource):
             props.update(items_path=items_path, items_dir=ITEMS_DIR, work_dirs=[RESULTS_DIR, CLAIMS_DIR])
         if files_path:
             props.update(files_path=files_path, files_name=FILES_NAME)
+        if table_path:
+            props.update(table_path=table_path, table_name=TABLE_NAME)
         super().__init__(resource_token("RunStorage"), name, props, opts)
 
     @classmethod

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, model_validator
 
 from toolkit.bundles import RUN_KEY_ENV, STORAGE_OPTIONS_ENV
 from toolkit.infra.image_registry import ImageRegistry
+from toolkit.storage_urls import URLS_ENV
 
 
 class JobConfiguration(BaseModel):
@@ -30,7 +31,7 @@ class JobConfiguration(BaseModel):
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
     env_fields: ClassVar[tuple[str, ...]] = ("env",)
-    reserved_env: ClassVar[tuple[str, ...]] = (RUN_KEY_ENV, STORAGE_OPTIONS_ENV)
+    reserved_env: ClassVar[tuple[str, ...]] = (RUN_KEY_ENV, STORAGE_OPTIONS_ENV, URLS_ENV)
     runner_path: ClassVar[tuple[str, ...]] = ()
     runner_image_key: ClassVar[str] = "image"
     env_conflict: ClassVar[str] = "{names} are set in both {fields}; keep one"
@@ -114,6 +115,13 @@ class RunContext:
     give their job resource ``replacement_trigger=attempt``, so a new attempt replaces only the job."""
     image_registry: ImageRegistry | None = None
     """The pool's registry when ``image`` was pushed there: the job must be allowed to pull from it."""
+    timeout: int | None = None
+    """The ``timeout`` job variable: how long an attempt's job may run (and its signed requests must last)."""
+
+    @property
+    def table_path(self) -> Path:
+        """Where a map's sealed table of signed requests (``toolkit.presign``) is staged, next to the bundle."""
+        return self.bundle_path.with_name(f"{self.run_id}.urls.tkb")
 
     @property
     def labels(self) -> dict[str, str]:

@@ -2,8 +2,8 @@
 
 The client side of ``toolkit.storage_urls``: for a pool's object storage
 (S3, Google Cloud Storage, Azure Blob), sign every request the job will make
-with the caller's own credentials, once per run (a new signature per ``up``
-would change the job's inputs). What the job gets is ``SignedRun.env``, the
+with the caller's own credentials, once per attempt (``toolkit.infra.flow``
+signs at each ``up``, whose job is new). What the job gets is ``SignedRun.env``, the
 value of ``URLS_ENV`` (a secret), and, for a map, ``SignedRun.table``, the
 sealed ``urls.tkb`` to upload next to the bundle.
 

@@ -121,8 +121,9 @@ class RunStorageProvider(ResourceProvider):
         try:
             fs.makedirs(root, exist_ok=True)
             fs.put_file(props["bundle_path"], f"{root}/{name}")
-            if props.get("files_path"):
-                fs.put_file(props["files_path"], f"{root}/{props['files_name']}")
+            for staged, named in (("files_path", "files_name"), ("table_path", "table_name")):
+                if props.get(staged):
+                    fs.put_file(props[staged], f"{root}/{props[named]}")
             if props.get("items_path"):
                 _put_items(fs, props["items_path"], f"{root}/{props['items_dir']}")
         except BaseException:

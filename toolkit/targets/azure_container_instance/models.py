@@ -9,7 +9,6 @@ from typing import Any, Literal
 import pulumi_azure_native as azure
 from pydantic import Field, model_validator
 
-from toolkit.bundles import RUN_KEY_ENV, STORAGE_OPTIONS_ENV
 from toolkit.infra.fields import customizations_field, unset
 from toolkit.infra.run import JobConfiguration
 from toolkit.infra.variables import EnvironmentVariables
@@ -82,7 +81,7 @@ class AzureContainerInstanceJob(JobConfiguration):
     container_group: dict[str, Any]
     """Arguments of ``containerinstance.ContainerGroup`` (snake_case); the runner is the first container."""
 
-    reserved_env = (RUN_KEY_ENV, STORAGE_OPTIONS_ENV, "AZURE_CLIENT_ID")
+    reserved_env = (*JobConfiguration.reserved_env, "AZURE_CLIENT_ID")
     runner_path = ("container_group", "containers")
 
     @model_validator(mode="after")

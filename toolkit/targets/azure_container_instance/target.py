@@ -166,6 +166,7 @@ class AzureContainerInstanceTarget(Target):
     environment = "image"
     images_from_registry = True
     storage_schemes = ("az", "abfs", "abfss")
+    signed_storage = True
 
     def check_image_registry(self, registry: ImageRegistry, job: JobConfiguration, pool_name: str) -> None:
         refuse_loopback(registry, self.name, pool_name)

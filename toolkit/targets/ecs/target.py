@@ -177,6 +177,7 @@ class EcsTarget(Target):
     customization_root = "/task_definition"
     required = ("image",)
     storage_schemes = ("s3",)
+    signed_storage = True
     environment = "image"
     images_from_registry = True
 

@@ -67,6 +67,7 @@ class GoogleTarget(Target):
     environment = "image"
     images_from_registry = True
     storage_schemes = ("gs", "gcs")
+    signed_storage = True
 
     def check_image_registry(self, registry: ImageRegistry, job: JobConfiguration, pool_name: str) -> None:
         check_registry(registry, self.name, pool_name)
