@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import toolkit
 
@@ -38,6 +40,21 @@ def test_the_runner_imports_only_the_standard_library_cloudpickle_and_fsspec():
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_the_runners_start_imports_nothing_a_single_call_on_the_signed_path_does_not_use():
+    """Without ``site`` (whose editable-install finder and ``.pth`` files import more than a job image's
+    interpreter does): no storage driver, and neither pathlib nor tarfile (include_files) nor the client's
+    site/sysconfig search for local packages."""
+    import cloudpickle
+
+    packages = str(Path(cloudpickle.__file__).parents[1])
+    probe = "import sys, toolkit.runner; print(sorted(sys.modules))"
+    env = {"PYTHONPATH": os.pathsep.join([str(Path(toolkit.__file__).parents[1]), packages])}
+    result = subprocess.run([sys.executable, "-S", "-c", probe], capture_output=True, text=True, check=True, env=env)
+    imported = set(ast.literal_eval(result.stdout))
+    assert "cloudpickle" in imported
+    assert not imported & {"fsspec", "pathlib", "tarfile", "sysconfig", "site", "http.client"}, sorted(imported)
 
 
 def test_the_runner_image_is_rebuilt_when_any_module_the_job_imports_changes():

@@ -20,20 +20,19 @@ import hmac
 import io
 import json
 import os
-import site
 import sys
-import sysconfig
 import threading
-import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
 from toolkit.errors import BundleError, BundleVerificationError, RemoteError, RuntimeMismatchError
+
+if TYPE_CHECKING:  # the job's start imports no more than it uses (pathlib only with include_files)
+    from pathlib import Path
 
 MAGIC = b"TKB1\n"
 BUNDLE_NAME = "bundle.tkb"
@@ -137,6 +136,9 @@ def unpack_files(data: bytes, expected: dict[str, Any], destination: Path, sourc
 
 def library_roots() -> tuple[str, ...]:
     """Directories of installed code (stdlib, site-packages): a module outside them is the user's own."""
+    import site  # the client's side only: jobs never look for local packages
+    import sysconfig
+
     paths = sysconfig.get_paths()
     roots = {paths["stdlib"], paths["platstdlib"], paths["purelib"], paths["platlib"], sys.prefix, sys.base_prefix}
     roots.update(site.getsitepackages())
@@ -262,6 +264,8 @@ def outcome_of_value(value: Any) -> Outcome:
 
 
 def outcome_of_exception(exc: BaseException) -> Outcome:
+    import traceback  # only a call that raised needs it
+
     text = "".join(traceback.format_exception(exc))
     kind = f"{type(exc).__module__}.{type(exc).__qualname__}"
     try:

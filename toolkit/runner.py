@@ -29,7 +29,6 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 from toolkit.bundles import (
@@ -89,6 +88,7 @@ def load(bundle: bytes, key: str, source: str, read: Callable[[str], bytes] | No
         )
     if header.get("files") and read is not None:
         import tarfile
+        from pathlib import Path  # a call without include_files needs neither
 
         archive = f"{source.rsplit('/', 1)[0]}/{FILES_NAME}"
         try:
