@@ -21,6 +21,7 @@ from tests.emulators.azure import (
     FakeArm,
     FakeManagedIdentity,
     SecureAzurite,
+    account_key,
     azurite,
     azurite_oauth,
     container_group,
@@ -75,7 +76,9 @@ class TestAzureContainerInstanceTarget(RemoteEnvironmentConformance):
         GROUP: {"identity": {"type": "UserAssigned", "userAssignedIdentities": {}}},
         "azure-native:managedidentity:UserAssignedIdentity": {"principalId": "principal-1", "clientId": "client-1"},
     }
-    mock_calls = {"azure-native:storage:listStorageAccountKeys": {"keys": [{"keyName": "key1", "value": "account-key"}]}}
+    mock_calls = {  # the key Azurite holds for the run's account (a base64 key, as Azure's are)
+        "azure-native:storage:listStorageAccountKeys": {"keys": [{"keyName": "key1", "value": account_key(f"tkrun{RUN_ID}")}]}
+    }
     job_type = GROUP
     shared_prefix_url = "az://runs@poolstorage.blob.core.windows.net/toolkit"
     write_only_fields = frozenset({"secureValue"})  # never returned by the ACI API
@@ -142,7 +145,7 @@ class TestAzureContainerInstanceTarget(RemoteEnvironmentConformance):
         monkeypatch.setenv("REGISTRY_TOKEN", "registry-password-never-in-plaintext")
         registry = ImageRegistry(url="mlregistry.azurecr.io/ml", username="robot", password_env="REGISTRY_TOKEN")
         context = dataclasses.replace(self.environment_context(self.sample()), image_registry=registry)
-        run = run_program(lambda: self.target.program(context), outputs=self.mock_outputs)
+        run = run_program(lambda: self.target.program(context), outputs=self.mock_outputs, calls=self.mock_calls)
         group = run.one(GROUP)
         assert group.inputs["imageRegistryCredentials"] == [
             {"server": "mlregistry.azurecr.io", "username": "robot", "password": "registry-password-never-in-plaintext"}
@@ -169,7 +172,7 @@ class TestAzureContainerInstanceTarget(RemoteEnvironmentConformance):
             self.target_cls.check_storage_url("/srv/runs")
         context = dataclasses.replace(self.context(self.sample()), storage_url="az://runs/toolkit/x", shared_storage=True)
         with pytest.raises(Exception, match="names no storage account"):
-            run_program(lambda: self.target.program(context), outputs=self.mock_outputs)
+            run_program(lambda: self.target.program(context), outputs=self.mock_outputs, calls=self.mock_calls)
 
     def test_overrides_reach_the_container_group(self) -> None:
         group = self.group(self.sample())

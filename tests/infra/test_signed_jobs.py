@@ -52,6 +52,8 @@ SIGNATURES = ("X-Amz-Signature", "X-Goog-Signature", "sig=")
 """What a signed URL carries: none may appear in the program's inputs outside a Pulumi secret."""
 
 _RUN = TargetConformance.run_id
+AZURITE_ACCOUNTS = (f"tkrun{_RUN}",)
+"""ACI's per-run storage account, served by Azurite with the key the program's mocks list for it."""
 Job = tuple[list[str], dict[str, str]]
 """The runner's arguments (after ``-m toolkit.runner``) and the job's environment."""
 
@@ -73,12 +75,16 @@ def _program(
         for name, value in (signing_env or {}).items():
             patch.setenv(name, value)
         run = run_program(lambda: suite.target.program(context), outputs=suite.mock_outputs, calls=suite.mock_calls)
-    for resource in run.resources:
-        plain = json.dumps(_without_secrets(resource.raw))
-        assert not any(mark in plain for mark in SIGNATURES), f"a signed URL in plaintext in {resource.name}"
+    _no_signature_in_plaintext(run)
     storage = run.one("toolkit:index:RunStorage").inputs
     RunStorageProvider().create({key: value for key, value in storage.items() if key != "__provider"})
     return run
+
+
+def _no_signature_in_plaintext(run: ProgramRun) -> None:
+    for resource in run.resources:
+        plain = json.dumps(_without_secrets(resource.raw))
+        assert not any(mark in plain for mark in SIGNATURES), f"a signed URL in plaintext in {resource.name}"
 
 
 def _without_secrets(node: Any) -> Any:
@@ -218,6 +224,33 @@ def test_an_aci_container_reads_its_bundle_and_writes_its_result_through_sas_url
     assert URLS_ENV in env
     _finish(_start((args, env)))
     assert collect(url, options, RUN_KEY) == 42
+
+
+def test_an_aci_container_on_the_runs_own_account_gets_requests_signed_with_its_key(
+    azurite: Azurite, tmp_path: Path  # noqa: F811
+) -> None:
+    """ACI's default storage, an account per run, whose key exists only once it is made: the program signs a
+    single call's requests with it (``Bucket.signing_options``), in the account key's apply."""
+    suite = test_azure_container_instance.TestAzureContainerInstanceTarget()
+    account = f"tkrun{_RUN}"
+    service = BlobServiceClient.from_connection_string(azurite.connection_string(account))
+    service.create_container("run")
+    staged = tmp_path / f"{_RUN}.tkb"
+    staged.write_bytes(sealed_bundle(RUN_KEY))
+    options = {"account_host": f"{azurite.blob_endpoint}/{account}"}  # the pool's: where the account is served
+    context = dataclasses.replace(
+        suite.context(suite.sample()), storage_options=options, bundle_path=staged, timeout=600
+    )
+    assert not context.shared_storage
+    run = run_program(lambda: suite.target.program(context), outputs=suite.mock_outputs, calls=suite.mock_calls)
+    _no_signature_in_plaintext(run)
+    service.get_blob_client("run", run.one("azure-native:storage:Blob").inputs["blobName"]).upload_blob(
+        staged.read_bytes()
+    )
+    args, env = _aci_job(_aci_containers(run)[0])
+    assert env[URLS_ENV]
+    _finish(_start((args, env)))
+    assert collect(context.storage_url, {"connection_string": azurite.connection_string(account)}, RUN_KEY) == 42
 
 
 def _azurite_prefix(emulator: Azurite, container: str) -> tuple[str, dict[str, Any]]:

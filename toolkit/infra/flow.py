@@ -52,6 +52,9 @@ class Bucket:
     """What else the bucket needs before the job may use it (public access blocks, grants)."""
     items_options: pulumi.Input[dict[str, Any]] | None = None
     """The fsspec options a map's items are uploaded with (None: the pool's)."""
+    signing_options: pulumi.Input[dict[str, Any]] | None = None
+    """fsspec options that can sign the run's requests once the bucket exists (a storage account's key), for a
+    single call whose pool's options cannot (``signed_requests``)."""
 
 
 @dataclass
@@ -97,7 +100,7 @@ class Platform(abc.ABC):
         return {}
 
     @abc.abstractmethod
-    def secret_references(self, values: Mapping[str, str], identity: Any) -> SecretReferences:
+    def secret_references(self, values: Mapping[str, pulumi.Input[str]], identity: Any) -> SecretReferences:
         """Step 3: ``values`` (name -> plain value, only ever passed on as Pulumi secrets) as the platform's
         secrets that ``identity`` alone may read, and how the job refers to each."""
 
@@ -157,25 +160,25 @@ class JobParts:
         return pulumi.ResourceOptions(depends_on=[*self.needs, *depends_on], **trigger, **more)
 
 
-def run_secrets(run: RunContext, signed: SignedRun | None = None) -> dict[str, str]:
+def run_secrets(run: RunContext, signed: pulumi.Input[str] | None = None) -> dict[str, pulumi.Input[str]]:
     """The values a job must receive as secrets: the run's signing key, every ``toolkit.secret`` env value and
-    the requests ``signed`` for it (each URL is a credential for its object)."""
+    the requests ``signed`` for it (``SignedRun.env``: each URL is a credential for its object)."""
     env: Mapping[str, Any] = getattr(run.job, "env", {})
     values = {RUN_KEY_ENV: run.run_key, **{name: value.reveal() for name, value in env.items() if isinstance(value, Secret)}}
-    return {**values, URLS_ENV: signed.env} if signed is not None else values
+    return {**values, URLS_ENV: signed} if signed is not None else values
 
 
-def signed_requests(run: RunContext, indexed: bool) -> SignedRun | None:
+def signed_requests(run: RunContext, indexed: bool, options: Mapping[str, Any] | None = None) -> SignedRun | None:
     """Every request the run's job makes to its storage, signed with the caller's credentials for as long as
     an attempt may run (``toolkit.presign``), so the job imports no storage driver; None where signing does not
     fit (local storage, credentials that cannot sign here ...): the job reaches storage through fsspec then.
 
     Signed at each ``up``: one per attempt, whose job is new. A map's table of per-item requests is staged at
-    ``run.table_path``, uploaded next to the bundle."""
+    ``run.table_path``, uploaded next to the bundle. ``options``: more fsspec options to sign with."""
     fanout = run.fanout
     signed = sign_run(
         run.storage_url,
-        run.storage_options,
+        {**run.storage_options, **(options or {})},
         run.run_key,
         files=run.files_path is not None,
         items=fanout.count if fanout is not None else None,
@@ -219,8 +222,11 @@ class RunFlow(abc.ABC):
         platform = self.platform(run)
         identity = platform.identity()
         signed = signed_requests(run, self.map_form == "indexed") if self.signed_storage else None
-        storage = _storage(platform, run, identity, signed is not None and signed.table is not None)
-        secrets = platform.secret_references(run_secrets(run, signed), identity)
+        storage, bucket = _storage(platform, run, identity, signed is not None and signed.table is not None)
+        urls: pulumi.Input[str] | None = signed.env if signed is not None else None
+        if urls is None and self.signed_storage and run.fanout is None and bucket and bucket.signing_options:
+            urls = pulumi.Output.from_input(bucket.signing_options).apply(lambda more: _signed_env(run, more))
+        secrets = platform.secret_references(run_secrets(run, urls), identity)
         pull = platform.pull_access(run.image_registry, identity) if run.image_registry else PullAccess()
         parts = JobParts(
             run=run,
@@ -238,20 +244,28 @@ class RunFlow(abc.ABC):
             pulumi.export(name, value)
 
 
-def _storage(platform: Platform, run: RunContext, identity: Any, table: bool) -> list[pulumi.Resource]:
+def _signed_env(run: RunContext, options: Mapping[str, Any]) -> str:
+    """A single call's ``SignedRun.env``, signed with ``options`` too; empty (the job keeps fsspec) if none fits."""
+    signed = signed_requests(run, False, options)
+    return signed.env if signed is not None else ""
+
+
+def _storage(
+    platform: Platform, run: RunContext, identity: Any, table: bool
+) -> tuple[list[pulumi.Resource], Bucket | None]:
     """Step 2: the bundle, the files archive, a map's items (and with ``table``, its signed requests) in the
     run's storage, which is a bucket of its own or, for a pool in ``shared-prefix`` mode (and where the
-    platform makes none), a prefix."""
+    platform makes none), a prefix. Returns what was made, and the bucket."""
     table_path = run.table_path if table else None
     bucket = None if run.shared_storage else platform.bucket(identity)
     if bucket is None:
         settings = {**platform.run_storage_settings(), **({"table_path": str(table_path)} if table_path else {})}
         storage = RunStorage.of_run(platform.storage_name, run, **settings)
-        return [storage, *(platform.prefix_access(identity) if run.shared_storage else [])]
+        return [storage, *(platform.prefix_access(identity) if run.shared_storage else [])], None
     staged = (
         ("bundle", BUNDLE_NAME, run.bundle_path),
         ("files", FILES_NAME, run.files_path),
         ("urls", TABLE_NAME, table_path),
     )
     uploads = [bucket.upload(logical, key, path) for logical, key, path in staged if path is not None]
-    return [*uploads, *item_uploads(run, bucket.resource, bucket.items_options), *bucket.guards]
+    return [*uploads, *item_uploads(run, bucket.resource, bucket.items_options), *bucket.guards], bucket

@@ -140,11 +140,14 @@ class AzurePlatform(Platform):
             self.grant("client-blob-read", self._client.object_id, BLOB_DATA_READER, container.id,
                        principal_type=self._settings["client_principal_type"]),
         ]
-        return Bucket(container, upload, guards=[container, *grants], items_options=self._items_options(account))
+        keyed = self._account_options(account)
+        single = self._run.fanout is None
+        return Bucket(container, upload, guards=[container, *grants], items_options=None if single else keyed,
+                      signing_options=keyed if single else None)
 
-    def _items_options(self, account: azure.storage.StorageAccount) -> pulumi.Output[dict[str, str]] | None:
-        if self._run.fanout is None:
-            return None
+    def _account_options(self, account: azure.storage.StorageAccount) -> pulumi.Output[dict[str, str]]:
+        """The account's name and key (a secret): a map's items are uploaded with them, a single call's requests
+        signed with them."""
         keys = azure.storage.list_storage_account_keys_output(
             resource_group_name=self.resource_group, account_name=account.name,
             opts=pulumi.InvokeOutputOptions(provider=self.provider),
@@ -178,7 +181,7 @@ class AzurePlatform(Platform):
                            condition=condition, condition_version="2.0")
         return [grant]
 
-    def secret_references(self, values: Mapping[str, str], identity: Any) -> SecretReferences:
+    def secret_references(self, values: Mapping[str, pulumi.Input[str]], identity: Any) -> SecretReferences:
         """Secure environment values: the ACI API never returns them; they travel as Pulumi secrets."""
         return SecretReferences({name: pulumi.Output.secret(value) for name, value in values.items()})
 
