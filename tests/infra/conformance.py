@@ -21,6 +21,7 @@ from tests.infra.mocking import SECRET_SIG_KEY, MockOutputs, ProgramRun, run_pro
 from toolkit import templating
 from toolkit.bundles import BUNDLE_NAME, FILES_NAME
 from toolkit.errors import ConfigError
+from toolkit.infra import flow
 from toolkit.infra.base import Target
 from toolkit.infra.image_registry import ImageRegistry
 from toolkit.infra.run import FanOut, RunContext
@@ -104,6 +105,13 @@ class TargetConformance:
     """A pool ``storage.url`` in ``shared-prefix`` mode that this target's jobs can reach."""
 
     # -- helpers -------------------------------------------------------------------
+
+    @pytest.fixture(autouse=True)
+    def _no_signing_with_ambient_credentials(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The program under mocks registers the same resources whatever credentials the machine has (an
+        emulator fixture's, a developer's): it signs no storage requests here (tests/infra/test_signed_jobs.py
+        runs the signed path per target)."""
+        monkeypatch.setattr(flow, "sign_run", lambda *_args, **_kwargs: None)
 
     @property
     def target(self) -> Target:
