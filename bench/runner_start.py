@@ -7,8 +7,10 @@ in the same container, as the baseline.
 
 The S3 store is moto, in this process, on loopback; the runner runs in a container of the pods'
 image (``toolkit-runner:<v>-s3``, the host's network) started once: a driver inside it spawns the
-runner again and again, the two paths alternating, and each call of the function reports the
-time and the CPU its process had used. Also ``python -X importtime -c 'import toolkit.runner'``
+runner again and again, the paths alternating, and each call of the function reports the
+time and the CPU its process had used. The runner is this checkout's job modules (and
+``--before``'s: its signed path too, when it has one), mounted over the image's interpreter,
+cloudpickle, fsspec and s3fs, whichever checkout built the image. Also ``python -X importtime -c 'import toolkit.runner'``
 there (the import's own cumulative time, median). Prints one JSON document; ``--update``
 saves it as section ``runner_start`` of bench/results.md instead (bench/report.py).
 """
@@ -42,7 +44,10 @@ def report_start() -> None:
 DRIVER = r"""
 import json, os, subprocess, sys, time
 signed_env, direct_env, storage, repeats = json.loads(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3], int(sys.argv[4])
-paths = [("signed", signed_env), ("fsspec", direct_env)]
+here = {"PYTHONPATH": "/checkout"} if os.path.isdir("/checkout/toolkit") else {}
+paths = [("signed", {**signed_env, **here}), ("fsspec", {**direct_env, **here})]
+if os.path.isfile("/before/toolkit/storage_urls.py"):
+    paths.append(("signed, before", {**signed_env, "PYTHONPATH": "/before"}))
 if os.path.isdir("/before/toolkit"):
     paths.append(("fsspec, before", {**direct_env, "PYTHONPATH": "/before"}))
 runs = {path: [] for path, _ in paths}
@@ -57,10 +62,10 @@ for _ in range(repeats):
         line = next(l for l in done.stdout.splitlines() if l.startswith("TOOLKIT-START "))
         report = json.loads(line.split(" ", 1)[1])
         runs[path].append({"to_call": report["called"] - began, "cpu": report["cpu"], "whole": ended - began})
-imports = {path: [] for path, _ in paths if path != "signed"}
+imports = {path: [] for path, _ in paths if not path.startswith("signed")}
 for _ in range(repeats):
     for path in imports:
-        env = {**os.environ, "PYTHONPATH": "/before"} if path.endswith("before") else os.environ
+        env = {**os.environ, **({"PYTHONPATH": "/before"} if path.endswith("before") else here)}
         trace = subprocess.run([sys.executable, "-X", "importtime", "-c", "import toolkit.runner"],
                                capture_output=True, text=True, env=env).stderr.splitlines()
         imports[path].append(int(next(l for l in trace if l.rstrip().endswith("| toolkit.runner")).split("|")[1]) / 1e6)
@@ -127,8 +132,15 @@ def measure(image: str, repeats: int, before: Path | None = None) -> dict:
             "fsspec": storage_requests(options["endpoint_url"], url, {**direct_env, **here}),
         }
         if before:
+            if (before / "toolkit" / "storage_urls.py").exists():
+                requests["signed, before"] = storage_requests(
+                    options["endpoint_url"], url, {**signed_env, "PYTHONPATH": str(before)}
+                )
             requests["fsspec, before"] = storage_requests(options["endpoint_url"], url, {**direct_env, "PYTHONPATH": str(before)})
-        mount = ["-v", f"{before}/toolkit:/before/toolkit:ro"] if before else []
+        mount = []
+        for checkout, at in ((HERE.parent, "/checkout"), *(((before, "/before"),) if before else ())):
+            _compiled(checkout / "toolkit")
+            mount += ["-v", f"{checkout}/toolkit:{at}/toolkit:ro"]
         output = subprocess.run(
             ["docker", "run", "--rm", "--network", "host", *mount, "--entrypoint", "python3", image, "-c", DRIVER,
              json.dumps(signed_env), json.dumps(direct_env), url, str(repeats)],
@@ -140,6 +152,8 @@ def measure(image: str, repeats: int, before: Path | None = None) -> dict:
     median = statistics.median
     return {
         "image": image,
+        "checkout": _commit(HERE.parent),
+        **({"before": _commit(before)} if before else {}),
         "repeats": repeats,
         "load_average": os.getloadavg(),
         "paths": {
@@ -150,6 +164,24 @@ def measure(image: str, repeats: int, before: Path | None = None) -> dict:
         "storage_requests": requests,
         "bare_interpreter_seconds": median(measured["bare_interpreter"]),
     }
+
+
+def _compiled(package: Path) -> None:
+    """The package's bytecode, up to date, as a wheel install has it: the container mounts it read-only
+    (and does not write bytecode), so stale ``.pyc`` files would be compiled again at every start."""
+    import compileall
+
+    compileall.compile_dir(str(package), maxlevels=0, quiet=1)
+
+
+def _commit(checkout: Path) -> str:
+    """The checkout's commit (short), with ``+`` when its working tree differs; not a git checkout (an export,
+    ``git archive REV toolkit``, in a directory named after REV): its directory's name."""
+    head = subprocess.run(["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    if head.returncode:
+        return checkout.name
+    dirty = subprocess.run(["git", "-C", str(checkout), "status", "--porcelain", "--", "toolkit"], capture_output=True, text=True)
+    return head.stdout.strip() + ("+" if dirty.stdout.strip() else "")
 
 
 GOAL_MS = 150.0
@@ -179,11 +211,18 @@ def render(saved: dict, sections: dict[str, dict] | None = None) -> list[str]:
         "fsspec": "this checkout, fsspec (s3fs)",
         "fsspec, before": "before the signed path (373a629), fsspec (s3fs): the baseline",
     }
+    if "checkout" in data:  # each checkout's runner mounted into the image (runs before that: the image's own)
+        labels = {
+            "signed": f"this checkout ({data['checkout']}), signed requests (`toolkit.storage_urls`)",
+            "fsspec": f"this checkout ({data['checkout']}), fsspec (s3fs)",
+            "signed, before": f"{data.get('before')}, signed requests",
+            "fsspec, before": f"{data.get('before')}, fsspec (s3fs): the baseline",
+        }
     for path, label in labels.items():
         if path not in paths:
             continue
         run = paths[path]
-        imported = imports.get(path, imports.get("fsspec"))
+        imported = imports.get(path.replace("signed", "fsspec"), imports.get("fsspec"))
         lines.append(
             f"| {label} | {run['to_call'] * 1000:.0f} ms | {run['cpu'] * 1000:.0f} ms | {run['whole'] * 1000:.0f} ms "
             f"| {imported * 1000:.0f} ms | {', '.join(requests[path])} |"
