@@ -240,7 +240,7 @@ def test_preview_shows_the_one_stack_with_its_workers(target):
     workers = [c for c in plan.changes if c.type in ("toolkit:index:LocalProcess", "docker:index/container:Container")]
     assert len(workers) == 4, [c.type for c in plan.changes]
     assert all("--items" in c.inputs.get("argv", c.inputs.get("command", [])) for c in workers)
-    assert "a map of 50 items, at most 4 at once" in str(plan)
+    assert "a map of 50 items, at most 4 at once, in this one stack, by 4 workers claiming items" in str(plan)
 
 
 def holder(x: int) -> int:

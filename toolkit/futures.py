@@ -30,7 +30,7 @@ from toolkit.infra.watch import JobStatus, JobWatcher
 from toolkit.policy_packs import PolicyResult
 from toolkit.preparation import PreparedRun
 from toolkit.progress import Progress
-from toolkit.retries import RetryPolicy, infrastructure_failure
+from toolkit.retries import infrastructure_failure
 from toolkit.workspace import owner_tag
 
 DEFAULT_TTL = 24 * 3600
@@ -98,7 +98,7 @@ class RunFuture:
         )
         self._record.phases = [records.PhaseMark(phase=self._record.state, at=self._record.created)]
         self.progress.on_step = self._record_resources
-        self._retries = RetryPolicy.from_variables(prepared.variables, prepared.target.native_retries)
+        self._retries = prepared.retry_policy()
         self._ttl = prepared.timeout * self._retries.attempts + 3600 if prepared.timeout else DEFAULT_TTL
         self._guard = RunGuard(prepared, self.progress, self._record.owner, self._record.created, self._ttl)
         try:

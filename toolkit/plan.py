@@ -61,6 +61,10 @@ class Plan(BaseModel):
     policy_results: list[PolicyResult] = Field(default_factory=list)
     items: int | None = unset("A map's number of items (None: a single call).")
     parallelism: int | None = unset("A map's items running at once.")
+    map_form: str | None = unset(
+        "How the target runs a map: 'workers' (that many workers, each claiming items until none is left) "
+        "or 'indexed' (one task per item)."
+    )
 
     @property
     def allowed(self) -> bool:
@@ -74,6 +78,10 @@ class Plan(BaseModel):
         header = f"Plan for {self.function} on pool {self.pool!r} ({self.target}), run {self.run_id}"
         if self.items is not None:
             header += f": a map of {self.items} items, at most {self.parallelism} at once, in this one stack"
+            if self.map_form == "workers":
+                header += f", by {self.parallelism} workers claiming items"
+            elif self.map_form == "indexed":
+                header += ", one task per item"
         rows = [(change.op, change.type, change.name) for change in self.changes]
         widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(("OP", "TYPE", "NAME"))]
         lines = [header, "", "Job configuration (secrets masked):"]

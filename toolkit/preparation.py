@@ -34,6 +34,7 @@ from toolkit.pools.registry import PoolRegistry, WorkPool
 from toolkit.prefect_flows import flow_job_env
 from toolkit.progress import Progress
 from toolkit.records import VariableLayer
+from toolkit.retries import RetryPolicy
 from toolkit.secretvalues import mask, mask_as
 from toolkit.toolchain import plugins
 from toolkit.toolchain.plugins import PluginStatus
@@ -84,6 +85,14 @@ class PreparedRun:
     @property
     def stream_output(self) -> bool:
         return bool(self.variables.get("stream_output", True))
+
+    def retry_policy(self) -> RetryPolicy:
+        """A fresh ``retries`` policy of the run (or of one of a map's items): its target's controller
+        retries it where it can (``Target.retried_natively``), else the engine does."""
+        target = self.target
+        return RetryPolicy.from_variables(
+            self.variables, target.native_retries, target.retried_natively(self.context.fanout)
+        )
 
     def masked_job(self) -> dict[str, Any]:
         return mask(self.job_config)

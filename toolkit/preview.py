@@ -39,6 +39,7 @@ def preview_run(prepared: PreparedRun) -> Plan:
     plan = _plan(prepared, changes=changes, policy_results=progress.policy_results)
     if prepared.context.fanout:
         plan.items, plan.parallelism = prepared.context.fanout.count, prepared.context.fanout.parallelism
+        plan.map_form = prepared.target.map_form
     return plan
 
 

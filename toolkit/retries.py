@@ -20,7 +20,9 @@ retried too, a bounded number of times, and the final error names the reason.
 How. Targets whose job controller retries by itself (a Kubernetes Job's
 ``backoffLimit``, a Cloud Run job's ``max_retries``) declare that variable as
 ``Target.native_retries``: ``retries`` is carried into it and the engine adds
-nothing on top. Every other target is retried by the engine: the run stack
+nothing on top (but a map of claiming workers, a Kubernetes map, has its items
+retried by the engine: ``Target.retried_natively``). Every other target is
+retried by the engine: the run stack
 goes ``up`` again with the attempt number in ``RunContext.attempt``, which the
 target's job resource carries as its ``replacement_trigger`` so the engine
 replaces exactly that resource; storage (the bundle) stays, the secrets file of
@@ -29,7 +31,7 @@ a local job is written afresh.
 This module owns the policy and the classification; ``futures`` (single calls)
 and the map code (one policy per item) use it the same way::
 
-    policy = RetryPolicy.from_variables(prepared.variables, prepared.target.native_retries)
+    policy = prepared.retry_policy()  # RetryPolicy.from_variables(variables, native_retries, natively)
     ...  # the job (or the item) finished with ``status``
     if policy.retry(infrastructure_failure(status, has_result)):
         progress.say(policy.announcement())  # "attempt 2/3: retrying after <reason>"
@@ -85,10 +87,13 @@ class RetryPolicy:
     """The reason each earlier attempt failed, in order."""
 
     @classmethod
-    def from_variables(cls, variables: Mapping[str, Any], native: str | None = None) -> RetryPolicy:
+    def from_variables(
+        cls, variables: Mapping[str, Any], native: str | None = None, natively: bool = True
+    ) -> RetryPolicy:
         """The policy of a call from its validated job variables; ``native``: the target's own variable
-        (which ``templating.carry_into_native`` has set from ``retries``)."""
-        return cls(retries=int(variables.get(native or VARIABLE) or 0), engine=native is None)
+        (which ``templating.carry_into_native`` has set from ``retries``), which its controller honours
+        unless ``natively`` is False (a map of claiming workers: the engine retries its items)."""
+        return cls(retries=int(variables.get(native or VARIABLE) or 0), engine=native is None or not natively)
 
     @property
     def attempts(self) -> int:

@@ -7,9 +7,8 @@ Storage is reached through the requests the client signed for the job, when it
 handed it some, else through fsspec (``toolkit.job_storage``).
 
 A map (``--items N``) runs items of one function bundle: the item whose index
-the platform put in the environment variable named by ``--index-env`` (an
-Indexed Job's ``JOB_COMPLETION_INDEX``, Cloud Run's ``CLOUD_RUN_TASK_INDEX``),
-or, without it, every item this worker manages to claim: ``claims/<i>`` is
+the platform put in the environment variable named by ``--index-env`` (Cloud
+Run's ``CLOUD_RUN_TASK_INDEX``), or, without it, every item this worker manages to claim: ``claims/<i>`` is
 created exclusively (``O_EXCL`` locally, a conditional write in object
 storage), so each item runs once however many workers share the run. A worker
 that stays for retries (``--await-items``) takes items still waiting for a claim:

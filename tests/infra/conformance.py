@@ -151,7 +151,7 @@ class TargetConformance:
     map_parallelism: ClassVar[int] = 7
     map_workers_are_jobs: ClassVar[bool] = True
     """Whether a map's workers are jobs of their own, each followed (containers, processes, tasks), or one job
-    resource runs them all (an Indexed Job, a Cloud Run execution, a custom job)."""
+    resource runs them all (a Cloud Run execution, a custom job)."""
 
     def map_context(self, *layers: dict[str, Any]) -> RunContext:
         """A map of ``map_items`` items, ``map_parallelism`` at once (the staged items are never read here)."""
@@ -288,9 +288,9 @@ class TargetConformance:
     def test_a_maps_fresh_job_replaces_only_its_workers(self) -> None:
         """A map whose job left items without a result goes ``up`` again with the attempt raised:
         exactly its workers are replaced, so new ones claim those items (``MapFuture._run_attempts``)."""
-        if self.target_cls.native_retries:
-            return  # its controller retries each index itself; the engine never re-runs the job
         context = dataclasses.replace(self.map_context(self.sample(), {"retries": 1}), attempt=2)
+        if self.target.retried_natively(context.fanout):
+            return  # its controller retries each index itself; the engine never re-runs the job
         run = run_program(lambda: self.target.program(context), outputs=self.mock_outputs, calls=self.mock_calls)
         triggered = [(r.type, r.options["replacementTrigger"]) for r in run.resources if "replacementTrigger" in r.options]
         assert triggered and set(triggered) == {(self.attempt_type or self.job_type, 2)}, triggered

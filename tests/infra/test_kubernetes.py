@@ -32,10 +32,11 @@ from tests.infra.storage_roundtrip import round_trip
 from toolkit.bundles import BUNDLE_NAME, FILES_NAME, RUN_KEY_ENV, STORAGE_OPTIONS_ENV
 from toolkit.errors import ConfigError, TargetUnavailableError
 from toolkit.infra.image_registry import ImageRegistry
+from toolkit.infra.watch import WorkersWatcher
 from toolkit.providers.run_storage import RunStorageProvider
 from toolkit.targets.kubernetes.cluster import connect
 from toolkit.targets.kubernetes.status import PULL_SECRET_GRACE_SECONDS
-from toolkit.targets.kubernetes.target import KubernetesTarget, KubernetesWatcher
+from toolkit.targets.kubernetes.target import JobReader, KubernetesTarget, KubernetesWatcher, WorkerWatcher
 
 KUBERNETES_VERSIONS = ("1.30", "1.33")
 IRSA = {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/toolkit-runs"}
@@ -69,7 +70,7 @@ def _env(run: ProgramRun) -> dict[str, dict[str, Any]]:
 
 class TestKubernetesTarget(RemoteEnvironmentConformance):
     target_cls = KubernetesTarget
-    map_workers_are_jobs = False  # one Indexed Job
+    map_workers_are_jobs = False  # one Indexed Job, whose workers are followed by completion index (see below)
     pool_storage_url = "s3://pool-bucket/runs"
     shared_prefix_url = "s3://pool-bucket/runs"
     pull_registry = {"url": "registry.example.com/ml"}
@@ -110,13 +111,44 @@ class TestKubernetesTarget(RemoteEnvironmentConformance):
         return _container(run)["image"]
 
     def map_shape(self, run: ProgramRun) -> tuple[int, int]:
-        spec = run.one(JOB).inputs["spec"]
-        assert spec["completionMode"] == "Indexed"
-        assert spec["backoffLimitPerIndex"] == 1 and "backoffLimit" not in spec  # backoff_limit, per item
+        """One Indexed Job of ``parallelism`` pods, each a worker claiming items, its completion index its
+        number; no pod is ever replaced (items are retried through the claims), whatever backoff_limit says."""
+        spec = _integral(run.one(JOB).inputs["spec"])
+        assert spec["completionMode"] == "Indexed" and spec["completions"] == spec["parallelism"]
+        assert spec["backoffLimitPerIndex"] == 0 and "backoffLimit" not in spec
         command = _container(run)["command"]
-        assert command[command.index("--index-env") + 1] == "JOB_COMPLETION_INDEX"
-        assert items_argument(command) == spec["completions"]
-        return spec["completions"], spec["parallelism"]
+        assert "--index-env" not in command
+        worker = "$(JOB_COMPLETION_INDEX)"  # the kubelet expands it from the env the Job controller adds
+        assert command[command.index("--worker") + 1] == worker and "--await-items" in command
+        assert command[command.index("--stripe") + 1] == f"{worker}/{spec['parallelism']}"
+        return items_argument(command), spec["parallelism"]
+
+    def test_a_maps_watcher_follows_each_worker_the_program_made(self) -> None:
+        """Each worker of the map's one Job is followed by its completion index, all through one reader
+        of the exported Job (one read of the Job and its pods per poll, however many workers)."""
+        context = self.map_context(self.sample())
+        run = run_program(lambda: self.target.program(context), outputs=self.mock_outputs)
+        watcher = self.target.watcher(context, run.exports)
+        assert isinstance(watcher, WorkersWatcher)
+        workers = watcher.workers
+        assert all(isinstance(worker, WorkerWatcher) for worker in workers)
+        assert [worker._index for worker in workers] == list(range(self.map_parallelism))
+        [reader] = {id(worker._reader): worker._reader for worker in workers}.values()
+        assert (reader.namespace, reader.job_name, reader.container) == ("ml", "toolkit-0123abcd4567", "runner")
+
+    def test_a_maps_fresh_job_has_a_name_of_its_own(self) -> None:
+        """The Job it replaces may still be being deleted (its pods' grace period) under the first name."""
+        context = dataclasses.replace(self.map_context(self.sample(), {"retries": 1}), attempt=2)
+        run = run_program(lambda: self.target.program(context), outputs=self.mock_outputs)
+        assert run.one(JOB).inputs["metadata"]["name"] == "toolkit-0123abcd4567-2"
+        assert run.exports["job_name"] == "toolkit-0123abcd4567-2"
+
+    def test_a_maps_items_are_retried_by_the_engine_a_calls_by_the_job(self) -> None:
+        """``retries`` of a call is the Job's backoffLimit; a map's workers are never replaced, so its
+        items' retries are the engine's (the count still read from backoff_limit, which holds it)."""
+        target = self.target
+        assert target.retried_natively(None)
+        assert not target.retried_natively(self.map_context(self.sample()).fanout)
 
     def uploaded_names(self, run: ProgramRun) -> set[str]:
         storage = run.one("toolkit:index:RunStorage").inputs
@@ -335,9 +367,11 @@ class FakeCluster:
     def __init__(self, job: str | None, pods: list[str], logs: dict[str, str] | None = None) -> None:
         self.job, self.pods, self.logs = job, pods, logs or {}
         self.log_reads: list[str] = []
+        self.job_reads = 0
 
     def read_namespaced_job_status(self, name: str, namespace: str) -> Any:
         assert (name, namespace) == ("toolkit-0123abcd4567", "ml")
+        self.job_reads += 1
         if self.job is None:
             raise ApiException(status=404, reason="Not Found")
         return _api(OBJECTS["jobs"][self.job], "V1Job")
@@ -357,8 +391,12 @@ class FakeCluster:
         return self.logs[name]
 
 
+def _reader(cluster: FakeCluster) -> JobReader:
+    return JobReader("ml", "toolkit-0123abcd4567", "runner", lambda: (cluster, cluster))
+
+
 def _watcher(cluster: FakeCluster) -> KubernetesWatcher:
-    return KubernetesWatcher("ml", "toolkit-0123abcd4567", "runner", lambda: (cluster, cluster))
+    return KubernetesWatcher(_reader(cluster))
 
 
 def test_watcher_follows_a_job_from_unschedulable_to_success() -> None:
@@ -590,3 +628,99 @@ def test_watcher_names_a_deleted_pod_as_the_cause_of_the_failure(monkeypatch: py
     assert "the container exited with code 3" in str(status.reason)
     deadline = _watcher(FakeCluster("deadline-exceeded", ["deleted-error-exit"])).status()
     assert "was deleted" not in str(deadline.reason)  # the Job controller deleted it: the deadline is the cause
+
+
+# -- a map's workers: one Indexed Job, each completion index a worker claiming items -----------------------
+
+
+def _worker_pod(monkeypatch: pytest.MonkeyPatch, recorded: str, index: int, deleted: bool = False) -> str:
+    """A recorded pod as worker ``index`` of a map's Job (its name and completion index), under a new key."""
+    pod = copy.deepcopy(OBJECTS["pods"][recorded])
+    pod["metadata"]["name"] = f"toolkit-0123abcd4567-{index}-q{index}x7z"
+    pod["metadata"]["annotations"] = {"batch.kubernetes.io/job-completion-index": str(index)}
+    if deleted:
+        pod["metadata"]["deletionTimestamp"] = "2026-11-24T10:00:09Z"
+    key = f"worker-{index}-{recorded}{'-deleted' if deleted else ''}"
+    monkeypatch.setitem(OBJECTS["pods"], key, pod)
+    return key
+
+
+def _map_job(monkeypatch: pytest.MonkeyPatch, recorded: str = "active", **status: Any) -> str:
+    """A recorded Job as a map's Indexed Job of 3 workers, with ``status`` (completedIndexes, failedIndexes)."""
+    job = copy.deepcopy(OBJECTS["jobs"][recorded])
+    job["spec"].update(completionMode="Indexed", completions=3, parallelism=3, backoffLimitPerIndex=0)
+    job["status"].update(status)
+    key = f"map-{recorded}-{sorted(status.items())}"
+    monkeypatch.setitem(OBJECTS["jobs"], key, job)
+    return key
+
+
+def _workers(cluster: FakeCluster) -> tuple[JobReader, WorkersWatcher]:
+    reader = _reader(cluster)
+    return reader, WorkersWatcher([WorkerWatcher(reader, index) for index in range(3)])
+
+
+def test_a_maps_workers_are_followed_each_on_its_own_through_one_read_per_poll(monkeypatch) -> None:
+    cluster = FakeCluster(
+        _map_job(monkeypatch, completedIndexes="1", failedIndexes="2"),
+        [_worker_pod(monkeypatch, "running", 0), _worker_pod(monkeypatch, "succeeded", 1),
+         _worker_pod(monkeypatch, "error-exit", 2)],
+    )
+    _, watcher = _workers(cluster)
+    assert watcher.status().state == "running"  # a dead worker is not the map's end: the others go on
+    assert [status.state for status in watcher.last] == ["running", "succeeded", "failed"]
+    assert (watcher.last[2].exit_code, watcher.last[2].reason) == (3, "the container exited with code 3 (Error)")
+    assert cluster.job_reads == 1
+
+
+def test_a_workers_deleted_pod_fails_it_with_the_deletion_also_once_the_pod_is_gone(monkeypatch) -> None:
+    """The Job's failedIndexes outlives the deleted pod; the reader remembers why that pod went."""
+    running = [_worker_pod(monkeypatch, "running", index) for index in range(3)]
+    cluster = FakeCluster(_map_job(monkeypatch), running)
+    reader, watcher = _workers(cluster)
+    assert watcher.status().state == "running"
+    cluster.pods = [running[0], _worker_pod(monkeypatch, "running", 1, deleted=True), running[2]]
+    reader.forget()
+    watcher.status()
+    assert watcher.last[1].state == "running"  # terminating: its claims stay its own until it has stopped
+    cluster.job, cluster.pods = _map_job(monkeypatch, failedIndexes="1"), [running[0], running[2]]
+    reader.forget()
+    assert watcher.status().state == "running"
+    assert [status.state for status in watcher.last] == ["running", "failed", "running"]
+    assert str(watcher.last[1].reason).startswith("its pod toolkit-0123abcd4567-1-q1x7z was deleted while it ran")
+
+
+def test_a_worker_whose_pod_vanished_unseen_fails_by_the_jobs_failed_indexes(monkeypatch) -> None:
+    cluster = FakeCluster(_map_job(monkeypatch), [_worker_pod(monkeypatch, "running", 0)])
+    reader, watcher = _workers(cluster)
+    watcher.status()
+    assert [status.state for status in watcher.last] == ["running", "pending", "pending"]
+    cluster.job, cluster.pods = _map_job(monkeypatch, failedIndexes="0-1"), []
+    reader.forget()
+    watcher.status()
+    assert [status.state for status in watcher.last] == ["failed", "failed", "pending"]
+    assert "its pod toolkit-0123abcd4567-0-q0x7z vanished before it finished" in str(watcher.last[0].reason)
+    assert watcher.last[1].reason == "its pod failed"
+
+
+def test_a_maps_workers_fail_at_once_on_an_image_that_never_comes_a_deadline_or_a_deleted_job(monkeypatch) -> None:
+    pull = FakeCluster(_map_job(monkeypatch), [_worker_pod(monkeypatch, "image-pull-backoff", 0)])
+    _, watcher = _workers(pull)
+    watcher.status()
+    assert watcher.last[0].state == "failed" and "could not pull its image" in str(watcher.last[0].reason)
+    late = FakeCluster(_map_job(monkeypatch, "deadline-exceeded", completedIndexes="2"), [])
+    _, watcher = _workers(late)
+    assert watcher.status().state == "failed"
+    assert [status.state for status in watcher.last] == ["failed", "failed", "succeeded"]
+    assert "DeadlineExceeded" in str(watcher.last[0].reason) and "active_deadline_seconds" in str(watcher.last[0].reason)
+    _, watcher = _workers(FakeCluster(None, []))
+    watcher.status()
+    assert {status.reason for status in watcher.last} == {"the Job ml/toolkit-0123abcd4567 was deleted before it finished"}
+
+
+def test_a_workers_log_is_its_own_pods(monkeypatch) -> None:
+    pods = [_worker_pod(monkeypatch, "running", index) for index in range(3)]
+    names = [OBJECTS["pods"][pod]["metadata"]["name"] for pod in pods]
+    cluster = FakeCluster(_map_job(monkeypatch), pods, logs={name: f"worker {n}\n" for n, name in enumerate(names)})
+    reader = _reader(cluster)
+    assert WorkerWatcher(reader, 1).read_logs() == "worker 1\n" and cluster.log_reads == [names[1]]

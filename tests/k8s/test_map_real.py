@@ -1,11 +1,12 @@
-"""``fn.map`` on the real local cluster: one run stack, one Indexed Job, a pod per item.
+"""``fn.map`` on the real local cluster: one run stack, one Job of ``max_parallel`` pods claiming items.
 
 The pods run this checkout's runner (``toolkit-runner:<version>[-<you>]-s3``,
-built and imported into the cluster's containerd by ``runner_image``), read
-their item at ``JOB_COMPLETION_INDEX`` from the S3 emulator and write its
-result there. The pods alive at once are counted through the Kubernetes API.
-The ``namespace`` fixture checks that nothing of the run is left (Job, pods,
-Secret, account, role, binding, S3 prefix, stack).
+built and imported into the cluster's containerd by ``runner_image``); each is
+a worker numbered by its completion index, claims items in the S3 emulator and
+writes their results there. The pods alive at once, and every pod the run ever
+had, are counted through the Kubernetes API. The ``namespace`` fixture checks
+that nothing of the run is left (Job, pods, Secret, account, role, binding, S3
+prefix, stack).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import threading
 import time
 
 import pytest
+import s3fs
 
 from tests.k8s import images
 from tests.k8s.conftest import RUN_SECONDS, save_pool
@@ -45,10 +47,12 @@ def square_unless_seven(x: int) -> int:
 
 
 class PodCounter:
-    """Counts the run's pods that are neither Succeeded nor Failed, as the API reports them, until stopped."""
+    """Counts the run's pods that are neither Succeeded nor Failed, as the API reports them, and every pod
+    the run ever had, until stopped."""
 
     def __init__(self, kube: tuple, namespace: str, run_id: str) -> None:
         self.peak = 0
+        self.names: set[str] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, args=(kube[0], namespace, run_id), daemon=True)
         self._thread.start()
@@ -58,6 +62,7 @@ class PodCounter:
             pods = core.list_namespaced_pod(namespace, label_selector=f"toolkit-run={run_id}").items
             alive = [pod for pod in pods if pod.status.phase not in ("Succeeded", "Failed")]
             self.peak = max(self.peak, len(alive))
+            self.names.update(pod.metadata.name for pod in pods)
             time.sleep(0.2)
 
     def stop(self) -> int:
@@ -66,7 +71,9 @@ class PodCounter:
         return self.peak
 
 
-def test_indexed_job_runs_items_in_order_at_most_max_parallel_pods_and_one_failure_is_its_own(map_pool, kube, namespace):
+def test_claiming_pods_run_items_in_order_at_most_max_parallel_pods_and_one_failure_is_its_own(
+    map_pool, kube, namespace
+):
     future = kubernetes(pool=map_pool)(square_unless_seven).map(range(20), max_parallel=4)
     counter = PodCounter(kube, namespace, future.run_id)
     try:
@@ -76,12 +83,15 @@ def test_indexed_job_runs_items_in_order_at_most_max_parallel_pods_and_one_failu
             next(iterator)
         assert "square_unless_seven" in raised.value.remote_traceback
         assert [future.item(i).result() for i in range(8, 20)] == [x * x for x in range(8, 20)]  # unaffected
+        assert future.item(7).attempts == 1  # a function's exception is a result: never retried
         job = kube[1].read_namespaced_job(f"toolkit-{future.run_id}", namespace)
-        assert (job.spec.completion_mode, job.spec.completions, job.spec.parallelism) == ("Indexed", 20, 4)
+        assert (job.spec.completion_mode, job.spec.completions, job.spec.parallelism) == ("Indexed", 4, 4)
+        assert job.spec.backoff_limit_per_index == 0
     finally:
         future.cancel(timeout=180)
         peak = counter.stop()
     assert 1 <= peak <= 4, peak
+    assert 1 <= len(counter.names) <= 4, sorted(counter.names)  # no pod per item: at most P, ever
     assert future.counts()["completed"] == 20
 
 
@@ -104,7 +114,7 @@ def test_cancel_mid_map_deletes_the_job_and_its_pods(map_pool, kube, namespace):
     assert future.cancel(timeout=180)
     with pytest.raises(RunCancelledError):
         list(future)
-    assert future.state == "cancelled"
+    assert future.state == "cancelled"  # the namespace fixture: no Job, pod, Secret or S3 object left
 
 
 def slow_third(x: int) -> int:
@@ -120,55 +130,56 @@ def _the_job(kube: tuple, namespace: str, run_id: str):  # noqa: ANN202 - a V1Jo
     return job
 
 
-def _delete_item_pod(kube: tuple, namespace: str, run_id: str, index: int) -> str:
-    """Delete, through the API, the running pod of item ``index``; returns its name."""
-    core = kube[0]
-    selector = f"toolkit-run={run_id},batch.kubernetes.io/job-completion-index={index}"
+def _claimant(info: ClusterInfo, namespace: str, run_id: str, index: int) -> str | None:
+    """The worker named in item ``index``'s claim in the S3 emulator (None: not claimed)."""
+    fs = s3fs.S3FileSystem(endpoint_url=info.s3_endpoint, skip_instance_cache=True)
+    try:
+        return fs.cat_file(f"{info.bucket}/{namespace}/{run_id}/claims/{index}").decode()
+    except FileNotFoundError:
+        return None
+
+
+def _delete_pod_holding(kube: tuple, info: ClusterInfo, namespace: str, run_id: str, index: int) -> tuple[str, str]:
+    """Delete, through the API, the running pod whose worker claimed item ``index``: ``(worker, pod name)``."""
     deadline = time.monotonic() + RUN_SECONDS
     while time.monotonic() < deadline:
-        running = [p for p in core.list_namespaced_pod(namespace, label_selector=selector).items
-                   if p.status.phase == "Running"]
+        worker = _claimant(info, namespace, run_id, index)
+        selector = f"toolkit-run={run_id},batch.kubernetes.io/job-completion-index={worker}"
+        running = [] if worker is None else [
+            p for p in kube[0].list_namespaced_pod(namespace, label_selector=selector).items if p.status.phase == "Running"
+        ]
         if running:
             time.sleep(2)  # the function has started
-            core.delete_namespaced_pod(running[0].metadata.name, namespace)
-            return running[0].metadata.name
+            kube[0].delete_namespaced_pod(running[0].metadata.name, namespace)
+            return worker, running[0].metadata.name
         time.sleep(0.2)
     raise AssertionError(f"item {index}'s pod never ran")
 
 
-def _settled_item_pods(kube: tuple, namespace: str, run_id: str, index: int) -> dict:
-    """Item ``index``'s pods by name, once none is still running: a pod writes its result before it exits,
-    so the map may have every result while the kubelet still reports the last pod as Running."""
-    selector = f"toolkit-run={run_id},batch.kubernetes.io/job-completion-index={index}"
-    deadline = time.monotonic() + RUN_SECONDS
-    while True:
-        pods = {pod.metadata.name: pod for pod in kube[0].list_namespaced_pod(namespace, label_selector=selector).items}
-        if all(pod.status.phase not in ("Pending", "Running") for pod in pods.values()) or time.monotonic() > deadline:
-            return pods
-        time.sleep(0.5)
-
-
 @pytest.mark.parametrize("retries", [0, 1])
-def test_a_deleted_pod_fails_only_its_item_or_is_retried_per_index(map_pool, kube, namespace, retries):
+def test_a_deleted_pod_fails_only_its_item_or_its_item_runs_again_on_another_pod(
+    map_pool, kube, namespace, k8s_cluster, retries
+):
     bound = kubernetes(pool=map_pool, retries=retries)(slow_third)
     future = bound.map(range(6), max_parallel=3, return_exceptions=True)
+    counter = PodCounter(kube, namespace, future.run_id)
     try:
-        deleted = _delete_item_pod(kube, namespace, future.run_id, 3)
+        worker, deleted = _delete_pod_holding(kube, k8s_cluster, namespace, future.run_id, 3)
         results = list(future)
-        pods = _settled_item_pods(kube, namespace, future.run_id, 3)
+        claimant = _claimant(k8s_cluster, namespace, future.run_id, 3)
         job = _the_job(kube, namespace, future.run_id)
     finally:
         future.cancel(timeout=180)
+        counter.stop()
     assert results[:3] + results[4:] == [0, 1, 2, 4, 5]
+    assert len(counter.names) <= 3, sorted(counter.names)  # the deleted pod was not replaced
+    assert job.spec.backoff_limit_per_index == 0 and deleted in counter.names
     if retries:
-        assert results[3] == 3
-        # ... because the controller ran index 3 again, not because the deleted pod got to finish: one failed pod,
-        # and the pod that ran it is a fresh one that counts the failure of its index.
-        assert job.status.failed == 1, job.status
-        [fresh] = [pod for name, pod in pods.items() if name != deleted]
-        assert fresh.metadata.annotations["batch.kubernetes.io/job-index-failure-count"] == "1", fresh.metadata.annotations
-        assert fresh.status.phase == "Succeeded", fresh.status.phase
+        assert results[3] == 3 and future.item(3).attempts == 2
+        assert claimant is not None and claimant != worker  # it ran again on a surviving pod
         return
     assert isinstance(results[3], JobFailedError), results[3]
-    assert "item 3" in str(results[3]) and "no result" in str(results[3]), str(results[3])
-    assert deleted
+    message = str(results[3])
+    assert future.item(3).attempts == 1 and future.item(3).state == "failed"
+    assert f"item 3 of map {future.run_id}" in message and f"its worker {worker} died" in message, message
+    assert deleted in message and "retries=N" in message, message

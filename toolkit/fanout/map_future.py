@@ -92,7 +92,7 @@ class MapFuture(RunFuture):
         self._spool_finalizer = weakref.finalize(self, self._items.discard)
         self._item_retries: dict[int, RetryPolicy] = {}
         """``retries`` per item that lost its run (targets whose own controller retries per index
-        -- the Indexed Job's ``backoffLimitPerIndex`` -- never get here)."""
+        -- Cloud Run's tasks -- never get here)."""
         self._dead_workers: set[int] = set()
         self._lost: dict[int, str] = {}
         """Why an item's worker died when no other was left to take it over (it waits for a fresh job)."""
@@ -197,9 +197,7 @@ class MapFuture(RunFuture):
     def _retry_or_fail(self, index: int, reason: str) -> bool:
         """Item ``index`` lost its run to its infrastructure: give it back to the workers (True) if its
         ``retries`` allow another attempt, else fail it with ``reason``."""
-        policy = self._item_retries.setdefault(
-            index, RetryPolicy.from_variables(self._prepared.variables, self._prepared.target.native_retries)
-        )
+        policy = self._item_retries.setdefault(index, self._prepared.retry_policy())
         if policy.retry(reason):
             self.progress.say(f"[yellow]item {index}: {policy.announcement()}[/yellow]")
             self._record.update(retried_after=[*self._record.retried_after, f"item {index}: {reason}"])
@@ -214,8 +212,8 @@ class MapFuture(RunFuture):
 
         Every such item spends an attempt, also one no worker had claimed yet, so a job
         that can never run anything ends after ``retries`` fresh ones. Targets whose
-        controller retries each index itself (``native_retries``) never get here."""
-        if self._prepared.target.native_retries or self._items.poll():
+        controller retries each index itself (``Target.retried_natively``) never get here."""
+        if not self._retries.engine or self._items.poll():
             return False
         ended = infrastructure_failure(status, has_result=False) or "the job ended"
         again = False

@@ -124,17 +124,26 @@ class MapForm:
         return self.fanout.parallelism if self.fanout is not None and not self.indexed else 1
 
     def command(
-        self, storage_url: str, python: str = "python3", secrets_file: str | None = None, worker: int | None = None
+        self,
+        storage_url: str,
+        python: str = "python3",
+        secrets_file: str | None = None,
+        worker: int | str | None = None,
+        stripe: bool = False,
     ) -> list[str]:
-        """The runner's command; a named ``worker`` stays until every item has a result (to take retried ones)."""
-        return runner_command(
-            storage_url,
-            python,
-            secrets_file,
-            self.fanout,
-            self.index_env if self.indexed else None,
-            None if worker is None or self.fanout is None else str(worker),
+        """The runner's command; a named ``worker`` stays until every item has a result (to take retried ones).
+
+        ``worker`` may be a reference the platform expands (Kubernetes' ``$(JOB_COMPLETION_INDEX)``);
+        ``stripe``: it is the worker's number, and each worker claims its own stripe of the items
+        first, so workers that start together do not all race for the first items.
+        """
+        named = None if worker is None or self.fanout is None else str(worker)
+        command = runner_command(
+            storage_url, python, secrets_file, self.fanout, self.index_env if self.indexed else None, named
         )
+        if stripe and named is not None and self.fanout is not None:
+            command += ["--stripe", f"{named}/{self.fanout.parallelism}"]
+        return command
 
 
 @dataclass
@@ -204,6 +213,11 @@ class RunFlow(abc.ABC):
     """The job gets its storage requests signed (``signed_requests``), as a secret, where the pool's storage
     and the caller's credentials allow it."""
 
+    def retried_natively(self, fanout: FanOut | None) -> bool:
+        """True when the platform's controller re-runs this run's job (``native_retries``). Never for a map of
+        claiming workers: a dead worker is not replaced, the engine gives its items back (``toolkit.fanout``)."""
+        return self.native_retries is not None and (fanout is None or self.map_form == "indexed")
+
     @abc.abstractmethod
     def check_job(self, job: JobConfiguration, pool_name: str) -> None:
         """Step 1: refuse a rendered job the run cannot go without (``ConfigError`` saying what to set)."""
@@ -238,7 +252,7 @@ class RunFlow(abc.ABC):
             image=run.image,
             form=MapForm(run.fanout, self.map_form == "indexed", self.index_env),
             needs=[*storage, *secrets.needs, *pull.needs, *platform.job_needs()],
-            trigger=None if self.native_retries else run.attempt,
+            trigger=None if self.retried_natively(run.fanout) else run.attempt,
         )
         for name, value in self.job(run, parts).items():
             pulumi.export(name, value)

@@ -1,7 +1,7 @@
 """A run's Job manifest: the pool's, completed with names, labels, identity, the runner and its env.
 
-A map is an Indexed Job (``_index``): one completion per item, its index in
-``INDEX_ENV``; each item's pod is retried on its own (``backoffLimitPerIndex``).
+A map is an Indexed Job of ``P`` workers (``_workers``): each pod claims items
+until none is left, its completion index (``WORKER_ENV``) its worker number.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from toolkit.targets.kubernetes.models import KubernetesJob
 SKIP_AWAIT = "pulumi.com/skipAwait"
 DELETION_POLICY = "pulumi.com/deletionPropagationPolicy"
 """Foreground: destroying the Job deletes its pods first, so a cancelled run stops running."""
-INDEX_ENV = "JOB_COMPLETION_INDEX"
-"""Where an Indexed Job's pod finds its completion index: the map item it runs."""
+WORKER_ENV = "JOB_COMPLETION_INDEX"
+"""Where an Indexed Job's pod finds its completion index: a map's worker number."""
 
 
 def _container_env(job: KubernetesJob, run: RunContext, secrets: dict[str, Any]) -> list[dict[str, Any]]:
@@ -43,6 +43,8 @@ def run_manifest(job: KubernetesJob, run: RunContext, parts: JobParts, name: str
     manifest = copy.deepcopy(job.job_manifest)
     metadata = manifest.setdefault("metadata", {})
     metadata.setdefault("name", name)
+    if run.attempt > 1:  # a map's fresh workers: the Job they replace may still be being deleted under its name
+        metadata["name"] = f"{metadata['name']}-{run.attempt}"
     metadata["namespace"] = job.namespace
     metadata["labels"] = {**metadata.get("labels", {}), **run.labels}
     metadata["annotations"] = {**metadata.get("annotations", {}), SKIP_AWAIT: "true", DELETION_POLICY: "foreground"}
@@ -57,21 +59,28 @@ def run_manifest(job: KubernetesJob, run: RunContext, parts: JobParts, name: str
     runner = pod["containers"][0]
     if parts.image:  # the call's environment, pushed to the pool's registry: pulled by digest
         runner["image"] = parts.image
-    runner["command"] = parts.form.command(run.storage_url, job.python)
+    worker = None if run.fanout is None else f"$({WORKER_ENV})"  # the kubelet expands it from the pod's env
+    runner["command"] = parts.form.command(run.storage_url, job.python, worker=worker, stripe=True)
     runner["env"] = [*runner.get("env", []), *_container_env(job, run, parts.secrets)]
     if run.fanout is not None:
-        _index(manifest["spec"], run.fanout.count, run.fanout.parallelism)
+        _workers(manifest["spec"], run.fanout.parallelism)
     return manifest
 
 
-def _index(spec: dict[str, Any], count: int, parallelism: int) -> None:
-    """A map's Job: Indexed, one completion per item, ``parallelism`` pods at once.
+def _workers(spec: dict[str, Any], parallelism: int) -> None:
+    """A map's Job: Indexed, ``parallelism`` completions all at once, one claiming worker each.
 
-    The Job's ``backoffLimit`` becomes ``backoffLimitPerIndex``: an item whose pod
-    died of an infrastructure failure is retried on its own, and a failed item
-    does not stop the others (the Job ends once every index succeeded or failed).
+    The completion index names the worker, rather than its pod's name: it is the
+    same small number in the pod's claims and in the Job's ``failedIndexes``,
+    which still says which worker died once its deleted pod has vanished from
+    the API, so the client can give that worker's items back to the others.
+    No pod is ever replaced (``backoffLimitPerIndex`` 0; the Job's
+    ``backoffLimit``, which holds ``retries``, is dropped): an item's ``retries``
+    are the engine's, through the claims, and the Job never holds more than
+    ``parallelism`` pods. One worker failing does not stop the others.
     """
     spec["completionMode"] = "Indexed"
-    spec["completions"] = count
+    spec["completions"] = parallelism
     spec["parallelism"] = parallelism
-    spec["backoffLimitPerIndex"] = int(spec.pop("backoffLimit", 0) or 0)
+    spec.pop("backoffLimit", None)
+    spec["backoffLimitPerIndex"] = 0

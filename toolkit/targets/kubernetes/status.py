@@ -1,7 +1,9 @@
 """A Kubernetes Job's state from the Job and its pods as the API returns them: the status mapping.
 
 The Job's conditions decide success and failure; the newest pod explains it
-(exit code, OOMKilled, an image that cannot be pulled, a missing Secret).
+(exit code, OOMKilled, an image that cannot be pulled, a missing Secret). A
+map's Job is one worker per completion index, each followed on its own
+(``worker_status``).
 """
 
 from __future__ import annotations
@@ -129,21 +131,48 @@ def _job_status(job: Any, pods: list[Any], container: str) -> JobStatus:
     return JobStatus(state="pending", reason=_pending_reason(latest))
 
 
-def indexed_job_status(job: Any, pods: list[Any], container: str) -> JobStatus:
-    """A map's Indexed Job: decided by the Job's conditions alone, since one pod's failure fails
-    only its item (retried up to ``backoffLimitPerIndex``); a pod that can never start fails it all."""
-    conditions = {c.type: c for c in job.status.conditions or [] if c.status == "True"}
-    failures = [(pod, failure_of_pod(pod, container)) for pod in pods]
-    if "Complete" in conditions:
+COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
+"""The annotation holding an Indexed Job's pod's completion index: a map's worker number."""
+
+
+def completion_index(pod: Any) -> int | None:
+    """The completion index of an Indexed Job's pod (None: not one)."""
+    value = (pod.metadata.annotations or {}).get(COMPLETION_INDEX, "")
+    return int(value) if value.isdigit() else None
+
+
+def index_set(text: str | None) -> set[int]:
+    """The indexes a Job's ``completedIndexes`` or ``failedIndexes`` lists: ``"1,3-5"`` is {1, 3, 4, 5}."""
+    found: set[int] = set()
+    for part in filter(None, (text or "").split(",")):
+        first, _, last = part.partition("-")
+        found.update(range(int(first), int(last or first) + 1))
+    return found
+
+
+def worker_status(job: Any, pods: list[Any], index: int, container: str, failure: str | None) -> JobStatus:
+    """Worker ``index`` of a map's Job from the Job's index lists, which outlive a deleted pod, and
+    its ``pods``; ``failure``: why its pod failed, as the watcher saw it (a deletion says more than
+    the exit code it causes). One worker failing fails only itself: the client gives its items back."""
+    if index in index_set(job.status.completed_indexes):
         return JobStatus(state="succeeded", exit_code=0)
-    if "Failed" in conditions:
-        condition = conditions["Failed"]
-        reason = f"the Job failed ({condition.reason}: {condition.message})"
-        failed = next((failure for pod, failure in failures if failure and pod.status.phase == "Failed"), None)
-        if failed:
-            reason += f"; a failed item's pod: {failed[1]}"
-        return JobStatus(state="failed", exit_code=failed[0] if failed else None, reason=reason)
-    for pod, failure in failures:
-        if failure and failure[0] is None and pod.status.phase not in ("Failed", "Succeeded"):
-            return JobStatus(state="failed", reason=failure[1])  # an image or a Secret that never comes
-    return JobStatus(state="running" if job.status.active else "pending")
+    latest = max(pods, key=lambda pod: pod.metadata.creation_timestamp) if pods else None
+    pod_failure = failure_of_pod(latest, container) if latest is not None else None
+    code = pod_failure[0] if pod_failure else None
+    if index in index_set(job.status.failed_indexes):
+        reason = failure or (pod_failure[1] if pod_failure else None) or "its pod failed"
+        return JobStatus(state="failed", exit_code=code, reason=reason)
+    ended = failed_for(job)
+    if ended:  # past its deadline (or stopped otherwise), the Job's pods are deleted by its controller
+        hint = "; raise active_deadline_seconds" if ended == "DeadlineExceeded" else ""
+        return JobStatus(state="failed", exit_code=code, reason=f"the Job failed ({ended}){hint}")
+    if latest is None:
+        return JobStatus(state="pending")
+    phase = latest.status.phase
+    if phase == "Succeeded":
+        return JobStatus(state="succeeded", exit_code=0)
+    if pod_failure and (phase == "Failed" or code is None):  # an image or a Secret that never comes, too
+        return JobStatus(state="failed", exit_code=code, reason=failure or pod_failure[1])
+    if phase == "Running":
+        return JobStatus(state="running")
+    return JobStatus(state="pending", reason=_pending_reason(latest))

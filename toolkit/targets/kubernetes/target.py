@@ -16,6 +16,10 @@ with ``pulumi.com/skipAwait`` so ``up`` returns once the Job exists.
 The watcher follows the Job and its pods through the Kubernetes API: the Job's
 conditions decide success and failure, the newest pod explains it (exit code,
 OOMKilled, an image that cannot be pulled, a missing Secret) and supplies logs.
+A map's Job is ``max_parallel`` workers, each pod claiming items; each worker
+(its completion index) has a watcher of its own, so a pod that dies fails only
+its worker, whose items the client gives back to the others within their
+``retries`` (``toolkit.fanout``).
 """
 
 from __future__ import annotations
@@ -40,124 +44,125 @@ from toolkit.infra.synonyms import (
 )
 from toolkit.infra.watch import JobStatus, JobWatcher
 from toolkit.targets.kubernetes.cluster import KubernetesPlatform, connect
-from toolkit.targets.kubernetes.manifest import INDEX_ENV, run_manifest
+from toolkit.targets.kubernetes.manifest import run_manifest
 from toolkit.targets.kubernetes.models import KubernetesJob, KubernetesVariables
-from toolkit.targets.kubernetes.status import failed_for, failure_of_pod, indexed_job_status, job_status
+from toolkit.targets.kubernetes.status import (
+    completion_index,
+    failed_for,
+    failure_of_pod,
+    job_status,
+    worker_status,
+)
 
 POD_LIST_REUSE_SECONDS = 0.5
-"""A map's pod list serves every read within this long (one list per poll, not one per read)."""
+"""A map's Job and pod list serve every read within this long (one read per poll, not one per worker)."""
 STORAGE_SCHEMES = ("s3", "gs", "gcs", "az", "abfs", "abfss")
 
 
-class KubernetesWatcher(JobWatcher):
-    """Follows one Job and its pods; ``connect`` builds the API clients on first use."""
+class JobReader:
+    """One Job and its pods through the API (``connect`` builds the clients on first use), with why
+    each pod seen failed: shared by the watcher of a call and by those of a map's workers."""
 
-    def __init__(
-        self,
-        namespace: str,
-        job_name: str,
-        container: str,
-        connect: Callable[[], tuple[Any, Any]],
-        indexed: bool = False,
-    ) -> None:
-        self._indexed = indexed
-        self._namespace = namespace
-        self._job_name = job_name
-        self._container = container
+    def __init__(self, namespace: str, job_name: str, container: str, connect: Callable[[], tuple[Any, Any]]) -> None:
+        self.namespace = namespace
+        self.job_name = job_name
+        self.container = container
         self._connect = connect
         self._apis: tuple[Any, Any] | None = None
         self._log_offsets: dict[str, int] = {}
         self._logs_complete: set[str] = set()
-        self._pod_failures: dict[str, str | None] = {}
+        self.pod_failures: dict[str, str | None] = {}
         """Every pod seen, with why it failed (None: not failed, as far as seen); explains retries."""
-        self._removed_pods: set[str] = set()
+        self.removed_pods: set[str] = set()
         """Pods deleted (or gone) before they finished: their removal is why they failed."""
-        self._listed: tuple[float, list[Any]] | None = None
+        self.pod_index: dict[str, int | None] = {}
+        """Every pod seen, with its completion index (a map's worker), also once it is gone."""
+        self._read: tuple[float, Any, list[Any]] | None = None
 
     def _clients(self) -> tuple[Any, Any]:
         if self._apis is None:
             self._apis = self._connect()
         return self._apis
 
-    def _pods(self) -> list[Any]:
-        """The Job's pods. A map's Indexed Job has one per item: the list (slow to decode for hundreds
-        of pods, on the client's CPU) is reused by the log read and the status of the same poll."""
-        if self._indexed and self._listed is not None and time.monotonic() - self._listed[0] < POD_LIST_REUSE_SECONDS:
-            return self._listed[1]
-        core, _ = self._clients()
-        pods = core.list_namespaced_pod(self._namespace, label_selector=f"job-name={self._job_name}").items
-        pods = sorted(pods, key=lambda pod: pod.metadata.creation_timestamp)
-        self._listed = (time.monotonic(), pods)
-        return pods
+    def job(self) -> Any:
+        """The Job (``V1Job``); None once it is gone. Reused within ``POD_LIST_REUSE_SECONDS``, with ``pods``."""
+        return self._fresh()[0]
 
-    def status(self) -> JobStatus:
+    def pods(self) -> list[Any]:
+        """The Job's pods, oldest first (read with the Job, and reused as it is)."""
+        return self._fresh()[1]
+
+    def _fresh(self) -> tuple[Any, list[Any]]:
+        if self._read is not None and time.monotonic() - self._read[0] < POD_LIST_REUSE_SECONDS:
+            return self._read[1], self._read[2]
         from kubernetes.client.exceptions import ApiException
 
-        _, batch = self._clients()
+        core, batch = self._clients()
         try:
-            job = batch.read_namespaced_job_status(self._job_name, self._namespace)
+            job = batch.read_namespaced_job_status(self.job_name, self.namespace)
         except ApiException as exc:
-            if exc.status == 404:
-                return JobStatus(
-                    state="failed",
-                    reason=f"the Job {self._namespace}/{self._job_name} was deleted before it finished",
-                )
-            raise
-        pods = self._pods()
-        if self._indexed:  # a map: one item's pod failing is that item's (retried per index), not the Job's
-            return indexed_job_status(job, pods, self._container)
-        last_failure = self._note_failures(pods)
-        status = job_status(job, pods, self._container)
-        status.previous_failure = last_failure
-        if status.state != "failed" or failed_for(job) == "DeadlineExceeded":
-            return status  # (the Job controller deletes the pods of a Job past its deadline itself)
-        newest = next(reversed(self._pod_failures), None)
-        if newest in self._removed_pods:  # "exited with code 143" or BackoffLimitExceeded alone say less
-            detail = f"; {status.reason}" if pods and status.reason else ""
-            status.reason = f"{self._pod_failures[newest]}{detail}"
-        elif not pods and last_failure:
-            status.reason = last_failure
-        return status
+            if exc.status != 404:
+                raise
+            job = None
+        pods = core.list_namespaced_pod(self.namespace, label_selector=f"job-name={self.job_name}").items
+        pods = sorted(pods, key=lambda pod: pod.metadata.creation_timestamp)
+        self._note_failures(pods)
+        self._read = (time.monotonic(), job, pods)
+        return job, pods
 
-    def _note_failures(self, pods: list[Any]) -> str | None:
+    def forget(self) -> None:
+        """Read the Job and its pods afresh at the next call (a call's watcher: at every read)."""
+        self._read = None
+
+    def gone(self) -> JobStatus:
+        return JobStatus(
+            state="failed", reason=f"the Job {self.namespace}/{self.job_name} was deleted before it finished"
+        )
+
+    def _note_failures(self, pods: list[Any]) -> None:
         """Record why pods failed -- a pod deleted, evicted or lost with its node vanishes from the
-        API soon after -- and return the latest such reason."""
+        API soon after."""
         present = {pod.metadata.name for pod in pods}
-        for name, failure in list(self._pod_failures.items()):
+        for name, failure in list(self.pod_failures.items()):
             if name not in present and failure is None:
-                self._removed_pods.add(name)
-                self._pod_failures[name] = (
+                self.removed_pods.add(name)
+                self.pod_failures[name] = (
                     f"its pod {name} vanished before it finished (deleted, evicted or its node lost)"
                 )
         for pod in pods:
             name = pod.metadata.name
+            self.pod_index.setdefault(name, completion_index(pod))
             if pod.status.phase == "Succeeded":
-                self._pod_failures[name] = None
-            elif self._pod_failures.get(name):
+                self.pod_failures[name] = None
+            elif self.pod_failures.get(name):
                 continue  # the first cause seen is the one that explains it (deleted, then exit 143)
             elif pod.metadata.deletion_timestamp is not None:
-                self._removed_pods.add(name)
-                self._pod_failures[name] = f"its pod {name} was deleted while it ran (by hand, a drain or node loss)"
+                self.removed_pods.add(name)
+                self.pod_failures[name] = f"its pod {name} was deleted while it ran (by hand, a drain or node loss)"
             elif pod.status.phase == "Failed":
-                failure = failure_of_pod(pod, self._container)
-                self._pod_failures[name] = failure[1] if failure else "its pod failed"
+                failure = failure_of_pod(pod, self.container)
+                self.pod_failures[name] = failure[1] if failure else "its pod failed"
             else:
-                self._pod_failures.setdefault(name, None)
-        failures = [failure for failure in self._pod_failures.values() if failure]
+                self.pod_failures.setdefault(name, None)
+
+    def last_failure(self) -> str | None:
+        """Why the latest failed pod failed."""
+        failures = [failure for failure in self.pod_failures.values() if failure]
         return failures[-1] if failures else None
 
-    def read_logs(self) -> str:
+    def read_logs(self, pods: list[Any]) -> str:
+        """Log text of ``pods`` produced since the previous read."""
         from kubernetes.client.exceptions import ApiException
 
         core, _ = self._clients()
         chunks = []
-        for pod in self._pods():
+        for pod in pods:
             name = pod.metadata.name
             if name in self._logs_complete:
                 continue
             finished = pod.status.phase in ("Succeeded", "Failed")
             try:
-                text = core.read_namespaced_pod_log(name, self._namespace, container=self._container)
+                text = core.read_namespaced_pod_log(name, self.namespace, container=self.container)
             except ApiException as exc:
                 if exc.status in (400, 404):  # container not started yet, or pod gone
                     continue
@@ -170,13 +175,68 @@ class KubernetesWatcher(JobWatcher):
         return "".join(chunks)
 
 
+class KubernetesWatcher(JobWatcher):
+    """Follows a call's Job: its conditions, and its newest pod to explain them."""
+
+    def __init__(self, reader: JobReader) -> None:
+        self._reader = reader
+
+    def status(self) -> JobStatus:
+        reader = self._reader
+        reader.forget()
+        job = reader.job()
+        if job is None:
+            return reader.gone()
+        pods = reader.pods()
+        last_failure = reader.last_failure()
+        status = job_status(job, pods, reader.container)
+        status.previous_failure = last_failure
+        if status.state != "failed" or failed_for(job) == "DeadlineExceeded":
+            return status  # (the Job controller deletes the pods of a Job past its deadline itself)
+        newest = next(reversed(reader.pod_failures), None)
+        if newest in reader.removed_pods:  # "exited with code 143" or BackoffLimitExceeded alone say less
+            detail = f"; {status.reason}" if pods and status.reason else ""
+            status.reason = f"{reader.pod_failures[newest]}{detail}"
+        elif not pods and last_failure:
+            status.reason = last_failure
+        return status
+
+    def read_logs(self) -> str:
+        self._reader.forget()
+        return self._reader.read_logs(self._reader.pods())
+
+
+class WorkerWatcher(JobWatcher):
+    """Follows worker ``index`` of a map's Job (its completion index); the workers share one reader."""
+
+    def __init__(self, reader: JobReader, index: int) -> None:
+        self._reader = reader
+        self._index = index
+
+    def _pods(self) -> list[Any]:
+        return [pod for pod in self._reader.pods() if completion_index(pod) == self._index]
+
+    def status(self) -> JobStatus:
+        reader = self._reader
+        job = reader.job()
+        if job is None:
+            return reader.gone()
+        failure = next(
+            (why for name, why in reader.pod_failures.items() if why and reader.pod_index.get(name) == self._index),
+            None,
+        )  # also a pod gone from the API by now
+        return worker_status(job, self._pods(), self._index, reader.container, failure)
+
+    def read_logs(self) -> str:
+        return self._reader.read_logs(self._pods())
+
+
 class KubernetesTarget(Target):
     """Run the function as a Kubernetes Job."""
 
     name = "kubernetes"
-    native_retries = "backoff_limit"  # the Job controller starts a new pod; a pod that wrote a result exits 0
-    map_form = "indexed"  # an Indexed Job: one pod per item, its index in JOB_COMPLETION_INDEX
-    index_env = INDEX_ENV
+    native_retries = "backoff_limit"  # a call's: the Job controller starts a new pod; one with a result exits 0
+    map_form = "workers"  # an Indexed Job of max_parallel pods, each claiming items (its index: its number)
     plugin_packages = ("pulumi_kubernetes",)
     synonyms = {
         **PREFECT_COMMON,
@@ -290,13 +350,11 @@ class KubernetesTarget(Target):
             "container": manifest["spec"]["template"]["spec"]["containers"][0]["name"],
         }
 
-    def watch(self, run: RunContext, outputs: dict[str, Any]) -> JobWatcher:
+    def watch(self, run: RunContext, outputs: dict[str, Any]) -> JobWatcher | list[JobWatcher]:
+        """The call's Job; for a map, each worker (completion index) of it, over one reader."""
         job = run.job
         assert isinstance(job, KubernetesJob)
-        return KubernetesWatcher(
-            outputs["namespace"],
-            outputs["job_name"],
-            outputs["container"],
-            lambda: connect(job.context),
-            indexed=run.fanout is not None,
-        )
+        reader = JobReader(outputs["namespace"], outputs["job_name"], outputs["container"], lambda: connect(job.context))
+        if run.fanout is None:
+            return KubernetesWatcher(reader)
+        return [WorkerWatcher(reader, index) for index in range(run.fanout.parallelism)]
