@@ -15,7 +15,7 @@ run; then the same trivial job through Prefect 3's ``@docker`` on the same
 engine (bench/prefect_docker.py), the environments figures
 (bench/environments.py: first-call build, per-call cost of a cached
 environment), many calls through one stack (bench/map.py: ``.map`` against
-``.submit()`` on docker, on the local cluster, and a 10,000-item map's client
+``.submit()`` on docker, and a 10,000-item map's client
 memory), the goals of issue 29 against the path before it measured alternating in the same run
 (bench/candidates29.py), and the goals of issue 15 against the figures before it. Times
 are never asserted anywhere: machines here are noisy, ratios from one run are
@@ -721,8 +721,8 @@ def main() -> None:
     parser.add_argument("--no-prefect", action="store_true", help="Skip the Prefect @docker comparison.")
     parser.add_argument("--no-environments", action="store_true", help="Skip bench/environments.py.")
     parser.add_argument(
-        "--map-parts", nargs="*", default=["docker", "kubernetes", "process"],
-        help="Parts of bench/map.py to run (none: skip it); kubernetes uses the local cluster of tests/k8s.",
+        "--map-parts", nargs="*", default=["docker", "process"],
+        help="Parts of bench/map.py to run (none: skip it); bench/kubernetes.py measures the local cluster.",
     )
     parser.add_argument("--guardrails", action="store_true", help="Also run bench/guardrails.py.")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: bench one target, print JSON
