@@ -1,5 +1,8 @@
 """A run starts only the processes it needs: ``pulumi up`` and ``pulumi destroy --remove``, and no plugin
 for the toolkit's own resources (the client serves their provider: ``toolkit/providers/resident.py``).
+From a client's second call on a pool on, the next call's ``pulumi up`` is started ahead (``toolkit/ahead.py``):
+the one no call takes is released with an empty program, so a client of n calls runs n + 1 ``pulumi up``
+(n when n = 1) and n ``pulumi destroy``.
 
 Counted through wrappers that log every Pulumi CLI and plugin process
 (tests/cli_trace.py). Counts, never times, so this holds on a loaded machine.
@@ -19,7 +22,7 @@ import pytest
 import toolkit
 from tests.cli_trace import CliTrace, plugins_on_path
 from tests.leaks import assert_nothing_left
-from toolkit import settings, workspace
+from toolkit import ahead, settings, workspace
 from toolkit.futures import wait_for_teardowns
 from toolkit.toolchain.pulumi_env import pulumi_env
 from toolkit.toolchain.shim import PROVIDER_PLUGIN_NAME, SHIM_NAME
@@ -70,7 +73,8 @@ def test_each_run_is_one_up_and_one_destroy(traced: CliTrace, target: str) -> No
     assert [future.result(timeout=300) for future in futures] == [0, 2, 4]
     wait_for_teardowns()
     calls = traced.calls()
-    assert _cli_commands(traced) == {"pulumi up": 3, "pulumi destroy": 3}
+    # The second call started the third's engine ahead, the third the next one's, which no call took.
+    assert _cli_commands(traced) == {"pulumi up": 4, "pulumi destroy": 3}
     assert all("--remove" in call.args for call in calls if call.command == "pulumi destroy")
     assert all(call.code == 0 for call in calls)
     # Run storage and the process job are served by the client: for docker one docker provider per
@@ -91,6 +95,25 @@ def test_without_a_resident_provider_each_operation_starts_the_toolkit_plugin(
     futures = [double.submit(x) for x in range(3)]
     assert [future.result(timeout=300) for future in futures] == [0, 2, 4]
     wait_for_teardowns()
-    assert _cli_commands(traced) == {"pulumi up": 3, "pulumi destroy": 3}
+    assert _cli_commands(traced) == {"pulumi up": 4, "pulumi destroy": 3}  # one started ahead, released unused
     assert Counter(call.name for call in traced.calls() if call.name != "pulumi") == {PROVIDER_PLUGIN_NAME: 6}
+    assert_nothing_left()
+
+
+def test_calls_one_after_another_take_the_engine_started_ahead(traced: CliTrace) -> None:
+    """Calls made one after the other: from the third on, each takes the ``pulumi up`` the previous call
+    started (its run id is that engine's), and only the last one started is released unused."""
+    double = toolkit.process(_double)
+    run_ids, started_ahead = [], []
+    for x in range(4):
+        future = double.submit(x)
+        assert future.result(timeout=300) == 2 * x
+        assert future.wait_teardown(300)
+        run_ids.append(future.run_id)
+        started_ahead.append([standby.run_id for standby in ahead.waiting()])
+    assert started_ahead[0] == []  # a client's first call starts nothing ahead
+    assert run_ids[2:] == [started_ahead[1][0], started_ahead[2][0]]
+    wait_for_teardowns()
+    assert ahead.waiting() == []
+    assert _cli_commands(traced) == {"pulumi version": 1, "pulumi up": 5, "pulumi destroy": 4}
     assert_nothing_left()

@@ -18,6 +18,7 @@ import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic, ParamSpec, TypeVar
 
+from toolkit import ahead
 from toolkit.errors import ConfigError
 from toolkit.fanout.api import MapMethod
 from toolkit.fanout.prepare import prepare_map
@@ -97,9 +98,11 @@ class InfraFunction(Generic[P, R]):
         return list(self.layers)
 
     def _submit(self, args: tuple[Any, ...], kwargs: dict[str, Any], prefix_logs: bool) -> RunFuture:
-        prepared = prepare(self.fn, args, kwargs, self.pool, self.job_layers(), self.target_type)
-        prepared.block = self.block
-        return RunFuture(prepared, prefix_logs=prefix_logs)
+        with ahead.submission() as run_id_for:
+            prepared = prepare(self.fn, args, kwargs, self.pool, self.job_layers(), self.target_type,
+                               run_id_for=run_id_for)
+            prepared.block = self.block
+            return RunFuture(prepared, prefix_logs=prefix_logs)
 
     def __repr__(self) -> str:
         return f"<{self.target_type} function {self.__qualname__} on pool {self.pool!r}>"

@@ -117,6 +117,13 @@ def create_stack(backend_url: str, project: str, stack: str, tags: dict[str, str
         json.dump(checkpoint, handle)
 
 
+def set_tags(backend_url: str, project: str, stack: str, tags: dict[str, str]) -> None:
+    """Replace the tags of an existing ``stack``, as ``stack tag set`` would (``up`` never writes them)."""
+    directory = stacks_dir(backend_url, project)
+    assert directory is not None, "only for file:// backends (see writable_layout)"
+    _write_atomically(directory / f"{stack}.pulumi-tags", {"version": TAGS_VERSION, "tags": tags})
+
+
 def bookkeeping_dirs(backend_url: str, project: str) -> list[Path]:
     """The directories holding one subdirectory per stack that the CLI creates and leaves behind:
     the update history (``.pulumi/history/<project>/<stack>``) and the lock

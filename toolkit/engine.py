@@ -111,6 +111,11 @@ class RunStack:
             shutil.rmtree(self._work_dir, ignore_errors=True)
             raise
 
+    @property
+    def made_of_files(self) -> bool:
+        """True when this stack is created, tagged and removed as backend files (``diy_backend``), not by the CLI."""
+        return self._direct
+
     @classmethod
     def existing(cls, name: str, backend_url: str, progress: Progress | None = None) -> RunStack:
         """A run stack some client created (gc, cancel from another process); nothing is created."""

@@ -21,7 +21,7 @@ from typing import Any
 
 import fsspec
 
-from toolkit import records
+from toolkit import ahead, records
 from toolkit.bundles import RESULT_NAME, unseal_result
 from toolkit.engine import RunStack, RunTag
 from toolkit.errors import RunCancelledError, RunTimeoutError, TeardownError
@@ -48,10 +48,12 @@ def wait_for_teardowns() -> None:
     teardown still needs thread pools (the Automation API's gRPC server),
     which refuse new work once concurrent.futures has shut down.
     """
+    ahead.release_waiting()
     with _LIVE_LOCK:
         pending = list(_LIVE)
     for future in pending:
         future.wait_teardown()
+    ahead.release_unused_claims()
 
 
 _shutdown_hook_registered = False
@@ -206,7 +208,7 @@ class RunFuture:
 
     def _lifecycle(self) -> None:
         prepared = self._prepared
-        stack: RunStack | None = None
+        stack: RunStack | ahead.HandedStack | None = None
         self.progress.say(
             f"{prepared.function_name} on pool [bold]{prepared.pool.name}[/bold] ({prepared.target.name})"
         )
@@ -216,21 +218,23 @@ class RunFuture:
                 self._guard.admit(self._cancelled)
             self._set_state("provisioning")
             started = time.perf_counter()
-            stack = RunStack(
+            tag = RunTag(
+                pool=prepared.pool.name,
+                function=prepared.function_name,
+                owner=self._record.owner,
+                created=self._record.created,
+                ttl=self._ttl,
+            )
+            program = lambda: prepared.target.program(prepared.context)  # noqa: E731
+            stack = ahead.stack_for(prepared.run_id, program, self.progress, tag, lambda: RunStack(
                 prepared.run_id,
                 prepared.backend_url,
-                program=lambda: prepared.target.program(prepared.context),
+                program=program,
                 progress=self.progress,
-                tag=RunTag(
-                    pool=prepared.pool.name,
-                    function=prepared.function_name,
-                    owner=self._record.owner,
-                    created=self._record.created,
-                    ttl=self._ttl,
-                ),
+                tag=tag,
                 secrets_provider=prepared.secrets_provider,
                 policy_packs=prepared.policy_packs,
-            )
+            ))
             if self._cancelled():
                 raise RunCancelledError(f"run {self.run_id} was cancelled before it started")
             if prepared.policy_packs:
@@ -273,7 +277,7 @@ class RunFuture:
             for urn, (type_, parent, status) in steps
         ])
 
-    def _teardown(self, stack: RunStack | None) -> None:
+    def _teardown(self, stack: RunStack | ahead.HandedStack | None) -> None:
         started = time.perf_counter()
         self._record_policy()
         self._record.mark("teardown")
@@ -297,7 +301,7 @@ class RunFuture:
             with _LIVE_LOCK:
                 _LIVE.discard(self)
 
-    def _run_attempts(self, stack: RunStack, outputs: dict[str, Any]) -> JobStatus:
+    def _run_attempts(self, stack: RunStack | ahead.HandedStack, outputs: dict[str, Any]) -> JobStatus:
         """Watch the job; while it ends without a result and ``retries`` allow, run a fresh one.
 
         A new attempt is a new ``up`` of the same stack with ``RunContext.attempt``

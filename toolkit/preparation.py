@@ -50,6 +50,11 @@ def new_run_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
+def fresh_run_id(_pool: WorkPool) -> str:
+    """A run id that names nothing yet, whatever the pool (``prepare``'s default)."""
+    return new_run_id()
+
+
 @dataclass
 class PreparedRun:
     """A call, resolved and validated, with its bundle staged; nothing provisioned yet."""
@@ -150,13 +155,15 @@ def prepare(
     layers: Sequence[Mapping[str, Any]],
     expected_type: str | None = None,
     build: bool = True,
+    run_id_for: Callable[[WorkPool], str] = fresh_run_id,
 ) -> PreparedRun:
     """Resolve, render, validate and bundle one call. Raises before any run stack exists.
 
     ``layers`` are job-variable overrides, lowest precedence first (decorator
     kwargs, ``with_options``, ``submit(job_variables=)``); the pool's defaults
     sit under all of them. ``build=False`` (previews) plans the environment
-    without building it.
+    without building it. ``run_id_for`` names the run on the resolved pool (a submission's may be the id of
+    an engine started ahead, ``toolkit.ahead``).
     """
     timings: dict[str, float] = {}
     started = time.perf_counter()
@@ -167,7 +174,7 @@ def prepare(
             f"pool {pool.name!r} runs {pool.type!r} jobs, but {function_name(fn)} is decorated with "
             f"@{expected_type}. Use a {expected_type} pool (`toolkit pool ls`) or the @{pool.type} decorator"
         )
-    run_id, name = new_run_id(), function_name(fn)
+    run_id, name = run_id_for(pool), function_name(fn)
     target, layers, config, variables, job = _rendered_job(fn, pool, layers, run_id, name)
     plugin_statuses = plugins.require(
         target.plugin_packages, f"pool {pool.name!r} ({target.name})", Progress(run_id).say

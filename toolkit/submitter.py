@@ -12,13 +12,15 @@ from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, ClassVar
 
+from toolkit import ahead
 from toolkit.decorators import InfraFunction, resolve_pool
 from toolkit.fanout.api import preview_map, start_map
 from toolkit.fanout.map_future import EmptyMapFuture, MapFuture
 from toolkit.fanout.prepare import prepare_map
 from toolkit.futures import RunFuture
 from toolkit.plan import Plan
-from toolkit.preparation import PreparedRun, prepare
+from toolkit.pools.registry import WorkPool
+from toolkit.preparation import PreparedRun, fresh_run_id, prepare
 from toolkit.preview import preview_run
 
 
@@ -51,18 +53,20 @@ class Submitter:
         kwargs: dict[str, Any],
         job_variables: Mapping[str, Any] | None,
         build: bool = True,
+        run_id_for: Callable[[WorkPool], str] = fresh_run_id,
     ) -> PreparedRun:
         layers = self.job_layers(fn, job_variables)
         if isinstance(fn, InfraFunction):
             fn = fn.fn
-        prepared = prepare(fn, args, kwargs, self.pool, layers, self.target_type, build=build)
+        prepared = prepare(fn, args, kwargs, self.pool, layers, self.target_type, build=build, run_id_for=run_id_for)
         prepared.block = self.block
         return prepared
 
     def submit(
         self, fn: Callable[..., Any], *args: Any, job_variables: Mapping[str, Any] | None = None, **kwargs: Any
     ) -> RunFuture:
-        future = RunFuture(self._prepare(fn, args, kwargs, job_variables))
+        with ahead.submission() as run_id_for:
+            future = RunFuture(self._prepare(fn, args, kwargs, job_variables, run_id_for=run_id_for))
         self.futures.append(future)
         return future
 
