@@ -303,6 +303,7 @@ def test_cancel_from_the_ui_tears_the_stack_down(ui, browser):
     assert future.state == "cancelled"
     until(browser, lambda d: "cancelled" in text_of(d, "#run-live .status"), "the run cancelled")
     screenshot(browser, "run-cancelled")
+    wait_for_teardowns()  # and the engine started ahead by this session's earlier calls (toolkit/ahead.py)
     assert_nothing_left()
     audited = history.actions(BackendStore(settings.default_backend_url()))
     assert any((entry.action, entry.subject) == ("cancel", future.run_id) for entry in audited)

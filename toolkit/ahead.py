@@ -5,7 +5,7 @@ backend, secrets manager, language host) before the engine asks for the
 program; none of it depends on the call. A client that has made a second call
 on a pool is likely to make a third, so from then on it keeps one ``pulumi up``
 of a fresh run stack started (a ``Standby``) whose inline program waits. The
-next call's ``prepare`` takes that run id (``run_id_for``: the id names the
+next call's ``prepare`` takes that run id (``submission``: the id names the
 stack, the storage and the record, and is rendered into the job), and its
 ``up`` hands the waiting engine the call's program (``stack_for``).
 
@@ -209,44 +209,54 @@ def _key(pool: WorkPool) -> _Key | None:
     return pool.name, backend_url, secrets_provider
 
 
-def run_id_for(pool: WorkPool) -> str:
-    """The run id of a call being submitted on ``pool``: a waiting standby's, else a fresh one.
-
-    From the client's second call on the pool on, the next call's standby is started here."""
-    key = _key(pool)
+def _take(key: _Key | None) -> str:
+    """A waiting standby's run id for a call on ``key``, claimed; else a fresh one."""
     if key is None:
         return new_run_id()
     with _lock:
-        _calls[key] = _calls.get(key, 0) + 1
         standby = _ready.pop(key, None)
         if standby is not None and standby.claim():
             _claimed[standby.run_id] = standby
-            run_id = standby.run_id
-        else:
-            run_id = new_run_id()
-        if _calls[key] >= 2:
-            try:
-                _ready[key] = Standby(*key)
-            except Exception:  # noqa: BLE001 - no standby: the next call starts its engine itself
-                pass
-    return run_id
+            return standby.run_id
+    return new_run_id()
+
+
+def _submitted(key: _Key) -> None:
+    """A call on ``key`` was submitted: from the client's second on, start the next call's engine."""
+    with _lock:
+        _calls[key] = _calls.get(key, 0) + 1
+        waiting = _ready.get(key)
+        if _calls[key] < 2 or (waiting is not None and waiting.state == "waiting"):
+            return
+        try:
+            _ready[key] = Standby(*key)
+        except Exception:  # noqa: BLE001 - no standby: the next call starts its engine itself
+            pass
 
 
 @contextmanager
 def submission() -> Iterator[Callable[[WorkPool], str]]:
-    """``run_id_for`` for one submission; a standby it claimed is released if the submission fails."""
+    """``run_id_for`` of one submission: a waiting standby's run id, else a fresh one.
+
+    A submission that fails (bad input, ...) releases the standby it claimed and counts for nothing;
+    one that succeeds counts as a call on its pool and may start the next call's engine."""
+    keys: list[_Key | None] = []
     taken: list[str] = []
 
-    def take(pool: WorkPool) -> str:
-        taken.append(run_id_for(pool))
+    def run_id_for(pool: WorkPool) -> str:
+        keys.append(_key(pool))
+        taken.append(_take(keys[-1]))
         return taken[-1]
 
     try:
-        yield take
+        yield run_id_for
     except BaseException:
         for run_id in taken:
             _release_claim(run_id)
         raise
+    for key in keys:
+        if key is not None:
+            _submitted(key)
 
 
 def _release_claim(run_id: str) -> None:
