@@ -76,6 +76,18 @@ def test_a_call_on_an_engine_started_ahead_is_tagged_as_its_own_for_gc():
     release.unlink()
 
 
+def test_a_client_that_exits_releases_its_engine_started_ahead(tmp_path):
+    """The atexit hook (``wait_for_teardowns``) gives the waiting engine an empty program and removes its stack."""
+    script = tmp_path / "client.py"
+    exiting = KILLED_CLIENT.replace("print(standby.run_id, flush=True)\ntime.sleep(600)", "print(standby.run_id)")
+    assert exiting != KILLED_CLIENT
+    script.write_text(exiting)
+    client = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600)
+    assert client.returncode == 0, client.stderr
+    assert client.stdout.strip(), "the client never had an engine started ahead"
+    assert run_stacks() == []
+
+
 KILLED_CLIENT = textwrap.dedent(
     """
     import time
