@@ -432,13 +432,14 @@ def _gc(env: dict[str, str]) -> dict[str, Any]:
     done = subprocess.run([sys.executable, "-m", "toolkit", "gc", "--json"], env=env, capture_output=True,
                           text=True, timeout=900)
     try:
-        leaks = json.loads(done.stdout)
+        found = json.loads(done.stdout)
     except json.JSONDecodeError:
         return {"exit": done.returncode, "destroyed": 0, "errors": [done.stderr[-2000:] or done.stdout[-2000:]]}
     return {
         "exit": done.returncode,
-        "destroyed": sum(1 for leak in leaks if leak["destroyed"]),
-        "errors": [f"{leak['stack']}: {leak['error']}" for leak in leaks if leak["error"]],
+        "destroyed": sum(1 for leak in found["leaks"] if leak["destroyed"]),
+        "errors": [f"{leak['stack']}: {leak['error']}" for leak in found["leaks"] if leak["error"]]
+        + [f"{backend['backend_url']} unreadable: {backend['error']}" for backend in found["unreadable"]],
     }
 
 

@@ -57,8 +57,8 @@ def test_killed_client_leaves_a_stack_that_gc_destroys(tmp_path, target):
     assert run_stacks() == [f"run-{run_id}"]
     if target == "docker":
         assert subprocess.run(["docker", "inspect", f"toolkit-{run_id}"], capture_output=True).returncode == 0
-    assert gc.find_leaks(older_than=3600) == []  # too young for that filter
-    leaks = gc.collect()
+    assert gc.find_leaks(older_than=3600).leaks == []  # too young for that filter
+    leaks = gc.collect().leaks
     assert [(leak.stack, leak.destroyed) for leak in leaks] == [(f"run-{run_id}", True)]
     assert "is gone" in leaks[0].reason
     record = records.load(run_id)
@@ -73,7 +73,7 @@ def test_killed_client_with_retries_leaves_staged_files_that_gc_removes(tmp_path
     run_id = kill_holding_client(tmp_path, "process", retries=1)
     staging = settings.home() / "staging"
     assert sorted(path.name for path in staging.iterdir() if path.name.startswith(run_id)) == [f"{run_id}.tkb"]
-    assert [leak.destroyed for leak in gc.collect()] == [True]
+    assert [leak.destroyed for leak in gc.collect().leaks] == [True]
     assert not any(path.name.startswith(run_id) for path in staging.iterdir())
 
 
@@ -90,7 +90,7 @@ def test_stack_locked_by_a_dead_process_is_unlocked_and_destroyed_by_gc(tmp_path
     lock = {"pid": dead.pid, "username": "root", "hostname": socket.gethostname(), "timestamp": "2026-01-01T00:00:00Z"}
     _lock_dir(run_id).mkdir(parents=True, exist_ok=True)
     (_lock_dir(run_id) / f"{uuid.uuid4()}.json").write_text(json.dumps(lock))
-    leaks = gc.collect()
+    leaks = gc.collect().leaks
     assert [(leak.stack, leak.destroyed, leak.error) for leak in leaks] == [(f"run-{run_id}", True, None)]
     assert not any(_lock_dir(run_id).glob("*.json"))
 
@@ -102,13 +102,13 @@ def test_lock_of_a_live_process_is_respected(tmp_path):
     lock_file.parent.mkdir(parents=True, exist_ok=True)
     lock_file.write_text(json.dumps(lock))
     try:
-        leaks = gc.collect()
+        leaks = gc.collect().leaks
         assert len(leaks) == 1 and not leaks[0].destroyed
         assert leaks[0].error.startswith("ConcurrentUpdateError") and "currently locked" in leaks[0].error
         assert lock_file.exists()
     finally:
         lock_file.unlink()
-    assert [leak.destroyed for leak in gc.collect()] == [True]
+    assert [leak.destroyed for leak in gc.collect().leaks] == [True]
 
 
 @pytest.fixture
@@ -190,7 +190,7 @@ def test_corrupted_state_file_is_a_clear_error_naming_it(tmp_path):
     assert isinstance(future.teardown_error, TeardownError)
     assert str(stack_file) in str(future.teardown_error) and "toolkit gc" in str(future.teardown_error)
     stack_file.write_bytes(good)  # repaired, the leftover stack is collectable as usual
-    assert [leak.destroyed for leak in gc.collect()] == [True]
+    assert [leak.destroyed for leak in gc.collect().leaks] == [True]
 
 
 @pytest.mark.docker
@@ -211,6 +211,6 @@ def test_docker_engine_restart_mid_run_is_a_clear_error():
         future.result(timeout=180)
     assert future.wait_teardown(180), f"run {future.run_id} was not torn down within 180 s"
     if future.teardown_error is not None:  # the engine came back after the teardown's retries
-        assert [leak.destroyed for leak in gc.collect()] == [True]
+        assert [leak.destroyed for leak in gc.collect().leaks] == [True]
     # the engine answers again, for this run's cleanup check and the rest of the suite
     assert subprocess.run(["docker", "info"], capture_output=True, timeout=60).returncode == 0

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from tests.leaks import assert_nothing_left, run_stacks
 from toolkit import gc, process
@@ -60,6 +63,54 @@ def test_untagged_stack_is_collectable():
     assert reason is not None and "no owner tag" in reason and age is None
 
 
+def _listing(unreadable: str, stacks: dict[str, list[tuple[str, dict[str, str]]]]):
+    """A backend listing that fails for ``unreadable`` as an S3 backend without credentials here would."""
+
+    def listing(url: str) -> list[tuple[str, dict[str, str]]]:
+        if url == unreadable:
+            raise PermissionError("NoCredentialsError: Unable to locate credentials")
+        return stacks[url]
+
+    return listing
+
+
+def test_an_unreadable_backend_is_reported_and_the_others_are_searched():
+    readable, unreadable = "file:///readable", "s3://no-credentials-here"
+    listing = _listing(unreadable, {readable: [("run-dead00000001", _tags(_dead_owner(), age=10, ttl=3600))]})
+    search = gc.find_leaks(urls=[unreadable, readable], stacks=listing)
+    assert [(leak.stack, leak.backend_url) for leak in search.leaks] == [("run-dead00000001", readable)]
+    assert [(backend.backend_url, backend.error) for backend in search.unreadable] == [
+        (unreadable, "PermissionError: NoCredentialsError: Unable to locate credentials")
+    ]
+
+
+def test_gc_collects_the_readable_backends_names_the_unreadable_one_and_fails(tmp_path: Path, monkeypatch):
+    """``toolkit gc`` over two backends, one of which it cannot read: the other's leak is destroyed, the
+    unreadable one is printed with its error (and in --json), and the exit status says not all was searched."""
+    from toolkit.cli.main import app
+
+    monkeypatch.setenv("TOOLKIT_HOME", str(tmp_path / "home"))
+    readable, unreadable = f"file://{tmp_path / 'readable'}", f"file://{tmp_path / 'unreadable'}"
+    stacks = {readable: [("run-dead00000002", _tags(_dead_owner(), age=10, ttl=3600))]}
+    destroyed: list[tuple[str, str]] = []
+    monkeypatch.setattr(gc, "backend_urls", lambda: [unreadable, readable])
+    monkeypatch.setattr(gc, "list_run_stacks", _listing(unreadable, stacks))
+    monkeypatch.setattr(gc, "destroy_stack", lambda stack, url: destroyed.append((stack, url)))
+
+    shown = CliRunner().invoke(app, ["gc"])
+    assert shown.exit_code == 1, shown.output
+    assert destroyed == [("run-dead00000002", readable)]
+    assert f"destroyed run-dead00000002 in {readable}" in shown.output
+    assert f"could not read {unreadable}: PermissionError: NoCredentialsError" in shown.output
+
+    destroyed.clear()
+    shown = CliRunner().invoke(app, ["gc", "--json"])
+    assert shown.exit_code == 1 and destroyed == [("run-dead00000002", readable)], shown.output
+    document = json.loads(shown.stdout)
+    assert [(leak["stack"], leak["destroyed"]) for leak in document["leaks"]] == [("run-dead00000002", True)]
+    assert [backend["backend_url"] for backend in document["unreadable"]] == [unreadable]
+
+
 @pytest.mark.engine
 def test_gc_never_destroys_a_live_clients_running_stack():
     @process
@@ -72,7 +123,7 @@ def test_gc_never_destroys_a_live_clients_running_stack():
         while future.state != "running" and time.monotonic() < deadline:
             time.sleep(0.1)
         assert future.state == "running"
-        assert gc.collect() == []
+        assert gc.collect().leaks == []
         assert run_stacks() == [f"run-{future.run_id}"]
         assert future.state == "running"
     finally:

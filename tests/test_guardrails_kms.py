@@ -119,5 +119,5 @@ def test_gc_and_runs_cancel_from_other_processes_destroy_kms_stacks(kms_pool, tm
     gc = subprocess.run([sys.executable, "-m", "toolkit", "gc", "--json"], capture_output=True, text=True,
                         timeout=300, env=env)
     assert gc.returncode == 0, gc.stderr
-    assert [(leak["stack"], leak["destroyed"]) for leak in json.loads(gc.stdout)] == [(f"run-{collected}", True)]
+    assert [(leak["stack"], leak["destroyed"]) for leak in json.loads(gc.stdout)["leaks"]] == [(f"run-{collected}", True)]
     assert_nothing_left(backend)  # stacks and their bookkeeping in the pool's backend; run directories, bundles

@@ -362,7 +362,7 @@ def test_a_client_killed_mid_map_leaves_a_stack_that_gc_destroys(tmp_path, targe
     client.send_signal(signal.SIGKILL)
     client.wait()
     assert run_id and _engine_count(target, run_id) == 2  # its two workers outlive it
-    leaks = gc.collect()
+    leaks = gc.collect().leaks
     assert [(leak.stack, leak.destroyed) for leak in leaks] == [(f"run-{run_id}", True)]
     assert _engine_count(target, run_id) == 0
     assert not records.RunRecord.spool_of(run_id).exists()

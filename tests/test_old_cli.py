@@ -90,7 +90,7 @@ def test_gc_collects_a_killed_clients_stack_with_the_old_cli(traced: CliTrace, t
     collector = subprocess.run([sys.executable, "-m", "toolkit", "gc", "--json"], capture_output=True, text=True,
                                timeout=300)
     assert collector.returncode == 0, collector.stderr
-    collected = json.loads(collector.stdout)
+    collected = json.loads(collector.stdout)["leaks"]
     assert [(leak["stack"], leak["destroyed"]) for leak in collected] == [(f"run-{run_id}", True)], collected
     # gc read the stack's owner tag through the old CLI, then destroyed and removed the stack with it.
     assert {"pulumi stack tag ls", "pulumi destroy"} <= set(_commands(traced)), traced.calls()

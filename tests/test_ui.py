@@ -336,6 +336,6 @@ def test_an_unreachable_backend_hides_no_other_backends_leaks(home, backend, mon
         return readable(url)
 
     monkeypatch.setattr(adapter, "run_stack_tags", listing)
-    found, errors = adapter.leaks([unreachable, backend])
-    assert [leak.stack for leak in found] == ["run-fffffffffff1"]
-    assert errors and errors[0].startswith(unreachable)
+    found = adapter.leaks([unreachable, backend])
+    assert [leak.stack for leak in found.leaks] == ["run-fffffffffff1"]
+    assert [unread.backend_url for unread in found.unreadable] == [unreachable]

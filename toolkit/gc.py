@@ -14,7 +14,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pulumi import automation as auto
@@ -37,6 +37,25 @@ class Leak:
     age_seconds: float | None
     destroyed: bool = False
     error: str | None = None
+
+
+@dataclass
+class Unreadable:
+    """A backend gc could not search (an object store whose credentials this process lacks, say)."""
+
+    backend_url: str
+    error: str
+
+
+@dataclass
+class LeakSearch:
+    """What gc found: the collectable stacks of the backends it could read, and those it could not.
+
+    One unreadable backend hides nothing in the others: it is reported beside their leaks.
+    """
+
+    leaks: list[Leak] = field(default_factory=list)
+    unreadable: list[Unreadable] = field(default_factory=list)
 
 
 def judge(tags: dict[str, str], now: float) -> tuple[str | None, float | None]:
@@ -74,28 +93,38 @@ def _local_record(stack: str) -> records.RunRecord | None:
 def find_leaks(
     older_than: float | None = None,
     urls: list[str] | None = None,
-    stacks: Callable[[str], list[tuple[str, dict[str, str]]]] = list_run_stacks,
-) -> list[Leak]:
-    """Collectable stacks. A local run record refines the tags: it protects a live client's
-    stack that has no tags yet, and gives up one whose client's own teardown failed.
-    ``stacks`` lists a backend's run stacks with their tags (the dashboard reads them from its own listing)."""
+    stacks: Callable[[str], list[tuple[str, dict[str, str]]]] | None = None,
+) -> LeakSearch:
+    """Collectable stacks, searched backend by backend. A local run record refines the tags: it protects a
+    live client's stack that has no tags yet, and gives up one whose client's own teardown failed.
+    ``stacks`` lists a backend's run stacks with their tags (default ``list_run_stacks``; the dashboard reads
+    them from its own listing)."""
     now = time.time()
-    leaks: list[Leak] = []
+    search = LeakSearch()
     for url in urls or backend_urls():
-        for name, tags in stacks(url):
-            reason, age = judge(tags, now)
-            record = _local_record(name)
-            if record is not None and record.teardown_failed and not record.torn_down:
-                reason = reason or "its client's teardown failed"
-            elif reason is not None and RunTag.from_tags(tags) is None and record is not None:
-                if not record.torn_down and owner_alive(record.owner) is True:
-                    continue
-            if reason is None:
-                continue
-            if older_than is not None and (age is None or age < older_than):
-                continue
-            leaks.append(Leak(name, url, reason, age))
-    return leaks
+        try:
+            listed = (stacks or list_run_stacks)(url)
+        except Exception as exc:  # noqa: BLE001 - reported per backend; the others are searched all the same
+            search.unreadable.append(Unreadable(url, f"{type(exc).__name__}: {exc}"))
+            continue
+        for name, tags in listed:
+            leak = _judge_stack(name, tags, url, now, older_than)
+            if leak is not None:
+                search.leaks.append(leak)
+    return search
+
+
+def _judge_stack(name: str, tags: dict[str, str], url: str, now: float, older_than: float | None) -> Leak | None:
+    reason, age = judge(tags, now)
+    record = _local_record(name)
+    if record is not None and record.teardown_failed and not record.torn_down:
+        reason = reason or "its client's teardown failed"
+    elif reason is not None and RunTag.from_tags(tags) is None and record is not None:
+        if not record.torn_down and owner_alive(record.owner) is True:
+            return None
+    if reason is None or (older_than is not None and (age is None or age < older_than)):
+        return None
+    return Leak(name, url, reason, age)
 
 
 def destroy_stack(stack: str, backend_url: str) -> None:
@@ -181,24 +210,25 @@ def prune_records(
     return pruned
 
 
-def collect(older_than: float | None = None, dry_run: bool = False, urls: list[str] | None = None) -> list[Leak]:
+def collect(older_than: float | None = None, dry_run: bool = False, urls: list[str] | None = None) -> LeakSearch:
     """Destroy collectable stacks; also deletes stack files a killed client left without their stack,
-    run storage no stack recorded (``sweep_unrecorded_storage``) and its staged bundles (``sweep_staged``)."""
+    run storage no stack recorded (``sweep_unrecorded_storage``) and its staged bundles (``sweep_staged``).
+    A backend it cannot read is reported (``LeakSearch.unreadable``) and the others collected all the same."""
     urls = urls or backend_urls()
-    leaks = find_leaks(older_than, urls)
+    search = find_leaks(older_than, urls)
     if dry_run:
-        return leaks
+        return search
     for url in urls:
         diy_backend.sweep_orphans(url, settings.RUN_PROJECT)
-    for leak in leaks:
+    for leak in search.leaks:
         try:
             destroy_stack(leak.stack, leak.backend_url)
             leak.destroyed = True
         except Exception as exc:  # noqa: BLE001 - report per stack, keep collecting the others
             leak.error = f"{type(exc).__name__}: {describe_failure(exc, leak.stack, leak.backend_url)}"
-    sweep_unrecorded_storage({(leak.backend_url, leak.stack) for leak in leaks if not leak.destroyed})
+    sweep_unrecorded_storage({(leak.backend_url, leak.stack) for leak in search.leaks if not leak.destroyed})
     sweep_staged()
-    return leaks
+    return search
 
 
 def sweep_staged() -> list[str]:
@@ -242,14 +272,14 @@ def sweep_unrecorded_storage(kept: set[tuple[str, str]]) -> list[str]:
 
     removed: list[str] = []
     pools = {pool.name: pool for pool in PoolRegistry().list()}
-    stacks: dict[str, set[str]] = {}
+    stacks: dict[str, set[str] | None] = {}
     for record in records.all_records():
         if record.torn_down or owner_alive(record.owner) is not False or (record.backend_url, record.stack) in kept:
             continue
         if record.backend_url not in stacks:
-            stacks[record.backend_url] = {name for name, _tags in list_run_stacks(record.backend_url)}
-        if record.stack in stacks[record.backend_url]:
-            continue
+            stacks[record.backend_url] = _stack_names(record.backend_url)
+        if stacks[record.backend_url] is None or record.stack in stacks[record.backend_url]:
+            continue  # its stack is still there, or nobody can tell here
         pool = pools.get(record.pool)
         shared = pool.storage.url if pool is not None and pool.storage.mode == "shared-prefix" else None
         try:
@@ -263,3 +293,11 @@ def sweep_unrecorded_storage(kept: set[tuple[str, str]]) -> list[str]:
         record.update(torn_down=True)
         removed.append(url)
     return removed
+
+
+def _stack_names(backend_url: str) -> set[str] | None:
+    """The run stacks in ``backend_url``; None when it cannot be read (``find_leaks`` reports why)."""
+    try:
+        return {name for name, _tags in list_run_stacks(backend_url)}
+    except Exception:  # noqa: BLE001 - an unreadable backend: its runs are left for a gc that can read it
+        return None

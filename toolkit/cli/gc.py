@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from toolkit.cli.output import JsonOption, duration, err, out, print_json
+
+if TYPE_CHECKING:  # imported when the command runs: it loads the engine
+    from toolkit.gc import LeakSearch, Pruned
 
 
 def gc_command(
@@ -18,25 +21,36 @@ def gc_command(
     """Destroy leaked run stacks (owner gone or TTL passed); live owners' stacks are never touched.
 
     Also prunes the audit trail (runs ls --all) and dead runs' slot markers in each backend.
+
+    A backend that cannot be read (no credentials for it here, say) is named with its error and the others
+    are collected all the same; the exit status is then 1, as it is when a stack could not be destroyed.
+    With --json: {"leaks": [...], "unreadable": [{"backend_url", "error"}]}.
     """
     from dataclasses import asdict
 
     from toolkit import gc
 
-    leaks = gc.collect(duration(older_than) if older_than else None, dry_run=dry_run)
+    found = gc.collect(duration(older_than) if older_than else None, dry_run=dry_run)
     pruned = [] if dry_run else gc.prune_records(duration(history_older_than))
     if as_json:
-        print_json([asdict(leak) for leak in leaks])
-    elif not leaks:
-        err.print("no leaked run stacks")
-    for entry in pruned if not as_json else []:
+        print_json(asdict(found))
+    else:
+        _print(found, pruned, dry_run)
+    if found.unreadable or any(leak.error for leak in found.leaks):
+        raise typer.Exit(1)
+
+
+def _print(found: LeakSearch, pruned: list[Pruned], dry_run: bool) -> None:
+    if not found.leaks:
+        err.print("no leaked run stacks" + (" in the backends it could read" if found.unreadable else ""))
+    for backend in found.unreadable:
+        err.print(f"could not read {backend.backend_url}: {backend.error}", markup=False)
+    for entry in pruned:
         if entry.error:
             err.print(f"could not prune {entry.backend_url}: {entry.error}", markup=False)
         elif entry.history_entries or entry.slot_markers:
             err.print(f"pruned {entry.history_entries} audit entries and {entry.slot_markers} slot markers "
                       f"in {entry.backend_url}", markup=False)
-    for leak in leaks if not as_json else []:
+    for leak in found.leaks:
         verb = "would destroy" if dry_run else ("destroyed" if leak.destroyed else f"FAILED ({leak.error})")
         out.print(f"{verb} {leak.stack} in {leak.backend_url}: {leak.reason}", markup=False)
-    if any(leak.error for leak in leaks):
-        raise typer.Exit(1)

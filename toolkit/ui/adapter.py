@@ -27,7 +27,7 @@ from toolkit.backend_store import BackendStore
 from toolkit.engine import RunTag, list_run_stacks
 from toolkit.environments import manage as environments
 from toolkit.errors import ConfigError, ToolkitError
-from toolkit.gc import Leak, backend_urls, destroy_stack, find_leaks, judge
+from toolkit.gc import LeakSearch, backend_urls, destroy_stack, find_leaks, judge
 from toolkit.guardrails import history
 from toolkit.guardrails.slots import occupancy
 from toolkit.pools.registry import PoolRegistry, WorkPool
@@ -210,17 +210,10 @@ def stack_resources(backend_url: str, stack: str) -> list[StackResource]:
     return found
 
 
-def leaks(urls: list[str]) -> tuple[list[Leak], list[str]]:
-    """What ``toolkit gc`` would destroy in ``urls`` now (nothing is destroyed), and why a backend could
-    not be searched: one unreachable backend (no credentials here, say) hides nobody else's leaks."""
-    found: list[Leak] = []
-    unreachable = []
-    for url in urls:
-        try:
-            found += find_leaks(urls=[url], stacks=run_stack_tags)
-        except Exception as exc:  # noqa: BLE001 - shown on the page, beside the other backends' leaks
-            unreachable.append(f"{url}: {type(exc).__name__}: {exc}")
-    return found, unreachable
+def leaks(urls: list[str]) -> LeakSearch:
+    """What ``toolkit gc`` would destroy in ``urls`` now (nothing is destroyed), and the backends it could not
+    search, with why: one unreachable backend (no credentials here, say) hides nobody else's leaks."""
+    return find_leaks(urls=urls, stacks=run_stack_tags)
 
 
 # -- pools and environments ---------------------------------------------------------------------
@@ -291,7 +284,7 @@ def cancel(run_id: str, stack: LiveStack | None) -> str:
 
 def collect(stack: LiveStack) -> None:
     """Destroy one leaked run stack, as ``toolkit gc`` would, if gc would still collect it now."""
-    if not any(leak.stack == stack.name for leak in find_leaks(urls=[stack.backend_url], stacks=run_stack_tags)):
+    if not any(leak.stack == stack.name for leak in leaks([stack.backend_url]).leaks):
         raise ConfigError(f"stack {stack.name} is not a leak (any more): gone, or its owner is alive and within its TTL")
     destroy_stack(stack.name, stack.backend_url)
 

@@ -240,8 +240,10 @@ class _Dashboard:
                          recent=recent[:25], refused=refused[:20], verdicts=verdicts, changes=changes)
 
     def leak_list(self, request: Request) -> Response:
-        found, unreachable = self.leaks.get() or ([], [])
-        error = "; ".join([*([self.leaks.error] if self.leaks.error else []), *unreachable]) or None
+        search = self.leaks.get() or adapter.LeakSearch()
+        unreadable = [f"{backend.backend_url}: {backend.error}" for backend in search.unreadable]
+        error = "; ".join([*([self.leaks.error] if self.leaks.error else []), *unreadable]) or None
+        found = search.leaks
         if self.wants_json(request):
             return JSONResponse({"leaks": [dataclasses.asdict(leak) for leak in found], "error": error})
         return self.page(request, "leaks.html", leaks=found, error=error, stacks=self.catalog.stacks())
