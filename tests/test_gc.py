@@ -149,3 +149,65 @@ def test_staged_files_of_dead_owners_runs_go_and_the_rest_stay(tmp_path, monkeyp
     (staging / "unrecorded03.tkb").write_bytes(b"bundle")
     assert gc.sweep_staged() == ["deadbeef0001.items", "deadbeef0001.tkb"]
     assert sorted(path.name for path in staging.iterdir()) == ["a11ve0000002.items", "a11ve0000002.tkb", "unrecorded03.tkb"]
+
+
+class _Labelled:
+    """A target whose platform holds the jobs of ``jobs`` (by run id), as a Docker engine holds containers."""
+
+    def __init__(self, jobs: dict[str, list[str]]) -> None:
+        self.jobs, self.asked = jobs, []
+
+    def stray_jobs(self, run_ids, remove):
+        self.asked.append((sorted(run_ids), remove))
+        found = {run_id: names for run_id, names in self.jobs.items() if run_id in run_ids}
+        if remove:
+            self.jobs = {run_id: names for run_id, names in self.jobs.items() if run_id not in run_ids}
+        return found
+
+
+def test_stray_jobs_of_dead_clients_runs_whose_stacks_are_gone_are_removed_and_no_others(tmp_path, monkeypatch):
+    """Only the jobs of a run whose client died (before tearing it down itself) and whose stack is gone go: a
+    live client's, one its own client tore down, and one whose stack is still there (a destroy failed) stay."""
+    from toolkit import records
+    from toolkit.infra import registry
+
+    monkeypatch.setenv("TOOLKIT_HOME", str(tmp_path))
+    backend = f"file://{tmp_path / 'state'}"
+    runs = {"dead0000001a": _dead_owner(), "a11ve000001b": owner_tag(os.getpid()), "tornd000001c": _dead_owner(),
+            "kept0000001d": _dead_owner()}
+    for run_id, owner in runs.items():
+        phases = [records.PhaseMark(phase="torn down", at=time.time())] if run_id.startswith("tornd") else []
+        records.RunRecord(run_id=run_id, function="f", pool="local-docker", target="docker", stack=f"run-{run_id}",
+                          backend_url=backend, created=time.time(), owner_pid=0, owner=owner, phases=phases).save()
+    engine = _Labelled({run_id: [f"toolkit-{run_id}-0", f"toolkit-{run_id}-1"] for run_id in runs})
+    monkeypatch.setattr(registry, "get_target", lambda name: engine)
+    monkeypatch.setattr(gc, "list_run_stacks", lambda url: [("run-kept0000001d", {})])
+
+    found, unsearched = gc.sweep_stray_jobs(set(), remove=False)
+    assert [(stray.run_id, stray.names, stray.removed) for stray in found] == [
+        ("dead0000001a", ["toolkit-dead0000001a-0", "toolkit-dead0000001a-1"], False)]
+    assert unsearched == [] and sorted(engine.jobs) == sorted(runs)  # a dry run removes nothing
+    assert engine.asked == [(["dead0000001a", "kept0000001d"], False)]  # neither the live one nor the torn down
+
+    found, _ = gc.sweep_stray_jobs(set(), remove=True)
+    assert [(stray.run_id, stray.removed) for stray in found] == [("dead0000001a", True)]
+    assert sorted(engine.jobs) == ["a11ve000001b", "kept0000001d", "tornd000001c"]
+
+    found, _ = gc.sweep_stray_jobs({(backend, "run-kept0000001d")}, remove=True)  # its stack destroyed now
+    assert [stray.run_id for stray in found] == ["kept0000001d"]
+
+
+def test_an_engine_that_does_not_answer_is_reported_not_taken_for_no_stray_jobs(tmp_path, monkeypatch):
+    from toolkit import records
+    from toolkit.infra import registry
+
+    class Unreachable:
+        def stray_jobs(self, run_ids, remove):
+            raise ConnectionError("Cannot connect to the Docker daemon")
+
+    monkeypatch.setenv("TOOLKIT_HOME", str(tmp_path))
+    records.RunRecord(run_id="dead0000002a", function="f", pool="local-docker", target="docker",
+                      stack="run-dead0000002a", backend_url=f"file://{tmp_path}", created=time.time(), owner_pid=0,
+                      owner=_dead_owner()).save()
+    monkeypatch.setattr(registry, "get_target", lambda name: Unreachable())
+    assert gc.sweep_stray_jobs(set(), remove=True) == ([], ["docker: ConnectionError: Cannot connect to the Docker daemon"])

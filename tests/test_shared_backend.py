@@ -73,7 +73,7 @@ def test_gc_of_one_client_spares_a_live_clients_stack_and_collects_a_dead_ones(b
             [sys.executable, "-m", "toolkit", "gc", "--json"], capture_output=True, text=True, timeout=300
         )
         assert collector.returncode == 0, collector.stderr
-        assert json.loads(collector.stdout) == {"leaks": [], "unreadable": []}
+        assert json.loads(collector.stdout) == {"leaks": [], "unreadable": [], "stray_jobs": [], "unsearched": []}
         assert [name for name, _ in list_run_stacks(backend)] == [f"run-{run_id}"]
         assert holder.poll() is None  # still running, untouched
     finally:

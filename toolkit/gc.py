@@ -58,6 +58,25 @@ class LeakSearch:
     unreadable: list[Unreadable] = field(default_factory=list)
 
 
+@dataclass
+class StrayJobs:
+    """Jobs of a dead client's run that no stack held, found by the run's label (``Target.stray_jobs``)."""
+
+    run_id: str
+    target: str
+    names: list[str]
+    removed: bool
+
+
+@dataclass
+class Collected(LeakSearch):
+    """What one ``toolkit gc`` destroyed (or would, in a dry run): the leaks, and the stray jobs of dead runs."""
+
+    stray_jobs: list[StrayJobs] = field(default_factory=list)
+    unsearched: list[str] = field(default_factory=list)
+    """Targets whose platform gc could not ask for stray jobs, with why (a Docker engine that does not answer)."""
+
+
 def judge(tags: dict[str, str], now: float) -> tuple[str | None, float | None]:
     """``(reason to collect or None, age in seconds)`` for one stack's tags."""
     run = RunTag.from_tags(tags)
@@ -210,14 +229,18 @@ def prune_records(
     return pruned
 
 
-def collect(older_than: float | None = None, dry_run: bool = False, urls: list[str] | None = None) -> LeakSearch:
+def collect(older_than: float | None = None, dry_run: bool = False, urls: list[str] | None = None) -> Collected:
     """Destroy collectable stacks; also deletes stack files a killed client left without their stack,
-    run storage no stack recorded (``sweep_unrecorded_storage``) and its staged bundles (``sweep_staged``).
-    A backend it cannot read is reported (``LeakSearch.unreadable``) and the others collected all the same."""
+    run storage no stack recorded (``sweep_unrecorded_storage``), its staged bundles (``sweep_staged``) and
+    jobs no stack held (``sweep_stray_jobs``). A backend it cannot read is reported
+    (``LeakSearch.unreadable``) and the others collected all the same."""
     urls = urls or backend_urls()
     search = find_leaks(older_than, urls)
+    collected = Collected(search.leaks, search.unreadable)
+    going = {(leak.backend_url, leak.stack) for leak in search.leaks}
     if dry_run:
-        return search
+        collected.stray_jobs, collected.unsearched = sweep_stray_jobs(going, remove=False)
+        return collected
     for url in urls:
         diy_backend.sweep_orphans(url, settings.RUN_PROJECT)
     for leak in search.leaks:
@@ -228,7 +251,52 @@ def collect(older_than: float | None = None, dry_run: bool = False, urls: list[s
             leak.error = f"{type(exc).__name__}: {describe_failure(exc, leak.stack, leak.backend_url)}"
     sweep_unrecorded_storage({(leak.backend_url, leak.stack) for leak in search.leaks if not leak.destroyed})
     sweep_staged()
-    return search
+    destroyed = {(leak.backend_url, leak.stack) for leak in search.leaks if leak.destroyed}
+    collected.stray_jobs, collected.unsearched = sweep_stray_jobs(destroyed, remove=True)
+    return collected
+
+
+def sweep_stray_jobs(gone: set[tuple[str, str]], remove: bool) -> tuple[list[StrayJobs], list[str]]:
+    """Remove the jobs of dead clients' runs that no stack holds; returns them, and the targets it could not ask.
+
+    A client killed during ``up`` leaves the engine's provider working on: a job it
+    creates after the engine last wrote the state (a map's worker container) is in
+    no stack, so destroying the stack leaves it. Such a run's jobs are found by its
+    label (``Target.stray_jobs``) once its stack is gone: destroyed by this gc
+    (``gone``) or before. Only runs recorded on this machine whose owner here is
+    dead and whose own client never finished tearing them down.
+    """
+    from toolkit.infra.registry import get_target
+
+    candidates: dict[str, dict[str, records.RunRecord]] = {}
+    for record in records.all_records():
+        if owner_alive(record.owner) is False and not any(mark.phase == "torn down" for mark in record.phases):
+            candidates.setdefault(record.target, {})[record.run_id] = record
+    found: list[StrayJobs] = []
+    unsearched: list[str] = []
+    stacks: dict[str, set[str] | None] = {}
+    for target_name, runs in sorted(candidates.items()):
+        try:
+            target = get_target(target_name)
+            present = target.stray_jobs(set(runs), remove=False)  # listed first: most runs have none
+            stray = {run_id for run_id in present if _stack_gone(runs[run_id], gone, stacks)}
+            removed = target.stray_jobs(stray, remove=True) if remove and stray else {}
+        except Exception as exc:  # noqa: BLE001 - report per target, keep sweeping the others
+            unsearched.append(f"{target_name}: {type(exc).__name__}: {exc}")
+            continue
+        for run_id in sorted(stray):
+            found.append(StrayJobs(run_id, target_name, removed.get(run_id, present[run_id]), remove))
+    return found, unsearched
+
+
+def _stack_gone(record: records.RunRecord, gone: set[tuple[str, str]], stacks: dict[str, set[str] | None]) -> bool:
+    """The run's stack is destroyed (``gone``) or no longer in its backend; ``stacks`` caches the listings."""
+    if (record.backend_url, record.stack) in gone:
+        return True
+    if record.backend_url not in stacks:
+        stacks[record.backend_url] = _stack_names(record.backend_url)
+    listed = stacks[record.backend_url]
+    return listed is not None and record.stack not in listed
 
 
 def sweep_staged() -> list[str]:

@@ -9,7 +9,7 @@ import typer
 from toolkit.cli.output import JsonOption, duration, err, out, print_json
 
 if TYPE_CHECKING:  # imported when the command runs: it loads the engine
-    from toolkit.gc import LeakSearch, Pruned
+    from toolkit.gc import Collected, Pruned
 
 
 def gc_command(
@@ -20,11 +20,14 @@ def gc_command(
 ) -> None:
     """Destroy leaked run stacks (owner gone or TTL passed); live owners' stacks are never touched.
 
-    Also prunes the audit trail (runs ls --all) and dead runs' slot markers in each backend.
+    Also removes the jobs of dead clients' runs that no stack held (a container made while its client was
+    killed), found by their run's label, and prunes the audit trail (runs ls --all) and dead runs' slot
+    markers in each backend.
 
     A backend that cannot be read (no credentials for it here, say) is named with its error and the others
-    are collected all the same; the exit status is then 1, as it is when a stack could not be destroyed.
-    With --json: {"leaks": [...], "unreadable": [{"backend_url", "error"}]}.
+    are collected all the same; the exit status is then 1, as it is when a stack could not be destroyed or
+    a Docker engine could not be asked for stray jobs. With --json: {"leaks": [...], "unreadable":
+    [{"backend_url", "error"}], "stray_jobs": [{"run_id", "target", "names", "removed"}], "unsearched": [...]}.
     """
     from dataclasses import asdict
 
@@ -36,15 +39,17 @@ def gc_command(
         print_json(asdict(found))
     else:
         _print(found, pruned, dry_run)
-    if found.unreadable or any(leak.error for leak in found.leaks):
+    if found.unreadable or found.unsearched or any(leak.error for leak in found.leaks):
         raise typer.Exit(1)
 
 
-def _print(found: LeakSearch, pruned: list[Pruned], dry_run: bool) -> None:
+def _print(found: Collected, pruned: list[Pruned], dry_run: bool) -> None:
     if not found.leaks:
         err.print("no leaked run stacks" + (" in the backends it could read" if found.unreadable else ""))
     for backend in found.unreadable:
         err.print(f"could not read {backend.backend_url}: {backend.error}", markup=False)
+    for target in found.unsearched:
+        err.print(f"could not look for stray jobs of dead runs on {target}", markup=False)
     for entry in pruned:
         if entry.error:
             err.print(f"could not prune {entry.backend_url}: {entry.error}", markup=False)
@@ -54,3 +59,7 @@ def _print(found: LeakSearch, pruned: list[Pruned], dry_run: bool) -> None:
     for leak in found.leaks:
         verb = "would destroy" if dry_run else ("destroyed" if leak.destroyed else f"FAILED ({leak.error})")
         out.print(f"{verb} {leak.stack} in {leak.backend_url}: {leak.reason}", markup=False)
+    for stray in found.stray_jobs:
+        verb = "removed" if stray.removed else "would remove"
+        out.print(f"{verb} {', '.join(stray.names)} of run {stray.run_id} ({stray.target}): its client died and "
+                  "no stack held it", markup=False)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import abc
 import copy
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel
@@ -190,6 +190,16 @@ class Target(RunFlow):
     @abc.abstractmethod
     def watch(self, run: RunContext, outputs: dict[str, Any]) -> JobWatcher | list[JobWatcher]:
         """The target's watcher (its status mapping) of the job ``job`` created; a list: one per map worker."""
+
+    def stray_jobs(self, run_ids: Collection[str], remove: bool) -> dict[str, list[str]]:
+        """Jobs of ``run_ids`` still on the platform, found by their run's label, by run id; removed when ``remove``.
+
+        ``toolkit gc`` asks for the runs of dead clients whose stacks are gone. A client killed during ``up``
+        leaves the engine's provider running on: what it creates after the engine last wrote the state (a map's
+        worker containers) is in no stack a destroy could read. Default: none, for a platform this machine
+        cannot list without the run's own credentials (the cloud targets); a local engine's target finds them.
+        """
+        return {}
 
 
 def placeholders(*names: str) -> dict[str, str]:

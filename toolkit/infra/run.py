@@ -17,6 +17,9 @@ from toolkit.bundles import RUN_KEY_ENV, STORAGE_OPTIONS_ENV
 from toolkit.infra.image_registry import ImageRegistry
 from toolkit.storage_urls import URLS_ENV
 
+RUN_LABEL = "toolkit-run"
+"""The label (or tag) naming its run on every resource a run creates, the run id its value."""
+
 
 class JobConfiguration(BaseModel):
     """Base of every rendered job-configuration model, with the checks every target needs.
@@ -126,7 +129,7 @@ class RunContext:
     @property
     def labels(self) -> dict[str, str]:
         """Labels/tags put on every resource, so leaked resources can be traced to a run."""
-        return {"toolkit-run": self.run_id, "toolkit-pool": self.pool_name}
+        return {RUN_LABEL: self.run_id, "toolkit-pool": self.pool_name}
 
 
 def runner_command(

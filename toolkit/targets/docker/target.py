@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Collection
 from typing import Any
 
 import pulumi_docker
@@ -26,7 +27,7 @@ import pulumi_docker
 from toolkit.errors import ConfigError, TargetUnavailableError
 from toolkit.infra.base import Target, placeholders
 from toolkit.infra.flow import JobParts, MapForm, Platform
-from toolkit.infra.run import JobConfiguration, RunContext
+from toolkit.infra.run import RUN_LABEL, JobConfiguration, RunContext
 from toolkit.infra.synonyms import PREFECT_COMMON, docker_memory, no_counterpart, prefect_retries, renamed
 from toolkit.infra.variables import ENVIRONMENT_VARIABLES, JobVariables
 from toolkit.infra.watch import JobStatus, JobWatcher
@@ -254,6 +255,23 @@ class DockerTarget(Target):
         if run.fanout is None:
             return DockerWatcher(outputs["container_id"], run.job)
         return [DockerWatcher(container_id, run.job) for container_id in outputs["container_ids"]]
+
+    def stray_jobs(self, run_ids: Collection[str], remove: bool) -> dict[str, list[str]]:
+        """The runs' containers (running or not) on the local engine, by their ``toolkit-run`` label."""
+        import docker.errors
+
+        found: dict[str, list[str]] = {}
+        for container in _docker_client().containers.list(all=True, filters={"label": RUN_LABEL}):
+            run_id = container.labels.get(RUN_LABEL)
+            if run_id not in run_ids:
+                continue
+            if remove:
+                try:
+                    container.remove(force=True)
+                except docker.errors.NotFound:
+                    pass  # gone meanwhile (auto_remove)
+            found.setdefault(run_id, []).append(container.name)
+        return found
 
 
 def _container(logical: str, name: str, command: list[str], run: RunContext, parts: JobParts) -> pulumi_docker.Container:
