@@ -5,7 +5,9 @@ creation time and TTL. A stack is collectable when its owner process on this
 host no longer exists (or is another process that reused the pid), or when its
 TTL has passed. A live owner's stack is never touched: on a shared backend,
 owners on other hosts are judged by TTL only. A lock left by a dead process
-(``pulumi`` killed mid-update) is broken before the destroy.
+(``pulumi`` killed mid-update) is broken before the destroy. Jobs of a dead
+client's run that no stack held (made by a provider that outlived its engine)
+are found by the run's label and removed once the stack is gone.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from pulumi import automation as auto
 from toolkit import diy_backend, records, settings
 from toolkit.backend_store import BackendStore
 from toolkit.engine import RunStack, RunTag, describe_failure, list_run_stacks
-from toolkit.errors import ConfigError
+from toolkit.errors import ConfigError, TargetUnavailableError
 from toolkit.guardrails import history
 from toolkit.guardrails.slots import stale_markers
 from toolkit.pools.registry import PoolRegistry
@@ -278,6 +280,9 @@ def sweep_stray_jobs(gone: set[tuple[str, str]], remove: bool) -> tuple[list[Str
     for target_name, runs in sorted(candidates.items()):
         try:
             target = get_target(target_name)
+        except (TargetUnavailableError, ConfigError):
+            continue  # unregistered, or its SDK gone from this installation: no way here to reach its platform
+        try:
             present = target.stray_jobs(set(runs), remove=False)  # listed first: most runs have none
             stray = {run_id for run_id in present if _stack_gone(runs[run_id], gone, stacks)}
             removed = target.stray_jobs(stray, remove=True) if remove and stray else {}
