@@ -122,6 +122,12 @@ class RunStack:
         run_id = name.removeprefix("run-")
         return cls(run_id, backend_url, lambda: None, progress or Progress(run_id, show=False), create=False)
 
+    @property
+    def work_dir(self) -> Path:
+        """This process's Pulumi workspace directory for the stack (``toolkit-<run id>-*`` in the temporary
+        directory): where its CLI processes, and the plugins they start, run."""
+        return self._work_dir
+
     def _create(self) -> None:
         tag = self._pending_tag
         if self._direct:

@@ -12,7 +12,10 @@ are found by the run's label and removed once the stack is gone.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import signal
 import tempfile
 import time
 from collections.abc import Callable
@@ -156,8 +159,11 @@ def destroy_stack(stack: str, backend_url: str) -> None:
     environment, as the stack's owner did.
     """
     existing = RunStack.existing(stack, backend_url)
+    run_id = _stack_run_id(stack)
     try:
         run = RunTag.from_tags(existing.stack.list_tags())
+        if run is None or owner_alive(run.owner) is False:
+            stop_engine_processes(run_id, spare=existing.work_dir)
         try:
             changes = existing.destroy_once()
         except auto.errors.ConcurrentUpdateError:
@@ -166,7 +172,6 @@ def destroy_stack(stack: str, backend_url: str) -> None:
             changes = existing.destroy_once()
     finally:
         existing.close()
-    run_id = _stack_run_id(stack)
     deleted = changes.get("delete", 0)
     _record_collected(backend_url, run_id, run, resources=max(deleted - 1, 0))  # minus the Stack resource itself
     if run is None or owner_alive(run.owner) is False:
@@ -179,6 +184,33 @@ def destroy_stack(stack: str, backend_url: str) -> None:
         record.update(state="failed", error="its client died; collected by toolkit gc")
     record.update(torn_down=True)
     shutil.rmtree(record.result_spool, ignore_errors=True)  # a map's results nobody will read now
+
+
+def stop_engine_processes(run_id: str, spare: Path, wait: float = 10.0) -> list[int]:
+    """SIGKILL what still runs in a dead client's Pulumi workspace directories of the run; returns their pids.
+
+    Its CLI and the provider plugins that CLI started run there (their working
+    directory). Killed with their client, a CLI dies when it next writes to its
+    closed output, but its plugins live on: a docker provider waits for good and
+    first finishes the containers it was creating, after the state was last
+    written. Stopped before the destroy, they neither hold the stack's lock nor make
+    anything after it. ``spare``: this process's own workspace for the stack.
+    """
+    prefix = os.path.join(tempfile.gettempdir(), f"toolkit-{run_id}-")
+    stopped = []
+    for entry in Path("/proc").iterdir():
+        try:
+            cwd = os.readlink(entry / "cwd") if entry.name.isdigit() else ""
+        except OSError:  # gone meanwhile, or another user's
+            continue
+        if cwd.startswith(prefix) and not Path(cwd.removesuffix(" (deleted)")).is_relative_to(spare):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(entry.name), signal.SIGKILL)
+                stopped.append(int(entry.name))
+    deadline = time.monotonic() + wait
+    while any(Path(f"/proc/{pid}").exists() for pid in stopped) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return stopped
 
 
 def remove_workspace_dirs(run_id: str) -> None:
