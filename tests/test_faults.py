@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -77,6 +78,61 @@ def test_killed_client_with_retries_leaves_staged_files_that_gc_removes(tmp_path
     assert not any(path.name.startswith(run_id) for path in staging.iterdir())
 
 
+MAP_UP_CLIENT = """
+import time
+import toolkit
+
+@toolkit.docker
+def sleeper(x):
+    time.sleep(600)
+
+print(sleeper.map(range(4), max_parallel=4).run_id, flush=True)
+time.sleep(600)
+"""
+
+
+def _labelled_containers(run_id: str) -> list[str]:
+    listed = subprocess.run(["docker", "ps", "-a", "--filter", f"label=toolkit-run={run_id}", "--format", "{{.Names}}"],
+                            capture_output=True, text=True, timeout=60, check=True)
+    return listed.stdout.split()
+
+
+def _working_in_workspace(run_id: str) -> list[str]:
+    """Processes whose working directory is one of the run's Pulumi workspaces (a CLI, the plugins it started)."""
+    prefix = os.path.join(tempfile.gettempdir(), f"toolkit-{run_id}-")
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and os.readlink(entry / "cwd").startswith(prefix):
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                found.append(f"{entry.name}: {command[:120]}")
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.docker
+def test_a_client_killed_during_a_docker_maps_up_leaves_no_container_after_gc(tmp_path):
+    """Killed as its first worker container appears, the client leaves the engine's docker provider running
+    on (orphaned, for good) and creating the others after the state was last written: gc stops the provider,
+    destroys the stack and removes the containers no state holds by their run's label, right away."""
+    script = tmp_path / "client.py"
+    script.write_text(MAP_UP_CLIENT)
+    client = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    run_id = client.stdout.readline().strip() if client.stdout else ""
+    deadline = time.monotonic() + 300
+    while run_id and not _labelled_containers(run_id) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    client.send_signal(signal.SIGKILL)
+    client.wait()
+    assert run_id and _labelled_containers(run_id), "no worker container appeared during the map's up"
+    collected = gc.collect()
+    assert [(leak.stack, leak.destroyed, leak.error) for leak in collected.leaks] == [(f"run-{run_id}", True, None)]
+    assert _labelled_containers(run_id) == [], collected
+    assert _working_in_workspace(run_id) == []  # its orphaned docker provider too
+    # and nothing else is left (the autouse check): stack, its lock and history directories, run directory
+
+
 def _lock_dir(run_id: str) -> Path:
     state = Path(settings.default_backend_url().removeprefix("file://"))
     return state / ".pulumi" / "locks" / "organization" / settings.RUN_PROJECT / f"run-{run_id}"
@@ -89,10 +145,12 @@ def test_stack_locked_by_a_dead_process_is_unlocked_and_destroyed_by_gc(tmp_path
     dead.wait()
     lock = {"pid": dead.pid, "username": "root", "hostname": socket.gethostname(), "timestamp": "2026-01-01T00:00:00Z"}
     _lock_dir(run_id).mkdir(parents=True, exist_ok=True)
-    (_lock_dir(run_id) / f"{uuid.uuid4()}.json").write_text(json.dumps(lock))
+    lock_file = _lock_dir(run_id) / f"{uuid.uuid4()}.json"
+    lock_file.write_text(json.dumps(lock))
+    Path(f"{lock_file}.attrs").write_text(json.dumps({"user.content_type": "text/plain; charset=utf-8"}))  # as the CLI
     leaks = gc.collect().leaks
     assert [(leak.stack, leak.destroyed, leak.error) for leak in leaks] == [(f"run-{run_id}", True, None)]
-    assert not any(_lock_dir(run_id).glob("*.json"))
+    assert not _lock_dir(run_id).exists()  # the lock, its metadata beside it and the emptied directory
 
 
 def test_lock_of_a_live_process_is_respected(tmp_path):
