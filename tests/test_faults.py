@@ -4,6 +4,7 @@ corrupted state, stale locks. Each ends in a clear error and nothing left behind
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -213,6 +214,27 @@ def test_a_result_the_disk_cannot_hold_is_no_result_not_a_corrupt_one(tiny_mount
         assert list(tiny_mount.iterdir()) == []
     finally:
         PoolRegistry().delete(pool)
+
+
+def test_a_claim_the_disk_cannot_hold_is_no_claim(tiny_mount):
+    """A map worker claims an item on a full disk: the claim fails whole. An empty claim file (created, its
+    worker's name not written) named no worker, so no one ran the item or released it for a retry and the
+    map waited until its timeout (found by the soak). Once there is room, another worker takes the item."""
+    from toolkit.job_storage import FsspecStorage
+
+    (tiny_mount / "claims").mkdir()
+    storage = FsspecStorage(str(tiny_mount), {})
+    ballast = tiny_mount / "ballast"
+    with ballast.open("wb") as handle, contextlib.suppress(OSError):
+        while True:
+            handle.write(b"\0" * 65536)
+            handle.flush()
+    with pytest.raises(OSError, match="No space left on device"):
+        storage.claim(2, "worker 0")
+    assert sorted(path.name for path in (tiny_mount / "claims").iterdir()) == []
+    ballast.unlink()
+    assert storage.claim(2, "worker 1") and (tiny_mount / "claims" / "2").read_text() == "worker 1"
+    assert not storage.claim(2, "worker 2")
 
 
 def test_unwritable_storage_is_a_clear_error(tiny_mount):

@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import sys
+import tempfile
 from collections.abc import Callable
 from typing import IO, Any, Protocol
 
@@ -78,7 +79,11 @@ class FsspecStorage:
 
     def claim(self, index: int, worker: str) -> bool:
         """Never empty: s3fs writes an empty file with a plain ``touch``, without the
-        conditional header that makes the create exclusive."""
+        conditional header that makes the create exclusive. A local claim appears whole or
+        not at all: an empty one (a full disk between create and write) names no worker, so
+        nobody would run the item or release it for a retry."""
+        if self.local is not None:
+            return _create_whole(os.path.join(self.local, CLAIMS_DIR, str(index)), worker.encode())
         try:
             with _open(self.url, f"{CLAIMS_DIR}/{index}", "xb", self.options) as handle:
                 handle.write(worker.encode())
@@ -190,6 +195,24 @@ def _write_whole(path: str, data: bytes) -> None:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
         raise
+
+
+def _create_whole(path: str, data: bytes) -> bool:
+    """Create ``path`` holding ``data`` unless it exists (False then): written to a unique temporary (a dot
+    name, which ``names`` skips) and hard-linked into place, which fails if ``path`` exists."""
+    directory, name = os.path.split(path)
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{name}.", dir=directory)
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
+        os.chmod(temporary, 0o644)
+        os.link(temporary, path)
+    except FileExistsError:
+        return False
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+    return True
 
 
 def _local_path(storage: str) -> str | None:
