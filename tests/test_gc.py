@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -211,3 +212,27 @@ def test_an_engine_that_does_not_answer_is_reported_not_taken_for_no_stray_jobs(
                       owner=_dead_owner()).save()
     monkeypatch.setattr(registry, "get_target", lambda name: Unreachable())
     assert gc.sweep_stray_jobs(set(), remove=True) == ([], ["docker: ConnectionError: Cannot connect to the Docker daemon"])
+
+
+def test_a_dead_clients_workspace_without_a_stack_is_removed_and_a_live_ones_kept(tmp_path, monkeypatch):
+    """A client killed before its stack existed (or after its own destroy removed it) leaves its Pulumi workspace
+    directory with no stack for gc to destroy; gc removes it. A live client's, and one whose stack is there, stay."""
+    import tempfile
+
+    from toolkit import records
+
+    monkeypatch.setenv("TOOLKIT_HOME", str(tmp_path))
+    backend = f"file://{tmp_path / 'state'}"
+    runs = {"dead0000003a": _dead_owner(), "a11ve000003b": owner_tag(os.getpid()), "kept0000003c": _dead_owner()}
+    workspaces = {}
+    for run_id, owner in runs.items():
+        records.RunRecord(run_id=run_id, function="f", pool="local-process", target="process", stack=f"run-{run_id}",
+                          backend_url=backend, created=time.time(), owner_pid=0, owner=owner).save()
+        workspaces[run_id] = Path(tempfile.mkdtemp(prefix=f"toolkit-{run_id}-"))
+    monkeypatch.setattr(gc, "list_run_stacks", lambda url: [("run-kept0000003c", {})])
+    try:
+        assert gc.sweep_workspaces(set()) == [str(workspaces["dead0000003a"])]
+        assert [run_id for run_id, path in workspaces.items() if path.exists()] == ["a11ve000003b", "kept0000003c"]
+    finally:
+        for path in workspaces.values():
+            shutil.rmtree(path, ignore_errors=True)

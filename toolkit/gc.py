@@ -186,7 +186,7 @@ def destroy_stack(stack: str, backend_url: str) -> None:
     shutil.rmtree(record.result_spool, ignore_errors=True)  # a map's results nobody will read now
 
 
-def stop_engine_processes(run_id: str, spare: Path, wait: float = 10.0) -> list[int]:
+def stop_engine_processes(run_id: str, spare: Path | None = None, wait: float = 10.0) -> list[int]:
     """SIGKILL what still runs in a dead client's Pulumi workspace directories of the run; returns their pids.
 
     Its CLI and the provider plugins that CLI started run there (their working
@@ -203,7 +203,7 @@ def stop_engine_processes(run_id: str, spare: Path, wait: float = 10.0) -> list[
             cwd = os.readlink(entry / "cwd") if entry.name.isdigit() else ""
         except OSError:  # gone meanwhile, or another user's
             continue
-        if cwd.startswith(prefix) and not Path(cwd.removesuffix(" (deleted)")).is_relative_to(spare):
+        if cwd.startswith(prefix) and not (spare and Path(cwd.removesuffix(" (deleted)")).is_relative_to(spare)):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(int(entry.name), signal.SIGKILL)
                 stopped.append(int(entry.name))
@@ -265,8 +265,8 @@ def prune_records(
 
 def collect(older_than: float | None = None, dry_run: bool = False, urls: list[str] | None = None) -> Collected:
     """Destroy collectable stacks; also deletes stack files a killed client left without their stack,
-    run storage no stack recorded (``sweep_unrecorded_storage``), its staged bundles (``sweep_staged``) and
-    jobs no stack held (``sweep_stray_jobs``). A backend it cannot read is reported
+    run storage no stack recorded (``sweep_unrecorded_storage``), its staged bundles (``sweep_staged``),
+    jobs no stack held (``sweep_stray_jobs``) and Pulumi workspaces no stack kept (``sweep_workspaces``). A backend it cannot read is reported
     (``LeakSearch.unreadable``) and the others collected all the same."""
     urls = urls or backend_urls()
     search = find_leaks(older_than, urls)
@@ -287,6 +287,7 @@ def collect(older_than: float | None = None, dry_run: bool = False, urls: list[s
     sweep_staged()
     destroyed = {(leak.backend_url, leak.stack) for leak in search.leaks if leak.destroyed}
     collected.stray_jobs, collected.unsearched = sweep_stray_jobs(destroyed, remove=True)
+    sweep_workspaces(destroyed)
     return collected
 
 
@@ -303,9 +304,8 @@ def sweep_stray_jobs(gone: set[tuple[str, str]], remove: bool) -> tuple[list[Str
     from toolkit.infra.registry import get_target
 
     candidates: dict[str, dict[str, records.RunRecord]] = {}
-    for record in records.all_records():
-        if owner_alive(record.owner) is False and not any(mark.phase == "torn down" for mark in record.phases):
-            candidates.setdefault(record.target, {})[record.run_id] = record
+    for record in _dead_runs():
+        candidates.setdefault(record.target, {})[record.run_id] = record
     found: list[StrayJobs] = []
     unsearched: list[str] = []
     stacks: dict[str, set[str] | None] = {}
@@ -324,6 +324,31 @@ def sweep_stray_jobs(gone: set[tuple[str, str]], remove: bool) -> tuple[list[Str
         for run_id in sorted(stray):
             found.append(StrayJobs(run_id, target_name, removed.get(run_id, present[run_id]), remove))
     return found, unsearched
+
+
+def sweep_workspaces(gone: set[tuple[str, str]]) -> list[str]:
+    """Remove the Pulumi workspace directories of dead clients' runs whose stacks are gone; returns them.
+
+    ``destroy_stack`` removes a dead client's workspace with its stack; a client
+    killed before its stack existed, or while its own destroy had removed the stack
+    but not yet its workspace, leaves one with no stack for gc to destroy. What
+    still runs in it is stopped first.
+    """
+    removed: list[str] = []
+    stacks: dict[str, set[str] | None] = {}
+    for record in _dead_runs():
+        paths = sorted(str(path) for path in Path(tempfile.gettempdir()).glob(f"toolkit-{record.run_id}-*"))
+        if paths and _stack_gone(record, gone, stacks):
+            stop_engine_processes(record.run_id)
+            remove_workspace_dirs(record.run_id)
+            removed += paths
+    return removed
+
+
+def _dead_runs() -> list[records.RunRecord]:
+    """Runs recorded here whose owner on this host is dead and whose own client never finished tearing them down."""
+    return [record for record in records.all_records()
+            if owner_alive(record.owner) is False and not any(mark.phase == "torn down" for mark in record.phases)]
 
 
 def _stack_gone(record: records.RunRecord, gone: set[tuple[str, str]], stacks: dict[str, set[str] | None]) -> bool:
