@@ -11,7 +11,6 @@ path, a failed assertion in it too.
 from __future__ import annotations
 
 import importlib.util
-import os
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -36,13 +35,6 @@ soak = _soak_module()
 @pytest.mark.slow
 @pytest.mark.docker
 @pytest.mark.engine
-@pytest.mark.skipif(
-    not os.environ.get("TOOLKIT_SOAK"),
-    reason="a known leak makes it fail about one run in four: a client SIGKILLed during a docker map's "
-           "`pulumi up` leaves containers its orphaned docker provider created after the state was last written, "
-           "which gc's destroy does not see. Until gc also finds a run's containers by label, run it with "
-           "TOOLKIT_SOAK=1",
-)
 def test_a_short_soak_loses_nothing_and_leaves_nothing():
     lines: list[str] = []
     data = soak.run_soak(calls=50, faults=5, seed=25, clients=3, max_seconds=300, log=lines.append)
