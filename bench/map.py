@@ -12,7 +12,7 @@
 Each part runs in a fresh interpreter and TOOLKIT_HOME, so a peak RSS is that
 client's own. Times are never asserted anywhere. Saved as section ``map``
 (bench/report.py); bench/run.py includes it in a full run. Kubernetes maps are
-measured by bench/kubernetes.py, with the cluster's own baselines.
+measured by bench/on_cluster.py, with the cluster's own baselines.
 """
 
 from __future__ import annotations

@@ -69,7 +69,7 @@ SECTIONS = (
     Section("prefect", "run", "Prefect 3 `@docker` on the same engine", render="render_prefect"),
     Section("environments", "environments", "Environments"),
     Section("map", "map", "Many calls, one stack"),
-    Section("kubernetes", "kubernetes", "`@kubernetes` on the local cluster"),
+    Section("kubernetes", "on_cluster", "`@kubernetes` on the local cluster"),
     Section("runner_start", "runner_start", "The runner's own start in the pods' image"),
     Section("guardrails", "guardrails", "Guardrails"),
     Section("ui", "ui", "Dashboard"),

@@ -722,7 +722,7 @@ def main() -> None:
     parser.add_argument("--no-environments", action="store_true", help="Skip bench/environments.py.")
     parser.add_argument(
         "--map-parts", nargs="*", default=["docker", "process"],
-        help="Parts of bench/map.py to run (none: skip it); bench/kubernetes.py measures the local cluster.",
+        help="Parts of bench/map.py to run (none: skip it); bench/on_cluster.py measures the local cluster.",
     )
     parser.add_argument("--guardrails", action="store_true", help="Also run bench/guardrails.py.")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: bench one target, print JSON

@@ -35,7 +35,7 @@ from tests.emulators.gcp import (  # noqa: F401 - fixtures
     gcs_with_credentials,
     google_apis,
 )
-from tests.infra import test_azure_container_instance, test_cloud_run, test_ecs, test_vertex_ai
+from tests.infra import test_azure_container_instance, test_cloud_run, test_ecs, test_kubernetes, test_vertex_ai
 from tests.infra.conformance import RUN_KEY, TargetConformance
 from tests.infra.mocking import SECRET_SIG_KEY, ProgramRun, run_program
 from tests.infra.storage_roundtrip import NO_STORAGE_DRIVERS, ROOT, collect, sealed_bundle
@@ -134,6 +134,19 @@ def _ecs_job(run: ProgramRun) -> Job:
     return _runner_args(container["command"]), env
 
 
+def _kubernetes_job(run: ProgramRun) -> Job:
+    """The Job's runner: plain values inline, the run Secret's values by their ``secretKeyRef``."""
+    container = run.one(test_kubernetes.JOB).inputs["spec"]["template"]["spec"]["containers"][0]
+    [secret] = run.of_type("kubernetes:core/v1:Secret")
+    data = secret.inputs["stringData"]
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    for entry in container["env"]:
+        ref = entry.get("valueFrom", {}).get("secretKeyRef")
+        if ref and ref["key"] in data:
+            env[entry["name"]] = data[ref["key"]]
+    return _runner_args(container["command"]), env
+
+
 def _google_secrets(run: ProgramRun) -> dict[tuple[str, str], str]:
     """(secret id, version number) and the version's full name -> the value the program stored."""
     ids = {s.id: s.inputs["secretId"] for s in run.of_type("gcp:secretmanager/secret:Secret")}
@@ -174,6 +187,18 @@ def test_an_ecs_task_reads_its_bundle_and_writes_its_result_through_presigned_re
     url = f"s3://signed-runs/pool/{suite.run_id}"
     run = _program(suite, url, {}, tmp_path, sealed_bundle(RUN_KEY))
     args, env = _ecs_job(run)
+    assert URLS_ENV in env and RUN_KEY_ENV in env
+    _finish(_start((args, env)))
+    assert collect(url, {}, RUN_KEY) == 42
+
+
+@pytest.mark.usefixtures("aws")
+def test_a_kubernetes_pod_reads_its_bundle_and_writes_its_result_through_presigned_requests(tmp_path: Path) -> None:
+    boto3.client("s3", region_name=REGION).create_bucket(Bucket="signed-runs")
+    suite = test_kubernetes.TestKubernetesTarget()
+    url = f"s3://signed-runs/pool/{suite.run_id}"
+    run = _program(suite, url, {}, tmp_path, sealed_bundle(RUN_KEY))
+    args, env = _kubernetes_job(run)
     assert URLS_ENV in env and RUN_KEY_ENV in env
     _finish(_start((args, env)))
     assert collect(url, {}, RUN_KEY) == 42

@@ -183,3 +183,17 @@ def test_a_deleted_pod_fails_only_its_item_or_its_item_runs_again_on_another_pod
     assert future.item(3).attempts == 1 and future.item(3).state == "failed"
     assert f"item 3 of map {future.run_id}" in message and f"its worker {worker} died" in message, message
     assert deleted in message and "retries=N" in message, message
+
+
+def storage_drivers(_x: int = 0) -> list[str]:
+    import sys
+
+    return sorted(name for name in ("s3fs", "fsspec", "botocore", "boto3") if name in sys.modules)
+
+
+def test_pods_reach_storage_through_signed_requests_with_no_storage_driver(map_pool):
+    """The client signs the run's requests (toolkit.presign): a call's pod and a map's claiming pods import
+    neither fsspec nor s3fs nor botocore."""
+    bound = kubernetes(pool=map_pool)(storage_drivers)
+    assert bound(0) == []
+    assert list(bound.map(range(3), max_parallel=2)) == [[], [], []]

@@ -87,6 +87,7 @@ class MapFuture(RunFuture):
             fanout.count,
             context.run_key,
             records.RunRecord.spool_of(prepared.run_id),
+            control=prepared.target.signed_storage,
             journal=records.RunRecord.items_journal_of(prepared.run_id),
         )
         self._spool_finalizer = weakref.finalize(self, self._items.discard)

@@ -237,6 +237,7 @@ class KubernetesTarget(Target):
     name = "kubernetes"
     native_retries = "backoff_limit"  # a call's: the Job controller starts a new pod; one with a result exits 0
     map_form = "workers"  # an Indexed Job of max_parallel pods, each claiming items (its index: its number)
+    signed_storage = True  # pods reach the run's storage through signed requests: no s3fs/gcsfs/adlfs to import
     plugin_packages = ("pulumi_kubernetes",)
     synonyms = {
         **PREFECT_COMMON,

@@ -1,6 +1,6 @@
 """``@kubernetes`` on the local cluster (tests/k8s), each figure against a baseline from the same run.
 
-    .venv/bin/python bench/kubernetes.py [--repeats 5] [--items 100 1000] [--parallel 10]
+    .venv/bin/python bench/on_cluster.py [--repeats 5] [--items 100 1000] [--parallel 10]
 
 - **A single call against a raw Job**: the same image running ``python3 -c`` as a
   plain Job (created, polled as the toolkit polls, its pod's log read; then
@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))  # tests.k8s, when run as bench/kubernetes.py
+sys.path.insert(0, str(HERE.parent))  # tests.k8s, when run as bench/on_cluster.py
 TRIVIAL = "print(1 + 1)"
 GOALS = {"map_100_seconds": 20.0, "map_1000_seconds": 90.0, "single_ratio": 2.0}
 PHASES = ("render", "bundle", "stack_up", "run", "collect", "destroy")
@@ -293,7 +293,7 @@ def render(saved: dict, sections: dict[str, dict]) -> list[str]:
     raw, call = data["raw_job"], data["call"]
     ratio = call["result"] / raw["result"]
     lines = [
-        "## `@kubernetes` on the local cluster (`bench/kubernetes.py`)",
+        "## `@kubernetes` on the local cluster (`bench/on_cluster.py`)",
         "",
         f"A single call against a raw Job of the same image running `python3 -c` (created, polled on the "
         f"toolkit's schedule, its log read), alternating, {data['repeats']} of each; medians.",
