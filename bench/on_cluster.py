@@ -283,6 +283,11 @@ def measure(repeats: int, items: list[int], parallel: int) -> dict[str, Any]:
             "raw_job_samples": raws, "call_samples": calls, "maps": maps}
 
 
+def _seconds(value: float | None) -> str:
+    """A pod's mark; "not seen" when the 0.1 s watcher never saw the pod in that phase (it ran shorter)."""
+    return "not seen" if value is None else f"{value:.2f} s"
+
+
 def _verdict(value: float, goal: float) -> str:
     return "met" if value <= goal else "**missed**"
 
@@ -302,10 +307,8 @@ def render(saved: dict, sections: dict[str, dict]) -> list[str]:
         "|---|---|---|---|---|---|",
     ]
     for label, row in (("raw Job", raw), ("`@kubernetes` call", call)):
-        lines.append(
-            f"| {label} | {row['result']:.2f} s | {row['torn_down']:.2f} s | {row.get('pod_seen', 0):.2f} s "
-            f"| {row.get('pod_running', 0):.2f} s | {row.get('pod_finished', 0):.2f} s |"
-        )
+        marks = " | ".join(_seconds(row.get(f"pod_{mark}")) for mark in ("seen", "running", "finished"))
+        lines.append(f"| {label} | {row['result']:.2f} s | {row['torn_down']:.2f} s | {marks} |")
     lines += [
         "",
         f"The call took **{ratio:.1f}×** the raw Job to its result (goal ≤ {GOALS['single_ratio']:.0f}×: "
