@@ -197,7 +197,7 @@ def render(saved: dict, sections: dict[str, dict] | None = None) -> list[str]:
     lines = [
         "## The runner's own start in the pods' image (`bench/runner_start.py`)",
         "",
-        f"`{saved['command']}` (under `flock -x /tmp/toolkit-bench.lock`), started {saved['started']}, "
+        f"`{saved['command']}`, started {saved['started']}, "
         f"load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1, 5, 15 min) on {saved['host']['cores']} "
         f"cores shared with other work; medians of {data['repeats']} runs of each path, alternating, in one "
         f"container of `{data['image']}` against moto's S3 on loopback.",
