@@ -8,8 +8,9 @@ identity ...), and a Role/RoleBinding that lets it read exactly the run's own
 Secret and nothing else in the cluster (the pod mounts no API token at all; the
 Role bounds the identity should a customization mount one). The run key and ``toolkit.secret`` env values live in that Secret
 (written from ``pulumi.Output.secret``) and reach the container only through
-``secretKeyRef``; storage credentials never travel at all, the pod gets them
-from its identity. Job = the pool's Job manifest (placeholders filled, JSON-6902
+``secretKeyRef``; storage credentials never travel at all: the pod gets the
+requests the client signed for this run (``toolkit.presign``, in the same
+Secret), or, where the client cannot sign, its identity's credentials. Job = the pool's Job manifest (placeholders filled, JSON-6902
 ``customizations`` applied) with the runner as its first container, created
 with ``pulumi.com/skipAwait`` so ``up`` returns once the Job exists.
 
