@@ -45,6 +45,8 @@ MOCK_OUTPUTS = {
     case.target_cls.name: case.mock_outputs for case in (_Aci, _CloudRun, _Ecs, _Kubernetes, _VertexAi)
 }
 """What the conformance tests' mocks answer for each cloud target's resources (ARNs, ids)."""
+MOCK_CALLS = {case.target_cls.name: case.mock_calls for case in (_Aci, _CloudRun, _Ecs, _Kubernetes, _VertexAi)}
+"""... and for its provider functions (ACI's storage account keys, which a single call's requests are signed with)."""
 STORAGE = {"kubernetes": "s3://pool-bucket/runs", "ecs": "s3://pool-bucket/runs"}
 
 
@@ -90,7 +92,9 @@ def test_collection_template_imports_with_a_report_and_the_pool_previews_a_run(
     monkeypatch.setattr(preparation.plugins, "require", lambda *args: [])
     prepared = prepare(double, (21,), {}, name, [CLOUD_VARIABLES[pool.type]])
     try:
-        run = run_program(lambda: target().program(prepared.context), outputs=MOCK_OUTPUTS[pool.type])
+        run = run_program(
+            lambda: target().program(prepared.context), outputs=MOCK_OUTPUTS[pool.type], calls=MOCK_CALLS[pool.type]
+        )
     finally:
         prepared.discard_bundle()
     assert run.resources, f"the {pool.type} program registered nothing"
