@@ -50,7 +50,7 @@ def test_an_engine_no_call_takes_within_its_bound_is_removed(monkeypatch):
 
 def test_a_call_on_an_engine_started_ahead_is_tagged_as_its_own_for_gc():
     standby = _waiting_engine()
-    assert gc.find_leaks() == []  # a live client's engine is not a leak
+    assert gc.find_leaks().leaks == []  # a live client's engine is not a leak
     release = Path(f"/tmp/toolkit-ahead-{standby.run_id}")
 
     def waits(path: str) -> str:
@@ -131,6 +131,8 @@ def test_a_client_killed_while_its_engine_started_ahead_waits_leaves_what_gc_rem
     while _lock_holders(run_id) and time.monotonic() < deadline:  # its orphaned `pulumi up` ends on its own
         time.sleep(0.2)
     assert not _lock_holders(run_id)
-    leaks = gc.collect()
+    collected = gc.collect()
+    assert collected.unreadable == [] and collected.stray_jobs == []
+    leaks = collected.leaks
     assert [(leak.stack, leak.destroyed, leak.error) for leak in leaks] == [(f"run-{run_id}", True, None)]
     assert "is gone" in leaks[0].reason
