@@ -106,4 +106,8 @@ def test_the_cli_count_test_passes_on_the_old_cli(old_cli: Path):
         cwd=ROOT, capture_output=True, text=True, timeout=1200, env={**os.environ, "TOOLKIT_PULUMI": str(old_cli)},
     )
     assert counted.returncode == 0, counted.stdout[-4000:] + counted.stderr[-2000:]
-    assert "3 passed" in counted.stdout.splitlines()[-1], counted.stdout[-2000:]
+    collected = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--collect-only", "tests/test_cli_calls.py"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    ).stdout.count("tests/test_cli_calls.py::")
+    assert collected and f"{collected} passed" in counted.stdout.splitlines()[-1], counted.stdout[-2000:]  # none skipped
