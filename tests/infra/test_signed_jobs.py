@@ -181,24 +181,17 @@ def _aci_containers(run: ProgramRun) -> list[dict[str, Any]]:
 
 
 @pytest.mark.usefixtures("aws")
-def test_an_ecs_task_reads_its_bundle_and_writes_its_result_through_presigned_requests(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("suite", "job_of"), [
+    pytest.param(test_ecs.TestEcsTarget, _ecs_job, id="ecs task"),
+    pytest.param(test_kubernetes.TestKubernetesTarget, _kubernetes_job, id="kubernetes pod"),
+])
+def test_a_job_on_s3_reads_its_bundle_and_writes_its_result_through_presigned_requests(
+    suite: type[TargetConformance], job_of: Callable[[ProgramRun], Job], tmp_path: Path
+) -> None:
     boto3.client("s3", region_name=REGION).create_bucket(Bucket="signed-runs")
-    suite = test_ecs.TestEcsTarget()
     url = f"s3://signed-runs/pool/{suite.run_id}"
-    run = _program(suite, url, {}, tmp_path, sealed_bundle(RUN_KEY))
-    args, env = _ecs_job(run)
-    assert URLS_ENV in env and RUN_KEY_ENV in env
-    _finish(_start((args, env)))
-    assert collect(url, {}, RUN_KEY) == 42
-
-
-@pytest.mark.usefixtures("aws")
-def test_a_kubernetes_pod_reads_its_bundle_and_writes_its_result_through_presigned_requests(tmp_path: Path) -> None:
-    boto3.client("s3", region_name=REGION).create_bucket(Bucket="signed-runs")
-    suite = test_kubernetes.TestKubernetesTarget()
-    url = f"s3://signed-runs/pool/{suite.run_id}"
-    run = _program(suite, url, {}, tmp_path, sealed_bundle(RUN_KEY))
-    args, env = _kubernetes_job(run)
+    run = _program(suite(), url, {}, tmp_path, sealed_bundle(RUN_KEY))
+    args, env = job_of(run)
     assert URLS_ENV in env and RUN_KEY_ENV in env
     _finish(_start((args, env)))
     assert collect(url, {}, RUN_KEY) == 42
