@@ -233,6 +233,7 @@ def _counting() -> Iterator[dict[str, int]]:
 
 
 def measure(repeats: int, gap: float = 0.5) -> dict[str, Any]:
+    os.environ["TOOLKIT_ENGINE_AHEAD"] = "1"  # opt-in (settings.engine_ahead); ``without_ahead`` turns it off
     import toolkit
     from tests.leaks import leftovers
     from toolkit.futures import wait_for_teardowns

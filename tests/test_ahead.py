@@ -23,6 +23,12 @@ pytestmark = pytest.mark.engine
 
 
 @pytest.fixture(autouse=True)
+def _engine_ahead(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine started ahead is opt-in (``settings.engine_ahead``): these tests count and test it."""
+    monkeypatch.setenv("TOOLKIT_ENGINE_AHEAD", "1")
+
+
+@pytest.fixture(autouse=True)
 def _nothing_left():
     yield
     wait_for_teardowns()

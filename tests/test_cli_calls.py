@@ -29,6 +29,12 @@ from toolkit.toolchain.shim import PROVIDER_PLUGIN_NAME, SHIM_NAME
 
 pytestmark = pytest.mark.engine
 
+
+@pytest.fixture(autouse=True)
+def _engine_ahead(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine started ahead is opt-in (``settings.engine_ahead``): these tests count and test it."""
+    monkeypatch.setenv("TOOLKIT_ENGINE_AHEAD", "1")
+
 DOCKER_PLUGIN = "pulumi-resource-docker"
 
 

@@ -18,7 +18,7 @@ owner from the start, so a killed client's standby is what ``toolkit gc``
 finds and destroys, like any run stack of a dead owner; a claimed standby gets
 its call's tag when the call's program is handed over.
 
-Only for pools whose run stacks are created as files (a writable ``file://``
+Opt-in (``TOOLKIT_ENGINE_AHEAD=1``, ``settings.engine_ahead``). Only for pools whose run stacks are created as files (a writable ``file://``
 backend, the passphrase secrets), without policy packs (their preview would
 run beside the waiting ``up``) and without a concurrency limit (a call may
 wait for its slot); single calls only (a map's stack is shaped by its items).
@@ -199,8 +199,9 @@ _claimed: dict[str, Standby] = {}
 
 
 def _key(pool: WorkPool) -> _Key | None:
-    """What a standby for ``pool`` is made for; None when its runs cannot take one (module docstring)."""
-    if pool.policy_packs or pool.max_concurrent_runs:
+    """What a standby for ``pool`` is made for; None when its runs cannot take one (module docstring)
+    or the client has not opted in (``settings.engine_ahead``)."""
+    if not settings.engine_ahead() or pool.policy_packs or pool.max_concurrent_runs:
         return None
     backend_url = pool.backend_url or settings.default_backend_url()
     secrets_provider = settings.secrets_provider(pool.secrets_provider)

@@ -63,6 +63,13 @@ def default_backend_url() -> str:
     return "file://" + str(home() / "state")
 
 
+def engine_ahead() -> bool:
+    """Whether a client starts the next call's engine ahead (``toolkit.ahead``): opt-in with
+    ``TOOLKIT_ENGINE_AHEAD=1`` while the dashboard does not yet show a call that took such an engine
+    as its own run (it shows the engine's placeholder run, without the call's record and logs)."""
+    return os.environ.get("TOOLKIT_ENGINE_AHEAD") == "1"
+
+
 def runner_image(storage: str | None = None) -> str:
     """The runner image jobs start from: ``TOOLKIT_RUNNER_IMAGE`` or ``toolkit-runner:<version>``.
 
