@@ -10,11 +10,10 @@ import copy
 import json
 from typing import Any
 
-from toolkit.bundles import RUN_KEY_ENV, STORAGE_OPTIONS_ENV
+from toolkit.bundles import STORAGE_OPTIONS_ENV
 from toolkit.infra.flow import JobParts
 from toolkit.infra.run import RunContext
 from toolkit.secretvalues import Secret
-from toolkit.storage_urls import URLS_ENV
 from toolkit.targets.kubernetes.models import KubernetesJob
 
 SKIP_AWAIT = "pulumi.com/skipAwait"
@@ -35,9 +34,8 @@ def _container_env(job: KubernetesJob, run: RunContext, secrets: dict[str, Any])
         secret, _, key = ref.partition("/")
         env.append({"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}})
     env.append({"name": STORAGE_OPTIONS_ENV, "value": json.dumps(run.storage_options, sort_keys=True)})
-    env.append({"name": RUN_KEY_ENV, "valueFrom": secrets[RUN_KEY_ENV]})
-    if URLS_ENV in secrets:  # the storage requests the client signed for the run (``toolkit.presign``)
-        env.append({"name": URLS_ENV, "valueFrom": secrets[URLS_ENV]})
+    # The run's own secrets (its key, the storage requests the client signed ...), whatever the flow adds.
+    env += [{"name": name, "valueFrom": ref} for name, ref in secrets.items() if name not in job.env]
     return env
 
 
