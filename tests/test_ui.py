@@ -24,6 +24,7 @@ pytest.importorskip("starlette", reason="the dashboard's extra: pip install 'too
 from starlette.testclient import TestClient  # noqa: E402
 
 from toolkit import diy_backend, records, settings  # noqa: E402
+from toolkit.ahead import STANDBY_FUNCTION  # noqa: E402
 from toolkit.backend_store import BackendStore  # noqa: E402
 from toolkit.engine import RUN_TAG, RunTag  # noqa: E402
 from toolkit.guardrails import history  # noqa: E402
@@ -103,6 +104,24 @@ def test_a_run_whose_client_died_shows_as_such_and_as_a_gc_candidate(home, backe
         assert "is gone" in run["leak"]
         page = client.get("/runs/ddddddddddd1").text
         assert "gc candidate" in page and "Collect its stack" in page
+
+
+def test_an_engine_started_ahead_is_not_a_run_until_a_call_claims_it_or_its_client_dies(home, backend):
+    """toolkit.ahead keeps a run stack started before its call: listed, the call's page showed the placeholder."""
+    def standby(run_id: str, owner: str) -> None:
+        tag = RunTag(pool="local-process", function=STANDBY_FUNCTION, owner=owner, created=time.time() - 3, ttl=3600)
+        diy_backend.create_stack(backend, settings.RUN_PROJECT, f"run-{run_id}", {RUN_TAG: tag.model_dump_json()})
+
+    standby("fffffffffff1", owner_tag(os.getpid()))  # waiting for a call
+    standby("fffffffffff2", owner_tag(os.getpid()))  # claimed: the call's record exists
+    make_record("fffffffffff2", backend, state="running", function="the_call")
+    standby("fffffffffff3", dead_owner())  # its client was killed: gc's
+    with app_for(backend) as client:
+        runs = {run["run_id"]: run for run in client.get("/api/runs").json()["runs"]}
+        assert set(runs) == {"fffffffffff2", "fffffffffff3"}
+        assert (runs["fffffffffff2"]["function"], runs["fffffffffff2"]["state"]) == ("the_call", "running")
+        assert runs["fffffffffff3"]["state"] == CLIENT_DIED
+        assert client.get("/runs/fffffffffff1").status_code == 404
 
 
 def test_a_deleted_pools_page_still_lists_its_runs_and_an_unknown_pool_is_not_found(home, backend):

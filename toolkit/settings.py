@@ -65,8 +65,8 @@ def default_backend_url() -> str:
 
 def engine_ahead() -> bool:
     """Whether a client starts the next call's engine ahead (``toolkit.ahead``): opt-in with
-    ``TOOLKIT_ENGINE_AHEAD=1`` while the dashboard does not yet show a call that took such an engine
-    as its own run (it shows the engine's placeholder run, without the call's record and logs)."""
+    ``TOOLKIT_ENGINE_AHEAD=1``, as it keeps a waiting CLI process per pool that a client which
+    makes its calls in bursts may not want."""
     return os.environ.get("TOOLKIT_ENGINE_AHEAD") == "1"
 
 

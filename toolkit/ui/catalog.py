@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from toolkit.ahead import STANDBY_FUNCTION
 from toolkit.ui import adapter
 from toolkit.ui.journal import ItemCounts, count_items
 
@@ -114,6 +115,16 @@ def display_state(
     if stack is not None and stack.tag is not None and adapter.owner_alive(stack.tag.owner) is False:
         return CLIENT_DIED
     return "running" if stack is not None and stack.tag is not None else "provisioning"
+
+
+def waiting_engine(stack: adapter.LiveStack) -> bool:
+    """A live client's engine started ahead (``toolkit.ahead``) that no call has claimed: not a run yet.
+
+    Listing it would show the run id of the call that claims it as this placeholder until the
+    call's record is read, and a page opened then would not follow the call's log. Once its
+    client is gone it is a stack for gc like any other, and listed as such."""
+    tag = stack.tag
+    return tag is not None and tag.function == STANDBY_FUNCTION and adapter.owner_alive(tag.owner) is not False
 
 
 class Catalog:
@@ -322,8 +333,9 @@ class Catalog:
         with self._lock:
             by_id = dict(self._by_id)
         for run_id in dirty:
-            if run_id in self._locals or run_id in self._entries or run_id in stacks:
-                by_id[run_id] = self._row(run_id, stacks.get(run_id))
+            stack = stacks.get(run_id)
+            if run_id in self._locals or run_id in self._entries or (stack is not None and not waiting_engine(stack)):
+                by_id[run_id] = self._row(run_id, stack)
             else:
                 by_id.pop(run_id, None)
         rows = sorted(by_id.values(), key=lambda row: row.created, reverse=True)
