@@ -75,8 +75,9 @@ def dockerd_pids() -> list[int]:
     return [int(pid) for pid in found.stdout.split()]
 
 
-def restart_docker_engine(stop_timeout: float = 120.0) -> None:
-    """Stop ``dockerd`` (SIGTERM: it stops its containers) and start it again; returns once it answers."""
+def restart_docker_engine(stop_timeout: float = 120.0, down_seconds: float = 0.0) -> None:
+    """Stop ``dockerd`` (SIGTERM: it stops its containers), leave it stopped for ``down_seconds``, and start it
+    again; returns once it answers."""
     with docker_engine_lock():
         for pid in dockerd_pids():
             os.kill(pid, signal.SIGTERM)
@@ -85,4 +86,5 @@ def restart_docker_engine(stop_timeout: float = 120.0) -> None:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"dockerd did not stop within {stop_timeout:.0f}s of SIGTERM")
             time.sleep(0.2)
+        time.sleep(down_seconds)
         docker_engine.ensure_running(lambda _line: None, settings.cache_dir() / "dockerd.log")

@@ -294,3 +294,28 @@ def test_docker_engine_restart_mid_run_is_a_clear_error():
         assert [leak.destroyed for leak in gc.collect().leaks] == [True]
     # the engine answers again, for this run's cleanup check and the rest of the suite
     assert subprocess.run(["docker", "info"], capture_output=True, timeout=60).returncode == 0
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_a_retry_waits_for_the_docker_engine_that_killed_its_job_to_come_back(capfd, monkeypatch):
+    """The engine's restart kills the job and is still going on when the fresh attempt is provisioned:
+    that ``up`` fails, is tried again once the engine answers, and the call succeeds on its one retry."""
+    monkeypatch.setenv("TOOLKIT_PROGRESS", "1")
+
+    @docker(retries=1)
+    def napper() -> str:
+        print("nap starts", flush=True)
+        time.sleep(4)
+        return "rested"
+
+    future = napper.submit()
+    deadline = time.monotonic() + 120
+    while "nap starts" not in future.logs() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert future.state == "running"
+    restart_docker_engine(down_seconds=8)
+    assert future.result(timeout=240) == "rested"
+    assert future.attempts == 2
+    assert "provisioning the fresh job failed" in capfd.readouterr().err
+    assert future.wait_teardown(180) and future.teardown_error is None

@@ -24,7 +24,7 @@ import fsspec
 from toolkit import ahead, records
 from toolkit.bundles import RESULT_NAME, unseal_result
 from toolkit.engine import RunStack, RunTag
-from toolkit.errors import RunCancelledError, RunTimeoutError, TeardownError
+from toolkit.errors import ProvisionError, RunCancelledError, RunTimeoutError, TeardownError
 from toolkit.guardrails.guard import RunGuard
 from toolkit.infra.watch import JobStatus, JobWatcher
 from toolkit.policy_packs import PolicyResult
@@ -35,6 +35,8 @@ from toolkit.workspace import owner_tag
 
 DEFAULT_TTL = 24 * 3600
 """Seconds after which ``toolkit gc`` may destroy a run stack even if its owner seems alive."""
+REPROVISION_SECONDS = 60.0
+"""How long a fresh attempt's ``up`` is tried again while it fails (``RunFuture._up_again``)."""
 
 _LIVE: set[RunFuture] = set()
 _LIVE_LOCK = threading.Lock()
@@ -318,7 +320,34 @@ class RunFuture:
                 raise RunCancelledError(f"run {self.run_id} was cancelled; its stack is being destroyed")
             self._set_state("provisioning")
             prepared.context = dataclasses.replace(prepared.context, attempt=self._retries.attempt)
-            outputs = stack.up()
+            outputs = self._up_again(stack)
+
+    def _up_again(self, stack: RunStack | ahead.HandedStack) -> dict[str, Any]:
+        """The ``up`` of a fresh attempt, tried again for up to ``REPROVISION_SECONDS`` while it fails.
+
+        What ended the attempt before is often still going on when the fresh one is
+        provisioned: the Docker engine restarting, a full disk. A failed re-provisioning
+        ran no job, so it uses none of ``retries``; it waits, longer each time, and
+        the run fails with its error only once the bound is past. The first ``up`` is
+        not retried: its failure is far more often the call's own (bad input, a policy).
+        """
+        deadline = time.monotonic() + REPROVISION_SECONDS
+        delay = 1.0
+        while True:
+            try:
+                return stack.up()
+            except ProvisionError as exc:
+                if time.monotonic() + delay > deadline:
+                    raise
+                first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                self.progress.say(f"[yellow]provisioning the fresh job failed ({first_line}); "
+                                  f"trying again in {delay:.0f}s[/yellow]")
+            waited = time.monotonic() + delay
+            while time.monotonic() < waited:
+                if self._cancelled():
+                    raise RunCancelledError(f"run {self.run_id} was cancelled; its stack is being destroyed")
+                time.sleep(0.2)
+            delay = min(delay * 2, 8.0)
 
     def _announce_attempt(self, now: bool = True) -> None:
         """Record the attempt now current; ``now``: it is starting (else it is over already: no news to show)."""

@@ -239,7 +239,7 @@ class MapFuture(RunFuture):
             self._set_state("provisioning")
             prepared.context = dataclasses.replace(prepared.context, attempt=prepared.context.attempt + 1)
             self.progress.say(f"[yellow]a fresh job (attempt {prepared.context.attempt}) for the items left[/yellow]")
-            outputs = stack.up()
+            outputs = self._up_again(stack)
 
     def _collect(self, status: JobStatus) -> None:
         """Every result the job wrote is in; items without one failed with the job's reason."""
