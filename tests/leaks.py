@@ -15,6 +15,7 @@ probes look there instead of at the session's.
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -53,11 +54,32 @@ def session_run_ids(home: Path | None = None) -> set[str]:
     return {path.name for path in runs.iterdir()} if runs.exists() else set()
 
 
+CONTAINER_TARGETS = frozenset({"docker"})
+"""Targets whose jobs are containers on this machine's Docker engine: the only runs ``docker ps`` can show."""
+
+
+def session_container_runs(home: Path | None = None) -> set[str]:
+    """This session's run ids that may have containers: its docker runs, and any whose record cannot be read.
+
+    A session that made no docker run needs no Docker engine to be checked, so its tests do not
+    ask one that another worker's test is restarting (tests/parallel.py)."""
+    runs = home / "runs" if home else settings.runs_dir()
+    found = set()
+    for run_id in session_run_ids(home):
+        try:
+            target = json.loads((runs / run_id / "record.json").read_text())["target"]
+        except (OSError, ValueError, KeyError):
+            target = None  # being written, or a run directory without a record: look all the same
+        if target is None or target in CONTAINER_TARGETS:
+            found.add(run_id)
+    return found
+
+
 def session_containers(home: Path | None = None) -> list[str]:
     """Names of containers (running or not) labelled with one of this session's run ids."""
-    ours = session_run_ids(home)
+    ours = session_container_runs(home)
     if not ours:
-        return []  # no run was recorded, so no container can be one of ours (and no Docker engine is needed)
+        return []  # no docker run was recorded, so no container can be one of ours (and no Docker engine is needed)
     command = ["docker", "ps", "-a", "--filter", "label=toolkit-run", "--format", '{{.Names}} {{.Label "toolkit-run"}}']
     try:
         docker = subprocess.run(command, capture_output=True, text=True, timeout=60)

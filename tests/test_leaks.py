@@ -49,6 +49,20 @@ def test_without_a_recorded_run_no_container_is_ours_and_docker_is_not_asked(
     assert not (tmp_path / "asked").exists()
 
 
+def test_only_docker_runs_and_unreadable_records_send_the_probe_to_docker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, a_recorded_run
+) -> None:
+    """A worker whose session made only process runs never asks the engine another worker may be restarting."""
+    runs = tmp_path / "runs"
+    (runs / a_recorded_run / "record.json").write_text('{"target": "process"}')
+    _fake_docker(tmp_path, monkeypatch, f'touch "{tmp_path}/asked"; echo "toolkit-{a_recorded_run} {a_recorded_run}"\n')
+    assert leaks.session_containers() == [] and not (tmp_path / "asked").exists()
+    (runs / a_recorded_run / "record.json").write_text('{"target": "docker"}')
+    assert leaks.session_containers() == [f"toolkit-{a_recorded_run}"] and (tmp_path / "asked").exists()
+    (runs / a_recorded_run / "record.json").write_text('{"tar')  # being written: looked for all the same
+    assert leaks.session_containers() == [f"toolkit-{a_recorded_run}"]
+
+
 def test_a_file_backend_without_a_stack_file_holds_no_stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     backend = f"file://{tmp_path / 'state'}"
     monkeypatch.setenv("TOOLKIT_BACKEND_URL", backend)

@@ -18,8 +18,9 @@ owner from the start, so a killed client's standby is what ``toolkit gc``
 finds and destroys, like any run stack of a dead owner; a claimed standby gets
 its call's tag when the call's program is handed over.
 
-Opt-in (``TOOLKIT_ENGINE_AHEAD=1``, ``settings.engine_ahead``). Only for pools whose run stacks are created as files (a writable ``file://``
-backend, the passphrase secrets), without policy packs (their preview would
+Opt-in (``TOOLKIT_ENGINE_AHEAD=1``, ``settings.engine_ahead``). Only for pools
+whose run stacks are created as files (a writable ``file://`` backend, the
+passphrase secrets), without policy packs (their preview would
 run beside the waiting ``up``) and without a concurrency limit (a call may
 wait for its slot); single calls only (a map's stack is shaped by its items).
 """

@@ -266,8 +266,8 @@ def prune_records(
 def collect(older_than: float | None = None, dry_run: bool = False, urls: list[str] | None = None) -> Collected:
     """Destroy collectable stacks; also deletes stack files a killed client left without their stack,
     run storage no stack recorded (``sweep_unrecorded_storage``), its staged bundles (``sweep_staged``),
-    jobs no stack held (``sweep_stray_jobs``) and Pulumi workspaces no stack kept (``sweep_workspaces``). A backend it cannot read is reported
-    (``LeakSearch.unreadable``) and the others collected all the same."""
+    jobs no stack held (``sweep_stray_jobs``) and Pulumi workspaces no stack kept (``sweep_workspaces``).
+    A backend it cannot read is reported (``LeakSearch.unreadable``) and the others collected all the same."""
     urls = urls or backend_urls()
     search = find_leaks(older_than, urls)
     collected = Collected(search.leaks, search.unreadable)
