@@ -17,13 +17,15 @@
 
 In the first part the body of a test outside the group runs with
 ``DOCKER_HOST`` pointing nowhere (``NO_ENGINE``), so one that reaches the
-engine after all fails every time, naming this file, instead of only when it
-meets the engine mid-restart. The lane guard (``tests/lanes.py``) cannot see
-that: the engine tests may start the Docker CLI, and their child processes
-(``toolkit gc``, ``toolkit doctor``, a provider plugin) are not watched.
-Set-up and teardown keep the engine: on the group's worker, the leak probes
-after a local-process test still look for the containers of the docker runs
-before it (``tests/leaks.py``; a worker that made no docker run asks no engine).
+engine after all fails, naming this file, instead of only when it meets the
+engine mid-restart. The lane guard (``tests/lanes.py``) cannot see that: the
+engine tests may start the Docker CLI, and their child processes (``toolkit
+gc``, ``toolkit doctor``, a provider plugin) are not watched. Only until the
+worker runs a test of the group: from then on it is the group's worker, where
+the engine is safe to ask, and where the leak probes of a local-process test
+must still look for the containers of the docker runs before it
+(``tests/leaks.py``; a worker that made no docker run asks no engine). Set-up
+and teardown always keep the engine.
 
 The groups are scheduled by ``pytest_xdist_make_scheduler`` below: pytest-xdist's own
 ``loadgroup`` scheduler does not see them under pytest 9.
@@ -143,10 +145,17 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     return GroupScheduling(config, log)
 
 
+_RAN_THE_GROUP = False
+"""Whether this worker has run a test of the group: it is the group's worker, where the engine is safe to ask."""
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
-    """The body of a test outside the group, in the first part, without the Docker engine."""
-    if item.config.getoption("part") != "beside-the-cluster" or reaches_docker(item):
+    """The body of a test outside the group, in the first part, without the Docker engine (see the module's text)."""
+    global _RAN_THE_GROUP
+    if reaches_docker(item):
+        _RAN_THE_GROUP = True
+    if item.config.getoption("part") != "beside-the-cluster" or _RAN_THE_GROUP:
         yield
         return
     before = os.environ.get("DOCKER_HOST")
