@@ -52,6 +52,11 @@ PARTS = ("all", "beside-the-cluster", "cluster")
 DOCKER_FIXTURES = ("prefect_server",)
 """Fixtures that ask the Docker engine: the Prefect server listens on the bridge's gateway, looked up there."""
 NO_ENGINE = "unix:///not-in-the-docker-engine-group/see-tests-parallel.py/docker.sock"
+GROUPS_KEY = "toolkit_xdist_groups"
+"""The ``workerinput`` key naming the file where workers leave each grouped test's group for the scheduler."""
+_GROUPS_FILE = pytest.StashKey[Path]()
+_RAN_THE_GROUP = False
+"""Whether this worker has run a test of the group: it is the group's worker, where the engine is safe to ask."""
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -87,10 +92,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         _write_groups(Path(groups_file), items)
 
 
-GROUPS_KEY = "toolkit_xdist_groups"
-"""The ``workerinput`` key naming the file where workers leave each grouped test's group for the scheduler."""
-
-
 def _write_groups(path: Path, items: list[pytest.Item]) -> None:
     """Each test's ``xdist_group``, by node id; every worker writes the same, each file whole."""
     groups = {
@@ -106,9 +107,6 @@ def _write_groups(path: Path, items: list[pytest.Item]) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     if config.pluginmanager.hasplugin("xdist") and not hasattr(config, "workerinput"):
         config.stash[_GROUPS_FILE] = Path(tempfile.mkdtemp(prefix="toolkit-xdist-")) / "groups.json"
-
-
-_GROUPS_FILE = pytest.StashKey[Path]()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -143,10 +141,6 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
             return self._groups.get(nodeid, nodeid)
 
     return GroupScheduling(config, log)
-
-
-_RAN_THE_GROUP = False
-"""Whether this worker has run a test of the group: it is the group's worker, where the engine is safe to ask."""
 
 
 @pytest.hookimpl(hookwrapper=True)
