@@ -20,6 +20,7 @@ from pathlib import Path
 
 import boto3
 import pytest
+from pulumi import automation as auto
 
 import toolkit
 from tests.clients import kill_holding_client
@@ -27,8 +28,9 @@ from tests.emulators.aws import REGION, aws_emulator  # noqa: F401 - fixture
 from tests.leaks import assert_nothing_left
 from tests.test_secret_hygiene import SECRET, grep_tree, with_encodings
 from toolkit import process, settings
-from toolkit.engine import list_run_stacks, selected_stack
+from toolkit.engine import RUN_TAG, RunTag, list_run_stacks, selected_stack
 from toolkit.futures import wait_for_teardowns
+from toolkit.operations import OperationStack
 from toolkit.pools.registry import PoolRegistry, WorkPool
 from toolkit.toolchain.pulumi_env import pulumi_env
 from toolkit.workspace import pulumi_command
@@ -121,3 +123,36 @@ def test_gc_and_runs_cancel_from_other_processes_destroy_kms_stacks(kms_pool, tm
     assert gc.returncode == 0, gc.stderr
     assert [(leak["stack"], leak["destroyed"]) for leak in json.loads(gc.stdout)["leaks"]] == [(f"run-{collected}", True)]
     assert_nothing_left(backend)  # stacks and their bookkeeping in the pool's backend; run directories, bundles
+
+
+def test_a_tag_the_call_beside_up_could_not_set_is_set_once_up_is_done(kms_pool, tmp_path, monkeypatch):
+    """On a backend the CLI creates stacks in, the gc tag is set beside ``up``; that call can read the checkpoint
+    while ``up`` rewrites it and fail (seen here under load), which must not fail the run or leave it untagged."""
+    backend_dir, _ = kms_pool
+    real_set_tag = OperationStack.set_tag
+    calls: list[str] = []
+
+    def set_tag_failing_once(stack: OperationStack, key: str, value: str) -> None:
+        calls.append(key)
+        if len(calls) == 1:
+            raise auto.errors.CommandError(
+                auto.CommandResult(stdout="", stderr="error: failed to load checkpoint: EOF", code=1)
+            )
+        real_set_tag(stack, key, value)
+
+    monkeypatch.setattr(OperationStack, "set_tag", set_tag_failing_once)
+    release = tmp_path / "release"
+    future = uses_secret.with_options(env={"TOKEN": toolkit.secret(SECRET)}).submit(str(release))
+    try:
+        deadline = time.monotonic() + 120
+        while "the job runs" not in future.logs() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert future.state == "running"
+        [(name, tags)] = list_run_stacks(f"file://{backend_dir}")
+        assert name == f"run-{future.run_id}" and RunTag.model_validate_json(tags[RUN_TAG]).pool == POOL
+    finally:
+        release.touch()
+    assert future.result(timeout=120) == SECRET[::-1]
+    assert calls == [RUN_TAG, RUN_TAG]
+    wait_for_teardowns()
+    assert_nothing_left(f"file://{backend_dir}")

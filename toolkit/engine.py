@@ -146,17 +146,19 @@ class RunStack:
         """``pulumi up``; returns the stack's outputs (plain values) from the engine's events.
 
         A tag still to be written (backends the CLI must create stacks in) is set
-        while ``up`` runs: the two CLI calls overlap instead of queueing. Raises
+        while ``up`` runs: the two CLI calls overlap instead of queueing. The tag
+        call can read the checkpoint while ``up`` rewrites it ("failed to load
+        checkpoint: EOF"), so a failed one is made again once ``up`` is done. Raises
         ``ProvisionError`` with the engine's own error diagnostics.
         """
         tag_errors: list[Exception] = []
         tagger = None
-        if self._pending_tag is not None:
-            value = self._pending_tag.model_dump_json()
+        tag_value = self._pending_tag.model_dump_json() if self._pending_tag is not None else None
+        if tag_value is not None:
 
             def tag() -> None:
                 try:
-                    self.stack.set_tag(RUN_TAG, value)
+                    self.stack.set_tag(RUN_TAG, tag_value)
                 except auto.errors.CommandError as exc:
                     tag_errors.append(exc)
 
@@ -171,8 +173,11 @@ class RunStack:
         finally:
             if tagger is not None:
                 tagger.join()
-        if tag_errors:
-            raise ProvisionError(f"tagging stack {self.name} for `toolkit gc` failed: {tag_errors[0]}")
+        if tag_errors and tag_value is not None:
+            try:
+                self.stack.set_tag(RUN_TAG, tag_value)
+            except auto.errors.CommandError as exc:
+                raise ProvisionError(f"tagging stack {self.name} for `toolkit gc` failed: {exc}") from None
         secret = sorted(key for key, value in outputs.items() if is_secret(value))
         if secret:
             raise ProvisionError(
