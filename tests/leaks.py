@@ -49,8 +49,12 @@ def run_stacks(backend_url: str | None = None) -> list[str]:
         raise LeakProbeError(f"could not list the run stacks in {backend_url}: {exc}") from exc
 
 
+def _runs_dir(home: Path | None) -> Path:
+    return home / "runs" if home else settings.runs_dir()
+
+
 def session_run_ids(home: Path | None = None) -> set[str]:
-    runs = home / "runs" if home else settings.runs_dir()
+    runs = _runs_dir(home)
     return {path.name for path in runs.iterdir()} if runs.exists() else set()
 
 
@@ -63,7 +67,7 @@ def session_container_runs(home: Path | None = None) -> set[str]:
 
     A session that made no docker run needs no Docker engine to be checked, so its tests do not
     ask one that another worker's test is restarting (tests/parallel.py)."""
-    runs = home / "runs" if home else settings.runs_dir()
+    runs = _runs_dir(home)
     found = set()
     for run_id in session_run_ids(home):
         try:
